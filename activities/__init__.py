@@ -1,0 +1,1 @@
+"""Activities: plain functions where all I/O and non-determinism lives."""

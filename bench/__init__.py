@@ -1,0 +1,1 @@
+"""Throughput and latency measurements, printed next to the raw SDK ceilings."""

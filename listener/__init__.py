@@ -1,0 +1,1 @@
+"""Service Bus listener and co-hosted DTS worker: messages in, orchestrations out."""

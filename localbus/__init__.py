@@ -1,0 +1,1 @@
+"""A small Service Bus-compatible AMQP 1.0 broker for development and tests."""

@@ -1,0 +1,7 @@
+"""Shared fixtures live in tests/fixtures/ as plugins so each area owns its own file."""
+
+pytest_plugins = [
+    "tests.fixtures.ports",
+    "tests.fixtures.dts",
+    "tests.fixtures.localbus",
+]
