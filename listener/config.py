@@ -1,0 +1,317 @@
+"""Environment → one frozen Settings object.
+
+This is the only module that reads the environment. Every rule about a setting, and every error message for a
+bad one, lives here, so `sbworker` can refuse a bad configuration with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMULATOR_CONFIG = REPO_ROOT / "infra" / "servicebus-emulator" / "Config.json"
+
+# The official emulators' well-known local values: a bare checkout talks to them (or to localbus) unconfigured.
+DEFAULT_DTS_CONNECTION_STRING = "Endpoint=http://localhost:8080;Authentication=None"
+DEFAULT_TASKHUB = "default"
+DEFAULT_SERVICEBUS_CONNECTION_STRING = (
+    "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;"
+    "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+)
+# Kept equal to the queue in infra/servicebus-emulator/Config.json and infra/ (a test checks all three agree).
+DEFAULT_QUEUE = "workflow-requests"
+
+#: Every environment variable the service reads. Deployment files must set each one (a test checks this).
+ENV_VARS: tuple[str, ...] = (
+    "DTS_CONNECTION_STRING",
+    "TASKHUB_NAME",
+    "SERVICEBUS_CONNECTION_STRING",
+    "SERVICEBUS_NAMESPACE",
+    "SERVICEBUS_QUEUE",
+    "SERVICEBUS_AUTHENTICATION",
+    "AZURE_CLIENT_ID",
+    "MAX_CONCURRENT_MESSAGES",
+    "PREFETCH_COUNT",
+    "MAX_MESSAGE_BYTES",
+    "APPROVAL_NOT_FOUND_WINDOW_SECONDS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "HEALTH_PORT",
+    "LOG_LEVEL",
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; `str()` is the one line shown to the user."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"configuration error: {variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class Auth(enum.StrEnum):
+    """How we authenticate to DTS or Service Bus."""
+
+    NONE = "None"  # local emulator / in-memory backend (DTS only)
+    MANAGED_IDENTITY = "ManagedIdentity"
+    DEFAULT_AZURE = "DefaultAzure"
+    CONNECTION_STRING = "ConnectionString"  # Service Bus SAS (emulator / localbus only in our deployments)
+
+
+@dataclass(frozen=True)
+class DtsSettings:
+    """Where the Durable Task Scheduler is and how to authenticate to it."""
+
+    endpoint: str  # with scheme, as the SDK accepts it: http://localhost:8080 or https://x.durabletask.io
+    taskhub: str
+    auth: Auth
+    client_id: str | None  # user-assigned managed identity; None = system-assigned / not used
+
+    @property
+    def secure(self) -> bool:
+        return self.endpoint.lower().startswith("https://")
+
+
+@dataclass(frozen=True)
+class ServiceBusSettings:
+    """Which queue to use and how to reach it."""
+
+    queue: str
+    auth: Auth
+    connection_string: str | None  # set when auth is CONNECTION_STRING
+    namespace: str | None  # fully qualified, set otherwise
+    client_id: str | None
+
+    @property
+    def endpoint_for_logs(self) -> str:
+        """Where we connect, without any secret: safe to log."""
+        if self.namespace:
+            return self.namespace
+        return _connection_string_fields(self.connection_string or "", "SERVICEBUS_CONNECTION_STRING").get(
+            "endpoint", "?"
+        )
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """How the listener receives and settles."""
+
+    max_concurrent_messages: int
+    prefetch_count: int
+    max_message_bytes: int
+    approval_not_found_window_seconds: float
+    shutdown_grace_seconds: float
+    health_port: int  # 0 disables the health endpoint
+    log_level: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    dts: DtsSettings
+    servicebus: ServiceBusSettings
+    listener: ListenerSettings
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad variable."""
+    env = os.environ if environ is None else environ
+    client_id = _optional(env, "AZURE_CLIENT_ID")
+    return Settings(
+        dts=parse_dts(
+            env.get("DTS_CONNECTION_STRING") or DEFAULT_DTS_CONNECTION_STRING,
+            taskhub=_taskhub(env),
+            default_client_id=client_id,
+        ),
+        servicebus=_servicebus(env, client_id),
+        listener=ListenerSettings(
+            max_concurrent_messages=_int(env, "MAX_CONCURRENT_MESSAGES", 32, low=1, high=1024),
+            prefetch_count=_int(env, "PREFETCH_COUNT", 0, low=0, high=10_000),
+            max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 262_144, low=256, high=100 * 1024 * 1024),
+            approval_not_found_window_seconds=_float(
+                env, "APPROVAL_NOT_FOUND_WINDOW_SECONDS", 300.0, low=0.0, high=7 * 24 * 3600.0
+            ),
+            shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 30.0, low=0.0, high=3600.0),
+            health_port=_int(env, "HEALTH_PORT", 8000, low=0, high=65535),
+            log_level=_log_level(env),
+        ),
+    )
+
+
+def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default_client_id: str | None = None
+              ) -> DtsSettings:
+    """Parse the DTS guide's format: `Endpoint=...;Authentication=None|ManagedIdentity|DefaultAzure[;ClientID=...]`."""
+    var = "DTS_CONNECTION_STRING"
+    fields = _connection_string_fields(connection_string, var)
+    unknown = sorted(set(fields) - {"endpoint", "authentication", "clientid", "taskhub"})
+    if unknown:
+        raise ConfigError(var, f"unknown key {unknown[0]!r} (expected Endpoint, Authentication, ClientID, TaskHub)")
+    endpoint = fields.get("endpoint")
+    if not endpoint:
+        raise ConfigError(var, "missing Endpoint= (e.g. Endpoint=http://localhost:8080)")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(var, f"Endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ConfigError(var, f"Endpoint has an invalid port: {endpoint!r}") from None
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(var, f"Endpoint must not have a path or query: {endpoint!r}")
+    auth_raw = fields.get("authentication")
+    if auth_raw is None:
+        raise ConfigError(var, "missing Authentication= (None, ManagedIdentity or DefaultAzure)")
+    auth = _auth(auth_raw, var, allowed=(Auth.NONE, Auth.MANAGED_IDENTITY, Auth.DEFAULT_AZURE))
+    if auth is Auth.NONE and parts.scheme == "https" and not _is_local(parts.hostname):
+        raise ConfigError(var, "Authentication=None is only for a local emulator; use ManagedIdentity or DefaultAzure")
+    # A task hub in the string wins over TASKHUB_NAME: the string is what the portal hands out.
+    hub = fields.get("taskhub") or taskhub
+    client_id = fields.get("clientid") or default_client_id
+    return DtsSettings(
+        endpoint=f"{parts.scheme}://{parts.netloc}",
+        taskhub=hub,
+        auth=auth,
+        client_id=client_id if auth is Auth.MANAGED_IDENTITY else None,
+    )
+
+
+def queue_names_from_emulator_config(path: Path = EMULATOR_CONFIG) -> list[str]:
+    """Queue names declared in the emulator Config.json (the single source of truth for local queues)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return [q["Name"] for ns in doc["UserConfig"]["Namespaces"] for q in ns.get("Queues", [])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSettings:
+    queue = _optional(env, "SERVICEBUS_QUEUE") or DEFAULT_QUEUE
+    if len(queue) > 260 or any(c in queue for c in " \t\r\n?#"):
+        raise ConfigError("SERVICEBUS_QUEUE", f"not a valid queue name: {queue!r}")
+    namespace = _optional(env, "SERVICEBUS_NAMESPACE")
+    conn = _optional(env, "SERVICEBUS_CONNECTION_STRING")
+    auth_raw = _optional(env, "SERVICEBUS_AUTHENTICATION")
+    if namespace and conn:
+        raise ConfigError(
+            "SERVICEBUS_NAMESPACE",
+            "set either SERVICEBUS_NAMESPACE (Entra ID) or SERVICEBUS_CONNECTION_STRING, not both",
+        )
+    if namespace:
+        ns = _namespace(namespace)
+        if auth_raw:
+            auth = _auth(auth_raw, "SERVICEBUS_AUTHENTICATION", allowed=(Auth.MANAGED_IDENTITY, Auth.DEFAULT_AZURE))
+        else:
+            auth = Auth.MANAGED_IDENTITY if client_id else Auth.DEFAULT_AZURE
+        return ServiceBusSettings(
+            queue=queue,
+            auth=auth,
+            connection_string=None,
+            namespace=ns,
+            client_id=client_id if auth is Auth.MANAGED_IDENTITY else None,
+        )
+    if auth_raw and _auth(auth_raw, "SERVICEBUS_AUTHENTICATION", allowed=tuple(Auth)) is not Auth.CONNECTION_STRING:
+        raise ConfigError("SERVICEBUS_AUTHENTICATION", f"{auth_raw} needs SERVICEBUS_NAMESPACE to be set")
+    conn = conn or DEFAULT_SERVICEBUS_CONNECTION_STRING
+    fields = _connection_string_fields(conn, "SERVICEBUS_CONNECTION_STRING")
+    endpoint = fields.get("endpoint", "")
+    if not endpoint.lower().startswith("sb://") or not urlsplit(endpoint).hostname:
+        raise ConfigError("SERVICEBUS_CONNECTION_STRING", "missing or invalid Endpoint=sb://<host>[:port]")
+    has_key = "sharedaccesskeyname" in fields and "sharedaccesskey" in fields
+    if not has_key and "sharedaccesssignature" not in fields:
+        raise ConfigError(
+            "SERVICEBUS_CONNECTION_STRING", "needs SharedAccessKeyName and SharedAccessKey (or SharedAccessSignature)"
+        )
+    return ServiceBusSettings(queue=queue, auth=Auth.CONNECTION_STRING, connection_string=conn, namespace=None,
+                              client_id=None)
+
+
+def _namespace(value: str) -> str:
+    host = value.strip()
+    if "://" in host:
+        host = urlsplit(host).hostname or ""
+    host = host.rstrip("/")
+    if not host or any(c in host for c in " /;=?#"):
+        raise ConfigError("SERVICEBUS_NAMESPACE", f"expected <name>.servicebus.windows.net, got {value!r}")
+    if "." not in host:
+        host = f"{host}.servicebus.windows.net"
+    return host
+
+
+def _connection_string_fields(value: str, var: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for part in value.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip():
+            # Never echo the part: it may be a key.
+            raise ConfigError(var, "expected Key=Value pairs separated by ';'")
+        fields[key.strip().lower()] = val.strip()
+    if not fields:
+        raise ConfigError(var, "is empty")
+    return fields
+
+
+def _auth(raw: str, var: str, *, allowed: tuple[Auth, ...]) -> Auth:
+    for auth in allowed:
+        if raw.strip().lower() == auth.value.lower():
+            return auth
+    names = ", ".join(a.value for a in allowed)
+    raise ConfigError(var, f"unsupported authentication {raw.strip()!r} (expected one of: {names})")
+
+
+def _taskhub(env: Mapping[str, str]) -> str:
+    hub = _optional(env, "TASKHUB_NAME") or DEFAULT_TASKHUB
+    if len(hub) > 64 or not all(c.isalnum() or c in "-_" for c in hub):
+        raise ConfigError("TASKHUB_NAME", f"use letters, digits, '-' or '_' (max 64), got {hub!r}")
+    return hub
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    level = (_optional(env, "LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    return level
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a number of seconds, got {raw!r}") from None
+    if not low <= value <= high:  # also rejects nan
+        raise ConfigError(name, f"must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def _is_local(host: str) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")
