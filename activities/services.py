@@ -1,0 +1,48 @@
+"""A deliberately unreliable downstream service and the compensation that undoes its partial effects."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Attempts seen per key. Failure is driven by the input, not by chance, so tests can make it fail exactly n times.
+_attempts: Counter[str] = Counter()
+_lock = threading.Lock()
+
+
+class ServiceUnavailableError(RuntimeError):
+    """The downstream service refused the call (raised on purpose, as the input asked)."""
+
+
+def unreliable_service(ctx: Any, request: Any) -> Any:
+    """Fail `fail_times` times per `key` (or always with `always_fail`), then return `result`.
+
+    Input (all optional): {"key": str, "fail_times": int, "always_fail": bool, "result": any}.
+    The key defaults to the orchestration instance id, so each instance counts its own attempts.
+    """
+    options = request if isinstance(request, dict) else {}
+    key = str(options.get("key") or getattr(ctx, "orchestration_id", "") or "default")
+    with _lock:
+        _attempts[key] += 1
+        attempt = _attempts[key]
+    if options.get("always_fail") or attempt <= int(options.get("fail_times", 0)):
+        log.info("unreliable_service failing attempt %d for %s", attempt, key)
+        raise ServiceUnavailableError(f"service unavailable (attempt {attempt})")
+    return options.get("result", f"Service succeeded after {attempt} attempt(s)")
+
+
+def attempts(key: str) -> int:
+    """How many times `unreliable_service` was called for `key` in this process."""
+    with _lock:
+        return _attempts[key]
+
+
+def compensation_activity(ctx: Any, request: Any) -> str:
+    """Undo whatever the failed call may have done. Here: log it, and say so in the history."""
+    instance_id = getattr(ctx, "orchestration_id", None)
+    log.warning("compensating instance %s", instance_id)
+    return f"Compensated {instance_id}"

@@ -1,0 +1,90 @@
+"""The one place where settings and credentials become SDK clients.
+
+Everything else receives the clients it needs as arguments. Tests pass `credential=` to exercise the Entra ID
+paths with a fake credential against local peers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.servicebus import ServiceBusClient as SyncServiceBusClient
+from azure.servicebus.aio import ServiceBusClient
+from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
+from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+
+from listener import credentials, logs
+from listener.config import Auth, DtsSettings, ServiceBusSettings
+from orchestrations import registry
+
+_UNSET: Any = object()
+
+
+def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = _UNSET) -> DurableTaskSchedulerWorker:
+    """A worker with every registered orchestrator and activity; not started."""
+    cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    worker = DurableTaskSchedulerWorker(
+        host_address=settings.endpoint,
+        taskhub=settings.taskhub,
+        token_credential=cred,
+        secure_channel=settings.secure,
+        logger=logs.sdk_logger("worker"),
+    )
+    registry.register(worker)
+    return worker
+
+
+def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = _UNSET) -> DurableTaskSchedulerClient:
+    cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    return DurableTaskSchedulerClient(
+        host_address=settings.endpoint,
+        taskhub=settings.taskhub,
+        token_credential=cred,
+        secure_channel=settings.secure,
+        logger=logs.sdk_logger("client"),
+    )
+
+
+def dts_async_client(
+    settings: DtsSettings, *, credential: AsyncTokenCredential | None = _UNSET
+) -> AsyncDurableTaskSchedulerClient:
+    cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    return AsyncDurableTaskSchedulerClient(
+        host_address=settings.endpoint,
+        taskhub=settings.taskhub,
+        token_credential=cred,
+        secure_channel=settings.secure,
+        logger=logs.sdk_logger("client"),
+    )
+
+
+def servicebus_client(
+    settings: ServiceBusSettings, *, credential: AsyncTokenCredential | None = _UNSET
+) -> ServiceBusClient:
+    """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace."""
+    if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
+        assert settings.connection_string is not None
+        return ServiceBusClient.from_connection_string(settings.connection_string)
+    cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    if cred is None:
+        raise ValueError("Service Bus needs a credential when no connection string is configured")
+    return ServiceBusClient(_namespace_of(settings), cred)
+
+
+def servicebus_sync_client(
+    settings: ServiceBusSettings, *, credential: TokenCredential | None = _UNSET
+) -> SyncServiceBusClient:
+    """A blocking Service Bus client, for the publishing CLI."""
+    if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
+        assert settings.connection_string is not None
+        return SyncServiceBusClient.from_connection_string(settings.connection_string)
+    cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    if cred is None:
+        raise ValueError("Service Bus needs a credential when no connection string is configured")
+    return SyncServiceBusClient(_namespace_of(settings), cred)
+
+
+def _namespace_of(settings: ServiceBusSettings) -> str:
+    return settings.namespace or settings.endpoint_for_logs.removeprefix("sb://").rstrip("/")

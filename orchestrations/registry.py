@@ -1,0 +1,63 @@
+"""The one list of workflows and activities.
+
+The worker registers exactly these, and the listener starts only names found in ORCHESTRATORS: a message can
+never start an activity or a helper function. Adding a workflow = one module + one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from activities.approvals import send_approval_request
+from activities.greetings import say_hello
+from activities.services import compensation_activity, unreliable_service
+from orchestrations.approval_workflow import approval_workflow
+from orchestrations.fan_out_fan_in import fan_out_fan_in
+from orchestrations.hello_cities import hello_cities
+from orchestrations.workflow_with_retry import workflow_with_retry
+
+ORCHESTRATORS: Mapping[str, Callable[..., Any]] = MappingProxyType({
+    "hello_cities": hello_cities,
+    "fan_out_fan_in": fan_out_fan_in,
+    "approval_workflow": approval_workflow,
+    "workflow_with_retry": workflow_with_retry,
+})
+
+ACTIVITIES: Mapping[str, Callable[..., Any]] = MappingProxyType({
+    "say_hello": say_hello,
+    "send_approval_request": send_approval_request,
+    "unreliable_service": unreliable_service,
+    "compensation_activity": compensation_activity,
+})
+
+
+class _Registrable(Protocol):
+    def add_orchestrator(self, fn: Any) -> str: ...
+    def add_activity(self, fn: Any) -> str: ...
+
+
+def is_startable(name: str) -> bool:
+    """May a message start an orchestration by this name?"""
+    return name in ORCHESTRATORS
+
+
+def orchestration_names() -> list[str]:
+    return sorted(ORCHESTRATORS)
+
+
+def register(worker: _Registrable) -> None:
+    """Register every orchestrator and activity under its public name.
+
+    The SDK registers a function under its own name, so a registry key that differs from it is a bug we refuse.
+    """
+    for name, orchestrator in ORCHESTRATORS.items():
+        _check_registered(name, worker.add_orchestrator(orchestrator))
+    for name, activity in ACTIVITIES.items():
+        _check_registered(name, worker.add_activity(activity))
+
+
+def _check_registered(expected: str, actual: str) -> None:
+    if expected != actual:
+        raise RuntimeError(f"registry key {expected!r} registers as {actual!r}: rename one of them")

@@ -1,0 +1,129 @@
+"""Every accepted and rejected configuration form, with the message the user sees."""
+
+from __future__ import annotations
+
+import pytest
+
+from listener import config
+from listener.config import Auth, ConfigError, load, parse_dts
+
+
+def test_bare_environment_points_at_the_local_emulators() -> None:
+    s = load({})
+    assert s.dts.endpoint == "http://localhost:8080"
+    assert s.dts.auth is Auth.NONE and not s.dts.secure and s.dts.taskhub == "default"
+    assert s.servicebus.auth is Auth.CONNECTION_STRING
+    assert s.servicebus.connection_string == config.DEFAULT_SERVICEBUS_CONNECTION_STRING
+    assert s.servicebus.queue == "workflow-requests" == config.DEFAULT_QUEUE
+    assert s.listener.max_concurrent_messages == 32 and s.listener.health_port == 8000
+
+
+@pytest.mark.parametrize(
+    ("conn", "endpoint", "auth", "client_id", "secure"),
+    [
+        ("Endpoint=http://localhost:8080;Authentication=None", "http://localhost:8080", Auth.NONE, None, False),
+        ("endpoint=http://127.0.0.1:9000 ; authentication=none", "http://127.0.0.1:9000", Auth.NONE, None, False),
+        (
+            "Endpoint=https://s1.westus2.durabletask.io;Authentication=ManagedIdentity;ClientID=abc-123",
+            "https://s1.westus2.durabletask.io", Auth.MANAGED_IDENTITY, "abc-123", True,
+        ),
+        (
+            "Endpoint=https://s1.westus2.durabletask.io/;Authentication=DefaultAzure",
+            "https://s1.westus2.durabletask.io", Auth.DEFAULT_AZURE, None, True,
+        ),
+        ("Endpoint=https://localhost:8443;Authentication=None", "https://localhost:8443", Auth.NONE, None, True),
+    ],
+)
+def test_dts_connection_strings(conn: str, endpoint: str, auth: Auth, client_id: str | None, secure: bool) -> None:
+    s = parse_dts(conn)
+    assert (s.endpoint, s.auth, s.client_id, s.secure) == (endpoint, auth, client_id, secure)
+
+
+def test_managed_identity_client_id_falls_back_to_azure_client_id() -> None:
+    s = load({
+        "DTS_CONNECTION_STRING": "Endpoint=https://x.durabletask.io;Authentication=ManagedIdentity",
+        "AZURE_CLIENT_ID": "from-env",
+    })
+    assert s.dts.client_id == "from-env"
+
+
+def test_taskhub_from_env_and_from_string() -> None:
+    assert load({"TASKHUB_NAME": "hub-1"}).dts.taskhub == "hub-1"
+    conn = "Endpoint=http://localhost:8080;Authentication=None;TaskHub=hub2"
+    assert load({"DTS_CONNECTION_STRING": conn, "TASKHUB_NAME": "x"}).dts.taskhub == "hub2"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "fragment"),
+    [
+        ({"DTS_CONNECTION_STRING": "Authentication=None"}, "DTS_CONNECTION_STRING", "missing Endpoint"),
+        ({"DTS_CONNECTION_STRING": "Endpoint=http://localhost:8080"}, "DTS_CONNECTION_STRING",
+         "missing Authentication"),
+        ({"DTS_CONNECTION_STRING": "Endpoint=localhost:8080;Authentication=None"}, "DTS_CONNECTION_STRING",
+         "http:// or https://"),
+        ({"DTS_CONNECTION_STRING": "Endpoint=http://localhost:99999;Authentication=None"}, "DTS_CONNECTION_STRING",
+         "invalid port"),
+        ({"DTS_CONNECTION_STRING": "Endpoint=http://h:1/x;Authentication=None"}, "DTS_CONNECTION_STRING", "path"),
+        ({"DTS_CONNECTION_STRING": "Endpoint=http://h:1;Authentication=Kerberos"}, "DTS_CONNECTION_STRING",
+         "unsupported authentication 'Kerberos'"),
+        ({"DTS_CONNECTION_STRING": "Endpoint=http://h:1;Authentication=None;Colour=red"}, "DTS_CONNECTION_STRING",
+         "unknown key 'colour'"),
+        ({"DTS_CONNECTION_STRING": "garbage"}, "DTS_CONNECTION_STRING", "Key=Value"),
+        ({"DTS_CONNECTION_STRING": "Endpoint=https://x.durabletask.io;Authentication=None"}, "DTS_CONNECTION_STRING",
+         "only for a local emulator"),
+        ({"TASKHUB_NAME": "bad hub!"}, "TASKHUB_NAME", "letters, digits"),
+        ({"MAX_CONCURRENT_MESSAGES": "lots"}, "MAX_CONCURRENT_MESSAGES", "expected an integer"),
+        ({"MAX_CONCURRENT_MESSAGES": "0"}, "MAX_CONCURRENT_MESSAGES", "between 1 and 1024"),
+        ({"PREFETCH_COUNT": "-1"}, "PREFETCH_COUNT", "between 0"),
+        ({"SHUTDOWN_GRACE_SECONDS": "nan"}, "SHUTDOWN_GRACE_SECONDS", "between"),
+        ({"APPROVAL_NOT_FOUND_WINDOW_SECONDS": "soon"}, "APPROVAL_NOT_FOUND_WINDOW_SECONDS", "number of seconds"),
+        ({"HEALTH_PORT": "70000"}, "HEALTH_PORT", "between 0 and 65535"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL", "expected DEBUG"),
+        ({"SERVICEBUS_QUEUE": "a queue"}, "SERVICEBUS_QUEUE", "not a valid queue name"),
+        ({"SERVICEBUS_CONNECTION_STRING": "Endpoint=http://x;SharedAccessKeyName=a;SharedAccessKey=b"},
+         "SERVICEBUS_CONNECTION_STRING", "Endpoint=sb://"),
+        ({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x;SharedAccessKeyName=a"}, "SERVICEBUS_CONNECTION_STRING",
+         "SharedAccessKey"),
+        ({"SERVICEBUS_NAMESPACE": "ns.servicebus.windows.net", "SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x;"
+          "SharedAccessKeyName=a;SharedAccessKey=b"}, "SERVICEBUS_NAMESPACE", "not both"),
+        ({"SERVICEBUS_NAMESPACE": "bad/ns"}, "SERVICEBUS_NAMESPACE", "expected <name>.servicebus.windows.net"),
+        ({"SERVICEBUS_NAMESPACE": "ns", "SERVICEBUS_AUTHENTICATION": "None"}, "SERVICEBUS_AUTHENTICATION",
+         "unsupported authentication"),
+        ({"SERVICEBUS_AUTHENTICATION": "ManagedIdentity"}, "SERVICEBUS_AUTHENTICATION", "needs SERVICEBUS_NAMESPACE"),
+    ],
+)
+def test_rejected_configuration_names_the_variable(env: dict[str, str], variable: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(env)
+    assert info.value.variable == variable
+    message = str(info.value)
+    assert message.startswith(f"configuration error: {variable}: ")
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_a_malformed_connection_string_never_echoes_its_secret() -> None:
+    with pytest.raises(ConfigError) as info:
+        load({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x;SuperSecretKeyMaterial"})
+    assert "SuperSecret" not in str(info.value)
+
+
+def test_servicebus_namespace_selects_entra_id() -> None:
+    s = load({"SERVICEBUS_NAMESPACE": "myns", "AZURE_CLIENT_ID": "cid"}).servicebus
+    assert (s.namespace, s.auth, s.client_id, s.connection_string) == (
+        "myns.servicebus.windows.net", Auth.MANAGED_IDENTITY, "cid", None,
+    )
+    s = load({"SERVICEBUS_NAMESPACE": "sb://other.servicebus.windows.net/"}).servicebus
+    assert (s.namespace, s.auth) == ("other.servicebus.windows.net", Auth.DEFAULT_AZURE)
+    s = load({"SERVICEBUS_NAMESPACE": "n.servicebus.windows.net", "SERVICEBUS_AUTHENTICATION": "defaultazure",
+              "AZURE_CLIENT_ID": "cid"}).servicebus
+    assert s.auth is Auth.DEFAULT_AZURE and s.client_id is None
+
+
+def test_endpoint_for_logs_has_no_secret() -> None:
+    s = load({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://host:5673;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"})
+    assert s.servicebus.endpoint_for_logs == "sb://host:5673"
+
+
+def test_emulator_config_declares_the_default_queue() -> None:
+    assert config.DEFAULT_QUEUE in config.queue_names_from_emulator_config()
