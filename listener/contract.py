@@ -1,0 +1,557 @@
+"""The message contract: body bytes + subject + content type + message id -> typed request or rejection.
+
+Pure code: nothing here knows about Service Bus or the Durable Task Scheduler, so every rule can be unit
+tested and the caller only maps the result to one client call or one dead-letter.
+
+The JSON Schemas in ``listener/schemas/`` are the contract that publishers read; ``parse`` validates against
+those very files, so documentation and behaviour cannot drift. Rules a schema cannot express are enforced
+here and stated in the schema descriptions.
+
+Decisions (and why):
+
+- Checks run in this order, and the first failure wins: size (``TooLarge``, before any decoding so a huge
+  body costs nothing), subject, content type, UTF-8, JSON, schema, start time, orchestration registration,
+  message id. A message therefore gets the most basic reason that applies.
+- Subjects match exactly and case-sensitively (``"start"``, ``"approval"``) after stripping surrounding
+  whitespace: whitespace is an easy publisher slip, a different case may be a different message type.
+- ``content_type`` unset or blank means JSON. Otherwise the media type must be ``application/json``
+  (case-insensitive); parameters are allowed, but a ``charset`` other than UTF-8 is rejected because the
+  body is only ever decoded as UTF-8.
+- A UTF-8 byte order mark is accepted and skipped: some tools write one, and it carries no meaning.
+- JSON is strict: duplicate keys, ``NaN``/``Infinity`` literals, numbers that overflow a double (``1e400``),
+  integers longer than Python's 4300-digit limit, unpaired UTF-16 surrogates (``"\\ud800"``, which cannot be
+  re-encoded as UTF-8 downstream) and nesting deeper than ``MAX_DEPTH`` are all ``InvalidJson``. The depth cap
+  keeps far below the interpreter's recursion limit, so serialising the input later can never blow the stack;
+  bodies deep enough to make ``json`` itself raise ``RecursionError`` are reported the same way, never raised.
+- Both schemas forbid unknown properties, so a typo such as ``"aproved"`` is reported by name.
+- ``instance_id`` and ``start_at`` may be absent but not ``null``; ``comment`` may be ``null``; ``input``
+  ``null`` and absent both mean no input.
+- An absent ``instance_id`` on ``start`` defaults to the message id, so a redelivered or re-published message
+  never starts a second instance. The message id must then satisfy the same rules as an explicit instance
+  id; if it is missing, empty, not UTF-8 or unsuitable, the reason is ``MissingMessageId``.
+- ``start_at`` must be ISO-8601 with a zone (``Z`` or an offset); a naive time is ambiguous and rejected.
+- Descriptions name the field as a JSON path (``$.approved``), say what was expected, quote at most a short
+  prefix of any value and never exceed ``MAX_DESCRIPTION`` characters: they end up in dead-letter headers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Final, NoReturn, TypeAlias
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+SUBJECT_START: Final = "start"
+SUBJECT_APPROVAL: Final = "approval"
+APPROVAL_EVENT: Final = "ApprovalEvent"
+"""Name of the external event raised for an ``approval`` message."""
+
+DEFAULT_MAX_BYTES: Final = 262144
+MAX_DEPTH: Final = 100
+"""Deepest allowed nesting of arrays/objects (the body object itself is level 0)."""
+MAX_DESCRIPTION: Final = 1024
+
+
+class Reason(StrEnum):
+    """Dead-letter reason codes. Members are ``str``, so they compare equal to their values."""
+
+    INVALID_JSON = "InvalidJson"
+    INVALID_ENCODING = "InvalidEncoding"
+    SCHEMA_VIOLATION = "SchemaViolation"
+    UNKNOWN_SUBJECT = "UnknownSubject"
+    UNKNOWN_ORCHESTRATION = "UnknownOrchestration"
+    TOO_LARGE = "TooLarge"
+    UNSUPPORTED_CONTENT_TYPE = "UnsupportedContentType"
+    MISSING_MESSAGE_ID = "MissingMessageId"
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """Start ``orchestration`` as ``instance_id`` with ``input``, now or at ``start_at`` (aware UTC)."""
+
+    orchestration: str
+    instance_id: str
+    input: Any
+    start_at: datetime | None
+    instance_id_from_message: bool
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """Raise ``APPROVAL_EVENT`` on ``instance_id`` with ``event_data()``."""
+
+    instance_id: str
+    approved: bool
+    approver: str
+    comment: str | None
+
+    def event_data(self) -> dict[str, Any]:
+        return {"approved": self.approved, "approver": self.approver, "comment": self.comment}
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A rejected message: ``reason`` is a ``Reason`` code, ``description`` names the offending field."""
+
+    reason: str
+    description: str
+
+
+Request = StartRequest | ApprovalRequest
+
+
+def _load_schema(name: str) -> dict[str, Any]:
+    text = (resources.files("listener") / "schemas" / name).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    Draft202012Validator.check_schema(schema)  # a broken schema file should fail at import, not per message
+    return schema
+
+
+_START_SCHEMA: Final = _load_schema("start.schema.json")
+_APPROVAL_SCHEMA: Final = _load_schema("approval.schema.json")
+_START: Final = Draft202012Validator(_START_SCHEMA)
+_APPROVAL: Final = Draft202012Validator(_APPROVAL_SCHEMA)
+# The defaulted instance id obeys the same rules as an explicit one: validate it with the schema's own $def.
+_INSTANCE_ID: Final = Draft202012Validator(_START_SCHEMA["$defs"]["instanceId"])
+
+
+class _Reject(Exception):
+    """Internal: carries a rejection out of nested helpers to ``parse``."""
+
+    def __init__(self, reason: Reason, description: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+
+
+def _reject(reason: Reason, description: str) -> NoReturn:
+    raise _Reject(reason, description)
+
+
+def parse(
+    body: bytes,
+    *,
+    subject: str | None,
+    content_type: str | None,
+    message_id: str | bytes | None,
+    is_registered: Callable[[str], bool],
+    registered_names: Callable[[], Iterable[str]] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> StartRequest | ApprovalRequest | Invalid:
+    """Turn one message into a request, or an ``Invalid`` for the caller to dead-letter.
+
+    Never raises because of the message's content; exceptions from ``is_registered``/``registered_names``
+    (caller bugs) propagate.
+    """
+    try:
+        return _parse(
+            bytes(body),
+            subject=subject,
+            content_type=content_type,
+            message_id=message_id,
+            is_registered=is_registered,
+            registered_names=registered_names,
+            max_bytes=max_bytes,
+        )
+    except _Reject as rejection:
+        return Invalid(rejection.reason, _clip(rejection.description))
+
+
+def _parse(
+    body: bytes,
+    *,
+    subject: str | None,
+    content_type: str | None,
+    message_id: str | bytes | None,
+    is_registered: Callable[[str], bool],
+    registered_names: Callable[[], Iterable[str]] | None,
+    max_bytes: int,
+) -> StartRequest | ApprovalRequest:
+    if len(body) > max_bytes:
+        _reject(Reason.TOO_LARGE, f"body is {len(body)} bytes; the limit is {max_bytes} bytes")
+    kind = _check_subject(subject)
+    _check_content_type(content_type)
+    document = _load_json(_decode(body))
+    if kind == SUBJECT_START:
+        return _start(document, message_id, is_registered, registered_names)
+    return _approval(document)
+
+
+def _check_subject(subject: str | None) -> str:
+    expected = f'expected "{SUBJECT_START}" or "{SUBJECT_APPROVAL}" (case-sensitive)'
+    if subject is None or not isinstance(subject, str) or not subject.strip():
+        _reject(Reason.UNKNOWN_SUBJECT, f"subject is missing; {expected}")
+    stripped = subject.strip()
+    if stripped not in (SUBJECT_START, SUBJECT_APPROVAL):
+        _reject(Reason.UNKNOWN_SUBJECT, f"subject {_show(subject)} is not known; {expected}")
+    return stripped
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if content_type is None or not content_type.strip():
+        return
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip().lower() != "application/json":
+        _reject(
+            Reason.UNSUPPORTED_CONTENT_TYPE,
+            f"content_type {_show(content_type)} is not supported; expected application/json",
+        )
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            _reject(
+                Reason.UNSUPPORTED_CONTENT_TYPE,
+                f"content_type {_show(content_type)} is not supported; the body must be UTF-8",
+            )
+
+
+def _decode(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        _reject(
+            Reason.INVALID_ENCODING,
+            f"body is not valid UTF-8: byte 0x{body[error.start]:02x} at offset {error.start} ({error.reason})",
+        )
+
+
+class _DuplicateKeyObject(dict[str, Any]):
+    """An object that had a repeated key; reported with its path by ``_check_value``."""
+
+    duplicate: str
+
+
+@dataclass(frozen=True)
+class _NonFinite:
+    """Placeholder for NaN, Infinity or an overflowing number; reported with its path by ``_check_value``."""
+
+    literal: str
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            marked = _DuplicateKeyObject(result)
+            marked.duplicate = key
+            return marked
+        result[key] = value
+    return result
+
+
+def _parse_float(literal: str) -> float | _NonFinite:
+    number = float(literal)
+    return number if math.isfinite(number) else _NonFinite(literal)
+
+
+def _load_json(text: str) -> Any:
+    if not text.strip():
+        _reject(Reason.INVALID_JSON, "body is empty; expected a JSON object")
+    try:
+        document = json.loads(
+            text, object_pairs_hook=_object_pairs, parse_float=_parse_float, parse_constant=_NonFinite
+        )
+    except RecursionError:
+        _reject(Reason.INVALID_JSON, f"body is nested too deeply to parse; at most {MAX_DEPTH} levels allowed")
+    except json.JSONDecodeError as error:
+        _reject(Reason.INVALID_JSON, f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}")
+    except ValueError as error:  # e.g. an integer beyond Python's digit limit
+        _reject(Reason.INVALID_JSON, f"body is not valid JSON: {_shorten(str(error), 200)}")
+    _check_value(document)
+    return document
+
+
+# A path is a linked list (parent, segment) so walking a large document costs O(1) per node.
+_Path: TypeAlias = tuple["_Path", str | int] | None
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _check_value(value: Any) -> None:
+    """Reject what JSON parsing let through but no JSON consumer downstream can handle.
+
+    Iterative, not recursive: the point is to survive adversarial nesting. Also rejects non-JSON Python
+    values, which only ``start_body``/``approval_body`` callers can supply.
+    """
+    stack: list[tuple[Any, _Path, int]] = [(value, None, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            _reject(Reason.INVALID_JSON, f"{_render(path)}: nested deeper than {MAX_DEPTH} levels")
+        if item is None or isinstance(item, bool | int):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                _reject(Reason.INVALID_JSON, f"{_render(path)}: {item} is not allowed; expected a finite number")
+        elif isinstance(item, _NonFinite):
+            literal = _shorten(item.literal, 40)
+            _reject(Reason.INVALID_JSON, f"{_render(path)}: {literal} is not allowed; expected a finite number")
+        elif isinstance(item, str):
+            if _SURROGATE.search(item):
+                _reject(Reason.INVALID_JSON, f"{_render(path)}: string contains an unpaired UTF-16 surrogate")
+        elif isinstance(item, dict):
+            if isinstance(item, _DuplicateKeyObject):
+                where = _render((path, item.duplicate))
+                _reject(Reason.INVALID_JSON, f"{where}: duplicate key; each key may appear only once")
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    _reject(Reason.INVALID_JSON, f"{_render(path)}: object key {key!r} is not a string")
+                if _SURROGATE.search(key):
+                    where = _render((path, key))
+                    _reject(Reason.INVALID_JSON, f"{where}: key contains an unpaired UTF-16 surrogate")
+                stack.append((child, (path, key), depth + 1))
+        elif isinstance(item, list):
+            stack.extend((child, (path, index), depth + 1) for index, child in enumerate(item))
+        else:
+            _reject(Reason.INVALID_JSON, f"{_render(path)}: {type(item).__name__} is not a JSON value")
+
+
+def _start(
+    document: Any,
+    message_id: str | bytes | None,
+    is_registered: Callable[[str], bool],
+    registered_names: Callable[[], Iterable[str]] | None,
+) -> StartRequest:
+    _validate(_START, document)
+    start_at = _parse_start_at(document["start_at"]) if "start_at" in document else None
+    name: str = document["orchestration"]
+    if not is_registered(name):
+        _reject(
+            Reason.UNKNOWN_ORCHESTRATION,
+            f"$.orchestration: {_show(name)} is not registered; {_names(registered_names)}",
+        )
+    if "instance_id" in document:
+        return StartRequest(name, document["instance_id"], document.get("input"), start_at, False)
+    return StartRequest(name, _instance_id_from(message_id), document.get("input"), start_at, True)
+
+
+def _approval(document: Any) -> ApprovalRequest:
+    _validate(_APPROVAL, document)
+    return ApprovalRequest(
+        instance_id=document["instance_id"],
+        approved=document["approved"],
+        approver=document["approver"],
+        comment=document.get("comment"),
+    )
+
+
+def _parse_start_at(text: str) -> datetime:
+    example = "expected ISO-8601 with a time zone, e.g. 2030-01-01T09:00:00Z"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _reject(Reason.SCHEMA_VIOLATION, f"$.start_at: {_show(text)} is not a timestamp; {example}")
+    if moment.utcoffset() is None:
+        _reject(Reason.SCHEMA_VIOLATION, f"$.start_at: {_show(text)} has no time zone; {example}")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        _reject(Reason.SCHEMA_VIOLATION, f"$.start_at: {_show(text)} is out of range in UTC")
+
+
+def _names(registered_names: Callable[[], Iterable[str]] | None) -> str:
+    if registered_names is None:
+        return "the registered names are not available"
+    names = sorted(str(name) for name in registered_names())
+    if not names:
+        return "no orchestrations are registered"
+    return "registered: " + _shorten(", ".join(names), 600)
+
+
+def _instance_id_from(message_id: str | bytes | None) -> str:
+    absent = "$.instance_id is absent, so it defaults to the message_id"
+    if isinstance(message_id, bytes):
+        try:
+            message_id = message_id.decode("utf-8")
+        except UnicodeDecodeError:
+            _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but the message_id is not valid UTF-8")
+    elif message_id is not None and not isinstance(message_id, str):
+        message_id = str(message_id)  # e.g. uuid.UUID from the SDK
+    if not message_id:
+        _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but the message has no message_id")
+    problems = _describe_all(_INSTANCE_ID.iter_errors(message_id), root="message_id")
+    if problems:
+        _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but it is not a usable instance id: {problems}")
+    return message_id
+
+
+def _validate(validator: Draft202012Validator, document: Any) -> None:
+    try:
+        problems = _describe_all(validator.iter_errors(document))
+    except RecursionError:  # unreachable after the depth check; kept so parse can never crash
+        _reject(Reason.INVALID_JSON, f"body is nested too deeply; at most {MAX_DEPTH} levels allowed")
+    if problems:
+        _reject(Reason.SCHEMA_VIOLATION, problems)
+
+
+_MAX_PROBLEMS: Final = 5
+
+
+def _describe_all(errors: Iterable[ValidationError], root: str = "$") -> str:
+    """Schema problems in a stable order, one clause per field: a typo shows as unexpected + missing."""
+    ordered = sorted(errors, key=lambda e: ([str(p) for p in e.absolute_path], _KEYWORD_ORDER.get(str(e.validator), 9)))
+    lines: list[str] = []
+    seen_paths: set[str] = set()
+    for error in ordered:
+        for path, problem in _describe(error, root):
+            if path not in seen_paths:  # "" fails minLength and "only whitespace": the first says enough
+                seen_paths.add(path)
+                lines.append(f"{path}: {problem}")
+    shown = "; ".join(lines[:_MAX_PROBLEMS])
+    hidden = len(lines) - _MAX_PROBLEMS
+    return shown + (f" (and {hidden} more)" if hidden > 0 else "")
+
+
+# Most basic problem first: wrong kind of value, then wrong length, then content.
+_KEYWORD_ORDER: Final = {"additionalProperties": 0, "required": 0, "type": 1, "minLength": 2, "maxLength": 2}
+
+
+def _describe(error: ValidationError, root: str) -> list[tuple[str, str]]:
+    """(path, problem) pairs for one jsonschema error, worded for a publisher rather than a schema author."""
+    path = _render_segments(list(error.absolute_path), root)
+    keyword = error.validator
+    expected: Any = error.validator_value
+    instance: Any = error.instance
+    schema: Any = error.schema
+    if keyword == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extras = sorted(key for key in instance if key not in allowed)
+        child = [*error.absolute_path]
+        return [
+            (_render_segments([*child, key], root), f"unexpected property; allowed: {', '.join(allowed)}")
+            for key in extras
+        ]
+    if keyword == "required":
+        child = [*error.absolute_path]
+        return [
+            (_render_segments([*child, key], root), "required property is missing")
+            for key in expected
+            if key not in instance
+        ]
+    if keyword == "type":
+        wanted = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        got = _json_type(instance)
+        shown = _show(instance) if got in ("string", "number", "boolean") else ""
+        return [(path, f"expected {wanted}, got {got} {shown}".rstrip())]
+    if keyword == "minLength":
+        return [(path, "must not be empty" if expected == 1 else f"must be at least {expected} characters")]
+    if keyword == "maxLength":
+        return [(path, f"must be at most {expected} characters, got {len(instance)}")]
+    if keyword in ("not", "pattern") and "description" in schema:
+        # The schema carries the human wording for its own constraints (see $defs/instanceId).
+        return [(path, str(schema["description"]))]
+    return [(path, _shorten(error.message, 200))]
+
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _render(path: _Path) -> str:
+    segments: list[str | int] = []
+    while path is not None:
+        path, segment = path
+        segments.append(segment)
+    return _render_segments(segments[::-1])
+
+
+def _render_segments(segments: Sequence[str | int], root: str = "$") -> str:
+    parts = [root]
+    for segment in segments:
+        if isinstance(segment, int):
+            parts.append(f"[{segment}]")
+        elif _IDENTIFIER.fullmatch(segment) and len(segment) <= 64:
+            parts.append(f".{segment}")
+        else:
+            parts.append(f"[{_show(segment)}]")
+    text = "".join(parts)
+    return text if len(text) <= 300 else f"{root}…{text[-250:]}"  # the innermost part is the informative one
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _show(value: Any) -> str:
+    """A short, log-safe rendering of a scalar (ASCII, escaped); containers are not echoed."""
+    if isinstance(value, str):
+        return json.dumps(value[:60]) + ("…" if len(value) > 60 else "")
+    if value is None or isinstance(value, bool | float):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return _shorten(str(value), 40)
+    return ""
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clip(description: str) -> str:
+    return _shorten(description, MAX_DESCRIPTION)
+
+
+# --- building bodies (publisher side) --------------------------------------------------------------------
+
+
+def start_body(
+    orchestration: str, input: Any = None, instance_id: str | None = None, start_at: datetime | None = None
+) -> dict[str, Any]:
+    """A ``start`` body that ``parse`` accepts (registration aside); raises ``ValueError`` otherwise.
+
+    ``None`` arguments are omitted. ``start_at`` must be timezone-aware; it is written in UTC with ``Z``.
+    """
+    body: dict[str, Any] = {"orchestration": orchestration}
+    if input is not None:
+        body["input"] = input
+    if instance_id is not None:
+        body["instance_id"] = instance_id
+    if start_at is not None:
+        body["start_at"] = _format_utc(start_at)
+    _check_body(_START, body)
+    return body
+
+
+def approval_body(instance_id: str, approved: bool, approver: str, comment: str | None = None) -> dict[str, Any]:
+    """An ``approval`` body that ``parse`` accepts; raises ``ValueError`` otherwise. ``comment=None`` is omitted."""
+    body: dict[str, Any] = {"instance_id": instance_id, "approved": approved, "approver": approver}
+    if comment is not None:
+        body["comment"] = comment
+    _check_body(_APPROVAL, body)
+    return body
+
+
+def _format_utc(moment: datetime) -> str:
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise ValueError(f"start_at must be a timezone-aware datetime, got {moment!r}")
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError as error:
+        raise ValueError(f"start_at {moment!r} is out of range in UTC") from error
+    return utc.isoformat().removesuffix("+00:00") + "Z"
+
+
+def _check_body(validator: Draft202012Validator, body: dict[str, Any]) -> None:
+    try:
+        _check_value(body)
+        _validate(validator, body)
+    except _Reject as rejection:
+        raise ValueError(_clip(rejection.description)) from None
