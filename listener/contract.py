@@ -218,9 +218,11 @@ def _decode(body: bytes) -> str:
     try:
         return body.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        # utf-8-sig reports positions after a stripped BOM; report them as offsets into the body.
+        offset = error.start + len(body) - len(error.object)
         _reject(
             Reason.INVALID_ENCODING,
-            f"body is not valid UTF-8: byte 0x{body[error.start]:02x} at offset {error.start} ({error.reason})",
+            f"body is not valid UTF-8: byte 0x{body[offset]:02x} at offset {offset} ({error.reason})",
         )
 
 
