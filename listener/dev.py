@@ -1,0 +1,90 @@
+"""`sbworker dev` (what `make run` runs): the whole system on the embedded local stack.
+
+localbus stands in for the Service Bus emulator and the SDK's in-memory backend for the DTS emulator, on the
+emulators' own ports, so the printed connection strings work unchanged against docker-compose later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+from pathlib import Path
+
+from listener import config, service
+from listener.config import ConfigError, Settings
+
+log = logging.getLogger("sbworker")
+
+DEFAULT_DATA_DIR = Path(".localdata")
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, config_path: Path,
+            health_port: int | None = None) -> int:
+    try:
+        from localbus import LocalBus
+    except ImportError:
+        raise ConfigError("sbworker dev", "localbus needs python-qpid-proton: pip install 'sbworker[local]'") from None
+    from durabletask.testing import create_test_backend
+
+    for name, port in (("--servicebus-port", servicebus_port), ("--dts-port", dts_port)):
+        if not port_free(port):
+            raise ConfigError(name, f"port {port} is in use (is an emulator or another `sbworker dev` running?)")
+    settings = config.load(os.environ)
+    bus_data = None
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        bus_data = data_dir / "servicebus.sqlite3"
+    bus = LocalBus(host="127.0.0.1", port=servicebus_port, config_path=config_path, data_path=bus_data)
+    bus.start()
+    backend = create_test_backend(port=dts_port)
+    try:
+        settings = dataclasses.replace(
+            settings,
+            dts=config.parse_dts(f"Endpoint=http://localhost:{dts_port};Authentication=None",
+                                 taskhub=settings.dts.taskhub),
+            servicebus=dataclasses.replace(
+                settings.servicebus, auth=config.Auth.CONNECTION_STRING, connection_string=bus.connection_string,
+                namespace=None, client_id=None,
+            ),
+            listener=dataclasses.replace(
+                settings.listener,
+                health_port=settings.listener.health_port if health_port is None else health_port,
+            ),
+        )
+        print(_banner(settings, bus.connection_string, data_dir), flush=True)
+        return asyncio.run(service.serve(settings))
+    finally:
+        backend.stop(grace=1)
+        bus.stop()
+
+
+def _banner(settings: Settings, sb_connection: str, data_dir: Path | None) -> str:
+    kept = f"messages kept in {data_dir}/" if data_dir else "memory only"
+    return f"""
+sbworker dev: the whole system on the embedded local stack
+  Service Bus (localbus):  {sb_connection}
+                           queue {settings.servicebus.queue!r}, {kept}
+  DTS (in-memory backend): {settings.dts.endpoint}  task hub {settings.dts.taskhub!r}
+  Health:                  http://localhost:{settings.listener.health_port}/readyz
+
+In another terminal (same folder):
+  .venv/bin/sbworker publish start approval_workflow --input '{{"item": "laptop", "amount": 1200}}'
+  .venv/bin/sbworker watch <instance-id>
+  .venv/bin/sbworker publish approve <instance-id> --approver ada
+  .venv/bin/sbworker list
+
+Press Ctrl-C to stop.
+"""

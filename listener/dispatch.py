@@ -1,0 +1,184 @@
+"""One request → the DTS calls it needs → a typed answer.
+
+Transient DTS errors are retried here, around the DTS call only (tenacity, exponential backoff with jitter,
+bounded well inside the message lock). What to do with the answer is `settlement.decide`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from durabletask.client import OrchestrationState, OrchestrationStatus
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from listener.contract import ApprovalRequest, StartRequest
+
+log = logging.getLogger(__name__)
+
+APPROVAL_EVENT = "ApprovalEvent"
+# One DTS call may not hang longer than this; a hung call is treated as transient.
+CALL_TIMEOUT_SECONDS = 10.0
+# Total time spent retrying transient errors for one message before giving it back to Service Bus.
+TRANSIENT_RETRY_SECONDS = 20.0
+
+TRANSIENT_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+})
+TERMINAL = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED})
+
+
+class DtsClient(Protocol):
+    """The slice of the async DTS client the listener uses (AsyncDurableTaskSchedulerClient satisfies it)."""
+
+    async def schedule_new_orchestration(self, orchestrator: Any, *, input: Any = ..., instance_id: str | None = ...,
+                                         start_at: Any = ...) -> str: ...
+
+    async def get_orchestration_state(self, instance_id: str, *, fetch_payloads: bool = ...
+                                      ) -> OrchestrationState | None: ...
+
+    async def raise_orchestration_event(self, instance_id: str, event_name: str, *, data: Any = ...) -> None: ...
+
+
+@dataclass(frozen=True)
+class Started:
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class AlreadyExists:
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class Raised:
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class InstanceNotFound:
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class InstanceNotRunning:
+    instance_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class TransientFailure:
+    """DTS stayed unreachable or overloaded for the whole retry budget."""
+
+    error: str
+
+
+Outcome = Started | AlreadyExists | Raised | InstanceNotFound | InstanceNotRunning | TransientFailure
+
+
+def rpc_code(error: BaseException) -> grpc.StatusCode | None:
+    code = getattr(error, "code", None)
+    if callable(code):
+        try:
+            value = code()
+        except Exception:  # a broken error object is simply not an RPC error
+            return None
+        return value if isinstance(value, grpc.StatusCode) else None
+    return None
+
+
+def is_transient(error: BaseException) -> bool:
+    return isinstance(error, TimeoutError | ConnectionError) or rpc_code(error) in TRANSIENT_CODES
+
+
+class Dispatcher:
+    """Performs the DTS side of one message, retrying transient failures within a budget."""
+
+    def __init__(self, client: DtsClient, *, retry_seconds: float = TRANSIENT_RETRY_SECONDS,
+                 call_timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+        self._client = client
+        self._retry_seconds = retry_seconds
+        self._call_timeout = call_timeout
+
+    async def dispatch(self, request: StartRequest | ApprovalRequest) -> Outcome:
+        try:
+            if isinstance(request, StartRequest):
+                return await self._retrying(self._start, request)
+            return await self._retrying(self._approve, request)
+        except Exception as error:
+            if is_transient(error):
+                return TransientFailure(_describe(error))
+            raise
+
+    async def _retrying(self, fn: Any, request: Any) -> Outcome:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(self._retry_seconds),
+            wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.5),
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+            before_sleep=_log_retry,
+        ):
+            with attempt:
+                outcome: Outcome = await fn(request)
+                return outcome
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _start(self, request: StartRequest) -> Outcome:
+        try:
+            await asyncio.wait_for(
+                self._client.schedule_new_orchestration(
+                    request.orchestration, input=request.input, instance_id=request.instance_id,
+                    start_at=request.start_at,
+                ),
+                self._call_timeout,
+            )
+        except Exception as error:
+            if rpc_code(error) == grpc.StatusCode.ALREADY_EXISTS:
+                return AlreadyExists(request.instance_id)
+            raise
+        return Started(request.instance_id)
+
+    async def _approve(self, request: ApprovalRequest) -> Outcome:
+        # Read first: a raise on a finished instance is accepted silently by some backends, and we want that
+        # case visible in the dead-letter queue, not swallowed.
+        state = await asyncio.wait_for(
+            self._client.get_orchestration_state(request.instance_id, fetch_payloads=False), self._call_timeout
+        )
+        if state is None:
+            return InstanceNotFound(request.instance_id)
+        if state.runtime_status in TERMINAL:
+            return InstanceNotRunning(request.instance_id, state.runtime_status.name)
+        try:
+            await asyncio.wait_for(
+                self._client.raise_orchestration_event(request.instance_id, APPROVAL_EVENT, data=request.event_data()),
+                self._call_timeout,
+            )
+        except Exception as error:
+            code = rpc_code(error)
+            if code == grpc.StatusCode.NOT_FOUND:
+                return InstanceNotFound(request.instance_id)
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                return InstanceNotRunning(request.instance_id, "not running")
+            raise
+        return Raised(request.instance_id)
+
+
+def _describe(error: BaseException) -> str:
+    code = rpc_code(error)
+    if code is not None:
+        details = getattr(error, "details", None)
+        text = details() if callable(details) else ""
+        return f"{code.name}: {text}"[:300]
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def _log_retry(state: Any) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("DTS call failed (%s), attempt %d; retrying", _describe(error) if error else "?", state.attempt_number)

@@ -1,0 +1,355 @@
+"""The queue listener: receive (peek-lock) → parse → dispatch → decide → settle, with bounded concurrency.
+
+It survives connection loss (reconnects with backoff), and on stop it finishes in-flight messages within the
+grace period, abandons what is left, and lets the SDK release what it prefetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusReceiveMode
+from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver, ServiceBusSender
+from azure.servicebus.amqp import AmqpMessageBodyType
+from azure.servicebus.exceptions import (
+    MessagingEntityNotFoundError,
+    ServiceBusAuthenticationError,
+    ServiceBusAuthorizationError,
+)
+
+from listener import contract
+from listener.config import ListenerSettings
+from listener.contract import ApprovalRequest, Invalid, StartRequest
+from listener.dispatch import Dispatcher
+from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryLater, decide
+
+log = logging.getLogger("listener")
+
+# Bookkeeping carried by a re-enqueued approval (see RetryLater): how often, and since when, we have tried.
+PROP_RETRIES = "sbworker-retries"
+PROP_FIRST_ATTEMPT = "sbworker-first-attempt"
+UNSUPPORTED_BODY = "UnsupportedBody"
+# Keep a lock for at most this long while handling one message (transient retries are far shorter).
+MAX_LOCK_RENEWAL_SECONDS = 600.0
+RECEIVE_WAIT_SECONDS = 1.0
+RECONNECT_FIRST_DELAY = 0.5
+RECONNECT_MAX_DELAY = 30.0
+AUTH_FAILURE_DELAY = 60.0
+
+
+@dataclass
+class ListenerState:
+    """What /readyz and tests look at."""
+
+    connected: bool = False
+    last_error: str | None = None
+    settled: dict[str, int] = field(default_factory=dict)
+
+    def count(self, action: str) -> None:
+        self.settled[action] = self.settled.get(action, 0) + 1
+
+
+class Listener:
+    """Receives from one queue until `stop` is set; never exits because of a broker or DTS failure."""
+
+    def __init__(
+        self,
+        *,
+        client_factory: Callable[[], ServiceBusClient],
+        queue: str,
+        dispatcher: Dispatcher,
+        settings: ListenerSettings,
+        is_registered: Callable[[str], bool],
+        registered_names: Callable[[], list[str]],
+    ) -> None:
+        self._client_factory = client_factory
+        self._queue = queue
+        self._dispatcher = dispatcher
+        self._settings = settings
+        self._is_registered = is_registered
+        self._registered_names = registered_names
+        self.state = ListenerState()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._sender: ServiceBusSender | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = RECONNECT_FIRST_DELAY
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                delay = RECONNECT_FIRST_DELAY
+            except (ServiceBusAuthenticationError, ServiceBusAuthorizationError) as error:
+                # Retrying at once would only hammer the broker: a role assignment or key rotation takes minutes.
+                self._failed(f"Service Bus refused our credentials for queue {self._queue!r}: {_short(error)}")
+                delay = AUTH_FAILURE_DELAY
+            except MessagingEntityNotFoundError as error:
+                self._failed(f"queue {self._queue!r} does not exist (SERVICEBUS_QUEUE): {_short(error)}")
+                delay = AUTH_FAILURE_DELAY
+            except Exception as error:
+                self._failed(f"receiver lost its connection ({_short(error)}); reconnecting in {delay:.1f}s",
+                             level=logging.WARNING)
+            finally:
+                self.state.connected = False
+            if stop.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay * random.uniform(0.8, 1.2))
+            delay = min(RECONNECT_MAX_DELAY, delay * 2)
+        log.info("listener stopped")
+
+    def _failed(self, message: str, level: int = logging.ERROR) -> None:
+        self.state.last_error = message
+        log.log(level, message)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        """One connection's lifetime: receive until stop or a connection error, then drain."""
+        client = self._client_factory()
+        async with client:
+            receiver = client.get_queue_receiver(
+                self._queue,
+                receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
+                prefetch_count=self._settings.prefetch_count,
+            )
+            renewer = AutoLockRenewer(max_lock_renewal_duration=MAX_LOCK_RENEWAL_SECONDS)
+            try:
+                async with receiver:
+                    await self._receive_loop(client, receiver, renewer, stop)
+                    await self._drain()
+            finally:
+                await self._abandon_leftovers()
+                await renewer.close()
+                if self._sender is not None:
+                    with contextlib.suppress(Exception):
+                        await self._sender.close()
+                    self._sender = None
+
+    async def _receive_loop(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: AutoLockRenewer,
+                            stop: asyncio.Event) -> None:
+        limit = self._settings.max_concurrent_messages
+        announced = False
+        while not stop.is_set():
+            free = limit - len(self._in_flight)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            messages = await receiver.receive_messages(max_message_count=free, max_wait_time=RECEIVE_WAIT_SECONDS)
+            if not announced:
+                announced = True
+                self.state.connected = True
+                self.state.last_error = None
+                log.info("listening on queue %r (max %d concurrent, prefetch %d)", self._queue, limit,
+                         self._settings.prefetch_count)
+            for message in messages:
+                task = asyncio.create_task(self._handle(client, receiver, renewer, message))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slot_freed.set()
+
+    async def _drain(self) -> None:
+        """Give in-flight messages the grace period, then abandon what is still running."""
+        if not self._in_flight:
+            return
+        grace = self._settings.shutdown_grace_seconds
+        log.info("finishing %d in-flight message(s), up to %.0fs", len(self._in_flight), grace)
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _abandon_leftovers(self) -> None:
+        """After a connection error, handlers still running are cancelled; their locks die with the link."""
+        for task in list(self._in_flight):
+            task.cancel()
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
+    async def _handle(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: AutoLockRenewer,
+                      message: ServiceBusReceivedMessage) -> None:
+        started = time.monotonic()
+        parsed: StartRequest | ApprovalRequest | Invalid | None = None
+        action: Action
+        try:
+            renewer.register(receiver, message)
+            parsed = self._parse(message)
+            outcome = None if isinstance(parsed, Invalid) else await self._dispatcher.dispatch(parsed)
+            retries, since = _retry_bookkeeping(message)
+            action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
+                            not_found_window=self._settings.approval_not_found_window_seconds)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._settle(client, receiver, message, Abandon("shutdown"), parsed, started))
+            raise
+        except Exception:
+            log.exception("unexpected error handling message %s; abandoning it", message.message_id)
+            action = Abandon("UnexpectedError")
+        try:
+            await asyncio.shield(self._settle(client, receiver, message, action, parsed, started))
+        except asyncio.CancelledError:
+            raise
+
+    def _parse(self, message: ServiceBusReceivedMessage) -> StartRequest | ApprovalRequest | Invalid:
+        body = message_body(message)
+        if isinstance(body, Invalid):
+            return body
+        return contract.parse(
+            body,
+            subject=_text(message.subject),
+            content_type=_text(message.content_type),
+            message_id=message.message_id,
+            is_registered=self._is_registered,
+            registered_names=self._registered_names,
+            max_bytes=self._settings.max_message_bytes,
+        )
+
+    async def _settle(self, client: ServiceBusClient, receiver: ServiceBusReceiver,
+                      message: ServiceBusReceivedMessage, action: Action,
+                      parsed: StartRequest | ApprovalRequest | Invalid | None, started: float) -> None:
+        """The only place that touches the settlement API."""
+        applied: Action = action
+        try:
+            if isinstance(action, Complete):
+                await receiver.complete_message(message)
+            elif isinstance(action, DeadLetter):
+                await receiver.dead_letter_message(
+                    message, reason=action.reason, error_description=action.description[:1024]
+                )
+            elif isinstance(action, RetryLater):
+                if await self._reenqueue(client, message, action):
+                    await receiver.complete_message(message)
+                else:
+                    applied = Abandon("re-enqueue failed")
+                    await receiver.abandon_message(message)
+            else:
+                await receiver.abandon_message(message)
+        except Exception as error:
+            # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
+            log.warning("could not settle message %s (%s): %s; it will be redelivered", message.message_id,
+                        type(applied).__name__, _short(error))
+            self.state.count("settle_failed")
+            return
+        self.state.count(type(applied).__name__)
+        _log_settled(message, applied, parsed, started)
+
+    async def _reenqueue(self, client: ServiceBusClient, message: ServiceBusReceivedMessage,
+                         action: RetryLater) -> bool:
+        copy = ServiceBusMessage(
+            body=message_body_bytes(message),
+            subject=_text(message.subject),
+            content_type=_text(message.content_type),
+            message_id=message.message_id,
+            correlation_id=_text(message.correlation_id),
+            application_properties={
+                **_string_props(message),
+                PROP_RETRIES: action.attempt,
+                PROP_FIRST_ATTEMPT: _first_attempt(message).isoformat(),
+            },
+        )
+        delay = action.delay * random.uniform(0.8, 1.2)
+        copy.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay)
+        try:
+            if self._sender is None:
+                self._sender = client.get_queue_sender(self._queue)
+            await self._sender.send_messages(copy)
+        except Exception as error:
+            log.warning("could not re-enqueue message %s: %s", message.message_id, _short(error))
+            if self._sender is not None:
+                with contextlib.suppress(Exception):
+                    await self._sender.close()
+                self._sender = None
+            return False
+        return True
+
+
+def message_body(message: ServiceBusReceivedMessage) -> bytes | Invalid:
+    """The body as bytes; AMQP value/sequence bodies from non-SDK publishers are refused with a reason."""
+    try:
+        return message_body_bytes(message)
+    except ValueError as error:
+        return Invalid(UNSUPPORTED_BODY, str(error))
+
+
+def message_body_bytes(message: ServiceBusReceivedMessage) -> bytes:
+    body_type = message.body_type
+    if body_type == AmqpMessageBodyType.DATA:
+        return b"".join(bytes(section) for section in message.body)
+    value: Any = message.body
+    if body_type == AmqpMessageBodyType.VALUE and isinstance(value, str):
+        return value.encode("utf-8")
+    if body_type == AmqpMessageBodyType.VALUE and isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise ValueError(f"body must be AMQP data (or a string value), got an AMQP {body_type} of "
+                     f"{type(value).__name__}")
+
+
+def _prop(message: ServiceBusReceivedMessage, key: str) -> Any:
+    props = message.application_properties or {}
+    value = props.get(key, props.get(key.encode()))
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _string_props(message: ServiceBusReceivedMessage) -> dict[str | bytes, Any]:
+    out: dict[str | bytes, Any] = {}
+    for key, value in (message.application_properties or {}).items():
+        k = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        out[k] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return out
+
+
+def _first_attempt(message: ServiceBusReceivedMessage) -> datetime:
+    raw = _prop(message, PROP_FIRST_ATTEMPT)
+    if isinstance(raw, str):
+        try:
+            parsed = datetime.fromisoformat(raw)
+            if parsed.tzinfo is not None:
+                return parsed
+        except ValueError:
+            pass
+    enqueued = message.enqueued_time_utc
+    if enqueued is not None:
+        return enqueued if enqueued.tzinfo else enqueued.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
+def _retry_bookkeeping(message: ServiceBusReceivedMessage) -> tuple[int, float]:
+    raw = _prop(message, PROP_RETRIES)
+    retries = raw if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 10_000 else 0
+    since = (datetime.now(UTC) - _first_attempt(message)).total_seconds()
+    return retries, max(0.0, since)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+def _log_settled(message: ServiceBusReceivedMessage, action: Action, parsed: object, started: float) -> None:
+    instance_id = getattr(parsed, "instance_id", None)
+    reason = action.note if isinstance(action, Complete) else action.reason
+    level = logging.WARNING if isinstance(action, DeadLetter | Abandon) else logging.INFO
+    log.log(
+        level,
+        "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f",
+        message.message_id, _text(message.subject), instance_id, type(action).__name__.lower(), reason or "-",
+        message.delivery_count, (time.monotonic() - started) * 1000,
+    )

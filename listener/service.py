@@ -1,0 +1,108 @@
+"""`sbworker run`: the listener and the DTS worker co-hosted in one process, plus the health endpoints.
+
+Either half can be switched off to scale them separately. SIGTERM/SIGINT stop receiving, let in-flight
+messages finish within the grace period, release the rest, stop the worker, and return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from typing import Any
+
+from listener import clients
+from listener.config import Settings
+from listener.dispatch import Dispatcher
+from listener.health import HealthServer
+from listener.receiver import Listener
+from orchestrations import registry
+
+log = logging.getLogger("sbworker")
+
+READINESS_PROBE_ID = "sbworker-readiness-probe"
+
+
+async def serve(
+    settings: Settings,
+    *,
+    with_worker: bool = True,
+    with_listener: bool = True,
+    stop: asyncio.Event | None = None,
+    servicebus_credential: Any = clients._UNSET,
+    dts_credential: Any = clients._UNSET,
+    dts_async_credential: Any = clients._UNSET,
+    on_listener: Any = None,
+) -> int:
+    """Run until `stop` is set (or a signal arrives). Returns the process exit code."""
+    stop = stop or asyncio.Event()
+    _install_signal_handlers(stop)
+    worker = None
+    if with_worker:
+        worker = clients.dts_worker(settings.dts, credential=dts_credential)
+        worker.start()
+        log.info("DTS worker started (%s, task hub %r, %d orchestrations)", settings.dts.endpoint,
+                 settings.dts.taskhub, len(registry.ORCHESTRATORS))
+    dts = clients.dts_async_client(settings.dts, credential=dts_async_credential)
+    listener: Listener | None = None
+    if with_listener:
+        listener = Listener(
+            client_factory=lambda: clients.servicebus_client(settings.servicebus, credential=servicebus_credential),
+            queue=settings.servicebus.queue,
+            dispatcher=Dispatcher(dts),
+            settings=settings.listener,
+            is_registered=registry.is_startable,
+            registered_names=registry.orchestration_names,
+        )
+        if on_listener is not None:
+            on_listener(listener)
+
+    async def readiness() -> dict[str, bool]:
+        checks = {"dts": await _dts_reachable(dts)}
+        if listener is not None:
+            checks["servicebus"] = listener.state.connected
+        return checks
+
+    health = HealthServer(settings.listener.health_port, readiness) if settings.listener.health_port else None
+    try:
+        if health is not None:
+            await health.start()
+        if listener is not None:
+            log.info("listening to %s queue %r", settings.servicebus.endpoint_for_logs, settings.servicebus.queue)
+            await listener.run(stop)
+        else:
+            await stop.wait()
+    finally:
+        if health is not None:
+            await health.stop()
+        with contextlib.suppress(Exception):
+            await dts.close()
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+            log.info("DTS worker stopped")
+    return 0
+
+
+async def _dts_reachable(dts: Any) -> bool:
+    try:
+        await asyncio.wait_for(dts.get_orchestration_state(READINESS_PROBE_ID, fetch_payloads=False), 3.0)
+        return True
+    except Exception:
+        return False
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, _on_signal, stop, sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("%s received: stopping (in-flight messages get the grace period)", sig.name)
+    stop.set()
