@@ -50,7 +50,83 @@ def build_parser() -> Parser:
 
     sub.add_parser("localbus", help="run only the local Service Bus-compatible broker (see `sbworker localbus -h`)",
                    add_help=False)
+    _add_operator_commands(sub)
     return parser
+
+
+def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
+    publish = sub.add_parser("publish", help="publish a start or an approval message to the queue",
+                             description="Send a message that follows the contract to SERVICEBUS_QUEUE.")
+    kinds = publish.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=Parser)
+    start = kinds.add_parser(
+        "start", help="start an orchestration",
+        description="Publish a start message; prints the instance id and the message id.",
+        epilog="example: sbworker publish start approval_workflow --input '{\"item\": \"laptop\"}'",
+    )
+    start.add_argument("orchestration", help="a registered orchestration name")
+    start.add_argument("--input", help="JSON input, or @file.json to read it from a file")
+    start.add_argument("--instance-id", help="instance id (default: the message id)")
+    start.add_argument("--start-at", help="ISO-8601 UTC time to start at, e.g. 2026-12-01T09:00:00Z")
+    approve = kinds.add_parser(
+        "approve", help="approve (or --reject) a waiting approval_workflow instance",
+        description="Publish an approval message for an instance waiting for ApprovalEvent.",
+        epilog="example: sbworker publish approve 3f2a... --approver ada --comment 'within budget'",
+    )
+    approve.add_argument("instance_id", help="the instance waiting for approval")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approve")
+    approve.add_argument("--approver", help="who decides (default: your user name)")
+    approve.add_argument("--comment", help="an optional comment")
+
+    status = sub.add_parser("status", help="show one instance (exit code 1 when it does not exist)",
+                            description="Show an instance's status, custom status, input, output and failure.",
+                            epilog="example: sbworker status 3f2a... --json")
+    status.add_argument("instance_id")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    lst = sub.add_parser("list", help="list instances, newest first",
+                         description="List orchestration instances in the task hub, newest first.",
+                         epilog="example: sbworker list --status running --limit 20")
+    lst.add_argument("--status", action="append", choices=sorted(monitor_status_names()),
+                     help="only this runtime status (repeatable)")
+    lst.add_argument("--limit", type=_positive_int, default=50, help="at most N rows (default 50)")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
+
+    watch = sub.add_parser("watch", help="follow an instance live until it finishes",
+                           description="Print status and custom-status changes until the instance finishes.",
+                           epilog="example: sbworker watch 3f2a...")
+    watch.add_argument("instance_id")
+    watch.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds (default 0.5)")
+
+    dlq = sub.add_parser("dlq", help="show dead-lettered messages, or resubmit them",
+                         description="Show the dead-letter queue with reasons; `dlq resubmit` sends messages back.",
+                         epilog="examples: sbworker dlq --peek 20 | sbworker dlq resubmit 42 | "
+                                "sbworker dlq resubmit --all")
+    dlq.add_argument("--peek", type=_positive_int, default=20, metavar="N", help="show up to N (default 20)")
+    dlq.add_argument("--json", action="store_true", help="machine-readable output")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", metavar="[resubmit]", parser_class=Parser)
+    resubmit = dlq_sub.add_parser(
+        "resubmit", help="send dead-lettered messages back to the queue and complete their DLQ copies",
+        description="Send dead-lettered messages back to the queue (after a fix) and complete the DLQ copies.",
+        epilog="example: sbworker dlq resubmit 42 43 | sbworker dlq resubmit --all",
+    )
+    resubmit.add_argument("sequence_numbers", nargs="*", type=int, metavar="SEQUENCE_NUMBER")
+    resubmit.add_argument("--all", action="store_true", help="resubmit every dead-lettered message")
+
+
+def monitor_status_names() -> list[str]:
+    from durabletask.client import OrchestrationStatus
+
+    return [s.name.lower() for s in OrchestrationStatus]
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return dev.run_dev(servicebus_port=args.servicebus_port, dts_port=args.dts_port,
                                data_dir=None if args.memory else args.data, config_path=args.config)
+        from listener import operator_cli
+
+        return operator_cli.dispatch(args, settings)
     except ConfigError as error:
         print(str(error), file=sys.stderr)
         return EXIT_USAGE

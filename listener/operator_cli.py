@@ -1,0 +1,176 @@
+"""The people-facing commands: publish, status, list, watch, dlq. Arguments are checked before anything is sent."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from listener import clients, dlq, monitor, publish
+from listener.config import Settings
+from orchestrations import registry
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (JSON input, times, names): one line, exit 2."""
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        if args.command == "publish":
+            return _publish(args, settings)
+        if args.command == "status":
+            return _status(args, settings)
+        if args.command == "list":
+            return _list(args, settings)
+        if args.command == "watch":
+            return _watch(args, settings)
+        if args.command == "dlq":
+            return _dlq(args, settings)
+    except UsageError as error:
+        print(f"sbworker {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except Exception as error:  # the SDKs' errors: one line, no traceback
+        first = str(error).splitlines()[0] if str(error) else ""
+        print(f"sbworker {args.command}: failed: {type(error).__name__}: {first}"[:500], file=sys.stderr)
+        return EXIT_FAILED
+    raise AssertionError(f"unknown command {args.command}")
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    queue = settings.servicebus.queue
+    if args.kind == "start":
+        if not registry.is_startable(args.orchestration):
+            raise UsageError(f"unknown orchestration {args.orchestration!r}; valid names: "
+                             f"{', '.join(registry.orchestration_names())}")
+        input_value = _input(args.input)
+        start_at = _start_at(args.start_at)
+        try:
+            message, instance_id = publish.start_message(args.orchestration, input_value, args.instance_id, start_at)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        with clients.servicebus_sync_client(settings.servicebus) as client:
+            publish.send(client, queue, message)
+        print(f"instance_id: {instance_id}\nmessage_id:  {message.message_id}")
+        return EXIT_OK
+    approver = args.approver or _user()
+    try:
+        message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    with clients.servicebus_sync_client(settings.servicebus) as client:
+        publish.send(client, queue, message)
+    verdict = "rejection" if args.reject else "approval"
+    print(f"{verdict} by {approver} sent for instance {args.instance_id}\nmessage_id:  {message.message_id}")
+    return EXIT_OK
+
+
+def _input(raw: str | None) -> Any:
+    if raw is None:
+        return None
+    text = raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text(encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"--input: cannot read {raw[1:]!r}: {error.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"--input is not valid JSON: {error}") from None
+
+
+def _start_at(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise UsageError(f"--start-at: not an ISO-8601 time: {raw!r}") from None
+    if moment.tzinfo is None:
+        raise UsageError(f"--start-at needs a timezone, e.g. {raw}Z")
+    return moment
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    with clients.dts_client(settings.dts) as client:
+        state = client.get_orchestration_state(args.instance_id)
+    if state is None:
+        if args.json:
+            print(json.dumps({"instance_id": args.instance_id, "exists": False}))
+        else:
+            print(f"no instance {args.instance_id!r} in task hub {settings.dts.taskhub!r}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(monitor.as_dict(state), indent=2) if args.json else monitor.render(state))
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    statuses = [monitor.STATUS_NAMES[s] for s in args.status] if args.status else None
+    with clients.dts_client(settings.dts) as client:
+        states = monitor.list_instances(client, statuses, args.limit)
+    if args.json:
+        print(json.dumps([monitor.as_dict(s) for s in states], indent=2))
+    elif states:
+        print(monitor.render_table(states))
+    else:
+        print("no instances")
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    with clients.dts_client(settings.dts) as client:
+        state = monitor.watch(client, args.instance_id, lambda line: print(line, flush=True),
+                              interval=max(0.05, args.interval))
+    if state is None:
+        print(f"no instance {args.instance_id!r} appeared in task hub {settings.dts.taskhub!r}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"output: {state.serialized_output}")
+    if state.failure_details is not None:
+        print(f"failure: {state.failure_details.error_type}: {state.failure_details.message}")
+    return EXIT_OK if state.runtime_status == monitor.OrchestrationStatus.COMPLETED else EXIT_FAILED
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    queue = settings.servicebus.queue
+    if args.dlq_command == "resubmit":
+        if args.all == bool(args.sequence_numbers):
+            raise UsageError("give sequence numbers or --all (not both)")
+        wanted = None if args.all else set(args.sequence_numbers)
+        with clients.servicebus_sync_client(settings.servicebus) as client:
+            done = dlq.resubmit(client, queue, wanted)
+        print(f"resubmitted {len(done)} message(s) to {queue!r}: {' '.join(map(str, done)) or '-'}")
+        missing = sorted((wanted or set()) - set(done))
+        if missing:
+            print(f"not found in the dead-letter queue: {' '.join(map(str, missing))}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_OK
+    with clients.servicebus_sync_client(settings.servicebus) as client:
+        items = dlq.peek(client, queue, args.peek)
+    if args.json:
+        print(json.dumps([item.__dict__ for item in items], indent=2))
+        return EXIT_OK
+    if not items:
+        print(f"the dead-letter queue of {queue!r} is empty")
+        return EXIT_OK
+    for item in items:
+        print(f"#{item.sequence_number}  message_id={item.message_id}  subject={item.subject}  "
+              f"enqueued={item.enqueued_time}\n    reason:      {item.reason}\n"
+              f"    description: {item.description}\n    body:        {item.body_preview}")
+    return EXIT_OK

@@ -1,0 +1,57 @@
+"""Publishing start and approval messages that follow the contract (what `sbworker publish` sends)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+from listener import contract
+
+CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True)
+class Published:
+    message_id: str
+    instance_id: str
+
+
+def start_message(orchestration: str, input: Any = None, instance_id: str | None = None,
+                  start_at: datetime | None = None, message_id: str | None = None) -> tuple[ServiceBusMessage, str]:
+    """A contract-conforming start message and the instance id it will create."""
+    body = contract.start_body(orchestration, input=input, instance_id=instance_id, start_at=start_at)
+    mid = message_id or uuid.uuid4().hex
+    message = ServiceBusMessage(json.dumps(body), subject=contract.SUBJECT_START, content_type=CONTENT_TYPE,
+                                message_id=mid)
+    return message, instance_id or mid
+
+
+def approval_message(instance_id: str, approved: bool, approver: str, comment: str | None = None,
+                     message_id: str | None = None) -> ServiceBusMessage:
+    body = contract.approval_body(instance_id, approved, approver, comment)
+    return ServiceBusMessage(json.dumps(body), subject=contract.SUBJECT_APPROVAL, content_type=CONTENT_TYPE,
+                             message_id=message_id or uuid.uuid4().hex)
+
+
+def send(client: ServiceBusClient, queue: str, message: ServiceBusMessage) -> None:
+    with client.get_queue_sender(queue) as sender:
+        sender.send_messages(message)
+
+
+def publish_start(client: ServiceBusClient, queue: str, orchestration: str, *, input: Any = None,
+                  instance_id: str | None = None, start_at: datetime | None = None) -> Published:
+    message, iid = start_message(orchestration, input, instance_id, start_at)
+    send(client, queue, message)
+    return Published(message_id=str(message.message_id), instance_id=iid)
+
+
+def publish_approval(client: ServiceBusClient, queue: str, instance_id: str, *, approved: bool, approver: str,
+                     comment: str | None = None) -> Published:
+    message = approval_message(instance_id, approved, approver, comment)
+    send(client, queue, message)
+    return Published(message_id=str(message.message_id), instance_id=instance_id)
