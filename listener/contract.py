@@ -162,7 +162,8 @@ def parse(
             max_bytes=max_bytes,
         )
     except _Reject as rejection:
-        return Invalid(rejection.reason, _clip(rejection.description))
+        # A plain str, not the enum member: it crosses into logs and AMQP properties.
+        return Invalid(rejection.reason.value, _clip(rejection.description))
 
 
 def _parse(

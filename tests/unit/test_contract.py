@@ -687,6 +687,10 @@ def test_reason_codes_are_the_documented_wire_strings() -> None:
         ]
     )
     assert Reason.TOO_LARGE == "TooLarge"
+    result = run(b"{}", "nope")
+    assert isinstance(result, Invalid)
+    assert type(result.reason) is str
+    assert result.reason == "UnknownSubject"
     assert json.dumps({"reason": Reason.INVALID_JSON}) == '{"reason": "InvalidJson"}'
 
 
