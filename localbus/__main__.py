@@ -1,0 +1,7 @@
+"""``python -m localbus``: same as ``sbworker localbus``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

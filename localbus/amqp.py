@@ -1,0 +1,362 @@
+"""The AMQP side of one client connection: links, transfers, dispositions, ``$cbs`` and ``$management``.
+
+Proton's engine produces events; :class:`ConnectionHandler` turns them into broker calls and answers in the
+shapes the azure-servicebus SDK expects (see docs/servicebus-amqp.md): echoed termini, lock tokens as delivery
+tags, explicit delivery counts, outcome echoed back on settlement.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from proton import Array, Condition, Delivery, Link, Message, symbol
+
+from . import codec
+from .auth import TokenAuthority, covers
+from .broker import Broker, Entity, LockLost, Record
+from .management import Management
+
+log = logging.getLogger("localbus.amqp")
+
+MAX_MESSAGE_SIZE = 256 * 1024  # Standard tier and the emulator: the SDK sizes batches from this
+INCOMING_CREDIT = 500
+LOCK_LOST = symbol("com.microsoft:message-lock-lost")
+DEAD_LETTER = "com.microsoft:dead-letter"
+_RD_TAGS = itertools.count(1)
+
+
+@dataclass
+class ServerContext:
+    """What every connection shares: the broker, token checks and management operations."""
+
+    broker: Broker
+    auth: TokenAuthority
+    management: Management = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.management = Management(self.broker)
+
+
+def address_path(address: str | None) -> str:
+    """``amqps://host:port/q/$DeadLetterQueue`` → ``q/$DeadLetterQueue``; relative addresses pass through."""
+    text = (address or "").strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+        text = text.split("/", 1)[1] if "/" in text else ""
+    return text.strip("/")
+
+
+class LinkConsumer:
+    """A server→client link reading from one entity (a receiver in the SDK)."""
+
+    def __init__(self, link: Link, entity: Entity, peek_lock: bool) -> None:
+        self.link = link
+        self.entity = entity
+        self.peek_lock = peek_lock
+        self.closed = False
+
+    def credit(self) -> int:
+        return 0 if self.closed else int(self.link.credit)
+
+    def push(self, record: Record, token: uuid.UUID | None, wire: bytes) -> None:
+        tag = token.bytes_le if token is not None else next(_RD_TAGS).to_bytes(16, "little")
+        delivery = self.link.delivery(cast(str, tag))  # proton accepts bytes tags
+        self.link.send(wire)
+        self.link.advance()
+        if token is None:
+            delivery.settle()
+        else:
+            delivery.lb_token = token
+
+    def idle(self) -> None:
+        if not self.closed and self.link.drain_mode and self.link.credit > 0:
+            self.link.drained()
+
+
+class ConnectionHandler:
+    """Handles the proton events of one connection."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.broker = ctx.broker
+        self.authorized: set[str] = set()  # audiences with an accepted token on this connection
+        self.consumers: list[LinkConsumer] = []
+        self.reply_links: dict[str, Link] = {}  # reply address or node → server sender link
+
+    def dispatch(self, event: Any) -> None:
+        method = getattr(self, event.type.method, None)
+        if method is not None:
+            method(event)
+
+    # --- endpoints -----------------------------------------------------------------------------------------
+
+    def on_connection_remote_open(self, event: Any) -> None:
+        conn = event.connection
+        conn.container = "localbus"
+        conn.open()
+
+    def on_session_remote_open(self, event: Any) -> None:
+        event.session.open()
+
+    def on_connection_remote_close(self, event: Any) -> None:
+        self.cleanup()
+        event.connection.close()
+
+    def on_session_remote_close(self, event: Any) -> None:
+        event.session.close()
+
+    def on_link_remote_close(self, event: Any) -> None:
+        self._forget_link(event.link)
+        event.link.close()
+
+    def on_link_remote_detach(self, event: Any) -> None:
+        self._forget_link(event.link)
+        event.link.detach()
+
+    def on_transport_closed(self, event: Any) -> None:
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Drop this connection's consumers; its locks stay until they expire, as in Service Bus."""
+        for consumer in self.consumers:
+            consumer.closed = True
+            if consumer in consumer.entity.consumers:
+                consumer.entity.consumers.remove(consumer)
+        self.consumers.clear()
+        self.reply_links.clear()
+
+    def _forget_link(self, link: Link) -> None:
+        for consumer in [c for c in self.consumers if c.link == link]:
+            consumer.closed = True
+            self.consumers.remove(consumer)
+            if consumer in consumer.entity.consumers:
+                consumer.entity.consumers.remove(consumer)
+        for key in [k for k, v in self.reply_links.items() if v == link]:
+            del self.reply_links[key]
+
+    def on_link_remote_open(self, event: Any) -> None:
+        link = event.link
+        is_sender = link.is_sender  # server sends = client receives
+        address = (link.remote_source if is_sender else link.remote_target).address
+        path = address_path(address)
+        lowered = path.lower()
+        if lowered == "$cbs":
+            link.lb_kind = "cbs"
+            self._accept(link)
+            if is_sender:
+                self.reply_links["$cbs"] = link
+            return
+        is_mgmt = lowered.endswith("$management")
+        entity_part = path[: -len("$management")].rstrip("/") if is_mgmt else path
+        entity = self.broker.entity(entity_part)
+        if entity is None:
+            self._refuse(link, "amqp:not-found", f"The messaging entity '{entity_part}' could not be found.")
+            return
+        if not any(covers(aud, entity.name) for aud in self.authorized):
+            self._refuse(link, "amqp:unauthorized-access", f"Unauthorized access to '{entity.name}': no token.")
+            return
+        link.lb_entity = entity
+        if is_mgmt:
+            link.lb_kind = "mgmt"
+            self._accept(link)
+            if is_sender:
+                reply_to = link.remote_target.address
+                if reply_to:
+                    self.reply_links[reply_to] = link
+                self.reply_links[lowered] = link
+            return
+        link.lb_kind = "data"
+        self._accept(link)
+        if is_sender:
+            peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
+            consumer = LinkConsumer(link, entity, peek_lock)
+            link.lb_consumer = consumer
+            self.consumers.append(consumer)
+            entity.consumers.append(consumer)
+
+    def _accept(self, link: Link) -> None:
+        link.source.copy(link.remote_source)
+        link.target.copy(link.remote_target)
+        link.snd_settle_mode = link.remote_snd_settle_mode
+        link.rcv_settle_mode = link.remote_rcv_settle_mode
+        link.max_message_size = MAX_MESSAGE_SIZE
+        link.open()
+        if link.is_receiver:
+            link.flow(INCOMING_CREDIT)
+
+    @staticmethod
+    def _refuse(link: Link, condition: str, description: str) -> None:
+        log.info("refusing link to %s: %s", link.name, description)
+        link.open()  # null source/target tells the client the attach was refused
+        link.condition = Condition(condition, description)
+        link.close()
+
+    def on_link_flow(self, event: Any) -> None:
+        link = event.link
+        if link.is_sender and getattr_safe(link, "lb_kind") == "data":
+            self.broker.dirty.add(link.lb_entity)
+
+    # --- transfers -----------------------------------------------------------------------------------------
+
+    def on_delivery(self, event: Any) -> None:
+        delivery = event.delivery
+        link = delivery.link
+        if link.is_receiver:
+            self._incoming(link, delivery)
+        else:
+            self._settlement(link, delivery)
+
+    def _incoming(self, link: Link, delivery: Delivery) -> None:
+        if delivery.aborted:
+            delivery.settle()
+            return
+        if not delivery.readable or delivery.partial:
+            return
+        data = link.recv(delivery.pending)
+        link.advance()
+        raw = bytes(data) if data is not None else b""
+        kind = getattr_safe(link, "lb_kind")
+        try:
+            if kind == "data":
+                self.broker.send(link.lb_entity, raw)
+            elif kind == "cbs":
+                self._put_token(raw)
+            elif kind == "mgmt":
+                self._management(link.lb_entity, raw)
+            delivery.update(Delivery.ACCEPTED)
+        except codec.DecodeError as exc:
+            log.info("rejecting malformed message on %s: %s", link.name, exc)
+            delivery.local.condition = Condition("amqp:decode-error", str(exc))
+            delivery.update(Delivery.REJECTED)
+        delivery.settle()
+        if link.credit < INCOMING_CREDIT // 2:
+            link.flow(INCOMING_CREDIT - link.credit)
+
+    def _settlement(self, link: Link, delivery: Delivery) -> None:
+        state = delivery.remote_state
+        token = getattr_safe(delivery, "lb_token")
+        if token is None:
+            if delivery.settled:
+                delivery.settle()  # a reply or a pre-settled message: nothing to decide
+            return
+        if state not in (Delivery.ACCEPTED, Delivery.MODIFIED, Delivery.REJECTED, Delivery.RELEASED):
+            if delivery.settled:  # settled without an outcome: treat as released
+                self._apply(token, Delivery.RELEASED, delivery)
+                delivery.settle()
+            return
+        delivery.lb_token = None
+        try:
+            self._apply(token, state, delivery)
+        except LockLost as exc:
+            delivery.local.condition = Condition(LOCK_LOST, str(exc))
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
+        if state == Delivery.MODIFIED:
+            delivery.local.failed = delivery.remote.failed
+            delivery.local.undeliverable = delivery.remote.undeliverable
+        delivery.update(state)
+        delivery.settle()
+
+    def _apply(self, token: uuid.UUID, state: Any, delivery: Delivery) -> None:
+        broker = self.broker
+        if state == Delivery.ACCEPTED:
+            broker.complete(token)
+        elif state == Delivery.RELEASED:
+            broker.release(token)
+        elif state == Delivery.MODIFIED:
+            if delivery.remote.undeliverable:
+                broker.defer(token)
+            elif delivery.remote.failed:
+                broker.abandon(token)
+            else:
+                broker.release(token)
+        elif state == Delivery.REJECTED:
+            condition = delivery.remote.condition
+            info = (condition.info if condition is not None else None) or {}
+            reason = _text(_lookup(info, "DeadLetterReason"))
+            description = _text(_lookup(info, "DeadLetterErrorDescription"))
+            if reason is None and condition is not None and str(condition.name) != DEAD_LETTER:
+                reason = str(condition.name)
+            if description is None and condition is not None and condition.description:
+                description = str(condition.description)
+            broker.dead_letter(token, reason, description)
+
+    # --- $cbs and $management ----------------------------------------------------------------------------
+
+    def _reply(self, key: str | None, fallback: str, message: Message) -> None:
+        link = self.reply_links.get(key or "") or self.reply_links.get(fallback)
+        if link is None:
+            log.info("no reply link for %s; dropping the response", key or fallback)
+            return
+        delivery = link.delivery(cast(str, next(_RD_TAGS).to_bytes(8, "little")))
+        link.send(message.encode())
+        link.advance()
+        if link.snd_settle_mode == Link.SND_SETTLED:
+            delivery.settle()
+
+    def _put_token(self, raw: bytes) -> None:
+        request = Message()
+        request.decode(raw)
+        props: dict[Any, Any] = request.properties or {}
+        token_type = str(props.get("type", ""))
+        audience = str(props.get("name", ""))
+        body = request.body
+        token = bytes(body).decode("utf-8", "replace") if isinstance(body, bytes | memoryview) else str(body)
+        result = self.ctx.auth.put_token(token_type, audience, token)
+        if result.ok:
+            self.authorized.add(audience)
+        else:
+            log.info("refused %s token for %s: %s", token_type, audience, result.description)
+        reply = Message(correlation_id=request.id,
+                        properties={"status-code": result.status, "status-description": result.description})
+        self._reply(request.reply_to, "$cbs", reply)
+
+    def _management(self, entity: Entity, raw: bytes) -> None:
+        request = Message()
+        request.decode(raw)
+        request.body = _copy(request.body)
+        reply = self.ctx.management.handle(entity, request)
+        self._reply(request.reply_to, f"{entity.key}/$management", reply)
+
+
+def getattr_safe(obj: Any, name: str) -> Any:
+    """Proton wrappers raise AttributeError for unset attributes; read them as None."""
+    try:
+        return getattr(obj, name)
+    except AttributeError:
+        return None
+
+
+def _lookup(info: Any, key: str) -> Any:
+    if not isinstance(info, dict):
+        return None
+    for k, v in info.items():
+        if str(k) == key:
+            return v
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _copy(value: Any) -> Any:
+    """Detach values decoded by proton from its buffers (memoryviews can be freed under us)."""
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, dict):
+        return {_copy(k): _copy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy(v) for v in value]
+    if isinstance(value, Array):
+        return Array(value.descriptor, value.type, *[_copy(v) for v in value.elements])
+    return value

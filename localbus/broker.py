@@ -1,0 +1,466 @@
+"""Queue semantics, independent of AMQP: enqueue, lock, settle, schedule, expire, dead-letter.
+
+Everything here runs on the server's single I/O thread, so no locking is needed and two receivers can never
+hold the same message. Time is wall-clock milliseconds (Service Bus reports lock expiry and enqueue time as
+timestamps); deadlines are kept in one heap with lazy invalidation.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from . import codec
+from .config import QueueSettings
+from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence
+
+log = logging.getLogger("localbus.broker")
+
+DLQ_SUFFIX = "/$deadletterqueue"
+_NEVER_MS = 2**62
+_SEQ = codec.enc_symbol(b"x-opt-sequence-number")
+_ENQ = codec.enc_symbol(b"x-opt-enqueued-time")
+_LOCKED = codec.enc_symbol(b"x-opt-locked-until")
+_DL_SOURCE = b"x-opt-deadletter-source"
+
+MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
+TTL_EXPIRED = "TTLExpiredException"
+
+
+class LockLost(Exception):
+    """The lock token is unknown or its lock has expired (Service Bus: ``message-lock-lost``)."""
+
+
+class MessageNotFound(Exception):
+    """A sequence number does not name a message in the expected state (``message-not-found``)."""
+
+
+@dataclass(eq=False, slots=True)
+class Record:
+    """One message in one entity."""
+
+    entity: Entity
+    seq: int
+    msg: codec.StoredMessage
+    enqueued_ms: int
+    delivery_count: int
+    state: int
+    expires_ms: int | None
+    lock_token: uuid.UUID | None = None
+    locked_until_ms: int = 0
+    gone: bool = False
+
+
+class Consumer(Protocol):
+    """A receiving link, as the broker sees it."""
+
+    peek_lock: bool
+
+    def credit(self) -> int: ...
+
+    def push(self, record: Record, token: uuid.UUID | None, wire: bytes) -> None: ...
+
+    def idle(self) -> None: ...
+
+
+@dataclass(eq=False)
+class Entity:
+    """A queue or its dead-letter sub-queue."""
+
+    name: str
+    settings: QueueSettings
+    is_dlq: bool = False
+    dlq: Entity | None = None
+    records: dict[int, Record] = field(default_factory=dict)
+    ready: list[int] = field(default_factory=list)  # heap of sequence numbers of unlocked ACTIVE records
+    last_seq: int = 0
+    dedup: dict[str, int] = field(default_factory=dict)
+    consumers: list[Consumer] = field(default_factory=list)
+    rr: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Broker:
+    """All entities, locks and timers of one localbus instance."""
+
+    def __init__(self, queues: dict[str, QueueSettings], persistence: Persistence | None = None,
+                 clock: Callable[[], int] = now_ms) -> None:
+        self.persistence = persistence or Persistence()
+        self.clock = clock
+        self.entities: dict[str, Entity] = {}
+        self.locks: dict[uuid.UUID, Record] = {}
+        self._timers: list[tuple[int, int, int, Record, uuid.UUID | None]] = []
+        self._tie = itertools.count()
+        self.dirty: set[Entity] = set()
+        for name, settings in queues.items():
+            queue = Entity(name, settings)
+            dlq_settings = QueueSettings(lock_duration=settings.lock_duration, max_delivery_count=2**31 - 1)
+            queue.dlq = Entity(name + "/$DeadLetterQueue", dlq_settings, is_dlq=True)
+            self.entities[queue.key] = queue
+            self.entities[queue.dlq.key] = queue.dlq
+        self._load()
+
+    # --- lookup and start-up -------------------------------------------------------------------------------
+
+    def entity(self, path: str) -> Entity | None:
+        """Find an entity by path (``queue`` or ``queue/$DeadLetterQueue``), case-insensitively."""
+        return self.entities.get(path.strip("/").lower())
+
+    def _load(self) -> None:
+        p = self.persistence
+        for key, seq in p.last_sequences().items():
+            if key in self.entities:
+                self.entities[key].last_seq = max(self.entities[key].last_seq, seq)
+        now = self.clock()
+        restored = 0
+        for row in p.rows():
+            entity = self.entities.get(row.entity)
+            if entity is None:
+                log.warning("data file has messages for unknown entity %r: kept on disk, not served", row.entity)
+                continue
+            msg = codec.parse_message(row.blob)
+            rec = Record(entity, row.seq, msg, row.enqueued_ms, row.delivery_count, row.state, row.expires_ms)
+            entity.records[row.seq] = rec
+            entity.last_seq = max(entity.last_seq, row.seq)
+            restored += 1
+            if row.state == SCHEDULED:
+                self._timer(row.enqueued_ms, 0, rec)
+            elif row.state == ACTIVE:
+                heapq.heappush(entity.ready, row.seq)
+                self.dirty.add(entity)
+            if rec.expires_ms is not None and row.state != SCHEDULED:
+                self._timer(rec.expires_ms, 2, rec)
+        for key, message_id, expires_ms in p.dedup_entries():
+            if key in self.entities and expires_ms > now:
+                self.entities[key].dedup[message_id] = expires_ms
+        if restored:
+            log.info("restored %d messages from %s", restored, getattr(p, "path", "storage"))
+
+    def restart(self) -> None:
+        """Forget locks and consumers, as a broker restart does (messages themselves are kept)."""
+        for rec in list(self.locks.values()):
+            self._unlock(rec)
+            if rec.state == ACTIVE:
+                self._make_ready(rec)
+        self.locks.clear()
+        for entity in self.entities.values():
+            entity.consumers.clear()
+
+    # --- timers ---------------------------------------------------------------------------------------------
+    # kinds: 0 = scheduled enqueue, 1 = lock expiry, 2 = TTL expiry
+
+    def _timer(self, when_ms: int, kind: int, record: Record, token: uuid.UUID | None = None) -> None:
+        heapq.heappush(self._timers, (when_ms, next(self._tie), kind, record, token))
+
+    def next_deadline_ms(self) -> int | None:
+        return self._timers[0][0] if self._timers else None
+
+    def run_timers(self) -> None:
+        """Fire every due deadline (scheduled messages, lock expiry, TTL expiry)."""
+        now = self.clock()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, rec, token = heapq.heappop(self._timers)
+            if rec.gone:
+                continue
+            if kind == 0 and rec.state == SCHEDULED:
+                self._activate(rec, now)
+            elif kind == 1 and rec.lock_token == token and token is not None and rec.locked_until_ms <= now:
+                log.debug("lock expired: %s seq %d", rec.entity.name, rec.seq)
+                self._unlock(rec)
+                self._failed_delivery(rec)
+            elif kind == 2 and rec.lock_token is None and rec.state == ACTIVE and rec.expires_ms is not None \
+                    and rec.expires_ms <= now:
+                self._expire(rec)
+
+    # --- sending --------------------------------------------------------------------------------------------
+
+    def send(self, entity: Entity, raw: bytes) -> list[int]:
+        """Accept one transfer (a message or a batch); returns the sequence numbers (duplicates omitted)."""
+        parts = codec.split_batch(raw) or [raw]
+        messages = [codec.parse_message(part) for part in parts]  # all-or-nothing: parse before enqueueing
+        seqs = []
+        for msg in messages:
+            seq = self.enqueue(entity, msg)
+            if seq is not None:
+                seqs.append(seq)
+        return seqs
+
+    def enqueue(self, entity: Entity, msg: codec.StoredMessage, scheduled_ms: int | None = None) -> int | None:
+        """Add a message; returns its sequence number, or None when dropped as a duplicate."""
+        now = self.clock()
+        dedup = entity.settings.requires_duplicate_detection and not entity.is_dlq
+        if dedup and msg.message_id is not None and self._is_duplicate(entity, msg.message_id, now):
+            log.debug("duplicate message id %r dropped on %s", msg.message_id, entity.name)
+            return None
+        entity.last_seq += 1
+        seq = entity.last_seq
+        self.persistence.set_last_sequence(entity.key, seq)
+        when = scheduled_ms if scheduled_ms is not None else msg.scheduled_ms
+        scheduled = when is not None and when > now
+        enqueued = when if scheduled and when is not None else now
+        rec = Record(entity, seq, msg, enqueued, 0, SCHEDULED if scheduled else ACTIVE, None)
+        if not scheduled:
+            rec.expires_ms = self._expiry(entity, msg, enqueued)
+        entity.records[seq] = rec
+        self._persist_insert(rec)
+        if scheduled:
+            self._timer(enqueued, 0, rec)
+        else:
+            self._make_ready(rec)
+            if rec.expires_ms is not None:
+                self._timer(rec.expires_ms, 2, rec)
+        return seq
+
+    def _is_duplicate(self, entity: Entity, message_id: str, now: int) -> bool:
+        if entity.dedup:
+            stale = [k for k, exp in itertools.takewhile(lambda kv: kv[1] <= now, entity.dedup.items())]
+            for k in stale:
+                del entity.dedup[k]
+            if stale:
+                self.persistence.forget_ids(entity.key, now)
+        if message_id in entity.dedup:
+            return True
+        expires = now + int(entity.settings.duplicate_detection_window * 1000)
+        entity.dedup[message_id] = expires
+        self.persistence.remember_id(entity.key, message_id, expires)
+        return False
+
+    @staticmethod
+    def _expiry(entity: Entity, msg: codec.StoredMessage, enqueued: int) -> int | None:
+        if entity.is_dlq:
+            return None
+        ttl = entity.settings.default_message_ttl * 1000
+        if msg.ttl_ms is not None:
+            ttl = min(ttl, msg.ttl_ms)
+        return None if enqueued + ttl >= _NEVER_MS else int(enqueued + ttl)
+
+    def _activate(self, rec: Record, now: int) -> None:
+        rec.state = ACTIVE
+        rec.expires_ms = self._expiry(rec.entity, rec.msg, rec.enqueued_ms)
+        self._persist_update(rec)
+        self._make_ready(rec)
+        if rec.expires_ms is not None:
+            self._timer(rec.expires_ms, 2, rec)
+
+    def cancel_scheduled(self, entity: Entity, seqs: list[int]) -> None:
+        """Remove scheduled messages; unknown or already-enqueued ones are ignored, as Service Bus does."""
+        for seq in seqs:
+            rec = entity.records.get(seq)
+            if rec is not None and rec.state == SCHEDULED:
+                self._remove(rec)
+
+    # --- receiving ------------------------------------------------------------------------------------------
+
+    def _make_ready(self, rec: Record) -> None:
+        heapq.heappush(rec.entity.ready, rec.seq)
+        self.dirty.add(rec.entity)
+
+    def _next_ready(self, entity: Entity, now: int) -> Record | None:
+        while entity.ready:
+            seq = heapq.heappop(entity.ready)
+            rec = entity.records.get(seq)
+            if rec is None or rec.state != ACTIVE or rec.lock_token is not None:
+                continue  # stale heap entry
+            if rec.expires_ms is not None and rec.expires_ms <= now:
+                self._expire(rec)
+                continue
+            return rec
+        return None
+
+    def take(self, entity: Entity, peek_lock: bool) -> tuple[Record, uuid.UUID | None, bytes] | None:
+        """Hand the next available message to a receiver: locked (PEEK_LOCK) or removed (RECEIVE_AND_DELETE)."""
+        now = self.clock()
+        rec = self._next_ready(entity, now)
+        if rec is None:
+            return None
+        if not peek_lock:
+            self._remove(rec)
+            return rec, None, self._wire(rec, None)
+        token = self._lock(rec, now)
+        return rec, token, self._wire(rec, rec.locked_until_ms)
+
+    def _lock(self, rec: Record, now: int) -> uuid.UUID:
+        token = uuid.uuid4()
+        rec.lock_token = token
+        rec.locked_until_ms = now + int(rec.entity.settings.lock_duration * 1000)
+        self.locks[token] = rec
+        self._timer(rec.locked_until_ms, 1, rec, token)
+        return token
+
+    def _wire(self, rec: Record, locked_until_ms: int | None) -> bytes:
+        extra = [_SEQ + codec.enc_long(rec.seq), _ENQ + codec.enc_timestamp(rec.enqueued_ms)]
+        if locked_until_ms is not None:
+            extra.append(_LOCKED + codec.enc_timestamp(locked_until_ms))
+        return rec.msg.wire(rec.delivery_count, extra)
+
+    def pump(self) -> None:
+        """Give available messages to consumers with credit, round-robin across links."""
+        while self.dirty:
+            entity = self.dirty.pop()
+            consumers = entity.consumers
+            while entity.ready and consumers:
+                n = len(consumers)
+                for i in range(n):
+                    consumer = consumers[(entity.rr + i) % n]
+                    if consumer.credit() > 0:
+                        entity.rr = (entity.rr + i + 1) % n
+                        break
+                else:
+                    break  # nobody has credit
+                item = self.take(entity, consumer.peek_lock)
+                if item is None:
+                    break
+                consumer.push(*item)
+            for consumer in list(consumers):
+                consumer.idle()
+
+    def peek(self, entity: Entity, from_seq: int, count: int) -> list[bytes]:
+        """Messages from ``from_seq`` on, in order, without locking (any state)."""
+        seqs = sorted(s for s in entity.records if s >= from_seq)[:max(count, 0)]
+        out = []
+        for seq in seqs:
+            rec = entity.records[seq]
+            out.append(self._wire(rec, rec.locked_until_ms if rec.lock_token else None))
+        return out
+
+    def receive_deferred(self, entity: Entity, seqs: list[int], peek_lock: bool
+                         ) -> list[tuple[uuid.UUID | None, bytes]]:
+        """Take deferred messages by sequence number (``receive_deferred_messages``)."""
+        now = self.clock()
+        recs = []
+        for seq in seqs:
+            rec = entity.records.get(seq)
+            if rec is None or rec.state != DEFERRED or rec.lock_token is not None:
+                raise MessageNotFound(f"deferred message {seq} not found in {entity.name}")
+            recs.append(rec)
+        out: list[tuple[uuid.UUID | None, bytes]] = []
+        for rec in recs:
+            if peek_lock:
+                token = self._lock(rec, now)
+                out.append((token, self._wire(rec, rec.locked_until_ms)))
+            else:
+                self._remove(rec)
+                out.append((None, self._wire(rec, None)))
+        return out
+
+    # --- settlement -----------------------------------------------------------------------------------------
+
+    def _locked(self, token: uuid.UUID) -> Record:
+        rec = self.locks.get(token)
+        if rec is None or rec.gone or rec.lock_token != token or rec.locked_until_ms <= self.clock():
+            raise LockLost(f"the lock {token} is lost or has expired")
+        return rec
+
+    def _unlock(self, rec: Record) -> None:
+        if rec.lock_token is not None:
+            self.locks.pop(rec.lock_token, None)
+            rec.lock_token = None
+
+    def complete(self, token: uuid.UUID) -> None:
+        self._remove(self._locked(token))
+
+    def abandon(self, token: uuid.UUID) -> None:
+        rec = self._locked(token)
+        self._unlock(rec)
+        self._failed_delivery(rec)
+
+    def release(self, token: uuid.UUID) -> None:
+        """Give the message back untouched: no delivery-count change (AMQP ``released``)."""
+        rec = self._locked(token)
+        self._unlock(rec)
+        if rec.state == ACTIVE:
+            self._make_ready(rec)
+
+    def defer(self, token: uuid.UUID) -> None:
+        rec = self._locked(token)
+        self._unlock(rec)
+        rec.state = DEFERRED
+        self._persist_update(rec)
+
+    def dead_letter(self, token: uuid.UUID, reason: str | None, description: str | None) -> None:
+        self._dead_letter(self._locked(token), reason, description)
+
+    def renew(self, token: uuid.UUID) -> int:
+        """Extend a lock by the queue's lock duration; returns the new expiry (ms)."""
+        rec = self._locked(token)
+        rec.locked_until_ms = self.clock() + int(rec.entity.settings.lock_duration * 1000)
+        self._timer(rec.locked_until_ms, 1, rec, token)
+        return rec.locked_until_ms
+
+    def _failed_delivery(self, rec: Record) -> None:
+        """Abandon or lock expiry: count the attempt, dead-letter once MaxDeliveryCount attempts failed."""
+        rec.delivery_count += 1
+        limit = rec.entity.settings.max_delivery_count
+        if not rec.entity.is_dlq and rec.delivery_count >= limit:
+            self._dead_letter(rec, MAX_DELIVERY_COUNT_EXCEEDED,
+                              f"Message could not be consumed after {limit} delivery attempts.")
+            return
+        self._persist_update(rec)
+        if rec.state == ACTIVE:
+            self._make_ready(rec)
+
+    def _expire(self, rec: Record) -> None:
+        if rec.entity.settings.dead_lettering_on_message_expiration:
+            self._dead_letter(rec, TTL_EXPIRED, "The message expired and was dead lettered.")
+        else:
+            log.debug("message %d expired on %s", rec.seq, rec.entity.name)
+            self._remove(rec)
+
+    def _dead_letter(self, rec: Record, reason: str | None, description: str | None) -> None:
+        source = rec.entity
+        target = source.dlq or source
+        self._remove(rec)
+        props = {k: v for k, v in (("DeadLetterReason", reason), ("DeadLetterErrorDescription", description))
+                 if v is not None}
+        msg = rec.msg.with_application_properties(props) if props else rec.msg
+        if not source.is_dlq:
+            msg = msg.with_annotation(_DL_SOURCE, codec.enc_string(source.name))
+        moved = Record(target, rec.seq, msg, rec.enqueued_ms, rec.delivery_count, ACTIVE, None)
+        target.records[rec.seq] = moved
+        target.last_seq = max(target.last_seq, rec.seq)
+        self._persist_insert(moved)
+        self._make_ready(moved)
+
+    def _remove(self, rec: Record) -> None:
+        self._unlock(rec)
+        rec.gone = True
+        rec.entity.records.pop(rec.seq, None)
+        self.persistence.delete(rec.entity.key, rec.seq)
+
+    # --- persistence helpers --------------------------------------------------------------------------------
+
+    def _persist_insert(self, rec: Record) -> None:
+        if self.persistence.durable:
+            self.persistence.insert(rec.entity.key, rec.seq, rec.state, rec.delivery_count, rec.enqueued_ms,
+                                    rec.expires_ms, rec.msg.wire(rec.delivery_count, []))
+
+    def _persist_update(self, rec: Record) -> None:
+        self.persistence.update(rec.entity.key, rec.seq, rec.state, rec.delivery_count, rec.enqueued_ms,
+                                rec.expires_ms)
+
+    def counts(self, path: str) -> dict[str, int]:
+        """Message counts by state for one entity (for tests and diagnostics)."""
+        entity = self.entity(path)
+        if entity is None:
+            raise KeyError(path)
+        recs = list(entity.records.values())
+        return {
+            "active": sum(1 for r in recs if r.state == ACTIVE and r.lock_token is None),
+            "locked": sum(1 for r in recs if r.lock_token is not None),
+            "deferred": sum(1 for r in recs if r.state == DEFERRED and r.lock_token is None),
+            "scheduled": sum(1 for r in recs if r.state == SCHEDULED),
+            "total": len(recs),
+        }

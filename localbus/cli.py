@@ -1,0 +1,74 @@
+"""``sbworker localbus``: run the broker in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import DEFAULT_CONFIG_PATH, ConfigError
+from .server import LocalBus
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sbworker localbus",
+        description="Run a local Service Bus-compatible AMQP broker (queues from the emulator's Config.json).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=5672, help="TCP port, 0 for any free port (default: %(default)s)")
+    parser.add_argument("--config", type=Path, default=None, metavar="PATH",
+                        help=f"emulator Config.json with the queues (default: {_display(DEFAULT_CONFIG_PATH)})")
+    parser.add_argument("--data", type=Path, default=None, metavar="PATH",
+                        help="directory (or .sqlite3 file) to keep messages in; memory only when omitted")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    return parser
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (2 for usage or config errors)."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = args.config
+    if config is None:
+        config = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else Path("infra/servicebus-emulator/Config.json")
+    try:
+        bus = LocalBus(host=args.host, port=args.port, config_path=config, data_path=args.data)
+        bus.start()
+    except ConfigError as exc:
+        print(f"sbworker localbus: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"sbworker localbus: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    queues = ", ".join(sorted(bus.queues)) or "(none)"
+    where = f"data in {args.data}" if args.data else "memory only"
+    print(f"localbus listening on {args.host}:{bus.port} ({where}); queues: {queues}", file=sys.stderr)
+    print(bus.connection_string, flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not bus.running:
+                print("sbworker localbus: error: server stopped unexpectedly", file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bus.stop()
+    return 0

@@ -1,0 +1,165 @@
+"""``$management`` request/response operations (renew-lock, schedule, peek, deferred receive, dispositions).
+
+Requests and replies are small AMQP maps, so they go through proton's :class:`Message`; message payloads inside
+them are the broker's raw encoded messages. Replies carry ``statusCode``/``statusDescription`` (and
+``errorCondition`` on failure) as the SDK's management link expects.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+from proton import UNDESCRIBED, Array, Data, Message, timestamp
+
+from . import codec
+from .broker import Broker, Entity, LockLost, MessageNotFound
+
+log = logging.getLogger("localbus.management")
+
+_UNDESCRIBED = cast(Any, UNDESCRIBED)
+LOCK_LOST = "com.microsoft:message-lock-lost"
+NOT_FOUND = "com.microsoft:message-not-found"
+ARGUMENT_ERROR = "com.microsoft:argument-error"
+
+
+class OperationError(Exception):
+    """A management request that fails with a status code and an error condition."""
+
+    def __init__(self, status: int, condition: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.condition, self.description = status, condition, description
+
+
+def _items(value: Any) -> list[Any]:
+    """AMQP arrays decode as :class:`proton.Array`; lists as lists. Normalise to a list."""
+    if value is None:
+        return []
+    if isinstance(value, Array):
+        return list(value.elements)
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [value]
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(bytes(value).decode() if isinstance(value, bytes | memoryview) else str(value))
+    except ValueError:
+        raise OperationError(400, ARGUMENT_ERROR, f"not a lock token: {value!r}") from None
+
+
+def _get(body: dict[Any, Any], key: str) -> Any:
+    for k, v in body.items():
+        if str(k) == key:
+            return v
+    return None
+
+
+def _long_array(values: list[int]) -> Array:
+    return Array(_UNDESCRIBED, Data.LONG, *values)
+
+
+class Management:
+    """Runs one management request against the broker for the entity the link was attached to."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._ops: dict[str, Callable[[Entity, dict[Any, Any]], tuple[int, dict[str, Any] | None]]] = {
+            "com.microsoft:renew-lock": self._renew_lock,
+            "com.microsoft:schedule-message": self._schedule,
+            "com.microsoft:cancel-scheduled-message": self._cancel,
+            "com.microsoft:peek-message": self._peek,
+            "com.microsoft:receive-by-sequence-number": self._receive_deferred,
+            "com.microsoft:update-disposition": self._update_disposition,
+        }
+
+    def handle(self, entity: Entity, request: Message) -> Message:
+        """Execute a request message and build the reply (never raises for client errors)."""
+        properties: dict[Any, Any] = request.properties or {}
+        operation = str(properties.get("operation", ""))
+        body = request.body if isinstance(request.body, dict) else {}
+        op = self._ops.get(operation)
+        try:
+            if op is None:
+                raise OperationError(501, "amqp:not-implemented", f"operation {operation!r} is not supported")
+            status, reply_body = op(entity, body)
+            props: dict[str, Any] = {"statusCode": status, "statusDescription": "OK" if status == 200 else ""}
+        except OperationError as exc:
+            reply_body = None
+            props = {"statusCode": exc.status, "statusDescription": exc.description,
+                     "errorCondition": exc.condition}
+        except (LockLost, MessageNotFound) as exc:
+            lost = isinstance(exc, LockLost)
+            reply_body = None
+            props = {"statusCode": 410 if lost else 404, "statusDescription": str(exc),
+                     "errorCondition": LOCK_LOST if lost else NOT_FOUND}
+        except codec.DecodeError as exc:
+            reply_body = None
+            props = {"statusCode": 400, "statusDescription": f"malformed message: {exc}",
+                     "errorCondition": "amqp:decode-error"}
+        return Message(body=reply_body, correlation_id=request.id, properties=props)
+
+    def _renew_lock(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+        expirations = [timestamp(self.broker.renew(_uuid(t))) for t in _items(_get(body, "lock-tokens"))]
+        return 200, {"expirations": Array(_UNDESCRIBED, Data.TIMESTAMP, *expirations)}
+
+    def _schedule(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+        parsed = []
+        for item in _items(_get(body, "messages")):
+            raw = _get(item, "message") if isinstance(item, dict) else None
+            if raw is None:
+                raise OperationError(400, ARGUMENT_ERROR, "schedule-message entry lacks 'message'")
+            parsed.append(codec.parse_message(bytes(raw)))
+        seqs = []
+        for msg in parsed:
+            seq = self.broker.enqueue(entity, msg, scheduled_ms=msg.scheduled_ms)
+            seqs.append(seq if seq is not None else 0)
+        return 200, {"sequence-numbers": _long_array(seqs)}
+
+    def _cancel(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+        self.broker.cancel_scheduled(entity, [int(s) for s in _items(_get(body, "sequence-numbers"))])
+        return 200, {}
+
+    def _peek(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+        start = int(_get(body, "from-sequence-number") or 0)
+        count = int(_get(body, "message-count") or 1)
+        found = self.broker.peek(entity, start, count)
+        if not found:
+            return 204, None
+        return 200, {"messages": [{"message": raw} for raw in found]}
+
+    def _receive_deferred(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+        seqs = [int(s) for s in _items(_get(body, "sequence-numbers"))]
+        peek_lock = int(_get(body, "receiver-settle-mode") or 0) != 0
+        taken = self.broker.receive_deferred(entity, seqs, peek_lock)
+        messages = []
+        for token, raw in taken:
+            entry: dict[str, Any] = {"message": raw}
+            if token is not None:
+                entry["lock-token"] = token
+            messages.append(entry)
+        return 200, {"messages": messages}
+
+    def _update_disposition(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+        status = str(_get(body, "disposition-status") or "")
+        tokens = [_uuid(t) for t in _items(_get(body, "lock-tokens"))]
+        reason = _get(body, "deadletter-reason")
+        description = _get(body, "deadletter-description")
+        for token in tokens:
+            if status == "completed":
+                self.broker.complete(token)
+            elif status == "abandoned":
+                self.broker.abandon(token)
+            elif status == "defered":
+                self.broker.defer(token)
+            elif status == "suspended":
+                self.broker.dead_letter(token, None if reason is None else str(reason),
+                                        None if description is None else str(description))
+            else:
+                raise OperationError(400, ARGUMENT_ERROR, f"unknown disposition-status {status!r}")
+        return 200, {}

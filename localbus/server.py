@@ -1,0 +1,474 @@
+"""The I/O loop and the embeddable :class:`LocalBus`.
+
+One thread owns every socket, proton transport and the broker. Each loop iteration reads what is readable,
+lets proton turn bytes into events, runs the broker, commits the store once, and only then writes replies: so an
+acknowledged send is durable, and a burst of work shares one commit. Sockets are non-blocking and reads are
+bounded per iteration, so a slow or stuck client costs others at most one iteration's worth of its work.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from proton import Collector, Connection, Transport
+
+from .amqp import ConnectionHandler, ServerContext
+from .auth import TokenAuthority
+from .broker import Broker
+from .config import DEFAULT_CONFIG_PATH, QueueSettings, load_config, queue_settings
+from .store import Persistence, SqlitePersistence
+
+log = logging.getLogger("localbus.server")
+logging.getLogger("proton").setLevel(logging.CRITICAL)  # abrupt SDK disconnects make proton chatty
+
+T = TypeVar("T")
+READ_CHUNK = 256 * 1024
+WRITE_CHUNK = 1024 * 1024
+DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
+DEFAULT_SAS_KEY = "SAS_KEY_VALUE"
+
+
+def connection_string(port: int, key_name: str = DEFAULT_KEY_NAME, key: str = DEFAULT_SAS_KEY) -> str:
+    """The official emulator's connection string (port omitted when it is the AMQP default 5672)."""
+    host = "localhost" if port == 5672 else f"localhost:{port}"
+    return (f"Endpoint=sb://{host};SharedAccessKeyName={key_name};SharedAccessKey={key};"
+            "UseDevelopmentEmulator=true;")
+
+
+class _Conn:
+    """A client socket with its proton transport, connection and event collector."""
+
+    def __init__(self, sock: socket.socket, ctx: ServerContext) -> None:
+        self.sock = sock
+        self.connection = Connection()
+        self.collector = Collector()
+        self.connection.collect(self.collector)
+        self.transport = Transport(Transport.SERVER)
+        sasl = self.transport.sasl()
+        sasl.allowed_mechs("ANONYMOUS")
+        self.transport.bind(self.connection)
+        self.handler = ConnectionHandler(ctx)
+        self.events = 0
+        self.mask = selectors.EVENT_READ
+
+
+class Server:
+    """The event loop; :meth:`run` executes on the server thread until :meth:`stop`."""
+
+    def __init__(self, ctx: ServerContext, listener: socket.socket) -> None:
+        self.ctx = ctx
+        self.broker = ctx.broker
+        self.listener = listener
+        self.conns: dict[int, _Conn] = {}
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
+        self._waiters: list[tuple[Callable[[], bool], Future[bool]]] = []
+        self._stopping = False
+
+    # --- cross-thread API ----------------------------------------------------------------------------------
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on the server thread (the only thread allowed to touch the broker)."""
+        future: Future[T] = Future()
+        self._calls.append((fn, future))
+        self.wakeup()
+        return future
+
+    def when(self, predicate: Callable[[], bool]) -> Future[bool]:
+        """A future that completes once ``predicate()`` (evaluated on the server thread) is true."""
+        future: Future[bool] = Future()
+
+        def register() -> None:
+            self._waiters.append((predicate, future))
+        self.call(register)
+        return future
+
+    def wakeup(self) -> None:
+        with contextlib.suppress(OSError):  # a wakeup is already pending, or we are shutting down
+            self._wake_w.send(b"x")
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.wakeup()
+
+    # --- loop ----------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        sel = self._selector
+        sel.register(self.listener, selectors.EVENT_READ, None)
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        try:
+            while not self._stopping:
+                for key, mask in sel.select(self._timeout()):
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        self._drain_wakeups()
+                    else:
+                        conn = key.data
+                        if mask & selectors.EVENT_READ:
+                            self._read(conn)
+                        if mask & selectors.EVENT_WRITE:
+                            self._write(conn)
+                self._run_calls()
+                self._process()
+                self._flush_all()
+                self._check_waiters()
+        except Exception:  # pragma: no cover - a bug here must be loud, not a silent hang
+            log.exception("localbus server loop crashed")
+            raise
+        finally:
+            self._shutdown()
+
+    def _timeout(self) -> float | None:
+        deadline = self.broker.next_deadline_ms()
+        timeout = 1.0
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline / 1000.0 - time.time()))
+        return timeout
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, self.ctx)
+            self.conns[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _run_calls(self) -> None:
+        while self._calls:
+            fn, future = self._calls.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def _check_waiters(self) -> None:
+        if not self._waiters:
+            return
+        keep = []
+        for predicate, future in self._waiters:
+            if future.cancelled():
+                continue
+            try:
+                if predicate():
+                    future.set_result(True)
+                    continue
+            except Exception as exc:
+                future.set_exception(exc)
+                continue
+            keep.append((predicate, future))
+        self._waiters = keep
+
+    def _read(self, conn: _Conn) -> None:
+        transport = conn.transport
+        capacity = transport.capacity()
+        if capacity <= 0:
+            return
+        try:
+            data = conn.sock.recv(min(capacity, READ_CHUNK))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""  # reset by peer: same as end of stream, then drop the output too
+            transport.close_head()
+        if not data:
+            transport.close_tail()
+            return
+        try:
+            transport.push(data)
+        except Exception as exc:  # protocol garbage: proton has already closed the transport
+            log.info("closing connection after bad input: %s", exc)
+            transport.close_tail()
+            transport.close_head()
+
+    def _write(self, conn: _Conn) -> None:
+        transport = conn.transport
+        pending = transport.pending()
+        if pending <= 0:
+            return
+        try:
+            sent = conn.sock.send(transport.peek(min(pending, WRITE_CHUNK)) or b"")
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            transport.close_head()
+            transport.close_tail()
+            return
+        transport.pop(sent)
+
+    def _process(self) -> None:
+        broker = self.broker
+        for _ in range(16):
+            busy = False
+            for conn in list(self.conns.values()):
+                busy = self._events(conn) or busy
+            broker.run_timers()
+            if broker.dirty:
+                broker.pump()
+                busy = True
+            if not busy:
+                break
+        broker.persistence.commit()
+
+    def _events(self, conn: _Conn) -> bool:
+        collector = conn.collector
+        handled = False
+        while True:
+            event = collector.peek()
+            if event is None:
+                return handled
+            handled = True
+            try:
+                conn.handler.dispatch(event)
+            except Exception:
+                log.exception("error handling %s; closing the connection", event.type)
+                self._abort(conn)
+            collector.pop()
+
+    @staticmethod
+    def _abort(conn: _Conn) -> None:
+        conn.handler.cleanup()
+        try:
+            conn.transport.close_tail()
+            conn.transport.close_head()
+        except Exception:  # pragma: no cover - best effort on a broken connection
+            pass
+
+    def _flush_all(self) -> None:
+        now = time.time()
+        for fd, conn in list(self.conns.items()):
+            transport = conn.transport
+            try:
+                transport.tick(now)
+            except Exception:
+                self._abort(conn)
+            if transport.pending() > 0:
+                self._write(conn)
+            if transport.closed:
+                self._events(conn)
+                self._close(fd, conn)
+                continue
+            mask = 0
+            if transport.capacity() > 0:
+                mask |= selectors.EVENT_READ
+            if transport.pending() > 0:
+                mask |= selectors.EVENT_WRITE
+            if mask == 0 and transport.capacity() < 0 and transport.pending() < 0:
+                self._close(fd, conn)
+                continue
+            if mask != conn.mask:
+                if mask:
+                    self._selector.modify(conn.sock, mask, conn)
+                else:
+                    self._selector.unregister(conn.sock)
+                conn.mask = mask
+
+    def _close(self, fd: int, conn: _Conn) -> None:
+        conn.handler.cleanup()
+        if conn.mask:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(conn.sock)
+        conn.sock.close()
+        self.conns.pop(fd, None)
+
+    def _shutdown(self) -> None:
+        for fd, conn in list(self.conns.items()):
+            self._close(fd, conn)
+        try:
+            self.broker.persistence.commit()
+        except Exception:  # pragma: no cover
+            log.exception("final commit failed")
+        for sock in (self.listener, self._wake_r, self._wake_w):
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+            sock.close()
+        self._selector.close()
+        for _, future in self._waiters:
+            future.cancel()
+        while self._calls:
+            self._calls.popleft()[1].cancel()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(256)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class LocalBus:
+    """A Service Bus-compatible broker in a background thread, for tests, ``sbworker dev`` and the CLI.
+
+    ``stop()`` then ``start()`` again on the same object keeps the port; with ``data_path`` messages come back from
+    disk, without it the in-memory messages survive on the object. Either way, locks do not: locked messages are
+    available again after a restart, exactly like a broker restart.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, config_path: str | Path | None = None,
+                 data_path: str | Path | None = None,
+                 queues: Mapping[str, QueueSettings | Mapping[str, Any]] | None = None,
+                 sas_key: str = DEFAULT_SAS_KEY, key_name: str = DEFAULT_KEY_NAME) -> None:
+        self.host = host
+        self._port = port
+        self.config_path = Path(config_path) if config_path is not None else (
+            DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+        self.data_path = Path(data_path) if data_path is not None else None
+        settings = dict(load_config(self.config_path)) if self.config_path is not None else {}
+        for name, props in (queues or {}).items():
+            settings[name] = queue_settings(props, where=f"queue {name!r}")
+        self.queues: dict[str, QueueSettings] = settings
+        self.sas_key = sas_key
+        self.key_name = key_name
+        self.auth = TokenAuthority(key_name, sas_key)
+        self._lock = threading.Lock()
+        self._memory_broker: Broker | None = None
+        self._broker: Broker | None = None
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> LocalBus:
+        """Bind and serve in a daemon thread; returns self. A no-op while already running."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return self
+            persistence: Persistence = SqlitePersistence(self.data_path) if self.data_path else Persistence()
+            try:
+                listener = _bind(self.host, self._port)
+            except OSError:
+                persistence.close()
+                raise
+            self._port = int(listener.getsockname()[1])
+            if self.data_path is not None:
+                broker = Broker(self.queues, persistence)
+            elif self._memory_broker is not None:
+                broker = self._memory_broker
+                broker.restart()
+            else:
+                broker = self._memory_broker = Broker(self.queues)
+            self._broker = broker
+            self._server = Server(ServerContext(broker, self.auth), listener)
+            self._thread = threading.Thread(target=self._serve, name=f"localbus:{self._port}", daemon=True)
+            self._thread.start()
+            log.info("localbus listening on %s:%d", self.host, self._port)
+            return self
+
+    def _serve(self) -> None:
+        server = self._server
+        assert server is not None
+        try:
+            server.run()
+        finally:
+            if self.data_path is not None:
+                server.broker.persistence.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and the listening socket, and join the thread. Safe to call twice."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            if server is None or thread is None:
+                return
+            server.stop()
+            thread.join(timeout)
+            if thread.is_alive():  # pragma: no cover - would be a bug in the loop
+                raise RuntimeError("localbus server thread did not stop")
+            self._server = None
+            self._thread = None
+
+    def __enter__(self) -> LocalBus:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- addresses -----------------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (the OS-chosen one after ``start()`` when constructed with ``port=0``)."""
+        return self._port
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self._port, self.key_name, self.sas_key)
+
+    @property
+    def endpoint(self) -> str:
+        """``localhost:PORT``, for ``ServiceBusClient(endpoint, credential, use_tls=False)``."""
+        return f"localhost:{self._port}"
+
+    # --- inspection for tests ------------------------------------------------------------------------------
+
+    def last_token(self, audience: str) -> tuple[str, str] | None:
+        """Last (token type, token) presented on ``$cbs`` for ``audience`` (a URI or an entity path)."""
+        return self.auth.last_token(audience)
+
+    @property
+    def tokens(self) -> list[tuple[str, str]]:
+        """All presented (token type, audience) pairs, oldest first."""
+        return self.auth.tokens
+
+    def call(self, fn: Callable[[Broker], T], timeout: float = 10.0) -> T:
+        """Run ``fn(broker)`` on the server thread and return its result."""
+        server, broker = self._server, self._broker
+        if server is None or broker is None:
+            raise RuntimeError("localbus is not running")
+        return server.call(lambda: fn(broker)).result(timeout)
+
+    def counts(self, queue: str) -> dict[str, int]:
+        """Message counts by state (active, locked, deferred, scheduled, total) of a queue or its DLQ path."""
+        return self.call(lambda b: b.counts(queue))
+
+    def wait_for(self, predicate: Callable[[Broker], bool], timeout: float = 10.0) -> None:
+        """Block until ``predicate(broker)`` holds (checked after every loop iteration); TimeoutError if not."""
+        server, broker = self._server, self._broker
+        if server is None or broker is None:
+            raise RuntimeError("localbus is not running")
+        future = server.when(lambda: predicate(broker))
+        try:
+            future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"localbus condition not met within {timeout} s") from None
