@@ -1,0 +1,187 @@
+// One `azd up` deploys the whole system: identities, Service Bus, Durable Task Scheduler, registry,
+// Container Apps environment and the worker. Subscription scope so azd can create the resource group.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; names the resource group and seeds unique resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource.')
+param location string
+
+@description('Object id of the deploying user (azd fills AZURE_PRINCIPAL_ID): gets the DTS dashboard role and Service Bus Data Sender. Empty = none.')
+param principalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+@description('Type of principalId (ServicePrincipal when deploying from CI).')
+param principalType string = 'User'
+
+@allowed([
+  'Consumption'
+  'Dedicated'
+])
+@description('Durable Task Scheduler SKU.')
+param dtsSkuName string = 'Consumption'
+
+@minValue(1)
+@description('Dedicated SKU capacity units (ignored for Consumption).')
+param dtsDedicatedCapacity int = 1
+
+@description('IP addresses / CIDR ranges allowed to reach the scheduler. An empty list denies all traffic; Container Apps egress IPs are not fixed, hence the open default.')
+param dtsIpAllowlist array = [
+  '0.0.0.0/0'
+]
+
+@description('Task hub name.')
+param taskHubName string = 'default'
+
+@description('Queue name; equal to infra/servicebus-emulator/Config.json and listener.config.DEFAULT_QUEUE.')
+param queueName string = 'workflow-requests'
+
+@allowed([
+  'Basic'
+  'Standard'
+  'Premium'
+])
+@description('Service Bus tier.')
+param serviceBusSku string = 'Standard'
+
+@description('Worker image; azd sets SERVICE_WORKER_IMAGE_NAME after the first deploy. Empty = placeholder image.')
+param workerImageName string = ''
+
+@minValue(0)
+@description('Minimum worker replicas.')
+param minReplicas int = 1
+
+@minValue(1)
+@description('Maximum worker replicas.')
+param maxReplicas int = 10
+
+var abbrs = {
+  resourceGroup: 'rg-'
+  identity: 'id-'
+  serviceBus: 'sb-'
+  scheduler: 'dts-'
+  workspace: 'log-'
+  environment: 'cae-'
+  registry: 'cr'
+  app: 'ca-'
+}
+var token = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourceGroup}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workerIdentityName: '${abbrs.identity}worker-${token}'
+    scalerIdentityName: '${abbrs.identity}scaler-${token}'
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namespaceName: '${abbrs.serviceBus}${token}'
+    queueName: queueName
+    skuName: serviceBusSku
+    workerPrincipalId: identity.outputs.workerPrincipalId
+    scalerPrincipalId: identity.outputs.scalerPrincipalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+module dts 'modules/dts.bicep' = {
+  name: 'dts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    schedulerName: '${abbrs.scheduler}${token}'
+    taskHubName: taskHubName
+    skuName: dtsSkuName
+    dedicatedCapacity: dtsDedicatedCapacity
+    ipAllowlist: dtsIpAllowlist
+    workerPrincipalId: identity.outputs.workerPrincipalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceName: '${abbrs.workspace}${token}'
+    environmentName: '${abbrs.environment}${token}'
+  }
+}
+
+module registry 'modules/registry.bicep' = {
+  name: 'registry'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    registryName: '${abbrs.registry}${token}'
+    pullPrincipalId: identity.outputs.workerPrincipalId
+  }
+}
+
+module worker 'modules/containerapp.bicep' = {
+  name: 'worker'
+  scope: rg
+  params: {
+    location: location
+    tags: union(tags, {
+      'azd-service-name': 'worker'
+    })
+    name: '${abbrs.app}worker-${token}'
+    environmentId: monitoring.outputs.environmentId
+    registryServer: registry.outputs.loginServer
+    image: workerImageName
+    workerIdentityId: identity.outputs.workerId
+    workerClientId: identity.outputs.workerClientId
+    scalerIdentityId: identity.outputs.scalerId
+    dtsEndpoint: dts.outputs.endpoint
+    taskHubName: dts.outputs.taskHubName
+    serviceBusNamespaceName: serviceBus.outputs.namespaceName
+    serviceBusNamespaceFqdn: serviceBus.outputs.namespaceFqdn
+    queueName: serviceBus.outputs.queueName
+    minReplicas: minReplicas
+    maxReplicas: maxReplicas
+  }
+}
+
+// azd reads these (AZURE_CONTAINER_REGISTRY_ENDPOINT is where it pushes the image).
+output AZURE_LOCATION string = location
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
+output DTS_ENDPOINT string = dts.outputs.endpoint
+output TASKHUB_NAME string = dts.outputs.taskHubName
+output DTS_DASHBOARD_URL string = dts.outputs.dashboardUrl
+output SERVICEBUS_NAMESPACE string = serviceBus.outputs.namespaceFqdn
+output SERVICEBUS_QUEUE string = serviceBus.outputs.queueName
+output WORKER_APP_NAME string = worker.outputs.name

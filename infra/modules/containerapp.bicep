@@ -1,0 +1,220 @@
+// The worker container app: user-assigned identities, every environment variable the code reads
+// (tests/deploy checks this against listener.config.ENV_VARS), health probes and a KEDA
+// azure-servicebus scale rule that authenticates with a managed identity instead of a connection string.
+
+@description('Location of the app.')
+param location string
+
+@description('Tags applied to the app (must include azd-service-name).')
+param tags object
+
+@description('Container app name.')
+param name string
+
+@description('Container Apps environment id.')
+param environmentId string
+
+@description('Registry login server the image is pulled from.')
+param registryServer string
+
+@description('Image to run; empty on the first provision, before azd has pushed one.')
+param image string = ''
+
+@description('Resource id of the identity the worker code uses.')
+param workerIdentityId string
+
+@description('Client id of the identity the worker code uses (AZURE_CLIENT_ID, DTS ClientID).')
+param workerClientId string
+
+@description('Resource id of the identity the KEDA scaler uses.')
+param scalerIdentityId string
+
+@description('Durable Task Scheduler endpoint, https://...')
+param dtsEndpoint string
+
+@description('Task hub name.')
+param taskHubName string
+
+@description('Service Bus namespace short name (the KEDA scaler wants the name, the worker the FQDN).')
+param serviceBusNamespaceName string
+
+@description('Service Bus namespace FQDN.')
+param serviceBusNamespaceFqdn string
+
+@description('Queue the worker listens on.')
+param queueName string
+
+@minValue(0)
+@description('Minimum replicas. Keep at least 1: the co-hosted durabletask worker must run to fire timers.')
+param minReplicas int = 1
+
+@minValue(1)
+@description('Maximum replicas.')
+param maxReplicas int = 10
+
+@minValue(1)
+@description('Active messages per replica before KEDA adds one.')
+param messagesPerReplica int = 20
+
+// Listener tuning; the same values as the code defaults in listener/config.py.
+@description('MAX_CONCURRENT_MESSAGES')
+param maxConcurrentMessages int = 32
+@description('PREFETCH_COUNT')
+param prefetchCount int = 0
+@description('MAX_MESSAGE_BYTES')
+param maxMessageBytes int = 262144
+@description('APPROVAL_NOT_FOUND_WINDOW_SECONDS')
+param approvalNotFoundWindowSeconds int = 300
+@description('SHUTDOWN_GRACE_SECONDS')
+param shutdownGraceSeconds int = 30
+@description('LOG_LEVEL')
+@allowed([
+  'DEBUG'
+  'INFO'
+  'WARNING'
+  'ERROR'
+])
+param logLevel string = 'INFO'
+
+var healthPort = 8000
+var placeholderImage = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
+var realImage = !empty(image)
+
+// The placeholder image does not serve /healthz, so probes are attached once azd has pushed the real image.
+var probes = [
+  {
+    type: 'Liveness'
+    httpGet: {
+      path: '/healthz'
+      port: healthPort
+    }
+    initialDelaySeconds: 10
+    periodSeconds: 15
+    failureThreshold: 3
+    timeoutSeconds: 3
+  }
+  {
+    type: 'Readiness'
+    httpGet: {
+      path: '/readyz'
+      port: healthPort
+    }
+    initialDelaySeconds: 5
+    periodSeconds: 10
+    failureThreshold: 3
+    timeoutSeconds: 3
+  }
+]
+
+resource app 'Microsoft.App/containerApps@2025-01-01' = {
+  name: name
+  location: location
+  tags: tags
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${workerIdentityId}': {}
+      '${scalerIdentityId}': {}
+    }
+  }
+  properties: {
+    environmentId: environmentId
+    configuration: {
+      activeRevisionsMode: 'Single'
+      registries: [
+        {
+          server: registryServer
+          identity: workerIdentityId
+        }
+      ]
+    }
+    template: {
+      terminationGracePeriodSeconds: shutdownGraceSeconds + 15
+      containers: [
+        {
+          name: 'worker'
+          image: realImage ? image : placeholderImage
+          resources: {
+            cpu: json('0.5')
+            memory: '1Gi'
+          }
+          env: [
+            {
+              name: 'DTS_CONNECTION_STRING'
+              value: 'Endpoint=${dtsEndpoint};Authentication=ManagedIdentity;ClientID=${workerClientId}'
+            }
+            {
+              name: 'TASKHUB_NAME'
+              value: taskHubName
+            }
+            {
+              name: 'SERVICEBUS_NAMESPACE'
+              value: serviceBusNamespaceFqdn
+            }
+            {
+              name: 'SERVICEBUS_QUEUE'
+              value: queueName
+            }
+            {
+              name: 'SERVICEBUS_AUTHENTICATION'
+              value: 'ManagedIdentity'
+            }
+            {
+              name: 'AZURE_CLIENT_ID'
+              value: workerClientId
+            }
+            {
+              name: 'MAX_CONCURRENT_MESSAGES'
+              value: string(maxConcurrentMessages)
+            }
+            {
+              name: 'PREFETCH_COUNT'
+              value: string(prefetchCount)
+            }
+            {
+              name: 'MAX_MESSAGE_BYTES'
+              value: string(maxMessageBytes)
+            }
+            {
+              name: 'APPROVAL_NOT_FOUND_WINDOW_SECONDS'
+              value: string(approvalNotFoundWindowSeconds)
+            }
+            {
+              name: 'SHUTDOWN_GRACE_SECONDS'
+              value: string(shutdownGraceSeconds)
+            }
+            {
+              name: 'HEALTH_PORT'
+              value: string(healthPort)
+            }
+            {
+              name: 'LOG_LEVEL'
+              value: logLevel
+            }
+          ]
+          probes: realImage ? probes : []
+        }
+      ]
+      scale: {
+        minReplicas: minReplicas
+        maxReplicas: maxReplicas
+        rules: [
+          {
+            name: 'servicebus-queue'
+            custom: {
+              type: 'azure-servicebus'
+              identity: scalerIdentityId
+              metadata: {
+                namespace: serviceBusNamespaceName
+                queueName: queueName
+                messageCount: string(messagesPerReplica)
+              }
+            }
+          }
+        ]
+      }
+    }
+  }
+}
+
+output name string = app.name
