@@ -27,4 +27,19 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .localdata .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lint .localdata .pytest_cache .mypy_cache .ruff_cache
+
+# Static checks of Dockerfile, docker-compose.yml and infra/ (checkov, hadolint, pycep, Compose schema).
+# The tools live in their own venv: checkov pins libraries that would conflict with the project's.
+LINT_VENV  := .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed-stamp
+
+$(LINT_STAMP): infra/requirements-lint.txt
+	@test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LINT_VENV)/bin/python -m pip install --quiet -r infra/requirements-lint.txt
+	@touch $(LINT_STAMP)
+
+.PHONY: lint-infra
+lint-infra: $(LINT_STAMP)
+	$(LINT_VENV)/bin/python tests/deploy/lint_infra.py
