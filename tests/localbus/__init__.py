@@ -1,0 +1,1 @@
+"""Tests of localbus, the Service Bus-compatible broker."""
