@@ -26,7 +26,6 @@ var acrPullRoleId = '7f951dda-4ed3-4680-a7ca-43fe172d538d'
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
   // checkov:skip=CKV_AZURE_163:Vulnerability scanning is a Defender for Cloud plan enabled per subscription, not a registry property.
   // checkov:skip=CKV_AZURE_166:Quarantine needs Premium and a scanner that releases images; not used.
-  // checkov:skip=CKV_AZURE_233:Zone redundancy needs Premium.
   // checkov:skip=CKV_AZURE_139:azd pushes from the developer's machine, so the public endpoint stays on; admin user and anonymous pull are off.
   name: registryName
   location: location
