@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from proton import Array, Condition, Delivery, Link, Message, symbol
+from proton import Array, Condition, Delivery, Link, Message, Terminus, symbol
 
 from . import codec
 from .auth import TokenAuthority, covers
@@ -191,7 +191,9 @@ class ConnectionHandler:
     @staticmethod
     def _refuse(link: Link, condition: str, description: str) -> None:
         log.info("refusing link to %s: %s", link.name, description)
-        link.open()  # null source/target tells the client the attach was refused
+        link.source.type = Terminus.UNSPECIFIED  # encoded as null: the SDK's sign that the attach was refused
+        link.target.type = Terminus.UNSPECIFIED
+        link.open()
         link.condition = Condition(condition, description)
         link.close()
 

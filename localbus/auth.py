@@ -1,9 +1,9 @@
 """Claims-based security: the ``$cbs`` put-token check and a log of presented tokens.
 
 SAS tokens are verified exactly as Service Bus does (HMAC-SHA256 over ``<url-encoded uri>\\n<expiry>`` with the
-configured key), so a wrong key fails the same way against localbus and the real service. ``jwt`` tokens (Entra
-ID / managed identity) cannot be verified locally; they are accepted and logged so tests can assert on what a
-credential produced.
+configured key), so a wrong key fails the same way against localbus and the real service. They are recognised by
+content, because SDK 7.15 sends them with token type ``jwt``. Real ``jwt`` tokens (Entra ID / managed identity)
+cannot be verified locally; they are accepted and logged so tests can assert on what a credential produced.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from urllib.parse import unquote, unquote_plus
 
 SAS_TOKEN_TYPE = "servicebus.windows.net:sastoken"
 JWT_TOKEN_TYPES = ("jwt", "servicebus.windows.net:jwt")
+SAS_PREFIX = "SharedAccessSignature "
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,8 @@ class TokenAuthority:
             self._last.pop(audience, None)
             self._last[audience] = (token_type, token)
             self._seen.append((token_type, audience))
-        if token_type == SAS_TOKEN_TYPE:
-            return self._check_sas(audience, token)
+        if token_type == SAS_TOKEN_TYPE or token.startswith(SAS_PREFIX):
+            return self._check_sas(audience, token)  # SDK 7.15 labels SAS tokens "jwt": judge by content
         if token_type in JWT_TOKEN_TYPES:
             if not token:
                 return TokenResult(False, 401, "empty jwt token")
@@ -69,10 +70,9 @@ class TokenAuthority:
         return TokenResult(False, 401, f"unsupported token type {token_type!r}")
 
     def _check_sas(self, audience: str, token: str) -> TokenResult:
-        prefix = "SharedAccessSignature "
-        if not token.startswith(prefix):
+        if not token.startswith(SAS_PREFIX):
             return TokenResult(False, 401, "malformed SAS token")
-        raw = dict(part.split("=", 1) for part in token[len(prefix):].split("&") if "=" in part)
+        raw = dict(part.split("=", 1) for part in token[len(SAS_PREFIX):].split("&") if "=" in part)
         try:
             sr, sig, se, skn = raw["sr"], unquote(raw["sig"]), int(raw["se"]), unquote(raw["skn"])
         except (KeyError, ValueError):

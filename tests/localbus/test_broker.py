@@ -100,8 +100,9 @@ def test_renew_keeps_the_lock_past_its_first_expiry(clock: Clock) -> None:
 
 
 def test_ttl_expiry_dead_letters_or_drops(clock: Clock) -> None:
-    broker = Broker({"dl": queue_settings({"DefaultMessageTimeToLive": "PT5S", "DeadLetteringOnMessageExpiration": True}),
-                     "drop": queue_settings({"DefaultMessageTimeToLive": "PT5S"})}, clock=clock)
+    dead_letter = queue_settings({"DefaultMessageTimeToLive": "PT5S", "DeadLetteringOnMessageExpiration": True})
+    drop = queue_settings({"DefaultMessageTimeToLive": "PT5S"})
+    broker = Broker({"dl": dead_letter, "drop": drop}, clock=clock)
     for name in ("dl", "drop"):
         entity = broker.entity(name)
         assert entity is not None
