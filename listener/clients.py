@@ -14,12 +14,20 @@ from azure.servicebus import ServiceBusClient as SyncServiceBusClient
 from azure.servicebus.aio import ServiceBusClient
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+from durabletask.grpc_options import GrpcChannelOptions
 
 from listener import credentials, logs
-from listener.config import Auth, DtsSettings, ServiceBusSettings
+from listener.config import Auth, DtsSettings, ServiceBusSettings, is_local_namespace
 from orchestrations import registry
 
 _UNSET: Any = object()
+
+# gRPC's default reconnect backoff grows to 120 s: after a DTS blip we would sit idle for minutes. Cap it.
+CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+])
 
 
 def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = _UNSET) -> DurableTaskSchedulerWorker:
@@ -30,6 +38,7 @@ def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = _U
         taskhub=settings.taskhub,
         token_credential=cred,
         secure_channel=settings.secure,
+        channel_options=CHANNEL_OPTIONS,
         logger=logs.sdk_logger("worker"),
     )
     registry.register(worker)
@@ -43,6 +52,7 @@ def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = _U
         taskhub=settings.taskhub,
         token_credential=cred,
         secure_channel=settings.secure,
+        channel_options=CHANNEL_OPTIONS,
         logger=logs.sdk_logger("client"),
     )
 
@@ -56,6 +66,7 @@ def dts_async_client(
         taskhub=settings.taskhub,
         token_credential=cred,
         secure_channel=settings.secure,
+        channel_options=CHANNEL_OPTIONS,
         logger=logs.sdk_logger("client"),
     )
 
@@ -70,7 +81,8 @@ def servicebus_client(
     cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
     if cred is None:
         raise ValueError("Service Bus needs a credential when no connection string is configured")
-    return ServiceBusClient(_namespace_of(settings), cred)
+    namespace = _namespace_of(settings)
+    return ServiceBusClient(namespace, cred, use_tls=not is_local_namespace(namespace))
 
 
 def servicebus_sync_client(
@@ -83,7 +95,8 @@ def servicebus_sync_client(
     cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
     if cred is None:
         raise ValueError("Service Bus needs a credential when no connection string is configured")
-    return SyncServiceBusClient(_namespace_of(settings), cred)
+    namespace = _namespace_of(settings)
+    return SyncServiceBusClient(namespace, cred, use_tls=not is_local_namespace(namespace))
 
 
 def _namespace_of(settings: ServiceBusSettings) -> str:

@@ -234,12 +234,23 @@ def _namespace(value: str) -> str:
     host = value.strip()
     if "://" in host:
         host = urlsplit(host).hostname or ""
+        port = urlsplit(value.strip()).port if _is_local(host) else None
+        host = f"{host}:{port}" if port else host
     host = host.rstrip("/")
     if not host or any(c in host for c in " /;=?#"):
         raise ConfigError("SERVICEBUS_NAMESPACE", f"expected <name>.servicebus.windows.net, got {value!r}")
+    if is_local_namespace(host):
+        return host  # a local broker (localbus or the emulator) with Entra ID tokens, e.g. in tests
+    if ":" in host:
+        raise ConfigError("SERVICEBUS_NAMESPACE", f"a namespace takes no port, got {value!r}")
     if "." not in host:
         host = f"{host}.servicebus.windows.net"
     return host
+
+
+def is_local_namespace(namespace: str) -> bool:
+    """localhost[:port] has no TLS (emulator, localbus); every Azure namespace does."""
+    return _is_local(namespace.rsplit(":", 1)[0] if namespace.count(":") == 1 else namespace)
 
 
 def _connection_string_fields(value: str, var: str) -> dict[str, str]:

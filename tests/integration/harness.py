@@ -1,0 +1,236 @@
+"""A listener running in the test's event loop against a real localbus and the in-memory DTS backend.
+
+Outcomes are read back from DTS and from the dead-letter queue through the real SDKs, never from our counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
+from azure.servicebus.aio import ServiceBusClient
+from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
+from durabletask.client import OrchestrationState
+
+from listener import clients, config
+from listener.config import ListenerSettings, ServiceBusSettings
+from listener.dispatch import Dispatcher, is_transient
+from listener.receiver import Listener
+from localbus import LocalBus
+from orchestrations import registry
+
+QUEUE = "workflow-requests"
+
+DEFAULT_LISTENER = ListenerSettings(
+    max_concurrent_messages=16,
+    prefetch_count=0,
+    max_message_bytes=65_536,
+    approval_not_found_window_seconds=30.0,
+    shutdown_grace_seconds=10.0,
+    health_port=0,
+    log_level="INFO",
+)
+
+
+def servicebus_settings(bus: LocalBus, queue: str = QUEUE) -> ServiceBusSettings:
+    return ServiceBusSettings(queue=queue, auth=config.Auth.CONNECTION_STRING,
+                              connection_string=bus.connection_string, namespace=None, client_id=None)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05,
+                     what: str = "condition") -> Any:
+    """Poll until `check` returns something truthy (an event we cannot subscribe to), or fail naming it."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Harness:
+    def __init__(self, bus: LocalBus, dts_settings: config.DtsSettings, *, queue: str = QUEUE,
+                 listener_settings: ListenerSettings = DEFAULT_LISTENER, dispatcher_retry_seconds: float = 2.0,
+                 wrap_dispatcher: Callable[[Dispatcher], Dispatcher] | None = None) -> None:
+        self.bus = bus
+        self.queue = queue
+        self.dts_settings = dts_settings
+        self.listener_settings = listener_settings
+        self.retry_seconds = dispatcher_retry_seconds
+        self.wrap_dispatcher = wrap_dispatcher
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.listener: Listener | None = None
+        self.dts: AsyncDurableTaskSchedulerClient | None = None
+        self.client: ServiceBusClient | None = None
+        self._sender: Any = None
+        self._send_lock = asyncio.Lock()  # one link; the SDK does not guard concurrent first use
+        self._peekers: dict[Any, Any] = {}
+
+    async def __aenter__(self) -> Harness:
+        self.dts = clients.dts_async_client(self.dts_settings)
+        dispatcher = Dispatcher(self.dts, retry_seconds=self.retry_seconds, call_timeout=5.0)
+        if self.wrap_dispatcher:
+            dispatcher = self.wrap_dispatcher(dispatcher)
+        sb = servicebus_settings(self.bus, self.queue)
+        self.listener = Listener(
+            client_factory=lambda: clients.servicebus_client(sb),
+            queue=self.queue,
+            dispatcher=dispatcher,
+            settings=self.listener_settings,
+            is_registered=registry.is_startable,
+            registered_names=registry.orchestration_names,
+        )
+        self.client = ServiceBusClient.from_connection_string(self.bus.connection_string)
+        await self.start_listener()
+        return self
+
+    async def start_listener(self) -> None:
+        assert self.listener is not None
+        self.stop_event = asyncio.Event()
+        self.task = asyncio.create_task(self.listener.run(self.stop_event))
+        await eventually(self._connected, what="listener connected")
+
+    async def _connected(self) -> bool:
+        assert self.listener is not None
+        return self.listener.state.connected
+
+    async def stop_listener(self) -> None:
+        self.stop_event.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 60)
+            self.task = None
+
+    async def reset_client(self) -> None:
+        """A fresh Service Bus client (after the broker restarted under the old one)."""
+        await self._close_links()
+        if self.client is not None:
+            await self.client.close()
+        self.client = ServiceBusClient.from_connection_string(self.bus.connection_string)
+
+    async def _close_links(self) -> None:
+        for link in [self._sender, *self._peekers.values()]:
+            if link is not None:
+                with contextlib.suppress(Exception):
+                    await link.close()
+        self._sender = None
+        self._peekers = {}
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop_listener()
+        await self._close_links()
+        if self.client is not None:
+            await self.client.close()
+        if self.dts is not None:
+            await self.dts.close()
+
+    # --- publishing -------------------------------------------------------------------------------------------
+    async def send(self, body: Any, *, subject: str | None, message_id: str | None = None,
+                   content_type: str | None = "application/json", raw: bytes | None = None,
+                   application_properties: dict[str | bytes, Any] | None = None) -> str:
+        assert self.client is not None
+        payload = raw if raw is not None else json.dumps(body).encode()
+        mid = message_id or uuid.uuid4().hex
+        async with self._send_lock:
+            if self._sender is None:
+                self._sender = self.client.get_queue_sender(self.queue)
+            await self._sender.send_messages(ServiceBusMessage(payload, subject=subject, message_id=mid,
+                                                               content_type=content_type,
+                                                               application_properties=application_properties))
+        return mid
+
+    async def send_many(self, messages: list[ServiceBusMessage]) -> None:
+        assert self.client is not None
+        async with self.client.get_queue_sender(self.queue) as sender:
+            for i in range(0, len(messages), 100):
+                batch = await sender.create_message_batch()
+                for m in messages[i:i + 100]:
+                    batch.add_message(m)
+                await sender.send_messages(batch)
+
+    async def start(self, orchestration: str, input: Any = None, **kw: Any) -> str:
+        body: dict[str, Any] = {"orchestration": orchestration}
+        if input is not None:
+            body["input"] = input
+        if "instance_id" in kw:
+            body["instance_id"] = kw.pop("instance_id")
+        return await self.send(body, subject="start", **kw)
+
+    async def approve(self, instance_id: str, approved: bool = True, approver: str = "ada", **kw: Any) -> str:
+        return await self.send({"instance_id": instance_id, "approved": approved, "approver": approver},
+                               subject="approval", **kw)
+
+    # --- observing --------------------------------------------------------------------------------------------
+    async def state(self, instance_id: str) -> OrchestrationState | None:
+        assert self.dts is not None
+        return await self.dts.get_orchestration_state(instance_id)
+
+    async def wait_for_state(self, instance_id: str, predicate: Callable[[OrchestrationState], bool],
+                             timeout: float = 20.0) -> OrchestrationState:
+        async def check() -> OrchestrationState | None:
+            try:
+                s = await self.state(instance_id)
+            except Exception as error:  # the backend may be restarting in fault tests
+                if not is_transient(error):
+                    raise
+                return None
+            return s if s is not None and predicate(s) else None
+
+        result: OrchestrationState = await eventually(check, timeout=timeout, what=f"state of {instance_id}")
+        return result
+
+    async def wait_for_output(self, instance_id: str, timeout: float = 20.0) -> Any:
+        s = await self.wait_for_state(instance_id, lambda s: s.runtime_status.name in ("COMPLETED", "FAILED"),
+                                      timeout)
+        assert s.runtime_status.name == "COMPLETED", s.failure_details
+        return json.loads(s.serialized_output or "null")
+
+    async def dead_letters(self, count: int, timeout: float = 20.0) -> list[ServiceBusReceivedMessage]:
+        """Wait until the DLQ holds at least `count` messages; return them (peeked, left in place)."""
+        assert self.client is not None
+
+        async def check() -> list[ServiceBusReceivedMessage] | None:
+            found = await self.peek_queue(ServiceBusSubQueue.DEAD_LETTER, max(count, 1) + 50)
+            return found if len(found) >= count else None
+
+        result: list[ServiceBusReceivedMessage] = await eventually(check, timeout=timeout,
+                                                                    what=f"{count} dead-lettered")
+        return result
+
+    async def peek_queue(self, sub_queue: ServiceBusSubQueue | None = None, n: int = 100
+                         ) -> list[ServiceBusReceivedMessage]:
+        assert self.client is not None
+        if sub_queue not in self._peekers:
+            self._peekers[sub_queue] = self.client.get_queue_receiver(self.queue, sub_queue=sub_queue)
+        # From sequence number 1 each time: a receiver's peek otherwise resumes after the last one it saw.
+        found: list[ServiceBusReceivedMessage] = await self._peekers[sub_queue].peek_messages(
+            max_message_count=n, sequence_number=1)
+        return found
+
+    async def queue_drained(self, timeout: float = 20.0) -> None:
+        """Nothing left in the queue (active or locked): every message was settled for good."""
+
+        async def check() -> bool:
+            return not await self.peek_queue()
+
+        await eventually(check, timeout=timeout, what="queue drained")
+
+
+def text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def listener_settings(**overrides: Any) -> ListenerSettings:
+    return replace(DEFAULT_LISTENER, **overrides)

@@ -1,0 +1,263 @@
+"""Every row of the settlement table, through the real azure-servicebus SDK (against localbus) and the real
+durabletask SDK (against the in-memory backend). Outcomes are read from DTS and the dead-letter queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.servicebus import ServiceBusMessage
+
+from activities import approvals
+from listener.contract import ApprovalRequest, StartRequest
+from listener.dispatch import Dispatcher, Outcome
+from localbus import LocalBus
+from tests.fixtures.dts import DtsBackend, start_backend
+from tests.integration.harness import QUEUE, Harness, eventually, listener_settings, text
+
+pytestmark = pytest.mark.usefixtures("dts_worker")
+
+
+def queues(lock: str = "PT30S", max_delivery: int = 10) -> dict[str, dict[str, Any]]:
+    return {QUEUE: {"LockDuration": lock, "MaxDeliveryCount": max_delivery,
+                    "DeadLetteringOnMessageExpiration": True}}
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[LocalBus]:
+    with LocalBus(port=0, queues=queues(), data_path=tmp_path / "bus.sqlite3") as b:
+        yield b
+
+
+@pytest.fixture
+async def h(bus: LocalBus, dts_backend: DtsBackend) -> AsyncIterator[Harness]:
+    async with Harness(bus, dts_backend.settings, listener_settings=listener_settings(
+            approval_not_found_window_seconds=3.0)) as harness:
+        yield harness
+
+
+def reason(m: Any) -> str | None:
+    return text(m.dead_letter_reason)
+
+
+# --- start ----------------------------------------------------------------------------------------------------
+async def test_start_is_completed_and_the_instance_runs(h: Harness) -> None:
+    mid = await h.start("hello_cities")
+    assert await h.wait_for_output(mid) == "Hello Tokyo!, Hello Seattle!, Hello London!"
+    await h.queue_drained()
+    assert await h.peek_queue(sub_queue=_dlq()) == []
+
+
+async def test_start_with_explicit_instance_id_and_input(h: Harness) -> None:
+    iid = f"explicit-{uuid.uuid4().hex}"
+    await h.start("fan_out_fan_in", ["Oslo", "Rome"], instance_id=iid)
+    assert await h.wait_for_output(iid) == ["Hello Oslo!", "Hello Rome!"]
+
+
+async def test_hundred_duplicate_starts_make_one_instance(h: Harness) -> None:
+    mid = uuid.uuid4().hex
+    messages = [
+        ServiceBusMessage(json.dumps({"orchestration": "approval_workflow", "input": {"n": i}}), subject="start",
+                          message_id=mid, content_type="application/json")
+        for i in range(100)
+    ]
+    await h.send_many(messages)
+    await h.queue_drained(timeout=60)
+    state = await h.wait_for_state(mid, lambda s: "awaiting_approval" in (s.serialized_custom_status or ""))
+    # One message won (with concurrency, any of them); the other 99 were completed as duplicates.
+    winner = json.loads(state.serialized_input or "null")
+    assert winner in [{"n": i} for i in range(100)]
+    await asyncio.sleep(0.5)  # a second instance, had one been started, would have run its first activity by now
+    assert [r for r in approvals.SENT_REQUESTS if r["instance_id"] == mid] == [{"instance_id": mid, "request": winner}]
+    assert await h.peek_queue(sub_queue=_dlq()) == []
+
+
+# --- approvals ------------------------------------------------------------------------------------------------
+async def test_approval_is_raised_and_the_workflow_completes(h: Harness) -> None:
+    mid = await h.start("approval_workflow", {"item": "laptop"})
+    await h.wait_for_state(mid, lambda s: "awaiting_approval" in (s.serialized_custom_status or ""))
+    await h.approve(mid, approved=True, approver="grace")
+    assert await h.wait_for_output(mid) == "Approved"
+    state = await h.state(mid)
+    assert state is not None and json.loads(state.serialized_custom_status or "{}")["approver"] == "grace"
+    await h.queue_drained()
+
+
+@pytest.mark.parametrize("approval_first", [True, False])
+async def test_approval_and_start_in_either_order_concurrently(h: Harness, approval_first: bool) -> None:
+    iid = f"race-{uuid.uuid4().hex}"
+    start = h.start("approval_workflow", {"item": "x"}, instance_id=iid)
+    approve = h.approve(iid, approved=False, approver="racer")
+    if approval_first:
+        await asyncio.gather(approve, start)
+    else:
+        await asyncio.gather(start, approve)
+    assert await h.wait_for_output(iid, timeout=30) == "Rejected"
+    await h.queue_drained(timeout=30)
+    assert await h.peek_queue(sub_queue=_dlq()) == []
+
+
+async def test_approval_published_well_before_its_start_waits_for_it(h: Harness) -> None:
+    iid = f"early-{uuid.uuid4().hex}"
+    await h.approve(iid, approved=True)
+    await asyncio.sleep(1.5)  # the approval has been tried and re-enqueued at least once
+    await h.start("approval_workflow", {"item": "x"}, instance_id=iid)
+    assert await h.wait_for_output(iid, timeout=30) == "Approved"
+
+
+async def test_approval_for_missing_instance_is_dead_lettered_after_the_window(h: Harness) -> None:
+    iid = f"ghost-{uuid.uuid4().hex}"
+    mid = await h.approve(iid)
+    [dead] = await h.dead_letters(1, timeout=30)
+    assert dead.message_id == mid
+    assert reason(dead) == "InstanceNotFound"
+    assert iid in (text(dead.dead_letter_error_description) or "")
+    # The original body is intact for a later resubmit.
+    assert json.loads(b"".join(dead.body))["instance_id"] == iid
+    await h.queue_drained()
+
+
+async def test_approval_for_finished_instance_is_dead_lettered(h: Harness) -> None:
+    mid = await h.start("hello_cities")
+    await h.wait_for_output(mid)
+    await h.approve(mid)
+    [dead] = await h.dead_letters(1)
+    assert reason(dead) == "InstanceNotRunning"
+    assert "COMPLETED" in (text(dead.dead_letter_error_description) or "")
+
+
+# --- invalid messages -----------------------------------------------------------------------------------------
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("InvalidJson", {"raw": b"{not json", "subject": "start"}, ""),
+    ("InvalidEncoding", {"raw": b'{"orchestration": "\xff"}', "subject": "start"}, ""),
+    ("SchemaViolation", {"body": {"orchestration": "hello_cities", "extra": 1}, "subject": "start"}, "extra"),
+    ("SchemaViolation", {"body": {"instance_id": "x", "approved": "yes", "approver": "a"}, "subject": "approval"},
+     "approved"),
+    ("UnknownSubject", {"body": {"orchestration": "hello_cities"}, "subject": "begin"}, "begin"),
+    ("UnknownSubject", {"body": {"orchestration": "hello_cities"}, "subject": None}, ""),
+    ("UnknownOrchestration", {"body": {"orchestration": "say_hello"}, "subject": "start"}, "hello_cities"),
+    ("TooLarge", {"body": {"orchestration": "hello_cities", "input": "x" * 70_000}, "subject": "start"}, ""),
+    ("UnsupportedContentType", {"body": {"orchestration": "hello_cities"}, "subject": "start",
+                                "content_type": "text/xml"}, "text/xml"),
+]
+
+
+@pytest.mark.parametrize(("expected", "kwargs", "named"), INVALID, ids=[f"{r}-{i}" for i, (r, _, _) in
+                                                                         enumerate(INVALID)])
+async def test_invalid_message_is_dead_lettered_with_reason(h: Harness, expected: str, kwargs: dict[str, Any],
+                                                            named: str) -> None:
+    kwargs = dict(kwargs)
+    mid = await h.send(kwargs.pop("body", None), **kwargs)
+    [dead] = await h.dead_letters(1)
+    assert dead.message_id == mid
+    assert reason(dead) == expected
+    description = text(dead.dead_letter_error_description) or ""
+    assert description and named in description
+    await h.queue_drained()
+
+
+# --- failures -------------------------------------------------------------------------------------------------
+async def test_dts_outage_abandons_then_recovers_without_dead_lettering(bus: LocalBus) -> None:
+    backend = start_backend()
+    from listener import clients
+
+    worker = clients.dts_worker(backend.settings)
+    worker.start()
+    try:
+        async with Harness(bus, backend.settings, dispatcher_retry_seconds=0.5) as h:
+            first = await h.start("hello_cities")
+            await h.wait_for_output(first)
+            backend.stop()
+            during = await h.start("hello_cities")
+
+            async def redelivered() -> bool:
+                peeked = await h.peek_queue()
+                return any(m.message_id == during and (m.delivery_count or 0) >= 1 for m in peeked)
+
+            await eventually(redelivered, timeout=30, what="abandoned while DTS is down")
+            backend.restart()
+            assert await h.wait_for_output(during, timeout=60) == "Hello Tokyo!, Hello Seattle!, Hello London!"
+            await h.queue_drained(timeout=30)
+            assert await h.peek_queue(sub_queue=_dlq()) == []
+    finally:
+        worker.stop()
+        backend.stop()
+
+
+class ExplodingOnce(Dispatcher):
+    """Our own code failing unexpectedly once (not a fake of either SDK)."""
+
+    def __init__(self, inner: Dispatcher) -> None:
+        self.inner = inner
+        self.exploded = False
+
+    async def dispatch(self, request: StartRequest | ApprovalRequest) -> Outcome:
+        if not self.exploded:
+            self.exploded = True
+            raise RuntimeError("boom")
+        return await self.inner.dispatch(request)
+
+
+async def test_unexpected_error_abandons_and_the_listener_keeps_running(bus: LocalBus, dts_backend: DtsBackend
+                                                                       ) -> None:
+    async with Harness(bus, dts_backend.settings, wrap_dispatcher=ExplodingOnce) as h:
+        mid = await h.start("hello_cities")
+        assert await h.wait_for_output(mid) == "Hello Tokyo!, Hello Seattle!, Hello London!"
+        second = await h.start("hello_cities")
+        await h.wait_for_output(second)
+        await h.queue_drained()
+
+
+class Slow(Dispatcher):
+    def __init__(self, inner: Dispatcher, seconds: float) -> None:
+        self.inner = inner
+        self.seconds = seconds
+        self.calls = 0
+
+    async def dispatch(self, request: StartRequest | ApprovalRequest) -> Outcome:
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        return await self.inner.dispatch(request)
+
+
+async def test_handling_longer_than_the_lock_keeps_the_lock(tmp_path: Path, dts_backend: DtsBackend) -> None:
+    slow: list[Slow] = []
+
+    def wrap(d: Dispatcher) -> Dispatcher:
+        slow.append(Slow(d, 8.0))
+        return slow[0]
+
+    with LocalBus(port=0, queues=queues(lock="PT5S")) as bus:
+        async with Harness(bus, dts_backend.settings, wrap_dispatcher=wrap) as h:
+            mid = await h.start("hello_cities")
+            await h.wait_for_output(mid, timeout=30)
+            await h.queue_drained(timeout=10)
+            assert slow[0].calls == 1  # renewed, never redelivered
+            assert await h.peek_queue(sub_queue=_dlq()) == []
+
+
+async def test_receiver_survives_a_localbus_restart(tmp_path: Path, dts_backend: DtsBackend) -> None:
+    bus = LocalBus(port=0, queues=queues(), data_path=tmp_path / "restart.sqlite3")
+    bus.start()
+    try:
+        async with Harness(bus, dts_backend.settings) as h:
+            first = await h.start("hello_cities")
+            await h.wait_for_output(first)
+            bus.stop()
+            bus.start()
+            await h.reset_client()
+            second = await h.start("hello_cities")
+            assert await h.wait_for_output(second, timeout=60) == "Hello Tokyo!, Hello Seattle!, Hello London!"
+    finally:
+        bus.stop()
+
+
+def _dlq() -> Any:
+    from azure.servicebus import ServiceBusSubQueue
+
+    return ServiceBusSubQueue.DEAD_LETTER
