@@ -278,14 +278,12 @@ class Server:
                 self._events(conn)
                 self._close(fd, conn)
                 continue
-            mask = 0
-            if transport.capacity() > 0:
-                mask |= selectors.EVENT_READ
-            if transport.pending() > 0:
-                mask |= selectors.EVENT_WRITE
-            if mask == 0 and transport.capacity() < 0 and transport.pending() < 0:
+            capacity, pending = transport.capacity(), transport.pending()
+            if capacity < 0 and pending <= 0:  # input ended (EOF, reset or protocol error) and all output sent
+                self._events(conn)
                 self._close(fd, conn)
                 continue
+            mask = (selectors.EVENT_READ if capacity > 0 else 0) | (selectors.EVENT_WRITE if pending > 0 else 0)
             if mask != conn.mask:
                 if mask:
                     self._selector.modify(conn.sock, mask, conn)
@@ -456,6 +454,20 @@ class LocalBus:
         if server is None or broker is None:
             raise RuntimeError("localbus is not running")
         return server.call(lambda: fn(broker)).result(timeout)
+
+    def connection_count(self) -> int:
+        """Open client connections (each SDK sender/receiver has its own)."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("localbus is not running")
+        return server.call(lambda: len(server.conns)).result(10)
+
+    def wait_for_connections(self, at_most: int, timeout: float = 10.0) -> None:
+        """Block until at most ``at_most`` client connections are open (e.g. after killing a client)."""
+        server = self._server
+        if server is None:
+            raise RuntimeError("localbus is not running")
+        server.when(lambda: len(server.conns) <= at_most).result(timeout)
 
     def counts(self, queue: str) -> dict[str, int]:
         """Message counts by state (active, locked, deferred, scheduled, total) of a queue or its DLQ path."""
