@@ -22,6 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(MAKE) lint-infra
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -21,7 +21,7 @@ param queueName string
 @description('Namespace tier.')
 param skuName string = 'Standard'
 
-@description('Principal id of the worker identity: gets Azure Service Bus Data Receiver on the queue.')
+@description('Principal id of the worker identity: gets Azure Service Bus Data Receiver on the queue, and Data Sender on it to re-enqueue an approval that arrived before its start as a scheduled copy.')
 param workerPrincipalId string
 
 @description('Principal id of the scaler identity: gets Azure Service Bus Data Owner on the queue (KEDA needs the Manage claim to read the message count).')
@@ -76,6 +76,18 @@ resource workerReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: queue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataReceiverRoleId)
+    principalId: workerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The listener re-schedules an approval whose instance does not exist yet (a scheduled copy, then it completes
+// the original) instead of holding a lock or hot-looping redeliveries: that send needs Data Sender on the queue.
+resource workerSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, workerPrincipalId, serviceBusDataSenderRoleId)
+  scope: queue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', serviceBusDataSenderRoleId)
     principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -46,7 +46,8 @@ def test_service_bus_roles_are_least_privilege() -> None:
     roles = _role_assignments(df.read_bicep(df.SERVICEBUS_BICEP))
     by_principal = {(principal, role) for role, principal, _scope in roles.values()}
     assert by_principal == {
-        ("workerPrincipalId", SERVICE_BUS_DATA_RECEIVER),  # the worker only receives
+        ("workerPrincipalId", SERVICE_BUS_DATA_RECEIVER),  # the worker receives
+        ("workerPrincipalId", SERVICE_BUS_DATA_SENDER),  # and re-enqueues early approvals as scheduled copies
         ("scalerPrincipalId", SERVICE_BUS_DATA_OWNER),  # KEDA needs the Manage claim for the count
         ("userPrincipalId", SERVICE_BUS_DATA_SENDER),  # the deploying user publishes
     }
