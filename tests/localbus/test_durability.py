@@ -108,7 +108,7 @@ def test_memory_bus_restart_keeps_messages_and_port(localbus_factory: LocalBusFa
 
 def test_receiver_killed_holding_locks_gets_messages_back_after_lock_duration(
         localbus_factory: LocalBusFactory) -> None:
-    bus = localbus_factory({"kill": {"LockDuration": "PT3S"}})
+    bus = localbus_factory({"kill": {"LockDuration": "PT2S"}})
     with client(bus) as sb, sender(sb, "kill") as s:
         s.send_messages([ServiceBusMessage(f"k{i}") for i in range(3)])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
