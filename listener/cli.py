@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     try:
         settings = config.load()
-        logs.configure(settings.listener.log_level)
+        logs.configure(settings.listener.log_level, settings.secrets())
         if args.command == "run":
             from listener import service
 

@@ -117,6 +117,13 @@ class Settings:
     servicebus: ServiceBusSettings
     listener: ListenerSettings
 
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line (the log formatter removes them)."""
+        if not self.servicebus.connection_string:
+            return []
+        fields = _connection_string_fields(self.servicebus.connection_string, "SERVICEBUS_CONNECTION_STRING")
+        return [v for k, v in fields.items() if k in ("sharedaccesskey", "sharedaccesssignature")]
+
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad variable."""

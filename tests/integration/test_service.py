@@ -1,0 +1,197 @@
+"""`sbworker run` as a whole: SIGTERM with messages in flight, health endpoints, Entra ID credentials, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode
+from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+from listener import config, credentials, service
+from listener.config import Auth
+from localbus import LocalBus
+from tests.fixtures.dts import DtsBackend
+from tests.fixtures.ports import free_port
+from tests.integration.harness import QUEUE, eventually
+from tests.integration.procs import service as sbworker_service
+from tests.integration.procs import stack_env
+
+SECRET_KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY3ODk="
+
+
+@pytest.fixture
+def bus() -> Iterator[LocalBus]:
+    with LocalBus(port=0, queues={QUEUE: {"LockDuration": "PT60S", "MaxDeliveryCount": 10}},
+                  sas_key=SECRET_KEY) as b:
+        yield b
+
+
+def publish(bus: LocalBus, bodies: list[tuple[str | None, bytes]]) -> list[str]:
+    ids = []
+    with ServiceBusClient.from_connection_string(bus.connection_string) as client, \
+            client.get_queue_sender(QUEUE) as sender:
+        batch = sender.create_message_batch()
+        for subject, body in bodies:
+            mid = uuid.uuid4().hex
+            ids.append(mid)
+            message = ServiceBusMessage(body, subject=subject, message_id=mid, content_type="application/json")
+            try:
+                batch.add_message(message)
+            except ValueError:
+                sender.send_messages(batch)
+                batch = sender.create_message_batch()
+                batch.add_message(message)
+        sender.send_messages(batch)
+    return ids
+
+
+START = json.dumps({"orchestration": "hello_cities"}).encode()
+
+
+def test_sigterm_settles_everything_in_flight_exactly_once(bus: LocalBus, dts_backend: DtsBackend,
+                                                          dts_client: DurableTaskSchedulerClient) -> None:
+    env = stack_env(bus.connection_string, dts_backend.connection_string, MAX_CONCURRENT_MESSAGES="4",
+                    PREFETCH_COUNT="20", SHUTDOWN_GRACE_SECONDS="20")
+    with sbworker_service(["run"], env) as svc:
+        svc.wait_for_output("listening on queue")
+        ids = publish(bus, [("start", START)] * 300)
+        deadline = time.monotonic() + 30
+        while dts_client.get_orchestration_state(ids[10]) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert svc.terminate(signal.SIGTERM, timeout=60) == 0, svc.output[-3000:]
+        assert "SIGTERM received" in svc.output
+        assert "Traceback" not in svc.output
+
+    started = {i for i in ids if dts_client.get_orchestration_state(i) is not None}
+    assert started, "the listener processed nothing before SIGTERM"
+    # Nothing is left locked: everything not started is receivable at once (the lock is 60 s long).
+    with ServiceBusClient.from_connection_string(bus.connection_string) as client, \
+            client.get_queue_receiver(QUEUE, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as r:
+        remaining: list[str] = []
+        while batch := r.receive_messages(max_message_count=100, max_wait_time=2):
+            remaining.extend(str(m.message_id) for m in batch)
+    assert len(remaining) == len(set(remaining))
+    # Each message either started its instance (and was completed) or went back untouched: never both, never lost.
+    assert started.isdisjoint(remaining)
+    assert started | set(remaining) == set(ids)
+
+
+def test_health_endpoints(bus: LocalBus, dts_backend: DtsBackend) -> None:
+    port = free_port()
+    env = stack_env(bus.connection_string, dts_backend.connection_string, HEALTH_PORT=str(port))
+    with sbworker_service(["run", "--no-worker"], env) as svc:
+        svc.wait_for_output("listening on queue")
+        assert _get(port, "/healthz") == (200, {"status": "alive"})
+        status, body = _get(port, "/readyz")
+        assert (status, body) == (200, {"status": "ready", "dts": True, "servicebus": True})
+        assert _get(port, "/nope")[0] == 404
+        assert svc.terminate() == 0
+
+
+def test_readyz_reports_dts_unreachable(bus: LocalBus) -> None:
+    port = free_port()
+    dead_dts = f"Endpoint=http://localhost:{free_port()};Authentication=None"
+    env = stack_env(bus.connection_string, dead_dts, HEALTH_PORT=str(port))
+    with sbworker_service(["run", "--no-worker"], env) as svc:
+        svc.wait_for_output("listening on queue")
+        status, body = _get(port, "/readyz")
+        assert status == 503 and body["dts"] is False and body["servicebus"] is True
+        assert _get(port, "/healthz")[0] == 200
+        assert svc.terminate() == 0
+
+
+def _get(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+class FakeAsyncCredential:
+    """Stands in for ManagedIdentityCredential: same interface, a fixed token, and a record of what was asked."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.scopes: list[tuple[str, ...]] = []
+
+    async def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> FakeAsyncCredential:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+
+async def test_managed_identity_configuration_presents_tokens(bus: LocalBus, dts_backend: DtsBackend,
+                                                              dts_worker: object) -> None:
+    settings = config.load({
+        "SERVICEBUS_NAMESPACE": f"localhost:{bus.port}",
+        "AZURE_CLIENT_ID": "00000000-0000-0000-0000-00000000c11d",
+        "DTS_CONNECTION_STRING": f"Endpoint=http://localhost:{dts_backend.port};Authentication=ManagedIdentity",
+        "HEALTH_PORT": "0",
+    })
+    assert settings.servicebus.auth is Auth.MANAGED_IDENTITY and settings.dts.auth is Auth.MANAGED_IDENTITY
+    sb_credential = FakeAsyncCredential("eyJ0eXAiOiJKV1QifQ.sb-token-for-tests.sig")
+    dts_credential = FakeAsyncCredential("eyJ0eXAiOiJKV1QifQ.dts-token-for-tests.sig")
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.serve(settings, with_worker=False, stop=stop,
+                                             servicebus_credential=sb_credential,
+                                             dts_async_credential=dts_credential))
+    try:
+        [mid] = await asyncio.to_thread(publish, bus, [("start", START)])
+
+        async def started() -> bool:
+            return bool(dts_credential.scopes) and bus.last_token(QUEUE) is not None
+
+        await eventually(started, timeout=30, what="tokens presented")
+        token_type, token = bus.last_token(QUEUE) or ("", "")
+        assert token_type == "jwt" and token == sb_credential.token
+        # (the SDK itself asks for "https://servicebus.azure.net//.default", double slash included)
+        assert any(s[0].startswith("https://servicebus.azure.net/") for s in sb_credential.scopes)
+        assert ("https://durabletask.io/.default",) in dts_credential.scopes
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(task, 60) == 0
+
+
+def test_managed_identity_credential_uses_the_client_id() -> None:
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    cred = credentials.async_credential(Auth.MANAGED_IDENTITY, "cid-1")
+    assert isinstance(cred, ManagedIdentityCredential)
+    assert isinstance(credentials.async_credential(Auth.DEFAULT_AZURE, None), DefaultAzureCredential)
+    assert credentials.async_credential(Auth.NONE, None) is None
+    assert credentials.sync_credential(Auth.NONE, None) is None
+
+
+def test_logs_never_contain_the_key_or_a_token(bus: LocalBus, dts_backend: DtsBackend, tmp_path: Path) -> None:
+    env = stack_env(bus.connection_string, dts_backend.connection_string, LOG_LEVEL="DEBUG")
+    with sbworker_service(["run"], env) as svc:
+        svc.wait_for_output("listening on queue")
+        ids = publish(bus, [("start", START), ("start", b"{broken"), ("approval", b'{"instance_id": 1}')])
+        for mid in ids:
+            svc.wait_for_output(f"message_id={mid}")
+        assert svc.terminate() == 0
+        output = svc.output
+    assert "settled message_id=" in output
+    assert SECRET_KEY not in output
+    assert "sig=" not in output.replace("sig=***", "")
+    assert "SharedAccessSignature sr" not in output
