@@ -141,7 +141,7 @@ class FakeAsyncCredential:
 
 
 async def test_managed_identity_configuration_presents_tokens(bus: LocalBus, dts_backend: DtsBackend,
-                                                              dts_worker: object) -> None:
+                                                              dts_client: DurableTaskSchedulerClient) -> None:
     settings = config.load({
         "SERVICEBUS_NAMESPACE": f"localhost:{bus.port}",
         "AZURE_CLIENT_ID": "00000000-0000-0000-0000-00000000c11d",
@@ -159,9 +159,10 @@ async def test_managed_identity_configuration_presents_tokens(bus: LocalBus, dts
         [mid] = await asyncio.to_thread(publish, bus, [("start", START)])
 
         async def started() -> bool:
-            return bool(dts_credential.scopes) and bus.last_token(QUEUE) is not None
+            state = await asyncio.to_thread(dts_client.get_orchestration_state, mid)
+            return state is not None and bus.last_token(QUEUE) is not None
 
-        await eventually(started, timeout=30, what="tokens presented")
+        await eventually(started, timeout=30, what="instance started through Entra ID clients")
         token_type, token = bus.last_token(QUEUE) or ("", "")
         assert token_type == "jwt" and token == sb_credential.token
         # (the SDK itself asks for "https://servicebus.azure.net//.default", double slash included)
