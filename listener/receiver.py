@@ -43,6 +43,10 @@ RECEIVE_WAIT_SECONDS = 1.0
 RECONNECT_FIRST_DELAY = 0.5
 RECONNECT_MAX_DELAY = 30.0
 AUTH_FAILURE_DELAY = 60.0
+# The SDK settles a message only between two socket reads of the receive call in progress; its default read
+# timeout (0.2 s) therefore added 100–200 ms to every settlement while we wait for new messages. 20 ms keeps
+# that wait short for about 3% of a core when idle (measured against localbus).
+RECEIVER_SOCKET_TIMEOUT = 0.02
 
 
 @dataclass
@@ -118,6 +122,7 @@ class Listener:
                 self._queue,
                 receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
                 prefetch_count=self._settings.prefetch_count,
+                socket_timeout=RECEIVER_SOCKET_TIMEOUT,
             )
             renewer = AutoLockRenewer(max_lock_renewal_duration=MAX_LOCK_RENEWAL_SECONDS)
             try:

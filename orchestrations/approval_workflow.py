@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from durabletask import task
@@ -32,6 +32,11 @@ def parse_decision(data: Any) -> dict[str, Any] | None:
     return None
 
 
+def utc_iso(moment: datetime) -> str:
+    """The orchestration clock is naive UTC; say so in what people read."""
+    return moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
 def timeout_of(request: Any) -> timedelta:
     """The input may shorten (or lengthen) the 3-day wait with `timeout_seconds`."""
     if isinstance(request, dict):
@@ -45,7 +50,7 @@ def approval_workflow(ctx: task.OrchestrationContext, request: Any) -> Generator
     """Returns "Approved", "Rejected" or "Timed out"; the custom status always says where it stands."""
     yield ctx.call_activity(send_approval_request, input=request)
     deadline = ctx.current_utc_datetime + timeout_of(request)
-    ctx.set_custom_status({"stage": "awaiting_approval", "expires_at": deadline.isoformat()})
+    ctx.set_custom_status({"stage": "awaiting_approval", "expires_at": utc_iso(deadline)})
     if not ctx.is_replaying:
         log.info("approval_workflow %s waiting for %s until %s", ctx.instance_id, APPROVAL_EVENT, deadline)
     timer = ctx.create_timer(deadline)
@@ -53,7 +58,7 @@ def approval_workflow(ctx: task.OrchestrationContext, request: Any) -> Generator
         event = ctx.wait_for_external_event(APPROVAL_EVENT)
         winner = yield task.when_any([event, timer])
         if winner is timer:
-            ctx.set_custom_status({"stage": "timed_out", "expired_at": deadline.isoformat()})
+            ctx.set_custom_status({"stage": "timed_out", "expired_at": utc_iso(deadline)})
             return "Timed out"
         decision = parse_decision(event.get_result())
         if decision is None:
@@ -61,7 +66,7 @@ def approval_workflow(ctx: task.OrchestrationContext, request: Any) -> Generator
             if not ctx.is_replaying:
                 log.warning("approval_workflow %s ignored a malformed %s", ctx.instance_id, APPROVAL_EVENT)
             ctx.set_custom_status(
-                {"stage": "awaiting_approval", "expires_at": deadline.isoformat(), "ignored_malformed_event": True}
+                {"stage": "awaiting_approval", "expires_at": utc_iso(deadline), "ignored_malformed_event": True}
             )
             continue
         outcome = "Approved" if decision["approved"] else "Rejected"
