@@ -62,7 +62,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             publish.send(client, queue, message)
         print(f"instance_id: {instance_id}\nmessage_id:  {message.message_id}")
         return EXIT_OK
-    approver = args.approver or _user()
+    approver = _user() if args.approver is None else args.approver
     try:
         message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment)
     except ValueError as error:

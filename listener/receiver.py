@@ -44,7 +44,7 @@ RECONNECT_FIRST_DELAY = 0.5
 RECONNECT_MAX_DELAY = 30.0
 AUTH_FAILURE_DELAY = 60.0
 # The SDK settles a message only between two socket reads of the receive call in progress; its default read
-# timeout (0.2 s) therefore added 100–200 ms to every settlement while we wait for new messages. 20 ms keeps
+# timeout (0.2 s) therefore added 100-200 ms to every settlement while we wait for new messages. 20 ms keeps
 # that wait short for about 3% of a core when idle (measured against localbus).
 RECEIVER_SOCKET_TIMEOUT = 0.02
 

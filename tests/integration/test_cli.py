@@ -1,0 +1,190 @@
+"""The operator CLI as people use it: real subprocesses against `sbworker run`, localbus and the DTS backend.
+
+The first test is the README's first-run walk-through, command for command.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localbus import LocalBus
+from tests.fixtures.dts import DtsBackend
+from tests.integration.harness import QUEUE
+from tests.integration.procs import REPO, Service, sbworker, stack_env
+
+
+@pytest.fixture(scope="module")
+def env(dts_backend: DtsBackend) -> Iterator[dict[str, str]]:
+    with LocalBus(port=0, queues={QUEUE: {"LockDuration": "PT30S", "MaxDeliveryCount": 5}}) as bus:
+        environment = stack_env(bus.connection_string, dts_backend.connection_string,
+                                APPROVAL_NOT_FOUND_WINDOW_SECONDS="1")
+        svc = Service(["run"], environment)
+        try:
+            svc.wait_for_output("listening on queue")
+            yield environment
+        finally:
+            assert svc.terminate() == 0
+            svc.close()
+
+
+def ok(*args: str, env: dict[str, str]) -> str:
+    result = sbworker(*args, env=env)
+    assert result.returncode == 0, f"sbworker {' '.join(args)} -> {result.returncode}\n{result.stderr}"
+    return result.stdout
+
+
+def field(output: str, name: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(f"no {name!r} in {output!r}")
+
+
+def wait_status(env: dict[str, str], instance_id: str, predicate: str, timeout: float = 20) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = sbworker("status", instance_id, "--json", env=env)
+        if result.returncode == 0:
+            status = json.loads(result.stdout)
+            if predicate in json.dumps(status):
+                return dict(status)
+        time.sleep(0.2)
+    raise AssertionError(f"{instance_id} never showed {predicate!r}")
+
+
+def test_first_run_walkthrough(env: dict[str, str]) -> None:
+    # sbworker publish start approval_workflow --input '{"item": "laptop", "amount": 1200}'
+    out = ok("publish", "start", "approval_workflow", "--input", '{"item": "laptop", "amount": 1200}', env=env)
+    instance_id = field(out, "instance_id")
+    assert field(out, "message_id") == instance_id  # the instance id defaults to the message id
+    # sbworker watch <id>: shows it waiting, then the result once approved
+    watch = subprocess.Popen([sys.executable, "-m", "listener.cli", "watch", instance_id, "--interval", "0.1"],
+                             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert watch.stdout is not None
+        first = watch.stdout.readline()
+        while "awaiting_approval" not in first:
+            first = watch.stdout.readline()
+            assert first, "watch ended without showing the wait"
+        # sbworker publish approve <id>
+        approved = ok("publish", "approve", instance_id, "--approver", "ada", "--comment", "within budget", env=env)
+        assert f"approval by ada sent for instance {instance_id}" in approved
+        rest, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+    assert watch.returncode == 0, err
+    assert "COMPLETED" in rest and 'output: "Approved"' in rest
+    status = json.loads(ok("status", instance_id, "--json", env=env))
+    assert status["runtime_status"] == "COMPLETED" and status["output"] == "Approved"
+    assert status["custom_status"]["approver"] == "ada" and status["input"] == {"item": "laptop", "amount": 1200}
+    human = ok("status", instance_id, env=env)
+    assert "status:        COMPLETED" in human and '"Approved"' in human
+    listing = ok("list", "--status", "completed", "--limit", "500", env=env)
+    assert instance_id in listing and listing.splitlines()[0].startswith("INSTANCE")
+
+
+def test_reject_and_explicit_instance_id_and_input_file(env: dict[str, str], tmp_path: Path) -> None:
+    payload = tmp_path / "input.json"
+    payload.write_text('{"item": "chair", "timeout_seconds": 60}')
+    iid = f"cli-{uuid.uuid4().hex[:8]}"
+    out = ok("publish", "start", "approval_workflow", "--input", f"@{payload}", "--instance-id", iid, env=env)
+    assert field(out, "instance_id") == iid and field(out, "message_id") != iid
+    wait_status(env, iid, "awaiting_approval")
+    ok("publish", "approve", iid, "--reject", "--approver", "bob", env=env)
+    status = wait_status(env, iid, "Rejected")
+    assert status["output"] == "Rejected"
+
+
+def test_status_of_missing_instance_exits_1(env: dict[str, str]) -> None:
+    result = sbworker("status", "does-not-exist", env=env)
+    assert result.returncode == 1 and "no instance 'does-not-exist'" in result.stderr
+    result = sbworker("status", "does-not-exist", "--json", env=env)
+    assert result.returncode == 1 and json.loads(result.stdout) == {"instance_id": "does-not-exist",
+                                                                      "exists": False}
+
+
+def test_list_json_and_filters(env: dict[str, str]) -> None:
+    out = ok("publish", "start", "hello_cities", env=env)
+    iid = field(out, "instance_id")
+    wait_status(env, iid, "COMPLETED")
+    rows = json.loads(ok("list", "--json", "--status", "completed", "--limit", "1000", env=env))
+    assert iid in [r["instance_id"] for r in rows]
+    assert all(r["runtime_status"] == "COMPLETED" for r in rows)
+    assert len(json.loads(ok("list", "--json", "--limit", "1", env=env))) == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["publish", "start", "say_hello"], "unknown orchestration 'say_hello'; valid names: approval_workflow"),
+    (["publish", "start", "hello_cities", "--input", "{nope"], "--input is not valid JSON"),
+    (["publish", "start", "hello_cities", "--input", "@/no/such/file.json"], "cannot read"),
+    (["publish", "start", "hello_cities", "--start-at", "tomorrow"], "not an ISO-8601 time"),
+    (["publish", "start", "hello_cities", "--start-at", "2030-01-01T09:00:00"], "needs a timezone"),
+    (["publish", "start", "hello_cities", "--instance-id", ""], "instance_id"),
+    (["publish", "approve"], "the following arguments are required: instance_id"),
+    (["publish", "approve", "x", "--approver", ""], "approver"),
+    (["list", "--status", "sleeping"], "invalid choice"),
+    (["list", "--limit", "-3"], "expected a positive integer"),
+    (["dlq", "resubmit"], "give sequence numbers or --all"),
+    (["dlq", "resubmit", "1", "--all"], "give sequence numbers or --all"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(env: dict[str, str], args: list[str], message: str) -> None:
+    result = sbworker(*args, env=env)
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_configuration_gives_one_line_and_exit_2(env: dict[str, str]) -> None:
+    result = sbworker("list", env={**env, "DTS_CONNECTION_STRING": "Endpoint=ftp://x;Authentication=None"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "configuration error: DTS_CONNECTION_STRING: Endpoint must be an http:// or https:// URL, got 'ftp://x'"
+    )
+
+
+@pytest.mark.parametrize("command", [["publish", "start"], ["publish", "approve"], ["status"], ["list"], ["watch"],
+                                     ["dlq"], ["dlq", "resubmit"], ["run"], ["dev"]])
+def test_every_command_has_help_with_an_example(env: dict[str, str], command: list[str]) -> None:
+    out = ok(*command, "--help", env=env)
+    assert "example" in out
+
+
+def test_dead_letter_fix_resubmit_round_trip(env: dict[str, str]) -> None:
+    iid = f"fix-{uuid.uuid4().hex[:8]}"
+    # An approval for an instance that does not exist yet: after the (1 s) window it is dead-lettered.
+    ok("publish", "approve", iid, "--approver", "carol", env=env)
+    deadline = time.monotonic() + 30
+    entry = None
+    while entry is None and time.monotonic() < deadline:
+        entries = json.loads(ok("dlq", "--json", "--peek", "100", env=env))
+        entry = next((e for e in entries if iid in e["body_preview"]), None)
+        time.sleep(0.3)
+    assert entry is not None, "the approval never reached the dead-letter queue"
+    assert entry["reason"] == "InstanceNotFound" and iid in entry["description"]
+    human = ok("dlq", env=env)
+    assert f"#{entry['sequence_number']}" in human and "InstanceNotFound" in human
+    # The fix: start the instance the approval was meant for.
+    ok("publish", "start", "approval_workflow", "--instance-id", iid, env=env)
+    wait_status(env, iid, "awaiting_approval")
+    out = ok("dlq", "resubmit", str(entry["sequence_number"]), env=env)
+    assert f"resubmitted 1 message(s) to '{QUEUE}': {entry['sequence_number']}" in out
+    status = wait_status(env, iid, "Approved")
+    assert status["custom_status"]["approver"] == "carol"  # type: ignore[index]
+    remaining = json.loads(ok("dlq", "--json", "--peek", "100", env=env))
+    assert all(iid not in e["body_preview"] for e in remaining), "the dead-lettered copy was not completed"
+
+
+def test_resubmit_unknown_sequence_number_exits_1(env: dict[str, str]) -> None:
+    result = sbworker("dlq", "resubmit", "987654321", env=env)
+    assert result.returncode == 1 and "not found in the dead-letter queue: 987654321" in result.stderr
