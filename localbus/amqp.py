@@ -29,6 +29,10 @@ DEAD_LETTER = "com.microsoft:dead-letter"
 _RD_TAGS = itertools.count(1)
 
 
+class TooLarge(Exception):
+    """A transfer above the link's max-message-size (Service Bus refuses these too)."""
+
+
 @dataclass
 class ServerContext:
     """What every connection shares: the broker, token checks and management operations."""
@@ -224,15 +228,22 @@ class ConnectionHandler:
         kind = getattr_safe(link, "lb_kind")
         try:
             if kind == "data":
+                if len(raw) > MAX_MESSAGE_SIZE:
+                    raise TooLarge(f"The message ({len(raw)} bytes) exceeds the limit of {MAX_MESSAGE_SIZE} bytes.")
                 self.broker.send(link.lb_entity, raw)
             elif kind == "cbs":
                 self._put_token(raw)
             elif kind == "mgmt":
                 self._management(link.lb_entity, raw)
             delivery.update(Delivery.ACCEPTED)
+        except TooLarge as exc:
+            delivery.local.condition = Condition("amqp:link:message-size-exceeded", str(exc),
+                                                 {symbol("max-message-size"): MAX_MESSAGE_SIZE})
+            delivery.update(Delivery.REJECTED)
         except codec.DecodeError as exc:
             log.info("rejecting malformed message on %s: %s", link.name, exc)
-            delivery.local.condition = Condition("amqp:decode-error", str(exc))
+            # the SDK indexes the error's info field: always send one
+            delivery.local.condition = Condition("amqp:decode-error", str(exc), {symbol("detail"): str(exc)})
             delivery.update(Delivery.REJECTED)
         delivery.settle()
         if link.credit < INCOMING_CREDIT // 2:

@@ -181,9 +181,11 @@ class Broker:
                 log.debug("lock expired: %s seq %d", rec.entity.name, rec.seq)
                 self._unlock(rec)
                 self._failed_delivery(rec)
-            elif kind == 2 and rec.lock_token is None and rec.state == ACTIVE and rec.expires_ms is not None \
-                    and rec.expires_ms <= now:
-                self._expire(rec)
+            elif kind == 2 and rec.state != SCHEDULED and rec.expires_ms is not None and rec.expires_ms <= now:
+                if rec.lock_token is not None:  # expiry waits for the lock to end, as in Service Bus
+                    self._timer(rec.locked_until_ms + 1, 2, rec)
+                else:
+                    self._expire(rec)
 
     # --- sending --------------------------------------------------------------------------------------------
 

@@ -189,3 +189,20 @@ def test_uncommitted_writes_are_not_on_disk(tmp_path: Path, clock: Clock) -> Non
     reader = SqlitePersistence(tmp_path)
     assert [codec.parse_message(r.blob).body for r in reader.rows()] == [b"\x00\x53\x75\xa0\x09committed"]
     reader.close()
+
+
+def test_a_message_expiring_while_locked_expires_when_the_lock_ends(clock: Clock) -> None:
+    broker = Broker({"q": queue_settings({"DefaultMessageTimeToLive": "PT2S", "LockDuration": "PT5S",
+                                          "DeadLetteringOnMessageExpiration": True})}, clock=clock)
+    q = broker.entity("q")
+    assert q is not None
+    broker.send(q, raw("a"))
+    taken = broker.take(q, True)
+    assert taken is not None and taken[1] is not None
+    clock.advance(2_500)
+    broker.run_timers()
+    assert broker.counts("q")["locked"] == 1  # still locked: a holder may yet complete it
+    broker.release(taken[1])
+    clock.advance(2_501)
+    broker.run_timers()
+    assert broker.counts("q")["total"] == 0 and broker.counts("q/$deadletterqueue")["total"] == 1

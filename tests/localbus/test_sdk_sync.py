@@ -9,6 +9,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
 from azure.servicebus.exceptions import (
     MessageLockLostError,
+    MessageSizeExceededError,
     MessagingEntityNotFoundError,
     ServiceBusAuthenticationError,
 )
@@ -32,6 +33,8 @@ def test_send_single_and_batch_then_peek_lock_receive(localbus: LocalBus) -> Non
             for body in ("four", "five"):
                 batch.add_message(ServiceBusMessage(body))
             s.send_messages(batch)
+            with pytest.raises(MessageSizeExceededError):  # the Standard tier / emulator limit: 256 KiB
+                s.send_messages(ServiceBusMessage("x" * 300_000))
         assert localbus.counts(Q)["active"] == 5
         with sb.get_queue_receiver(Q) as r:
             got = r.receive_messages(max_message_count=5, max_wait_time=5)
