@@ -1,0 +1,174 @@
+"""Shared pieces of the reliability suite: a durable localbus, publishing, and reading outcomes back.
+
+Outcomes are always read from where they live, through the real SDKs: instances from DTS, dead letters from
+the dead-letter queue, leftovers from the queue (and the broker's own counts). Never from listener counters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
+from durabletask.client import OrchestrationState
+
+from activities import approvals
+from localbus import LocalBus
+
+QUEUE = "workflow-requests"
+DLQ_PATH = f"{QUEUE}/$DeadLetterQueue"
+T = TypeVar("T")
+
+
+def queue_settings(lock: str = "PT5S", max_delivery: int = 10, **extra: Any) -> dict[str, dict[str, Any]]:
+    return {QUEUE: {"LockDuration": lock, "MaxDeliveryCount": max_delivery, "DefaultMessageTimeToLive": "PT1H",
+                    "DeadLetteringOnMessageExpiration": True, **extra}}
+
+
+@contextmanager
+def durable_bus(tmp_path: Path, *, sas_key: str | None = None, **queue_kw: Any) -> Iterator[LocalBus]:
+    """localbus with `--data` (sqlite under tmp_path): messages survive its restarts."""
+    kwargs: dict[str, Any] = {"sas_key": sas_key} if sas_key else {}
+    bus = LocalBus(port=0, config_path=None, queues=queue_settings(**queue_kw),
+                   data_path=tmp_path / "localbus.sqlite3", **kwargs)
+    bus.start()
+    try:
+        yield bus
+    finally:
+        bus.stop()
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1,
+               on_timeout: Callable[[], str] | None = None) -> T:
+    """Poll `check` until it returns something truthy; fail naming `what` (and extra diagnostics)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    extra = f"\n{on_timeout()}" if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
+
+
+def text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def body_bytes(message: ServiceBusReceivedMessage) -> bytes:
+    return b"".join(bytes(section) for section in message.body)
+
+
+# --- publishing ----------------------------------------------------------------------------------------------
+def start_message(orchestration: str, *, input: Any = None, instance_id: str | None = None,
+                  message_id: str | None = None) -> ServiceBusMessage:
+    body: dict[str, Any] = {"orchestration": orchestration}
+    if input is not None:
+        body["input"] = input
+    if instance_id is not None:
+        body["instance_id"] = instance_id
+    return ServiceBusMessage(json.dumps(body), subject="start", message_id=message_id or uuid.uuid4().hex,
+                             content_type="application/json")
+
+
+def approval_message(instance_id: str, approved: bool, approver: str, *, message_id: str | None = None,
+                     comment: str | None = None) -> ServiceBusMessage:
+    body: dict[str, Any] = {"instance_id": instance_id, "approved": approved, "approver": approver}
+    if comment is not None:
+        body["comment"] = comment
+    return ServiceBusMessage(json.dumps(body), subject="approval", message_id=message_id or uuid.uuid4().hex,
+                             content_type="application/json")
+
+
+def publish(connection_string: str, messages: Iterable[Any], *, batch_size: int = 50) -> None:
+    """Send with the real SDK in batches (one message alone when it does not fit a batch)."""
+    items = list(messages)
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_sender(QUEUE) as sender:
+        for i in range(0, len(items), batch_size):
+            batch = sender.create_message_batch()
+            for message in items[i:i + batch_size]:
+                try:
+                    batch.add_message(message)
+                except ValueError:  # too big for what is left of the batch
+                    sender.send_messages(message)
+            if len(batch):
+                sender.send_messages(batch)
+
+
+# --- reading the broker back ---------------------------------------------------------------------------------
+def peek_all(connection_string: str, sub_queue: ServiceBusSubQueue | None = None) -> list[ServiceBusReceivedMessage]:
+    """Every message in the queue (or its DLQ), locked or not, scheduled included, without taking any."""
+    out: list[ServiceBusReceivedMessage] = []
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver(QUEUE, sub_queue=sub_queue) as receiver:
+        next_seq = 1
+        while True:
+            page = receiver.peek_messages(max_message_count=250, sequence_number=next_seq)
+            if not page:
+                return out
+            out.extend(page)
+            next_seq = max(m.sequence_number or 0 for m in page) + 1
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str
+    reason: str | None
+    description: str | None
+    subject: str | None
+    body: bytes
+    delivery_count: int | None
+
+
+def dead_letters(connection_string: str) -> list[DeadLetter]:
+    return [DeadLetter(str(m.message_id), text(m.dead_letter_reason), text(m.dead_letter_error_description),
+                       text(m.subject), body_bytes(m) if m.body_type.name == "DATA" else b"", m.delivery_count)
+            for m in peek_all(connection_string, ServiceBusSubQueue.DEAD_LETTER)]
+
+
+def queue_total(bus: LocalBus) -> int:
+    """Messages still in the queue in any state (active, locked, deferred, scheduled), per the broker."""
+    return bus.counts(QUEUE)["total"]
+
+
+# --- reading DTS back ----------------------------------------------------------------------------------------
+def states(dts_client: Any, instance_ids: Iterable[str]) -> dict[str, OrchestrationState | None]:
+    return {iid: dts_client.get_orchestration_state(iid) for iid in instance_ids}
+
+
+def sent_requests_for(instance_ids: Iterable[str]) -> dict[str, int]:
+    """How often `send_approval_request` ran per instance (the workflow's first step: one per instance run)."""
+    wanted = set(instance_ids)
+    counts = dict.fromkeys(wanted, 0)
+    for record in list(approvals.SENT_REQUESTS):
+        if record["instance_id"] in wanted:
+            counts[record["instance_id"]] += 1
+    return counts
+
+
+def decision(state: OrchestrationState | None) -> dict[str, Any] | None:
+    if state is None or not state.serialized_custom_status:
+        return None
+    status = json.loads(state.serialized_custom_status)
+    return status if isinstance(status, dict) and status.get("stage") == "decided" else None
+
+
+@dataclass
+class Expectations:
+    """What a run of published messages must end as."""
+
+    starts: dict[str, set[str]] = field(default_factory=dict)  # instance id → acceptable serialized inputs
+    approvals: dict[str, tuple[bool, str]] = field(default_factory=dict)  # instance id → (approved, approver)
+    invalid: dict[str, str] = field(default_factory=dict)  # message id → expected reason code
+    start_messages: set[str] = field(default_factory=set)
+    approval_messages: set[str] = field(default_factory=set)

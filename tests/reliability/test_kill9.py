@@ -1,0 +1,84 @@
+"""kill -9 the listener twice while 1,000 mixed messages flow: nothing lost, nothing doubled.
+
+The listener is a separate `sbworker run --no-worker` process; the DTS worker runs in this process so that the
+approval workflow's first activity (`activities.approvals.SENT_REQUESTS`) shows how often each instance ran.
+localbus keeps its messages in sqlite (`--data`) and has 5 s locks, so what a killed listener held comes back
+quickly, with its delivery count raised.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.dts import DtsBackend
+from tests.fixtures.processes import ListenerProcess, listener_env
+from tests.reliability import verify, workload
+from tests.reliability.common import durable_bus, publish, queue_total, wait_until
+
+pytestmark = pytest.mark.usefixtures("dts_worker")
+
+
+class Publisher(threading.Thread):
+    """Publishes a workload in small batches while the listener works (and dies)."""
+
+    def __init__(self, connection_string: str, w: workload.Workload, batch: int = 100, pause: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.connection_string = connection_string
+        self.w = w
+        self.batch = batch
+        self.pause = pause  # pacing, so that the stream is still flowing when the kills happen
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for i in range(0, len(self.w), self.batch):
+                chunk = self.w.messages[i:i + self.batch]
+                publish(self.connection_string, chunk, batch_size=self.batch)
+                self.sent += len(chunk)
+                time.sleep(self.pause)
+        except BaseException as error:  # reported by the test
+            self.error = error
+
+
+@pytest.mark.timeout(400)
+def test_kill9_twice_during_1000_mixed_messages_loses_and_doubles_nothing(
+        tmp_path: Path, dts_backend: DtsBackend, dts_client: Any) -> None:
+    run = f"k9-{uuid.uuid4().hex[:8]}"
+    w = workload.mixed(run, starts=400, duplicates=200, approvals=200, invalid=200)
+    assert len(w) == 1000
+    with durable_bus(tmp_path, lock="PT5S") as bus:
+        env = listener_env(bus.connection_string, dts_backend.connection_string, MAX_CONCURRENT_MESSAGES=16,
+                           PREFETCH_COUNT=10, MAX_MESSAGE_BYTES=workload.MAX_MESSAGE_BYTES,
+                           APPROVAL_NOT_FOUND_WINDOW_SECONDS=180, SHUTDOWN_GRACE_SECONDS=5)
+        with ListenerProcess(env, tmp_path / "listener.log") as listener:
+            listener.start()
+            publisher = Publisher(bus.connection_string, w)
+            publisher.start()
+
+            def settled_at_least(n: int) -> bool:
+                return publisher.sent - queue_total(bus) >= n
+
+            for threshold in (250, 600):  # two kills, each while messages are in flight and more keep coming
+                wait_until(lambda t=threshold: settled_at_least(t), timeout=120, what=f"{threshold} settled",
+                           on_timeout=lambda: verify.progress(bus, dts_client, w))
+                assert queue_total(bus) > 0 or publisher.is_alive(), "kill would not be mid-stream"
+                listener.kill9()
+                listener.start()
+            publisher.join(120)
+            assert publisher.error is None, publisher.error
+            assert publisher.sent == len(w)
+            wait_until(lambda: verify.all_settled(bus, dts_client, w), timeout=240, interval=0.5,
+                       what="every message settled and every approval applied",
+                       on_timeout=lambda: verify.progress(bus, dts_client, w))
+            assert listener.alive, listener.output()[-4000:]
+            assert listener.kills == 2 and listener.starts == 3
+            found = verify.problems(bus, dts_client, w, run)
+            assert not found, "\n".join(found[:40])
+            assert listener.terminate() == 0
