@@ -1,0 +1,61 @@
+"""`sbworker dev` (what `make run` runs): the whole embedded stack, driven with the plain azure-servicebus SDK."""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+from listener import clients
+from listener.config import parse_dts
+from tests.fixtures.ports import free_port
+from tests.integration.procs import service, stack_env
+
+
+def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> None:
+    sb_port, dts_port = free_port(), free_port()
+    args = ["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path)]
+    env = stack_env("ignored", "ignored")
+    del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
+    with service(args, env) as dev:
+        dev.wait_for_output("listening on queue", timeout=60)
+        printed = re.search(r"Service Bus \(localbus\):\s+(\S+)", dev.output)
+        assert printed is not None
+        connection = printed.group(1)
+        assert connection == (f"Endpoint=sb://localhost:{sb_port};SharedAccessKeyName=RootManageSharedAccessKey;"
+                              "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
+        assert "sbworker publish start approval_workflow" in dev.output
+        # A plain SDK client and the printed string are all a newcomer needs.
+        with ServiceBusClient.from_connection_string(connection) as sb, \
+                sb.get_queue_sender("workflow-requests") as sender:
+            sender.send_messages(ServiceBusMessage('{"orchestration": "hello_cities"}', subject="start",
+                                                   message_id="dev-smoke"))
+        with clients.dts_client(parse_dts(f"Endpoint=http://localhost:{dts_port};Authentication=None")) as dts:
+            deadline = time.monotonic() + 30
+            state = None
+            while time.monotonic() < deadline:
+                state = dts.get_orchestration_state("dev-smoke")
+                if state is not None and state.serialized_output:
+                    break
+                time.sleep(0.1)
+            assert state is not None and state.serialized_output == '"Hello Tokyo!, Hello Seattle!, Hello London!"'
+        assert dev.terminate(signal.SIGINT) == 0
+    assert (tmp_path / "servicebus.sqlite3").exists()
+
+
+def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = stack_env("x", "y")
+        del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
+        with service(["dev", "--servicebus-port", str(port), "--data", str(tmp_path)], env) as dev:
+            assert dev.proc.wait(60) == 2
+            assert f"configuration error: --servicebus-port: port {port} is in use" in dev.output
+            assert "Traceback" not in dev.output
