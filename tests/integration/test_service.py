@@ -196,3 +196,27 @@ def test_logs_never_contain_the_key_or_a_token(bus: LocalBus, dts_backend: DtsBa
     assert SECRET_KEY not in output
     assert "sig=" not in output.replace("sig=***", "")
     assert "SharedAccessSignature sr" not in output
+
+
+def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
+    from tests.fixtures.dts import start_backend
+
+    backend = start_backend()  # no other worker attached: only the subprocess can run this orchestration
+    port = free_port()
+    try:
+        env = stack_env(bus.connection_string, backend.connection_string, HEALTH_PORT=str(port))
+        with sbworker_service(["run", "--no-listener"], env) as svc:
+            svc.wait_for_output("DTS worker started")
+            with DurableTaskSchedulerClient(host_address=f"localhost:{backend.port}", taskhub="default",
+                                            token_credential=None, secure_channel=False) as client:
+                iid = client.schedule_new_orchestration("hello_cities")
+                deadline = time.monotonic() + 30
+                while (s := client.get_orchestration_state(iid)) is None or not s.serialized_output:
+                    assert time.monotonic() < deadline, "the worker never ran the orchestration"
+                    time.sleep(0.05)
+            status, body = _get(port, "/readyz")
+            assert (status, body) == (200, {"status": "ready", "dts": True})  # no receiver to report on
+            assert "listening on queue" not in svc.output
+            assert svc.terminate() == 0
+    finally:
+        backend.stop()
