@@ -172,3 +172,57 @@ class Expectations:
     invalid: dict[str, str] = field(default_factory=dict)  # message id → expected reason code
     start_messages: set[str] = field(default_factory=set)
     approval_messages: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Stack:
+    """A durable localbus and a listener process against a DTS backend."""
+
+    bus: LocalBus
+    listener: Any  # tests.fixtures.processes.ListenerProcess
+
+    @property
+    def connection_string(self) -> str:
+        return self.bus.connection_string
+
+    def publish(self, messages: Iterable[Any]) -> None:
+        publish(self.bus.connection_string, messages)
+
+    def drained(self, timeout: float = 30) -> None:
+        """Wait until the queue holds nothing in any state (every message settled for good)."""
+        wait_until(lambda: queue_total(self.bus) == 0, timeout=timeout, what="queue drained",
+                   on_timeout=lambda: f"counts {self.bus.counts(QUEUE)}\n{self.listener.output()[-3000:]}")
+        assert self.listener.alive, self.listener.output()[-4000:]
+
+    def dead_letter(self, message_id: str) -> DeadLetter | None:
+        found = [d for d in dead_letters(self.bus.connection_string) if d.message_id == message_id]
+        assert len(found) <= 1, found
+        return found[0] if found else None
+
+
+@contextmanager
+def running_stack(tmp_path: Path, dts_connection: str, *, queue: dict[str, Any] | None = None,
+                  sas_key: str | None = None, **env: Any) -> Iterator[Stack]:
+    from tests.fixtures.processes import ListenerProcess, listener_env
+
+    settings: dict[str, Any] = {"MAX_CONCURRENT_MESSAGES": 16, "PREFETCH_COUNT": 0,
+                                "APPROVAL_NOT_FOUND_WINDOW_SECONDS": 30, "SHUTDOWN_GRACE_SECONDS": 5, **env}
+    with durable_bus(tmp_path, sas_key=sas_key, **(queue or {})) as bus, \
+            ListenerProcess(listener_env(bus.connection_string, dts_connection, **settings),
+                            tmp_path / "listener.log") as listener:
+        listener.start()
+        yield Stack(bus, listener)
+
+
+def wait_state(dts_client: Any, instance_id: str, predicate: Callable[[OrchestrationState], bool], *,
+               timeout: float = 30, what: str = "state") -> OrchestrationState:
+    def check() -> OrchestrationState | None:
+        state = dts_client.get_orchestration_state(instance_id)
+        return state if state is not None and predicate(state) else None
+
+    result: OrchestrationState = wait_until(check, timeout=timeout, what=f"{what} of {instance_id}")
+    return result
+
+
+def awaiting_approval(state: OrchestrationState) -> bool:
+    return "awaiting_approval" in (state.serialized_custom_status or "")
