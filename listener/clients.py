@@ -6,7 +6,7 @@ paths with a fake credential against local peers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
@@ -21,6 +21,7 @@ from listener.config import Auth, DtsSettings, ServiceBusSettings, is_local_name
 from orchestrations import registry
 
 _UNSET: Any = object()
+_C = TypeVar("_C")
 
 # gRPC's default reconnect backoff grows to 120 s: after a DTS blip we would sit idle for minutes. Cap it.
 CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
@@ -33,42 +34,31 @@ CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
 def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = _UNSET) -> DurableTaskSchedulerWorker:
     """A worker with every registered orchestrator and activity; not started."""
     cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
-    worker = DurableTaskSchedulerWorker(
-        host_address=settings.endpoint,
-        taskhub=settings.taskhub,
-        token_credential=cred,
-        secure_channel=settings.secure,
-        channel_options=CHANNEL_OPTIONS,
-        logger=logs.sdk_logger("worker"),
-    )
+    worker = DurableTaskSchedulerWorker(token_credential=cred, **_dts_options(settings, "worker"))
     registry.register(worker)
     return worker
 
 
 def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = _UNSET) -> DurableTaskSchedulerClient:
     cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
-    return DurableTaskSchedulerClient(
-        host_address=settings.endpoint,
-        taskhub=settings.taskhub,
-        token_credential=cred,
-        secure_channel=settings.secure,
-        channel_options=CHANNEL_OPTIONS,
-        logger=logs.sdk_logger("client"),
-    )
+    return DurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client"))
 
 
 def dts_async_client(
     settings: DtsSettings, *, credential: AsyncTokenCredential | None = _UNSET
 ) -> AsyncDurableTaskSchedulerClient:
     cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
-    return AsyncDurableTaskSchedulerClient(
-        host_address=settings.endpoint,
-        taskhub=settings.taskhub,
-        token_credential=cred,
-        secure_channel=settings.secure,
-        channel_options=CHANNEL_OPTIONS,
-        logger=logs.sdk_logger("client"),
-    )
+    return AsyncDurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client"))
+
+
+def _dts_options(settings: DtsSettings, component: str) -> dict[str, Any]:
+    return {
+        "host_address": settings.endpoint,
+        "taskhub": settings.taskhub,
+        "secure_channel": settings.secure,
+        "channel_options": CHANNEL_OPTIONS,
+        "logger": logs.sdk_logger(component),
+    }
 
 
 def servicebus_client(
@@ -76,13 +66,10 @@ def servicebus_client(
 ) -> ServiceBusClient:
     """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace."""
     if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
-        assert settings.connection_string is not None
-        return ServiceBusClient.from_connection_string(settings.connection_string)
+        return ServiceBusClient.from_connection_string(_connection_string(settings))
     cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
-    if cred is None:
-        raise ValueError("Service Bus needs a credential when no connection string is configured")
-    namespace = _namespace_of(settings)
-    return ServiceBusClient(namespace, cred, use_tls=not is_local_namespace(namespace))
+    namespace, use_tls = _entra_target(settings)
+    return ServiceBusClient(namespace, _required(cred), use_tls=use_tls)
 
 
 def servicebus_sync_client(
@@ -90,14 +77,24 @@ def servicebus_sync_client(
 ) -> SyncServiceBusClient:
     """A blocking Service Bus client, for the publishing CLI."""
     if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
-        assert settings.connection_string is not None
-        return SyncServiceBusClient.from_connection_string(settings.connection_string)
+        return SyncServiceBusClient.from_connection_string(_connection_string(settings))
     cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
-    if cred is None:
+    namespace, use_tls = _entra_target(settings)
+    return SyncServiceBusClient(namespace, _required(cred), use_tls=use_tls)
+
+
+def _connection_string(settings: ServiceBusSettings) -> str:
+    assert settings.connection_string is not None
+    return settings.connection_string
+
+
+def _required(credential: _C | None) -> _C:
+    if credential is None:
         raise ValueError("Service Bus needs a credential when no connection string is configured")
-    namespace = _namespace_of(settings)
-    return SyncServiceBusClient(namespace, cred, use_tls=not is_local_namespace(namespace))
+    return credential
 
 
-def _namespace_of(settings: ServiceBusSettings) -> str:
-    return settings.namespace or settings.endpoint_for_logs.removeprefix("sb://").rstrip("/")
+def _entra_target(settings: ServiceBusSettings) -> tuple[str, bool]:
+    """The namespace to connect to with a token, and whether TLS applies (not for a local broker)."""
+    namespace = settings.namespace or settings.endpoint_for_logs.removeprefix("sb://").rstrip("/")
+    return namespace, not is_local_namespace(namespace)
