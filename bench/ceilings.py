@@ -53,8 +53,13 @@ async def raw_dts(backend: Backend, n: int, in_flight: int = DTS_IN_FLIGHT) -> C
     return Ceiling(n, seconds, n / seconds, cpu1 - cpu0, scpu1 - scpu0)
 
 
-async def raw_servicebus(broker: Broker, n: int, *, max_concurrent: int, prefetch: int) -> Ceiling:
-    """Receive + complete messages/s with the async SDK, shaped like the listener's loop, without DTS calls."""
+async def raw_servicebus(broker: Broker, n: int, *, max_concurrent: int, prefetch: int,
+                         serial_settle: bool = False) -> Ceiling:
+    """Receive + complete messages/s with the async SDK, shaped like the listener's loop, without DTS calls.
+
+    With `serial_settle`, at most one `complete_message` is awaited at a time (still `max_concurrent` messages
+    held): the SDK's best case, because concurrent settlements convoy inside it (see README, Performance).
+    """
     prefix = run_prefix("sb")
     async with ServiceBusClient.from_connection_string(broker.connection_string) as client:
         receiver = client.get_queue_receiver(QUEUE, receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
@@ -68,23 +73,25 @@ async def raw_servicebus(broker: Broker, n: int, *, max_concurrent: int, prefetc
             cpu0, scpu0 = cpu_seconds_self(), cpu_seconds(broker.pid)
             started = time.perf_counter()
             done = asyncio.create_task(wait_until(broker, empty=True))
-            await _receive_complete(receiver, n, max_concurrent)
+            await _receive_complete(receiver, n, max_concurrent, serial_settle)
             ended = await done
             cpu1, scpu1 = cpu_seconds_self(), cpu_seconds(broker.pid)
     seconds = ended - started
     return Ceiling(n, seconds, n / seconds, cpu1 - cpu0, scpu1 - scpu0)
 
 
-async def _receive_complete(receiver: ServiceBusReceiver, n: int, limit: int) -> None:
+async def _receive_complete(receiver: ServiceBusReceiver, n: int, limit: int, serial_settle: bool) -> None:
     """The listener's receive loop with the handler reduced to `complete_message`."""
     in_flight: set[asyncio.Task[None]] = set()
     slot_freed = asyncio.Event()
-    completed = 0
+    settling = asyncio.Lock()
 
     async def handle(message: ServiceBusReceivedMessage) -> None:
-        nonlocal completed
-        await receiver.complete_message(message)
-        completed += 1
+        if serial_settle:
+            async with settling:
+                await receiver.complete_message(message)
+        else:
+            await receiver.complete_message(message)
 
     def done(task: asyncio.Task[None]) -> None:
         in_flight.discard(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import math
 import time
 import uuid
@@ -16,10 +17,12 @@ from azure.servicebus.aio import ServiceBusClient
 from durabletask.client import OrchestrationStatus
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
-from google.protobuf import wrappers_pb2
 
 from bench.stack import QUEUE, Broker
 from listener.publish import start_message
+
+# (imported by name: the project has no protobuf stubs for mypy)
+wrappers_pb2: Any = importlib.import_module("google.protobuf.wrappers_pb2")
 
 ORCHESTRATION = "hello_cities"
 SEND_BATCH = 200
@@ -88,7 +91,7 @@ class Dts:
     async def instances(self, prefix: str) -> dict[str, pb.OrchestrationState]:
         """Every instance with this id prefix, paged (no inputs or outputs)."""
         found: dict[str, pb.OrchestrationState] = {}
-        token: wrappers_pb2.StringValue | None = None
+        token: Any = None
         while True:
             query = pb.InstanceQuery(instanceIdPrefix=wrappers_pb2.StringValue(value=prefix),
                                      maxInstanceCount=2000, continuationToken=token)

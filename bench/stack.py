@@ -11,6 +11,7 @@ backend to forget its instances between runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -129,9 +130,11 @@ class ListenerProcess:
         }
         for var in ("SERVICEBUS_NAMESPACE", "SERVICEBUS_AUTHENTICATION", "TASKHUB_NAME", "AZURE_CLIENT_ID"):
             env.pop(var, None)
-        sbworker = Path(sys.executable).with_name("sbworker")
-        argv = [str(sbworker)] if sbworker.exists() else [sys.executable, "-c", "import sys; from listener.cli import main; sys.exit(main())"]
-        argv += ["run"] if worker else ["run", "--no-worker"]
+        # The `sbworker` console script's own entry point, run from this checkout (so a scratch copy of the repo
+        # measures its own listener/, not the one an editable install points at).
+        argv = [sys.executable, "-c", "import sys; from listener.cli import main; sys.exit(main())", "run"]
+        if not worker:
+            argv.append("--no-worker")
         self._log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=self._log or subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL)
@@ -233,11 +236,11 @@ def _serve_localbus() -> None:
             queue = request.get("queue", QUEUE)
             try:
                 if request["cmd"] == "remaining":
-                    _reply(n=bus.call(lambda b, q=queue: remaining(b, q)))
+                    _reply(n=bus.call(functools.partial(remaining, queue=queue)))
                 elif request["cmd"] == "counts":
                     _reply(counts=bus.counts(queue))
                 elif request["cmd"] == "purge":
-                    _reply(n=bus.call(lambda b, q=queue: purge(b, q)))
+                    _reply(n=bus.call(functools.partial(purge, queue=queue)))
                 else:
                     _reply(error=f"unknown command {request['cmd']!r}")
             except Exception as error:
