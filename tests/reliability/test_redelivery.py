@@ -26,8 +26,6 @@ from tests.reliability.common import (
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an approval redelivered after it was applied (listener died between "
-                                       "raise and complete) is dead-lettered InstanceNotRunning")
 def test_redelivered_approval_that_was_applied_is_not_dead_lettered(tmp_path: Path, dts_backend: DtsBackend,
                                                                     dts_client: Any) -> None:
     """What the listener sees after a crash between raising the event and completing the message: the same message
@@ -67,9 +65,6 @@ def test_a_different_late_approval_is_still_dead_lettered(tmp_path: Path, dts_ba
         assert iid in (dead.description or "") and "COMPLETED" in (dead.description or "")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: decide() computes 2.0**retries before checking the window; "
-                                       "from 1024 re-enqueues on (a window > ~8.5 h) it raises OverflowError, the "
-                                       "message is abandoned in a hot loop and dead-lettered MaxDeliveryCountExceeded")
 def test_an_approval_waiting_for_hours_keeps_being_reenqueued(tmp_path: Path, dts_backend: DtsBackend) -> None:
     """An approval that has been re-enqueued 1,100 times (30 s apart: ~9 h) inside a 24 h window is re-enqueued
     once more, not dead-lettered."""
@@ -91,10 +86,6 @@ def test_an_approval_waiting_for_hours_keeps_being_reenqueued(tmp_path: Path, dt
         assert copy.application_properties[b"sbworker-retries"] == 1101
 
 
-@pytest.mark.xfail(strict=True, reason="bug: concurrent re-enqueues share one lazily opened sender; its first use "
-                                       "from several tasks fails inside the SDK, and the failure handler closes the "
-                                       "sender under the others: early approvals are abandoned over and over "
-                                       "until they are dead-lettered MaxDeliveryCountExceeded")
 def test_concurrent_early_approvals_never_cost_a_delivery_attempt(tmp_path: Path, dts_backend: DtsBackend,
                                                                   dts_client: Any) -> None:
     """24 approvals that arrive before their starts, all at once, on the default queue (MaxDeliveryCount 10).
