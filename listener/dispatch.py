@@ -7,6 +7,7 @@ bounded well inside the message lock). What to do with the answer is `settlement
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ class DtsClient(Protocol):
 
     async def raise_orchestration_event(self, instance_id: str, event_name: str, *, data: Any = ...) -> None: ...
 
+    async def get_orchestration_history(self, instance_id: str) -> list[Any]: ...
+
 
 @dataclass(frozen=True)
 class Started:
@@ -59,6 +62,13 @@ class AlreadyExists:
 
 @dataclass(frozen=True)
 class Raised:
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class AlreadyApplied:
+    """This very approval message was raised before (we are seeing a redelivery after a crash)."""
+
     instance_id: str
 
 
@@ -80,7 +90,8 @@ class TransientFailure:
     error: str
 
 
-Outcome = Started | AlreadyExists | Raised | InstanceNotFound | InstanceNotRunning | TransientFailure
+Outcome = (Started | AlreadyExists | Raised | AlreadyApplied | InstanceNotFound | InstanceNotRunning
+           | TransientFailure)
 
 
 def rpc_code(error: BaseException) -> grpc.StatusCode | None:
@@ -107,11 +118,12 @@ class Dispatcher:
         self._retry_seconds = retry_seconds
         self._call_timeout = call_timeout
 
-    async def dispatch(self, request: StartRequest | ApprovalRequest) -> Outcome:
+    async def dispatch(self, request: StartRequest | ApprovalRequest, message_id: str | None = None) -> Outcome:
+        """`message_id` tags a raised event, so a redelivered approval can recognise its own earlier raise."""
         try:
             if isinstance(request, StartRequest):
                 return await self._retrying(self._start, request)
-            return await self._retrying(self._approve, request)
+            return await self._retrying(lambda r: self._approve(r, message_id), request)
         except Exception as error:
             if is_transient(error):
                 return TransientFailure(_describe(error))
@@ -145,7 +157,7 @@ class Dispatcher:
             raise
         return Started(request.instance_id)
 
-    async def _approve(self, request: ApprovalRequest) -> Outcome:
+    async def _approve(self, request: ApprovalRequest, message_id: str | None) -> Outcome:
         # Read first: a raise on a finished instance is accepted silently by some backends, and we want that
         # case visible in the dead-letter queue, not swallowed.
         state = await asyncio.wait_for(
@@ -154,10 +166,13 @@ class Dispatcher:
         if state is None:
             return InstanceNotFound(request.instance_id)
         if state.runtime_status in TERMINAL:
+            if message_id and await self._was_raised(request.instance_id, message_id):
+                return AlreadyApplied(request.instance_id)
             return InstanceNotRunning(request.instance_id, state.runtime_status.name)
+        data = {**request.event_data(), "message_id": message_id} if message_id else request.event_data()
         try:
             await asyncio.wait_for(
-                self._client.raise_orchestration_event(request.instance_id, APPROVAL_EVENT, data=request.event_data()),
+                self._client.raise_orchestration_event(request.instance_id, APPROVAL_EVENT, data=data),
                 self._call_timeout,
             )
         except Exception as error:
@@ -168,6 +183,21 @@ class Dispatcher:
                 return InstanceNotRunning(request.instance_id, "not running")
             raise
         return Raised(request.instance_id)
+
+
+    async def _was_raised(self, instance_id: str, message_id: str) -> bool:
+        """Did an ApprovalEvent carrying this message id reach the instance's history?"""
+        events = await asyncio.wait_for(self._client.get_orchestration_history(instance_id), self._call_timeout)
+        for event in events:
+            if getattr(event, "name", None) != APPROVAL_EVENT or not getattr(event, "input", None):
+                continue
+            try:
+                data = json.loads(event.input)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("message_id") == message_id:
+                return True
+        return False
 
 
 def _describe(error: BaseException) -> str:

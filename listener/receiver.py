@@ -84,6 +84,8 @@ class Listener:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._sender: ServiceBusSender | None = None
+        # One shared sender for re-enqueues: the SDK does not guard a link's concurrent first use, so serialise.
+        self._sender_lock = asyncio.Lock()
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = RECONNECT_FIRST_DELAY
@@ -190,7 +192,8 @@ class Listener:
         try:
             renewer.register(receiver, message)
             parsed = self._parse(message)
-            outcome = None if isinstance(parsed, Invalid) else await self._dispatcher.dispatch(parsed)
+            outcome = (None if isinstance(parsed, Invalid)
+                       else await self._dispatcher.dispatch(parsed, message_id=_text(message.message_id)))
             retries, since = _retry_bookkeeping(message)
             action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
                             not_found_window=self._settings.approval_not_found_window_seconds)
@@ -264,17 +267,18 @@ class Listener:
         )
         delay = action.delay * random.uniform(0.8, 1.2)
         copy.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay)
-        try:
-            if self._sender is None:
-                self._sender = client.get_queue_sender(self._queue)
-            await self._sender.send_messages(copy)
-        except Exception as error:
-            log.warning("could not re-enqueue message %s: %s", message.message_id, _short(error))
-            if self._sender is not None:
-                with contextlib.suppress(Exception):
-                    await self._sender.close()
-                self._sender = None
-            return False
+        async with self._sender_lock:
+            try:
+                if self._sender is None:
+                    self._sender = client.get_queue_sender(self._queue)
+                await self._sender.send_messages(copy)
+            except Exception as error:
+                log.warning("could not re-enqueue message %s: %s", message.message_id, _short(error))
+                if self._sender is not None:
+                    with contextlib.suppress(Exception):
+                        await self._sender.close()
+                    self._sender = None
+                return False
         return True
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import (
+    AlreadyApplied,
     AlreadyExists,
     InstanceNotFound,
     InstanceNotRunning,
@@ -76,10 +77,13 @@ def decide(
             return Complete("duplicate")
         case Raised():
             return Complete("raised")
+        case AlreadyApplied():
+            return Complete("duplicate")
         case InstanceNotRunning(instance_id=iid, status=status):
             return DeadLetter(INSTANCE_NOT_RUNNING, f"instance {iid!r} is {status}; the approval came too late")
         case InstanceNotFound(instance_id=iid):
-            delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_FIRST_DELAY * 2.0**retries_so_far)
+            # The exponent is capped: 2.0 ** 1024 overflows, and the cap is reached long before that anyway.
+            delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_FIRST_DELAY * 2.0 ** min(retries_so_far, 16))
             remaining = not_found_window - seconds_since_first_attempt
             if remaining <= 0:
                 return DeadLetter(

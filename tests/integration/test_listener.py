@@ -196,11 +196,11 @@ class ExplodingOnce(Dispatcher):
         self.inner = inner
         self.exploded = False
 
-    async def dispatch(self, request: StartRequest | ApprovalRequest) -> Outcome:
+    async def dispatch(self, request: StartRequest | ApprovalRequest, message_id: str | None = None) -> Outcome:
         if not self.exploded:
             self.exploded = True
             raise RuntimeError("boom")
-        return await self.inner.dispatch(request)
+        return await self.inner.dispatch(request, message_id)
 
 
 async def test_unexpected_error_abandons_and_the_listener_keeps_running(bus: LocalBus, dts_backend: DtsBackend
@@ -219,10 +219,10 @@ class Slow(Dispatcher):
         self.seconds = seconds
         self.calls = 0
 
-    async def dispatch(self, request: StartRequest | ApprovalRequest) -> Outcome:
+    async def dispatch(self, request: StartRequest | ApprovalRequest, message_id: str | None = None) -> Outcome:
         self.calls += 1
         await asyncio.sleep(self.seconds)
-        return await self.inner.dispatch(request)
+        return await self.inner.dispatch(request, message_id)
 
 
 async def test_handling_longer_than_the_lock_keeps_the_lock(tmp_path: Path, dts_backend: DtsBackend) -> None:

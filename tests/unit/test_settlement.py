@@ -6,6 +6,7 @@ import pytest
 
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import (
+    AlreadyApplied,
     AlreadyExists,
     InstanceNotFound,
     InstanceNotRunning,
@@ -80,3 +81,13 @@ def test_transient_failure_abandons_for_redelivery() -> None:
 def test_valid_request_without_outcome_is_a_bug() -> None:
     with pytest.raises(ValueError):
         decide(START, None)
+
+
+def test_redelivered_approval_already_applied_completes_as_duplicate() -> None:
+    assert decide(APPROVAL, AlreadyApplied("i1")) == Complete("duplicate")
+
+
+def test_very_many_retries_do_not_overflow() -> None:
+    action = decide(APPROVAL, InstanceNotFound("i1"), retries_so_far=5000, seconds_since_first_attempt=10,
+                    not_found_window=86400)
+    assert isinstance(action, RetryLater) and action.delay == 30
