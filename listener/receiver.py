@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusReceiveMode
-from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver, ServiceBusSender
+from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
 from azure.servicebus.amqp import AmqpMessageBodyType
 from azure.servicebus.exceptions import (
     MessagingEntityNotFoundError,
@@ -29,6 +29,7 @@ from listener import contract
 from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher
+from listener.locks import LockKeeper
 from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryLater, decide
 
 log = logging.getLogger("listener")
@@ -126,7 +127,7 @@ class Listener:
                 prefetch_count=self._settings.prefetch_count,
                 socket_timeout=RECEIVER_SOCKET_TIMEOUT,
             )
-            renewer = AutoLockRenewer(max_lock_renewal_duration=MAX_LOCK_RENEWAL_SECONDS)
+            renewer = LockKeeper(receiver, max_hold=MAX_LOCK_RENEWAL_SECONDS)
             try:
                 async with receiver:
                     await self._receive_loop(client, receiver, renewer, stop)
@@ -139,7 +140,7 @@ class Listener:
                         await self._sender.close()
                     self._sender = None
 
-    async def _receive_loop(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: AutoLockRenewer,
+    async def _receive_loop(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: LockKeeper,
                             stop: asyncio.Event) -> None:
         limit = self._settings.max_concurrent_messages
         announced = False
@@ -184,29 +185,29 @@ class Listener:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
 
-    async def _handle(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: AutoLockRenewer,
+    async def _handle(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: LockKeeper,
                       message: ServiceBusReceivedMessage) -> None:
         started = time.monotonic()
         parsed: StartRequest | ApprovalRequest | Invalid | None = None
         action: Action
+        renewer.hold(message)
         try:
-            renewer.register(receiver, message)
-            parsed = self._parse(message)
-            outcome = (None if isinstance(parsed, Invalid)
-                       else await self._dispatcher.dispatch(parsed, message_id=_text(message.message_id)))
-            retries, since = _retry_bookkeeping(message)
-            action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
-                            not_found_window=self._settings.approval_not_found_window_seconds)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._settle(client, receiver, message, Abandon("shutdown"), parsed, started))
-            raise
-        except Exception:
-            log.exception("unexpected error handling message %s; abandoning it", message.message_id)
-            action = Abandon("UnexpectedError")
-        try:
+            try:
+                parsed = self._parse(message)
+                outcome = (None if isinstance(parsed, Invalid)
+                           else await self._dispatcher.dispatch(parsed, message_id=_text(message.message_id)))
+                retries, since = _retry_bookkeeping(message)
+                action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
+                                not_found_window=self._settings.approval_not_found_window_seconds)
+            except asyncio.CancelledError:
+                await asyncio.shield(self._settle(client, receiver, message, Abandon("shutdown"), parsed, started))
+                raise
+            except Exception:
+                log.exception("unexpected error handling message %s; abandoning it", message.message_id)
+                action = Abandon("UnexpectedError")
             await asyncio.shield(self._settle(client, receiver, message, action, parsed, started))
-        except asyncio.CancelledError:
-            raise
+        finally:
+            renewer.release(message)
 
     def _parse(self, message: ServiceBusReceivedMessage) -> StartRequest | ApprovalRequest | Invalid:
         body = message_body(message)

@@ -97,9 +97,6 @@ def test_dts_outage_of_10s_dead_letters_nothing_and_everything_is_processed_afte
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="bug: AutoLockRenewer renews held messages concurrently; the aio SDK then "
-                                       "sends management transfers with out-of-order delivery ids, localbus closes "
-                                       "the connection (sequencing error) and every held message is redelivered")
 def test_handling_that_outlives_the_lock_keeps_it_and_settles_once(tmp_path: Path, own_dts: OwnDts) -> None:
     """DTS is down for 12 s (inside the 20 s transient-retry budget) under 5 s locks (Service Bus's minimum): the
     listener keeps retrying while AutoLockRenewer keeps the locks, so no message is redelivered, and each is
