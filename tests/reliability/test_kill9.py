@@ -50,9 +50,22 @@ class Publisher(threading.Thread):
 @pytest.mark.timeout(400)
 def test_kill9_twice_during_1000_mixed_messages_loses_and_doubles_nothing(
         tmp_path: Path, dts_backend: DtsBackend, dts_client: Any) -> None:
+    _kill_run(tmp_path, dts_client, dts_backend, scale=1, kills=(250, 600))
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+def test_soak_kill9_six_times_during_3000_mixed_messages(tmp_path: Path, dts_backend: DtsBackend,
+                                                         dts_client: Any) -> None:
+    """SOAK=1 only: three times the stream, six kills."""
+    _kill_run(tmp_path, dts_client, dts_backend, scale=3, kills=(300, 700, 1100, 1500, 1900, 2400))
+
+
+def _kill_run(tmp_path: Path, dts_client: Any, dts_backend: DtsBackend, *, scale: int,
+              kills: tuple[int, ...]) -> None:
     run = f"k9-{uuid.uuid4().hex[:8]}"
-    w = workload.mixed(run, starts=400, duplicates=200, approvals=200, invalid=200)
-    assert len(w) == 1000
+    w = workload.mixed(run, starts=400 * scale, duplicates=200 * scale, approvals=200 * scale, invalid=200 * scale)
+    assert len(w) == 1000 * scale
     with durable_bus(tmp_path, lock="PT5S") as bus:
         env = listener_env(bus.connection_string, dts_backend.connection_string, MAX_CONCURRENT_MESSAGES=16,
                            PREFETCH_COUNT=10, MAX_MESSAGE_BYTES=workload.MAX_MESSAGE_BYTES,
@@ -65,7 +78,7 @@ def test_kill9_twice_during_1000_mixed_messages_loses_and_doubles_nothing(
             def settled_at_least(n: int) -> bool:
                 return publisher.sent - queue_total(bus) >= n
 
-            for threshold in (250, 600):  # two kills, each while messages are in flight and more keep coming
+            for threshold in kills:  # each kill each while messages are in flight and more keep coming
                 wait_until(lambda t=threshold: settled_at_least(t), timeout=120, what=f"{threshold} settled",
                            on_timeout=lambda: verify.progress(bus, dts_client, w))
                 assert queue_total(bus) > 0 or publisher.is_alive(), "kill would not be mid-stream"
@@ -78,7 +91,7 @@ def test_kill9_twice_during_1000_mixed_messages_loses_and_doubles_nothing(
                        what="every message settled and every approval applied",
                        on_timeout=lambda: verify.progress(bus, dts_client, w))
             assert listener.alive, listener.output()[-4000:]
-            assert listener.kills == 2 and listener.starts == 3
+            assert listener.kills == len(kills) and listener.starts == len(kills) + 1
             found = verify.problems(bus, dts_client, w, run)
             assert not found, "\n".join(found[:40])
             assert listener.terminate() == 0

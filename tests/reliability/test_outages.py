@@ -99,7 +99,7 @@ def test_dts_outage_of_10s_dead_letters_nothing_and_everything_is_processed_afte
 @pytest.mark.timeout(180)
 def test_handling_that_outlives_the_lock_keeps_it_and_settles_once(tmp_path: Path, own_dts: OwnDts) -> None:
     """DTS is down for 12 s (inside the 20 s transient-retry budget) under 5 s locks (Service Bus's minimum): the
-    listener keeps retrying while AutoLockRenewer keeps the locks, so no message is redelivered, and each is
+    listener keeps retrying while its lock renewal keeps the locks, so no message is redelivered, and each is
     settled exactly once."""
     run = uuid.uuid4().hex[:8]
     ids = [f"slow-{run}-{i}" for i in range(6)]
