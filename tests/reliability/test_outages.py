@@ -137,8 +137,8 @@ def test_localbus_restart_mid_stream_loses_nothing(tmp_path: Path, dts_backend: 
         assert queue_total(stack.bus) > 0
         stack.bus.stop()  # connections cut mid-settlement; sqlite keeps the messages, not the locks
         stack.bus.start()  # same port
-        wait_until(lambda: stack.listener.output(current_run_only=True).count("listening on queue") >= 2,
-                   timeout=60, what="the listener reconnected", on_timeout=lambda: stack.listener.output()[-3000:])
+        # Reconnection is judged by outcomes only: sometimes the SDK re-opens its links by itself and the listener
+        # never sees an error (no new "listening on queue" line), sometimes the listener's session restarts.
         wait_until(lambda: verify.all_settled(stack.bus, dts_client, w), timeout=150, interval=0.5,
                    what="everything settled after the restart",
                    on_timeout=lambda: verify.progress(stack.bus, dts_client, w))
