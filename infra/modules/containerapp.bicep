@@ -60,7 +60,7 @@ param messagesPerReplica int = 20
 @description('MAX_CONCURRENT_MESSAGES')
 param maxConcurrentMessages int = 32
 @description('PREFETCH_COUNT')
-param prefetchCount int = 0
+param prefetchCount int = 100
 @description('MAX_MESSAGE_BYTES')
 param maxMessageBytes int = 262144
 @description('APPROVAL_NOT_FOUND_WINDOW_SECONDS')
