@@ -45,6 +45,8 @@ def build_parser() -> Parser:
     dev.add_argument("--data", type=Path, default=Path(".localdata"),
                      help="where localbus keeps messages across restarts (default .localdata)")
     dev.add_argument("--memory", action="store_true", help="keep messages in memory only")
+    dev.add_argument("--no-demo", action="store_true",
+                     help="skip running the four workflows through the queue at start-up")
     dev.add_argument("--config", type=Path, default=config.EMULATOR_CONFIG,
                      help="emulator Config.json with the queues (default infra/servicebus-emulator/Config.json)")
 
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             from listener import dev
 
             return dev.run_dev(servicebus_port=args.servicebus_port, dts_port=args.dts_port,
-                               data_dir=None if args.memory else args.data, config_path=args.config)
+                               data_dir=None if args.memory else args.data, config_path=args.config,
+                               demo=not args.no_demo)
         from listener import operator_cli
 
         return operator_cli.dispatch(args, settings)

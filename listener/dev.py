@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
 
 from listener import config, service
@@ -32,7 +33,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, config_path: Path,
-            health_port: int | None = None) -> int:
+            health_port: int | None = None, demo: bool = True) -> int:
     try:
         from localbus import LocalBus
     except ImportError:
@@ -65,10 +66,23 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
             ),
         )
         print(_banner(settings, bus.connection_string, data_dir), flush=True)
+        if demo:
+            threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
         return asyncio.run(service.serve(settings))
     finally:
         backend.stop(grace=1)
         bus.stop()
+
+
+def _demo(settings: Settings) -> None:
+    from listener.demo import run_demo
+
+    lines = ["", "The four workflows, started through the queue (sbworker dev --no-demo skips this):"]
+    try:
+        run_demo(settings, lines.append)
+    except Exception as error:  # the demo must never take the dev stack down
+        lines.append(f"  demo failed: {type(error).__name__}: {error}")
+    print("\n".join([*lines, "", "Ready for your own messages (see the commands above)."]), flush=True)
 
 
 def _banner(settings: Settings, sb_connection: str, data_dir: Path | None) -> str:

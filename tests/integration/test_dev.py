@@ -28,6 +28,14 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
         assert connection == (f"Endpoint=sb://localhost:{sb_port};SharedAccessKeyName=RootManageSharedAccessKey;"
                               "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
         assert "sbworker publish start approval_workflow" in dev.output
+        # make run first shows the four workflows going the real way: queue → listener → DTS → worker.
+        dev.wait_for_output("Ready for your own messages", timeout=60)
+        out = dev.output
+        assert re.search(r'hello_cities\s+COMPLETED\s+"Hello Tokyo!, Hello Seattle!, Hello London!"', out), out
+        assert re.search(r'fan_out_fan_in\s+COMPLETED\s+\["Hello Tokyo!", "Hello Seattle!", "Hello London!", '
+                         r'"Hello Paris!", "Hello Berlin!"\]', out), out
+        assert re.search(r'approval_workflow\s+COMPLETED\s+"Approved"', out), out
+        assert re.search(r'workflow_with_retry\s+COMPLETED\s+"Service succeeded after 2 attempt\(s\)"', out), out
         # A plain SDK client and the printed string are all a newcomer needs.
         with ServiceBusClient.from_connection_string(connection) as sb, \
                 sb.get_queue_sender("workflow-requests") as sender:
