@@ -28,7 +28,7 @@ from azure.servicebus.exceptions import (
 from listener import contract
 from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
-from listener.dispatch import Dispatcher
+from listener.dispatch import Dispatcher, InstanceNotFound
 from listener.locks import LockKeeper
 from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryLater, decide
 
@@ -200,7 +200,8 @@ class Listener:
                 parsed = self._parse(message)
                 outcome = (None if isinstance(parsed, Invalid)
                            else await self._dispatcher.dispatch(parsed, message_id=_text(message.message_id)))
-                retries, since = _retry_bookkeeping(message)
+                # Only an approval still waiting for its instance needs its retry history read.
+                retries, since = _retry_bookkeeping(message) if isinstance(outcome, InstanceNotFound) else (0, 0.0)
                 action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
                                 not_found_window=self._settings.approval_not_found_window_seconds)
             except asyncio.CancelledError:
