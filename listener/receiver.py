@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,10 +56,6 @@ class ListenerState:
 
     connected: bool = False
     last_error: str | None = None
-    settled: dict[str, int] = field(default_factory=dict)
-
-    def count(self, action: str) -> None:
-        self.settled[action] = self.settled.get(action, 0) + 1
 
 
 class Listener:
@@ -252,9 +248,7 @@ class Listener:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
             log.warning("could not settle message %s (%s): %s; it will be redelivered", message.message_id,
                         type(applied).__name__, _short(error))
-            self.state.count("settle_failed")
             return
-        self.state.count(type(applied).__name__)
         _log_settled(message, applied, parsed, started)
 
     async def _reenqueue(self, client: ServiceBusClient, message: ServiceBusReceivedMessage,
