@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
-from azure.servicebus.amqp import AmqpMessageBodyType
 
+from listener import messages
 from listener.receiver import PROP_FIRST_ATTEMPT, PROP_RETRIES
 
 # Properties added when dead-lettering, and our retry bookkeeping: a resubmitted copy starts afresh without them.
@@ -27,17 +26,12 @@ class DeadLettered:
     body_preview: str
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
 def _body(message: ServiceBusReceivedMessage) -> bytes:
-    if message.body_type == AmqpMessageBodyType.DATA:
-        return b"".join(bytes(b) for b in message.body)
-    value: Any = message.body
-    return value.encode() if isinstance(value, str) else repr(value).encode()
+    """As the listener reads it; any other AMQP body (which it dead-letters) is shown and resent as its repr."""
+    try:
+        return messages.body_bytes(message)
+    except ValueError:
+        return repr(message.body).encode()
 
 
 def describe(message: ServiceBusReceivedMessage) -> DeadLettered:
@@ -46,9 +40,9 @@ def describe(message: ServiceBusReceivedMessage) -> DeadLettered:
     return DeadLettered(
         sequence_number=int(message.sequence_number or 0),
         message_id=str(message.message_id),
-        subject=_text(message.subject),
-        reason=_text(message.dead_letter_reason),
-        description=_text(message.dead_letter_error_description),
+        subject=messages.text(message.subject),
+        reason=messages.text(message.dead_letter_reason),
+        description=messages.text(message.dead_letter_error_description),
         enqueued_time=message.enqueued_time_utc.isoformat() if message.enqueued_time_utc else None,
         delivery_count=message.delivery_count,
         body_preview=preview,
@@ -95,17 +89,5 @@ def resubmit(client: ServiceBusClient, queue: str, sequence_numbers: set[int] | 
 
 
 def _copy(message: ServiceBusReceivedMessage) -> ServiceBusMessage:
-    props: dict[str | bytes, Any] = {}
-    for key, value in (message.application_properties or {}).items():
-        k = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        if k in STRIPPED_PROPS:
-            continue
-        props[k] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    return ServiceBusMessage(
-        body=_body(message),
-        subject=_text(message.subject),
-        content_type=_text(message.content_type),
-        message_id=str(message.message_id),
-        correlation_id=_text(message.correlation_id),
-        application_properties=props or None,
-    )
+    props = {k: v for k, v in messages.properties(message).items() if k not in STRIPPED_PROPS}
+    return messages.copy(message, body=_body(message), application_properties=props)

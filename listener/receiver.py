@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusReceiveMode
+from azure.servicebus import ServiceBusReceivedMessage, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
-from azure.servicebus.amqp import AmqpMessageBodyType
 from azure.servicebus.exceptions import (
     MessagingEntityNotFoundError,
     ServiceBusAuthenticationError,
     ServiceBusAuthorizationError,
 )
 
-from listener import contract
+from listener import contract, messages
 from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher, InstanceNotFound
@@ -195,7 +194,7 @@ class Listener:
             try:
                 parsed = self._parse(message)
                 outcome = (None if isinstance(parsed, Invalid)
-                           else await self._dispatcher.dispatch(parsed, message_id=_text(message.message_id)))
+                           else await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id)))
                 # Only an approval still waiting for its instance needs its retry history read.
                 retries, since = _retry_bookkeeping(message) if isinstance(outcome, InstanceNotFound) else (0, 0.0)
                 action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
@@ -216,8 +215,8 @@ class Listener:
             return body
         return contract.parse(
             body,
-            subject=_text(message.subject),
-            content_type=_text(message.content_type),
+            subject=messages.text(message.subject),
+            content_type=messages.text(message.content_type),
             message_id=message.message_id,
             is_registered=self._is_registered,
             registered_names=self._registered_names,
@@ -253,18 +252,11 @@ class Listener:
 
     async def _reenqueue(self, client: ServiceBusClient, message: ServiceBusReceivedMessage,
                          action: RetryLater) -> bool:
-        copy = ServiceBusMessage(
-            body=message_body_bytes(message),
-            subject=_text(message.subject),
-            content_type=_text(message.content_type),
-            message_id=message.message_id,
-            correlation_id=_text(message.correlation_id),
-            application_properties={
-                **_string_props(message),
-                PROP_RETRIES: action.attempt,
-                PROP_FIRST_ATTEMPT: _first_attempt(message).isoformat(),
-            },
-        )
+        copy = messages.copy(message, body=messages.body_bytes(message), application_properties={
+            **messages.properties(message),
+            PROP_RETRIES: action.attempt,
+            PROP_FIRST_ATTEMPT: _first_attempt(message).isoformat(),
+        })
         delay = action.delay * random.uniform(0.8, 1.2)
         copy.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay)
         async with self._sender_lock:
@@ -285,36 +277,15 @@ class Listener:
 def message_body(message: ServiceBusReceivedMessage) -> bytes | Invalid:
     """The body as bytes; AMQP value/sequence bodies from non-SDK publishers are refused with a reason."""
     try:
-        return message_body_bytes(message)
+        return messages.body_bytes(message)
     except ValueError as error:
         return Invalid(UNSUPPORTED_BODY, str(error))
-
-
-def message_body_bytes(message: ServiceBusReceivedMessage) -> bytes:
-    body_type = message.body_type
-    if body_type == AmqpMessageBodyType.DATA:
-        return b"".join(bytes(section) for section in message.body)
-    value: Any = message.body
-    if body_type == AmqpMessageBodyType.VALUE and isinstance(value, str):
-        return value.encode("utf-8")
-    if body_type == AmqpMessageBodyType.VALUE and isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise ValueError(f"body must be AMQP data (or a string value), got an AMQP {body_type} of "
-                     f"{type(value).__name__}")
 
 
 def _prop(message: ServiceBusReceivedMessage, key: str) -> Any:
     props = message.application_properties or {}
     value = props.get(key, props.get(key.encode()))
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _string_props(message: ServiceBusReceivedMessage) -> dict[str | bytes, Any]:
-    out: dict[str | bytes, Any] = {}
-    for key, value in (message.application_properties or {}).items():
-        k = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        out[k] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    return out
+    return messages.text(value) if isinstance(value, bytes) else value
 
 
 def _first_attempt(message: ServiceBusReceivedMessage) -> datetime:
@@ -339,14 +310,6 @@ def _retry_bookkeeping(message: ServiceBusReceivedMessage) -> tuple[int, float]:
     return retries, max(0.0, since)
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
 def _short(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}"[:300]
@@ -359,6 +322,6 @@ def _log_settled(message: ServiceBusReceivedMessage, action: Action, parsed: obj
     log.log(
         level,
         "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f",
-        message.message_id, _text(message.subject), instance_id, type(action).__name__.lower(), reason or "-",
+        message.message_id, messages.text(message.subject), instance_id, type(action).__name__.lower(), reason or "-",
         message.delivery_count, (time.monotonic() - started) * 1000,
     )
