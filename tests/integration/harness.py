@@ -226,11 +226,5 @@ class Harness:
         await eventually(check, timeout=timeout, what="queue drained")
 
 
-def text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def listener_settings(**overrides: Any) -> ListenerSettings:
     return replace(DEFAULT_LISTENER, **overrides)

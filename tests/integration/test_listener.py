@@ -16,9 +16,10 @@ from azure.servicebus import ServiceBusMessage
 from activities import approvals
 from listener.contract import ApprovalRequest, StartRequest
 from listener.dispatch import Dispatcher, Outcome
+from listener.messages import text
 from localbus import LocalBus
 from tests.fixtures.dts import DtsBackend, start_backend
-from tests.integration.harness import QUEUE, Harness, eventually, listener_settings, text
+from tests.integration.harness import QUEUE, Harness, eventually, listener_settings
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 

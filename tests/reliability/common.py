@@ -19,6 +19,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusRece
 from durabletask.client import OrchestrationState
 
 from activities import approvals
+from listener.messages import text
 from localbus import LocalBus
 
 QUEUE = "workflow-requests"
@@ -56,12 +57,6 @@ def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: f
         time.sleep(interval)
     extra = f"\n{on_timeout()}" if on_timeout else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
-
-
-def text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def body_bytes(message: ServiceBusReceivedMessage) -> bytes:
