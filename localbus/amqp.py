@@ -17,8 +17,9 @@ from proton import Array, Condition, Delivery, Link, Message, Terminus, symbol
 
 from . import codec
 from .auth import TokenAuthority, covers
-from .broker import Broker, Entity, LockLost, Record
+from .broker import Broker, Entity, LockLost, MoveFailed, Record
 from .management import Management
+from .properties import InvalidProperty
 
 log = logging.getLogger("localbus.amqp")
 
@@ -245,6 +246,15 @@ class ConnectionHandler:
             # the SDK indexes the error's info field: always send one
             delivery.local.condition = Condition("amqp:decode-error", str(exc), {symbol("detail"): str(exc)})
             delivery.update(Delivery.REJECTED)
+        except InvalidProperty as exc:
+            log.info("rejecting message on %s: %s", link.name, exc)
+            delivery.local.condition = Condition("amqp:invalid-field", str(exc), {symbol("detail"): str(exc)})
+            delivery.update(Delivery.REJECTED)
+        except Exception as exc:  # a bug must cost this transfer, not the connection or the loop
+            log.exception("rejecting a transfer on %s after an internal error", link.name)
+            text = f"internal error: {type(exc).__name__}"
+            delivery.local.condition = Condition("amqp:internal-error", text, {symbol("detail"): text})
+            delivery.update(Delivery.REJECTED)
         delivery.settle()
         if link.credit < INCOMING_CREDIT // 2:
             link.flow(INCOMING_CREDIT - link.credit)
@@ -266,6 +276,11 @@ class ConnectionHandler:
             self._apply(token, state, delivery)
         except LockLost as exc:
             delivery.local.condition = Condition(LOCK_LOST, str(exc))
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
+        except MoveFailed as exc:  # the message keeps its place and its lock; the client learns why
+            delivery.local.condition = Condition("amqp:internal-error", str(exc))
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from . import codec
 from .config import QueueSettings
+from .properties import check_application_properties
 from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence
 
 log = logging.getLogger("localbus.broker")
@@ -41,6 +42,17 @@ class MessageNotFound(Exception):
     """A sequence number does not name a message in the expected state (``message-not-found``)."""
 
 
+class MoveFailed(Exception):
+    """A message could not be re-encoded for its next state; it was left where it was."""
+
+
+def parse_incoming(raw: bytes) -> codec.StoredMessage:
+    """Parse a message a client sends and refuse what Service Bus would refuse (see :mod:`.properties`)."""
+    msg = codec.parse_message(raw)
+    check_application_properties(msg.application_properties)
+    return msg
+
+
 @dataclass(eq=False, slots=True)
 class Record:
     """One message in one entity."""
@@ -55,6 +67,7 @@ class Record:
     lock_token: uuid.UUID | None = None
     locked_until_ms: int = 0
     gone: bool = False
+    stuck: bool = False  # a move failed and was logged: it stays here, and is not retried by timers
 
 
 class Consumer(Protocol):
@@ -175,24 +188,38 @@ class Broker:
             _, _, kind, rec, token = heapq.heappop(self._timers)
             if rec.gone:
                 continue
-            if kind == 0 and rec.state == SCHEDULED:
+            try:
+                self._fire(kind, rec, token, now)
+            except Exception:  # one bad message must never stop the loop that serves every other one
+                self._log_stuck(rec, "timer")
+
+    def _fire(self, kind: int, rec: Record, token: uuid.UUID | None, now: int) -> None:
+        if kind == 0 and rec.state == SCHEDULED:
                 self._activate(rec, now)
-            elif kind == 1 and rec.lock_token == token and token is not None and rec.locked_until_ms <= now:
-                log.debug("lock expired: %s seq %d", rec.entity.name, rec.seq)
-                self._unlock(rec)
-                self._failed_delivery(rec)
-            elif kind == 2 and rec.state != SCHEDULED and rec.expires_ms is not None and rec.expires_ms <= now:
-                if rec.lock_token is not None:  # expiry waits for the lock to end, as in Service Bus
-                    self._timer(rec.locked_until_ms + 1, 2, rec)
-                else:
-                    self._expire(rec)
+        elif kind == 1 and rec.lock_token == token and token is not None and rec.locked_until_ms <= now:
+            log.debug("lock expired: %s seq %d", rec.entity.name, rec.seq)
+            self._unlock(rec)
+            self._failed_delivery(rec)
+        elif kind == 2 and rec.state != SCHEDULED and rec.expires_ms is not None and rec.expires_ms <= now:
+            if rec.lock_token is not None:  # expiry waits for the lock to end, as in Service Bus
+                self._timer(rec.locked_until_ms + 1, 2, rec)
+            else:
+                self._expire(rec)
+
+    @staticmethod
+    def _log_stuck(rec: Record, what: str) -> None:
+        """Log a failed move once per message (a stuck message may be retried by clients many times)."""
+        if not rec.stuck:
+            rec.stuck = True
+            log.exception("%s of message %d on %s failed; the message stays where it is",
+                          what, rec.seq, rec.entity.name)
 
     # --- sending --------------------------------------------------------------------------------------------
 
     def send(self, entity: Entity, raw: bytes) -> list[int]:
         """Accept one transfer (a message or a batch); returns the sequence numbers (duplicates omitted)."""
         parts = codec.split_batch(raw) or [raw]
-        messages = [codec.parse_message(part) for part in parts]  # all-or-nothing: parse before enqueueing
+        messages = [parse_incoming(part) for part in parts]  # all-or-nothing: check before enqueueing
         seqs = []
         for msg in messages:
             seq = self.enqueue(entity, msg)
@@ -276,9 +303,12 @@ class Broker:
             rec = entity.records.get(seq)
             if rec is None or rec.state != ACTIVE or rec.lock_token is not None:
                 continue  # stale heap entry
-            if rec.expires_ms is not None and rec.expires_ms <= now:
-                self._expire(rec)
-                continue
+            if rec.expires_ms is not None and rec.expires_ms <= now and not rec.stuck:
+                try:
+                    self._expire(rec)
+                    continue
+                except MoveFailed:
+                    pass  # logged; deliver it rather than hide it
             return rec
         return None
 
@@ -406,15 +436,19 @@ class Broker:
         """Abandon or lock expiry: count the attempt, dead-letter once MaxDeliveryCount attempts failed."""
         rec.delivery_count += 1
         limit = rec.entity.settings.max_delivery_count
-        if not rec.entity.is_dlq and rec.delivery_count >= limit:
-            self._dead_letter(rec, MAX_DELIVERY_COUNT_EXCEEDED,
-                              f"Message could not be consumed after {limit} delivery attempts.")
-            return
+        if not rec.entity.is_dlq and rec.delivery_count >= limit and not rec.stuck:
+            try:
+                self._dead_letter(rec, MAX_DELIVERY_COUNT_EXCEEDED,
+                                  f"Message could not be consumed after {limit} delivery attempts.")
+                return
+            except MoveFailed:
+                pass  # logged; it is redelivered instead
         self._persist_update(rec)
         if rec.state == ACTIVE:
             self._make_ready(rec)
 
     def _expire(self, rec: Record) -> None:
+        """TTL reached: dead-letter (may raise :class:`MoveFailed`) or drop, as the queue is configured."""
         if rec.entity.settings.dead_lettering_on_message_expiration:
             self._dead_letter(rec, TTL_EXPIRED, "The message expired and was dead lettered.")
         else:
@@ -422,18 +456,31 @@ class Broker:
             self._remove(rec)
 
     def _dead_letter(self, rec: Record, reason: str | None, description: str | None) -> None:
+        """Move to the dead-letter queue: the DLQ copy is built and written before the original is removed.
+
+        Raises :class:`MoveFailed` (after logging once) if the message cannot be re-encoded; it then stays
+        exactly where it was, lock included.
+        """
         source = rec.entity
         target = source.dlq or source
-        self._remove(rec)
-        props = {k: v for k, v in (("DeadLetterReason", reason), ("DeadLetterErrorDescription", description))
-                 if v is not None}
-        msg = rec.msg.with_application_properties(props) if props else rec.msg
-        if not source.is_dlq:
-            msg = msg.with_annotation(_DL_SOURCE, codec.enc_string(source.name))
-        moved = Record(target, rec.seq, msg, rec.enqueued_ms, rec.delivery_count, ACTIVE, None)
+        try:
+            props = {k: v for k, v in (("DeadLetterReason", reason), ("DeadLetterErrorDescription", description))
+                     if v is not None}
+            msg = rec.msg.with_application_properties(props) if props else rec.msg
+            if not source.is_dlq:
+                msg = msg.with_annotation(_DL_SOURCE, codec.enc_string(source.name))
+            moved = Record(target, rec.seq, msg, rec.enqueued_ms, rec.delivery_count, ACTIVE, None)
+            self._persist_insert(moved)
+        except Exception as exc:
+            self._log_stuck(rec, "dead-lettering")
+            raise MoveFailed(f"message {rec.seq} on {source.name} could not be dead-lettered: {exc}") from exc
+        if target is source:
+            self._unlock(rec)
+            rec.gone = True
+        else:
+            self._remove(rec)
         target.records[rec.seq] = moved
         target.last_seq = max(target.last_seq, rec.seq)
-        self._persist_insert(moved)
         self._make_ready(moved)
 
     def _remove(self, rec: Record) -> None:

@@ -35,7 +35,7 @@ class DecodeError(ValueError):
 
 
 _FIXED_WIDTH = {0x40: 0, 0x41: 0, 0x42: 0, 0x43: 0, 0x44: 0, 0x45: 0, 0x50: 1, 0x51: 1, 0x52: 1, 0x53: 1,
-                0x54: 1, 0x55: 1, 0x56: 1, 0x60: 2, 0x61: 2, 0x70: 4, 0x71: 4, 0x72: 4, 0x73: 4, 0x80: 8,
+                0x54: 1, 0x55: 1, 0x56: 1, 0x60: 2, 0x61: 2, 0x70: 4, 0x71: 4, 0x72: 4, 0x73: 4, 0x74: 4, 0x80: 8,
                 0x81: 8, 0x82: 8, 0x83: 8, 0x84: 8, 0x94: 16, 0x98: 16}
 
 
@@ -158,13 +158,20 @@ def _list_fields(section: bytes) -> list[Any]:
 
 
 def map_entries(section: bytes) -> list[tuple[Any, bytes, bytes]]:
-    """Entries of a map section as (decoded key, raw key bytes, raw value bytes)."""
+    """Entries of a map section as (decoded key, raw key bytes, raw value bytes).
+
+    A key of a type this module does not decode (a double, say) comes back as None with its raw bytes, so a
+    message can always be re-encoded with its entries intact.
+    """
     count, pos, _ = compound_items(section, _section_value_offset(section))
     entries = []
     for _ in range(count // 2):
         key_end = skip_value(section, pos)
         value_end = skip_value(section, key_end)
-        key = decode_scalar(section, pos)
+        try:
+            key = decode_scalar(section, pos)
+        except DecodeError:
+            key = None
         entries.append((key, section[pos:key_end], section[key_end:value_end]))
         pos = value_end
     return entries

@@ -15,7 +15,8 @@ from typing import Any, cast
 from proton import UNDESCRIBED, Array, Data, Message, timestamp
 
 from . import codec
-from .broker import Broker, Entity, LockLost, MessageNotFound
+from .broker import Broker, Entity, LockLost, MessageNotFound, MoveFailed, parse_incoming
+from .properties import InvalidProperty
 
 log = logging.getLogger("localbus.management")
 
@@ -102,6 +103,17 @@ class Management:
             reply_body = None
             props = {"statusCode": 400, "statusDescription": f"malformed message: {exc}",
                      "errorCondition": "amqp:decode-error"}
+        except InvalidProperty as exc:
+            reply_body = None
+            props = {"statusCode": 400, "statusDescription": str(exc), "errorCondition": "amqp:invalid-field"}
+        except MoveFailed as exc:
+            reply_body = None
+            props = {"statusCode": 500, "statusDescription": str(exc), "errorCondition": "amqp:internal-error"}
+        except Exception as exc:  # a bad request must cost its sender an error reply, never the connection
+            log.exception("management operation %r failed", operation)
+            reply_body = None
+            props = {"statusCode": 500, "statusDescription": f"{type(exc).__name__}: {exc}",
+                     "errorCondition": "amqp:internal-error"}
         return Message(body=reply_body, correlation_id=request.id, properties=props)
 
     def _renew_lock(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
@@ -114,7 +126,7 @@ class Management:
             raw = _get(item, "message") if isinstance(item, dict) else None
             if raw is None:
                 raise OperationError(400, ARGUMENT_ERROR, "schedule-message entry lacks 'message'")
-            parsed.append(codec.parse_message(bytes(raw)))
+            parsed.append(parse_incoming(bytes(raw)))
         seqs = []
         for msg in parsed:
             seq = self.broker.enqueue(entity, msg, scheduled_ms=msg.scheduled_ms)

@@ -1,0 +1,151 @@
+"""Hostile and careless clients: unsupported property types, token abuse, credit abuse, idle and half-open sockets.
+
+Protocol cases use a plain proton client (``rawclient``) or raw frames (``rawframes``); the rest use the real
+azure-servicebus SDK. Every test here failed against localbus before the matching fix.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
+from azure.servicebus.exceptions import ServiceBusError
+from proton import Message, decimal32, symbol
+
+from localbus import LocalBus, codec
+from localbus.broker import Broker, MoveFailed
+from localbus.config import queue_settings
+from localbus.store import ACTIVE, SqlitePersistence
+from tests.fixtures.localbus import LocalBusFactory
+
+from .rawclient import RawClient
+from .sdk import client, sender
+
+Q = "workflow-requests"
+
+
+# --- 1. application properties Service Bus would not store -------------------------------------------------
+
+def _app_props(entries: bytes, count: int) -> bytes:
+    """An application-properties section (map32) from raw encoded entries."""
+    return b"\x00\x53\x74\xd1" + struct.pack(">II", len(entries) + 4, count) + entries
+
+
+DOUBLE_KEY = b"\x82" + struct.pack(">d", 1.5) + codec.enc_string("v")  # key 1.5 (double) -> "v"
+GARBAGE_VALUE = codec.enc_string("k") + b"\xee\x00"  # a type code that does not exist
+
+
+def _blob(app_entries: bytes) -> bytes:
+    """An encoded message with the given raw application-property entries (one pair) and a data body."""
+    body = bytes(Message(body=b"payload", inferred=True).encode())  # type: ignore[arg-type]
+    return _app_props(app_entries, 2) + body
+
+
+def test_non_string_property_key_is_refused_at_send_and_the_sdk_shows_why(localbus: LocalBus) -> None:
+    with client(localbus, retry_total=0) as sb, sender(sb, Q) as s:
+        with pytest.raises(ServiceBusError) as caught:
+            s.send_messages(ServiceBusMessage("x", application_properties={1.5: "v"}))  # type: ignore[dict-item]
+        s.send_messages(ServiceBusMessage("fine", application_properties={"k": 1.5}))  # the link still works
+    assert "application property keys must be strings" in str(caught.value)
+    assert localbus.counts(Q)["total"] == 1
+
+
+def test_double_property_key_is_rejected_as_invalid_field(localbus: LocalBus) -> None:
+    with RawClient(localbus) as raw:
+        raw.authorize(Q)
+        delivery = raw.send_raw(raw.conn.create_sender(Q), _blob(DOUBLE_KEY))
+    condition = delivery.remote.condition
+    assert delivery.remote_state == delivery.REJECTED and condition is not None
+    assert condition.name == "amqp:invalid-field"
+    assert condition.description == ("Application property key 1.5 is of type double; "
+                                     "application property keys must be strings.")
+    assert localbus.counts(Q)["total"] == 0
+
+
+@pytest.mark.parametrize(("value", "type_name"), [(decimal32(7), "decimal32"), (symbol("s"), "symbol"),
+                                                  ([1, 2], "list"), ({"a": 1}, "map")])
+def test_unsupported_property_value_is_rejected_as_invalid_field(localbus: LocalBus, value: object,
+                                                                 type_name: str) -> None:
+    with RawClient(localbus) as raw:
+        raw.authorize(Q)
+        s = raw.conn.create_sender(Q)
+        delivery = raw.send(s, Message(body=b"x", properties={"bad": value}))
+        ok = raw.send(s, Message(body=b"x", properties={"good": 1.5, "when": "now"}))
+    assert delivery.remote_state == delivery.REJECTED
+    condition = delivery.remote.condition
+    assert condition is not None and condition.name == "amqp:invalid-field"
+    assert f"unsupported type {type_name} of application property 'bad'" in str(condition.description)
+    assert ok.remote_state == ok.ACCEPTED
+    assert localbus.counts(Q)["total"] == 1
+
+
+def _old_row(data: Path, queue: str, blob: bytes, *, expired: bool) -> None:
+    """Write a message as an older localbus (which accepted anything) left it in SQLite."""
+    store = SqlitePersistence(data)
+    now = int(time.time() * 1000)
+    store.insert(queue.lower(), 1, ACTIVE, 0, now - 60_000, now - 30_000 if expired else None, blob)
+    store.set_last_sequence(queue.lower(), 1)
+    store.close()
+
+
+def _rows(data: Path) -> list[tuple[str, int]]:
+    with sqlite3.connect(data / "localbus.sqlite3") as db:
+        return list(db.execute("SELECT entity, seq FROM messages ORDER BY entity"))
+
+
+def test_expiry_of_a_stored_double_key_message_dead_letters_it_and_the_loop_survives(
+        localbus_factory: LocalBusFactory, tmp_path: Path) -> None:
+    _old_row(tmp_path, "ttl", _blob(DOUBLE_KEY), expired=True)
+    bus = localbus_factory({"ttl": {"DeadLetteringOnMessageExpiration": True}}, data_path=tmp_path)
+    bus.wait_for(lambda b: b.counts("ttl/$DeadLetterQueue")["total"] == 1)
+    assert bus.running
+    bus.stop()
+    assert _rows(tmp_path) == [("ttl/$deadletterqueue", 1)]
+
+
+def test_expiry_that_cannot_encode_leaves_the_message_in_place_and_the_loop_running(
+        localbus_factory: LocalBusFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _old_row(tmp_path, "ttl", _blob(GARBAGE_VALUE), expired=True)
+    bus = localbus_factory({"ttl": {"DeadLetteringOnMessageExpiration": True}}, data_path=tmp_path)
+    bus.wait_for(lambda b: b.entities["ttl"].records[1].stuck)
+    with client(bus) as sb, sender(sb, "ttl") as s:  # still serving
+        s.send_messages(ServiceBusMessage("after"))
+    assert bus.running and bus.counts("ttl")["total"] == 2
+    assert sum("stays where it is" in r.getMessage() for r in caplog.records) == 1  # logged once, not per try
+    bus.stop()
+    bus.start()
+    assert bus.counts("ttl")["total"] == 2 and bus.counts("ttl/$DeadLetterQueue")["total"] == 0
+
+
+def test_client_dead_letter_of_a_stored_double_key_message_moves_it(localbus_factory: LocalBusFactory,
+                                                                    tmp_path: Path) -> None:
+    _old_row(tmp_path, Q, _blob(DOUBLE_KEY), expired=False)
+    bus = localbus_factory(data_path=tmp_path)
+    with client(bus) as sb, sb.get_queue_receiver(Q) as r:
+        [m] = r.receive_messages(max_message_count=1, max_wait_time=5)
+        r.dead_letter_message(m, reason="bad", error_description="bad props")
+    with client(bus) as sb, sb.get_queue_receiver(Q, sub_queue="deadletter",
+                                                   receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as r:
+        [dead] = r.receive_messages(max_message_count=1, max_wait_time=5)
+    assert dead.dead_letter_reason == "bad" and bus.counts(Q)["total"] == 0
+
+
+def test_a_failed_dead_letter_keeps_the_message_locked_where_it_was(tmp_path: Path) -> None:
+    store = SqlitePersistence(tmp_path)
+    broker = Broker({"q": queue_settings({"LockDuration": "PT30S"})}, store)
+    q = broker.entity("q")
+    assert q is not None
+    broker.enqueue(q, codec.parse_message(_blob(GARBAGE_VALUE)))  # as an old version stored it
+    store.commit()
+    taken = broker.take(q, peek_lock=True)
+    assert taken is not None and taken[1] is not None
+    with pytest.raises(MoveFailed):
+        broker.dead_letter(taken[1], "reason", "description")
+    store.commit()
+    assert broker.counts("q")["locked"] == 1 and broker.counts("q/$DeadLetterQueue")["total"] == 0
+    broker.complete(taken[1])  # the lock still works
+    store.close()
