@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections import OrderedDict
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 # Attempts seen per key. Failure is driven by the input, not by chance, so tests can make it fail exactly n times.
-_attempts: Counter[str] = Counter()
+# A worker runs for months: only the most recently used keys are kept (an instance's retries are seconds apart,
+# so a key is never dropped while its instance still counts on it).
+MAX_TRACKED_KEYS = 10_000
+_attempts: OrderedDict[str, int] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -27,8 +30,10 @@ def unreliable_service(ctx: Any, request: Any) -> Any:
     options = request if isinstance(request, dict) else {}
     key = str(options.get("key") or getattr(ctx, "orchestration_id", "") or "default")
     with _lock:
-        _attempts[key] += 1
-        attempt = _attempts[key]
+        attempt = _attempts.pop(key, 0) + 1
+        _attempts[key] = attempt
+        while len(_attempts) > MAX_TRACKED_KEYS:
+            _attempts.popitem(last=False)
     if options.get("always_fail") or attempt <= int(options.get("fail_times", 0)):
         log.info("unreliable_service failing attempt %d for %s", attempt, key)
         raise ServiceUnavailableError(f"service unavailable (attempt {attempt})")
@@ -38,7 +43,7 @@ def unreliable_service(ctx: Any, request: Any) -> Any:
 def attempts(key: str) -> int:
     """How many times `unreliable_service` was called for `key` in this process."""
     with _lock:
-        return _attempts[key]
+        return _attempts.get(key, 0)
 
 
 def compensation_activity(ctx: Any, request: Any) -> str:

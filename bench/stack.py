@@ -132,7 +132,7 @@ class ListenerProcess:
             env.pop(var, None)
         # The `sbworker` console script's own entry point, run from this checkout (so a scratch copy of the repo
         # measures its own listener/, not the one an editable install points at).
-        argv = [sys.executable, "-c", "import sys; from listener.cli import main; sys.exit(main())", "run"]
+        argv = [sys.executable, "-c", "import sys; from sbworker.cli import main; sys.exit(main())", "run"]
         if not worker:
             argv.append("--no-worker")
         self._log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed in stop()

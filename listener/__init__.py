@@ -1,1 +1,1 @@
-"""Service Bus listener and co-hosted DTS worker: messages in, orchestrations out."""
+"""The service path (receive → parse → dispatch → decide → settle) and the wiring it needs (config → clients)."""

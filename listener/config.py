@@ -7,15 +7,14 @@ bad one, lives here, so `sbworker` can refuse a bad configuration with one line 
 from __future__ import annotations
 
 import enum
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EMULATOR_CONFIG = REPO_ROOT / "infra" / "servicebus-emulator" / "Config.json"
+from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
+
+from listener.errors import ConfigError
 
 # The official emulators' well-known local values: a bare checkout talks to them (or to localbus) unconfigured.
 DEFAULT_DTS_CONNECTION_STRING = "Endpoint=http://localhost:8080;Authentication=None"
@@ -24,7 +23,7 @@ DEFAULT_SERVICEBUS_CONNECTION_STRING = (
     "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;"
     "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
 )
-# Kept equal to the queue in infra/servicebus-emulator/Config.json and infra/ (a test checks all three agree).
+# Kept equal to the queue in sbworker/Config.json and infra/ (a test checks all three agree).
 DEFAULT_QUEUE = "workflow-requests"
 
 #: Every environment variable the service reads. Deployment files must set each one (a test checks this).
@@ -44,15 +43,6 @@ ENV_VARS: tuple[str, ...] = (
     "HEALTH_PORT",
     "LOG_LEVEL",
 )
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; `str()` is the one line shown to the user."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"configuration error: {variable}: {problem}")
-        self.variable = variable
-        self.problem = problem
 
 
 class Auth(enum.StrEnum):
@@ -93,9 +83,7 @@ class ServiceBusSettings:
         """Where we connect, without any secret: safe to log."""
         if self.namespace:
             return self.namespace
-        return _connection_string_fields(self.connection_string or "", "SERVICEBUS_CONNECTION_STRING").get(
-            "endpoint", "?"
-        )
+        return f"sb://{_sas_fields(self.connection_string or '').fully_qualified_namespace}"
 
 
 @dataclass(frozen=True)
@@ -121,8 +109,8 @@ class Settings:
         """Values that must never appear in a log line (the log formatter removes them)."""
         if not self.servicebus.connection_string:
             return []
-        fields = _connection_string_fields(self.servicebus.connection_string, "SERVICEBUS_CONNECTION_STRING")
-        return [v for k, v in fields.items() if k in ("sharedaccesskey", "sharedaccesssignature")]
+        fields = _sas_fields(self.servicebus.connection_string)
+        return [v for v in (fields.shared_access_key, fields.shared_access_signature) if v]
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -187,15 +175,6 @@ def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default
     )
 
 
-def queue_names_from_emulator_config(path: Path = EMULATOR_CONFIG) -> list[str]:
-    """Queue names declared in the emulator Config.json (the single source of truth for local queues)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        return [q["Name"] for ns in doc["UserConfig"]["Namespaces"] for q in ns.get("Queues", [])]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
 def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSettings:
     queue = _optional(env, "SERVICEBUS_QUEUE") or DEFAULT_QUEUE
     if len(queue) > 260 or any(c in queue for c in " \t\r\n?#"):
@@ -228,11 +207,7 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
     endpoint = fields.get("endpoint", "")
     if not endpoint.lower().startswith("sb://") or not urlsplit(endpoint).hostname:
         raise ConfigError("SERVICEBUS_CONNECTION_STRING", "missing or invalid Endpoint=sb://<host>[:port]")
-    has_key = "sharedaccesskeyname" in fields and "sharedaccesskey" in fields
-    if not has_key and "sharedaccesssignature" not in fields:
-        raise ConfigError(
-            "SERVICEBUS_CONNECTION_STRING", "needs SharedAccessKeyName and SharedAccessKey (or SharedAccessSignature)"
-        )
+    _sas_fields(conn)  # the SDK's own rules for keys and signatures
     return ServiceBusSettings(queue=queue, auth=Auth.CONNECTION_STRING, connection_string=conn, namespace=None,
                               client_id=None)
 
@@ -258,6 +233,15 @@ def _namespace(value: str) -> str:
 def is_local_namespace(namespace: str) -> bool:
     """localhost[:port] has no TLS (emulator, localbus); every Azure namespace does."""
     return _is_local(namespace.rsplit(":", 1)[0] if namespace.count(":") == 1 else namespace)
+
+
+def _sas_fields(conn: str) -> ServiceBusConnectionStringProperties:
+    """The SDK's parser: whatever it accepts, the clients accept. Its messages never echo a key."""
+    try:
+        return parse_connection_string(conn)
+    except ValueError as error:
+        raise ConfigError("SERVICEBUS_CONNECTION_STRING", f"{str(error).rstrip('.')} (expected Endpoint=sb://HOST;"
+                                                          "SharedAccessKeyName=...;SharedAccessKey=...)") from None
 
 
 def _connection_string_fields(value: str, var: str) -> dict[str, str]:

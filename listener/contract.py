@@ -42,35 +42,21 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from importlib import resources
 from typing import Any, Final, NoReturn, TypeAlias
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from listener.codes import Reason
+
 SUBJECT_START: Final = "start"
 SUBJECT_APPROVAL: Final = "approval"
-APPROVAL_EVENT: Final = "ApprovalEvent"
-"""Name of the external event raised for an ``approval`` message."""
 
 DEFAULT_MAX_BYTES: Final = 262144
 MAX_DEPTH: Final = 100
 """Deepest allowed nesting of arrays/objects (the body object itself is level 0)."""
 MAX_DESCRIPTION: Final = 1024
-
-
-class Reason(StrEnum):
-    """Dead-letter reason codes. Members are ``str``, so they compare equal to their values."""
-
-    INVALID_JSON = "InvalidJson"
-    INVALID_ENCODING = "InvalidEncoding"
-    SCHEMA_VIOLATION = "SchemaViolation"
-    UNKNOWN_SUBJECT = "UnknownSubject"
-    UNKNOWN_ORCHESTRATION = "UnknownOrchestration"
-    TOO_LARGE = "TooLarge"
-    UNSUPPORTED_CONTENT_TYPE = "UnsupportedContentType"
-    MISSING_MESSAGE_ID = "MissingMessageId"
 
 
 @dataclass(frozen=True)
@@ -86,7 +72,7 @@ class StartRequest:
 
 @dataclass(frozen=True)
 class ApprovalRequest:
-    """Raise ``APPROVAL_EVENT`` on ``instance_id`` with ``event_data()``."""
+    """Raise the approval event on ``instance_id`` with ``event_data()``."""
 
     instance_id: str
     approved: bool

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from durabletask.client import OrchestrationState, OrchestrationStatus
+from durabletask.client import OrchestrationState
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from listener.codes import TERMINAL_STATUSES
 from listener.contract import ApprovalRequest, StartRequest
+from orchestrations.approval_workflow import APPROVAL_EVENT
 
 log = logging.getLogger(__name__)
 
-APPROVAL_EVENT = "ApprovalEvent"
 # One DTS call may not hang longer than this; a hung call is treated as transient.
 CALL_TIMEOUT_SECONDS = 10.0
 # Total time spent retrying transient errors for one message before giving it back to Service Bus.
@@ -34,7 +35,6 @@ TRANSIENT_CODES = frozenset({
     grpc.StatusCode.ABORTED,
     grpc.StatusCode.CANCELLED,
 })
-TERMINAL = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED})
 
 
 class DtsClient(Protocol):
@@ -174,7 +174,7 @@ class Dispatcher:
         )
         if state is None:
             return InstanceNotFound(request.instance_id)
-        if state.runtime_status in TERMINAL:
+        if state.runtime_status in TERMINAL_STATUSES:
             if message_id and await self._was_raised(request.instance_id, message_id):
                 return AlreadyApplied(request.instance_id)
             return InstanceNotRunning(request.instance_id, state.runtime_status.name)

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-log = logging.getLogger("listener")
+log = logging.getLogger(__name__)
 
 # Renew when less than this share of the lock is left (at most 10 s before expiry, like the SDK's renewer).
 RENEW_SHARE = 0.5

@@ -25,21 +25,19 @@ from azure.servicebus.exceptions import (
 )
 
 from listener import contract, messages
+from listener.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, Reason
 from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher, InstanceNotFound
 from listener.locks import LockKeeper
 from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryLater, decide
 
-log = logging.getLogger("listener")
+log = logging.getLogger(__name__)
 
-# Bookkeeping carried by a re-enqueued approval (see RetryLater): how often, and since when, we have tried.
-PROP_RETRIES = "sbworker-retries"
-PROP_FIRST_ATTEMPT = "sbworker-first-attempt"
-UNSUPPORTED_BODY = "UnsupportedBody"
 # Keep a lock for at most this long while handling one message (transient retries are far shorter).
 MAX_LOCK_RENEWAL_SECONDS = 600.0
-RECEIVE_WAIT_SECONDS = 1.0
+# How long one receive call waits for a message when the queue is idle: it bounds how late a stop is noticed.
+RECEIVE_WAIT_SECONDS = 0.25
 RECONNECT_FIRST_DELAY = 0.5
 RECONNECT_MAX_DELAY = 30.0
 AUTH_FAILURE_DELAY = 60.0
@@ -108,6 +106,12 @@ class Listener:
             delay = min(RECONNECT_MAX_DELAY, delay * 2)
         log.info("listener stopped")
 
+    def _connected(self) -> None:
+        self.state.connected = True
+        self.state.last_error = None
+        log.info("listening on queue %r (max %d concurrent, prefetch %d)", self._queue,
+                 self._settings.max_concurrent_messages, self._settings.prefetch_count)
+
     def _failed(self, message: str, level: int = logging.ERROR) -> None:
         self.state.last_error = message
         log.log(level, message)
@@ -124,7 +128,8 @@ class Listener:
             )
             renewer = LockKeeper(receiver, max_hold=MAX_LOCK_RENEWAL_SECONDS)
             try:
-                async with receiver:
+                async with receiver:  # opens the link: from here on we are connected
+                    self._connected()
                     await self._receive_loop(client, receiver, renewer, stop)
                     await self._drain()
             finally:
@@ -138,7 +143,6 @@ class Listener:
     async def _receive_loop(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: LockKeeper,
                             stop: asyncio.Event) -> None:
         limit = self._settings.max_concurrent_messages
-        announced = False
         while not stop.is_set():
             free = limit - len(self._in_flight)
             if free <= 0:
@@ -150,12 +154,6 @@ class Listener:
             # each call is a credit round trip, so ask for as many as we can take.
             want = 1 if self._settings.prefetch_count > 0 else free
             messages = await receiver.receive_messages(max_message_count=want, max_wait_time=RECEIVE_WAIT_SECONDS)
-            if not announced:
-                announced = True
-                self.state.connected = True
-                self.state.last_error = None
-                log.info("listening on queue %r (max %d concurrent, prefetch %d)", self._queue, limit,
-                         self._settings.prefetch_count)
             for message in messages:
                 task = asyncio.create_task(self._handle(client, receiver, renewer, message))
                 self._in_flight.add(task)
@@ -279,7 +277,7 @@ def message_body(message: ServiceBusReceivedMessage) -> bytes | Invalid:
     try:
         return messages.body_bytes(message)
     except ValueError as error:
-        return Invalid(UNSUPPORTED_BODY, str(error))
+        return Invalid(Reason.UNSUPPORTED_BODY, str(error))
 
 
 def _prop(message: ServiceBusReceivedMessage, key: str) -> Any:

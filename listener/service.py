@@ -20,7 +20,7 @@ from listener.health import HealthServer
 from listener.receiver import Listener
 from orchestrations import registry
 
-log = logging.getLogger("sbworker")
+log = logging.getLogger(__name__)
 
 READINESS_PROBE_ID = "sbworker-readiness-probe"
 

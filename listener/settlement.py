@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from listener.codes import Reason
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import (
     AlreadyApplied,
@@ -19,10 +20,6 @@ from listener.dispatch import (
     Started,
     TransientFailure,
 )
-
-# Reason codes we add to the contract's (which cover invalid messages).
-INSTANCE_NOT_FOUND = "InstanceNotFound"
-INSTANCE_NOT_RUNNING = "InstanceNotRunning"
 
 # Backoff for an approval that arrived before its start: 1 s, 2 s, 4 s … capped, until the window closes.
 NOT_FOUND_FIRST_DELAY = 1.0
@@ -80,14 +77,14 @@ def decide(
         case AlreadyApplied():
             return Complete("duplicate")
         case InstanceNotRunning(instance_id=iid, status=status):
-            return DeadLetter(INSTANCE_NOT_RUNNING, f"instance {iid!r} is {status}; the approval came too late")
+            return DeadLetter(Reason.INSTANCE_NOT_RUNNING, f"instance {iid!r} is {status}; the approval came too late")
         case InstanceNotFound(instance_id=iid):
             # The exponent is capped: 2.0 ** 1024 overflows, and the cap is reached long before that anyway.
             delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_FIRST_DELAY * 2.0 ** min(retries_so_far, 16))
             remaining = not_found_window - seconds_since_first_attempt
             if remaining <= 0:
                 return DeadLetter(
-                    INSTANCE_NOT_FOUND,
+                    Reason.INSTANCE_NOT_FOUND,
                     f"no instance {iid!r} after {seconds_since_first_attempt:.0f}s "
                     f"(window {not_found_window:.0f}s, {retries_so_far} retries)",
                 )

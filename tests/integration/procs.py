@@ -31,7 +31,7 @@ def stack_env(servicebus_connection: str, dts_connection: str, **extra: str) -> 
 def sbworker(*args: str, env: Mapping[str, str], timeout: float = 60, input: str | None = None
              ) -> subprocess.CompletedProcess[str]:
     """Run one CLI command to completion (the installed console script's code path, via -m)."""
-    return subprocess.run([sys.executable, "-m", "listener.cli", *args], env=dict(env), cwd=REPO, text=True,
+    return subprocess.run([sys.executable, "-m", "sbworker", *args], env=dict(env), cwd=REPO, text=True,
                           capture_output=True, timeout=timeout, input=input)
 
 
@@ -40,7 +40,7 @@ class Service:
 
     def __init__(self, args: list[str], env: Mapping[str, str]) -> None:
         self._log: IO[str] = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "listener.cli", *args], env=dict(env), cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "sbworker", *args], env=dict(env), cwd=REPO,
                                      stdout=self._log, stderr=subprocess.STDOUT, text=True)
 
     @property

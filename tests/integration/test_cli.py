@@ -66,7 +66,7 @@ def test_first_run_walkthrough(env: dict[str, str]) -> None:
     instance_id = field(out, "instance_id")
     assert field(out, "message_id") == instance_id  # the instance id defaults to the message id
     # sbworker watch <id>: shows it waiting, then the result once approved
-    watch = subprocess.Popen([sys.executable, "-m", "listener.cli", "watch", instance_id, "--interval", "0.1"],
+    watch = subprocess.Popen([sys.executable, "-m", "sbworker", "watch", instance_id, "--interval", "0.1"],
                              env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert watch.stdout is not None

@@ -12,7 +12,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from listener import clients
 from listener.config import parse_dts
 from tests.fixtures.ports import free_port
-from tests.integration.procs import service, stack_env
+from tests.integration.procs import sbworker, service, stack_env
 
 
 def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> None:
@@ -67,3 +67,19 @@ def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
             assert dev.proc.wait(60) == 2
             assert f"configuration error: --servicebus-port: port {port} is in use" in dev.output
             assert "Traceback" not in dev.output
+
+
+def test_dev_with_a_missing_or_broken_config_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """It used to end in a traceback with exit code 1: localbus's own ConfigError escaped the CLI."""
+    broken = tmp_path / "Config.json"
+    broken.write_text("{not json", encoding="utf-8")
+    env = stack_env("x", "y")
+    del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
+    for path in (tmp_path / "nonexistent.json", broken):
+        done = sbworker("dev", "--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory",
+                        "--config", str(path), env=env)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("configuration error: --config:"), done.stderr
+        assert str(path) in lines[0]

@@ -110,7 +110,7 @@ def test_configuration_errors_never_echo_the_key() -> None:
     ]
     for connection in bad:
         env = listener_env(connection, base["DTS_CONNECTION_STRING"])
-        done = subprocess.run([sys.executable, "-m", "listener.cli", "run", "--no-worker"], env=env, cwd=REPO,
+        done = subprocess.run([sys.executable, "-m", "sbworker", "run", "--no-worker"], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, done.stderr
         assert "SERVICEBUS_CONNECTION_STRING" in done.stderr

@@ -51,3 +51,14 @@ def test_unreliable_service_keys_by_instance_when_no_key() -> None:
 
 def test_compensation_names_the_instance() -> None:
     assert services.compensation_activity(ctx("abc"), {}) == "Compensated abc"
+
+
+def test_unreliable_service_keeps_a_bounded_number_of_keys() -> None:
+    """A long-running worker must not grow forever: one counter per instance ever seen was a leak."""
+    for _ in range(services.MAX_TRACKED_KEYS + 500):
+        services.unreliable_service(ctx(uuid.uuid4().hex), {})
+    assert len(services._attempts) == services.MAX_TRACKED_KEYS
+    recent = uuid.uuid4().hex
+    services.unreliable_service(ctx(recent), {})
+    services.unreliable_service(ctx(recent), {})
+    assert services.attempts(recent) == 2  # the newest keys are the ones kept

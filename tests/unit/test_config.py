@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from listener import config
-from listener.config import Auth, ConfigError, load, parse_dts
+from listener.config import Auth, load, parse_dts
+from listener.errors import ConfigError
 
 
 def test_bare_environment_points_at_the_local_emulators() -> None:
@@ -123,7 +124,3 @@ def test_servicebus_namespace_selects_entra_id() -> None:
 def test_endpoint_for_logs_has_no_secret() -> None:
     s = load({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://host:5673;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"})
     assert s.servicebus.endpoint_for_logs == "sb://host:5673"
-
-
-def test_emulator_config_declares_the_default_queue() -> None:
-    assert config.DEFAULT_QUEUE in config.queue_names_from_emulator_config()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from listener import contract
+from listener.codes import Reason
 from listener.contract import (
     MAX_DEPTH,
     MAX_DESCRIPTION,
@@ -20,12 +20,12 @@ from listener.contract import (
     SUBJECT_START,
     ApprovalRequest,
     Invalid,
-    Reason,
     StartRequest,
     approval_body,
     parse,
     start_body,
 )
+from orchestrations.approval_workflow import APPROVAL_EVENT
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "listener" / "schemas"
 REGISTERED = ("order_fulfilment", "expense_approval")
@@ -684,8 +684,14 @@ def test_reason_codes_are_the_documented_wire_strings() -> None:
             "TooLarge",
             "UnsupportedContentType",
             "MissingMessageId",
+            "UnsupportedBody",
+            "InstanceNotFound",
+            "InstanceNotRunning",
         ]
     )
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    undocumented = [str(reason) for reason in Reason if f"`{reason}`" not in readme]
+    assert not undocumented, f"reason codes missing from the README: {undocumented}"
     assert Reason.TOO_LARGE == "TooLarge"
     result = run(b"{}", "nope")
     assert isinstance(result, Invalid)
@@ -702,7 +708,7 @@ def test_results_are_frozen() -> None:
 
 
 def test_subject_constants() -> None:
-    assert (SUBJECT_START, SUBJECT_APPROVAL, contract.APPROVAL_EVENT) == ("start", "approval", "ApprovalEvent")
+    assert (SUBJECT_START, SUBJECT_APPROVAL, APPROVAL_EVENT) == ("start", "approval", "ApprovalEvent")
 
 
 # --- schema files -----------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from listener.codes import Reason
 from listener.contract import (
     MAX_DESCRIPTION,
     ApprovalRequest,
     Invalid,
-    Reason,
     StartRequest,
     approval_body,
     parse,

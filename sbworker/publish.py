@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,12 +12,6 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from listener import contract
 
 CONTENT_TYPE = "application/json"
-
-
-@dataclass(frozen=True)
-class Published:
-    message_id: str
-    instance_id: str
 
 
 def start_message(orchestration: str, input: Any = None, instance_id: str | None = None,
@@ -41,17 +34,3 @@ def approval_message(instance_id: str, approved: bool, approver: str, comment: s
 def send(client: ServiceBusClient, queue: str, message: ServiceBusMessage) -> None:
     with client.get_queue_sender(queue) as sender:
         sender.send_messages(message)
-
-
-def publish_start(client: ServiceBusClient, queue: str, orchestration: str, *, input: Any = None,
-                  instance_id: str | None = None, start_at: datetime | None = None) -> Published:
-    message, iid = start_message(orchestration, input, instance_id, start_at)
-    send(client, queue, message)
-    return Published(message_id=str(message.message_id), instance_id=iid)
-
-
-def publish_approval(client: ServiceBusClient, queue: str, instance_id: str, *, approved: bool, approver: str,
-                     comment: str | None = None) -> Published:
-    message = approval_message(instance_id, approved, approver, comment)
-    send(client, queue, message)
-    return Published(message_id=str(message.message_id), instance_id=instance_id)

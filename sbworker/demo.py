@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from listener import clients, publish
+from listener import clients
+from listener.codes import TERMINAL_STATUSES
 from listener.config import Settings
+from sbworker import publish
 
 DEMO_INPUTS: dict[str, Any] = {
     "hello_cities": None,
@@ -46,7 +48,7 @@ def run_demo(settings: Settings, emit: Callable[[str], None], *, timeout: float 
                         publish.send(sb, settings.servicebus.queue,
                                      publish.approval_message(iid, True, "make-run-demo", "approved by the demo"))
                         approved = True
-                    if state.runtime_status.name in ("COMPLETED", "FAILED", "TERMINATED"):
+                    if state.runtime_status in TERMINAL_STATUSES:
                         result = json.loads(state.serialized_output) if state.serialized_output else None
                         emit(f"  {name:<20} {state.runtime_status.name:<9} {json.dumps(result)}")
                         del pending[name]

@@ -10,15 +10,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from listener import clients, dlq, monitor, publish
+from listener import clients
+from listener.codes import Exit
 from listener.config import Settings
+from listener.errors import UsageError
 from orchestrations import registry
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad arguments found after parsing (JSON input, times, names): one line, exit 2."""
+from sbworker import dlq, monitor, publish
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,14 +32,14 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return _dlq(args, settings)
     except UsageError as error:
         print(f"sbworker {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     except KeyboardInterrupt:
         print("", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     except Exception as error:  # the SDKs' errors: one line, no traceback
         first = str(error).splitlines()[0] if str(error) else ""
         print(f"sbworker {args.command}: failed: {type(error).__name__}: {first}"[:500], file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     raise AssertionError(f"unknown command {args.command}")
 
 
@@ -61,7 +58,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         with clients.servicebus_sync_client(settings.servicebus) as client:
             publish.send(client, queue, message)
         print(f"instance_id: {instance_id}\nmessage_id:  {message.message_id}")
-        return EXIT_OK
+        return Exit.OK
     approver = _user() if args.approver is None else args.approver
     try:
         message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment)
@@ -71,7 +68,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         publish.send(client, queue, message)
     verdict = "rejection" if args.reject else "approval"
     print(f"{verdict} by {approver} sent for instance {args.instance_id}\nmessage_id:  {message.message_id}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def _input(raw: str | None) -> Any:
@@ -116,9 +113,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
             print(json.dumps({"instance_id": args.instance_id, "exists": False}))
         else:
             print(f"no instance {args.instance_id!r} in task hub {settings.dts.taskhub!r}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     print(json.dumps(monitor.as_dict(state), indent=2) if args.json else monitor.render(state))
-    return EXIT_OK
+    return Exit.OK
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
@@ -131,7 +128,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         print(monitor.render_table(states))
     else:
         print("no instances")
-    return EXIT_OK
+    return Exit.OK
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,11 +137,11 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
                               interval=max(0.05, args.interval))
     if state is None:
         print(f"no instance {args.instance_id!r} appeared in task hub {settings.dts.taskhub!r}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     print(f"output: {state.serialized_output}")
     if state.failure_details is not None:
         print(f"failure: {state.failure_details.error_type}: {state.failure_details.message}")
-    return EXIT_OK if state.runtime_status == monitor.OrchestrationStatus.COMPLETED else EXIT_FAILED
+    return Exit.OK if state.runtime_status == monitor.OrchestrationStatus.COMPLETED else Exit.FAILED
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -159,18 +156,18 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         missing = sorted((wanted or set()) - set(done))
         if missing:
             print(f"not found in the dead-letter queue: {' '.join(map(str, missing))}", file=sys.stderr)
-            return EXIT_FAILED
-        return EXIT_OK
+            return Exit.FAILED
+        return Exit.OK
     with clients.servicebus_sync_client(settings.servicebus) as client:
         items = dlq.peek(client, queue, args.peek)
     if args.json:
         print(json.dumps([item.__dict__ for item in items], indent=2))
-        return EXIT_OK
+        return Exit.OK
     if not items:
         print(f"the dead-letter queue of {queue!r} is empty")
-        return EXIT_OK
+        return Exit.OK
     for item in items:
         print(f"#{item.sequence_number}  message_id={item.message_id}  subject={item.subject}  "
               f"enqueued={item.enqueued_time}\n    reason:      {item.reason}\n"
               f"    description: {item.description}\n    body:        {item.body_preview}")
-    return EXIT_OK
+    return Exit.OK

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import NoReturn
 
 from listener import config, logs
-from listener.config import ConfigError
-
-EXIT_USAGE = 2
+from listener.codes import Exit
+from listener.errors import UserError
+from sbworker import LOCAL_CONFIG
 
 
 class Parser(argparse.ArgumentParser):
     """Bad arguments → one clear line and exit code 2 (argparse would print the whole usage first)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(Exit.USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> Parser:
@@ -47,8 +47,9 @@ def build_parser() -> Parser:
     dev.add_argument("--memory", action="store_true", help="keep messages in memory only")
     dev.add_argument("--no-demo", action="store_true",
                      help="skip running the four workflows through the queue at start-up")
-    dev.add_argument("--config", type=Path, default=config.EMULATOR_CONFIG,
-                     help="emulator Config.json with the queues (default infra/servicebus-emulator/Config.json)")
+    dev.add_argument("--config", type=Path, default=None,
+                     help="emulator Config.json with the queues (default: the one shipped with sbworker, which "
+                          "infra/servicebus-emulator/Config.json links to)")
 
     sub.add_parser("localbus", help="run only the local Service Bus-compatible broker (see `sbworker localbus -h`)",
                    add_help=False)
@@ -139,8 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             from localbus import cli as localbus_cli
         except ImportError:
             print("sbworker localbus: needs python-qpid-proton: pip install 'sbworker[local]'", file=sys.stderr)
-            return EXIT_USAGE
-        return localbus_cli.main(args_list[1:])
+            return Exit.USAGE
+        rest = args_list[1:]
+        if not any(arg == "--config" or arg.startswith("--config=") for arg in rest):
+            rest = ["--config", str(LOCAL_CONFIG), *rest]
+        return localbus_cli.main(rest)
     args = build_parser().parse_args(args_list)
     try:
         settings = config.load()
@@ -151,20 +155,21 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(service.serve(settings, with_worker=not args.no_worker,
                                              with_listener=not args.no_listener))
         if args.command == "dev":
-            from listener import dev
+            from sbworker import dev
 
             return dev.run_dev(servicebus_port=args.servicebus_port, dts_port=args.dts_port,
-                               data_dir=None if args.memory else args.data, config_path=args.config,
+                               data_dir=None if args.memory else args.data,
+                               config_path=args.config or LOCAL_CONFIG,
                                demo=not args.no_demo)
-        from listener import operator_cli
+        from sbworker import commands
 
-        return operator_cli.dispatch(args, settings)
-    except ConfigError as error:
-        print(str(error), file=sys.stderr)
-        return EXIT_USAGE
+        return commands.dispatch(args, settings)
+    except UserError as error:
+        print(f"sbworker {args.command}: {error}" if not str(error).startswith("configuration error")
+              else str(error), file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
-        return 0
-    return EXIT_USAGE
+        return Exit.OK
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ import threading
 from pathlib import Path
 
 from listener import config, service
-from listener.config import ConfigError, Settings
+from listener.config import Settings
+from listener.errors import ConfigError
 
-log = logging.getLogger("sbworker")
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(".localdata")
 
@@ -35,6 +36,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, config_path: Path,
             health_port: int | None = None, demo: bool = True) -> int:
     try:
+        from localbus import ConfigError as BusConfigError
         from localbus import LocalBus
     except ImportError:
         raise ConfigError("sbworker dev", "localbus needs python-qpid-proton: pip install 'sbworker[local]'") from None
@@ -48,7 +50,10 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         bus_data = data_dir / "servicebus.sqlite3"
-    bus = LocalBus(host="127.0.0.1", port=servicebus_port, config_path=config_path, data_path=bus_data)
+    try:
+        bus = LocalBus(host="127.0.0.1", port=servicebus_port, config_path=config_path, data_path=bus_data)
+    except BusConfigError as error:
+        raise ConfigError("--config", str(error)) from None
     bus.start()
     backend = create_test_backend(port=dts_port)
     try:
@@ -75,7 +80,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
 
 
 def _demo(settings: Settings) -> None:
-    from listener.demo import run_demo
+    from sbworker.demo import run_demo
 
     lines = ["", "The four workflows, started through the queue (sbworker dev --no-demo skips this):"]
     try:

@@ -10,7 +10,8 @@ from typing import Any
 
 from durabletask.client import OrchestrationQuery, OrchestrationState, OrchestrationStatus, TaskHubGrpcClient
 
-TERMINAL = {OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED}
+from listener.codes import TERMINAL_STATUSES
+
 STATUS_NAMES = {s.name.lower(): s for s in OrchestrationStatus}
 
 
@@ -104,7 +105,7 @@ def watch(client: TaskHubGrpcClient, instance_id: str, emit: Callable[[str], Non
                 seen = key
                 stamp = state.last_updated_at.strftime("%H:%M:%S")
                 emit(f"{stamp}  {state.runtime_status.name:<10} custom status: {state.serialized_custom_status}")
-            if state.runtime_status in TERMINAL:
+            if state.runtime_status in TERMINAL_STATUSES:
                 return state
         time.sleep(interval)
         waited += interval

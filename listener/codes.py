@@ -1,0 +1,53 @@
+"""The product's fixed vocabulary, defined once: dead-letter reasons, terminal statuses, exit codes, property names.
+
+Everything that a user, an operator's alert rule or another process may match on lives here, so the listener,
+the command line, the dashboard and the tests all spell it the same way.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Final
+
+from durabletask.client import OrchestrationStatus
+
+
+class Reason(StrEnum):
+    """Dead-letter reason codes (`DeadLetterReason`). Members are ``str``, so they compare equal to their values."""
+
+    # The message itself is unusable (see the README's message contract).
+    TOO_LARGE = "TooLarge"
+    UNKNOWN_SUBJECT = "UnknownSubject"
+    UNSUPPORTED_CONTENT_TYPE = "UnsupportedContentType"
+    INVALID_ENCODING = "InvalidEncoding"
+    INVALID_JSON = "InvalidJson"
+    SCHEMA_VIOLATION = "SchemaViolation"
+    UNKNOWN_ORCHESTRATION = "UnknownOrchestration"
+    MISSING_MESSAGE_ID = "MissingMessageId"
+    UNSUPPORTED_BODY = "UnsupportedBody"
+    # The message is fine, but its target is not.
+    INSTANCE_NOT_FOUND = "InstanceNotFound"
+    INSTANCE_NOT_RUNNING = "InstanceNotRunning"
+
+
+#: Statuses after which an instance never changes again.
+TERMINAL_STATUSES: Final = frozenset({
+    OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED,
+})
+
+
+class Exit(IntEnum):
+    """Process exit codes of every `sbworker` command."""
+
+    OK = 0
+    FAILED = 1  # the command ran, and the answer is "no" (instance missing, workflow failed, SDK error)
+    USAGE = 2  # bad arguments or configuration: one line on stderr, nothing was done
+    INTERRUPTED = 130
+
+
+# Application properties the listener adds to a re-enqueued approval (see settlement.RetryLater): how often,
+# and since when, it has waited for its instance. A resubmit from the DLQ strips them so the copy starts afresh.
+PROP_RETRIES: Final = "sbworker-retries"
+PROP_FIRST_ATTEMPT: Final = "sbworker-first-attempt"
+# Service Bus's own dead-letter properties, which a resubmitted copy must not carry.
+DEAD_LETTER_PROPS: Final = frozenset({"DeadLetterReason", "DeadLetterErrorDescription", "DeadLetterSource"})
