@@ -1,0 +1,638 @@
+"""The SDK's in-memory backend, made durable and closer to DTS, by overriding its hooks (not its gRPC service).
+
+What changes against ``durabletask.testing.InMemoryOrchestrationBackend``:
+
+- **Durable** (with a :class:`~localdts.store.Store`): every call that changes an instance writes it to SQLite
+  before it returns (group commit: concurrent calls share one commit). Waiters on a state are woken only after
+  the commit, so nobody hears of a completion that a crash could undo. On start, the store is loaded and the
+  owed work is derived from each history: activities re-queued, timers re-armed, sub-orchestrations watched.
+- **Scheduled starts**: an instance with a future ``scheduledStartTimestamp`` stays PENDING and undispatched
+  until then.
+- **Trace context**: ``parentTraceContext`` reaches ``ExecutionStarted``, ``TaskScheduled`` and each
+  ``ActivityRequest``; the worker's ``orchestrationTraceContext`` is kept and handed back on every episode.
+- **Timestamps**: every history event gets the time it happened, not 1970-01-01.
+- **Re-dispatch**: work items are leased to the stream that took them; when that stream ends before the work is
+  completed, the work is offered again (an orchestration with a fresh completion token, so a late answer of the
+  lost worker is ignored as stale; an activity answered twice counts once).
+- One timer thread for all timers instead of a thread per timer; a bigger gRPC pool; no ``SO_REUSEPORT``.
+
+Entities are served exactly as by the SDK backend, in memory only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar, cast
+
+import durabletask.internal.helpers as helpers
+import durabletask.internal.orchestrator_service_pb2 as pb
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+import grpc
+from durabletask.testing.in_memory_backend import (
+    ActivityWorkItem,
+    InMemoryOrchestrationBackend,
+    OrchestrationInstance,
+)
+
+from . import history as hist
+from .store import Change, InstanceRow, Store
+from .timers import TimerQueue
+
+log = logging.getLogger("localdts.backend")
+R = TypeVar("R")
+
+DEFAULT_MAX_WORKERS = 64
+_TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
+
+
+@dataclass
+class _Stream:
+    """One ``GetWorkItems`` call; closed once the worker behind it is gone."""
+
+    number: int
+    closed: bool = False
+
+
+@dataclass
+class _ActivityLease:
+    stream: _Stream
+    item: ActivityWorkItem
+
+
+@dataclass
+class _Saved:
+    """How much of an instance's history is on disk: the instance object, the length, and its last event."""
+
+    instance: OrchestrationInstance
+    length: int
+    last: pb.HistoryEvent | None
+
+
+@dataclass
+class _Pending:
+    dirty: set[str] = field(default_factory=set)
+    notify: set[str] = field(default_factory=set)
+
+
+def _us(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp() * 1_000_000)
+
+
+def _dt(us: int | None) -> datetime | None:
+    return None if us is None else datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def _is_terminal(status: int) -> bool:
+    return status in _TERMINAL
+
+
+def _grpc_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class DurableBackend(InMemoryOrchestrationBackend):
+    """The SDK backend plus durability, scheduled starts, trace context, timestamps and re-dispatch.
+
+    ``store`` None keeps everything in memory (like the SDK backend, with the other improvements).
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, store: Store | None = None,
+                 max_workers: int = DEFAULT_MAX_WORKERS) -> None:
+        super().__init__(port=port)
+        self._host = host
+        self._store = store
+        self._max_workers = max_workers
+        self._timers = TimerQueue()
+        self._pending = _Pending()
+        self._saved: dict[str, _Saved] = {}
+        self._start_at: dict[str, datetime] = {}
+        self._orch_trace: dict[str, pb.OrchestrationTraceContext] = {}
+        self._streams = itertools.count(1)
+        self._orch_leases: dict[str, tuple[_Stream, str]] = {}
+        self._activity_leases: dict[str, _ActivityLease] = {}
+        self._activity_tokens = itertools.count(1)
+        self._flush_lock = threading.Lock()
+        # Tokens of an earlier run (boot) can never match this run's, so a late answer is always stale.
+        self._next_completion_token = (store.boot if store else 0) * 10**12 + 1
+        if store is not None:
+            self._load(store)
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def start(self) -> str:
+        """Bind ``host:port`` (port 0: any free one) and serve; raises OSError if the port cannot be bound."""
+        self._shutdown_event.clear()
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="localdts-grpc"),
+            options=[("grpc.so_reuseport", 0)],
+        )
+        add = cast(Callable[[Any, grpc.Server], None], stubs.add_TaskHubSidecarServiceServicer_to_server)
+        add(self, server)
+        address = f"{_grpc_host(self._host)}:{self._port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            server.stop(None)
+            raise OSError(f"cannot listen on {address}: {exc}") from None
+        if not port:
+            server.stop(None)
+            raise OSError(f"cannot listen on {address}")
+        self._port = port
+        self._server = server
+        server.start()
+        self._timers.start()
+        log.info("localdts backend serving on %s:%d", self._host, port)
+        return f"localhost:{port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        super().stop(grace)
+        self._timers.stop()
+
+    # --- loading ---------------------------------------------------------------------------------------------
+
+    def _new_token(self) -> int:
+        token = self._next_completion_token
+        self._next_completion_token += 1
+        return token
+
+    def _load(self, store: Store) -> None:
+        loaded: list[OrchestrationInstance] = []
+        with self._lock:
+            for row in store.load():
+                inst = self._instance_from(row)
+                iid = inst.instance_id
+                self._instances[iid] = inst
+                self._saved[iid] = _Saved(inst, len(inst.history), inst.history[-1] if inst.history else None)
+                if row.trace is not None:
+                    self._orch_trace[iid] = pb.OrchestrationTraceContext.FromString(row.trace)
+                start_at = _dt(row.start_at_us)
+                if start_at is not None:
+                    self._start_at[iid] = start_at
+                    self._timers.add(start_at.timestamp(), partial(self._begin, inst))
+                loaded.append(inst)
+            for inst in loaded:
+                if not _is_terminal(inst.status):
+                    self._resume_owed_work(inst)
+            self._pending = _Pending()  # what was just loaded is what is on disk
+        log.info("localdts loaded %d instance(s) from %s", len(loaded), store.path)
+
+    def _instance_from(self, row: InstanceRow) -> OrchestrationInstance:
+        created = _dt(row.created_us)
+        updated = _dt(row.updated_us)
+        assert created is not None and updated is not None
+        return OrchestrationInstance(
+            instance_id=row.instance_id, name=row.name, status=cast(pb.OrchestrationStatus, row.status),
+            version=row.version, input=row.input, output=row.output, custom_status=row.custom_status,
+            created_at=created, last_updated_at=updated, completed_at=_dt(row.completed_us),
+            failure_details=pb.TaskFailureDetails.FromString(row.failure) if row.failure is not None else None,
+            history=[pb.HistoryEvent.FromString(b) for b in row.history],
+            pending_events=hist.decode(row.pending),
+            completion_token=self._new_token(),
+            tags=json.loads(row.tags) if row.tags else None,
+        )
+
+    def _resume_owed_work(self, inst: OrchestrationInstance) -> None:
+        """Re-queue what the history says is still owed to a running instance (called under the lock)."""
+        iid = inst.instance_id
+        for event in hist.owed_activities(inst.history, inst.pending_events):
+            scheduled = event.taskScheduled
+            self._activity_queue.append(ActivityWorkItem(
+                instance_id=iid, name=scheduled.name, task_id=event.eventId,
+                input=scheduled.input.value if scheduled.HasField("input") else None,
+                completion_token=inst.completion_token,
+                version=scheduled.version.value if scheduled.HasField("version") else None,
+            ))
+            self._work_available.set()
+        for timer in hist.owed_timers(inst.history, inst.pending_events):
+            self._arm_timer(inst, timer.timer_id, timer.fire_at)
+        for task_id, sub_id in hist.owed_sub_orchestrations(inst.history, inst.pending_events):
+            self._watch_sub_orchestration(iid, sub_id, task_id)
+        if inst.pending_events:
+            self._enqueue_orchestration(iid)
+
+    # --- persistence -----------------------------------------------------------------------------------------
+
+    def _touch(self, instance_ids: Iterable[str]) -> None:
+        """After a change (under the lock): stamp new events and mark the instances for the next flush."""
+        for iid in instance_ids:
+            inst = self._instances.get(iid)
+            if inst is not None:
+                hist.stamp(inst.pending_events)
+                self._stamp_tail(inst.history)
+            if self._store is not None:
+                self._pending.dirty.add(iid)
+
+    @staticmethod
+    def _stamp_tail(events: list[pb.HistoryEvent]) -> None:
+        """Events appended by this episode sit at the end and are the only ones still unstamped."""
+        unstamped: list[pb.HistoryEvent] = []
+        for event in reversed(events):
+            if event.timestamp.seconds or event.timestamp.nanos:
+                break
+            unstamped.append(event)
+        hist.stamp(unstamped)
+
+    def _snapshot(self, iid: str) -> Change:
+        inst = self._instances.get(iid)
+        if inst is None:
+            self._saved.pop(iid, None)
+            return Change(iid, None)
+        events = inst.history
+        saved = self._saved.get(iid)
+        if (saved is not None and saved.instance is inst and saved.length <= len(events)
+                and (saved.length == 0 or events[saved.length - 1] is saved.last)):
+            start, rewrite = saved.length, False
+        else:
+            start, rewrite = 0, True
+        new = [events[i].SerializeToString() for i in range(start, len(events))]
+        self._saved[iid] = _Saved(inst, len(events), events[-1] if events else None)
+        trace = self._orch_trace.get(iid)
+        row = InstanceRow(
+            instance_id=iid, name=inst.name, status=int(inst.status), version=inst.version, input=inst.input,
+            output=inst.output, custom_status=inst.custom_status,
+            created_us=_us(inst.created_at) or 0, updated_us=_us(inst.last_updated_at) or 0,
+            completed_us=_us(inst.completed_at),
+            failure=inst.failure_details.SerializeToString() if inst.failure_details is not None else None,
+            tags=json.dumps(inst.tags) if inst.tags else None,
+            # Events of a work item in flight are stored as pending: after a crash they are dispatched again.
+            pending=hist.encode([*inst.dispatched_events, *inst.pending_events]),
+            trace=trace.SerializeToString() if trace is not None else None,
+            start_at_us=_us(self._start_at.get(iid)),
+        )
+        return Change(iid, row, history_from=start, new_events=new, rewrite=rewrite)
+
+    def flush(self) -> None:
+        """Write every changed instance and commit; then wake the waiters of what was committed.
+
+        Callers must not hold the backend lock. Whoever takes the flush lock writes everything changed so far,
+        so calls that finish together share one commit.
+        """
+        store = self._store
+        if store is None:
+            return
+        with self._flush_lock:
+            with self._lock:
+                pending, self._pending = self._pending, _Pending()
+                changes = [self._snapshot(iid) for iid in pending.dirty]
+            try:
+                if changes:
+                    store.write(changes)
+            except BaseException:
+                with self._lock:  # not on disk: write these instances whole next time
+                    for iid in pending.dirty:
+                        self._saved.pop(iid, None)
+                    self._pending.dirty |= pending.dirty
+                    self._pending.notify |= pending.notify
+                raise
+            if pending.notify:
+                with self._lock:
+                    for iid in pending.notify:
+                        InMemoryOrchestrationBackend._notify_waiters(self, iid)
+
+    def _changing(self, call: Callable[[], R], instance_ids: Callable[[R], Iterable[str]]) -> R:
+        """Run a state-changing SDK call, stamp and mark what it touched, and commit before returning."""
+        with self._lock:
+            result = call()
+            self._touch(instance_ids(result))
+        self.flush()
+        return result
+
+    # --- hooks of the SDK backend ----------------------------------------------------------------------------
+
+    def _enqueue_orchestration(self, instance_id: str) -> None:
+        # Every change to an instance other than the one a call is about (a sent event, a sub-orchestration,
+        # a fired timer) ends here, so this is where such changes are stamped and marked for the next flush.
+        inst = self._instances.get(instance_id)
+        if inst is not None:
+            hist.stamp(inst.pending_events)
+        if self._store is not None:
+            self._pending.dirty.add(instance_id)
+        if instance_id in self._start_at:
+            return  # not before its scheduled start; _begin enqueues it then
+        super()._enqueue_orchestration(instance_id)
+
+    def _notify_waiters(self, instance_id: str) -> None:
+        if self._store is None:
+            super()._notify_waiters(instance_id)
+        else:
+            self._pending.notify.add(instance_id)  # after the commit, in flush()
+
+    def _process_create_timer_action(self, instance: OrchestrationInstance, action: pb.OrchestratorAction) -> None:
+        fire_at = action.createTimer.fireAt.ToDatetime(tzinfo=UTC)
+        instance.history.append(helpers.new_timer_created_event(action.id, fire_at))
+        if instance.status == pb.ORCHESTRATION_STATUS_PENDING:
+            instance.status = pb.ORCHESTRATION_STATUS_RUNNING
+        self._arm_timer(instance, action.id, fire_at)
+
+    def _process_schedule_task_action(self, instance: OrchestrationInstance, action: pb.OrchestratorAction) -> None:
+        super()._process_schedule_task_action(instance, action)
+        scheduled = instance.history[-1].taskScheduled
+        task = action.scheduleTask
+        if task.HasField("parentTraceContext"):
+            scheduled.parentTraceContext.CopyFrom(task.parentTraceContext)
+        if task.HasField("version"):
+            scheduled.version.CopyFrom(task.version)
+        for key, value in task.tags.items():
+            scheduled.tags[key] = value
+
+    def _process_create_sub_orchestration_action(self, instance: OrchestrationInstance,
+                                                 action: pb.OrchestratorAction) -> None:
+        super()._process_create_sub_orchestration_action(instance, action)
+        create = action.createSubOrchestration
+        if not create.HasField("parentTraceContext"):
+            return
+        for event in reversed(instance.history):
+            if event.eventId == action.id and event.HasField("subOrchestrationInstanceCreated"):
+                event.subOrchestrationInstanceCreated.parentTraceContext.CopyFrom(create.parentTraceContext)
+                break
+        sub = self._instances.get(create.instanceId)
+        started = hist.execution_started(sub.pending_events) if sub is not None else None
+        if started is not None:
+            started.executionStarted.parentTraceContext.CopyFrom(create.parentTraceContext)
+
+    def _process_complete_orchestration_action(self, instance: OrchestrationInstance,
+                                               complete_action: pb.CompleteOrchestrationAction) -> None:
+        started = hist.execution_started(instance.history)
+        parent = None
+        if started is not None and started.executionStarted.HasField("parentTraceContext"):
+            parent = pb.TraceContext()
+            parent.CopyFrom(started.executionStarted.parentTraceContext)
+        super()._process_complete_orchestration_action(instance, complete_action)
+        if complete_action.orchestrationStatus == pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW and parent is not None:
+            restarted = hist.execution_started(instance.pending_events)
+            if restarted is not None:  # the next execution stays in the caller's trace
+                restarted.executionStarted.parentTraceContext.CopyFrom(parent)
+
+    # --- timers and scheduled starts -------------------------------------------------------------------------
+
+    def _arm_timer(self, inst: OrchestrationInstance, timer_id: int, fire_at: datetime) -> None:
+        self._timers.add(fire_at.timestamp(), partial(self._fire_timer, inst, timer_id, fire_at))
+
+    def _fire_timer(self, inst: OrchestrationInstance, timer_id: int, fire_at: datetime) -> None:
+        with self._lock:
+            iid = inst.instance_id
+            if self._instances.get(iid) is not inst or _is_terminal(inst.status):
+                return
+            known = [*inst.dispatched_events, *inst.pending_events]
+            owed = hist.owed_timers(inst.history, known)
+            if not any(t.timer_id == timer_id and t.fire_at == fire_at for t in owed):
+                return  # fired already, or a timer of an earlier execution (continue-as-new)
+            inst.pending_events.append(helpers.new_timer_fired_event(timer_id, fire_at))
+            inst.last_updated_at = datetime.now(UTC)
+            self._enqueue_orchestration(iid)
+        self.flush()
+
+    def _begin(self, inst: OrchestrationInstance) -> None:
+        """A scheduled start is due: let the instance be dispatched."""
+        with self._lock:
+            iid = inst.instance_id
+            if self._instances.get(iid) is not inst or self._start_at.pop(iid, None) is None:
+                return
+            if self._store is not None:
+                self._pending.dirty.add(iid)
+            if inst.pending_events and not _is_terminal(inst.status):
+                self._enqueue_orchestration(iid)
+        self.flush()
+
+    # --- gRPC: work items ------------------------------------------------------------------------------------
+
+    def GetWorkItems(self, request: pb.GetWorkItemsRequest,
+                     context: grpc.ServicerContext) -> Iterator[pb.WorkItem]:
+        stream = _Stream(next(self._streams))
+        context.add_callback(lambda: self._release(stream))
+        try:
+            for item in super().GetWorkItems(request, context):
+                with self._lock:
+                    self._lease(item, stream)
+                yield item
+        finally:
+            self._release(stream)
+
+    def _lease(self, item: pb.WorkItem, stream: _Stream) -> None:
+        """Record who holds the work item and add what the SDK backend leaves out (under the lock)."""
+        if item.HasField("orchestratorRequest"):
+            iid = item.orchestratorRequest.instanceId
+            self._orch_leases[iid] = (stream, item.completionToken)
+            trace = self._orch_trace.get(iid)
+            if trace is not None:
+                item.orchestratorRequest.orchestrationTraceContext.CopyFrom(trace)
+        elif item.HasField("activityRequest"):
+            req = item.activityRequest
+            iid = req.orchestrationInstance.instanceId
+            inst = self._instances.get(iid)
+            scheduled = hist.find_scheduled(inst.history, req.taskId) if inst is not None else None
+            version = None
+            if scheduled is not None:
+                task = scheduled.taskScheduled
+                if task.HasField("parentTraceContext"):
+                    req.parentTraceContext.CopyFrom(task.parentTraceContext)
+                if task.HasField("version"):
+                    req.version.CopyFrom(task.version)
+                    version = task.version.value
+                for key, value in task.tags.items():
+                    req.tags[key] = value
+            work = ActivityWorkItem(
+                instance_id=iid, name=req.name, task_id=req.taskId,
+                input=req.input.value if req.HasField("input") else None,
+                completion_token=int(item.completionToken), version=version,
+            )
+            token = f"a{next(self._activity_tokens)}"  # one token per activity lease
+            item.completionToken = token
+            self._activity_leases[token] = _ActivityLease(stream, work)
+        if stream.closed:
+            self._release(stream)
+
+    def _release(self, stream: _Stream) -> None:
+        """The stream ended: offer again whatever it took and did not complete."""
+        with self._lock:
+            stream.closed = True
+            for iid, (holder, token) in list(self._orch_leases.items()):
+                if holder is not stream:
+                    continue
+                del self._orch_leases[iid]
+                inst = self._instances.get(iid)
+                if inst is None or iid not in self._orchestration_in_flight or str(inst.completion_token) != token:
+                    continue
+                inst.pending_events = [*inst.dispatched_events, *inst.pending_events]
+                inst.dispatched_events.clear()
+                self._orchestration_in_flight.discard(iid)
+                inst.completion_token = self._new_token()  # the lost worker's late answer is now stale
+                self._enqueue_orchestration(iid)
+                log.info("re-dispatching orchestration %s: its worker went away", iid)
+            for token, lease in list(self._activity_leases.items()):
+                if lease.stream is stream:
+                    del self._activity_leases[token]
+                    if self._requeue_activity(lease.item):
+                        log.info("re-dispatching activity %s#%d of %s: its worker went away",
+                                 lease.item.name, lease.item.task_id, lease.item.instance_id)
+
+    def _requeue_activity(self, work: ActivityWorkItem) -> bool:
+        inst = self._instances.get(work.instance_id)
+        if inst is None or _is_terminal(inst.status) or self._answered(inst, work.task_id):
+            return False
+        self._activity_queue.append(work)
+        self._work_available.set()
+        return True
+
+    @staticmethod
+    def _answered(inst: OrchestrationInstance, task_id: int) -> bool:
+        return hist.is_task_answered(inst.history, [*inst.dispatched_events, *inst.pending_events], task_id)
+
+    def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse,
+                                 context: grpc.ServicerContext) -> pb.CompleteTaskResponse:
+        iid = request.instanceId
+        with self._lock:
+            inst = self._instances.get(iid)
+            if (inst is None or str(inst.completion_token) != request.completionToken
+                    or iid not in self._orchestration_in_flight):
+                # A lost worker's late answer: the work item was offered again (or the backend restarted).
+                # The SDK backend would also clear the in-flight mark of the current holder; we must not.
+                log.info("ignoring a stale orchestrator completion for %s", iid)
+                return pb.CompleteTaskResponse()
+            self._orch_leases.pop(iid, None)
+            if request.HasField("orchestrationTraceContext"):
+                trace = pb.OrchestrationTraceContext()
+                trace.CopyFrom(request.orchestrationTraceContext)
+                self._orch_trace[iid] = trace
+            response = super().CompleteOrchestratorTask(request, context)
+            self._touch([iid])
+        self.flush()
+        return response
+
+    def CompleteActivityTask(self, request: pb.ActivityResponse,
+                             context: grpc.ServicerContext) -> pb.CompleteTaskResponse:
+        iid = request.instanceId
+        with self._lock:
+            self._activity_leases.pop(request.completionToken, None)
+            inst = self._instances.get(iid)
+            if inst is None or _is_terminal(inst.status) or self._answered(inst, request.taskId):
+                log.info("ignoring a repeated or late answer of activity #%d of %s", request.taskId, iid)
+                return pb.CompleteTaskResponse()
+            for token, lease in list(self._activity_leases.items()):
+                if lease.item.instance_id == iid and lease.item.task_id == request.taskId:
+                    del self._activity_leases[token]  # another worker still runs it; its answer will be dropped
+            response = super().CompleteActivityTask(request, context)
+            self._touch([iid])
+        self.flush()
+        return response
+
+    def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest,
+                                    context: grpc.ServicerContext) -> pb.AbandonActivityTaskResponse:
+        """The SDK backend drops an abandoned activity; offer it again instead."""
+        with self._lock:
+            lease = self._activity_leases.pop(request.completionToken, None)
+            if lease is not None:
+                self._requeue_activity(lease.item)
+        return pb.AbandonActivityTaskResponse()
+
+    def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest,
+                                        context: grpc.ServicerContext) -> pb.AbandonOrchestrationTaskResponse:
+        with self._lock:
+            response = super().AbandonTaskOrchestratorWorkItem(request, context)
+            for iid, (_, token) in list(self._orch_leases.items()):
+                if token == request.completionToken:
+                    del self._orch_leases[iid]
+        return response
+
+    # --- gRPC: client calls that change state ----------------------------------------------------------------
+
+    def StartInstance(self, request: pb.CreateInstanceRequest,
+                      context: grpc.ServicerContext) -> pb.CreateInstanceResponse:
+        if not request.instanceId:
+            request.instanceId = uuid.uuid4().hex
+        iid = request.instanceId
+        start_at = (request.scheduledStartTimestamp.ToDatetime(tzinfo=UTC)
+                    if request.HasField("scheduledStartTimestamp") else None)
+        later = start_at is not None and start_at > datetime.now(UTC)
+        base = super().StartInstance
+        with self._lock:
+            previous = self._start_at.get(iid)
+            if later:
+                assert start_at is not None
+                self._start_at[iid] = start_at  # before the SDK enqueues it, so that it does not
+            try:
+                response = base(request, context)
+            except BaseException:
+                if previous is None:
+                    self._start_at.pop(iid, None)
+                else:
+                    self._start_at[iid] = previous
+                raise
+            inst = self._instances[iid]
+            if not later:
+                self._start_at.pop(iid, None)
+            else:
+                assert start_at is not None
+                self._timers.add(start_at.timestamp(), partial(self._begin, inst))
+            self._orch_trace.pop(iid, None)
+            if request.HasField("parentTraceContext"):
+                started = hist.execution_started(inst.pending_events)
+                if started is not None:
+                    started.executionStarted.parentTraceContext.CopyFrom(request.parentTraceContext)
+            self._touch([iid])
+        self.flush()
+        return response
+
+    def RaiseEvent(self, request: pb.RaiseEventRequest,
+                   context: grpc.ServicerContext) -> pb.RaiseEventResponse:
+        base = super().RaiseEvent
+        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+
+    def TerminateInstance(self, request: pb.TerminateRequest,
+                          context: grpc.ServicerContext) -> pb.TerminateResponse:
+        base = super().TerminateInstance
+
+        def call() -> pb.TerminateResponse:
+            self._start_at.pop(request.instanceId, None)  # terminating a scheduled instance does not wait
+            return base(request, context)
+        return self._changing(call, lambda _: [request.instanceId])
+
+    def SuspendInstance(self, request: pb.SuspendRequest,
+                        context: grpc.ServicerContext) -> pb.SuspendResponse:
+        base = super().SuspendInstance
+        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+
+    def ResumeInstance(self, request: pb.ResumeRequest,
+                       context: grpc.ServicerContext) -> pb.ResumeResponse:
+        base = super().ResumeInstance
+        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+
+    def RewindInstance(self, request: pb.RewindInstanceRequest,
+                       context: grpc.ServicerContext) -> pb.RewindInstanceResponse:
+        base = super().RewindInstance
+        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+
+    def RestartInstance(self, request: pb.RestartInstanceRequest,
+                        context: grpc.ServicerContext) -> pb.RestartInstanceResponse:
+        base = super().RestartInstance
+        return self._changing(lambda: base(request, context), lambda r: [request.instanceId, r.instanceId])
+
+    def PurgeInstances(self, request: pb.PurgeInstancesRequest,
+                       context: grpc.ServicerContext) -> pb.PurgeInstancesResponse:
+        base = super().PurgeInstances
+        before: set[str] = set()
+
+        def call() -> pb.PurgeInstancesResponse:
+            before.update(self._instances)
+            return base(request, context)
+
+        def purged(_: pb.PurgeInstancesResponse) -> Iterable[str]:
+            gone = before - set(self._instances)
+            for iid in gone:
+                self._start_at.pop(iid, None)
+                self._orch_trace.pop(iid, None)
+            return gone
+        return self._changing(call, purged)

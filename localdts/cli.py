@@ -1,0 +1,83 @@
+"""``sbworker dts``: run the durable DTS backend in the foreground until SIGINT/SIGTERM (exit code 0)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import NoReturn
+
+from .server import LocalDts
+from .store import DataFileError
+
+DEFAULT_DATA_DIR = Path(".localdata")
+PROG = "sbworker dts"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments: one line and exit code 2 (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range (0-65535): {port}")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Run a local Durable Task Scheduler backend that keeps orchestrations across restarts.",
+        epilog="Example: sbworker dts --port 8080 --data .localdata  (then DTS_CONNECTION_STRING as printed)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=_port, default=8080, help="TCP port, 0 for any free port (default: %(default)s)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--data", type=Path, default=None, metavar="DIR",
+                       help=f"directory (or .sqlite3 file) to keep orchestrations in (default: {DEFAULT_DATA_DIR}/)")
+    where.add_argument("--memory", action="store_true", help="keep nothing on disk: everything is lost on exit")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code: 0 after SIGINT/SIGTERM, 1 if the port is taken, 2 for bad input."""
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data = None if args.memory else (args.data if args.data is not None else DEFAULT_DATA_DIR)
+    dts = LocalDts(host=args.host, port=args.port, data_path=data)
+    try:
+        dts.start()
+    except DataFileError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    where = f"orchestrations kept in {dts.data_file}" if dts.data_file else "memory only"
+    print(f"localdts listening on {args.host}:{dts.port} ({where}); "
+          f"DTS_CONNECTION_STRING is on the next line", file=sys.stderr)
+    print(dts.connection_string, flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dts.stop()
+    return 0

@@ -1,0 +1,102 @@
+"""What a history tells after a restart: which activities, timers and sub-orchestrations are still owed.
+
+Nothing about in-flight work is stored separately: a ``TaskScheduled`` with no ``TaskCompleted``/``TaskFailed``
+in the history or the pending events is an activity to run again, a ``TimerCreated`` with no ``TimerFired`` is a
+timer to arm again. The history is the one record, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import durabletask.internal.orchestrator_service_pb2 as pb
+
+
+def stamp(events: Iterable[pb.HistoryEvent]) -> None:
+    """Give every event still carrying the zero timestamp (1970-01-01) the current time."""
+    first = None
+    for event in events:
+        ts = event.timestamp
+        if ts.seconds == 0 and ts.nanos == 0:
+            if first is None:
+                ts.GetCurrentTime()
+                first = ts
+            else:
+                ts.CopyFrom(first)
+
+
+def encode(events: Sequence[pb.HistoryEvent]) -> bytes:
+    return pb.HistoryChunk(events=events).SerializeToString()
+
+
+def decode(blob: bytes) -> list[pb.HistoryEvent]:
+    return list(pb.HistoryChunk.FromString(blob).events)
+
+
+@dataclass(frozen=True)
+class OwedTimer:
+    timer_id: int
+    fire_at: datetime
+
+
+def _answered_tasks(events: Iterable[pb.HistoryEvent]) -> set[int]:
+    done: set[int] = set()
+    for e in events:
+        if e.HasField("taskCompleted"):
+            done.add(e.taskCompleted.taskScheduledId)
+        elif e.HasField("taskFailed"):
+            done.add(e.taskFailed.taskScheduledId)
+    return done
+
+
+def owed_activities(history: Sequence[pb.HistoryEvent],
+                    pending: Sequence[pb.HistoryEvent]) -> list[pb.HistoryEvent]:
+    """``TaskScheduled`` events whose activity has not answered yet, oldest first."""
+    done = _answered_tasks(history) | _answered_tasks(pending)
+    return [e for e in history if e.HasField("taskScheduled") and e.eventId not in done]
+
+
+def is_task_answered(history: Sequence[pb.HistoryEvent], pending: Sequence[pb.HistoryEvent],
+                     task_id: int) -> bool:
+    return task_id in _answered_tasks(history) or task_id in _answered_tasks(pending)
+
+
+def owed_timers(history: Sequence[pb.HistoryEvent], pending: Sequence[pb.HistoryEvent]) -> list[OwedTimer]:
+    fired = {e.timerFired.timerId for e in (*history, *pending) if e.HasField("timerFired")}
+    return [OwedTimer(e.eventId, e.timerCreated.fireAt.ToDatetime(tzinfo=UTC))
+            for e in history if e.HasField("timerCreated") and e.eventId not in fired]
+
+
+def timer_is_owed(history: Sequence[pb.HistoryEvent], pending: Sequence[pb.HistoryEvent], timer_id: int) -> bool:
+    """Was this timer created in the current execution and has it not fired yet?"""
+    return any(t.timer_id == timer_id for t in owed_timers(history, pending))
+
+
+def owed_sub_orchestrations(history: Sequence[pb.HistoryEvent],
+                            pending: Sequence[pb.HistoryEvent]) -> list[tuple[int, str]]:
+    """(task id, sub-instance id) of sub-orchestrations whose result has not reached the parent yet."""
+    answered = set()
+    for e in (*history, *pending):
+        if e.HasField("subOrchestrationInstanceCompleted"):
+            answered.add(e.subOrchestrationInstanceCompleted.taskScheduledId)
+        elif e.HasField("subOrchestrationInstanceFailed"):
+            answered.add(e.subOrchestrationInstanceFailed.taskScheduledId)
+    return [(e.eventId, e.subOrchestrationInstanceCreated.instanceId) for e in history
+            if e.HasField("subOrchestrationInstanceCreated") and e.eventId not in answered]
+
+
+def find_scheduled(history: Sequence[pb.HistoryEvent], task_id: int) -> pb.HistoryEvent | None:
+    """The ``TaskScheduled`` event of ``task_id`` (searching from the end, where new tasks are)."""
+    for e in reversed(history):
+        if e.eventId == task_id and e.HasField("taskScheduled"):
+            return e
+    return None
+
+
+def execution_started(events: Iterable[pb.HistoryEvent]) -> pb.HistoryEvent | None:
+    for e in events:
+        if e.HasField("executionStarted"):
+            return e
+    return None

@@ -1,0 +1,257 @@
+"""Where orchestration state lives between restarts: one SQLite file, checked before it is touched.
+
+Each instance is one row (status, payloads, pending events, trace context, scheduled start) plus its history as
+append-only rows, so a busy instance costs a few small inserts per episode rather than a rewrite. A file that is
+not ours (garbage, a foreign SQLite database, a newer schema) is refused with :class:`DataFileError` and left
+exactly as it was. An exclusive ``flock`` on a sibling ``.lock`` file keeps a second process off the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+APPLICATION_ID = 0x4C445453  # "LDTS": marks the file as ours, so a foreign database is never mistaken for one
+SCHEMA_VERSION = 1
+DEFAULT_FILE_NAME = "dts.sqlite3"
+FILE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+_SCHEMA = """
+CREATE TABLE instances (
+    instance_id TEXT PRIMARY KEY, name TEXT NOT NULL, status INTEGER NOT NULL, version TEXT, input TEXT,
+    output TEXT, custom_status TEXT, created_us INTEGER NOT NULL, updated_us INTEGER NOT NULL,
+    completed_us INTEGER, failure BLOB, tags TEXT, pending BLOB NOT NULL, trace BLOB, start_at_us INTEGER
+) WITHOUT ROWID;
+CREATE TABLE history (
+    instance_id TEXT NOT NULL, seq INTEGER NOT NULL, event BLOB NOT NULL, PRIMARY KEY (instance_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+class DataFileError(Exception):
+    """The data file cannot be used (not ours, corrupt, newer, in use); the message is one line for a person."""
+
+
+@dataclass
+class InstanceRow:
+    """One instance as stored; blobs are serialized protobuf messages (see ``localdts.backend``)."""
+
+    instance_id: str
+    name: str
+    status: int
+    version: str | None
+    input: str | None
+    output: str | None
+    custom_status: str | None
+    created_us: int
+    updated_us: int
+    completed_us: int | None
+    failure: bytes | None
+    tags: str | None
+    pending: bytes
+    trace: bytes | None
+    start_at_us: int | None
+    history: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class Change:
+    """What one flush writes for one instance: its row and the history events from ``history_from`` on.
+
+    ``row`` None deletes the instance. ``history_from`` 0 with ``rewrite`` replaces the whole history (after
+    continue-as-new, a rewind or a re-created instance); otherwise the events are appended.
+    """
+
+    instance_id: str
+    row: InstanceRow | None
+    history_from: int = 0
+    new_events: list[bytes] = field(default_factory=list)
+    rewrite: bool = False
+
+
+def resolve(data_path: Path) -> Path:
+    """A directory gets ``dts.sqlite3`` inside; a path ending in .db/.sqlite/.sqlite3 is the file itself."""
+    return data_path if data_path.suffix in FILE_SUFFIXES else data_path / DEFAULT_FILE_NAME
+
+
+class Store:
+    """The SQLite file, open for one backend run. ``fsync=False`` trades power-loss safety for speed.
+
+    Commits are write-ahead-logged; with ``fsync`` each commit is fsynced before it returns (``synchronous=FULL``),
+    without it the data survives a killed process but not a power cut (``synchronous=NORMAL``).
+    """
+
+    def __init__(self, data_path: Path, *, fsync: bool = True) -> None:
+        self.path = resolve(Path(data_path))
+        if self.path.is_dir():
+            raise DataFileError(f"{self.path} is a directory, not a localdts data file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataFileError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
+        self._lock_file = self._take_lock()
+        try:
+            self._db = self._open(fsync)
+        except BaseException:
+            self._release_lock()
+            raise
+        self.boot = self._next_boot()
+
+    # --- opening ---------------------------------------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DataFileError(f"cannot open {lock_path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DataFileError(f"{self.path} is in use by another localdts process") from None
+        return fd
+
+    def _release_lock(self) -> None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            os.close(self._lock_file)
+
+    def _open(self, fsync: bool) -> sqlite3.Connection:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        if not fresh:
+            self._check_header()
+        try:
+            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise DataFileError(f"cannot open {self.path}: {exc}") from None
+        try:
+            if fresh:
+                self._create(db)
+            else:
+                self._check_schema(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise DataFileError(f"{self.path} is not a usable localdts data file ({exc})") from None
+        except DataFileError:
+            db.close()
+            raise
+        return db
+
+    def _check_header(self) -> None:
+        try:
+            with self.path.open("rb") as f:
+                header = f.read(len(SQLITE_MAGIC))
+        except OSError as exc:
+            raise DataFileError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        if header != SQLITE_MAGIC:
+            raise DataFileError(f"{self.path} is not a localdts data file (not an SQLite database); "
+                                "move it away or choose another --data")
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            raise DataFileError(f"{self.path} is an SQLite database of another program, not localdts data; "
+                                "move it away or choose another --data")
+        if version > SCHEMA_VERSION:
+            raise DataFileError(f"{self.path} was written by a newer localdts (schema {version}; "
+                                f"this one reads up to {SCHEMA_VERSION})")
+        if version < 1:
+            raise DataFileError(f"{self.path} has no localdts schema (version {version})")
+        # Touch every table once: a damaged file fails here, with a line, rather than later with a traceback.
+        db.execute("SELECT count(*) FROM instances").fetchone()
+        db.execute("SELECT count(*) FROM history").fetchone()
+
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN")
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+
+    def _next_boot(self) -> int:
+        """A counter bumped per open: completion tokens of an earlier run can never match this run's."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute("SELECT value FROM meta WHERE key='boot'").fetchone()
+        boot = (row[0] if row else 0) + 1
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot', ?)", (boot,))
+        db.execute("COMMIT")
+        return int(boot)
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def load(self) -> Iterator[InstanceRow]:
+        """Every stored instance with its history in order."""
+        try:
+            histories: dict[str, list[bytes]] = {}
+            for instance_id, event in self._db.execute(
+                    "SELECT instance_id, event FROM history ORDER BY instance_id, seq"):
+                histories.setdefault(instance_id, []).append(bytes(event))
+            rows = self._db.execute(
+                "SELECT instance_id, name, status, version, input, output, custom_status, created_us, updated_us,"
+                " completed_us, failure, tags, pending, trace, start_at_us FROM instances").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise DataFileError(f"{self.path} is damaged ({exc})") from None
+        for r in rows:
+            yield InstanceRow(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                bytes(r[10]) if r[10] is not None else None, r[11], bytes(r[12]),
+                bytes(r[13]) if r[13] is not None else None, r[14], histories.get(r[0], []),
+            )
+
+    # --- writing ---------------------------------------------------------------------------------------------
+
+    def write(self, changes: Iterable[Change]) -> None:
+        """Apply the changes in one transaction; returns once committed (and fsynced, if so configured)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            for change in changes:
+                self._apply(db, change)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _apply(db: sqlite3.Connection, change: Change) -> None:
+        row = change.row
+        if row is None:
+            db.execute("DELETE FROM instances WHERE instance_id=?", (change.instance_id,))
+            db.execute("DELETE FROM history WHERE instance_id=?", (change.instance_id,))
+            return
+        db.execute(
+            "INSERT OR REPLACE INTO instances (instance_id, name, status, version, input, output, custom_status,"
+            " created_us, updated_us, completed_us, failure, tags, pending, trace, start_at_us)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.instance_id, row.name, row.status, row.version, row.input, row.output, row.custom_status,
+             row.created_us, row.updated_us, row.completed_us, row.failure, row.tags, row.pending, row.trace,
+             row.start_at_us),
+        )
+        if change.rewrite:
+            db.execute("DELETE FROM history WHERE instance_id=?", (change.instance_id,))
+        if change.new_events:
+            db.executemany(
+                "INSERT OR REPLACE INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+                [(change.instance_id, change.history_from + i, blob) for i, blob in enumerate(change.new_events)],
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._release_lock()

@@ -1,0 +1,78 @@
+"""A durabletask worker in its own process, for the kill -9 tests: every registered workflow plus one probe.
+
+    python -m tests.localdts.worker_proc ENDPOINT
+
+Prints ``ready`` once started and runs until SIGTERM/SIGINT. The probe orchestration ``run_marked`` calls the
+activity ``mark_and_wait``, which appends this process id to ``<dir>/runs`` and then waits for ``<dir>/release``:
+a test can kill the worker while the activity is running, start another, and see who ran it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from durabletask import task
+from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
+
+from orchestrations import registry
+
+TASKHUB = "default"
+CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+])
+
+
+def mark_and_wait(ctx: Any, folder: str) -> int:
+    """Record that this process runs the activity, then block until the test releases it."""
+    path = Path(folder)
+    with (path / "runs").open("a") as f:
+        f.write(f"{os.getpid()}\n")
+    while not (path / "release").exists():
+        time.sleep(0.05)
+    return os.getpid()
+
+
+def run_marked(ctx: task.OrchestrationContext, folder: str) -> Generator[task.Task[Any], Any, Any]:
+    result = yield ctx.call_activity(mark_and_wait, input=folder)
+    return result
+
+
+def build_worker(endpoint: str) -> DurableTaskSchedulerWorker:
+    worker = DurableTaskSchedulerWorker(
+        host_address=endpoint, taskhub=TASKHUB, token_credential=None, secure_channel=False,
+        channel_options=CHANNEL_OPTIONS,
+        resiliency_options=GrpcWorkerResiliencyOptions(reconnect_backoff_base_seconds=0.2,
+                                                       reconnect_backoff_cap_seconds=1.0),
+    )
+    registry.register(worker)
+    worker.add_orchestrator(run_marked)
+    worker.add_activity(mark_and_wait)
+    return worker
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING, format="worker %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = build_worker(argv[0])
+    worker.start()
+    print("ready", flush=True)
+    stop.wait()
+    worker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
