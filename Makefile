@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-slow test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -16,7 +16,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/sbworker dev
 
+# The fast default (a few minutes): everything but the suites marked slow. The tests mostly wait on sockets, so
+# three pytest-xdist workers share the two cores well; each test file stays on one worker (--dist loadfile).
+TEST_WORKERS ?= 3
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+
+# The long suites: reliability (kill -9, outages, fuzzing), packaging, big restarts. CI runs them after `make test`.
+# Serial on purpose: they measure recovery under load and kill processes.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -6,7 +6,6 @@ Outcomes are read back from DTS and from the dead-letter queue through the real 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import uuid
@@ -25,6 +24,7 @@ from listener.dispatch import Dispatcher, is_transient
 from listener.receiver import Listener
 from localbus import LocalBus
 from orchestrations import registry
+from tests.fixtures.target import ExternalBus
 
 QUEUE = "workflow-requests"
 
@@ -75,6 +75,8 @@ class Harness:
         self._sender: Any = None
         self._send_lock = asyncio.Lock()  # one link; the SDK does not guard concurrent first use
         self._peekers: dict[Any, Any] = {}
+        # On an external Service Bus the queue is shared with earlier tests: look only at our own messages.
+        self._own: set[str] | None = set() if isinstance(bus, ExternalBus) else None
 
     async def __aenter__(self) -> Harness:
         self.dts = clients.dts_async_client(self.dts_settings)
@@ -118,17 +120,14 @@ class Harness:
         self.client = ServiceBusClient.from_connection_string(self.bus.connection_string)
 
     async def _close_links(self) -> None:
-        for link in [self._sender, *self._peekers.values()]:
-            if link is not None:
-                with contextlib.suppress(Exception):
-                    await link.close()
+        # Each close waits out the SDK's keep-alive tick (up to 1 s): close them together, not one after another.
+        links = [link for link in [self._sender, *self._peekers.values()] if link is not None]
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
         self._sender = None
         self._peekers = {}
 
     async def __aexit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):
-            await self.stop_listener()
-        await self._close_links()
+        await asyncio.gather(self.stop_listener(), self._close_links(), return_exceptions=True)
         if self.client is not None:
             await self.client.close()
         if self.dts is not None:
@@ -141,6 +140,8 @@ class Harness:
         assert self.client is not None
         payload = raw if raw is not None else json.dumps(body).encode()
         mid = message_id or uuid.uuid4().hex
+        if self._own is not None:
+            self._own.add(mid)
         async with self._send_lock:
             if self._sender is None:
                 self._sender = self.client.get_queue_sender(self.queue)
@@ -151,6 +152,8 @@ class Harness:
 
     async def send_many(self, messages: list[ServiceBusMessage]) -> None:
         assert self.client is not None
+        if self._own is not None:
+            self._own.update(str(m.message_id) for m in messages)
         async with self.client.get_queue_sender(self.queue) as sender:
             for i in range(0, len(messages), 100):
                 batch = await sender.create_message_batch()
@@ -214,7 +217,9 @@ class Harness:
             self._peekers[sub_queue] = self.client.get_queue_receiver(self.queue, sub_queue=sub_queue)
         # From sequence number 1 each time: a receiver's peek otherwise resumes after the last one it saw.
         found: list[ServiceBusReceivedMessage] = await self._peekers[sub_queue].peek_messages(
-            max_message_count=n, sequence_number=1)
+            max_message_count=n if self._own is None else 1000, sequence_number=1)
+        if self._own is not None:
+            found = [m for m in found if str(m.message_id) in self._own]
         return found
 
     async def queue_drained(self, timeout: float = 20.0) -> None:

@@ -19,6 +19,7 @@ from listener.dispatch import Dispatcher, Outcome
 from listener.messages import text
 from localbus import LocalBus
 from tests.fixtures.dts import DtsBackend, start_backend
+from tests.fixtures.localbus import queue_bus
 from tests.integration.harness import QUEUE, Harness, eventually, listener_settings
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
@@ -30,8 +31,8 @@ def queues(lock: str = "PT30S", max_delivery: int = 10) -> dict[str, dict[str, A
 
 
 @pytest.fixture
-def bus(tmp_path: Path) -> Iterator[LocalBus]:
-    with LocalBus(port=0, queues=queues(), data_path=tmp_path / "bus.sqlite3") as b:
+def bus(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalBus]:
+    with queue_bus(request.config, queues(), data_path=tmp_path / "bus.sqlite3") as b:
         yield b
 
 
