@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from proton import Array, Condition, Delivery, Link, Message, Terminus, symbol
+from proton import Array, Condition, Delivery, Endpoint, Link, Message, Terminus, symbol
 
 from . import codec
-from .auth import TokenAuthority, covers
+from .auth import TokenAuthority, scope_covers
 from .broker import Broker, Entity, LockLost, MoveFailed, Record
 from .management import Management
 from .properties import InvalidProperty
@@ -88,7 +89,8 @@ class ConnectionHandler:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
         self.broker = ctx.broker
-        self.authorized: set[str] = set()  # audiences with an accepted token on this connection
+        self.grants: dict[str, float | None] = {}  # entity-path scope -> expiry (epoch s) of its latest token
+        self.connection: Any = None
         self.consumers: list[LinkConsumer] = []
         self.reply_links: dict[str, Link] = {}  # reply address or node → server sender link
 
@@ -101,6 +103,7 @@ class ConnectionHandler:
 
     def on_connection_remote_open(self, event: Any) -> None:
         conn = event.connection
+        self.connection = conn
         conn.container = "localbus"
         conn.open()
 
@@ -161,10 +164,13 @@ class ConnectionHandler:
         if entity is None:
             self._refuse(link, "amqp:not-found", f"The messaging entity '{entity_part}' could not be found.")
             return
-        if not any(covers(aud, entity.name) for aud in self.authorized):
-            self._refuse(link, "amqp:unauthorized-access", f"Unauthorized access to '{entity.name}': no token.")
+        link_path = f"{entity.name}/$management" if is_mgmt else entity.name
+        if not self._authorized(link_path):
+            self._refuse(link, "amqp:unauthorized-access",
+                         f"Unauthorized access to '{link_path}': no valid token on $cbs covers it.")
             return
         link.lb_entity = entity
+        link.lb_path = link_path
         if is_mgmt:
             link.lb_kind = "mgmt"
             self._accept(link)
@@ -202,6 +208,37 @@ class ConnectionHandler:
         link.condition = Condition(condition, description)
         link.close()
 
+    # --- authorisation ---------------------------------------------------------------------------------------
+
+    def _authorized(self, path: str) -> bool:
+        """Whether an unexpired token on this connection covers ``path`` (a link's entity path)."""
+        now = time.time()
+        return any(scope_covers(scope, path) and (expires is None or expires > now)
+                   for scope, expires in self.grants.items())
+
+    def _detach_unauthorized(self, link: Link) -> None:
+        if link.state & Endpoint.LOCAL_CLOSED:
+            return
+        path = getattr_safe(link, "lb_path") or "?"
+        log.info("detaching %s: its token expired", path)
+        self._forget_link(link)
+        link.condition = Condition("amqp:unauthorized-access",
+                                   f"The token for '{path}' has expired; put a new token on $cbs before it expires "
+                                   "to keep a link open.")
+        link.close()
+
+    def check_tokens(self) -> None:
+        """Detach every entity link whose token has expired and was not renewed by a newer put-token."""
+        if self.connection is None:
+            return
+        link = self.connection.link_head(Endpoint.LOCAL_ACTIVE)
+        while link is not None:
+            nxt = link.next(Endpoint.LOCAL_ACTIVE)
+            path = getattr_safe(link, "lb_path")
+            if path is not None and not self._authorized(path):
+                self._detach_unauthorized(link)
+            link = nxt
+
     def on_link_flow(self, event: Any) -> None:
         link = event.link
         if link.is_sender and getattr_safe(link, "lb_kind") == "data":
@@ -227,6 +264,16 @@ class ConnectionHandler:
         link.advance()
         raw = bytes(data) if data is not None else b""
         kind = getattr_safe(link, "lb_kind")
+        if link.state & Endpoint.LOCAL_CLOSED:
+            delivery.settle()  # arrived after we detached the link: never stored
+            return
+        if kind in ("data", "mgmt") and not self._authorized(link.lb_path):
+            condition = Condition("amqp:unauthorized-access", f"The token for '{link.lb_path}' has expired.")
+            delivery.local.condition = condition
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            self._detach_unauthorized(link)
+            return
         try:
             if kind == "data":
                 if len(raw) > MAX_MESSAGE_SIZE:
@@ -265,6 +312,9 @@ class ConnectionHandler:
         if token is None:
             if delivery.settled:
                 delivery.settle()  # a reply or a pre-settled message: nothing to decide
+            return
+        if not self._authorized(getattr_safe(link, "lb_path") or ""):
+            self._detach_unauthorized(link)  # the lock stays until it expires, as after a disconnect
             return
         if state not in (Delivery.ACCEPTED, Delivery.MODIFIED, Delivery.REJECTED, Delivery.RELEASED):
             if delivery.settled:  # settled without an outcome: treat as released
@@ -335,9 +385,9 @@ class ConnectionHandler:
         audience = str(props.get("name", ""))
         body = request.body
         token = bytes(body).decode("utf-8", "replace") if isinstance(body, bytes | memoryview) else str(body)
-        result = self.ctx.auth.put_token(token_type, audience, token)
+        result = self.ctx.auth.put_token(token_type, audience, token, props.get("expiration"))
         if result.ok:
-            self.authorized.add(audience)
+            self.grants[result.scope] = result.expires_at  # a renewal replaces the earlier expiry
         else:
             log.info("refused %s token for %s: %s", token_type, audience, result.description)
         reply = Message(correlation_id=request.id,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ipaddress
 import logging
 import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 from proton import Collector, Connection, Transport
 
 from .amqp import ConnectionHandler, ServerContext
-from .auth import TokenAuthority
+from .auth import LOCAL_HOSTS, TokenAuthority
 from .broker import Broker
 from .config import DEFAULT_CONFIG_PATH, QueueSettings, load_config, queue_settings
 from .store import Persistence, SqlitePersistence
@@ -54,6 +55,7 @@ class _Conn:
         self.collector = Collector()
         self.connection.collect(self.collector)
         self.transport = Transport(Transport.SERVER)
+        self.transport.require_auth(True)  # a client that skips SASL is refused (Service Bus requires it too)
         sasl = self.transport.sasl()
         sasl.allowed_mechs("ANONYMOUS")
         self.transport.bind(self.connection)
@@ -77,6 +79,7 @@ class Server:
         self._calls: collections.deque[tuple[Callable[[], Any], Future[Any]]] = collections.deque()
         self._waiters: list[tuple[Callable[[], bool], Future[bool]]] = []
         self._stopping = False
+        self._tokens_checked = 0.0
 
     # --- cross-thread API ----------------------------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class Server:
                         if mask & selectors.EVENT_WRITE:
                             self._write(conn)
                 self._run_calls()
+                self._check_tokens()
                 self._process()
                 self._flush_all()
                 self._check_waiters()
@@ -132,6 +136,19 @@ class Server:
             raise
         finally:
             self._shutdown()
+
+    def _check_tokens(self) -> None:
+        """Detach links whose token expired (at most every 0.2 s: the loop wakes at least once a second)."""
+        now = time.monotonic()
+        if now - self._tokens_checked < 0.2:
+            return
+        self._tokens_checked = now
+        for conn in list(self.conns.values()):
+            try:
+                conn.handler.check_tokens()
+            except Exception:
+                log.exception("token check failed; closing the connection")
+                self._abort(conn)
 
     def _timeout(self) -> float | None:
         deadline = self.broker.next_deadline_ms()
@@ -317,6 +334,44 @@ class Server:
             self._calls.popleft()[1].cancel()
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address to bind) only accepts connections from this machine."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class ExposureError(ValueError):
+    """Binding would expose the broker to other machines without the operator's explicit consent."""
+
+
+def check_exposure(host: str, key: str, allow_remote: bool) -> None:
+    """Refuse a non-loopback bind unless allowed, and never with the publicly known emulator key."""
+    if is_loopback(host):
+        return
+    if not allow_remote:
+        raise ExposureError(f"{host} is not a loopback address; pass --allow-remote (LocalBus(allow_remote=True)) "
+                            "to accept connections from other machines")
+    if key == DEFAULT_SAS_KEY:
+        raise ExposureError(f"refusing to listen on {host} with the well-known emulator key {DEFAULT_SAS_KEY}; "
+                            "pass --key (LocalBus(key=...)) with a secret of your own")
+
+
+def namespace_hosts(host: str, extra: Iterable[str] = ()) -> set[str]:
+    """Host names that name this namespace in token audiences: loopback names, the bound address, and on a
+    wildcard bind this machine's names. A token for any other host is for another namespace and refused."""
+    names = set(LOCAL_HOSTS) | {h.lower() for h in extra}
+    if host in ("", "0.0.0.0", "::"):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    else:
+        names.add(host.strip("[]").lower())
+    return names
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -342,7 +397,10 @@ class LocalBus:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, config_path: str | Path | None = None,
                  data_path: str | Path | None = None,
                  queues: Mapping[str, QueueSettings | Mapping[str, Any]] | None = None,
-                 sas_key: str = DEFAULT_SAS_KEY, key_name: str = DEFAULT_KEY_NAME) -> None:
+                 key: str | None = None, key_name: str = DEFAULT_KEY_NAME, *, sas_key: str | None = None,
+                 accept_jwt: bool = False, hostnames: Iterable[str] = (), allow_remote: bool = False) -> None:
+        key = key or sas_key or DEFAULT_SAS_KEY  # sas_key: the older name of the same setting
+        check_exposure(host, key, allow_remote)
         self.host = host
         self._port = port
         self.config_path = Path(config_path) if config_path is not None else (
@@ -352,9 +410,11 @@ class LocalBus:
         for name, props in (queues or {}).items():
             settings[name] = queue_settings(props, where=f"queue {name!r}")
         self.queues: dict[str, QueueSettings] = settings
-        self.sas_key = sas_key
+        self.key = key
         self.key_name = key_name
-        self.auth = TokenAuthority(key_name, sas_key)
+        self.accept_jwt = accept_jwt
+        self.auth = TokenAuthority(key_name, self.key, accept_jwt=accept_jwt,
+                                   hosts=namespace_hosts(host, hostnames))
         self._lock = threading.Lock()
         self._memory_broker: Broker | None = None
         self._broker: Broker | None = None
@@ -430,7 +490,12 @@ class LocalBus:
 
     @property
     def connection_string(self) -> str:
-        return connection_string(self._port, self.key_name, self.sas_key)
+        return connection_string(self._port, self.key_name, self.key)
+
+    @property
+    def sas_key(self) -> str:
+        """The shared access key (older name of :attr:`key`)."""
+        return self.key
 
     @property
     def endpoint(self) -> str:

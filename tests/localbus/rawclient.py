@@ -59,7 +59,7 @@ class RawClient:
     def authorize(self, path: str = "", key: str | None = None, ttl: float = 3600) -> None:
         """Put a SAS token for ``sb://localhost/<path>`` (the namespace when empty) signed with the bus's key."""
         uri = f"sb://localhost:{self.bus.port}/{path}".rstrip("/")
-        status, description = self.put_token(uri, sas_token(uri, key or self.bus.sas_key, self.bus.key_name, ttl))
+        status, description = self.put_token(uri, sas_token(uri, key or self.bus.key, self.bus.key_name, ttl))
         assert status == 202, description
 
     def send(self, sender: BlockingSender, message: Message) -> Delivery:

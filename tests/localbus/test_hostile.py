@@ -6,24 +6,28 @@ azure-servicebus SDK. Every test here failed against localbus before the matchin
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from azure.servicebus import ServiceBusMessage, ServiceBusReceiveMode
-from azure.servicebus.exceptions import ServiceBusError
-from proton import Message, decimal32, symbol
+from azure.core.credentials import AzureSasCredential
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode
+from azure.servicebus.exceptions import ServiceBusAuthenticationError, ServiceBusError
+from proton import Condition, ConnectionException, Delivery, Endpoint, Message, decimal32, symbol
+from proton.utils import BlockingConnection, LinkDetached
 
 from localbus import LocalBus, codec
 from localbus.broker import Broker, MoveFailed
 from localbus.config import queue_settings
 from localbus.store import ACTIVE, SqlitePersistence
-from tests.fixtures.localbus import LocalBusFactory
+from tests.fixtures.localbus import SHORT_LOCK_QUEUE, LocalBusFactory
 
-from .rawclient import RawClient
-from .sdk import client, sender
+from .rawclient import RawClient, sas_token
+from .sdk import FakeCredential, client, sender
 
 Q = "workflow-requests"
 
@@ -149,3 +153,102 @@ def test_a_failed_dead_letter_keeps_the_message_locked_where_it_was(tmp_path: Pa
     assert broker.counts("q")["locked"] == 1 and broker.counts("q/$DeadLetterQueue")["total"] == 0
     broker.complete(taken[1])  # the lock still works
     store.close()
+
+
+# --- 3. tokens: audience, namespace, expiry, jwt opt-in, SASL ------------------------------------------------
+
+def _auth_failure_text(error: ServiceBusAuthenticationError) -> str:
+    """What SDK 7.15 shows of a refused put-token: its message is generic ("amqp:client-error"); the
+    broker's status description is in the inner exception (``CBS Token authentication failed ... Description:``).
+    """
+    return f"{error} / {error.inner_exception}"
+
+
+def test_jwt_is_refused_by_default_and_the_sdk_says_how_to_enable_it(localbus: LocalBus) -> None:
+    sb = ServiceBusClient(localbus.endpoint, FakeCredential(), use_tls=False, retry_total=0)  # type: ignore[arg-type]
+    with sb, pytest.raises(ServiceBusAuthenticationError) as caught, sb.get_queue_receiver(
+            Q, sub_queue="deadletter") as r:
+        r.receive_messages(max_wait_time=1)
+    shown = _auth_failure_text(caught.value)
+    assert "--accept-jwt" in shown and "accept_jwt=True" in shown
+
+
+def test_any_jwt_reads_nothing_without_opt_in(localbus: LocalBus) -> None:
+    with RawClient(localbus) as raw:
+        status, description = raw.put_token(f"sb://localhost:{localbus.port}/{Q}", "anything", "jwt")
+        assert status == 401 and "--accept-jwt" in description
+        with pytest.raises(LinkDetached) as caught:
+            raw.conn.create_receiver(f"{Q}/$DeadLetterQueue")
+    assert "amqp:unauthorized-access" in str(caught.value)
+
+
+def test_correctly_signed_token_for_another_namespace_is_refused(localbus: LocalBus) -> None:
+    foreign = f"sb://other.servicebus.windows.net/{Q}"
+    token = sas_token(foreign, localbus.key)  # the right key: only the namespace is wrong
+    sb = ServiceBusClient(localbus.endpoint, AzureSasCredential(token), use_tls=False, retry_total=0)
+    with sb, pytest.raises(ServiceBusAuthenticationError) as caught, sender(sb, Q) as s:
+        s.send_messages(ServiceBusMessage("x"))
+    assert "is not this namespace" in _auth_failure_text(caught.value)
+    with RawClient(localbus) as raw:  # nor may a client name the foreign namespace as its audience
+        assert raw.put_token(foreign, token)[0] == 401
+    assert localbus.counts(Q)["total"] == 0
+
+
+def test_wrong_signature_is_refused_with_a_reason_the_sdk_shows(localbus: LocalBus) -> None:
+    uri = f"sb://localhost:{localbus.port}/{Q}"
+    sb = ServiceBusClient(localbus.endpoint, AzureSasCredential(sas_token(uri, "not-the-key")), use_tls=False,
+                          retry_total=0)
+    with sb, pytest.raises(ServiceBusAuthenticationError) as caught, sender(sb, Q) as s:
+        s.send_messages(ServiceBusMessage("x"))
+    assert "InvalidSignature: the token has an invalid signature" in _auth_failure_text(caught.value)
+
+
+def test_queue_token_covers_the_queue_its_management_and_its_dlq_only(localbus: LocalBus) -> None:
+    with RawClient(localbus) as raw:
+        raw.authorize(Q)
+        raw.conn.create_sender(Q)
+        raw.conn.create_receiver(f"{Q}/$DeadLetterQueue")
+        raw.conn.create_sender(f"{Q}/$management")
+        with pytest.raises(LinkDetached):
+            raw.conn.create_sender(SHORT_LOCK_QUEUE)
+    with RawClient(localbus) as raw:
+        raw.authorize(f"{Q}/$management")
+        raw.conn.create_sender(f"{Q}/$management")
+        with pytest.raises(LinkDetached):
+            raw.conn.create_sender(Q)
+
+
+def _wait_detached(raw: RawClient, link: Any) -> Condition:
+    with contextlib.suppress(LinkDetached):  # proton's blocking API raises it from any wait once it happens
+        raw.conn.wait(lambda: bool(link.state & Endpoint.REMOTE_CLOSED), timeout=10, msg="server detach")
+    condition: Condition = link.remote_condition
+    return condition
+
+
+def test_link_is_detached_when_its_token_expires_unless_renewed(localbus: LocalBus) -> None:
+    uri = f"sb://localhost:{localbus.port}/{Q}"
+    expiry = int(time.time()) + 2
+    with RawClient(localbus) as lapsing, RawClient(localbus) as renewing:
+        assert lapsing.put_token(uri, sas_token(uri, localbus.key, expiry=expiry))[0] == 202
+        assert renewing.put_token(uri, sas_token(uri, localbus.key, expiry=expiry))[0] == 202
+        doomed, kept = lapsing.conn.create_sender(Q), renewing.conn.create_sender(Q)
+        assert lapsing.send(doomed, Message(body=b"before")).remote_state == Delivery.ACCEPTED
+        assert renewing.put_token(uri, sas_token(uri, localbus.key, ttl=3600))[0] == 202  # renewal
+        condition = _wait_detached(lapsing, doomed.link)
+        assert condition.name == "amqp:unauthorized-access" and "expired" in str(condition.description)
+        with pytest.raises(LinkDetached):  # and nothing new is allowed with the stale token
+            lapsing.conn.create_sender(Q, name="second")
+        assert renewing.send(kept, Message(body=b"after")).remote_state == Delivery.ACCEPTED
+    assert localbus.counts(Q)["total"] == 2
+
+
+def test_client_that_skips_sasl_is_refused(localbus: LocalBus) -> None:
+    with pytest.raises(ConnectionException):
+        BlockingConnection(f"amqp://127.0.0.1:{localbus.port}", timeout=5, sasl_enabled=False)
+
+
+def test_jwt_is_accepted_when_the_operator_opts_in(localbus_factory: LocalBusFactory) -> None:
+    bus = localbus_factory(accept_jwt=True)
+    with RawClient(bus) as raw:
+        assert raw.put_token(f"sb://localhost:{bus.port}/{Q}", "anything", "jwt")[0] == 202
+        assert raw.send(raw.conn.create_sender(Q), Message(body=b"x")).remote_state == Delivery.ACCEPTED

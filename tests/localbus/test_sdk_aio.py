@@ -70,7 +70,8 @@ async def test_aio_auto_lock_renewer_outlives_short_locks(localbus_factory: Loca
         assert bus.counts("three-second-lock")["total"] == 0
 
 
-async def test_aio_jwt_credential(localbus: LocalBus) -> None:
+async def test_aio_jwt_credential(localbus_factory: LocalBusFactory) -> None:
+    localbus = localbus_factory(accept_jwt=True)
     credential = AsyncFakeCredential()
     sb = ServiceBusClient(localbus.endpoint, credential, use_tls=False)  # type: ignore[arg-type]
     async with sb, sb.get_queue_sender(Q, keep_alive=None) as s:

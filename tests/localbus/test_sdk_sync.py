@@ -227,7 +227,8 @@ def test_wrong_sas_key_is_refused(localbus: LocalBus) -> None:
     assert token_type in ("jwt", "servicebus.windows.net:sastoken")  # SDK 7.15 labels SAS tokens "jwt"
 
 
-def test_jwt_credential_is_accepted_and_inspectable(localbus: LocalBus) -> None:
+def test_jwt_credential_is_accepted_and_inspectable(localbus_factory: LocalBusFactory) -> None:
+    localbus = localbus_factory(accept_jwt=True)  # unverifiable tokens are refused unless the operator opts in
     credential = FakeCredential()
     with ServiceBusClient(localbus.endpoint, credential, use_tls=False) as sb:  # type: ignore[arg-type]
         with sender(sb, Q) as s:
