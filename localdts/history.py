@@ -41,26 +41,34 @@ class OwedTimer:
     fire_at: datetime
 
 
-def _answered_tasks(events: Iterable[pb.HistoryEvent]) -> set[int]:
-    done: set[int] = set()
-    for e in events:
-        if e.HasField("taskCompleted"):
-            done.add(e.taskCompleted.taskScheduledId)
+def open_tasks(history: Sequence[pb.HistoryEvent],
+               pending: Sequence[pb.HistoryEvent]) -> dict[int, pb.HistoryEvent]:
+    """``TaskScheduled`` events still waiting for their answer, by task id.
+
+    Read in order: a retry schedules the task again under the same id after its failure, so a task is open
+    when its latest scheduling has no answer after it.
+    """
+    waiting: dict[int, pb.HistoryEvent] = {}
+    for e in (*history, *pending):
+        if e.HasField("taskScheduled"):
+            waiting[e.eventId] = e
+        elif e.HasField("taskCompleted"):
+            waiting.pop(e.taskCompleted.taskScheduledId, None)
         elif e.HasField("taskFailed"):
-            done.add(e.taskFailed.taskScheduledId)
-    return done
+            waiting.pop(e.taskFailed.taskScheduledId, None)
+    return waiting
 
 
 def owed_activities(history: Sequence[pb.HistoryEvent],
                     pending: Sequence[pb.HistoryEvent]) -> list[pb.HistoryEvent]:
     """``TaskScheduled`` events whose activity has not answered yet, oldest first."""
-    done = _answered_tasks(history) | _answered_tasks(pending)
-    return [e for e in history if e.HasField("taskScheduled") and e.eventId not in done]
+    return sorted(open_tasks(history, pending).values(), key=lambda e: e.eventId)
 
 
 def is_task_answered(history: Sequence[pb.HistoryEvent], pending: Sequence[pb.HistoryEvent],
                      task_id: int) -> bool:
-    return task_id in _answered_tasks(history) or task_id in _answered_tasks(pending)
+    """True unless the task is scheduled and waiting: an answer to anything else would be a second one."""
+    return task_id not in open_tasks(history, pending)
 
 
 def owed_timers(history: Sequence[pb.HistoryEvent], pending: Sequence[pb.HistoryEvent]) -> list[OwedTimer]:
@@ -69,22 +77,18 @@ def owed_timers(history: Sequence[pb.HistoryEvent], pending: Sequence[pb.History
             for e in history if e.HasField("timerCreated") and e.eventId not in fired]
 
 
-def timer_is_owed(history: Sequence[pb.HistoryEvent], pending: Sequence[pb.HistoryEvent], timer_id: int) -> bool:
-    """Was this timer created in the current execution and has it not fired yet?"""
-    return any(t.timer_id == timer_id for t in owed_timers(history, pending))
-
-
 def owed_sub_orchestrations(history: Sequence[pb.HistoryEvent],
                             pending: Sequence[pb.HistoryEvent]) -> list[tuple[int, str]]:
     """(task id, sub-instance id) of sub-orchestrations whose result has not reached the parent yet."""
-    answered = set()
+    waiting: dict[int, str] = {}
     for e in (*history, *pending):
-        if e.HasField("subOrchestrationInstanceCompleted"):
-            answered.add(e.subOrchestrationInstanceCompleted.taskScheduledId)
+        if e.HasField("subOrchestrationInstanceCreated"):
+            waiting[e.eventId] = e.subOrchestrationInstanceCreated.instanceId
+        elif e.HasField("subOrchestrationInstanceCompleted"):
+            waiting.pop(e.subOrchestrationInstanceCompleted.taskScheduledId, None)
         elif e.HasField("subOrchestrationInstanceFailed"):
-            answered.add(e.subOrchestrationInstanceFailed.taskScheduledId)
-    return [(e.eventId, e.subOrchestrationInstanceCreated.instanceId) for e in history
-            if e.HasField("subOrchestrationInstanceCreated") and e.eventId not in answered]
+            waiting.pop(e.subOrchestrationInstanceFailed.taskScheduledId, None)
+    return sorted(waiting.items())
 
 
 def find_scheduled(history: Sequence[pb.HistoryEvent], task_id: int) -> pb.HistoryEvent | None:
