@@ -25,9 +25,12 @@ class Reason(StrEnum):
     UNKNOWN_ORCHESTRATION = "UnknownOrchestration"
     MISSING_MESSAGE_ID = "MissingMessageId"
     UNSUPPORTED_BODY = "UnsupportedBody"
+    UNDECODABLE_MESSAGE = "UndecodableMessage"
+    MESSAGE_ID_TOO_LONG = "MessageIdTooLong"
     # The message is fine, but its target is not.
     INSTANCE_NOT_FOUND = "InstanceNotFound"
     INSTANCE_NOT_RUNNING = "InstanceNotRunning"
+    NOT_AN_APPROVAL_WORKFLOW = "NotAnApprovalWorkflow"
 
 
 #: Statuses after which an instance never changes again.
@@ -49,5 +52,9 @@ class Exit(IntEnum):
 # and since when, it has waited for its instance. A resubmit from the DLQ strips them so the copy starts afresh.
 PROP_RETRIES: Final = "sbworker-retries"
 PROP_FIRST_ATTEMPT: Final = "sbworker-first-attempt"
+# The orchestration tag naming the Service Bus message that started an instance (the dashboard links them).
+TAG_MESSAGE_ID: Final = "sbworker.message_id"
+# Set by listener.amqp_decoding on a delivery the SDK could not decode (the value says what failed).
+PROP_UNDECODABLE: Final = "x-sbworker-undecodable"
 # Service Bus's own dead-letter properties, which a resubmitted copy must not carry.
 DEAD_LETTER_PROPS: Final = frozenset({"DeadLetterReason", "DeadLetterErrorDescription", "DeadLetterSource"})

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,8 +18,9 @@ import grpc
 from durabletask.client import OrchestrationState
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from listener.codes import TERMINAL_STATUSES
+from listener.codes import TAG_MESSAGE_ID, TERMINAL_STATUSES
 from listener.contract import ApprovalRequest, StartRequest
+from orchestrations import registry
 from orchestrations.approval_workflow import APPROVAL_EVENT
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class DtsClient(Protocol):
     """The slice of the async DTS client the listener uses (AsyncDurableTaskSchedulerClient satisfies it)."""
 
     async def schedule_new_orchestration(self, orchestrator: Any, *, input: Any = ..., instance_id: str | None = ...,
-                                         start_at: Any = ...) -> str: ...
+                                         start_at: Any = ..., tags: dict[str, str] | None = ...) -> str: ...
 
     async def get_orchestration_state(self, instance_id: str, *, fetch_payloads: bool = ...
                                       ) -> OrchestrationState | None: ...
@@ -85,6 +87,14 @@ class InstanceNotRunning:
 
 
 @dataclass(frozen=True)
+class NotAnApprovalWorkflow:
+    """The instance exists, but its orchestration never waits for an approval."""
+
+    instance_id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class TransientFailure:
     """DTS stayed unreachable or overloaded for the whole retry budget."""
 
@@ -92,7 +102,7 @@ class TransientFailure:
 
 
 Outcome = (Started | AlreadyExists | Raised | AlreadyApplied | InstanceNotFound | InstanceNotRunning
-           | TransientFailure)
+           | NotAnApprovalWorkflow | TransientFailure)
 
 
 def rpc_code(error: BaseException) -> grpc.StatusCode | None:
@@ -114,8 +124,10 @@ class Dispatcher:
     """Performs the DTS side of one message, retrying transient failures within a budget."""
 
     def __init__(self, client: DtsClient, *, retry_seconds: float = TRANSIENT_RETRY_SECONDS,
-                 call_timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+                 call_timeout: float = CALL_TIMEOUT_SECONDS,
+                 accepts_approvals: Callable[[str | None], bool] = registry.accepts_approvals) -> None:
         self._client = client
+        self._accepts_approvals = accepts_approvals
         self._retry_seconds = retry_seconds
         self._call_timeout = call_timeout
 
@@ -123,7 +135,7 @@ class Dispatcher:
         """`message_id` tags a raised event, so a redelivered approval can recognise its own earlier raise."""
         try:
             if isinstance(request, StartRequest):
-                return await self._retrying(self._start, request)
+                return await self._retrying(lambda r: self._start(r, message_id), request)
             return await self._retrying(lambda r: self._approve(r, message_id), request)
         except Exception as error:
             if is_transient(error):
@@ -153,12 +165,12 @@ class Dispatcher:
                 return outcome
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _start(self, request: StartRequest) -> Outcome:
+    async def _start(self, request: StartRequest, message_id: str | None) -> Outcome:
         try:
             async with asyncio.timeout(self._call_timeout):  # unlike wait_for, no extra task per call
                 await self._client.schedule_new_orchestration(
                     request.orchestration, input=request.input, instance_id=request.instance_id,
-                    start_at=request.start_at,
+                    start_at=request.start_at, tags={TAG_MESSAGE_ID: message_id} if message_id else None,
                 )
         except Exception as error:
             if rpc_code(error) == grpc.StatusCode.ALREADY_EXISTS:
@@ -174,6 +186,8 @@ class Dispatcher:
         )
         if state is None:
             return InstanceNotFound(request.instance_id)
+        if not self._accepts_approvals(state.name):
+            return NotAnApprovalWorkflow(request.instance_id, state.name or "?")
         if state.runtime_status in TERMINAL_STATUSES:
             if message_id and await self._was_raised(request.instance_id, message_id):
                 return AlreadyApplied(request.instance_id)

@@ -22,6 +22,9 @@ _PATTERNS = (
     re.compile(r"()eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),  # a JWT anywhere
 )
 REDACTED = "***"
+# No log line (with its traceback) is longer than this: publishers choose subjects and ids, and a 200 KB subject
+# must not become a 200 KB line in the operator's log store.
+MAX_LINE_CHARS = 16_384
 
 
 class RedactingFormatter(logging.Formatter):
@@ -32,7 +35,10 @@ class RedactingFormatter(logging.Formatter):
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self._secrets)
+        text = redact(super().format(record), self._secrets)
+        if len(text) > MAX_LINE_CHARS:
+            text = f"{text[:MAX_LINE_CHARS]}… ({len(text) - MAX_LINE_CHARS} more characters cut)"
+        return text
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

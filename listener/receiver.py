@@ -25,17 +25,22 @@ from azure.servicebus.exceptions import (
 )
 
 from listener import contract, messages
-from listener.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, Reason
+from listener.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, Reason
 from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher, InstanceNotFound
 from listener.locks import LockKeeper
-from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryLater, decide
+from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, DeadLetter, RetryLater, decide
 
 log = logging.getLogger(__name__)
 
 # Keep a lock for at most this long while handling one message (transient retries are far shorter).
 MAX_LOCK_RENEWAL_SECONDS = 600.0
+# A forged or corrupted first-attempt time is ignored unless it lies this close to what is possible (see
+# _first_attempt): an approval can then never wait longer than one window after its own enqueue.
+CLOCK_SKEW_SECONDS = 60.0
+# Longest message id, subject or instance id written into a log line.
+LOG_FIELD_CHARS = 128
 # How long one receive call waits for a message when the queue is idle: it bounds how late a stop is noticed.
 RECEIVE_WAIT_SECONDS = 0.25
 RECONNECT_FIRST_DELAY = 0.5
@@ -194,20 +199,25 @@ class Listener:
                 outcome = (None if isinstance(parsed, Invalid)
                            else await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id)))
                 # Only an approval still waiting for its instance needs its retry history read.
-                retries, since = _retry_bookkeeping(message) if isinstance(outcome, InstanceNotFound) else (0, 0.0)
+                window = self._settings.approval_not_found_window_seconds
+                retries, since = (_retry_bookkeeping(message, window) if isinstance(outcome, InstanceNotFound)
+                                  else (0, 0.0))
                 action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
-                                not_found_window=self._settings.approval_not_found_window_seconds)
+                                not_found_window=window, message_id_length=len(str(message.message_id or "")))
             except asyncio.CancelledError:
                 await asyncio.shield(self._settle(client, receiver, message, Abandon("shutdown"), parsed, started))
                 raise
             except Exception:
-                log.exception("unexpected error handling message %s; abandoning it", message.message_id)
+                log.exception("unexpected error handling message %s; abandoning it", _cap(message.message_id))
                 action = Abandon("UnexpectedError")
             await asyncio.shield(self._settle(client, receiver, message, action, parsed, started))
         finally:
             renewer.release(message)
 
     def _parse(self, message: ServiceBusReceivedMessage) -> StartRequest | ApprovalRequest | Invalid:
+        undecodable = _prop(message, PROP_UNDECODABLE)
+        if undecodable is not None:
+            return Invalid(Reason.UNDECODABLE_MESSAGE, str(undecodable))
         body = message_body(message)
         if isinstance(body, Invalid):
             return body
@@ -243,7 +253,7 @@ class Listener:
                 await receiver.abandon_message(message)
         except Exception as error:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
-            log.warning("could not settle message %s (%s): %s; it will be redelivered", message.message_id,
+            log.warning("could not settle message %s (%s): %s; it will be redelivered", _cap(message.message_id),
                         type(applied).__name__, _short(error))
             return
         _log_settled(message, applied, parsed, started)
@@ -253,7 +263,7 @@ class Listener:
         copy = messages.copy(message, body=messages.body_bytes(message), application_properties={
             **messages.properties(message),
             PROP_RETRIES: action.attempt,
-            PROP_FIRST_ATTEMPT: _first_attempt(message).isoformat(),
+            PROP_FIRST_ATTEMPT: _first_attempt(message, self._settings.approval_not_found_window_seconds).isoformat(),
         })
         delay = action.delay * random.uniform(0.8, 1.2)
         copy.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay)
@@ -263,7 +273,7 @@ class Listener:
                     self._sender = client.get_queue_sender(self._queue)
                 await self._sender.send_messages(copy)
             except Exception as error:
-                log.warning("could not re-enqueue message %s: %s", message.message_id, _short(error))
+                log.warning("could not re-enqueue message %s: %s", _cap(message.message_id), _short(error))
                 if self._sender is not None:
                     with contextlib.suppress(Exception):
                         await self._sender.close()
@@ -286,25 +296,32 @@ def _prop(message: ServiceBusReceivedMessage, key: str) -> Any:
     return messages.text(value) if isinstance(value, bytes) else value
 
 
-def _first_attempt(message: ServiceBusReceivedMessage) -> datetime:
+def _first_attempt(message: ServiceBusReceivedMessage, window: float) -> datetime:
+    """When this approval was first handled: our property, trusted only within what the protocol allows.
+
+    A copy is re-enqueued only while its window is open, with a delay of at most NOT_FOUND_MAX_DELAY (+20%
+    jitter), so its first attempt lies between (its enqueue time - window - that delay) and its enqueue time. A
+    value outside (a publisher's year 9999, a corrupted string) is ignored and the clock starts at this enqueue.
+    """
+    enqueued = message.enqueued_time_utc or datetime.now(UTC)
+    enqueued = enqueued if enqueued.tzinfo else enqueued.replace(tzinfo=UTC)
     raw = _prop(message, PROP_FIRST_ATTEMPT)
-    if isinstance(raw, str):
+    if isinstance(raw, str) and len(raw) <= 64:
         try:
-            parsed = datetime.fromisoformat(raw)
-            if parsed.tzinfo is not None:
-                return parsed
+            claimed = datetime.fromisoformat(raw)
         except ValueError:
-            pass
-    enqueued = message.enqueued_time_utc
-    if enqueued is not None:
-        return enqueued if enqueued.tzinfo else enqueued.replace(tzinfo=UTC)
-    return datetime.now(UTC)
+            claimed = None
+        if claimed is not None and claimed.tzinfo is not None:
+            earliest = enqueued - timedelta(seconds=window + 1.2 * NOT_FOUND_MAX_DELAY + CLOCK_SKEW_SECONDS)
+            if earliest <= claimed <= enqueued + timedelta(seconds=CLOCK_SKEW_SECONDS):
+                return claimed
+    return enqueued
 
 
-def _retry_bookkeeping(message: ServiceBusReceivedMessage) -> tuple[int, float]:
+def _retry_bookkeeping(message: ServiceBusReceivedMessage, window: float) -> tuple[int, float]:
     raw = _prop(message, PROP_RETRIES)
     retries = raw if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 10_000 else 0
-    since = (datetime.now(UTC) - _first_attempt(message)).total_seconds()
+    since = (datetime.now(UTC) - _first_attempt(message, window)).total_seconds()
     return retries, max(0.0, since)
 
 
@@ -320,6 +337,14 @@ def _log_settled(message: ServiceBusReceivedMessage, action: Action, parsed: obj
     log.log(
         level,
         "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f",
-        message.message_id, messages.text(message.subject), instance_id, type(action).__name__.lower(), reason or "-",
-        message.delivery_count, (time.monotonic() - started) * 1000,
+        _cap(message.message_id), _cap(messages.text(message.subject)), _cap(instance_id),
+        type(action).__name__.lower(), _cap(reason) or "-", message.delivery_count, (time.monotonic() - started) * 1000,
     )
+
+
+def _cap(value: object) -> str | None:
+    """Publishers choose these fields: a 200 KB subject must not become a 200 KB log line."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if len(text) <= LOG_FIELD_CHARS else f"{text[:LOG_FIELD_CHARS]}…(+{len(text) - LOG_FIELD_CHARS})"

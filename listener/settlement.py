@@ -15,6 +15,7 @@ from listener.dispatch import (
     AlreadyExists,
     InstanceNotFound,
     InstanceNotRunning,
+    NotAnApprovalWorkflow,
     Outcome,
     Raised,
     Started,
@@ -24,6 +25,8 @@ from listener.dispatch import (
 # Backoff for an approval that arrived before its start: 1 s, 2 s, 4 s … capped, until the window closes.
 NOT_FOUND_FIRST_DELAY = 1.0
 NOT_FOUND_MAX_DELAY = 30.0
+# The Service Bus SDKs refuse to send a message id longer than this, so such an approval cannot be re-enqueued.
+MAX_REENQUEUE_MESSAGE_ID = 128
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ def decide(
     retries_so_far: int = 0,
     seconds_since_first_attempt: float = 0.0,
     not_found_window: float = 300.0,
+    message_id_length: int = 0,
 ) -> Action:
     """What to do with a message, given what it said and what DTS answered."""
     if isinstance(parsed, Invalid):
@@ -78,6 +82,13 @@ def decide(
             return Complete("duplicate")
         case InstanceNotRunning(instance_id=iid, status=status):
             return DeadLetter(Reason.INSTANCE_NOT_RUNNING, f"instance {iid!r} is {status}; the approval came too late")
+        case NotAnApprovalWorkflow(instance_id=iid, name=name):
+            return DeadLetter(Reason.NOT_AN_APPROVAL_WORKFLOW,
+                              f"instance {iid!r} is a {name!r}, which does not wait for approvals")
+        case InstanceNotFound(instance_id=iid) if message_id_length > MAX_REENQUEUE_MESSAGE_ID:
+            return DeadLetter(Reason.MESSAGE_ID_TOO_LONG,
+                              f"no instance {iid!r} yet, and the message id is {message_id_length} characters: "
+                              f"it cannot wait for one (re-enqueued ids are limited to {MAX_REENQUEUE_MESSAGE_ID})")
         case InstanceNotFound(instance_id=iid):
             # The exponent is capped: 2.0 ** 1024 overflows, and the cap is reached long before that anyway.
             delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_FIRST_DELAY * 2.0 ** min(retries_so_far, 16))

@@ -25,6 +25,9 @@ ORCHESTRATORS: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "workflow_with_retry": workflow_with_retry,
 })
 
+#: Orchestrations that wait for `ApprovalEvent`: an approval message for an instance of any other one is refused.
+APPROVAL_ORCHESTRATIONS: frozenset[str] = frozenset({"approval_workflow"})
+
 ACTIVITIES: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "say_hello": say_hello,
     "send_approval_request": send_approval_request,
@@ -41,6 +44,11 @@ class _Registrable(Protocol):
 def is_startable(name: str) -> bool:
     """May a message start an orchestration by this name?"""
     return name in ORCHESTRATORS
+
+
+def accepts_approvals(name: str | None) -> bool:
+    """Does an instance of this orchestration wait for approval messages?"""
+    return name in APPROVAL_ORCHESTRATIONS
 
 
 def orchestration_names() -> list[str]:

@@ -151,11 +151,13 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
             raise UsageError("give sequence numbers or --all (not both)")
         wanted = None if args.all else set(args.sequence_numbers)
         with clients.servicebus_sync_client(settings.servicebus) as client:
-            done = dlq.resubmit(client, queue, wanted)
-        print(f"resubmitted {len(done)} message(s) to {queue!r}: {' '.join(map(str, done)) or '-'}")
-        missing = sorted((wanted or set()) - set(done))
-        if missing:
-            print(f"not found in the dead-letter queue: {' '.join(map(str, missing))}", file=sys.stderr)
+            result = dlq.resubmit(client, queue, wanted)
+        print(f"resubmitted {len(result.done)} message(s) to {queue!r}: {' '.join(map(str, result.done)) or '-'}")
+        if result.arrived_since:
+            print(f"left {result.arrived_since} message(s) dead-lettered after the resubmit started "
+                  "(run it again to include them)")
+        if result.missing:
+            print(f"not found in the dead-letter queue: {' '.join(map(str, result.missing))}", file=sys.stderr)
             return Exit.FAILED
         return Exit.OK
     with clients.servicebus_sync_client(settings.servicebus) as client:

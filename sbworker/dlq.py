@@ -53,38 +53,66 @@ def peek(client: ServiceBusClient, queue: str, count: int) -> list[DeadLettered]
         return [describe(m) for m in receiver.peek_messages(max_message_count=count)]
 
 
-def resubmit(client: ServiceBusClient, queue: str, sequence_numbers: set[int] | None, *, max_wait: float = 2.0
-             ) -> list[int]:
-    """Send matching dead-lettered messages back to the queue, then complete their DLQ copies.
+@dataclass(frozen=True)
+class Resubmitted:
+    """What `resubmit` did: sent back, asked for but absent, and dead-lettered after it started (left alone)."""
 
-    `None` means all. Each copy keeps its message id (so a start stays idempotent) and loses the dead-letter
-    properties. Non-matching messages are abandoned untouched. Returns the resubmitted sequence numbers.
+    done: list[int]
+    missing: list[int]
+    arrived_since: int
+
+
+def snapshot(client: ServiceBusClient, queue: str, *, limit: int = 100_000) -> set[int]:
+    """Sequence numbers in the dead-letter queue right now (peeked, nothing locked)."""
+    seen: set[int] = set()
+    with client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+        next_seq = 1
+        while len(seen) < limit:
+            batch = receiver.peek_messages(max_message_count=250, sequence_number=next_seq)
+            if not batch:
+                break
+            numbers = [int(m.sequence_number or 0) for m in batch]
+            seen.update(numbers)
+            next_seq = max(numbers) + 1
+    return seen
+
+
+def resubmit(client: ServiceBusClient, queue: str, sequence_numbers: set[int] | None, *, max_wait: float = 2.0
+             ) -> Resubmitted:
+    """Send dead-lettered messages back to the queue, then complete their DLQ copies.
+
+    Only what was in the dead-letter queue when the call started is considered, each at most once: a message that
+    the listener dead-letters again meanwhile (a permanently invalid one, resubmitted by `--all`) gets a new
+    sequence number and is left for the next look, so the call always ends. `None` means all. Each copy keeps
+    its message id (so a start stays idempotent) and loses the dead-letter properties; others are abandoned
+    untouched.
     """
+    present = snapshot(client, queue)
+    wanted = present if sequence_numbers is None else present & sequence_numbers
     done: list[int] = []
+    arrived: set[int] = set()
     with client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0) as receiver, \
             client.get_queue_sender(queue) as sender:
-        seen: set[int] = set()
-        while True:
+        idle_batches = 0
+        while len(done) < len(wanted) and idle_batches < 3:
             batch = receiver.receive_messages(max_message_count=50, max_wait_time=max_wait)
             if not batch:
                 break
-            fresh = False
+            progress = False
             for message in batch:
                 seq = int(message.sequence_number or 0)
-                if seq in seen:
+                if seq in wanted and seq not in done:
+                    sender.send_messages(_copy(message))
+                    receiver.complete_message(message)
+                    done.append(seq)
+                    progress = True
+                else:
+                    if seq not in present:
+                        arrived.add(seq)
                     receiver.abandon_message(message)
-                    continue
-                seen.add(seq)
-                fresh = True
-                if sequence_numbers is not None and seq not in sequence_numbers:
-                    receiver.abandon_message(message)
-                    continue
-                sender.send_messages(_copy(message))
-                receiver.complete_message(message)
-                done.append(seq)
-            if not fresh or (sequence_numbers is not None and sequence_numbers <= set(done)):
-                break
-    return done
+            idle_batches = 0 if progress else idle_batches + 1
+    missing = sorted((sequence_numbers or set()) - set(done))
+    return Resubmitted(done=done, missing=missing, arrived_since=len(arrived))
 
 
 def _copy(message: ServiceBusReceivedMessage) -> ServiceBusMessage:

@@ -125,8 +125,8 @@ async def test_approval_for_missing_instance_is_dead_lettered_after_the_window(h
 
 
 async def test_approval_for_finished_instance_is_dead_lettered(h: Harness) -> None:
-    mid = await h.start("hello_cities")
-    await h.wait_for_output(mid)
+    mid = await h.start("approval_workflow", {"timeout_seconds": 1})
+    assert await h.wait_for_output(mid) == "Timed out"
     await h.approve(mid)
     [dead] = await h.dead_letters(1)
     assert reason(dead) == "InstanceNotRunning"
@@ -263,3 +263,16 @@ def _dlq() -> Any:
     from azure.servicebus import ServiceBusSubQueue
 
     return ServiceBusSubQueue.DEAD_LETTER
+
+
+async def test_a_started_instance_is_tagged_with_the_message_that_started_it(h: Harness) -> None:
+    from durabletask.history import ExecutionStartedEvent
+
+    from listener.codes import TAG_MESSAGE_ID
+
+    mid = await h.start("hello_cities")
+    await h.wait_for_output(mid)
+    assert h.dts is not None
+    history = await h.dts.get_orchestration_history(mid)
+    started = [e for e in history if isinstance(e, ExecutionStartedEvent)]
+    assert started and started[0].tags == {TAG_MESSAGE_ID: mid}

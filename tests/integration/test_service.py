@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,9 @@ SECRET_KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY3ODk="
 
 @pytest.fixture
 def bus() -> Iterator[LocalBus]:
+    # accept_jwt: the managed-identity test presents Entra ID (jwt) tokens, which localbus refuses by default.
     with LocalBus(port=0, queues={QUEUE: {"LockDuration": "PT60S", "MaxDeliveryCount": 10}},
-                  sas_key=SECRET_KEY) as b:
+                  key=SECRET_KEY, accept_jwt=True) as b:
         yield b
 
 
@@ -97,6 +100,29 @@ def test_health_endpoints(bus: LocalBus, dts_backend: DtsBackend) -> None:
         assert (status, body) == (200, {"status": "ready", "dts": True, "servicebus": True})
         assert _get(port, "/nope")[0] == 404
         assert svc.terminate() == 0
+
+
+def test_health_port_refuses_huge_headers_and_a_probe_flood_does_not_stop_messages(
+        bus: LocalBus, dts_backend: DtsBackend, dts_client: DurableTaskSchedulerClient) -> None:
+    """A 64 KiB+ header used to log a traceback each time, and probes ran on the listener's own event loop."""
+    port = free_port()
+    env = stack_env(bus.connection_string, dts_backend.connection_string, HEALTH_PORT=str(port))
+    with sbworker_service(["run", "--no-worker"], env) as svc:
+        svc.wait_for_output("listening on queue")
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+                assert raw.recv(64).split(b" ")[1] in (b"400", b"431")
+        ids = publish(bus, [("start", START)] * 40)
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda _: _get(port, "/readyz")[0], range(400)))
+        assert set(codes) == {200}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(dts_client.get_orchestration_state(i) is None for i in ids):
+            time.sleep(0.1)
+        assert all(dts_client.get_orchestration_state(i) is not None for i in ids)
+        assert svc.terminate() == 0
+        assert "Traceback" not in svc.output
 
 
 def test_readyz_reports_dts_unreachable(bus: LocalBus) -> None:

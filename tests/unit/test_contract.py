@@ -685,6 +685,9 @@ def test_reason_codes_are_the_documented_wire_strings() -> None:
             "UnsupportedContentType",
             "MissingMessageId",
             "UnsupportedBody",
+            "UndecodableMessage",
+            "MessageIdTooLong",
+            "NotAnApprovalWorkflow",
             "InstanceNotFound",
             "InstanceNotRunning",
         ]

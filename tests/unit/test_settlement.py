@@ -10,6 +10,7 @@ from listener.dispatch import (
     AlreadyExists,
     InstanceNotFound,
     InstanceNotRunning,
+    NotAnApprovalWorkflow,
     Raised,
     Started,
     TransientFailure,
@@ -91,3 +92,15 @@ def test_very_many_retries_do_not_overflow() -> None:
     action = decide(APPROVAL, InstanceNotFound("i1"), retries_so_far=5000, seconds_since_first_attempt=10,
                     not_found_window=86400)
     assert isinstance(action, RetryLater) and action.delay == 30
+
+
+def test_approval_for_an_instance_of_another_workflow_is_dead_lettered() -> None:
+    action = decide(APPROVAL, NotAnApprovalWorkflow("i1", "hello_cities"))
+    assert isinstance(action, DeadLetter)
+    assert action.reason == "NotAnApprovalWorkflow" and "'hello_cities'" in action.description
+
+
+def test_approval_waiting_for_its_instance_with_an_id_too_long_to_re_enqueue_is_dead_lettered_at_once() -> None:
+    action = decide(APPROVAL, InstanceNotFound("i1"), message_id_length=129)
+    assert isinstance(action, DeadLetter) and action.reason == "MessageIdTooLong" and "129" in action.description
+    assert isinstance(decide(APPROVAL, InstanceNotFound("i1"), message_id_length=128), RetryLater)
