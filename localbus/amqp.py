@@ -7,6 +7,7 @@ tags, explicit delivery counts, outcome echoed back on settlement.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import time
@@ -26,6 +27,12 @@ log = logging.getLogger("localbus.amqp")
 
 MAX_MESSAGE_SIZE = 256 * 1024  # Standard tier and the emulator: the SDK sizes batches from this
 INCOMING_CREDIT = 500
+# Replies a client has not taken (no credit on its reply link) are held in memory: bounded per link and per
+# connection. Far above what any SDK leaves outstanding (one request at a time per management link).
+MAX_UNREAD_REPLIES = 256
+MAX_UNREAD_REPLY_BYTES = 8 * 1024 * 1024
+MAX_UNREAD_REPLIES_PER_CONNECTION = 1024
+MAX_UNREAD_REPLY_BYTES_PER_CONNECTION = 32 * 1024 * 1024
 LOCK_LOST = symbol("com.microsoft:message-lock-lost")
 DEAD_LETTER = "com.microsoft:dead-letter"
 _RD_TAGS = itertools.count(1)
@@ -41,6 +48,7 @@ class ServerContext:
 
     broker: Broker
     auth: TokenAuthority
+    link_credit: int = INCOMING_CREDIT  # credit localbus grants each client sender (and tops up at half)
     management: Management = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,6 +99,8 @@ class ConnectionHandler:
         self.broker = ctx.broker
         self.grants: dict[str, float | None] = {}  # entity-path scope -> expiry (epoch s) of its latest token
         self.connection: Any = None
+        self.opened = False  # the client's Open arrived (so SASL is done too)
+        self.close_requested = False  # we closed the connection over abuse: the server drops the socket soon
         self.consumers: list[LinkConsumer] = []
         self.reply_links: dict[str, Link] = {}  # reply address or node → server sender link
 
@@ -104,6 +114,7 @@ class ConnectionHandler:
     def on_connection_remote_open(self, event: Any) -> None:
         conn = event.connection
         self.connection = conn
+        self.opened = True
         conn.container = "localbus"
         conn.open()
 
@@ -197,7 +208,9 @@ class ConnectionHandler:
         link.max_message_size = MAX_MESSAGE_SIZE
         link.open()
         if link.is_receiver:
-            link.flow(INCOMING_CREDIT)
+            link.lb_granted = self.ctx.link_credit  # credit given in total; proton does not enforce it for us
+            link.lb_received = 0
+            link.flow(self.ctx.link_credit)
 
     @staticmethod
     def _refuse(link: Link, condition: str, description: str) -> None:
@@ -255,18 +268,21 @@ class ConnectionHandler:
             self._settlement(link, delivery)
 
     def _incoming(self, link: Link, delivery: Delivery) -> None:
-        if delivery.aborted:
+        if not delivery.aborted and (not delivery.readable or delivery.partial):
+            return
+        if link.state & Endpoint.LOCAL_CLOSED:
+            delivery.settle()  # arrived after we detached the link: never stored
+            return
+        if not self._within_credit(link):
             delivery.settle()
             return
-        if not delivery.readable or delivery.partial:
+        if delivery.aborted:
+            delivery.settle()
             return
         data = link.recv(delivery.pending)
         link.advance()
         raw = bytes(data) if data is not None else b""
         kind = getattr_safe(link, "lb_kind")
-        if link.state & Endpoint.LOCAL_CLOSED:
-            delivery.settle()  # arrived after we detached the link: never stored
-            return
         if kind in ("data", "mgmt") and not self._authorized(link.lb_path):
             condition = Condition("amqp:unauthorized-access", f"The token for '{link.lb_path}' has expired.")
             delivery.local.condition = condition
@@ -303,8 +319,28 @@ class ConnectionHandler:
             delivery.local.condition = Condition("amqp:internal-error", text, {symbol("detail"): text})
             delivery.update(Delivery.REJECTED)
         delivery.settle()
-        if link.credit < INCOMING_CREDIT // 2:
-            link.flow(INCOMING_CREDIT - link.credit)
+        # What is left of the credit once every transfer already read (queued, not yet handled) is counted: below
+        # zero the client has sent beyond its credit, and more credit now would make the excess look legal.
+        full = self.ctx.link_credit
+        left = link.credit - link.queued
+        if 0 <= left < (full + 1) // 2 and not link.state & Endpoint.LOCAL_CLOSED:
+            link.lb_granted += full - left
+            link.flow(full - left)
+
+    def _within_credit(self, link: Link) -> bool:
+        """Count a transfer; beyond the credit granted, detach the link (AMQP: transfer-limit-exceeded)."""
+        granted = getattr_safe(link, "lb_granted")
+        if granted is None:
+            return True
+        link.lb_received += 1
+        if link.lb_received <= granted:
+            return True
+        log.info("detaching %s: transfer %d beyond the %d credit granted", link.name, link.lb_received, granted)
+        self._forget_link(link)
+        link.condition = Condition("amqp:link:transfer-limit-exceeded",
+                                   f"Transfer {link.lb_received} exceeds the link credit of {granted}.")
+        link.close()
+        return False
 
     def _settlement(self, link: Link, delivery: Delivery) -> None:
         state = delivery.remote_state
@@ -369,13 +405,55 @@ class ConnectionHandler:
     def _reply(self, key: str | None, fallback: str, message: Message) -> None:
         link = self.reply_links.get(key or "") or self.reply_links.get(fallback)
         if link is None:
-            log.info("no reply link for %s; dropping the response", key or fallback)
+            log.debug("no reply link for %s; dropping the response", key or fallback)
+            return
+        try:
+            payload = message.encode()
+        except Exception:
+            log.exception("cannot encode a reply on %s; dropping it", link.name)
+            return
+        if not self._room_for_reply(link, len(payload)):
             return
         delivery = link.delivery(cast(str, next(_RD_TAGS).to_bytes(8, "little")))
-        link.send(message.encode())
+        link.send(payload)
         link.advance()
+        link.lb_unread.append(len(payload))
         if link.snd_settle_mode == Link.SND_SETTLED:
             delivery.settle()
+
+    @staticmethod
+    def _unread(link: Link) -> collections.deque[int]:
+        """Sizes of the replies on ``link`` not yet sent (no credit): proton sends them in order."""
+        sizes: collections.deque[int] | None = getattr_safe(link, "lb_unread")
+        if sizes is None:
+            sizes = link.lb_unread = collections.deque()
+        while len(sizes) > link.queued:
+            sizes.popleft()
+        return sizes
+
+    def _room_for_reply(self, link: Link, size: int) -> bool:
+        """Whether one more reply fits the unread-reply limits; if not, close the connection (resource limit)."""
+        sizes = self._unread(link)
+        links = {id(v): v for v in self.reply_links.values()}.values()
+        all_sizes = [self._unread(other) for other in links]
+        if (len(sizes) < MAX_UNREAD_REPLIES and sum(sizes) + size <= MAX_UNREAD_REPLY_BYTES
+                and sum(map(len, all_sizes)) < MAX_UNREAD_REPLIES_PER_CONNECTION
+                and sum(map(sum, all_sizes)) + size <= MAX_UNREAD_REPLY_BYTES_PER_CONNECTION):
+            return True
+        log.warning("closing a connection that left %d replies unread on %s", len(sizes), link.name)
+        self.close_connection("amqp:resource-limit-exceeded",
+                              f"Too many unread replies on '{link.name}' (at most {MAX_UNREAD_REPLIES} replies or "
+                              f"{MAX_UNREAD_REPLY_BYTES // (1024 * 1024)} MiB per link): grant credit to read them.")
+        return False
+
+    def close_connection(self, condition: str, description: str) -> None:
+        """Close the whole connection with an error; the server drops the socket if the client lingers."""
+        if self.connection is None or self.close_requested:
+            return
+        self.close_requested = True
+        self.cleanup()
+        self.connection.condition = Condition(condition, description)
+        self.connection.close()
 
     def _put_token(self, raw: bytes) -> None:
         request = Message()

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from proton import Collector, Connection, Transport
 
-from .amqp import ConnectionHandler, ServerContext
+from .amqp import INCOMING_CREDIT, ConnectionHandler, ServerContext
 from .auth import LOCAL_HOSTS, TokenAuthority
 from .broker import Broker
 from .config import DEFAULT_CONFIG_PATH, QueueSettings, load_config, queue_settings
@@ -37,6 +37,13 @@ READ_CHUNK = 256 * 1024
 WRITE_CHUNK = 1024 * 1024
 DEFAULT_KEY_NAME = "RootManageSharedAccessKey"
 DEFAULT_SAS_KEY = "SAS_KEY_VALUE"
+# Service Bus advertises idle-time-out 120000 ms in its Open. AMQP 1.0 (2.4.5) advertises half the real threshold,
+# so a connection silent for twice this is closed (amqp:resource-limit-exceeded); clients heartbeat well before.
+IDLE_TIMEOUT = 120.0
+# A client gets this long to finish SASL and Open; slow or stalled handshakes (slowloris) are dropped.
+HANDSHAKE_TIMEOUT = 10.0
+# After we close a connection over abuse, how long the client has to answer before its socket is dropped.
+CLOSE_GRACE = 2.0
 
 
 def connection_string(port: int, key_name: str = DEFAULT_KEY_NAME, key: str = DEFAULT_SAS_KEY) -> str:
@@ -49,12 +56,16 @@ def connection_string(port: int, key_name: str = DEFAULT_KEY_NAME, key: str = DE
 class _Conn:
     """A client socket with its proton transport, connection and event collector."""
 
-    def __init__(self, sock: socket.socket, ctx: ServerContext) -> None:
+    def __init__(self, sock: socket.socket, ctx: ServerContext, idle_timeout: float) -> None:
         self.sock = sock
+        self.accepted = time.monotonic()
+        self.drop_at: float | None = None
         self.connection = Connection()
         self.collector = Collector()
         self.connection.collect(self.collector)
         self.transport = Transport(Transport.SERVER)
+        if idle_timeout > 0:
+            self.transport.idle_timeout = 2 * idle_timeout  # proton advertises half, and closes silent peers
         self.transport.require_auth(True)  # a client that skips SASL is refused (Service Bus requires it too)
         sasl = self.transport.sasl()
         sasl.allowed_mechs("ANONYMOUS")
@@ -67,8 +78,11 @@ class _Conn:
 class Server:
     """The event loop; :meth:`run` executes on the server thread until :meth:`stop`."""
 
-    def __init__(self, ctx: ServerContext, listener: socket.socket) -> None:
+    def __init__(self, ctx: ServerContext, listener: socket.socket, idle_timeout: float = IDLE_TIMEOUT,
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
         self.ctx = ctx
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
         self.broker = ctx.broker
         self.listener = listener
         self.conns: dict[int, _Conn] = {}
@@ -168,7 +182,7 @@ class Server:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(sock, self.ctx)
+            conn = _Conn(sock, self.ctx, self.idle_timeout)
             self.conns[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
@@ -283,8 +297,10 @@ class Server:
 
     def _flush_all(self) -> None:
         now = time.time()
+        mono = time.monotonic()
         for fd, conn in list(self.conns.items()):
             transport = conn.transport
+            self._enforce_deadlines(conn, mono)
             try:
                 transport.tick(now)
             except Exception:
@@ -307,6 +323,19 @@ class Server:
                 else:
                     self._selector.unregister(conn.sock)
                 conn.mask = mask
+
+    def _enforce_deadlines(self, conn: _Conn, mono: float) -> None:
+        """Drop connections stuck in the handshake, and those we closed that do not close in turn."""
+        if conn.transport.closed:
+            return
+        if not conn.handler.opened and mono - conn.accepted > self.handshake_timeout:
+            log.info("dropping a connection that did not finish SASL and Open within %.1f s", self.handshake_timeout)
+            self._abort(conn)
+        elif conn.handler.close_requested:
+            if conn.drop_at is None:
+                conn.drop_at = mono + CLOSE_GRACE
+            elif mono > conn.drop_at:
+                self._abort(conn)
 
     def _close(self, fd: int, conn: _Conn) -> None:
         conn.handler.cleanup()
@@ -398,7 +427,9 @@ class LocalBus:
                  data_path: str | Path | None = None,
                  queues: Mapping[str, QueueSettings | Mapping[str, Any]] | None = None,
                  key: str | None = None, key_name: str = DEFAULT_KEY_NAME, *, sas_key: str | None = None,
-                 accept_jwt: bool = False, hostnames: Iterable[str] = (), allow_remote: bool = False) -> None:
+                 accept_jwt: bool = False, hostnames: Iterable[str] = (), allow_remote: bool = False,
+                 idle_timeout: float = IDLE_TIMEOUT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 link_credit: int = INCOMING_CREDIT) -> None:
         key = key or sas_key or DEFAULT_SAS_KEY  # sas_key: the older name of the same setting
         check_exposure(host, key, allow_remote)
         self.host = host
@@ -413,6 +444,9 @@ class LocalBus:
         self.key = key
         self.key_name = key_name
         self.accept_jwt = accept_jwt
+        self.idle_timeout = idle_timeout
+        self.handshake_timeout = handshake_timeout
+        self.link_credit = link_credit
         self.auth = TokenAuthority(key_name, self.key, accept_jwt=accept_jwt,
                                    hosts=namespace_hosts(host, hostnames))
         self._lock = threading.Lock()
@@ -443,7 +477,8 @@ class LocalBus:
             else:
                 broker = self._memory_broker = Broker(self.queues)
             self._broker = broker
-            self._server = Server(ServerContext(broker, self.auth), listener)
+            self._server = Server(ServerContext(broker, self.auth, self.link_credit), listener, self.idle_timeout,
+                                  self.handshake_timeout)
             self._thread = threading.Thread(target=self._serve, name=f"localbus:{self._port}", daemon=True)
             self._thread.start()
             log.info("localbus listening on %s:%d", self.host, self._port)

@@ -7,6 +7,7 @@ azure-servicebus SDK. Every test here failed against localbus before the matchin
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 import struct
 import time
@@ -21,12 +22,14 @@ from proton import Condition, ConnectionException, Delivery, Endpoint, Message, 
 from proton.utils import BlockingConnection, LinkDetached
 
 from localbus import LocalBus, codec
+from localbus.amqp import MAX_UNREAD_REPLIES
 from localbus.broker import Broker, MoveFailed
 from localbus.config import queue_settings
 from localbus.store import ACTIVE, SqlitePersistence
 from tests.fixtures.localbus import SHORT_LOCK_QUEUE, LocalBusFactory
 
 from .rawclient import RawClient, sas_token
+from .rawframes import CLOSE, DETACH, FLOW, RECEIVER, SASL_HEADER, SENDER, Frame, RawConnection, transfer_frame
 from .sdk import FakeCredential, client, sender
 
 Q = "workflow-requests"
@@ -252,3 +255,92 @@ def test_jwt_is_accepted_when_the_operator_opts_in(localbus_factory: LocalBusFac
     with RawClient(bus) as raw:
         assert raw.put_token(f"sb://localhost:{bus.port}/{Q}", "anything", "jwt")[0] == 202
         assert raw.send(raw.conn.create_sender(Q), Message(body=b"x")).remote_state == Delivery.ACCEPTED
+
+
+# --- 2. resource abuse: unread replies, credit, idle and half-open connections ------------------------------
+
+def _authorized_raw(bus: LocalBus, timeout: float = 10.0) -> RawConnection:
+    """A frame-level connection with a put-token for the namespace already sent on handle 0 (delivery 0)."""
+    raw = RawConnection(bus.port, timeout=timeout)
+    raw.handshake()
+    raw.attach(0, "cbs-sender", SENDER, "$cbs")
+    uri = f"sb://localhost:{bus.port}"
+    raw.put_token(0, uri, sas_token(uri, bus.key))
+    return raw
+
+
+def _close_condition(frames: list[Frame]) -> str | None:
+    for received in frames:
+        if received.code == CLOSE and received.fields and received.fields[0] is not None:
+            return str(received.fields[0].value[0])
+    return None
+
+
+def test_a_client_that_never_reads_management_replies_is_cut_off(localbus: LocalBus) -> None:
+    raw = _authorized_raw(localbus)
+    try:
+        raw.attach(1, "mgmt-replies", RECEIVER, f"{Q}/$management")  # and never any credit
+        raw.attach(2, "mgmt-requests", SENDER, f"{Q}/$management")
+        request = bytes(Message(id="peek", reply_to="mgmt-replies", properties={
+            "operation": "com.microsoft:peek-message"}, body={"from-sequence-number": 1, "message-count": 1}
+        ).encode())
+        for delivery_id in range(1, MAX_UNREAD_REPLIES + 50):
+            raw.transfer(2, delivery_id, request)
+        frames = raw.read_until_closed()  # localbus closes, then drops the socket of a client that lingers
+    finally:
+        raw.close()
+    assert _close_condition(frames) == "amqp:resource-limit-exceeded"
+    assert localbus.running
+    localbus.wait_for_connections(at_most=0)
+
+
+def test_transfers_beyond_link_credit_detach_the_link_and_are_not_stored(localbus_factory: LocalBusFactory) -> None:
+    # A small credit, so that the whole excess arrives in one read: transfers localbus reads only after it sent
+    # more credit are within credit as far as any server can tell (the client may have seen that flow).
+    localbus = localbus_factory(link_credit=20)
+    raw = _authorized_raw(localbus)
+    try:
+        raw.attach(1, "greedy", SENDER, Q)
+        credit = int(raw.expect(FLOW).fields[6])
+        message = bytes(Message(body=b"m", inferred=True).encode())  # type: ignore[arg-type]
+        # Twice the credit in one write, never waiting for (or reading) more credit.
+        raw.send(b"".join(transfer_frame(1, delivery_id, message) for delivery_id in range(1, 2 * credit + 1)))
+        detach = raw.expect(DETACH)
+    finally:
+        raw.close()
+    assert str(detach.fields[2].value[0]) == "amqp:link:transfer-limit-exceeded"
+    # Stored: exactly what the granted credit allowed (flows the client ignored count as granted), no more.
+    flows = [f for f in raw.frames if f.code == FLOW and f.fields[4] == 1]
+    limit = max(int(f.fields[5]) + int(f.fields[6]) for f in flows)
+    assert credit <= limit < 2 * credit
+    assert localbus.counts(Q)["total"] == limit
+
+
+def test_idle_time_out_is_advertised_and_a_silent_connection_is_closed(localbus_factory: LocalBusFactory) -> None:
+    bus = localbus_factory(idle_timeout=0.5)
+    raw = RawConnection(bus.port)
+    try:
+        opened = raw.handshake()
+        frames = raw.read_until_closed()  # we send nothing, not even empty frames
+    finally:
+        raw.close()
+    assert int(opened.fields[4]) == 500  # ms, as Service Bus advertises its 120000 by default
+    assert _close_condition(frames) == "amqp:resource-limit-exceeded"
+    with LocalBus(port=0) as default:
+        raw = RawConnection(default.port)
+        try:
+            assert int(raw.handshake().fields[4]) == 120_000
+        finally:
+            raw.close()
+
+
+@pytest.mark.parametrize("sent", [b"", SASL_HEADER, SASL_HEADER[:3]])
+def test_a_handshake_that_stalls_is_dropped(localbus_factory: LocalBusFactory, sent: bytes) -> None:
+    bus = localbus_factory(handshake_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", bus.port), timeout=10) as sock:
+        sock.sendall(sent)
+        received = b""
+        while chunk := sock.recv(65536):  # until localbus closes it; recv times out (fails) if it never does
+            received += chunk
+    bus.wait_for_connections(at_most=0)
+    assert bus.running
