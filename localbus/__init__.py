@@ -7,6 +7,6 @@ Start it with ``sbworker localbus`` or embed it::
 """
 
 from .config import ConfigError, QueueSettings, load_config
-from .server import LocalBus, connection_string
+from .server import ExposureError, LocalBus, connection_string
 
-__all__ = ["ConfigError", "LocalBus", "QueueSettings", "connection_string", "load_config"]
+__all__ = ["ConfigError", "ExposureError", "LocalBus", "QueueSettings", "connection_string", "load_config"]

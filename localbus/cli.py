@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from .config import DEFAULT_CONFIG_PATH, ConfigError
-from .server import LocalBus
+from .server import DEFAULT_KEY_NAME, DEFAULT_SAS_KEY, ExposureError, LocalBus, check_exposure, is_loopback
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"emulator Config.json with the queues (default: {_display(DEFAULT_CONFIG_PATH)})")
     parser.add_argument("--data", type=Path, default=None, metavar="PATH",
                         help="directory (or .sqlite3 file) to keep messages in; memory only when omitted")
+    parser.add_argument("--key", default=DEFAULT_SAS_KEY, metavar="KEY",
+                        help="shared access key that SAS tokens must be signed with (default: the emulator's "
+                             "well-known %(default)s)")
+    parser.add_argument("--key-name", default=DEFAULT_KEY_NAME, metavar="NAME",
+                        help="shared access key name (default: %(default)s)")
+    parser.add_argument("--accept-jwt", action="store_true",
+                        help="accept Entra ID / jwt tokens without verifying them (tests of managed identity)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow --host to be a non-loopback address (requires a --key of your own)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return parser
 
@@ -44,7 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         config = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else Path("infra/servicebus-emulator/Config.json")
     try:
-        bus = LocalBus(host=args.host, port=args.port, config_path=config, data_path=args.data)
+        check_exposure(args.host, args.key, args.allow_remote)
+    except ExposureError as exc:
+        print(f"sbworker localbus: error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(f"sbworker localbus: warning: listening on {args.host}: other machines can reach this broker "
+              "(no TLS; anyone with the key can read and write every queue)", file=sys.stderr)
+    try:
+        bus = LocalBus(host=args.host, port=args.port, config_path=config, data_path=args.data, key=args.key,
+                       key_name=args.key_name, accept_jwt=args.accept_jwt, allow_remote=args.allow_remote)
         bus.start()
     except ConfigError as exc:
         print(f"sbworker localbus: error: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from localbus import LocalBus, codec
 from localbus.amqp import MAX_UNREAD_REPLIES
 from localbus.broker import Broker, MoveFailed
 from localbus.config import queue_settings
+from localbus.server import ExposureError
 from localbus.store import ACTIVE, SqlitePersistence
 from tests.fixtures.localbus import SHORT_LOCK_QUEUE, LocalBusFactory
 
@@ -344,3 +345,23 @@ def test_a_handshake_that_stalls_is_dropped(localbus_factory: LocalBusFactory, s
             received += chunk
     bus.wait_for_connections(at_most=0)
     assert bus.running
+
+
+# --- 4. binding and key -------------------------------------------------------------------------------------
+
+def test_own_key_and_key_name_are_used_by_the_connection_string(localbus_factory: LocalBusFactory) -> None:
+    bus = localbus_factory(key="s3cret", key_name="App")
+    assert bus.host == "127.0.0.1"
+    assert ";SharedAccessKeyName=App;SharedAccessKey=s3cret;" in bus.connection_string
+    with client(bus) as sb, sender(sb, Q) as s:
+        s.send_messages(ServiceBusMessage("x"))
+    assert bus.counts(Q)["total"] == 1
+
+
+def test_embedding_refuses_an_exposed_bind_without_consent_or_with_the_emulator_key() -> None:
+    with pytest.raises(ExposureError, match="--allow-remote"):
+        LocalBus(host="0.0.0.0", port=0)
+    with pytest.raises(ExposureError, match="well-known emulator key"):
+        LocalBus(host="0.0.0.0", port=0, allow_remote=True)
+    with LocalBus(host="0.0.0.0", port=0, allow_remote=True, key="s3cret") as bus:
+        assert bus.running
