@@ -97,6 +97,9 @@ class ListenerSettings:
     shutdown_grace_seconds: float
     health_port: int  # 0 disables the health endpoint
     log_level: str
+    # Where the health endpoint listens: every interface in a container (the probes come from outside it);
+    # `sbworker dev` keeps it on loopback.
+    health_host: str = "0.0.0.0"
 
 
 @dataclass(frozen=True)

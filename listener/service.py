@@ -65,7 +65,8 @@ async def serve(
             checks["servicebus"] = listener.state.connected
         return checks
 
-    health = HealthServer(settings.listener.health_port, readiness) if settings.listener.health_port else None
+    health = (HealthServer(settings.listener.health_port, readiness, host=settings.listener.health_host)
+              if settings.listener.health_port else None)
     try:
         if health is not None:
             await health.start()

@@ -38,19 +38,28 @@ def build_parser() -> Parser:
     half.add_argument("--no-listener", action="store_true", help="only the DTS worker")
 
     dev = sub.add_parser("dev", help="the whole system on the embedded local stack (what `make run` runs)",
-                         description="Start localbus, the in-memory DTS backend and `sbworker run` against them.",
+                         description="Start localbus, the local DTS backend (localdts) and `sbworker run` against "
+                                     "them. Messages and orchestrations are kept in --data across restarts.",
                          epilog="example: sbworker dev --data .localdata")
-    dev.add_argument("--servicebus-port", type=int, default=5672, help="localbus port (default 5672)")
-    dev.add_argument("--dts-port", type=int, default=8080, help="in-memory DTS backend port (default 8080)")
-    dev.add_argument("--data", type=Path, default=Path(".localdata"),
-                     help="where localbus keeps messages across restarts (default .localdata)")
-    dev.add_argument("--memory", action="store_true", help="keep messages in memory only")
+    dev.add_argument("--host", default="127.0.0.1",
+                     help="address every part listens on (default 127.0.0.1; anything else needs --allow-remote "
+                          "and --key)")
+    dev.add_argument("--allow-remote", action="store_true",
+                     help="allow a non-loopback --host (the DTS endpoint has no authentication)")
+    dev.add_argument("--key", help="localbus SAS key (default: the emulator's well-known key, loopback only)")
+    dev.add_argument("--servicebus-port", type=_port, default=5672, help="localbus port (default 5672)")
+    dev.add_argument("--dts-port", type=_port, default=8080, help="local DTS backend port (default 8080)")
+    kept = dev.add_mutually_exclusive_group()
+    kept.add_argument("--data", type=Path, default=Path(".localdata"),
+                      help="where messages and orchestrations are kept across restarts (default .localdata)")
+    kept.add_argument("--memory", action="store_true", help="keep everything in memory only")
     dev.add_argument("--no-demo", action="store_true",
                      help="skip running the four workflows through the queue at start-up")
     dev.add_argument("--config", type=Path, default=None,
                      help="emulator Config.json with the queues (default: the one shipped with sbworker, which "
                           "infra/servicebus-emulator/Config.json links to)")
 
+    sub.add_parser("dts", help="run only the local durable DTS backend (see `sbworker dts -h`)", add_help=False)
     sub.add_parser("localbus", help="run only the local Service Bus-compatible broker (see `sbworker localbus -h`)",
                    add_help=False)
     _add_operator_commands(sub)
@@ -122,6 +131,16 @@ def monitor_status_names() -> list[str]:
     return [s.name.lower() for s in OrchestrationStatus]
 
 
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {raw!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
+
+
 def _positive_int(raw: str) -> int:
     try:
         value = int(raw)
@@ -134,6 +153,13 @@ def _positive_int(raw: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
+    if args_list and args_list[0] == "dts":
+        try:
+            from localdts import cli as localdts_cli
+        except ImportError:
+            print("sbworker dts: needs the local extra: pip install 'sbworker[local]'", file=sys.stderr)
+            return Exit.USAGE
+        return localdts_cli.main(args_list[1:])
     if args_list and args_list[0] == "localbus":
         # localbus owns its arguments; it is importable only with the `local` extra.
         try:
@@ -157,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dev":
             from sbworker import dev
 
-            return dev.run_dev(servicebus_port=args.servicebus_port, dts_port=args.dts_port,
+            return dev.run_dev(servicebus_port=args.servicebus_port, dts_port=args.dts_port, host=args.host,
+                               allow_remote=args.allow_remote, key=args.key,
                                data_dir=None if args.memory else args.data,
                                config_path=args.config or LOCAL_CONFIG,
                                demo=not args.no_demo)

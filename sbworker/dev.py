@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -24,42 +25,57 @@ DEFAULT_DATA_DIR = Path(".localdata")
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((host, port))
+            s.bind((host.strip("[]"), port))
         except OSError:
             return False
     return True
 
 
 def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, config_path: Path,
-            health_port: int | None = None, demo: bool = True) -> int:
+            health_port: int | None = None, demo: bool = True, host: str = "127.0.0.1", allow_remote: bool = False,
+            key: str | None = None) -> int:
+    """localbus + localdts + `sbworker run`, all on `host` (loopback unless the caller insists, with a key)."""
     try:
         from localbus import ConfigError as BusConfigError
         from localbus import LocalBus
+        from localbus.server import ExposureError, check_exposure, is_loopback
+        from localdts import DataFileError, LocalDts
     except ImportError:
-        raise ConfigError("sbworker dev", "localbus needs python-qpid-proton: pip install 'sbworker[local]'") from None
-    from durabletask.testing import create_test_backend
-
+        raise ConfigError("sbworker dev", "the local stack needs python-qpid-proton: pip install 'sbworker[local]'"
+                          ) from None
+    try:
+        check_exposure(host, key or "SAS_KEY_VALUE", allow_remote)
+    except ExposureError as error:
+        raise ConfigError("--host", str(error).replace("LocalBus(allow_remote=True)", "sbworker dev").replace(
+            "LocalBus(key=...)", "sbworker dev")) from None
     for name, port in (("--servicebus-port", servicebus_port), ("--dts-port", dts_port)):
-        if not port_free(port):
+        if not port_free(port, host):
             raise ConfigError(name, f"port {port} is in use (is an emulator or another `sbworker dev` running?)")
+    if not is_loopback(host):
+        print(f"warning: sbworker dev listens on {host}: anyone who reaches it can send with the key you gave, and "
+              f"the DTS endpoint (port {dts_port}) has no authentication at all", file=sys.stderr, flush=True)
     settings = config.load(os.environ)
-    bus_data = None
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        bus_data = data_dir / "servicebus.sqlite3"
     try:
-        bus = LocalBus(host="127.0.0.1", port=servicebus_port, config_path=config_path, data_path=bus_data)
+        bus = LocalBus(host=host, port=servicebus_port, config_path=config_path,
+                       data_path=data_dir / "servicebus.sqlite3" if data_dir else None,
+                       key=key, allow_remote=allow_remote)
     except BusConfigError as error:
         raise ConfigError("--config", str(error)) from None
-    bus.start()
-    backend = create_test_backend(port=dts_port)
+    dts = LocalDts(host=host, port=dts_port, data_path=data_dir / "dts.sqlite3" if data_dir else None)
     try:
+        dts.start()  # first: a data file that is not ours is refused before anything else has started
+    except DataFileError as error:
+        raise ConfigError("--data", str(error)) from None
+    try:
+        bus.start()
         settings = dataclasses.replace(
             settings,
-            dts=config.parse_dts(f"Endpoint=http://localhost:{dts_port};Authentication=None",
+            dts=config.parse_dts(f"Endpoint=http://localhost:{dts.port};Authentication=None",
                                  taskhub=settings.dts.taskhub),
             servicebus=dataclasses.replace(
                 settings.servicebus, auth=config.Auth.CONNECTION_STRING, connection_string=bus.connection_string,
@@ -68,6 +84,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
             listener=dataclasses.replace(
                 settings.listener,
                 health_port=settings.listener.health_port if health_port is None else health_port,
+                health_host=host,
             ),
         )
         print(_banner(settings, bus.connection_string, data_dir), flush=True)
@@ -75,7 +92,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
             threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
         return asyncio.run(service.serve(settings))
     finally:
-        backend.stop(grace=1)
+        dts.stop(grace=1)
         bus.stop()
 
 
@@ -91,12 +108,13 @@ def _demo(settings: Settings) -> None:
 
 
 def _banner(settings: Settings, sb_connection: str, data_dir: Path | None) -> str:
-    kept = f"messages kept in {data_dir}/" if data_dir else "memory only"
+    kept = f"kept in {data_dir}/" if data_dir else "memory only: lost on exit"
     return f"""
 sbworker dev: the whole system on the embedded local stack
   Service Bus (localbus):  {sb_connection}
-                           queue {settings.servicebus.queue!r}, {kept}
-  DTS (in-memory backend): {settings.dts.endpoint}  task hub {settings.dts.taskhub!r}
+                           queue {settings.servicebus.queue!r}, messages {kept}
+  DTS (localdts):          Endpoint={settings.dts.endpoint};Authentication=None
+                           task hub {settings.dts.taskhub!r}, orchestrations {kept}
   Health:                  http://localhost:{settings.listener.health_port}/readyz
 
 In another terminal (same folder):

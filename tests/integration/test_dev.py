@@ -83,3 +83,62 @@ def test_dev_with_a_missing_or_broken_config_file_is_one_line_and_exit_2(tmp_pat
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("configuration error: --config:"), done.stderr
         assert str(path) in lines[0]
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket in LISTEN state on `port`, read from /proc (IPv4 and IPv6)."""
+    found: set[str] = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address if len(address) == width else "?")
+    return found
+
+
+# 127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net prints them
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def _dev_env() -> dict[str, str]:
+    env = stack_env("x", "y")
+    del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
+    return env
+
+
+def test_dev_listens_on_loopback_only(tmp_path: Path) -> None:
+    """The DTS backend (no authentication) and the health port used to listen on every interface."""
+    sb_port, dts_port, health_port = free_port(), free_port(), free_port()
+    env = {**_dev_env(), "HEALTH_PORT": str(health_port)}
+    with service(["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
+                  "--no-demo"], env) as dev:
+        dev.wait_for_output("listening on queue", timeout=60)
+        for port in (sb_port, dts_port, health_port):
+            addresses = _listening_addresses(port)
+            assert addresses and addresses <= LOOPBACK, (port, addresses)
+        assert dev.terminate(signal.SIGINT) == 0
+
+
+def test_dev_elsewhere_than_loopback_needs_allow_remote_and_a_key_of_your_own(tmp_path: Path) -> None:
+    ports = ["--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory", "--no-demo"]
+    refused = sbworker("dev", "--host", "0.0.0.0", *ports, env=_dev_env())
+    assert refused.returncode == 2 and "--allow-remote" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    well_known = sbworker("dev", "--host", "0.0.0.0", "--allow-remote", *ports, env=_dev_env())
+    assert well_known.returncode == 2 and "SAS_KEY_VALUE" in well_known.stderr, well_known.stderr
+    assert "Traceback" not in refused.stderr + well_known.stderr
+
+
+def test_dev_with_data_that_is_not_ours_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "dts.sqlite3").write_bytes(b"this is not a database" * 100)
+    done = sbworker("dev", "--servicebus-port", str(free_port()), "--dts-port", str(free_port()),
+                    "--data", str(tmp_path), "--no-demo", env=_dev_env())
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("configuration error: --data:"), done.stderr
+    assert (tmp_path / "dts.sqlite3").read_bytes() == b"this is not a database" * 100
