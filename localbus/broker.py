@@ -359,13 +359,19 @@ class Broker:
             for consumer in list(consumers):
                 consumer.idle()
 
-    def peek(self, entity: Entity, from_seq: int, count: int) -> list[bytes]:
-        """Messages from ``from_seq`` on, in order, without locking (any state)."""
+    def peek(self, entity: Entity, from_seq: int, count: int, max_bytes: int | None = None) -> list[bytes]:
+        """Messages from ``from_seq`` on, in order, without locking (any state); at most ``max_bytes`` of them
+        in total, but always the first one."""
         seqs = sorted(s for s in entity.records if s >= from_seq)[:max(count, 0)]
-        out = []
+        out: list[bytes] = []
+        size = 0
         for seq in seqs:
             rec = entity.records[seq]
-            out.append(self._wire(rec, rec.locked_until_ms if rec.lock_token else None))
+            wire = self._wire(rec, rec.locked_until_ms if rec.lock_token else None)
+            size += len(wire)
+            if out and max_bytes is not None and size > max_bytes:
+                break
+            out.append(wire)
         return out
 
     def receive_deferred(self, entity: Entity, seqs: list[int], peek_lock: bool

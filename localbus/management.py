@@ -24,6 +24,9 @@ _UNDESCRIBED = cast(Any, UNDESCRIBED)
 LOCK_LOST = "com.microsoft:message-lock-lost"
 NOT_FOUND = "com.microsoft:message-not-found"
 ARGUMENT_ERROR = "com.microsoft:argument-error"
+# A peek reply holds at most this much message data (always at least one message): the client chooses
+# message-count, and an unbounded reply would let one request pin the whole queue in memory a second time.
+MAX_PEEK_REPLY_BYTES = 4 * 1024 * 1024
 
 
 class OperationError(Exception):
@@ -140,7 +143,7 @@ class Management:
     def _peek(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
         start = int(_get(body, "from-sequence-number") or 0)
         count = int(_get(body, "message-count") or 1)
-        found = self.broker.peek(entity, start, count)
+        found = self.broker.peek(entity, start, count, max_bytes=MAX_PEEK_REPLY_BYTES)
         if not found:
             return 204, None
         return 200, {"messages": [{"message": raw} for raw in found]}

@@ -421,6 +421,12 @@ class LocalBus:
     ``stop()`` then ``start()`` again on the same object keeps the port; with ``data_path`` messages come back from
     disk, without it the in-memory messages survive on the object. Either way, locks do not: locked messages are
     available again after a restart, exactly like a broker restart.
+
+    Security defaults are those of a local tool: it binds loopback; another address needs ``allow_remote=True``
+    and a ``key`` other than the emulator's well-known one. SAS tokens must be signed with ``key``/``key_name``
+    and name this namespace (loopback names, the bound address, ``hostnames``). Entra ID (jwt) tokens cannot be
+    verified here and are refused unless ``accept_jwt=True``. ``idle_timeout`` (advertised in Open, Service
+    Bus's 120 s), ``handshake_timeout`` and ``link_credit`` exist so tests can exercise the limits quickly.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, config_path: str | Path | None = None,

@@ -335,6 +335,17 @@ def test_idle_time_out_is_advertised_and_a_silent_connection_is_closed(localbus_
             raw.close()
 
 
+def test_a_peek_reply_is_bounded_in_bytes_whatever_count_is_asked() -> None:
+    broker = Broker({"q": queue_settings({})})
+    q = broker.entity("q")
+    assert q is not None
+    for _ in range(5):
+        broker.send(q, bytes(Message(body=b"x" * 100_000).encode()))
+    assert len(broker.peek(q, 1, 1_000_000, max_bytes=250_000)) == 2
+    assert len(broker.peek(q, 1, 1_000_000, max_bytes=10)) == 1  # never empty while messages exist
+    assert len(broker.peek(q, 1, 1_000_000)) == 5
+
+
 @pytest.mark.parametrize("sent", [b"", SASL_HEADER, SASL_HEADER[:3]])
 def test_a_handshake_that_stalls_is_dropped(localbus_factory: LocalBusFactory, sent: bytes) -> None:
     bus = localbus_factory(handshake_timeout=0.5)
