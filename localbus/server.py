@@ -263,9 +263,12 @@ class Server:
             busy = False
             for conn in list(self.conns.values()):
                 busy = self._events(conn) or busy
-            broker.run_timers()
+            broker.run_timers()  # guards each timer itself
             if broker.dirty:
-                broker.pump()
+                try:
+                    broker.pump()
+                except Exception:  # a delivery that cannot be handed out must not stop every other client
+                    log.exception("handing out messages failed; continuing")
                 busy = True
             if not busy:
                 break

@@ -1,7 +1,8 @@
 """Hostile and careless clients: unsupported property types, token abuse, credit abuse, idle and half-open sockets.
 
 Protocol cases use a plain proton client (``rawclient``) or raw frames (``rawframes``); the rest use the real
-azure-servicebus SDK. Every test here failed against localbus before the matching fix.
+azure-servicebus SDK. Every test here failed against localbus before its fix, except the two marked as guarding
+behaviour that already held.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ def test_correctly_signed_token_for_another_namespace_is_refused(localbus: Local
 
 
 def test_wrong_signature_is_refused_with_a_reason_the_sdk_shows(localbus: LocalBus) -> None:
+    """Already held before; kept next to the namespace check it resembles."""
     uri = f"sb://localhost:{localbus.port}/{Q}"
     sb = ServiceBusClient(localbus.endpoint, AzureSasCredential(sas_token(uri, "not-the-key")), use_tls=False,
                           retry_total=0)
@@ -361,6 +363,7 @@ def test_a_handshake_that_stalls_is_dropped(localbus_factory: LocalBusFactory, s
 # --- 4. binding and key -------------------------------------------------------------------------------------
 
 def test_own_key_and_key_name_are_used_by_the_connection_string(localbus_factory: LocalBusFactory) -> None:
+    """Already held (as ``sas_key=``); ``key=`` is the name the CLI and docs use."""
     bus = localbus_factory(key="s3cret", key_name="App")
     assert bus.host == "127.0.0.1"
     assert ";SharedAccessKeyName=App;SharedAccessKey=s3cret;" in bus.connection_string
