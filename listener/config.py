@@ -10,7 +10,7 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
 
@@ -42,7 +42,31 @@ ENV_VARS: tuple[str, ...] = (
     "SHUTDOWN_GRACE_SECONDS",
     "HEALTH_PORT",
     "LOG_LEVEL",
+    "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
+
+#: The OpenTelemetry SDK's standard variables that this service acts on (validated here, applied in
+#: listener/telemetry.py). They are optional everywhere, so they are not in ENV_VARS: deployments set only the ones
+#: they need (docker-compose points OTEL_EXPORTER_OTLP_ENDPOINT at its trace viewer).
+OTEL_ENV_VARS: tuple[str, ...] = (
+    "OTEL_SDK_DISABLED",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_METRICS_EXPORTER",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_METRIC_EXPORT_INTERVAL",
+)
+DEFAULT_SERVICE_NAME = "sbworker"
+# The samplers the SDK knows by name; the ratio ones take OTEL_TRACES_SAMPLER_ARG in [0, 1] (default 1.0).
+SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+            "parentbased_traceidratio")
 
 
 class Auth(enum.StrEnum):
@@ -103,17 +127,41 @@ class ListenerSettings:
 
 
 @dataclass(frozen=True)
+class TelemetrySettings:
+    """Where traces and metrics go. With no exporter configured, no span is ever built (see listener/tracing.py)."""
+
+    enabled: bool = True  # False: OTEL_SDK_DISABLED=true, no metrics either (and no /metrics)
+    service_name: str = DEFAULT_SERVICE_NAME
+    resource_attributes: tuple[tuple[str, str], ...] = ()
+    otlp_traces_endpoint: str | None = None  # full URL, .../v1/traces
+    otlp_metrics_endpoint: str | None = None  # full URL, .../v1/metrics
+    otlp_headers: tuple[tuple[str, str], ...] = ()
+    azure_monitor_connection_string: str | None = None
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    metric_export_interval_ms: int = 60_000
+
+    @property
+    def tracing(self) -> bool:
+        """Spans are built only when some exporter will receive them."""
+        return self.enabled and bool(self.otlp_traces_endpoint or self.azure_monitor_connection_string)
+
+
+@dataclass(frozen=True)
 class Settings:
     dts: DtsSettings
     servicebus: ServiceBusSettings
     listener: ListenerSettings
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line (the log formatter removes them)."""
+        # OTLP headers usually carry an API key.
+        found = [value for _key, value in self.telemetry.otlp_headers if value]
         if not self.servicebus.connection_string:
-            return []
+            return found
         fields = _sas_fields(self.servicebus.connection_string)
-        return [v for v in (fields.shared_access_key, fields.shared_access_signature) if v]
+        return found + [v for v in (fields.shared_access_key, fields.shared_access_signature) if v]
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -138,7 +186,93 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             health_port=_int(env, "HEALTH_PORT", 8000, low=0, high=65535),
             log_level=_log_level(env),
         ),
+        telemetry=telemetry(env),
     )
+
+
+def telemetry(env: Mapping[str, str]) -> TelemetrySettings:
+    """The OTEL_* variables we act on, plus APPLICATIONINSIGHTS_CONNECTION_STRING, checked the way the SDK reads them.
+
+    The SDK would log a warning for a bad value and quietly send nothing; we refuse it in one line instead.
+    """
+    disabled = _optional(env, "OTEL_SDK_DISABLED")
+    if disabled is not None and disabled.lower() not in ("true", "false"):
+        raise ConfigError("OTEL_SDK_DISABLED", f"expected true or false, got {disabled!r}")
+    protocol = _optional(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+    if protocol is not None and protocol != "http/protobuf":
+        raise ConfigError("OTEL_EXPORTER_OTLP_PROTOCOL", f"only http/protobuf is supported, got {protocol!r}")
+    traces_on = _exporter_choice(env, "OTEL_TRACES_EXPORTER")
+    metrics_on = _exporter_choice(env, "OTEL_METRICS_EXPORTER")
+    base = _otlp_url(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    traces = _otlp_url(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (base and f"{base.rstrip('/')}/v1/traces")
+    metrics = _otlp_url(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or (base and f"{base.rstrip('/')}/v1/metrics")
+    sampler = (_optional(env, "OTEL_TRACES_SAMPLER") or "parentbased_always_on").lower()
+    if sampler not in SAMPLERS:
+        raise ConfigError("OTEL_TRACES_SAMPLER", f"expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    sampler_arg = _float(env, "OTEL_TRACES_SAMPLER_ARG", 1.0, low=0.0, high=1.0) if "ratio" in sampler else 1.0
+    return TelemetrySettings(
+        enabled=(disabled or "false").lower() != "true",
+        service_name=_optional(env, "OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME,
+        resource_attributes=_pairs(env, "OTEL_RESOURCE_ATTRIBUTES"),
+        otlp_traces_endpoint=traces if traces_on else None,
+        otlp_metrics_endpoint=metrics if metrics_on else None,
+        otlp_headers=_pairs(env, "OTEL_EXPORTER_OTLP_HEADERS"),
+        azure_monitor_connection_string=_app_insights(env),
+        sampler=sampler,
+        sampler_arg=sampler_arg,
+        metric_export_interval_ms=_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000, low=100, high=3_600_000),
+    )
+
+
+def _exporter_choice(env: Mapping[str, str], name: str) -> bool:
+    """`otlp` (the default) or `none`: we ship only the OTLP/HTTP exporter (and Azure Monitor's own)."""
+    value = (_optional(env, name) or "otlp").lower()
+    if value not in ("otlp", "none"):
+        raise ConfigError(name, f"expected otlp or none, got {value!r}")
+    return value == "otlp"
+
+
+def _otlp_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _optional(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ConfigError(name, f"invalid port in {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(name, f"expected an http:// or https:// URL, got {raw!r}")
+    return raw
+
+
+def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
+    """`key=value,key2=value2` (W3C baggage form, values percent-encoded), as the OTel SDK reads it."""
+    raw = _optional(env, name)
+    if raw is None:
+        return ()
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            # Never echo the item: OTEL_EXPORTER_OTLP_HEADERS usually holds an API key.
+            raise ConfigError(name, "expected key=value pairs separated by ','")
+        pairs.append((unquote(key.strip()), unquote(value.strip())))
+    return tuple(pairs)
+
+
+def _app_insights(env: Mapping[str, str]) -> str | None:
+    name = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+    raw = _optional(env, name)
+    if raw is None:
+        return None
+    fields = _connection_string_fields(raw, name)
+    if not fields.get("instrumentationkey"):
+        raise ConfigError(name, "missing InstrumentationKey= (copy the connection string from Application Insights)")
+    ingestion = fields.get("ingestionendpoint")
+    if ingestion and urlsplit(ingestion).scheme not in ("http", "https"):
+        raise ConfigError(name, "IngestionEndpoint must be an http:// or https:// URL")
+    return raw
 
 
 def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default_client_id: str | None = None

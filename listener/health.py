@@ -1,4 +1,5 @@
-"""`GET /healthz` (the process is alive) and `GET /readyz` (receiver connected and DTS reachable).
+"""`GET /healthz` (the process is alive), `GET /readyz` (receiver connected and DTS reachable) and `GET /metrics`
+(Prometheus text, when telemetry is enabled).
 
 Served by aiohttp on a thread and event loop of its own: a flood of probes (or a client that sends a 64 KiB
 header) is aiohttp's to refuse, and never queues behind, or in front of, message handling on the listener's loop.
@@ -19,6 +20,7 @@ from aiohttp import http_exceptions, web
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Coroutine[Any, Any, dict[str, bool]]]
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # aiohttp refuses longer request lines and header fields with 400, and more headers than this.
 MAX_LINE_BYTES = 8190
@@ -45,9 +47,10 @@ _BAD_REQUESTS = OneLineBadRequests()
 
 
 class HealthServer:
-    def __init__(self, port: int, readiness: ReadinessCheck, *, host: str = "0.0.0.0", cache_seconds: float = 2.0
-                 ) -> None:
+    def __init__(self, port: int, readiness: ReadinessCheck, *, host: str = "0.0.0.0", cache_seconds: float = 2.0,
+                 metrics: Callable[[], str] | None = None) -> None:
         self._port = port
+        self._metrics = metrics
         self._host = host
         self._readiness = readiness
         self._cache_seconds = cache_seconds
@@ -106,6 +109,8 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self._metrics_text)
         app.router.add_route("*", "/{anything:.*}", self._not_found)
         self._check_lock = asyncio.Lock()
         self._runner = web.AppRunner(
@@ -122,6 +127,11 @@ class HealthServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
+
+    async def _metrics_text(self, _request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        # Collection takes the SDK's locks for a moment; this loop serves only probes, so it can wait.
+        return web.Response(body=self._metrics().encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 
     async def _not_found(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "not found"}, status=404)

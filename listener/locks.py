@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from listener.metrics import NOOP, Metrics
+
 log = logging.getLogger(__name__)
 
 # Renew when less than this share of the lock is left (at most 10 s before expiry, like the SDK's renewer).
@@ -24,8 +26,9 @@ RENEW_AHEAD_MAX = 10.0
 class LockKeeper:
     """Renews held messages' locks until they are released, for at most `max_hold` seconds each."""
 
-    def __init__(self, receiver: Any, *, max_hold: float) -> None:
+    def __init__(self, receiver: Any, *, max_hold: float, metrics: Metrics = NOOP) -> None:
         self._receiver = receiver
+        self._metrics = metrics
         self._max_hold = max_hold
         self._held: dict[int, tuple[Any, float, float]] = {}  # id → (message, held since, lock length)
         self._wake = asyncio.Event()
@@ -75,7 +78,10 @@ class LockKeeper:
                     await self._receiver.renew_message_lock(message)
                 except Exception as error:
                     log.warning("could not renew the lock of message %s: %s", message.message_id, error)
+                    self._metrics.lock_lost()
                     self._held.pop(key, None)
+                else:
+                    self._metrics.lock_renewed()
 
 
 def _aware(moment: datetime) -> datetime:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.servicebus import ServiceBusReceivedMessage, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
@@ -30,7 +30,14 @@ from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher, InstanceNotFound
 from listener.locks import LockKeeper
+from listener.metrics import NOOP, Metrics
 from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, DeadLetter, RetryLater, decide
+
+if TYPE_CHECKING:  # listener.tracing loads OpenTelemetry: imported only by telemetry.setup, when tracing is on
+    from opentelemetry.trace import Span
+
+    from listener.telemetry import Telemetry
+    from listener.tracing import MessageTracer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,8 @@ AUTH_FAILURE_DELAY = 60.0
 # timeout (0.2 s) therefore added 100-200 ms to every settlement while we wait for new messages. 20 ms keeps
 # that wait short for about 3% of a core when idle (measured against localbus).
 RECEIVER_SOCKET_TIMEOUT = 0.02
+# A dead-letter description ends with the trace id when tracing is on: the DLQ entry can be found in the viewer.
+MAX_DESCRIPTION_CHARS = 1024
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Listener:
         settings: ListenerSettings,
         is_registered: Callable[[str], bool],
         registered_names: Callable[[], list[str]],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._client_factory = client_factory
         self._queue = queue
@@ -85,6 +95,10 @@ class Listener:
         self._sender: ServiceBusSender | None = None
         # One shared sender for re-enqueues: the SDK does not guard a link's concurrent first use, so serialise.
         self._sender_lock = asyncio.Lock()
+        self._metrics: Metrics = telemetry.metrics if telemetry is not None else NOOP
+        # None unless an exporter is configured: then no span object is ever built.
+        self._tracer: MessageTracer | None = (telemetry.tracer(queue) if telemetry is not None and telemetry.tracer
+                                              else None)
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = RECONNECT_FIRST_DELAY
@@ -93,13 +107,16 @@ class Listener:
                 await self._session(stop)
                 delay = RECONNECT_FIRST_DELAY
             except (ServiceBusAuthenticationError, ServiceBusAuthorizationError) as error:
+                self._metrics.reconnected()
                 # Retrying at once would only hammer the broker: a role assignment or key rotation takes minutes.
                 self._failed(f"Service Bus refused our credentials for queue {self._queue!r}: {_short(error)}")
                 delay = AUTH_FAILURE_DELAY
             except MessagingEntityNotFoundError as error:
+                self._metrics.reconnected()
                 self._failed(f"queue {self._queue!r} does not exist (SERVICEBUS_QUEUE): {_short(error)}")
                 delay = AUTH_FAILURE_DELAY
             except Exception as error:
+                self._metrics.reconnected()
                 self._failed(f"receiver lost its connection ({_short(error)}); reconnecting in {delay:.1f}s",
                              level=logging.WARNING)
             finally:
@@ -131,7 +148,7 @@ class Listener:
                 prefetch_count=self._settings.prefetch_count,
                 socket_timeout=RECEIVER_SOCKET_TIMEOUT,
             )
-            renewer = LockKeeper(receiver, max_hold=MAX_LOCK_RENEWAL_SECONDS)
+            renewer = LockKeeper(receiver, max_hold=MAX_LOCK_RENEWAL_SECONDS, metrics=self._metrics)
             try:
                 async with receiver:  # opens the link: from here on we are connected
                     self._connected()
@@ -162,10 +179,12 @@ class Listener:
             for message in messages:
                 task = asyncio.create_task(self._handle(client, receiver, renewer, message))
                 self._in_flight.add(task)
+                self._metrics.in_flight(1)
                 task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
+        self._metrics.in_flight(-1)
         self._slot_freed.set()
 
     async def _drain(self) -> None:
@@ -190,12 +209,25 @@ class Listener:
     async def _handle(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: LockKeeper,
                       message: ServiceBusReceivedMessage) -> None:
         started = time.monotonic()
+        renewer.hold(message)
+        if self._tracer is None:
+            await self._handle_in_scope(client, receiver, renewer, message, started, None)
+            return
+        # The span is current for the DTS calls (the SDK's spans become its children) and for the settlement.
+        span = self._tracer.start(message)
+        with self._tracer.current(span):
+            await self._handle_in_scope(client, receiver, renewer, message, started, span)
+
+    async def _handle_in_scope(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: LockKeeper,
+                               message: ServiceBusReceivedMessage, started: float, span: Span | None) -> None:
         parsed: StartRequest | ApprovalRequest | Invalid | None = None
         action: Action
-        renewer.hold(message)
         try:
             try:
                 parsed = self._parse(message)
+                if span is not None and self._tracer is not None:
+                    self._tracer.request(span, getattr(parsed, "orchestration", None),
+                                         getattr(parsed, "instance_id", None))
                 outcome = (None if isinstance(parsed, Invalid)
                            else await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id)))
                 # Only an approval still waiting for its instance needs its retry history read.
@@ -205,12 +237,13 @@ class Listener:
                 action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
                                 not_found_window=window, message_id_length=len(str(message.message_id or "")))
             except asyncio.CancelledError:
-                await asyncio.shield(self._settle(client, receiver, message, Abandon("shutdown"), parsed, started))
+                await asyncio.shield(self._settle(client, receiver, message, Abandon("shutdown"), parsed, started,
+                                                  span))
                 raise
             except Exception:
                 log.exception("unexpected error handling message %s; abandoning it", _cap(message.message_id))
                 action = Abandon("UnexpectedError")
-            await asyncio.shield(self._settle(client, receiver, message, action, parsed, started))
+            await asyncio.shield(self._settle(client, receiver, message, action, parsed, started, span))
         finally:
             renewer.release(message)
 
@@ -233,7 +266,8 @@ class Listener:
 
     async def _settle(self, client: ServiceBusClient, receiver: ServiceBusReceiver,
                       message: ServiceBusReceivedMessage, action: Action,
-                      parsed: StartRequest | ApprovalRequest | Invalid | None, started: float) -> None:
+                      parsed: StartRequest | ApprovalRequest | Invalid | None, started: float,
+                      span: Span | None = None) -> None:
         """The only place that touches the settlement API."""
         applied: Action = action
         try:
@@ -241,10 +275,11 @@ class Listener:
                 await receiver.complete_message(message)
             elif isinstance(action, DeadLetter):
                 await receiver.dead_letter_message(
-                    message, reason=action.reason, error_description=action.description[:1024]
+                    message, reason=action.reason, error_description=_description(action.description, span)
                 )
             elif isinstance(action, RetryLater):
                 if await self._reenqueue(client, message, action):
+                    self._metrics.reenqueued()
                     await receiver.complete_message(message)
                 else:
                     applied = Abandon("re-enqueue failed")
@@ -255,16 +290,26 @@ class Listener:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
             log.warning("could not settle message %s (%s): %s; it will be redelivered", _cap(message.message_id),
                         type(applied).__name__, _short(error))
+            if span is not None and self._tracer is not None:
+                self._tracer.unsettled(span, _short(error))
             return
         _log_settled(message, applied, parsed, started)
+        label, reason = _action_label(applied), _reason(applied)
+        self._metrics.settled(label, reason, time.monotonic() - started)
+        if span is not None and self._tracer is not None:
+            self._tracer.settled(span, label, reason)
 
     async def _reenqueue(self, client: ServiceBusClient, message: ServiceBusReceivedMessage,
                          action: RetryLater) -> bool:
-        copy = messages.copy(message, body=messages.body_bytes(message), application_properties={
+        properties: dict[str | bytes, Any] = {
             **messages.properties(message),
             PROP_RETRIES: action.attempt,
             PROP_FIRST_ATTEMPT: _first_attempt(message, self._settings.approval_not_found_window_seconds).isoformat(),
-        })
+        }
+        if self._tracer is not None:
+            # The copy's span becomes a child of this attempt's span: one trace from the publisher to the raise.
+            self._tracer.inject(properties)
+        copy = messages.copy(message, body=messages.body_bytes(message), application_properties=properties)
         delay = action.delay * random.uniform(0.8, 1.2)
         copy.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay)
         async with self._sender_lock:
@@ -328,6 +373,25 @@ def _retry_bookkeeping(message: ServiceBusReceivedMessage, window: float) -> tup
 def _short(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}"[:300]
+
+
+def _action_label(action: Action) -> str:
+    if isinstance(action, RetryLater):
+        return "reenqueue"
+    return "dead_letter" if isinstance(action, DeadLetter) else type(action).__name__.lower()
+
+
+def _reason(action: Action) -> str:
+    if isinstance(action, Complete):
+        return action.note
+    return Reason.INSTANCE_NOT_FOUND.value if isinstance(action, RetryLater) else action.reason
+
+
+def _description(description: str, span: Span | None) -> str:
+    if span is None:
+        return description[:MAX_DESCRIPTION_CHARS]
+    suffix = f" (trace_id={span.get_span_context().trace_id:032x})"
+    return description[:MAX_DESCRIPTION_CHARS - len(suffix)] + suffix
 
 
 def _log_settled(message: ServiceBusReceivedMessage, action: Action, parsed: object, started: float) -> None:

@@ -13,10 +13,11 @@ import signal
 import threading
 from typing import Any
 
-from listener import clients
+from listener import clients, telemetry
 from listener.config import Settings
 from listener.dispatch import Dispatcher
 from listener.health import HealthServer
+from listener.metrics import NOOP, TimedDts
 from listener.receiver import Listener
 from orchestrations import registry
 
@@ -35,10 +36,16 @@ async def serve(
     dts_credential: Any = clients._UNSET,
     dts_async_credential: Any = clients._UNSET,
     on_listener: Any = None,
+    telemetry_setup: Any = None,
 ) -> int:
-    """Run until `stop` is set (or a signal arrives). Returns the process exit code."""
+    """Run until `stop` is set (or a signal arrives). Returns the process exit code.
+
+    `telemetry_setup` (tests) replaces `telemetry.setup`; it must come before the worker, whose spans use the
+    global tracer provider that setup installs.
+    """
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
+    observed = (telemetry_setup or telemetry.setup)(settings.telemetry)
     worker = None
     if with_worker:
         worker = clients.dts_worker(settings.dts, credential=dts_credential)
@@ -51,10 +58,11 @@ async def serve(
         listener = Listener(
             client_factory=lambda: clients.servicebus_client(settings.servicebus, credential=servicebus_credential),
             queue=settings.servicebus.queue,
-            dispatcher=Dispatcher(dts),
+            dispatcher=Dispatcher(dts if observed.metrics is NOOP else TimedDts(dts, observed.metrics)),
             settings=settings.listener,
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
+            telemetry=observed,
         )
         if on_listener is not None:
             on_listener(listener)
@@ -65,7 +73,8 @@ async def serve(
             checks["servicebus"] = listener.state.connected
         return checks
 
-    health = (HealthServer(settings.listener.health_port, readiness, host=settings.listener.health_host)
+    health = (HealthServer(settings.listener.health_port, readiness, host=settings.listener.health_host,
+                           metrics=observed.prometheus)
               if settings.listener.health_port else None)
     try:
         if health is not None:
@@ -83,6 +92,7 @@ async def serve(
         if worker is not None:
             await asyncio.to_thread(worker.stop)
             log.info("DTS worker stopped")
+        await asyncio.to_thread(observed.shutdown)  # the last spans and a final metrics push
     return 0
 
 

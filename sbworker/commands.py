@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from listener import clients
+from listener import clients, telemetry
 from listener.codes import Exit
 from listener.config import Settings
 from listener.errors import UsageError
@@ -44,7 +44,6 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
-    queue = settings.servicebus.queue
     if args.kind == "start":
         if not registry.is_startable(args.orchestration):
             raise UsageError(f"unknown orchestration {args.orchestration!r}; valid names: "
@@ -55,20 +54,32 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             message, instance_id = publish.start_message(args.orchestration, input_value, args.instance_id, start_at)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        with clients.servicebus_sync_client(settings.servicebus) as client:
-            publish.send(client, queue, message)
+        trace_id = _send(settings, message)
         print(f"instance_id: {instance_id}\nmessage_id:  {message.message_id}")
+        if trace_id:
+            print(f"trace_id:    {trace_id}")
         return Exit.OK
     approver = _user() if args.approver is None else args.approver
     try:
         message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    with clients.servicebus_sync_client(settings.servicebus) as client:
-        publish.send(client, queue, message)
+    trace_id = _send(settings, message)
     verdict = "rejection" if args.reject else "approval"
     print(f"{verdict} by {approver} sent for instance {args.instance_id}\nmessage_id:  {message.message_id}")
+    if trace_id:
+        print(f"trace_id:    {trace_id}")
     return Exit.OK
+
+
+def _send(settings: Settings, message: Any) -> str | None:
+    """Send with a PRODUCER span when a trace exporter is configured; the span is flushed before we return."""
+    observed = telemetry.setup(settings.telemetry, metrics=False)
+    try:
+        with clients.servicebus_sync_client(settings.servicebus) as client:
+            return publish.send(client, settings.servicebus.queue, message, traced=observed.tracer is not None)
+    finally:
+        observed.shutdown()
 
 
 def _input(raw: str | None) -> Any:

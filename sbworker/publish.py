@@ -31,6 +31,17 @@ def approval_message(instance_id: str, approved: bool, approver: str, comment: s
                              message_id=message_id or uuid.uuid4().hex)
 
 
-def send(client: ServiceBusClient, queue: str, message: ServiceBusMessage) -> None:
-    with client.get_queue_sender(queue) as sender:
+def send(client: ServiceBusClient, queue: str, message: ServiceBusMessage, *, traced: bool = False) -> str | None:
+    """Send `message`; with `traced`, inside a PRODUCER span whose context the message carries (`traceparent`).
+
+    Returns the trace id (32 hex digits) when traced, so the caller can print it.
+    """
+    if not traced:
+        with client.get_queue_sender(queue) as sender:
+            sender.send_messages(message)
+        return None
+    from listener import tracing
+
+    with tracing.producer_span(queue, message) as span, client.get_queue_sender(queue) as sender:
         sender.send_messages(message)
+    return tracing.trace_id_hex(span)

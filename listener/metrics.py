@@ -1,0 +1,208 @@
+"""The listener's metrics, through the OpenTelemetry metrics API, and their Prometheus text for `/metrics`.
+
+`Metrics` is the no-op the listener holds when telemetry is disabled: each hook is an empty method call, so the
+hot path pays nothing. `OtelMetrics` records into a real meter (built by listener/telemetry.py). Labels come from
+fixed vocabularies only (actions, reason codes, DTS operations), never from what a publisher wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from listener.codes import Reason
+from listener.dispatch import rpc_code
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import Meter
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+# Seconds: from a fast DTS call (about 1 ms) to a message that waited out the transient-retry budget (20 s).
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Every reason a settlement can carry, whatever its action; anything else is counted as "other".
+_REASONS = frozenset({*(r.value for r in Reason), "started", "duplicate", "raised", "Shutdown", "UnexpectedError",
+                      "ReenqueueFailed", "DtsUnavailable"})
+
+
+def reason_label(reason: str) -> str:
+    """A bounded label for a settlement reason (abandon reasons carry free text after their code)."""
+    if reason in _REASONS:
+        return reason
+    if reason.startswith("DTS unavailable"):
+        return "DtsUnavailable"
+    return {"shutdown": "Shutdown", "re-enqueue failed": "ReenqueueFailed"}.get(reason, "other")
+
+
+class Metrics:
+    """The hooks the listener calls; this base class records nothing (telemetry disabled)."""
+
+    def settled(self, action: str, reason: str, seconds: float) -> None:
+        """A message left our hands: `action` is complete, dead_letter, abandon or reenqueue."""
+
+    def dts_call(self, operation: str, outcome: str, seconds: float) -> None:
+        """One call to DTS (`outcome` is ok or the gRPC status name)."""
+
+    def in_flight(self, delta: int) -> None:
+        """A handler started (+1) or finished (-1)."""
+
+    def lock_renewed(self) -> None:
+        """A held message's lock was renewed."""
+
+    def lock_lost(self) -> None:
+        """A renewal failed: Service Bus will redeliver that message."""
+
+    def reenqueued(self) -> None:
+        """An early approval was sent back as a scheduled copy."""
+
+    def reconnected(self) -> None:
+        """The receiver lost its connection and is about to open a new one."""
+
+
+NOOP = Metrics()
+
+
+class OtelMetrics(Metrics):
+    """Records into OpenTelemetry instruments of `meter`."""
+
+    def __init__(self, meter: Meter) -> None:
+        self._settled = meter.create_counter("sbworker.messages.settled", unit="{message}",
+                                             description="Messages settled, by action and reason")
+        self._handling = meter.create_histogram(
+            "sbworker.message.handling.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            description="From receipt to settlement of one message, by action")
+        self._dts = meter.create_histogram(
+            "sbworker.dts.call.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            description="One DTS call, by operation and outcome")
+        self._in_flight = meter.create_up_down_counter("sbworker.messages.in_flight", unit="{message}",
+                                                       description="Messages being handled now")
+        self._renewals = meter.create_counter("sbworker.lock.renewals", unit="{renewal}",
+                                              description="Message locks renewed")
+        self._lost = meter.create_counter("sbworker.lock.lost", unit="{lock}",
+                                          description="Message locks that could not be renewed")
+        self._reenqueued = meter.create_counter("sbworker.approvals.reenqueued", unit="{message}",
+                                                description="Early approvals re-enqueued as scheduled copies")
+        self._reconnects = meter.create_counter("sbworker.receiver.reconnects", unit="{reconnect}",
+                                                description="Receiver connections lost and opened again")
+
+    def settled(self, action: str, reason: str, seconds: float) -> None:
+        self._settled.add(1, {"action": action, "reason": reason_label(reason)})
+        self._handling.record(seconds, {"action": action})
+
+    def dts_call(self, operation: str, outcome: str, seconds: float) -> None:
+        self._dts.record(seconds, {"operation": operation, "outcome": outcome})
+
+    def in_flight(self, delta: int) -> None:
+        self._in_flight.add(delta)
+
+    def lock_renewed(self) -> None:
+        self._renewals.add(1)
+
+    def lock_lost(self) -> None:
+        self._lost.add(1)
+
+    def reenqueued(self) -> None:
+        self._reenqueued.add(1)
+
+    def reconnected(self) -> None:
+        self._reconnects.add(1)
+
+
+class TimedDts:
+    """A DTS client that records how long each call takes (`dts_call`), and otherwise is the client it wraps."""
+
+    def __init__(self, client: Any, metrics: Metrics) -> None:
+        self._client = client
+        self._metrics = metrics
+
+    async def _timed(self, operation: str, call: Any) -> Any:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await call
+        except BaseException as error:
+            code = rpc_code(error)
+            outcome = code.name if code is not None else type(error).__name__
+            raise
+        finally:
+            self._metrics.dts_call(operation, outcome, time.perf_counter() - started)
+
+    async def schedule_new_orchestration(self, orchestrator: Any, **kwargs: Any) -> str:
+        result: str = await self._timed("start", self._client.schedule_new_orchestration(orchestrator, **kwargs))
+        return result
+
+    async def get_orchestration_state(self, instance_id: str, **kwargs: Any) -> Any:
+        return await self._timed("get_state", self._client.get_orchestration_state(instance_id, **kwargs))
+
+    async def raise_orchestration_event(self, instance_id: str, event_name: str, **kwargs: Any) -> None:
+        await self._timed("raise_event", self._client.raise_orchestration_event(instance_id, event_name, **kwargs))
+
+    async def get_orchestration_history(self, instance_id: str) -> list[Any]:
+        result: list[Any] = await self._timed("get_history", self._client.get_orchestration_history(instance_id))
+        return result
+
+
+# --- Prometheus text exposition (format 0.0.4) ------------------------------------------------------------------
+
+_UNIT_SUFFIXES = {"s": "_seconds", "By": "_bytes"}
+
+
+def prometheus_text(reader: InMemoryMetricReader) -> str:
+    """Collect `reader` now and render every metric as Prometheus text: dots become underscores, seconds get
+    `_seconds`, monotonic sums `_total`, histograms cumulative `_bucket{le=…}` lines, `_sum` and `_count`."""
+    data = reader.get_metrics_data()
+    lines: list[str] = []
+    for resource_metrics in getattr(data, "resource_metrics", None) or ():
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                lines.extend(_render(metric))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _render(metric: Any) -> list[str]:
+    from opentelemetry.sdk.metrics.export import Histogram, Sum
+
+    base = metric.name.replace(".", "_").replace("-", "_") + _UNIT_SUFFIXES.get(metric.unit or "", "")
+    points = metric.data.data_points
+    help_line = f"# HELP {{}} {_escape_help(metric.description or metric.name)}"
+    if isinstance(metric.data, Histogram):
+        out = [help_line.format(base), f"# TYPE {base} histogram"]
+        for point in points:
+            labels = dict(point.attributes or {})
+            cumulative = 0
+            for bound, count in zip(point.explicit_bounds, point.bucket_counts, strict=False):
+                cumulative += count
+                out.append(f"{base}_bucket{_labels({**labels, 'le': _number(bound)})} {cumulative}")
+            out.append(f"{base}_bucket{_labels({**labels, 'le': '+Inf'})} {point.count}")
+            out.append(f"{base}_sum{_labels(labels)} {_number(point.sum)}")
+            out.append(f"{base}_count{_labels(labels)} {point.count}")
+        return out
+    if isinstance(metric.data, Sum) and metric.data.is_monotonic:
+        name, kind = f"{base}_total", "counter"
+    else:
+        name, kind = base, "gauge"
+    out = [help_line.format(name), f"# TYPE {name} {kind}"]
+    out.extend(f"{name}{_labels(dict(point.attributes or {}))} {_number(point.value)}" for point in points)
+    return out
+
+
+def _labels(labels: dict[str, Any]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape_value(str(value))}"' for key, value in sorted(labels.items()))
+    return "{" + inner + "}"
+
+
+def _escape_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if isinstance(value, float) else str(value)

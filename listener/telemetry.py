@@ -1,0 +1,133 @@
+"""From TelemetrySettings to OpenTelemetry providers and exporters: the one place telemetry is set up.
+
+- Metrics are recorded whenever telemetry is enabled (the default), for `/metrics`; they are pushed over
+  OTLP/HTTP and to Azure Monitor when those are configured.
+- Traces exist only when an exporter is configured (OTLP/HTTP, Azure Monitor, or both). The tracer provider is
+  then made global, because the durabletask SDK builds its client and worker spans from the global provider.
+- With OTEL_SDK_DISABLED=true nothing is imported or built at all.
+
+Everything from OpenTelemetry is imported inside these functions, so a process that never calls them never loads it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from listener.config import TelemetrySettings
+from listener.metrics import NOOP, Metrics
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+    from listener.tracing import MessageTracer
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_MILLIS = 5_000
+
+
+@dataclass
+class Telemetry:
+    """What the service hands to the listener and the health server. The default is telemetry switched off."""
+
+    metrics: Metrics = NOOP
+    tracer: Callable[[str], MessageTracer] | None = None  # queue → tracer; None: no spans at all
+    prometheus: Callable[[], str] | None = None  # the text of /metrics; None: /metrics is 404
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        """Flush what is buffered (the last spans and a final metrics push) and stop the exporters."""
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception as error:  # an unreachable collector must not turn a clean exit into a crash
+                log.warning("telemetry shutdown: %s", error)
+        self._closers.clear()
+
+
+def setup(settings: TelemetrySettings, *, metrics: bool = True) -> Telemetry:
+    """Build the providers that `settings` asks for; `metrics=False` for short-lived commands (`sbworker publish`)."""
+    if not settings.enabled:
+        return Telemetry()
+    resource = _resource(settings)
+    telemetry = Telemetry()
+    if settings.tracing:
+        telemetry.tracer = _tracing(settings, resource, telemetry)
+    if metrics:
+        _metrics(settings, resource, telemetry)
+    return telemetry
+
+
+def _resource(settings: TelemetrySettings) -> Resource:
+    from opentelemetry.sdk.resources import Resource
+
+    return Resource.create({**dict(settings.resource_attributes), "service.name": settings.service_name})
+
+
+def _sampler(settings: TelemetrySettings) -> Sampler:
+    from opentelemetry.sdk.trace import sampling
+
+    ratio = sampling.TraceIdRatioBased(settings.sampler_arg)
+    return {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": ratio,
+        "parentbased_always_on": sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": sampling.ParentBased(ratio),
+    }[settings.sampler]
+
+
+def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry) -> Callable[[str], MessageTracer]:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from listener.tracing import SCOPE, MessageTracer
+
+    provider = TracerProvider(resource=resource, sampler=_sampler(settings))
+    if settings.otlp_traces_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(
+            endpoint=settings.otlp_traces_endpoint, headers=dict(settings.otlp_headers))))
+    if settings.azure_monitor_connection_string:
+        from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
+
+        provider.add_span_processor(BatchSpanProcessor(AzureMonitorTraceExporter(
+            connection_string=settings.azure_monitor_connection_string)))
+    trace.set_tracer_provider(provider)
+    telemetry._closers.append(lambda: provider.shutdown())
+    tracer = provider.get_tracer(SCOPE)
+    return lambda queue: MessageTracer(tracer, queue)
+
+
+def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, PeriodicExportingMetricReader
+
+    from listener.metrics import OtelMetrics, prometheus_text
+
+    scrape = InMemoryMetricReader()
+    readers: list[MetricReader] = [scrape]
+    interval = settings.metric_export_interval_ms
+    if settings.otlp_metrics_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(
+            endpoint=settings.otlp_metrics_endpoint, headers=dict(settings.otlp_headers)),
+            export_interval_millis=interval))
+    if settings.azure_monitor_connection_string:
+        from azure.monitor.opentelemetry.exporter import AzureMonitorMetricExporter
+
+        readers.append(PeriodicExportingMetricReader(AzureMonitorMetricExporter(
+            connection_string=settings.azure_monitor_connection_string), export_interval_millis=interval))
+    # Not made global: the listener holds its meter, and tests build one provider per listener.
+    provider = MeterProvider(resource=resource, metric_readers=readers)
+    telemetry.metrics = OtelMetrics(provider.get_meter("sbworker"))
+    telemetry.prometheus = lambda: prometheus_text(scrape)
+    telemetry._closers.append(lambda: provider.shutdown(timeout_millis=SHUTDOWN_TIMEOUT_MILLIS))

@@ -1,0 +1,155 @@
+"""Spans for Service Bus messages: the listener's CONSUMER span and the publisher's PRODUCER span.
+
+The listener only builds spans through a `MessageTracer`, and it holds one only when an exporter is configured,
+so with tracing off no span object exists on the hot path. Trace context crosses Service Bus in the message's
+application properties, as azure-servicebus writes it: `traceparent` (W3C), or the older `Diagnostic-Id` that
+holds the same value. Keys and values may arrive as bytes from AMQP publishers other than the SDKs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+DIAGNOSTIC_ID = "Diagnostic-Id"
+SCOPE = "sbworker"
+# Publishers choose subjects and ids: a span attribute holds at most this much of one.
+MAX_ATTRIBUTE_CHARS = 256
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def carrier(properties: Mapping[Any, Any] | None) -> dict[str, str]:
+    """`traceparent` / `tracestate` from application properties (`Diagnostic-Id` when there is no traceparent)."""
+    found: dict[str, str] = {}
+    for key, value in (properties or {}).items():
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+        if not isinstance(name, str) or name.lower() not in (TRACEPARENT, TRACESTATE, DIAGNOSTIC_ID.lower()):
+            continue
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        if isinstance(text, str) and len(text) <= 512:
+            found[name.lower()] = text
+    diagnostic = found.pop(DIAGNOSTIC_ID.lower(), None)
+    if TRACEPARENT not in found and diagnostic:
+        found[TRACEPARENT] = diagnostic
+    return found
+
+
+def trace_id_hex(span: trace.Span) -> str:
+    return format(span.get_span_context().trace_id, "032x")
+
+
+class MessageTracer:
+    """Opens one CONSUMER span per received message, following the OpenTelemetry messaging conventions."""
+
+    def __init__(self, tracer: trace.Tracer, queue: str) -> None:
+        self._tracer = tracer
+        self._queue = queue
+
+    def start(self, message: ServiceBusReceivedMessage) -> trace.Span:
+        """A span whose parent is the publisher's trace context, when the message carries one."""
+        parent = _PROPAGATOR.extract(carrier(message.application_properties))
+        attributes: dict[str, Any] = {
+            "messaging.system": "servicebus",
+            "messaging.destination.name": self._queue,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.operation": "process",  # the name before semantic conventions 1.26, still read by viewers
+            "messaging.servicebus.message.delivery_count": int(message.delivery_count or 0),
+        }
+        if message.message_id is not None:
+            attributes["messaging.message.id"] = _cap(message.message_id)
+        if message.correlation_id is not None:
+            attributes["messaging.message.conversation_id"] = _cap(message.correlation_id)
+        if message.subject is not None:
+            attributes["sbworker.subject"] = _cap(message.subject)
+        return self._tracer.start_span(f"process {self._queue}", context=parent, kind=SpanKind.CONSUMER,
+                                       attributes=attributes)
+
+    @staticmethod
+    @contextmanager
+    def current(span: trace.Span) -> Iterator[None]:
+        """Make `span` the parent of what runs inside (the DTS SDK's create_orchestration span among them)."""
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+
+    @staticmethod
+    def request(span: trace.Span, orchestration: str | None, instance_id: str | None) -> None:
+        if orchestration:
+            span.set_attribute("sbworker.orchestration", orchestration)
+        if instance_id:
+            span.set_attribute("sbworker.instance_id", _cap(instance_id))
+
+    @staticmethod
+    def settled(span: trace.Span, action: str, reason: str) -> None:
+        """Record the settlement on the span and end it; a dead-letter or an abandon marks it as an error."""
+        disposition = "complete" if action == "reenqueue" else action
+        span.set_attribute("messaging.servicebus.disposition_status", disposition)
+        span.set_attribute("sbworker.settlement.action", action)
+        span.set_attribute("sbworker.settlement.reason", _cap(reason))
+        if action in ("dead_letter", "abandon"):
+            span.set_status(Status(StatusCode.ERROR, f"{action}: {_cap(reason)}"))
+        span.end()
+
+    @staticmethod
+    def inject(properties: dict[str | bytes, Any]) -> None:
+        inject(properties)
+
+    @staticmethod
+    def unsettled(span: trace.Span, error: str) -> None:
+        span.set_attribute("sbworker.settlement.action", "none")
+        span.set_status(Status(StatusCode.ERROR, f"could not settle: {_cap(error)}"))
+        span.end()
+
+
+def inject(properties: dict[str | bytes, Any]) -> None:
+    """Write the current span's context into application properties (a re-enqueued copy, a published message).
+
+    An older `Diagnostic-Id` is replaced too, so the two never disagree.
+    """
+    fresh: dict[str, str] = {}
+    _PROPAGATOR.inject(fresh)
+    if not fresh:
+        return
+    for key in [k for k in properties if (k.decode("utf-8", "replace") if isinstance(k, bytes) else k).lower()
+                in (TRACEPARENT, TRACESTATE, DIAGNOSTIC_ID.lower())]:
+        del properties[key]
+    properties.update(fresh)
+    properties[DIAGNOSTIC_ID] = fresh[TRACEPARENT]
+
+
+@contextmanager
+def producer_span(queue: str, message: ServiceBusMessage) -> Iterator[trace.Span]:
+    """The publisher's PRODUCER span: its context goes into the message, so the listener's span is its child."""
+    tracer = trace.get_tracer(SCOPE)
+    with tracer.start_as_current_span(f"send {queue}", kind=SpanKind.PRODUCER, attributes={
+        "messaging.system": "servicebus",
+        "messaging.destination.name": queue,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.operation": "publish",
+        "messaging.message.id": _cap(message.message_id or ""),
+    }) as span:
+        properties: dict[str | bytes, Any] = dict(message.application_properties or {})
+        inject(properties)
+        message.application_properties = properties
+        yield span
+
+
+def _cap(value: Any) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"

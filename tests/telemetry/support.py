@@ -1,0 +1,107 @@
+"""The service (`listener.service.serve`: listener + co-hosted worker) in the test's loop, against localbus and
+localdts, with telemetry the test chooses; and one SDK tracer provider per test process.
+
+The durabletask SDK builds its spans from the global tracer provider, which OpenTelemetry lets a process set only
+once; every test here adds its own exporter to that one provider and looks only at its own trace ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from listener import config
+from listener.receiver import Listener
+from listener.service import serve
+from listener.telemetry import Telemetry
+from listener.tracing import SCOPE, MessageTracer
+from localbus import LocalBus
+from localdts import LocalDts
+from tests.integration.harness import DEFAULT_LISTENER, servicebus_settings
+
+
+def global_provider() -> TracerProvider:
+    """The process's SDK tracer provider (installed here unless an earlier test did)."""
+    current = trace.get_tracer_provider()
+    if not isinstance(current, TracerProvider):
+        trace.set_tracer_provider(TracerProvider())
+        current = trace.get_tracer_provider()
+    assert isinstance(current, TracerProvider), "another library installed a non-SDK tracer provider"
+    return current
+
+
+def memory_exporter() -> InMemorySpanExporter:
+    exporter = InMemorySpanExporter()
+    global_provider().add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+def tracing_only(_settings: config.TelemetrySettings) -> Telemetry:
+    """Telemetry with the listener's spans going to the global provider (and no metrics)."""
+    tracer = global_provider().get_tracer(SCOPE)
+    return Telemetry(tracer=lambda queue: MessageTracer(tracer, queue))
+
+
+def settings(bus: LocalBus, dts: LocalDts, **listener: Any) -> config.Settings:
+    return config.Settings(dts=config.parse_dts(dts.connection_string), servicebus=servicebus_settings(bus),
+                           listener=replace(DEFAULT_LISTENER, **listener))
+
+
+@contextlib.asynccontextmanager
+async def running(service_settings: config.Settings, telemetry_setup: Callable[[config.TelemetrySettings], Telemetry]
+                  ) -> AsyncIterator[Listener]:
+    """`sbworker run` in this loop until the block ends; yields the listener once it is connected."""
+    stop = asyncio.Event()
+    seen: list[Listener] = []
+    task = asyncio.create_task(serve(service_settings, stop=stop, on_listener=seen.append,
+                                     telemetry_setup=telemetry_setup))
+    try:
+        await wait_until(lambda: bool(seen) and seen[0].state.connected, what="listener connected", task=task)
+        yield seen[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 20.0,
+                     task: asyncio.Task[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if task is not None and task.done():
+            task.result()  # raises what the service raised
+            raise AssertionError(f"the service ended before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def in_trace(exporter: InMemorySpanExporter, trace_id: int) -> list[ReadableSpan]:
+    return [s for s in exporter.get_finished_spans() if s.context is not None and s.context.trace_id == trace_id]
+
+
+def tree(spans: list[ReadableSpan]) -> str:
+    """The spans as an indented tree, for assertion messages."""
+    by_parent: dict[int | None, list[ReadableSpan]] = {}
+    ids = {s.context.span_id for s in spans if s.context is not None}
+    for s in spans:
+        parent = s.parent.span_id if s.parent is not None and s.parent.span_id in ids else None
+        by_parent.setdefault(parent, []).append(s)
+
+    def lines(parent: int | None, depth: int) -> list[str]:
+        out = []
+        for s in sorted(by_parent.get(parent, []), key=lambda s: s.start_time or 0):
+            assert s.context is not None
+            out.append(f"{'  ' * depth}{s.name} [{s.kind.name}]")
+            out.extend(lines(s.context.span_id, depth + 1))
+        return out
+
+    return "\n".join(lines(None, 0))

@@ -1,0 +1,85 @@
+"""The OTEL_* variables and APPLICATIONINSIGHTS_CONNECTION_STRING: accepted values, one-line errors, and what
+setup builds (nothing of tracing unless an exporter is configured)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from listener import config
+from listener.errors import ConfigError
+from tests.integration.procs import REPO, sbworker, stack_env
+
+APP_INSIGHTS = ("InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+                "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/")
+
+
+def test_nothing_configured_means_metrics_only() -> None:
+    settings = config.telemetry({})
+    assert settings.enabled and not settings.tracing
+    assert settings.otlp_traces_endpoint is None and settings.azure_monitor_connection_string is None
+
+
+def test_the_otlp_endpoint_gets_the_signal_paths_and_signal_variables_win() -> None:
+    settings = config.telemetry({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+                                 "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://other:9000/m"})
+    assert settings.tracing
+    assert settings.otlp_traces_endpoint == "http://collector:4318/v1/traces"
+    assert settings.otlp_metrics_endpoint == "http://other:9000/m"
+
+
+def test_exporters_can_be_switched_off_per_signal() -> None:
+    settings = config.telemetry({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"})
+    assert not settings.tracing and settings.otlp_metrics_endpoint == "http://c:4318/v1/metrics"
+
+
+def test_application_insights_alone_turns_tracing_on_and_headers_are_secrets() -> None:
+    settings = config.load({"APPLICATIONINSIGHTS_CONNECTION_STRING": APP_INSIGHTS,
+                            "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cr3t-value,x-tenant=a%20b"})
+    assert settings.telemetry.tracing
+    assert settings.telemetry.otlp_headers == (("api-key", "s3cr3t-value"), ("x-tenant", "a b"))
+    assert "s3cr3t-value" in settings.secrets()
+
+
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "expected an http:// or https:// URL"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:99999", "invalid port"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "only http/protobuf is supported"),
+    ("OTEL_TRACES_SAMPLER", "sometimes", "expected one of always_on"),
+    ("OTEL_TRACES_EXPORTER", "jaeger", "expected otlp or none"),
+    ("OTEL_SDK_DISABLED", "yes", "expected true or false"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "0", "must be between"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "api-key", "expected key=value pairs"),
+    ("APPLICATIONINSIGHTS_CONNECTION_STRING", "IngestionEndpoint=https://x/", "missing InstrumentationKey="),
+])
+def test_a_bad_value_is_refused_naming_the_variable(variable: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load({variable: value})
+    assert caught.value.variable == variable and problem in caught.value.problem
+
+
+def test_a_ratio_sampler_takes_its_argument_in_range() -> None:
+    assert config.telemetry({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                             "OTEL_TRACES_SAMPLER_ARG": "0.25"}).sampler_arg == 0.25
+    with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
+        config.telemetry({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"})
+
+
+def test_the_command_line_refuses_a_bad_value_in_one_line_with_exit_2() -> None:
+    env = stack_env("Endpoint=sb://localhost:1;SharedAccessKeyName=k;SharedAccessKey=v",
+                    "Endpoint=http://localhost:1;Authentication=None",
+                    OTEL_EXPORTER_OTLP_HEADERS="leaked-api-key")
+    result = sbworker("run", env=env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: OTEL_EXPORTER_OTLP_HEADERS: expected key=value pairs separated by ','"]
+    assert "leaked-api-key" not in result.stderr
+
+
+def test_without_an_exporter_no_tracing_code_is_even_imported() -> None:
+    probe = ("import sys; from listener import config, telemetry; t = telemetry.setup(config.telemetry({})); "
+             "print(t.tracer is None, 'opentelemetry.sdk.trace' in sys.modules, 'listener.tracing' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["True", "False", "False"], result.stderr
