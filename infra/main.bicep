@@ -69,6 +69,7 @@ var abbrs = {
   serviceBus: 'sb-'
   scheduler: 'dts-'
   workspace: 'log-'
+  appInsights: 'appi-'
   environment: 'cae-'
   registry: 'cr'
   app: 'ca-'
@@ -135,6 +136,7 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     tags: tags
     workspaceName: '${abbrs.workspace}${token}'
+    appInsightsName: '${abbrs.appInsights}${token}'
     environmentName: '${abbrs.environment}${token}'
   }
 }
@@ -160,6 +162,7 @@ module worker 'modules/containerapp.bicep' = {
     })
     name: '${abbrs.app}worker-${token}'
     environmentId: monitoring.outputs.environmentId
+    appInsightsName: monitoring.outputs.appInsightsName
     registryServer: registry.outputs.loginServer
     image: workerImageName
     workerIdentityId: identity.outputs.workerId

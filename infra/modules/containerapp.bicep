@@ -1,6 +1,7 @@
 // The worker container app: user-assigned identities, every environment variable the code reads
 // (tests/deploy checks this against listener.config.ENV_VARS), health probes and a KEDA
 // azure-servicebus scale rule that authenticates with a managed identity instead of a connection string.
+// Its one secret is the Application Insights connection string (traces and metrics, see README#observability).
 
 @description('Location of the app.')
 param location string
@@ -13,6 +14,9 @@ param name string
 
 @description('Container Apps environment id.')
 param environmentId string
+
+@description('Application Insights component (in this resource group) that receives traces and metrics.')
+param appInsightsName string
 
 @description('Registry login server the image is pulled from.')
 param registryServer string
@@ -77,6 +81,11 @@ param shutdownGraceSeconds int = 30
 param logLevel string = 'INFO'
 
 var healthPort = 8000
+var appInsightsSecret = 'appinsights-connection-string'
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
 var placeholderImage = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
 var realImage = !empty(image)
 
@@ -125,6 +134,12 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
         {
           server: registryServer
           identity: workerIdentityId
+        }
+      ]
+      secrets: [
+        {
+          name: appInsightsSecret
+          value: appInsights.properties.ConnectionString
         }
       ]
     }
@@ -190,6 +205,10 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             {
               name: 'LOG_LEVEL'
               value: logLevel
+            }
+            {
+              name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+              secretRef: appInsightsSecret
             }
           ]
           probes: realImage ? probes : []

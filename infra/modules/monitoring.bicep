@@ -1,4 +1,5 @@
-// Log Analytics workspace and the Container Apps environment that ships its logs there.
+// Log Analytics workspace, a workspace-based Application Insights (the worker's traces and metrics) and the
+// Container Apps environment that ships its logs there.
 
 @description('Location of the resources.')
 param location string
@@ -11,6 +12,9 @@ param workspaceName string
 
 @description('Container Apps environment name.')
 param environmentName string
+
+@description('Application Insights name (workspace-based: its data lives in the workspace above).')
+param appInsightsName string
 
 @minValue(30)
 @description('Log retention in days.')
@@ -25,6 +29,19 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: retentionInDays
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: workspace.id
+    IngestionMode: 'LogAnalytics'
+    RetentionInDays: retentionInDays
   }
 }
 
@@ -44,3 +61,5 @@ resource environment 'Microsoft.App/managedEnvironments@2025-01-01' = {
 }
 
 output environmentId string = environment.id
+// The name only: the container app reads the connection string itself, so no output carries it.
+output appInsightsName string = appInsights.name

@@ -262,6 +262,9 @@ def variables(text: str) -> dict[str, str]:
     return {name: value.strip() for name, value in re.findall(r"^var\s+(\w+)\s*=\s*(.+)$", text, re.MULTILINE)}
 
 
+SECRET_REF = "secretRef:"
+
+
 def container_env(text: str) -> dict[str, str]:
     """name → raw value expression of the `env: [...]` array of the container app."""
     _type, body = resource_body(text, "app")
@@ -278,11 +281,11 @@ def container_env(text: str) -> dict[str, str]:
         name = scalar(object_property(item, "name"))
         if not isinstance(name, str):
             raise FormatError(f"env name is not a string: {name!r}")
-        if "secretRef" in item:
-            raise FormatError(f"{name} uses secretRef; this app has no secrets")
         if name in env:
             raise FormatError(f"{name} set twice")
-        env[name] = object_property(item, "value")
+        # A secret's value is the expression naming it, marked: `secretRef:<expression>`.
+        env[name] = (f"{SECRET_REF}{object_property(item, 'secretRef')}" if "secretRef" in item
+                     else object_property(item, "value"))
         i = start + len(item)
     return env
 

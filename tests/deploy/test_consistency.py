@@ -24,7 +24,6 @@ COMPOSE_EXEMPT: dict[str, str] = {
 }
 CONTAINER_APP_EXEMPT: dict[str, str] = {
     "SERVICEBUS_CONNECTION_STRING": "Azure uses Entra ID (managed identity); the namespace has local/SAS auth disabled",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING": "not wired into the Bicep yet",
 }
 
 # Sample values for Bicep expressions that are only known at deploy time.
@@ -34,6 +33,12 @@ BICEP_SAMPLES = {
     "serviceBusNamespaceFqdn": "sb-sample.servicebus.windows.net",
     "taskHubName": "default",
     "queueName": config.DEFAULT_QUEUE,
+}
+
+# What a secret of the container app holds at deploy time.
+SECRET_SAMPLES = {
+    "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000002;"
+                                             "IngestionEndpoint=https://westus2-2.in.applicationinsights.azure.com/",
 }
 
 # Config.json property → Bicep queue property.
@@ -89,7 +94,8 @@ def _evaluate(expression: str, params: dict, variables: dict[str, str]) -> str:
 def app_env_values(app_env: dict[str, str]) -> dict[str, str]:
     text = df.read_bicep(df.CONTAINERAPP_BICEP)
     params, variables = df.params(text), df.variables(text)
-    return {name: _evaluate(raw, params, variables) for name, raw in app_env.items()}
+    return {name: SECRET_SAMPLES[name] if raw.startswith(df.SECRET_REF) else _evaluate(raw, params, variables)
+            for name, raw in app_env.items()}
 
 
 # --- the queue ------------------------------------------------------------------------------------
@@ -126,7 +132,7 @@ def test_every_variable_the_code_reads_is_set(
     assert not missing, f"{target} does not set {missing} (set them, or exempt them here with a reason)"
     both = sorted(set(exempt) & set(env))
     assert not both, f"{target} sets exempted variables {both}"
-    unknown = sorted(set(env) - set(config.ENV_VARS))
+    unknown = sorted(set(env) - set(config.ENV_VARS) - set(config.OTEL_ENV_VARS))
     assert not unknown, f"{target} sets variables the code never reads: {unknown} (typo?)"
     empty = sorted(name for name, value in env.items() if not str(value).strip())
     assert not empty, f"{target} sets empty values for {empty}"
@@ -152,6 +158,19 @@ def test_container_app_settings_load_with_managed_identity(app_env_values: dict[
     assert settings.dts.secure
     assert settings.dts.client_id == BICEP_SAMPLES["workerClientId"]
     assert settings.servicebus.queue == config.DEFAULT_QUEUE
+    assert settings.telemetry.tracing and settings.telemetry.azure_monitor_connection_string
+
+
+def test_compose_worker_exports_to_the_trace_viewer(compose_env: dict[str, str]) -> None:
+    """The worker's OTLP endpoint is the viewer's OTLP/HTTP port, by its compose service name."""
+    settings = config.load(compose_env).telemetry
+    assert settings.tracing and settings.otlp_traces_endpoint == "http://trace-viewer:18890/v1/traces"
+    text = df.COMPOSE_FILE.read_text(encoding="utf-8")
+    viewer = "\n".join(line for _indent, line in df.compose_service_block(text, "trace-viewer"))
+    assert "image: mcr.microsoft.com/dotnet/aspire-dashboard:" in viewer
+    assert '"127.0.0.1:4318:18890"' in viewer, "OTLP/HTTP (18890 in the container) for publishers on the host"
+    worker = "\n".join(line for _indent, line in df.compose_service_block(text, "worker"))
+    assert re.search(r"trace-viewer:\s*\n\s*condition: service_started", worker)
 
 
 def test_health_port_agrees_with_probes_and_image(app_env_values: dict[str, str], compose_env: dict[str, str]) -> None:

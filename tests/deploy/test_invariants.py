@@ -79,12 +79,17 @@ def test_registry_pull_is_by_identity() -> None:
     assert df.scalar(df.object_property(body, "adminUserEnabled")) is False
 
 
-def test_container_app_scales_with_identity_and_has_no_secrets() -> None:
+def test_container_app_scales_with_identity_and_its_one_secret_is_app_insights() -> None:
     text = df.read_bicep(df.CONTAINERAPP_BICEP)
     rtype, body = df.resource_body(text, "app")
     api = rtype.split("@")[1]
     assert api >= "2025-01-01", "the scale rule `identity` field is in the stable API from 2025-01-01"
-    assert "secrets" not in body and "secretRef" not in body, "no secrets: everything uses managed identity"
+    # Everything else uses managed identity: the only secret is the App Insights connection string, read from the
+    # component in this resource group (no key, no output carries it).
+    assert body.count("secretRef") == 1 and body.count("value: appInsights.properties.ConnectionString") == 1
+    env = df.container_env(text)
+    assert env["APPLICATIONINSIGHTS_CONNECTION_STRING"] == f"{df.SECRET_REF}appInsightsSecret"
+    assert re.search(r"^resource appInsights 'Microsoft\.Insights/components@[\w-]+' existing = \{", text, re.M)
     configuration = df.object_property(body, "configuration")
     registries = df.object_property(configuration, "registries")
     assert df.object_property(registries, "identity") == "workerIdentityId"
@@ -96,6 +101,17 @@ def test_container_app_scales_with_identity_and_has_no_secrets() -> None:
     metadata = df.object_property(custom, "metadata")
     assert df.object_property(metadata, "queueName") == "queueName"
     assert df.object_property(metadata, "namespace") == "serviceBusNamespaceName"
+
+
+def test_application_insights_is_workspace_based() -> None:
+    text = df.read_bicep(df.INFRA / "modules" / "monitoring.bicep")
+    rtype, body = df.resource_body(text, "appInsights")
+    assert rtype.startswith("Microsoft.Insights/components@")
+    properties = df.object_property(body, "properties")
+    assert df.object_property(properties, "WorkspaceResourceId") == "workspace.id"
+    assert df.scalar(df.object_property(properties, "IngestionMode")) == "LogAnalytics"
+    main = df.read_bicep(df.MAIN_BICEP)
+    assert "appInsightsName: monitoring.outputs.appInsightsName" in main
 
 
 def test_dts_connection_string_uses_the_worker_identity() -> None:
