@@ -1,0 +1,97 @@
+"""The listener and the DTS worker behind fault proxies: what production's links do, on loopback.
+
+localbus (durable, 5 s locks) and localdts (the backend that re-offers work a vanished worker stream held, as DTS
+does) run in this process; the listener is a separate `sbworker run --no-worker` process that reaches both only
+through a `FaultProxy`; the DTS worker runs in this process through the DTS proxy too, so that
+`activities.approvals.SENT_REQUESTS` shows how often each instance ran. The test's own client and all checks go
+straight to the backends: outcomes are read where they live, never through a faulty link.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+from listener import clients
+from listener.config import parse_dts
+from localbus import LocalBus
+from localdts import LocalDts
+from tests.fixtures.processes import ListenerProcess, listener_env
+from tests.reliability import workload
+from tests.reliability.common import durable_bus, publish
+from tests.reliability.faultproxy import FaultProxy
+
+
+def dts_connection(port: int) -> str:
+    return f"Endpoint=http://localhost:{port};Authentication=None"
+
+
+@dataclass
+class NetStack:
+    bus: LocalBus
+    dts: LocalDts
+    bus_proxy: FaultProxy
+    dts_proxy: FaultProxy
+    listener: ListenerProcess
+    client: DurableTaskSchedulerClient  # direct to localdts
+
+    @property
+    def proxied_servicebus(self) -> str:
+        return self.bus.connection_string.replace(f"localhost:{self.bus.port}", f"localhost:{self.bus_proxy.port}")
+
+
+@contextmanager
+def net_stack(tmp_path: Path, **env: Any) -> Iterator[NetStack]:
+    dts = LocalDts(port=0, fsync=False).start()  # memory only: this test is about links, not disks
+    try:
+        with durable_bus(tmp_path, lock="PT5S") as bus, FaultProxy(bus.port) as bus_proxy, \
+                FaultProxy(dts.port) as dts_proxy:
+            worker = clients.dts_worker(parse_dts(dts_connection(dts_proxy.port)))
+            worker.start()
+            client = clients.dts_client(parse_dts(dts.connection_string))
+            sb = bus.connection_string.replace(f"localhost:{bus.port}", f"localhost:{bus_proxy.port}")
+            settings: dict[str, Any] = {"MAX_CONCURRENT_MESSAGES": 16, "PREFETCH_COUNT": 10,
+                                        "MAX_MESSAGE_BYTES": workload.MAX_MESSAGE_BYTES,
+                                        "APPROVAL_NOT_FOUND_WINDOW_SECONDS": 180, "SHUTDOWN_GRACE_SECONDS": 5,
+                                        **env}
+            try:
+                with ListenerProcess(listener_env(sb, dts_connection(dts_proxy.port), **settings),
+                                     tmp_path / "listener.log") as listener:
+                    listener.start()
+                    yield NetStack(bus, dts, bus_proxy, dts_proxy, listener, client)
+            finally:
+                client.close()
+                worker.stop()
+    finally:
+        dts.stop(grace=0)
+
+
+class Publisher(threading.Thread):
+    """Publishes a workload in paced batches, straight to the broker, while the faults play out."""
+
+    def __init__(self, connection_string: str, w: workload.Workload, *, batch: int = 100, pause: float = 0.3
+                 ) -> None:
+        super().__init__(daemon=True)
+        self.connection_string = connection_string
+        self.w = w
+        self.batch = batch
+        self.pause = pause
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for i in range(0, len(self.w), self.batch):
+                chunk = self.w.messages[i:i + self.batch]
+                publish(self.connection_string, chunk, batch_size=self.batch)
+                self.sent += len(chunk)
+                time.sleep(self.pause)
+        except BaseException as error:  # reported by the test
+            self.error = error
