@@ -2,9 +2,10 @@
 
 What changes against ``durabletask.testing.InMemoryOrchestrationBackend``:
 
-- **Durable** (with a :class:`~localdts.store.Store`): every call that changes an instance writes it to SQLite
-  before it returns (group commit: concurrent calls share one commit). Waiters on a state are woken only after
-  the commit, so nobody hears of a completion that a crash could undo. On start, the store is loaded and the
+- **Durable** (with a :class:`~localdts.store.Store`): every call that changes an instance returns only once the
+  change is committed to SQLite (group commit on a thread of its own, :mod:`localdts.commits`: concurrent calls
+  share one commit and one fsync). Waiters on a state are woken only after the commit, so nobody hears of a
+  completion that a crash could undo. On start, the store is loaded and the
   owed work is derived from each history: activities re-queued, timers re-armed, sub-orchestrations watched.
 - **Scheduled starts**: an instance with a future ``scheduledStartTimestamp`` stays PENDING and undispatched
   until then.
@@ -14,7 +15,8 @@ What changes against ``durabletask.testing.InMemoryOrchestrationBackend``:
 - **Re-dispatch**: work items are leased to the stream that took them; when that stream ends before the work is
   completed, the work is offered again (an orchestration with a fresh completion token, so a late answer of the
   lost worker is ignored as stale; an activity answered twice counts once).
-- One timer thread for all timers instead of a thread per timer; a bigger gRPC pool; no ``SO_REUSEPORT``.
+- One timer thread for all timers instead of a thread per timer; no ``SO_REUSEPORT``; a big gRPC pool for
+  streams and waits and a small one for short calls (:mod:`localdts.pools`).
 
 Entities are served exactly as by the SDK backend, in memory only.
 """
@@ -24,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -44,6 +45,8 @@ from durabletask.testing.in_memory_backend import (
 )
 
 from . import history as hist
+from .commits import GroupCommit, Ticket
+from .pools import DEFAULT_CALL_WORKERS, OnCallPool
 from .store import Change, InstanceRow, Store
 from .timers import TimerQueue
 
@@ -83,6 +86,14 @@ class _Pending:
     notify: set[str] = field(default_factory=set)
 
 
+@dataclass
+class _Work:
+    """One batch: the rows to write, and what they were taken from (to put back if the write fails)."""
+
+    pending: _Pending
+    changes: list[Change]
+
+
 def _us(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp() * 1_000_000)
 
@@ -106,11 +117,13 @@ class DurableBackend(InMemoryOrchestrationBackend):
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, store: Store | None = None,
-                 max_workers: int = DEFAULT_MAX_WORKERS) -> None:
+                 max_workers: int = DEFAULT_MAX_WORKERS, call_workers: int = DEFAULT_CALL_WORKERS) -> None:
         super().__init__(port=port)
         self._host = host
         self._store = store
         self._max_workers = max_workers
+        self._call_workers = call_workers
+        self._pools: list[futures.ThreadPoolExecutor] = []
         self._timers = TimerQueue()
         self._pending = _Pending()
         self._saved: dict[str, _Saved] = {}
@@ -120,7 +133,10 @@ class DurableBackend(InMemoryOrchestrationBackend):
         self._orch_leases: dict[str, tuple[_Stream, str]] = {}
         self._activity_leases: dict[str, _ActivityLease] = {}
         self._activity_tokens = itertools.count(1)
-        self._flush_lock = threading.Lock()
+        self._commits: GroupCommit[_Work] | None = None
+        if store is not None:
+            self._commits = GroupCommit(self._lock, self._changed, self._collect, partial(self._write, store),
+                                        self._committed)
         # Tokens of an earlier run (boot) can never match this run's, so a late answer is always stale.
         self._next_completion_token = (store.boot if store else 0) * 10**12 + 1
         if store is not None:
@@ -135,23 +151,28 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def start(self) -> str:
         """Bind ``host:port`` (port 0: any free one) and serve; raises OSError if the port cannot be bound."""
         self._shutdown_event.clear()
-        server = grpc.server(
+        self._pools = [
             futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="localdts-grpc"),
-            options=[("grpc.so_reuseport", 0)],
-        )
+            futures.ThreadPoolExecutor(max_workers=self._call_workers, thread_name_prefix="localdts-call"),
+        ]
+        server = grpc.server(self._pools[0], options=[("grpc.so_reuseport", 0)])
         add = cast(Callable[[Any, grpc.Server], None], stubs.add_TaskHubSidecarServiceServicer_to_server)
-        add(self, server)
+        add(OnCallPool(self, self._pools[1]), server)
         address = f"{_grpc_host(self._host)}:{self._port}"
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as exc:
             server.stop(None)
+            self._shutdown_pools()
             raise OSError(f"cannot listen on {address}: {exc}") from None
         if not port:
             server.stop(None)
+            self._shutdown_pools()
             raise OSError(f"cannot listen on {address}")
         self._port = port
         self._server = server
+        if self._commits is not None:
+            self._commits.start()
         server.start()
         self._timers.start()
         log.info("localdts backend serving on %s:%d", self._host, port)
@@ -159,7 +180,16 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def stop(self, grace: float | None = None) -> None:
         super().stop(grace)
+        self._shutdown_pools()
         self._timers.stop()
+        if self._commits is not None:
+            self._commits.stop()
+
+    def _shutdown_pools(self) -> None:
+        """The server is stopped: let the pools' idle threads end (a restart makes new pools)."""
+        for pool in self._pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._pools = []
 
     # --- loading ---------------------------------------------------------------------------------------------
 
@@ -274,40 +304,55 @@ class DurableBackend(InMemoryOrchestrationBackend):
         )
         return Change(iid, row, history_from=start, new_events=new, rewrite=rewrite)
 
-    def flush(self) -> None:
-        """Write every changed instance and commit; then wake the waiters of what was committed.
+    def _changed(self) -> bool:
+        return bool(self._pending.dirty or self._pending.notify)
 
-        Callers must not hold the backend lock. Whoever takes the flush lock writes everything changed so far,
-        so calls that finish together share one commit.
-        """
-        store = self._store
-        if store is None:
-            return
-        with self._flush_lock:
-            with self._lock:
-                pending, self._pending = self._pending, _Pending()
-                changes = [self._snapshot(iid) for iid in pending.dirty]
-            try:
-                if changes:
-                    store.write(changes)
-            except BaseException:
-                with self._lock:  # not on disk: write these instances whole next time
-                    for iid in pending.dirty:
-                        self._saved.pop(iid, None)
-                    self._pending.dirty |= pending.dirty
-                    self._pending.notify |= pending.notify
-                raise
-            if pending.notify:
-                with self._lock:
-                    for iid in pending.notify:
-                        InMemoryOrchestrationBackend._notify_waiters(self, iid)
+    def _collect(self) -> _Work | None:
+        """Under the lock: take out everything changed since the last batch, as rows to write."""
+        if not self._changed():
+            return None
+        pending, self._pending = self._pending, _Pending()
+        return _Work(pending, [self._snapshot(iid) for iid in pending.dirty])
+
+    def _write(self, store: Store, work: _Work) -> None:
+        try:
+            if work.changes:
+                store.write(work.changes)
+        except BaseException:
+            with self._lock:  # not on disk: write these instances whole next time
+                for iid in work.pending.dirty:
+                    self._saved.pop(iid, None)
+                self._pending.dirty |= work.pending.dirty
+                self._pending.notify |= work.pending.notify
+            raise
+
+    def _committed(self, work: _Work) -> None:
+        """Under the lock, once on disk: wake those waiting for these instances' states."""
+        for iid in work.pending.notify:
+            InMemoryOrchestrationBackend._notify_waiters(self, iid)
+
+    def _ticket(self) -> Ticket | None:
+        """Under the lock, after a change: what to wait for (see :meth:`_settle`); None in memory mode."""
+        return self._commits.ticket() if self._commits is not None else None
+
+    def _settle(self, ticket: Ticket | None) -> None:
+        """Without the lock: return once the change behind ``ticket`` is committed (raise if it could not be)."""
+        if self._commits is not None:
+            self._commits.wait(ticket)
+
+    def flush(self) -> None:
+        """Commit everything changed so far and wake the waiters of what was committed; without the lock."""
+        with self._lock:
+            ticket = self._ticket()
+        self._settle(ticket)
 
     def _changing(self, call: Callable[[], R], instance_ids: Callable[[R], Iterable[str]]) -> R:
         """Run a state-changing SDK call, stamp and mark what it touched, and commit before returning."""
         with self._lock:
             result = call()
             self._touch(instance_ids(result))
-        self.flush()
+            ticket = self._ticket()
+        self._settle(ticket)
         return result
 
     # --- hooks of the SDK backend ----------------------------------------------------------------------------
@@ -320,6 +365,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
             hist.stamp(inst.pending_events)
         if self._store is not None:
             self._pending.dirty.add(instance_id)
+            if self._commits is not None:  # a change made off a gRPC call (a timer, a sub-orchestration)
+                self._commits.nudge()
         if instance_id in self._start_at:
             return  # not before its scheduled start; _begin enqueues it then
         super()._enqueue_orchestration(instance_id)
@@ -328,7 +375,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if self._store is None:
             super()._notify_waiters(instance_id)
         else:
-            self._pending.notify.add(instance_id)  # after the commit, in flush()
+            self._pending.notify.add(instance_id)  # after the commit, in _committed()
 
     def _process_create_timer_action(self, instance: OrchestrationInstance, action: pb.OrchestratorAction) -> None:
         fire_at = action.createTimer.fireAt.ToDatetime(tzinfo=UTC)
@@ -393,7 +440,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
             inst.pending_events.append(helpers.new_timer_fired_event(timer_id, fire_at))
             inst.last_updated_at = datetime.now(UTC)
             self._enqueue_orchestration(iid)
-        self.flush()
+            ticket = self._ticket()
+        self._settle(ticket)
 
     def _begin(self, inst: OrchestrationInstance) -> None:
         """A scheduled start is due: let the instance be dispatched."""
@@ -405,7 +453,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 self._pending.dirty.add(iid)
             if inst.pending_events and not _is_terminal(inst.status):
                 self._enqueue_orchestration(iid)
-        self.flush()
+            ticket = self._ticket()
+        self._settle(ticket)
 
     # --- gRPC: work items ------------------------------------------------------------------------------------
 
@@ -509,7 +558,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 self._orch_trace[iid] = trace
             response = super().CompleteOrchestratorTask(request, context)
             self._touch([iid])
-        self.flush()
+            ticket = self._ticket()
+        self._settle(ticket)
         return response
 
     def CompleteActivityTask(self, request: pb.ActivityResponse,
@@ -526,7 +576,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
                     del self._activity_leases[token]  # another worker still runs it; its answer will be dropped
             response = super().CompleteActivityTask(request, context)
             self._touch([iid])
-        self.flush()
+            ticket = self._ticket()
+        self._settle(ticket)
         return response
 
     def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest,
@@ -583,7 +634,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 if started is not None:
                     started.executionStarted.parentTraceContext.CopyFrom(request.parentTraceContext)
             self._touch([iid])
-        self.flush()
+            ticket = self._ticket()
+        self._settle(ticket)
         return response
 
     def RaiseEvent(self, request: pb.RaiseEventRequest,

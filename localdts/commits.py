@@ -1,0 +1,165 @@
+"""Group commit: one thread commits whatever changed since its last commit, and each caller waits for its batch.
+
+Why a thread: with a commit lock that every gRPC handler takes in turn, handlers convoy through it and each
+finds little more than its own change (measured: 1.0 change per commit with 64 calls in flight), so every call
+pays for a commit and an fsync. Here the handler marks its change under the backend lock, takes a *ticket* (the
+batch that will hold the change) in the same critical section, and sleeps until that batch is committed; while
+one batch is being written and fsynced, the next one gathers every change made meanwhile.
+
+Acknowledged means committed: :meth:`GroupCommit.wait` returns only after the write of the caller's batch
+returned, and raises that write's error otherwise.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+log = logging.getLogger("localdts.commits")
+W = TypeVar("W")
+RETRY_SECONDS = 1.0
+
+
+class Batch:
+    """The changes committed together; ``done`` once they are on disk (or the write failed: ``error``).
+
+    Each waiter sleeps on a lock of its own, released by the commit thread: no shared condition that every woken
+    waiter must take again, one after the other.
+    """
+
+    __slots__ = ("_waiters", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+        self._waiters: list[_thread.LockType] = []
+
+    def join(self) -> _thread.LockType:
+        """Under the backend lock: a held lock that is released when the batch is done."""
+        gate = _thread.allocate_lock()
+        gate.acquire()
+        self._waiters.append(gate)
+        return gate
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Once swapped out (no waiter can join any more): record the outcome and wake every waiter."""
+        self.error = error
+        self.done = True
+        for gate in self._waiters:
+            gate.release()
+
+
+Ticket = tuple[Batch, _thread.LockType]
+
+
+class GroupCommit(Generic[W]):
+    """Commits in batches on a thread of its own (or inline when that thread is not running).
+
+    ``changed`` and ``collect`` run under ``lock``: whether anything changed, and taking out everything changed
+    so far (None: nothing). ``write`` runs outside the lock and must leave the changes to be collected again if
+    it raises. ``committed`` runs under ``lock`` after a successful write (to wake the state waiters).
+    """
+
+    def __init__(self, lock: threading.RLock, changed: Callable[[], bool], collect: Callable[[], W | None],
+                 write: Callable[[W], None], committed: Callable[[W], None], name: str = "localdts-commit") -> None:
+        self._lock = lock
+        self._changed = changed
+        self._cond = threading.Condition(lock)
+        self._collect = collect
+        self._write = write
+        self._committed = committed
+        self._name = name
+        self._batch = Batch()
+        self._write_lock = threading.Lock()  # one commit at a time, whether by the thread or inline
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._retry = threading.Event()  # set to cut a retry pause short when stopping
+
+    def ticket(self) -> Ticket | None:
+        """Under ``lock``, right after a change: the batch that will commit it (None: nothing changed).
+
+        Taken in the same critical section as the change, so the change cannot be collected into an earlier
+        batch than the one returned.
+        """
+        with self._cond:  # re-entrant: also callable by code that may not hold the lock
+            if not self._changed():
+                return None
+            self._cond.notify()
+            return self._batch, self._batch.join()
+
+    def nudge(self) -> None:
+        """Something changed outside any call that waits for it: have it committed soon."""
+        with self._cond:
+            self._cond.notify()
+
+    def wait(self, ticket: Ticket | None) -> None:
+        """Outside ``lock``: return once the ticket's batch is committed; raise its write error if it failed."""
+        if ticket is None:
+            return
+        batch, gate = ticket
+        if self._thread is None:
+            self.flush()
+        gate.acquire()
+        if batch.error is not None:
+            raise batch.error
+
+    def flush(self) -> None:
+        """Commit everything changed so far, on the caller's thread."""
+        with self._write_lock:
+            self._commit_once()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._retry.clear()
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Commit what is left and end the thread; later changes are committed by their callers."""
+        with self._cond:
+            thread = self._thread
+            self._stopping = True
+            self._retry.set()
+            self._cond.notify()
+        if thread is not None:
+            thread.join()
+        with self._lock:
+            self._thread = None
+        self.flush()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._changed():
+                    self._cond.wait()
+                if self._stopping and not self._changed():
+                    return
+            with self._write_lock:
+                ok = self._commit_once()
+            if not ok:  # e.g. disk full: the changes stay for the next batch; retry later instead of spinning
+                if self._stopping:
+                    return
+                self._retry.wait(RETRY_SECONDS)
+
+    def _commit_once(self) -> bool:
+        """Under the write lock: collect and swap the batch atomically, write, then complete the batch."""
+        with self._lock:
+            work = self._collect()
+            batch, self._batch = self._batch, Batch()
+        if work is not None:
+            try:
+                self._write(work)
+            except BaseException as exc:  # the callers of this batch get the error; nothing was acknowledged
+                log.exception("commit failed")
+                batch.finish(exc)
+                return False
+            with self._lock:
+                self._committed(work)
+        batch.finish()
+        return True

@@ -1,0 +1,145 @@
+"""Group commit (localdts.commits): acknowledged means written, concurrent changes share a write, failures reach
+exactly the callers whose changes were in the failed write, and nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from localdts.commits import GroupCommit
+from tests.localdts.support import wait_for
+
+WAIT = 10.0
+
+
+class Harness:
+    """A change log behind a GroupCommit; ``write`` records each batch and can be held open or made to fail."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.changed: set[str] = set()
+        self.written: list[set[str]] = []
+        self.committed: list[set[str]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.writing = threading.Event()
+        self.fail_next = False
+        self.commits = GroupCommit(self.lock, lambda: bool(self.changed), self._collect, self._write,
+                                   self.committed.append)
+
+    def _collect(self) -> set[str] | None:
+        if not self.changed:
+            return None
+        work, self.changed = self.changed, set()
+        return work
+
+    def _write(self, work: set[str]) -> None:
+        self.writing.set()
+        assert self.hold.wait(WAIT)
+        if self.fail_next:
+            self.fail_next = False
+            with self.lock:
+                self.changed |= work  # as the backend does: not on disk, so collected again next time
+            raise OSError("disk full")
+        self.written.append(set(work))
+
+    def change(self, key: str) -> None:
+        """What a gRPC call does: change under the lock, take a ticket there, wait outside it."""
+        with self.lock:
+            self.changed.add(key)
+            ticket = self.commits.ticket()
+        self.commits.wait(ticket)
+
+    def on_disk(self) -> set[str]:
+        return set().union(*self.written)
+
+
+@pytest.fixture
+def harness() -> Iterator[Harness]:
+    h = Harness()
+    h.commits.start()
+    yield h
+    h.hold.set()
+    h.commits.stop()
+
+
+def _in_threads(harness: Harness, keys: list[str]) -> tuple[list[threading.Thread], dict[str, BaseException]]:
+    errors: dict[str, BaseException] = {}
+
+    def run(key: str) -> None:
+        try:
+            harness.change(key)
+        except BaseException as exc:
+            errors[key] = exc
+    threads = [threading.Thread(target=run, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    return threads, errors
+
+
+def _changed(harness: Harness) -> set[str]:
+    with harness.lock:
+        return set(harness.changed)
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.join(WAIT)
+        assert not t.is_alive()
+
+
+def test_a_call_returns_only_after_its_change_is_written(harness: Harness) -> None:
+    harness.change("a")
+    assert harness.written == [{"a"}]
+    assert harness.committed == [{"a"}]
+
+
+def test_changes_made_during_a_write_share_the_next_one(harness: Harness) -> None:
+    harness.hold.clear()
+    first, _ = _in_threads(harness, ["first"])
+    assert harness.writing.wait(WAIT)
+    keys = {f"k{i}" for i in range(5)}
+    waiting, errors = _in_threads(harness, sorted(keys))
+    wait_for(lambda: _changed(harness) == keys, WAIT, "five changes waiting for the next write")
+    assert all(t.is_alive() for t in first + waiting)  # nobody is acknowledged before its write returns
+    assert harness.written == []
+    harness.hold.set()
+    _join(first + waiting)
+    assert not errors
+    assert harness.written == [{"first"}, keys]
+
+
+def test_a_failed_write_fails_its_callers_and_the_change_is_written_later(harness: Harness) -> None:
+    harness.fail_next = True
+    with pytest.raises(OSError, match="disk full"):
+        harness.change("a")
+    assert harness.written == []
+    harness.change("b")  # the next batch carries the change the failed write left behind
+    assert harness.on_disk() == {"a", "b"}
+
+
+def test_a_call_that_changed_nothing_does_not_wait(harness: Harness) -> None:
+    with harness.lock:
+        ticket = harness.commits.ticket()
+    assert ticket is None
+    harness.commits.wait(ticket)
+
+
+def test_without_the_thread_the_caller_commits() -> None:
+    h = Harness()  # never started
+    h.change("a")
+    assert h.written == [{"a"}]
+    h.commits.start()
+    h.change("b")
+    h.commits.stop()
+    h.change("c")  # after stop: inline again
+    assert h.on_disk() == {"a", "b", "c"}
+
+
+def test_stop_writes_what_is_left(harness: Harness) -> None:
+    with harness.lock:
+        harness.changed.add("left")  # a change without a waiting call (a timer, a sub-orchestration)
+    harness.commits.stop()
+    assert "left" in harness.on_disk()
