@@ -1,0 +1,127 @@
+"""The aiohttp application: routes, templates, the clients it talks through, and what it closes on shutdown.
+
+`create_app` builds everything from `Settings` alone, as the service does, so the dashboard sees exactly the
+task hub and queue that the configuration points at (embedded stack, emulators, or Azure with `DefaultAzure`).
+The SDK clients are made on the first request, on the loop that serves it: grpc.aio and the asyncio Service Bus
+client belong to the loop that creates them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
+
+from dashboard import security, traces
+from dashboard.queue import Queue
+from listener import clients
+from listener.config import Settings
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parent
+# aiohttp's limits for a page nobody should send much to: 8 KiB lines and fields, 64 headers, 1 MiB bodies.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class Backend:
+    """The clients and settings the views share: one per application."""
+
+    def __init__(self, settings: Settings, trace_link: traces.TraceLink) -> None:
+        self.settings = settings
+        self.trace_link = trace_link
+        self.queue = Queue(settings.servicebus)
+        self._dts: AsyncDurableTaskSchedulerClient | None = None
+
+    @property
+    def dts(self) -> AsyncDurableTaskSchedulerClient:
+        if self._dts is None:
+            self._dts = clients.dts_async_client(self.settings.dts)
+        return self._dts
+
+    async def close(self) -> None:
+        await self.queue.close()
+        if self._dts is not None:
+            with contextlib.suppress(Exception):
+                await self._dts.close()
+            self._dts = None
+
+
+BACKEND = web.AppKey("backend", Backend)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+
+
+def create_app(settings: Settings, *, loopback_only: bool = True, trace_link: traces.TraceLink = traces.no_traces
+               ) -> web.Application:
+    """The dashboard for the task hub and queue in `settings`.
+
+    `loopback_only` refuses requests whose Host is not localhost (DNS rebinding); the server turns it off when
+    told to bind elsewhere. `trace_link` turns an instance into a link to its trace (see dashboard/traces.py).
+    """
+    from dashboard.views import actions, instances, queue_views
+
+    app = web.Application(middlewares=[security.middleware(loopback_only=loopback_only)],
+                          client_max_size=MAX_BODY_BYTES)
+    app[BACKEND] = Backend(settings, trace_link)
+    app[TEMPLATES] = _templates()
+    app.router.add_get("/", instances.home)
+    app.router.add_get("/instances", instances.listing, name="instances")
+    app.router.add_get("/instance", instances.detail, name="instance")
+    app.router.add_get("/instance/{view:history|timeline|messages}", instances.detail)
+    app.router.add_post("/instance/{action}", actions.instance_action)
+    app.router.add_get("/new", actions.new_form, name="new")
+    app.router.add_post("/new", actions.new_start)
+    app.router.add_get("/queue", queue_views.queue_page, name="queue")
+    app.router.add_post("/queue/dead-letters/{action:resubmit|delete}", queue_views.dead_letter_action)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_static("/static/", PACKAGE / "static", name="static", append_version=True)
+    app.on_cleanup.append(_close)
+    return app
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _close(app: web.Application) -> None:
+    await app[BACKEND].close()
+
+
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PACKAGE / "templates"),
+        autoescape=True,  # every payload is text, whatever it contains
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = when
+    env.filters["duration"] = duration
+    return env
+
+
+def when(moment: datetime | None) -> str:
+    """UTC, to the millisecond: histories of fast workflows differ in milliseconds."""
+    if moment is None:
+        return ""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def duration(seconds: float | Any) -> str:
+    value = float(seconds)
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 120:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(int(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s" if hours else \
+        f"{minutes}m {secs}s"

@@ -1,0 +1,196 @@
+"""State-changing requests: DTS management calls, and the two that go through the queue (approve, start).
+
+Approvals and new orchestrations are *published*, exactly as `sbworker publish` does, and the listener turns them
+into DTS calls: the dashboard exercises the product's path and its contract checks instead of bypassing them.
+Management that has no message in the contract (suspend, resume, terminate, restart, purge, raise any event)
+goes straight to DTS, as in the DTS dashboard. Every handler ends in a 303 to a page that is safe to reload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from dashboard.views import backend, redirect, render, sdk_error
+from dashboard.views.instances import awaiting_approval
+from orchestrations import registry
+from sbworker import publish
+
+log = logging.getLogger(__name__)
+
+MAX_REASON = 1000
+MAX_FIELD = 256 * 1024
+
+
+def instance_url(instance_id: str, view: str = "") -> str:
+    return f"/instance{'/' + view if view else ''}?{urlencode({'id': instance_id})}"
+
+
+async def instance_action(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    instance_id = _text(form, "id")
+    action = request.match_info["action"]
+    if not instance_id:
+        raise web.HTTPBadRequest(text="missing instance id\n")
+    handler = _ACTIONS.get(action)
+    if handler is None:
+        raise web.HTTPNotFound(text=f"no action {action!r}\n")
+    here = instance_url(instance_id)
+    try:
+        return await handler(request, instance_id, form)
+    except _Refused as refused:
+        return redirect(here, str(refused), error=True)
+    except Exception as error:
+        log.warning("%s of instance %r failed: %s", action, instance_id[:128], sdk_error(error))
+        return redirect(here, f"{action} failed: {sdk_error(error)}", error=True)
+
+
+class _Refused(Exception):
+    """The form asks for something that cannot be done: shown as the notice, nothing was sent."""
+
+
+async def _suspend(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    await backend(request).dts.suspend_orchestration(instance_id, reason=_reason(form))
+    return redirect(instance_url(instance_id), "Suspended.")
+
+
+async def _resume(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    await backend(request).dts.resume_orchestration(instance_id, reason=_reason(form))
+    return redirect(instance_url(instance_id), "Resumed.")
+
+
+async def _terminate(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    reason = _reason(form)
+    # DTS has no separate reason for a termination: the DTS dashboard, too, records it as the output.
+    await backend(request).dts.terminate_orchestration(instance_id, output=reason)
+    return redirect(instance_url(instance_id), "Terminate requested" + (f" (reason: {reason})." if reason else "."))
+
+
+async def _restart(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    new_id = _text(form, "new_instance_id") == "on"
+    restarted = await backend(request).dts.restart_orchestration(instance_id, restart_with_new_instance_id=new_id)
+    return redirect(instance_url(restarted), f"Restarted as {restarted}." if new_id else "Restarted.")
+
+
+async def _purge(request: web.Request, instance_id: str, _form: MultiDictProxy[Any]) -> web.StreamResponse:
+    result = await backend(request).dts.purge_orchestration(instance_id)
+    if not result.deleted_instance_count:
+        raise _Refused("Nothing purged: only completed, failed or terminated instances can be purged.")
+    return redirect("/instances", f"Purged {instance_id}.")
+
+
+async def _raise_event(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    name = _text(form, "event_name").strip()
+    if not name or len(name) > 256:
+        raise _Refused("An event needs a name (at most 256 characters).")
+    data = _json_field(form, "event_data", "event data")
+    await backend(request).dts.raise_orchestration_event(instance_id, name, data=data)
+    return redirect(instance_url(instance_id), f"Event {name} raised.")
+
+
+async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    """Publish an approval message, as `sbworker publish approve` does: the listener raises the event."""
+    board = backend(request)
+    decision = _text(form, "decision")
+    if decision not in ("approve", "reject"):
+        raise _Refused("Choose Approve or Reject.")
+    approver = _text(form, "approver").strip()
+    comment = _text(form, "comment").strip() or None
+    state = await board.dts.get_orchestration_state(instance_id, fetch_payloads=True)
+    if state is None or not awaiting_approval(state):
+        raise _Refused("This instance is not waiting for an approval.")
+    try:
+        message = publish.approval_message(instance_id, decision == "approve", approver, comment)
+    except ValueError as error:
+        raise _Refused(f"Not sent: {error}") from None
+    await board.queue.send(message)
+    verb = "Approval" if decision == "approve" else "Rejection"
+    return redirect(instance_url(instance_id),
+                    f"{verb} sent through queue {board.queue.name!r} as message {message.message_id}.")
+
+
+_ACTIONS = {
+    "suspend": _suspend,
+    "resume": _resume,
+    "terminate": _terminate,
+    "restart": _restart,
+    "purge": _purge,
+    "raise": _raise_event,
+    "approve": _approve,
+}
+
+
+async def new_form(request: web.Request) -> web.Response:
+    return render(request, "new.html", names=registry.orchestration_names(), values={}, error=None)
+
+
+async def new_start(request: web.Request) -> web.StreamResponse:
+    """Publish a start message (the product path) and go to the instance it will create."""
+    form = await request.post()
+    values = {key: _text(form, key) for key in ("orchestration", "input", "instance_id", "start_at")}
+    try:
+        name = values["orchestration"]
+        if not registry.is_startable(name):
+            names = ", ".join(registry.orchestration_names())
+            raise _Refused(f"Unknown orchestration {name!r}; choose one of {names}.")
+        data = _json_field(form, "input", "input")
+        start_at = _start_at(values["start_at"])
+        try:
+            message, instance_id = publish.start_message(name, data, values["instance_id"].strip() or None, start_at)
+        except ValueError as error:
+            raise _Refused(f"Not sent: {error}") from None
+        await backend(request).queue.send(message)
+    except _Refused as refused:
+        return render(request, "new.html", status=400, names=registry.orchestration_names(), values=values,
+                      error=str(refused))
+    except Exception as error:
+        log.warning("publishing a start failed: %s", sdk_error(error))
+        return render(request, "new.html", status=502, names=registry.orchestration_names(), values=values,
+                      error=f"Service Bus did not take the message: {sdk_error(error)}")
+    when = f", to start at {start_at.isoformat()}" if start_at else ""
+    return redirect(instance_url(instance_id),
+                    f"Start message {message.message_id} sent through queue {backend(request).queue.name!r}{when}.")
+
+
+def _text(form: MultiDictProxy[Any], key: str) -> str:
+    value = form.get(key, "")
+    if not isinstance(value, str):
+        raise web.HTTPBadRequest(text=f"{key}: expected text\n")
+    if len(value) > MAX_FIELD:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_FIELD, actual_size=len(value))
+    return value
+
+
+def _reason(form: MultiDictProxy[Any]) -> str | None:
+    reason = _text(form, "reason").strip()
+    if len(reason) > MAX_REASON:
+        raise _Refused(f"The reason is longer than {MAX_REASON} characters.")
+    return reason or None
+
+
+def _json_field(form: MultiDictProxy[Any], key: str, label: str) -> Any:
+    raw = _text(form, key).strip()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise _Refused(f"The {label} is not valid JSON: {error}.") from None
+
+
+def _start_at(raw: str) -> datetime | None:
+    """ISO-8601; a time without a zone (what a datetime-local field sends) is UTC, as the page says."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise _Refused(f"start_at is not an ISO-8601 time: {raw!r}.") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

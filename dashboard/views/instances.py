@@ -1,0 +1,154 @@
+"""The instance list and one instance (overview, history, timeline, messages): read-only pages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from aiohttp import web
+from durabletask.client import OrchestrationState, OrchestrationStatus
+
+from dashboard import instances, timeline, traces
+from dashboard.views import backend, render, sdk_error
+from listener.codes import TERMINAL_STATUSES
+from orchestrations import registry
+from orchestrations.approval_workflow import APPROVAL_EVENT
+
+log = logging.getLogger(__name__)
+
+DETAIL_VIEWS = ("overview", "history", "timeline", "messages")
+DETAIL_REFRESH = 2  # seconds between reloads of a page whose instance is still going
+
+
+async def home(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/instances")
+
+
+async def listing(request: web.Request) -> web.Response:
+    try:
+        filters = instances.Filters.parse(request.query)
+    except instances.FilterError as error:
+        return render(request, "instances.html", status=400, filters=instances.Filters(), listing=None,
+                      error=str(error), counts=None, counts_error=None, **_choices())
+    board = backend(request)
+    states, counted = await asyncio.gather(board.dts.get_all_orchestration_states(filters.dts_query()),
+                                           board.queue.counts(), return_exceptions=True)
+    counts, counts_error = None, None
+    if isinstance(counted, BaseException):
+        log.warning("peeking the queue failed: %s", sdk_error(counted))
+        counts_error = f"Service Bus did not answer: {sdk_error(counted)}"
+    else:
+        counts = counted
+    if isinstance(states, BaseException):
+        log.warning("listing instances failed: %s", sdk_error(states))
+        return render(request, "instances.html", status=502, filters=filters, listing=None,
+                      error=f"DTS did not answer: {sdk_error(states)}", counts=counts, counts_error=counts_error,
+                      **_choices())
+    return render(request, "instances.html", filters=filters, listing=instances.page_of(states, filters), error=None,
+                  counts=counts, counts_error=counts_error, **_choices())
+
+
+def _choices() -> dict[str, Any]:
+    return {"statuses": instances.STATUSES, "names": registry.orchestration_names(),
+            "page_sizes": instances.PAGE_SIZES, "refresh_choices": instances.REFRESH_CHOICES}
+
+
+async def detail(request: web.Request) -> web.Response:
+    instance_id = request.query.get("id", "")
+    view = request.match_info.get("view", "overview")
+    if not instance_id:
+        raise web.HTTPFound("/instances")
+    board = backend(request)
+    try:
+        state, events = await asyncio.gather(board.dts.get_orchestration_state(instance_id),
+                                             _history(board.dts, instance_id))
+    except Exception as error:
+        log.warning("reading instance %r failed: %s", instance_id[:128], sdk_error(error))
+        return render(request, "instance.html", status=502, instance_id=instance_id, view=view, state=None,
+                      error=f"DTS did not answer: {sdk_error(error)}", **_empty_detail())
+    if state is None:
+        # Not created yet (a start still in the queue, or scheduled) or purged: say what the queue holds for it.
+        queued = await _queued(request, instance_id, [])
+        return render(request, "instance.html", status=404, instance_id=instance_id, view="messages", state=None,
+                      error=None, **{**_empty_detail(), **queued})
+    origins = instances.origins(events)
+    running = state.runtime_status not in TERMINAL_STATUSES
+    context: dict[str, Any] = {
+        "instance_id": instance_id, "view": view, "state": state, "error": None,
+        "runtime_status": state.runtime_status.name,
+        "input": instances.pretty(state.serialized_input),
+        "output": instances.pretty(state.serialized_output),
+        "custom_status": instances.pretty(state.serialized_custom_status),
+        "failure": state.failure_details,
+        "origins": origins,
+        "awaiting_approval": awaiting_approval(state),
+        "running": running,
+        "refresh": _refresh(request, running),
+        "trace_id": traces.trace_id(origins.trace_parent),
+        "trace_url": board.trace_link(instance_id, traces.trace_id(origins.trace_parent)),
+        "history": instances.history_items(events) if view == "history" else [],
+        "timeline": _timeline(state, events) if view == "timeline" else None,
+        "ticks": [],
+        "queued": [], "queue_error": None,
+    }
+    if context["timeline"] is not None:
+        context["ticks"] = timeline.ticks(context["timeline"])
+    if view == "messages":
+        context.update(await _queued(request, instance_id, origins.message_ids))
+    return render(request, "instance.html", **context)
+
+
+def _empty_detail() -> dict[str, Any]:
+    return {"runtime_status": None, "input": "", "output": "", "custom_status": "", "failure": None,
+            "origins": instances.Origins(), "awaiting_approval": False, "running": False, "refresh": 0,
+            "trace_id": None, "trace_url": None, "history": [], "timeline": None, "ticks": [], "queued": [],
+            "queue_error": None}
+
+
+async def _history(dts: Any, instance_id: str) -> list[Any]:
+    try:
+        result: list[Any] = await dts.get_orchestration_history(instance_id)
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return []
+        raise
+    return result
+
+
+async def _queued(request: web.Request, instance_id: str, message_ids: list[str]) -> dict[str, Any]:
+    try:
+        return {"queued": await backend(request).queue.about_instance(instance_id, message_ids), "queue_error": None}
+    except Exception as error:
+        log.warning("peeking the queue failed: %s", sdk_error(error))
+        return {"queued": [], "queue_error": f"Service Bus did not answer: {sdk_error(error)}"}
+
+
+def awaiting_approval(state: OrchestrationState) -> bool:
+    """An approval workflow that is running and says, in its custom status, that it waits for a decision."""
+    if not registry.accepts_approvals(state.name) or state.runtime_status != OrchestrationStatus.RUNNING:
+        return False
+    custom = instances.parse_json(state.serialized_custom_status)
+    return isinstance(custom, dict) and custom.get("stage") == "awaiting_approval"
+
+
+def _timeline(state: OrchestrationState, events: list[Any]) -> timeline.Timeline:
+    running = state.runtime_status not in TERMINAL_STATUSES
+    return timeline.build(events, now=datetime.now(UTC), running=running,
+                          awaiting=[APPROVAL_EVENT] if awaiting_approval(state) else [])
+
+
+def _refresh(request: web.Request, running: bool) -> int:
+    """Pages of instances still going reload every few seconds unless `refresh=0` says otherwise."""
+    if not running:
+        return 0
+    raw = request.query.get("refresh")
+    if raw is None:
+        return DETAIL_REFRESH
+    try:
+        value = int(raw)
+    except ValueError:
+        return 0
+    return value if value in instances.REFRESH_CHOICES else 0
