@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("docs/images")
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
-VIEWPORT = {"width": 1360, "height": 860}
+VIEWPORT_WIDTH, VIEWPORT_HEIGHT = 1360, 860
 
 LIST_PNG = "dashboard-instances.png"
 TIMELINE_PNG = "dashboard-timeline.png"
@@ -77,7 +78,7 @@ def populate(stack: LocalStack, run: str) -> dict[str, str]:
             subject="start", content_type="application/json", message_id=f"unknown-{run}"))
     with clients.dts_client(settings.dts) as dts:
         for key in ("retry", "compensated"):
-            _until(lambda k=key: _terminal(dts, ids[k]), f"{ids[key]} to finish")
+            _until(partial(_terminal, dts, ids[key]), f"{ids[key]} to finish")
         _until(lambda: "awaiting_approval" in (_custom(dts, ids["waiting"]) or ""), f"{ids['waiting']} to wait")
     return ids
 
@@ -108,7 +109,7 @@ def photograph(stack: LocalStack, ids: dict[str, str], out: Path, chromium: str)
     taken: list[Path] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True)
-        page = browser.new_page(viewport=VIEWPORT, device_scale_factor=1)
+        page = browser.new_page(viewport={"width": VIEWPORT_WIDTH, "height": VIEWPORT_HEIGHT}, device_scale_factor=1)
         base = stack.url
 
         page.goto(f"{base}/instances")

@@ -19,8 +19,10 @@ from listener.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Header limits: a page needs no 64 KiB header. (They are RequestHandler keywords, passed flat: aiohttp drops
-# every custom setting, with a warning, when given something it does not take.)
-HANDLER_ARGS: dict[str, int] = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 64}
+# every custom setting, with a warning, when given something it does not take, such as `handler_args=`.)
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 64
 
 
 class Dashboard:
@@ -75,7 +77,8 @@ class Dashboard:
 
     async def _bind(self) -> None:
         app = create_app(self._settings, loopback_only=security.is_loopback(self.host), trace_link=self._trace_link)
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15, **HANDLER_ARGS)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15, max_line_size=MAX_LINE_BYTES,
+                                     max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         try:
