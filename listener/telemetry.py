@@ -59,7 +59,18 @@ def setup(settings: TelemetrySettings, *, metrics: bool = True) -> Telemetry:
         telemetry.tracer = _tracing(settings, resource, telemetry)
     if metrics:
         _metrics(settings, resource, telemetry)
+    metric_targets = ", ".join(t for t in ("/metrics", _targets(settings.otlp_metrics_endpoint, settings)) if t)
+    log.info("telemetry: traces %s; metrics %s", _targets(settings.otlp_traces_endpoint, settings) or "off",
+             metric_targets if metrics else "off")
     return telemetry
+
+
+def _targets(otlp: str | None, settings: TelemetrySettings) -> str:
+    """Where a signal goes, for the start-up log line (endpoints only: headers and the connection string hold keys)."""
+    targets = [f"OTLP {otlp}"] if otlp else []
+    if settings.azure_monitor_connection_string:
+        targets.append("Azure Monitor")
+    return ", ".join(targets)
 
 
 def _resource(settings: TelemetrySettings) -> Resource:
