@@ -19,9 +19,9 @@ from proton import Array, Condition, Delivery, Endpoint, Link, Message, Terminus
 
 from . import codec
 from .auth import TokenAuthority, scope_covers
-from .broker import Broker, Entity, LockLost, MoveFailed, Record
+from .broker import DEAD_LETTER_QUEUE, SUBSCRIPTION, TOPIC, Broker, Entity, LockLost, MoveFailed, Record
 from .management import Management
-from .properties import InvalidProperty
+from .properties import InvalidProperty, encode_properties
 
 log = logging.getLogger("localbus.amqp")
 
@@ -35,6 +35,9 @@ MAX_UNREAD_REPLIES_PER_CONNECTION = 1024
 MAX_UNREAD_REPLY_BYTES_PER_CONNECTION = 32 * 1024 * 1024
 LOCK_LOST = symbol("com.microsoft:message-lock-lost")
 DEAD_LETTER = "com.microsoft:dead-letter"
+DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
+SESSION_FILTER = "com.microsoft:session-filter"
+SESSION_CANNOT_BE_LOCKED = "com.microsoft:session-cannot-be-locked"
 _RD_TAGS = itertools.count(1)
 
 
@@ -191,6 +194,10 @@ class ConnectionHandler:
                     self.reply_links[reply_to] = link
                 self.reply_links[lowered] = link
             return
+        refusal = self._data_link_refusal(link, entity, is_sender)
+        if refusal is not None:
+            self._refuse(link, *refusal)
+            return
         link.lb_kind = "data"
         self._accept(link)
         if is_sender:
@@ -199,6 +206,27 @@ class ConnectionHandler:
             link.lb_consumer = consumer
             self.consumers.append(consumer)
             entity.consumers.append(consumer)
+
+    @staticmethod
+    def _data_link_refusal(link: Link, entity: Entity, is_sender: bool) -> tuple[str, str] | None:
+        """Why Service Bus would refuse this data link, as (condition, description); None to accept it."""
+        if not is_sender:  # the client sends
+            if entity.kind in (DEAD_LETTER_QUEUE, SUBSCRIPTION):
+                return ("amqp:not-allowed", f"Cannot send to '{entity.name}': sending to a {entity.kind} is not "
+                                            "allowed. Send to its queue or topic instead.")
+            return None
+        if entity.kind == TOPIC:
+            return ("amqp:not-allowed", f"Cannot receive from topic '{entity.name}': receive from one of its "
+                                        "subscriptions ('<topic>/Subscriptions/<name>').")
+        if SESSION_FILTER in source_filters(link.remote_source):
+            return (SESSION_CANNOT_BE_LOCKED, f"localbus does not support sessions: no session of "
+                                              f"'{entity.name}' can be locked. Use a queue without "
+                                              "RequiresSession, or the Service Bus emulator, for sessions.")
+        if entity.settings.requires_session:
+            return ("amqp:not-allowed", f"It is not possible for an entity that requires sessions to create a "
+                                        f"non-sessionful message receiver ('{entity.name}'); localbus does not "
+                                        "support sessions.")
+        return None
 
     def _accept(self, link: Link) -> None:
         link.source.copy(link.remote_source)
@@ -218,7 +246,7 @@ class ConnectionHandler:
         link.source.type = Terminus.UNSPECIFIED  # encoded as null: the SDK's sign that the attach was refused
         link.target.type = Terminus.UNSPECIFIED
         link.open()
-        link.condition = Condition(condition, description)
+        link.condition = error(condition, description)
         link.close()
 
     # --- authorisation ---------------------------------------------------------------------------------------
@@ -235,9 +263,9 @@ class ConnectionHandler:
         path = getattr_safe(link, "lb_path") or "?"
         log.info("detaching %s: its token expired", path)
         self._forget_link(link)
-        link.condition = Condition("amqp:unauthorized-access",
-                                   f"The token for '{path}' has expired; put a new token on $cbs before it expires "
-                                   "to keep a link open.")
+        link.condition = error("amqp:unauthorized-access",
+                               f"The token for '{path}' has expired; put a new token on $cbs before it expires "
+                               "to keep a link open.")
         link.close()
 
     def check_tokens(self) -> None:
@@ -284,7 +312,7 @@ class ConnectionHandler:
         raw = bytes(data) if data is not None else b""
         kind = getattr_safe(link, "lb_kind")
         if kind in ("data", "mgmt") and not self._authorized(link.lb_path):
-            condition = Condition("amqp:unauthorized-access", f"The token for '{link.lb_path}' has expired.")
+            condition = error("amqp:unauthorized-access", f"The token for '{link.lb_path}' has expired.")
             delivery.local.condition = condition
             delivery.update(Delivery.REJECTED)
             delivery.settle()
@@ -337,8 +365,8 @@ class ConnectionHandler:
             return True
         log.info("detaching %s: transfer %d beyond the %d credit granted", link.name, link.lb_received, granted)
         self._forget_link(link)
-        link.condition = Condition("amqp:link:transfer-limit-exceeded",
-                                   f"Transfer {link.lb_received} exceeds the link credit of {granted}.")
+        link.condition = error("amqp:link:transfer-limit-exceeded",
+                               f"Transfer {link.lb_received} exceeds the link credit of {granted}.")
         link.close()
         return False
 
@@ -361,12 +389,17 @@ class ConnectionHandler:
         try:
             self._apply(token, state, delivery)
         except LockLost as exc:
-            delivery.local.condition = Condition(LOCK_LOST, str(exc))
+            delivery.local.condition = error(LOCK_LOST, str(exc))
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
+        except InvalidProperty as exc:  # propertiesToModify Service Bus would not store: nothing changed
+            delivery.local.condition = error("amqp:invalid-field", str(exc))
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
         except MoveFailed as exc:  # the message keeps its place and its lock; the client learns why
-            delivery.local.condition = Condition("amqp:internal-error", str(exc))
+            delivery.local.condition = error("amqp:internal-error", str(exc))
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
@@ -383,22 +416,26 @@ class ConnectionHandler:
         elif state == Delivery.RELEASED:
             broker.release(token)
         elif state == Delivery.MODIFIED:
+            # Service Bus: undeliverable-here is a defer; any other modified outcome is an abandon, counted
+            # whether or not delivery-failed is set (the JavaScript and .NET SDKs leave it unset). The
+            # outcome's message-annotations are the client's propertiesToModify.
+            modify = encode_properties(_copy(delivery.remote.annotations))
             if delivery.remote.undeliverable:
-                broker.defer(token)
-            elif delivery.remote.failed:
-                broker.abandon(token)
+                broker.defer(token, modify)
             else:
-                broker.release(token)
+                broker.abandon(token, modify)
         elif state == Delivery.REJECTED:
             condition = delivery.remote.condition
             info = (condition.info if condition is not None else None) or {}
+            modify = encode_properties(_copy({str(k): v for k, v in info.items()}) if isinstance(info, dict)
+                                       else None, skip=DEAD_LETTER_KEYS)
             reason = _text(_lookup(info, "DeadLetterReason"))
             description = _text(_lookup(info, "DeadLetterErrorDescription"))
             if reason is None and condition is not None and str(condition.name) != DEAD_LETTER:
                 reason = str(condition.name)
             if description is None and condition is not None and condition.description:
                 description = str(condition.description)
-            broker.dead_letter(token, reason, description)
+            broker.dead_letter(token, reason, description, modify)
 
     # --- $cbs and $management ----------------------------------------------------------------------------
 
@@ -452,7 +489,7 @@ class ConnectionHandler:
             return
         self.close_requested = True
         self.cleanup()
-        self.connection.condition = Condition(condition, description)
+        self.connection.condition = error(condition, description)
         self.connection.close()
 
     def _put_token(self, raw: bytes) -> None:
@@ -478,6 +515,25 @@ class ConnectionHandler:
         request.body = _copy(request.body)
         reply = self.ctx.management.handle(entity, request)
         self._reply(request.reply_to, f"{entity.key}/$management", reply)
+
+
+def error(condition: str | symbol, description: str, info: dict[Any, Any] | None = None) -> Condition:
+    """An AMQP error that always carries its info map: the Python SDK indexes it and, if it is absent, crashes
+    with IndexError while handling a close (``_incoming_close``) instead of reporting the error."""
+    return Condition(condition, description, info if info else {symbol("detail"): description})
+
+
+def source_filters(terminus: Terminus) -> set[str]:
+    """Names of the filters in a source terminus (a session receiver sends ``com.microsoft:session-filter``)."""
+    data = terminus.filter
+    data.rewind()
+    if data.next() is None:
+        return set()
+    try:
+        value = data.get_object()
+    except Exception:  # an undecodable filter set: no filter we act on
+        return set()
+    return {str(k) for k in value} if isinstance(value, dict) else set()
 
 
 def getattr_safe(obj: Any, name: str) -> Any:

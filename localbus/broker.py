@@ -12,14 +12,15 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from . import codec
 from .config import QueueSettings
-from .properties import check_application_properties
+from .properties import check_application_properties, check_value
 from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence
+from .topics import Rule, TopicSpec, message_view, subscription_path
 
 log = logging.getLogger("localbus.broker")
 
@@ -28,7 +29,7 @@ _NEVER_MS = 2**62
 _SEQ = codec.enc_symbol(b"x-opt-sequence-number")
 _ENQ = codec.enc_symbol(b"x-opt-enqueued-time")
 _LOCKED = codec.enc_symbol(b"x-opt-locked-until")
-_DL_SOURCE = b"x-opt-deadletter-source"
+_STATE = codec.enc_symbol(b"x-opt-message-state")  # 0 active, 1 deferred, 2 scheduled: our store's numbering
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
 TTL_EXPIRED = "TTLExpiredException"
@@ -82,14 +83,19 @@ class Consumer(Protocol):
     def idle(self) -> None: ...
 
 
+QUEUE, DEAD_LETTER_QUEUE, TOPIC, SUBSCRIPTION = "queue", "dead-letter queue", "topic", "subscription"
+
+
 @dataclass(eq=False)
 class Entity:
-    """A queue or its dead-letter sub-queue."""
+    """A queue, a subscription (a queue fed by its topic), a dead-letter sub-queue of either, or a topic."""
 
     name: str
     settings: QueueSettings
     is_dlq: bool = False
     dlq: Entity | None = None
+    kind: str = QUEUE
+    routes: list[tuple[Entity, tuple[Rule, ...]]] = field(default_factory=list)  # a topic's subscriptions
     records: dict[int, Record] = field(default_factory=dict)
     ready: list[int] = field(default_factory=list)  # heap of sequence numbers of unlocked ACTIVE records
     last_seq: int = 0
@@ -110,7 +116,7 @@ class Broker:
     """All entities, locks and timers of one localbus instance."""
 
     def __init__(self, queues: dict[str, QueueSettings], persistence: Persistence | None = None,
-                 clock: Callable[[], int] = now_ms) -> None:
+                 clock: Callable[[], int] = now_ms, topics: Mapping[str, TopicSpec] | None = None) -> None:
         self.persistence = persistence or Persistence()
         self.clock = clock
         self.entities: dict[str, Entity] = {}
@@ -119,12 +125,22 @@ class Broker:
         self._tie = itertools.count()
         self.dirty: set[Entity] = set()
         for name, settings in queues.items():
-            queue = Entity(name, settings)
-            dlq_settings = QueueSettings(lock_duration=settings.lock_duration, max_delivery_count=2**31 - 1)
-            queue.dlq = Entity(name + "/$DeadLetterQueue", dlq_settings, is_dlq=True)
-            self.entities[queue.key] = queue
-            self.entities[queue.dlq.key] = queue.dlq
+            self._add_queue(name, settings, QUEUE)
+        for topic_name, spec in (topics or {}).items():
+            topic = Entity(topic_name, spec.settings, kind=TOPIC)
+            self.entities[topic.key] = topic
+            for sub_name, sub in spec.subscriptions.items():
+                queue = self._add_queue(subscription_path(topic_name, sub_name), sub.settings, SUBSCRIPTION)
+                topic.routes.append((queue, sub.rules))
         self._load()
+
+    def _add_queue(self, name: str, settings: QueueSettings, kind: str) -> Entity:
+        queue = Entity(name, settings, kind=kind)
+        dlq_settings = QueueSettings(lock_duration=settings.lock_duration, max_delivery_count=2**31 - 1)
+        queue.dlq = Entity(name + "/$DeadLetterQueue", dlq_settings, is_dlq=True, kind=DEAD_LETTER_QUEUE)
+        self.entities[queue.key] = queue
+        self.entities[queue.dlq.key] = queue.dlq
+        return queue
 
     # --- lookup and start-up -------------------------------------------------------------------------------
 
@@ -228,7 +244,10 @@ class Broker:
         return seqs
 
     def enqueue(self, entity: Entity, msg: codec.StoredMessage, scheduled_ms: int | None = None) -> int | None:
-        """Add a message; returns its sequence number, or None when dropped as a duplicate."""
+        """Add a message; returns its sequence number, or None when dropped as a duplicate.
+
+        On a topic the message is copied, under the topic's sequence number, into every subscription with a
+        matching rule (none matching: it is dropped, as Service Bus drops it)."""
         now = self.clock()
         dedup = entity.settings.requires_duplicate_detection and not entity.is_dlq
         if dedup and msg.message_id is not None and self._is_duplicate(entity, msg.message_id, now):
@@ -237,6 +256,25 @@ class Broker:
         entity.last_seq += 1
         seq = entity.last_seq
         self.persistence.set_last_sequence(entity.key, seq)
+        if entity.kind == TOPIC:
+            view = message_view(msg)
+            for subscription, rules in entity.routes:
+                if any(rule.matches(view) for rule in rules):
+                    self._store(subscription, self._topic_ttl(entity, msg), seq, scheduled_ms, now)
+            return seq
+        self._store(entity, msg, seq, scheduled_ms, now)
+        return seq
+
+    @staticmethod
+    def _topic_ttl(topic: Entity, msg: codec.StoredMessage) -> codec.StoredMessage:
+        """A topic's DefaultMessageTimeToLive caps the TTL of the copies it hands its subscriptions."""
+        ttl = topic.settings.default_message_ttl * 1000
+        if ttl >= 2**32 or (msg.ttl_ms is not None and msg.ttl_ms <= ttl):
+            return msg
+        return replace(msg, ttl_ms=int(ttl))
+
+    def _store(self, entity: Entity, msg: codec.StoredMessage, seq: int, scheduled_ms: int | None, now: int) -> None:
+        entity.last_seq = max(entity.last_seq, seq)
         when = scheduled_ms if scheduled_ms is not None else msg.scheduled_ms
         scheduled = when is not None and when > now
         enqueued = when if scheduled and when is not None else now
@@ -251,7 +289,6 @@ class Broker:
             self._make_ready(rec)
             if rec.expires_ms is not None:
                 self._timer(rec.expires_ms, 2, rec)
-        return seq
 
     def _is_duplicate(self, entity: Entity, message_id: str, now: int) -> bool:
         if entity.dedup:
@@ -285,11 +322,14 @@ class Broker:
             self._timer(rec.expires_ms, 2, rec)
 
     def cancel_scheduled(self, entity: Entity, seqs: list[int]) -> None:
-        """Remove scheduled messages; unknown or already-enqueued ones are ignored, as Service Bus does."""
+        """Remove scheduled messages; unknown or already-enqueued ones are ignored, as Service Bus does. On a
+        topic, the copies in its subscriptions are removed."""
+        targets = [sub for sub, _ in entity.routes] if entity.kind == TOPIC else [entity]
         for seq in seqs:
-            rec = entity.records.get(seq)
-            if rec is not None and rec.state == SCHEDULED:
-                self._remove(rec)
+            for target in targets:
+                rec = target.records.get(seq)
+                if rec is not None and rec.state == SCHEDULED:
+                    self._remove(rec)
 
     # --- receiving ------------------------------------------------------------------------------------------
 
@@ -333,7 +373,8 @@ class Broker:
         return token
 
     def _wire(self, rec: Record, locked_until_ms: int | None) -> bytes:
-        extra = [_SEQ + codec.enc_long(rec.seq), _ENQ + codec.enc_timestamp(rec.enqueued_ms)]
+        extra = [_SEQ + codec.enc_long(rec.seq), _ENQ + codec.enc_timestamp(rec.enqueued_ms),
+                 _STATE + codec.enc_int(rec.state)]
         if locked_until_ms is not None:
             extra.append(_LOCKED + codec.enc_timestamp(locked_until_ms))
         return rec.msg.wire(rec.delivery_count, extra)
@@ -386,6 +427,8 @@ class Broker:
             recs.append(rec)
         out: list[tuple[uuid.UUID | None, bytes]] = []
         for rec in recs:
+            rec.delivery_count += 1  # Service Bus counts a receive of a deferred message as a delivery
+            self._persist_update(rec)
             if peek_lock:
                 token = self._lock(rec, now)
                 out.append((token, self._wire(rec, rec.locked_until_ms)))
@@ -410,8 +453,12 @@ class Broker:
     def complete(self, token: uuid.UUID) -> None:
         self._remove(self._locked(token))
 
-    def abandon(self, token: uuid.UUID) -> None:
+    def abandon(self, token: uuid.UUID, modify: dict[str, bytes] | None = None) -> None:
+        """Give the message back as a failed delivery (count +1), with ``propertiesToModify`` applied: Service
+        Bus counts every abandon, whichever way the client says it (``modified`` with or without
+        ``delivery-failed``, or ``update-disposition``)."""
         rec = self._locked(token)
+        self._modify(rec, modify)
         self._unlock(rec)
         self._failed_delivery(rec)
 
@@ -422,14 +469,30 @@ class Broker:
         if rec.state == ACTIVE:
             self._make_ready(rec)
 
-    def defer(self, token: uuid.UUID) -> None:
+    def defer(self, token: uuid.UUID, modify: dict[str, bytes] | None = None) -> None:
         rec = self._locked(token)
+        self._modify(rec, modify)
         self._unlock(rec)
         rec.state = DEFERRED
         self._persist_update(rec)
 
-    def dead_letter(self, token: uuid.UUID, reason: str | None, description: str | None) -> None:
-        self._dead_letter(self._locked(token), reason, description)
+    def dead_letter(self, token: uuid.UUID, reason: str | None, description: str | None,
+                    modify: dict[str, bytes] | None = None) -> None:
+        rec = self._locked(token)
+        self._modify(rec, modify)
+        self._dead_letter(rec, reason, description)
+
+    def _modify(self, rec: Record, modify: dict[str, bytes] | None) -> None:
+        """Apply a settlement's ``propertiesToModify`` (encoded values) to the message's application properties.
+
+        Checked first, like a send: a value Service Bus would not store fails the settlement and changes nothing.
+        """
+        if not modify:
+            return
+        for key, raw in modify.items():
+            check_value(key, raw)
+        rec.msg = rec.msg.with_raw_application_properties(modify)
+        self._persist_insert(rec)
 
     def renew(self, token: uuid.UUID) -> int:
         """Extend a lock by the queue's lock duration; returns the new expiry (ms)."""
@@ -472,9 +535,8 @@ class Broker:
         try:
             props = {k: v for k, v in (("DeadLetterReason", reason), ("DeadLetterErrorDescription", description))
                      if v is not None}
+            # No x-opt-deadletter-source: Service Bus sets it only on dead letters auto-forwarded elsewhere.
             msg = rec.msg.with_application_properties(props) if props else rec.msg
-            if not source.is_dlq:
-                msg = msg.with_annotation(_DL_SOURCE, codec.enc_string(source.name))
             moved = Record(target, rec.seq, msg, rec.enqueued_ms, rec.delivery_count, ACTIVE, None)
             self._persist_insert(moved)
         except Exception as exc:

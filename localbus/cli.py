@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, lambda *_: stop.set())
     queues = ", ".join(sorted(bus.queues)) or "(none)"
     where = f"data in {args.data}" if args.data else "memory only"
-    print(f"localbus listening on {args.host}:{bus.port} ({where}); queues: {queues}", file=sys.stderr)
+    topics = "; topics: " + ", ".join(f"{name} ({', '.join(spec.subscriptions) or 'no subscriptions'})"
+                                      for name, spec in sorted(bus.topics.items())) if bus.topics else ""
+    print(f"localbus listening on {args.host}:{bus.port} ({where}); queues: {queues}{topics}", file=sys.stderr)
     print(bus.connection_string, flush=True)
     try:
         while not stop.wait(0.5):

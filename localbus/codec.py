@@ -26,7 +26,7 @@ _SYMBOLIC_DESCRIPTORS = {
 
 # Annotations the broker owns: stripped from what a client sends, written fresh on every delivery.
 BROKER_ANNOTATIONS = frozenset({b"x-opt-sequence-number", b"x-opt-enqueued-time", b"x-opt-locked-until",
-                                b"x-opt-lock-token"})
+                                b"x-opt-lock-token", b"x-opt-message-state"})
 SCHEDULED_ENQUEUE_TIME = b"x-opt-scheduled-enqueue-time"
 
 
@@ -193,6 +193,10 @@ def enc_long(value: int) -> bytes:
     return b"\x81" + struct.pack(">q", value)
 
 
+def enc_int(value: int) -> bytes:
+    return b"\x71" + struct.pack(">i", value)
+
+
 def enc_timestamp(ms: int) -> bytes:
     return b"\x83" + struct.pack(">q", ms)
 
@@ -243,10 +247,14 @@ class StoredMessage:
 
     def with_application_properties(self, updates: dict[str, str]) -> StoredMessage:
         """Copy with string application properties set (used for dead-letter reason/description)."""
+        return self.with_raw_application_properties({k: enc_string(v) for k, v in updates.items()})
+
+    def with_raw_application_properties(self, updates: dict[str, bytes]) -> StoredMessage:
+        """Copy with application properties set to already-encoded values (``propertiesToModify``)."""
         kept = []
         if self.application_properties:
             kept = [k + v for key, k, v in map_entries(self.application_properties) if key not in updates]
-        kept += [enc_string(k) + enc_string(v) for k, v in updates.items()]
+        kept += [enc_string(k) + v for k, v in updates.items()]
         clone = StoredMessage(**{**self.__dict__})
         clone.application_properties = described_map(APPLICATION_PROPERTIES, kept)
         return clone

@@ -23,7 +23,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "infra" / "servic
 NEVER_SECONDS = 10_675_199 * 86_400.0
 
 # Properties the emulator accepts but localbus does not act on: accepted silently.
-_KNOWN_INERT = {"ForwardDeadLetteredMessagesTo", "ForwardTo", "RequiresSession", "MaxSizeInMegabytes",
+_KNOWN_INERT = {"ForwardDeadLetteredMessagesTo", "ForwardTo", "MaxSizeInMegabytes",
                 "EnableBatchedOperations", "EnablePartitioning", "Status", "AutoDeleteOnIdle"}
 
 
@@ -62,6 +62,7 @@ class QueueSettings:
     dead_lettering_on_message_expiration: bool = False
     requires_duplicate_detection: bool = False
     duplicate_detection_window: float = 600.0
+    requires_session: bool = False
 
 
 _PROPERTY_FIELDS = {
@@ -71,6 +72,7 @@ _PROPERTY_FIELDS = {
     "DeadLetteringOnMessageExpiration": ("dead_lettering_on_message_expiration", None),
     "RequiresDuplicateDetection": ("requires_duplicate_detection", None),
     "DuplicateDetectionHistoryTimeWindow": ("duplicate_detection_window", parse_duration),
+    "RequiresSession": ("requires_session", None),
 }
 
 
@@ -134,8 +136,6 @@ def parse_config(document: Any, source: str = "config") -> dict[str, QueueSettin
         for key in namespace:
             if key not in ("Name", "Queues", "Topics"):
                 log.warning("%s: ignoring unknown key Namespaces[%d].%s", source, ns_index, key)
-        if namespace.get("Topics"):
-            log.warning("%s: topics are not supported by localbus and are ignored", source)
         ns_queues = namespace.get("Queues", [])
         if not isinstance(ns_queues, list):
             raise ConfigError(f"{source}: Namespaces[{ns_index}].Queues must be a list")
@@ -153,15 +153,19 @@ def parse_config(document: Any, source: str = "config") -> dict[str, QueueSettin
     return queues
 
 
-def load_config(path: str | Path) -> dict[str, QueueSettings]:
-    """Read and validate a Config.json file; any problem becomes a one-line :class:`ConfigError`."""
+def read_document(path: str | Path) -> Any:
+    """Read and JSON-decode a Config.json file; any problem becomes a one-line :class:`ConfigError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     try:
-        document = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    return parse_config(document, source=str(path))
+
+
+def load_config(path: str | Path) -> dict[str, QueueSettings]:
+    """Read and validate a Config.json file's queues; any problem becomes a one-line :class:`ConfigError`."""
+    return parse_config(read_document(path), source=str(path))

@@ -16,7 +16,7 @@ from proton import UNDESCRIBED, Array, Data, Message, timestamp
 
 from . import codec
 from .broker import Broker, Entity, LockLost, MessageNotFound, MoveFailed, parse_incoming
-from .properties import InvalidProperty
+from .properties import InvalidProperty, encode_properties
 
 log = logging.getLogger("localbus.management")
 
@@ -165,16 +165,17 @@ class Management:
         tokens = [_uuid(t) for t in _items(_get(body, "lock-tokens"))]
         reason = _get(body, "deadletter-reason")
         description = _get(body, "deadletter-description")
+        modify = encode_properties(_get(body, "properties-to-modify"))
         for token in tokens:
             if status == "completed":
                 self.broker.complete(token)
             elif status == "abandoned":
-                self.broker.abandon(token)
+                self.broker.abandon(token, modify)
             elif status == "defered":
-                self.broker.defer(token)
+                self.broker.defer(token, modify)
             elif status == "suspended":
                 self.broker.dead_letter(token, None if reason is None else str(reason),
-                                        None if description is None else str(description))
+                                        None if description is None else str(description), modify)
             else:
                 raise OperationError(400, ARGUMENT_ERROR, f"unknown disposition-status {status!r}")
         return 200, {}

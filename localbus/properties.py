@@ -13,6 +13,10 @@ dead-letter rewrites its properties or a client decodes it, long after the sende
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
+from typing import Any
+
+from proton import Data
 
 from . import codec
 
@@ -104,3 +108,22 @@ def check_application_properties(section: bytes) -> None:
             raise InvalidProperty(f"Application property key {_show_key(raw_key)} is of type "
                                   f"{type_name(raw_key[0])}; application property keys must be strings.")
         check_value(str(key), raw_value)
+
+
+def encode_properties(values: Mapping[Any, Any] | None, skip: frozenset[str] = frozenset()) -> dict[str, bytes]:
+    """Encode decoded property values (``propertiesToModify`` of a settlement) as AMQP, keys as strings.
+
+    Keys that are not strings are refused as at send; ``skip`` leaves out keys with another meaning (the
+    dead-letter reason and description, which travel in the same map).
+    """
+    out: dict[str, bytes] = {}
+    for key, value in (values or {}).items():
+        if not isinstance(key, str):
+            raise InvalidProperty(f"Application property key {key!r} is of type {type(key).__name__}; "
+                                  "application property keys must be strings.")
+        if str(key) in skip:
+            continue
+        data = Data()
+        data.put_object(value)
+        out[str(key)] = bytes(data.encode())
+    return out

@@ -27,7 +27,9 @@ from .amqp import INCOMING_CREDIT, ConnectionHandler, ServerContext
 from .auth import LOCAL_HOSTS, TokenAuthority
 from .broker import Broker
 from .config import DEFAULT_CONFIG_PATH, QueueSettings, load_config, queue_settings
+from .deliveryids import DeliveryIdRewriter
 from .store import Persistence, SqlitePersistence
+from .topics import TopicSpec, load_topics, parse_topic
 
 log = logging.getLogger("localbus.server")
 logging.getLogger("proton").setLevel(logging.CRITICAL)  # abrupt SDK disconnects make proton chatty
@@ -71,6 +73,9 @@ class _Conn:
         sasl.allowed_mechs("ANONYMOUS")
         self.transport.bind(self.connection)
         self.handler = ConnectionHandler(ctx)
+        self.ids = DeliveryIdRewriter()
+        self.inbound = b""  # bytes read and renumbered that proton had no room for yet
+        self.eof = False
         self.events = 0
         self.mask = selectors.EVENT_READ
 
@@ -165,6 +170,8 @@ class Server:
                 self._abort(conn)
 
     def _timeout(self) -> float | None:
+        if any(conn.inbound for conn in self.conns.values()):
+            return 0.0  # input proton had no room for: hand it over on the next pass
         deadline = self.broker.next_deadline_ms()
         timeout = 1.0
         if deadline is not None:
@@ -223,7 +230,7 @@ class Server:
     def _read(self, conn: _Conn) -> None:
         transport = conn.transport
         capacity = transport.capacity()
-        if capacity <= 0:
+        if capacity <= 0 or conn.eof:
             return
         try:
             data = conn.sock.recv(min(capacity, READ_CHUNK))
@@ -233,14 +240,29 @@ class Server:
             data = b""  # reset by peer: same as end of stream, then drop the output too
             transport.close_head()
         if not data:
+            conn.eof = True
+        else:
+            conn.inbound += conn.ids.feed(data)
+        self._push(conn)
+
+    @staticmethod
+    def _push(conn: _Conn) -> None:
+        """Give proton what it has room for of the renumbered input; at end of stream, close its input."""
+        transport = conn.transport
+        if conn.inbound:
+            capacity = transport.capacity()
+            if capacity > 0:
+                chunk, conn.inbound = conn.inbound[:capacity], conn.inbound[capacity:]
+                try:
+                    transport.push(chunk)
+                except Exception as exc:  # protocol garbage: proton has already closed the transport
+                    log.info("closing connection after bad input: %s", exc)
+                    conn.inbound = b""
+                    transport.close_tail()
+                    transport.close_head()
+                    return
+        if conn.eof and not conn.inbound and transport.capacity() >= 0:
             transport.close_tail()
-            return
-        try:
-            transport.push(data)
-        except Exception as exc:  # protocol garbage: proton has already closed the transport
-            log.info("closing connection after bad input: %s", exc)
-            transport.close_tail()
-            transport.close_head()
 
     def _write(self, conn: _Conn) -> None:
         transport = conn.transport
@@ -303,6 +325,8 @@ class Server:
         mono = time.monotonic()
         for fd, conn in list(self.conns.items()):
             transport = conn.transport
+            if conn.inbound:
+                self._push(conn)
             self._enforce_deadlines(conn, mono)
             try:
                 transport.tick(now)
@@ -435,6 +459,7 @@ class LocalBus:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, config_path: str | Path | None = None,
                  data_path: str | Path | None = None,
                  queues: Mapping[str, QueueSettings | Mapping[str, Any]] | None = None,
+                 topics: Mapping[str, Mapping[str, Any]] | None = None,
                  key: str | None = None, key_name: str = DEFAULT_KEY_NAME, *, sas_key: str | None = None,
                  accept_jwt: bool = False, hostnames: Iterable[str] = (), allow_remote: bool = False,
                  idle_timeout: float = IDLE_TIMEOUT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
@@ -450,6 +475,10 @@ class LocalBus:
         for name, props in (queues or {}).items():
             settings[name] = queue_settings(props, where=f"queue {name!r}")
         self.queues: dict[str, QueueSettings] = settings
+        found = dict(load_topics(self.config_path)) if self.config_path is not None else {}
+        for name, raw in (topics or {}).items():  # Config.json form: {"Properties", "Subscriptions": [...]}
+            found[name] = parse_topic(name, raw, where=f"topic {name!r}")
+        self.topics: dict[str, TopicSpec] = found
         self.key = key
         self.key_name = key_name
         self.accept_jwt = accept_jwt
@@ -479,12 +508,12 @@ class LocalBus:
                 raise
             self._port = int(listener.getsockname()[1])
             if self.data_path is not None:
-                broker = Broker(self.queues, persistence)
+                broker = Broker(self.queues, persistence, topics=self.topics)
             elif self._memory_broker is not None:
                 broker = self._memory_broker
                 broker.restart()
             else:
-                broker = self._memory_broker = Broker(self.queues)
+                broker = self._memory_broker = Broker(self.queues, topics=self.topics)
             self._broker = broker
             self._server = Server(ServerContext(broker, self.auth, self.link_credit), listener, self.idle_timeout,
                                   self.handshake_timeout)
