@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import ceilings, end_to_end, latency, listener_throughput, memory, report
+from bench import ceilings, end_to_end, latency, listener_throughput, localdts_bench, memory, report
 from bench.stack import Backend, Broker
 
 # The defaults the bench measures as "the listener" (rows 3, 5, 6, 7); see README, Performance, for why.
@@ -37,12 +37,16 @@ class Sizes:
     latency_rate: float
     e2e: int  # row 6
     backlog: int  # row 7
+    localdts_repeats: int  # row 8
+    localdts_starts: int
+    localdts_hellos: int
 
 
 FULL = Sizes(messages=5000, dts=5000, servicebus=2000, sweep=2000, latency_seconds=20, latency_rate=50,
-             e2e=500, backlog=10_000)
+             e2e=500, backlog=10_000, localdts_repeats=3, localdts_starts=2000, localdts_hellos=200)
 QUICK = Sizes(messages=500, dts=500, servicebus=300, sweep=200, latency_seconds=4, latency_rate=50, e2e=50,
-              backlog=1000)
+              backlog=1000, localdts_repeats=1, localdts_starts=300, localdts_hellos=30)
+LOCALDTS_KINDS = ["sdk", "memory", "durable"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -51,6 +55,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every row (~1 min)")
     parser.add_argument("--messages", type=int, metavar="N", help="row 3 backlog (default 5,000)")
     parser.add_argument("--skip-sweep", action="store_true", help="skip the MAX_CONCURRENT x PREFETCH sweep")
+    parser.add_argument("--skip-localdts", action="store_true",
+                        help="skip row 8 (localdts against the SDK's in-memory backend)")
     parser.add_argument("--concurrency", type=int, default=MAX_CONCURRENT,
                         help=f"MAX_CONCURRENT_MESSAGES for rows 2, 3, 5-7 (default {MAX_CONCURRENT})")
     parser.add_argument("--prefetch", type=int, default=PREFETCH,
@@ -130,6 +136,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         broker.close()
         backend.close()
+
+    if not args.skip_localdts:  # after the stack is gone: these backends get the machine to themselves
+        say(f"8. localdts against the SDK's in-memory backend ({sizes.localdts_repeats} repeat(s) of "
+            f"{sizes.localdts_starts:,} starts and {sizes.localdts_hellos:,} hello_cities per backend)")
+        comparison = await asyncio.to_thread(localdts_bench.measure, LOCALDTS_KINDS, sizes.localdts_repeats,
+                                             sizes.localdts_starts, sizes.localdts_hellos, say)
+        results["localdts"] = comparison
+        results["localdts_vs_sdk"] = {k: comparison.ratio(k) for k in LOCALDTS_KINDS if k != "sdk"}
+        durable = comparison.ratio("durable")
+        if durable is not None:
+            say(f"   durable: {durable.starts_per_s:.2f}x starts/s, {durable.hellos_per_s:.2f}x hello_cities/s")
     results["total_seconds"] = time.perf_counter() - began
     return results
 

@@ -1,11 +1,12 @@
 """localdts against the SDK's plain in-memory backend, in one run: starts/s and completed ``hello_cities``/s.
 
-    python -m bench.localdts_bench [--repeats 3] [--starts 1000] [--hellos 200]
+    python -m bench.localdts_bench [--repeats 3] [--starts 2000] [--hellos 200] [--kinds sdk,memory,durable,nofsync]
 
 Each backend runs in its own process (this script with ``--serve``), the worker in another (``--work``), and
-this process drives the load, as ``make bench`` does. Figures are medians of the repeats, and the fsync cost is
-durable with fsync against durable without it (``synchronous=FULL`` against ``NORMAL``: both survive kill -9,
-only the first a power cut).
+this process drives the load, as ``make bench`` does (its localdts section calls :func:`measure`). Repeats are
+interleaved across the backends, so that drift on a shared machine hits all of them; figures are medians of the
+repeats, with the spread of the ratios. The fsync cost is durable with fsync against durable without it
+(``synchronous=FULL`` against ``NORMAL``: both survive kill -9, only the first a power cut).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,13 +65,21 @@ def serve(kind: str, port: int, data: Path) -> int:
     return 0
 
 
+def _quiet() -> logging.Logger:
+    """The SDK clients' logger here: they would otherwise log every call (and warn about log_handler)."""
+    logger = logging.getLogger("bench.localdts.sdk")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
 def work(endpoint: str) -> int:
     from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 
     from orchestrations import registry
 
     worker = DurableTaskSchedulerWorker(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                        secure_channel=False, log_handler=logging.NullHandler())
+                                        secure_channel=False, logger=_quiet())
     registry.register(worker)
     worker.start()
     print("ready", flush=True)
@@ -113,7 +123,7 @@ async def _starts(endpoint: str, count: int, name: str, in_flight: int = 64) -> 
     from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
     client = AsyncDurableTaskSchedulerClient(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                             secure_channel=False, log_handler=logging.NullHandler())
+                                             secure_channel=False, logger=_quiet())
     gate = asyncio.Semaphore(in_flight)
     await client.schedule_new_orchestration(name)  # warm the channel up
 
@@ -132,7 +142,7 @@ def _wait_all(endpoint: str, ids: list[str]) -> None:
     from durabletask.client import OrchestrationStatus
 
     client = DurableTaskSchedulerClient(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                        secure_channel=False, log_handler=logging.NullHandler())
+                                        secure_channel=False, logger=_quiet())
     for iid in ids:
         state = client.wait_for_orchestration_completion(iid, timeout=300)
         if state is None or state.runtime_status != OrchestrationStatus.COMPLETED:
@@ -144,6 +154,38 @@ def _wait_all(endpoint: str, ids: list[str]) -> None:
 class Figures:
     starts_per_s: float
     hellos_per_s: float
+
+
+@dataclass
+class Comparison:
+    """Every repeat of every backend, in run order, and what the table shows."""
+
+    repeats: int
+    starts: int
+    hellos: int
+    when: str
+    runs: dict[str, list[Figures]] = field(default_factory=dict)
+
+    @property
+    def medians(self) -> dict[str, Figures]:
+        return {k: Figures(statistics.median(f.starts_per_s for f in v), statistics.median(f.hellos_per_s for f in v))
+                for k, v in self.runs.items() if v}
+
+    def ratio(self, kind: str) -> Figures | None:
+        """Median figures of ``kind`` over the SDK backend's (None without an SDK run)."""
+        m = self.medians
+        if kind not in m or "sdk" not in m:
+            return None
+        return Figures(m[kind].starts_per_s / m["sdk"].starts_per_s, m[kind].hellos_per_s / m["sdk"].hellos_per_s)
+
+    def spread(self, kind: str) -> tuple[Figures, Figures] | None:
+        """(lowest, highest) per-repeat ratio of ``kind`` to the SDK backend measured in the same repeat."""
+        if kind not in self.runs or "sdk" not in self.runs:
+            return None
+        pairs = list(zip(self.runs[kind], self.runs["sdk"], strict=False))
+        s = [k.starts_per_s / b.starts_per_s for k, b in pairs]
+        h = [k.hellos_per_s / b.hellos_per_s for k, b in pairs]
+        return Figures(min(s), min(h)), Figures(max(s), max(h))
 
 
 def run_once(kind: str, starts: int, hellos: int) -> Figures:
@@ -174,11 +216,56 @@ def run_once(kind: str, starts: int, hellos: int) -> Figures:
     return Figures(starts / start_seconds, hellos / hello_seconds)
 
 
+def measure(kinds: list[str], repeats: int, starts: int, hellos: int,
+            progress: Callable[[str], None] | None = None) -> Comparison:
+    """Run every kind ``repeats`` times, interleaved, so that drift on a shared machine hits every backend."""
+    result = Comparison(repeats, starts, hellos, f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC", {k: [] for k in kinds})
+    for repeat in range(repeats):
+        for kind in kinds:
+            f = run_once(kind, starts, hellos)
+            result.runs[kind].append(f)
+            if progress is not None:
+                progress(f"  repeat {repeat + 1} {kind:8} {f.starts_per_s:7.0f} starts/s {f.hellos_per_s:6.1f} hello/s")
+    return result
+
+
+def _ratio_cell(value: float, low: float, high: float, repeats: int) -> str:
+    return f"{value:.2f}x" + (f" ({low:.2f}-{high:.2f})" if repeats > 1 else "")
+
+
+def table(result: Comparison) -> list[str]:
+    """The Markdown table (ratios: of the medians, and in brackets the range of the per-repeat ratios)."""
+    lines = ["| backend | starts/s | vs SDK | completed hello_cities/s | vs SDK |", "| --- | --- | --- | --- | --- |"]
+    for kind, f in result.medians.items():
+        ratio, spread = result.ratio(kind), result.spread(kind)
+        if kind == "sdk":
+            s_cell = h_cell = "1.00x"
+        elif ratio is None or spread is None:
+            s_cell = h_cell = "-"
+        else:
+            low, high = spread
+            s_cell = _ratio_cell(ratio.starts_per_s, low.starts_per_s, high.starts_per_s, result.repeats)
+            h_cell = _ratio_cell(ratio.hellos_per_s, low.hellos_per_s, high.hellos_per_s, result.repeats)
+        lines.append(f"| {KINDS[kind]} | {f.starts_per_s:,.0f} | {s_cell} | {f.hellos_per_s:,.1f} | {h_cell} |")
+    medians = result.medians
+    if "durable" in medians and "nofsync" in medians:
+        d, n = medians["durable"], medians["nofsync"]
+        lines.append(f"fsync costs {1 - d.starts_per_s / n.starts_per_s:.0%} of starts/s and "
+                     f"{1 - d.hellos_per_s / n.hellos_per_s:.0%} of hello_cities/s (durable with fsync against "
+                     "without; negative: lost in the noise)")
+    return lines
+
+
+def describe(result: Comparison) -> str:
+    return (f"{result.when}; medians of {result.repeats} interleaved repeats; {result.starts:,} starts (async "
+            f"client, 64 in flight), {result.hellos:,} hello_cities (one worker process)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.localdts_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--starts", type=int, default=1000, help="instances started for starts/s")
+    parser.add_argument("--starts", type=int, default=2000, help="instances started for starts/s")
     parser.add_argument("--hellos", type=int, default=200, help="hello_cities run to completion")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--serve", nargs=3, metavar=("KIND", "PORT", "DIR"), help=argparse.SUPPRESS)
@@ -190,30 +277,14 @@ def main(argv: list[str] | None = None) -> int:
         return work(args.work)
 
     kinds = [k for k in args.kinds.split(",") if k]
-    results: dict[str, list[Figures]] = {k: [] for k in kinds}
-    for repeat in range(args.repeats):  # interleaved, so that drift on a shared machine hits every backend
-        for kind in kinds:
-            results[kind].append(run_once(kind, args.starts, args.hellos))
-            f = results[kind][-1]
-            print(f"  repeat {repeat + 1} {kind:8} {f.starts_per_s:7.0f} starts/s {f.hellos_per_s:6.1f} hello/s",
-                  file=sys.stderr, flush=True)
-
-    medians = {k: Figures(statistics.median(f.starts_per_s for f in v), statistics.median(f.hellos_per_s for f in v))
-               for k, v in results.items()}
-    print(f"localdts bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; medians of {args.repeats}; {args.starts} starts "
-          f"(async client, 64 in flight), {args.hellos} hello_cities (one worker process)")
-    base = medians.get("sdk")
-    print("| backend | starts/s | vs SDK | completed hello_cities/s | vs SDK |\n| --- | --- | --- | --- | --- |")
-    for kind, f in medians.items():
-        s_ratio = f"{f.starts_per_s / base.starts_per_s:.2f}x" if base else "-"
-        h_ratio = f"{f.hellos_per_s / base.hellos_per_s:.2f}x" if base else "-"
-        print(f"| {KINDS[kind]} | {f.starts_per_s:,.0f} | {s_ratio} | {f.hellos_per_s:,.1f} | {h_ratio} |")
-    if "durable" in medians and "nofsync" in medians:
-        d, n = medians["durable"], medians["nofsync"]
-        print(f"fsync costs {1 - d.starts_per_s / n.starts_per_s:.0%} of starts/s and "
-              f"{1 - d.hellos_per_s / n.hellos_per_s:.0%} of hello_cities/s (durable with fsync against without; "
-              "negative: lost in the noise)")
+    unknown = set(kinds) - set(KINDS)
+    if unknown or args.repeats < 1:
+        parser.error(f"unknown kinds {sorted(unknown)}" if unknown else "--repeats must be at least 1")
+    result = measure(kinds, args.repeats, args.starts, args.hellos,
+                     progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"localdts bench, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          + describe(result))
+    print("\n".join(table(result)))
     return 0
 
 

@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import localdts_bench
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = ("azure-servicebus", "durabletask", "durabletask-azuremanaged", "grpcio", "python-qpid-proton")
 
@@ -122,6 +124,14 @@ def table(results: dict[str, Any]) -> str:
         rows.append(("7. Peak RSS, listener", f"{mem.peak_rss_mib:.0f} MiB",
                      f"{mem.backlog:,}-message backlog (idle: {mem.idle_rss_mib:.0f} MiB)",
                      verdict(mem.peak_rss_mib * 1.048576 <= 150)))
+    dts = r.get("localdts")
+    if dts is not None:
+        ratio = dts.ratio("durable")
+        if ratio is not None:
+            rows.append(("8. localdts durable ÷ SDK in-memory backend",
+                         f"{ratio.starts_per_s:.2f}x starts/s, {ratio.hellos_per_s:.2f}x hello_cities/s",
+                         "same run, medians; table below",
+                         verdict(min(ratio.starts_per_s, ratio.hellos_per_s) >= 0.5)))
     lines = ["| Row | Result | How | Target |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     sweep = r.get("sweep")
@@ -138,6 +148,10 @@ def table(results: dict[str, Any]) -> str:
                 cells.append(f"{_num(hit[0].per_second)} ({hit[0].listener_cpu_s / hit[0].n * 1000:.2f})"
                              if hit else "-")
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    if dts is not None:
+        lines += ["", f"Row 8, localdts against the SDK's in-memory backend ({localdts_bench.describe(dts)}; ratios "
+                      "of the medians, in brackets the range of the per-repeat ratios):", "",
+                  *localdts_bench.table(dts)]
     m = r["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
                   f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",
