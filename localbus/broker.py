@@ -51,6 +51,8 @@ def parse_incoming(raw: bytes) -> codec.StoredMessage:
     """Parse a message a client sends and refuse what Service Bus would refuse (see :mod:`.properties`)."""
     msg = codec.parse_message(raw)
     check_application_properties(msg.application_properties)
+    if msg.message_id is None:  # Service Bus gives every message an id; some clients (JavaScript) rely on it
+        msg = msg.with_message_id(uuid.uuid4().hex)
     return msg
 
 

@@ -259,6 +259,21 @@ class StoredMessage:
         clone.application_properties = described_map(APPLICATION_PROPERTIES, kept)
         return clone
 
+    def with_message_id(self, message_id: str) -> StoredMessage:
+        """Copy with a message id (the properties section's first field), for a message sent without one."""
+        rest = b""
+        count = 1
+        if self.properties:
+            n, pos, end = compound_items(self.properties, _section_value_offset(self.properties))
+            if n:
+                rest = self.properties[skip_value(self.properties, pos):end]
+                count = n
+        items = enc_string(message_id) + rest
+        clone = StoredMessage(**{**self.__dict__})
+        clone.properties = b"\x00\x53\x73\xd0" + struct.pack(">II", len(items) + 4, count) + items
+        clone.message_id = message_id
+        return clone
+
     def with_annotation(self, key: bytes, encoded_value: bytes) -> StoredMessage:
         clone = StoredMessage(**{**self.__dict__})
         clone.annotations = [*self.annotations, enc_symbol(key) + encoded_value]

@@ -1,0 +1,133 @@
+"""Interop proof with a second, independent client stack: the official JavaScript SDK (@azure/service-bus, on rhea).
+
+Each test starts a LocalBus on a free port, runs one scenario of ``scenarios.mjs`` with node against it, and
+asserts on the JSON it prints. ``npm ci`` runs once (cached in ``tests/interop/node_modules``). Without node or
+npm the tests skip locally, and fail in CI (``CI`` set), where a missing client stack must not pass silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localbus import LocalBus
+
+HERE = Path(__file__).resolve().parent
+Q = "interop"
+LIMITED = "interop-limited"
+SESSIONS = "interop-sessions"
+QUEUES: dict[str, Any] = {Q: {"LockDuration": "PT30S"}, LIMITED: {"MaxDeliveryCount": 3},
+                          SESSIONS: {"RequiresSession": True}}
+TOPICS: dict[str, Any] = {"orders": {"Subscriptions": [
+    {"Name": "all"},
+    {"Name": "red", "Rules": [{"Name": "red-only", "Properties": {
+        "FilterType": "Correlation", "CorrelationFilter": {"Properties": {"color": "red"}}}}]},
+    {"Name": "big-orders", "Rules": [{"Name": "big", "Properties": {
+        "FilterType": "Sql", "SqlFilter": {"SqlExpression": "size > 10 AND sys.Label = 'order'"}}}]},
+    {"Name": "none", "Rules": [{"Name": "never", "Properties": {
+        "FilterType": "Sql", "SqlFilter": {"SqlExpression": "1=0"}}}]},
+]}}
+
+
+def _missing(what: str) -> None:
+    message = f"{what} is needed for the JavaScript interop tests (apt-get install nodejs npm)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The node binary, with @azure/service-bus installed from package-lock.json (npm ci, once)."""
+    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
+    if node_bin is None:
+        _missing("node")
+    if npm_bin is None:
+        _missing("npm")
+    assert node_bin is not None and npm_bin is not None
+    marker = HERE / "node_modules" / ".package-lock.json"
+    lock = HERE / "package-lock.json"
+    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
+        result = subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+    return node_bin
+
+
+@pytest.fixture
+def bus() -> Any:
+    with LocalBus(port=0, config_path=None, queues=QUEUES, topics=TOPICS) as running:
+        yield running
+
+
+def run(node: str, bus: LocalBus, scenario: str, **options: Any) -> dict[str, Any]:
+    result = subprocess.run([node, str(HERE / "scenarios.mjs"), scenario, bus.connection_string,
+                             json.dumps(options)], cwd=HERE, capture_output=True, text=True, timeout=150)
+    assert result.returncode == 0, f"{scenario} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    output: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return output
+
+
+def test_js_settlement_abandon_counts_and_applies_properties_defer_and_dead_letter(node: str, bus: LocalBus) -> None:
+    out = run(node, bus, "settle", queue=Q)
+    assert [m["deliveryCount"] for m in out["first"]] == [0, 0, 0, 0]
+    assert {m["state"] for m in out["first"]} == {"active"}
+    abandoned = out["abandoned"]
+    assert abandoned["body"] == "abandon" and abandoned["deliveryCount"] == 1  # modified without delivery-failed
+    assert abandoned["applicationProperties"] == {"attempt": "first", "n": 7}  # propertiesToModify
+    deferred = out["deferred"]
+    assert deferred["state"] == "deferred" and deferred["deliveryCount"] == 1
+    dead = out["deadLettered"]
+    assert (dead["deadLetterReason"], dead["deadLetterErrorDescription"]) == ("Bad", "why")
+    assert dead["deadLetterSource"] is None  # set only on auto-forwarded dead letters
+    assert bus.counts(Q)["total"] == 0 and bus.counts(f"{Q}/$DeadLetterQueue")["total"] == 0
+
+
+def test_js_consumer_that_always_abandons_reaches_max_delivery_count(node: str, bus: LocalBus) -> None:
+    out = run(node, bus, "abandonLoop", queue=LIMITED, maxDeliveryCount=3)
+    assert out["deliveryCounts"] == [0, 1, 2]
+    assert [m["deadLetterReason"] for m in out["deadLettered"]] == ["MaxDeliveryCountExceeded"]
+
+
+def test_js_management_operations_as_a_connections_first_use(node: str, bus: LocalBus) -> None:
+    out = run(node, bus, "managementFirst", queue=Q)
+    assert out["peekEmpty"] == 0
+    assert out["schedule"] == [1, 2]
+    assert [(m["body"], m["state"]) for m in out["peekScheduled"]] == [("later", "scheduled"), ("later2", "scheduled")]
+    assert out["cancel"] == ["later2"]
+    assert out["defer"] == 3
+    [received] = out["receiveDeferred"]
+    assert (received["body"], received["state"], received["deliveryCount"]) == ("deferred", "deferred", 1)
+    assert [m["body"] for m in out["peekDeferredGone"]] == ["later2"]
+    assert any(aud.endswith(f"/{Q}/$management") for _, aud in bus.tokens)  # the audience this SDK authorises
+
+
+def test_js_topic_fans_out_by_correlation_and_sql_filters(node: str, bus: LocalBus) -> None:
+    messages = [
+        {"body": "a", "applicationProperties": {"color": "red", "size": 20}, "subject": "order"},
+        {"body": "b", "applicationProperties": {"color": "blue", "size": 20}, "subject": "order"},
+        {"body": "c", "applicationProperties": {"color": "red", "size": 2}},
+        {"body": "d"},
+    ]
+    out = run(node, bus, "topics", topic="orders", subscriptions=["all", "red", "big-orders", "none"],
+              messages=messages)
+    assert out["received"] == {"all": ["a", "b", "c", "d"], "red": ["a", "c"], "big-orders": ["a", "b"], "none": []}
+    assert "sending to a subscription is not allowed" in out["sendToSubscription"]["error"]["message"]
+
+
+def test_js_session_receivers_are_refused_cleanly(node: str, bus: LocalBus) -> None:
+    out = run(node, bus, "sessions", queue=SESSIONS)
+    assert out["acceptNext"]["error"]["code"] == "SessionCannotBeLocked"
+    assert out["acceptNamed"]["error"]["code"] == "SessionCannotBeLocked"
+
+
+def test_js_sending_to_a_dead_letter_queue_is_refused(node: str, bus: LocalBus) -> None:
+    out = run(node, bus, "sendToDeadLetterQueue", queue=Q)
+    assert "dead-letter queue is not allowed" in out["error"]["message"]
+    assert bus.counts(f"{Q}/$DeadLetterQueue")["total"] == 0
