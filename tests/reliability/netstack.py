@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+from durabletask.history import ExecutionStartedEvent
 
 from listener import clients
 from listener.config import parse_dts
@@ -95,3 +96,14 @@ class Publisher(threading.Thread):
                 time.sleep(self.pause)
         except BaseException as error:  # reported by the test
             self.error = error
+
+
+def started_more_than_once(client: DurableTaskSchedulerClient, instance_ids: Iterable[str]) -> list[str]:
+    """Instances whose history holds other than one ExecutionStarted: "no instance twice", read from DTS itself
+    (for runs where activities may run again, at least once as in DTS, so their count proves nothing)."""
+    out = []
+    for iid in instance_ids:
+        starts = sum(isinstance(e, ExecutionStartedEvent) for e in client.get_orchestration_history(iid))
+        if starts != 1:
+            out.append(f"start {iid}: {starts} ExecutionStarted events in its history")
+    return out
