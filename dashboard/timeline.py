@@ -70,34 +70,32 @@ def build(events: Sequence[h.HistoryEvent], *, now: datetime, running: bool,
     start = events[0].timestamp
     finished = next((e.timestamp for e in events if isinstance(e, _FINISHED)), None)
     end_of_run = finished if finished is not None else (now if running else events[-1].timestamp)
-    bars: list[tuple[datetime, int, Bar]] = []  # (start, order, bar): sorted at the end
-    order = 0
+    # (start, position in the history of the event that began it, bar): work begun together keeps history order.
+    bars: list[tuple[datetime, int, Bar]] = []
 
-    def add(bar: Bar) -> None:
-        nonlocal order
-        bars.append((bar.start, order, bar))
-        order += 1
+    def add(bar: Bar, position: int) -> None:
+        bars.append((bar.start, position, bar))
 
-    open_tasks: dict[int, deque[tuple[h.TaskScheduledEvent | h.SubOrchestrationInstanceCreatedEvent, int]]] = \
+    open_tasks: dict[int, deque[tuple[h.TaskScheduledEvent | h.SubOrchestrationInstanceCreatedEvent, int, int]]] = \
         defaultdict(deque)
     attempts: dict[int, int] = defaultdict(int)
     failed_awaiting_retry: dict[int, str] = {}  # task id → name, between a failure and the next attempt
-    open_timers: dict[int, tuple[h.TimerCreatedEvent, str]] = {}
+    open_timers: dict[int, tuple[h.TimerCreatedEvent, str, int]] = {}
     idle_since: datetime | None = None
 
-    for event in events:
+    for position, event in enumerate(events):
         if isinstance(event, h.OrchestratorCompletedEvent):
             idle_since = event.timestamp
         elif isinstance(event, h.TaskScheduledEvent | h.SubOrchestrationInstanceCreatedEvent):
             attempts[event.event_id] += 1
             failed_awaiting_retry.pop(event.event_id, None)
-            open_tasks[event.event_id].append((event, attempts[event.event_id]))
+            open_tasks[event.event_id].append((event, attempts[event.event_id], position))
         elif isinstance(event, h.TaskCompletedEvent | h.TaskFailedEvent | h.SubOrchestrationInstanceCompletedEvent
                         | h.SubOrchestrationInstanceFailedEvent):
             queue = open_tasks.get(event.task_scheduled_id)
             if not queue:
                 continue  # an answer without its schedule (a truncated history): nothing to draw
-            scheduled, attempt = queue.popleft()
+            scheduled, attempt, begun = queue.popleft()
             failed = isinstance(event, h.TaskFailedEvent | h.SubOrchestrationInstanceFailedEvent)
             detail = ""
             failure = getattr(event, "failure_details", None)
@@ -105,30 +103,30 @@ def build(events: Sequence[h.HistoryEvent], *, now: datetime, running: bool,
                 detail = f"{failure.error_type}: {failure.message}"
             if failed:
                 failed_awaiting_retry[event.task_scheduled_id] = scheduled.name
-            add(_task_bar(scheduled, attempt, event.timestamp, FAILED if failed else COMPLETED, detail))
+            add(_task_bar(scheduled, attempt, event.timestamp, FAILED if failed else COMPLETED, detail), begun)
         elif isinstance(event, h.TimerCreatedEvent):
             retry_of = next(reversed(failed_awaiting_retry.values()), None) if failed_awaiting_retry else None
-            open_timers[event.event_id] = (event, f"retry delay: {retry_of}" if retry_of else "timer")
+            open_timers[event.event_id] = (event, f"retry delay: {retry_of}" if retry_of else "timer", position)
         elif isinstance(event, h.TimerFiredEvent):
             timer = open_timers.pop(event.timer_id, None)
             if timer is not None:
                 add(Bar(TIMER, timer[1], timer[0].timestamp, event.timestamp, COMPLETED,
-                        detail=f"due {_iso(timer[0].fire_at)}"))
+                        detail=f"due {_iso(timer[0].fire_at)}"), timer[2])
         elif isinstance(event, h.EventRaisedEvent):
             begin = idle_since if idle_since is not None and idle_since <= event.timestamp else event.timestamp
-            add(Bar(WAIT, f"event: {event.name}", begin, event.timestamp, COMPLETED))
+            add(Bar(WAIT, f"event: {event.name}", begin, event.timestamp, COMPLETED), position)
 
     open_outcome = RUNNING if finished is None and running else CANCELLED
     for queue in open_tasks.values():
-        for scheduled, attempt in queue:
-            add(_task_bar(scheduled, attempt, end_of_run, open_outcome, ""))
-    for created, label in open_timers.values():
+        for scheduled, attempt, begun in queue:
+            add(_task_bar(scheduled, attempt, end_of_run, open_outcome, ""), begun)
+    for created, label, begun in open_timers.values():
         add(Bar(TIMER, label, created.timestamp, max(end_of_run, created.timestamp), open_outcome,
-                detail=f"due {_iso(created.fire_at)}"))
+                detail=f"due {_iso(created.fire_at)}"), begun)
     if finished is None and running:
         for name in awaiting:
             begin = idle_since or start
-            add(Bar(WAIT, f"waiting for event: {name}", begin, max(end_of_run, begin), RUNNING))
+            add(Bar(WAIT, f"waiting for event: {name}", begin, max(end_of_run, begin), RUNNING), len(events))
 
     _number_single_attempts(bars)
     ordered = [bar for _, _, bar in sorted(bars, key=lambda item: (item[0], item[1]))]

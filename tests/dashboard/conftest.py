@@ -1,0 +1,173 @@
+"""One embedded stack per test file (localbus, localdts, the real listener + worker, the dashboard) and a small
+HTTP client that behaves like a browser where it matters here: it keeps cookies and posts the CSRF token."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from html import unescape
+from typing import Any
+from urllib.error import HTTPError
+from urllib.parse import urlencode, urlsplit
+from urllib.request import HTTPRedirectHandler, Request, build_opener
+
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+from durabletask.client import OrchestrationState
+
+from dashboard.localstack import LocalStack, local_stack
+from listener import clients
+from listener.codes import TERMINAL_STATUSES
+from sbworker import publish
+
+# An approval for an instance that does not exist is dead-lettered at once: the DLQ tests need a valid message
+# that lands there (and can be resubmitted once its instance exists).
+STACK_ENV = {"APPROVAL_NOT_FOUND_WINDOW_SECONDS": "0"}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[LocalStack]:
+    with local_stack(env=STACK_ENV) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def dts(stack: LocalStack) -> Iterator[DurableTaskSchedulerClient]:
+    client = clients.dts_client(stack.settings.dts)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def sb(stack: LocalStack) -> Iterator[ServiceBusClient]:
+    with clients.servicebus_sync_client(stack.settings.servicebus) as client:
+        yield client
+
+
+@pytest.fixture
+def web(stack: LocalStack) -> Web:
+    return Web(f"http://127.0.0.1:{stack.board.port}")
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A prefix for this test's instance ids: tests share the stack, never their instances."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Page:
+    status: int
+    text: str
+    headers: Any
+    url: str
+
+    def token(self) -> str:
+        found = re.search(r'name="csrf_token" value="([^"]+)"', self.text)
+        assert found, "no CSRF token on the page"
+        return found.group(1)
+
+    def notice(self) -> str:
+        found = re.search(r'<p class="notice[^"]*"[^>]*id="notice">(.*?)</p>', self.text, re.S)
+        return unescape(found.group(1)) if found else ""
+
+    def ids(self) -> list[str]:
+        return [unescape(v) for v in re.findall(r'<tr data-instance-id="([^"]*)"', self.text)]
+
+
+class _NoRedirect(HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+@dataclass
+class Web:
+    """GET and POST over a real socket; cookies kept, redirects followed by hand (so tests can see them)."""
+
+    base: str
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, data: dict[str, Any] | list[tuple[str, str]] | None = None,
+                headers: dict[str, str] | None = None) -> Page:
+        body = urlencode(data, doseq=True).encode() if data is not None else None
+        request = Request(self.base + path, data=body, method=method, headers=dict(headers or {}))
+        if self.cookies:
+            request.add_header("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        if body is not None:
+            request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        try:
+            response = build_opener(_NoRedirect).open(request, timeout=30)
+            status, raw, head = response.status, response.read(), response.headers
+        except HTTPError as error:
+            status, raw, head = error.code, error.read(), error.headers
+        for cookie in head.get_all("Set-Cookie") or []:
+            name, _, rest = cookie.partition("=")
+            value = rest.split(";", 1)[0]
+            if "Max-Age=0" in cookie or "expires=Thu, 01 Jan 1970" in cookie or value in ("", '""'):
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
+        return Page(status, raw.decode("utf-8", "replace"), head, path)
+
+    def get(self, path: str, **kwargs: Any) -> Page:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, data: dict[str, Any], *, token_from: str = "/new", follow: bool = True,
+             headers: dict[str, str] | None = None) -> Page:
+        """POST a form as the browser would: with the page's CSRF token and this origin."""
+        form = dict(data)
+        form.setdefault("csrf_token", self.get(token_from).token())
+        page = self.request("POST", path, form, headers={"Origin": self.base, **(headers or {})})
+        if follow and page.status == 303:
+            location = page.headers["Location"]
+            return self.get(location if location.startswith("/") else urlsplit(location).path)
+        return page
+
+
+def start(sb: ServiceBusClient, queue: str, name: str, data: Any = None, instance_id: str | None = None) -> str:
+    """Publish a start message, as `sbworker publish start` does; returns the message id."""
+    message, _ = publish.start_message(name, data, instance_id)
+    publish.send(sb, queue, message)
+    return str(message.message_id)
+
+
+def send_raw(sb: ServiceBusClient, queue: str, body: Any, subject: str, message_id: str | None = None) -> str:
+    mid = message_id or uuid.uuid4().hex
+    payload = body if isinstance(body, str) else json.dumps(body)
+    publish.send(sb, queue, ServiceBusMessage(payload, subject=subject, content_type="application/json",
+                                             message_id=mid))
+    return mid
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def finished(dts: DurableTaskSchedulerClient, instance_id: str) -> OrchestrationState:
+    def check() -> OrchestrationState | None:
+        state = dts.get_orchestration_state(instance_id)
+        return state if state is not None and state.runtime_status in TERMINAL_STATUSES else None
+
+    result: OrchestrationState = wait_for(check, what=f"{instance_id} to finish")
+    return result
+
+
+def waiting_for_approval(dts: DurableTaskSchedulerClient, instance_id: str) -> OrchestrationState:
+    def check() -> OrchestrationState | None:
+        state = dts.get_orchestration_state(instance_id)
+        return state if state is not None and "awaiting_approval" in (state.serialized_custom_status or "") else None
+
+    result: OrchestrationState = wait_for(check, what=f"{instance_id} to wait for approval")
+    return result
