@@ -18,7 +18,7 @@ from typing import Any, cast
 from proton import Array, Condition, Delivery, Endpoint, Link, Message, Terminus, symbol
 
 from . import codec
-from .auth import TokenAuthority, scope_covers
+from .auth import TokenAuthority, audience_path, scope_covers
 from .broker import DEAD_LETTER_QUEUE, SUBSCRIPTION, TOPIC, Broker, Entity, LockLost, MoveFailed, Record
 from .management import Management
 from .properties import InvalidProperty, encode_properties
@@ -101,6 +101,7 @@ class ConnectionHandler:
         self.ctx = ctx
         self.broker = ctx.broker
         self.grants: dict[str, float | None] = {}  # entity-path scope -> expiry (epoch s) of its latest token
+        self.refusals: dict[str, str] = {}  # entity-path scope -> why its latest token was refused
         self.connection: Any = None
         self.opened = False  # the client's Open arrived (so SASL is done too)
         self.close_requested = False  # we closed the connection over abuse: the server drops the socket soon
@@ -180,8 +181,10 @@ class ConnectionHandler:
             return
         link_path = f"{entity.name}/$management" if is_mgmt else entity.name
         if not self._authorized(link_path):
-            self._refuse(link, "amqp:unauthorized-access",
-                         f"Unauthorized access to '{link_path}': no valid token on $cbs covers it.")
+            refused = [why for scope, why in self.refusals.items() if scope_covers(scope, link_path)]
+            reason = (f"the token presented for it was refused: {refused[-1]}" if refused
+                      else "no valid token on $cbs covers it")
+            self._refuse(link, "amqp:unauthorized-access", f"Unauthorized access to '{link_path}': {reason}.")
             return
         link.lb_entity = entity
         link.lb_path = link_path
@@ -503,8 +506,14 @@ class ConnectionHandler:
         result = self.ctx.auth.put_token(token_type, audience, token, props.get("expiration"))
         if result.ok:
             self.grants[result.scope] = result.expires_at  # a renewal replaces the earlier expiry
+            self.refusals.pop(result.scope, None)
         else:
             log.info("refused %s token for %s: %s", token_type, audience, result.description)
+            # A client that attaches anyway (without waiting for this reply) learns why from the detach too.
+            self.refusals.pop(audience_path(audience), None)
+            self.refusals[audience_path(audience)] = result.description[:512]
+            while len(self.refusals) > 64:
+                del self.refusals[next(iter(self.refusals))]
         reply = Message(correlation_id=request.id,
                         properties={"status-code": result.status, "status-description": result.description})
         self._reply(request.reply_to, "$cbs", reply)
