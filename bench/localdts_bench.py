@@ -257,8 +257,9 @@ def table(result: Comparison) -> list[str]:
 
 
 def describe(result: Comparison) -> str:
-    return (f"{result.when}; medians of {result.repeats} interleaved repeats; {result.starts:,} starts (async "
-            f"client, 64 in flight), {result.hellos:,} hello_cities (one worker process)")
+    repeats = "one repeat" if result.repeats == 1 else f"medians of {result.repeats} interleaved repeats"
+    return (f"{result.when}; {repeats}; {result.starts:,} starts (async client, 64 in flight), "
+            f"{result.hellos:,} hello_cities (one worker process)")
 
 
 def main(argv: list[str] | None = None) -> int:
