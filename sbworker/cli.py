@@ -62,6 +62,15 @@ def build_parser() -> Parser:
     sub.add_parser("dts", help="run only the local durable DTS backend (see `sbworker dts -h`)", add_help=False)
     sub.add_parser("localbus", help="run only the local Service Bus-compatible broker (see `sbworker localbus -h`)",
                    add_help=False)
+    dev.add_argument("--dashboard-port", type=_port, default=8082,
+                     help="where the dashboard listens (default 8082, the emulator dashboard's port; 0 disables)")
+
+    dashboard = sub.add_parser("dashboard", help="a web page for the instances and the queue",
+                               description="Serve the dashboard for the configured DTS task hub and queue until "
+                                           "Ctrl-C. It binds 127.0.0.1 unless --host says otherwise.",
+                               epilog="example: sbworker dashboard --port 8082")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=_port, default=8082, help="TCP port (default 8082)")
     _add_operator_commands(sub)
     return parser
 
@@ -187,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
                                allow_remote=args.allow_remote, key=args.key,
                                data_dir=None if args.memory else args.data,
                                config_path=args.config or LOCAL_CONFIG,
-                               demo=not args.no_demo)
+                               demo=not args.no_demo, dashboard_port=args.dashboard_port)
+        if args.command == "dashboard":
+            from sbworker import dev
+
+            return dev.run_dashboard(settings, host=args.host, port=args.port)
         from sbworker import commands
 
         return commands.dispatch(args, settings)

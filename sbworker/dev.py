@@ -10,10 +10,12 @@ import asyncio
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from listener import config, service
 from listener.config import Settings
@@ -36,7 +38,7 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, config_path: Path,
             health_port: int | None = None, demo: bool = True, host: str = "127.0.0.1", allow_remote: bool = False,
-            key: str | None = None) -> int:
+            key: str | None = None, dashboard_port: int = 0) -> int:
     """localbus + localdts + `sbworker run`, all on `host` (loopback unless the caller insists, with a key)."""
     try:
         from localbus import ConfigError as BusConfigError
@@ -51,8 +53,9 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
     except ExposureError as error:
         raise ConfigError("--host", str(error).replace("LocalBus(allow_remote=True)", "sbworker dev").replace(
             "LocalBus(key=...)", "sbworker dev")) from None
-    for name, port in (("--servicebus-port", servicebus_port), ("--dts-port", dts_port)):
-        if not port_free(port, host):
+    for name, port in (("--servicebus-port", servicebus_port), ("--dts-port", dts_port),
+                       ("--dashboard-port", dashboard_port)):
+        if port and not port_free(port, host):
             raise ConfigError(name, f"port {port} is in use (is an emulator or another `sbworker dev` running?)")
     if not is_loopback(host):
         print(f"warning: sbworker dev listens on {host}: anyone who reaches it can send with the key you gave, and "
@@ -71,6 +74,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
         dts.start()  # first: a data file that is not ours is refused before anything else has started
     except DataFileError as error:
         raise ConfigError("--data", str(error)) from None
+    board = None
     try:
         bus.start()
         settings = dataclasses.replace(
@@ -87,13 +91,42 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
                 health_host=host,
             ),
         )
-        print(_banner(settings, bus.connection_string, data_dir), flush=True)
+        if dashboard_port:
+            board = _dashboard(settings, host, dashboard_port)
+        print(_banner(settings, bus.connection_string, data_dir, board.url if board else None), flush=True)
         if demo:
             threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
         return asyncio.run(service.serve(settings))
     finally:
+        if board is not None:
+            board.stop()
         dts.stop(grace=1)
         bus.stop()
+
+
+def _dashboard(settings: Settings, host: str, port: int) -> Any:
+    """The dashboard on its own thread (it warns itself when `host` is not loopback)."""
+    try:
+        import dashboard
+    except ImportError:
+        raise ConfigError("--dashboard-port", "the dashboard package is not installed (use 0 to run without it)"
+                          ) from None
+    return dashboard.serve(settings, host=host, port=port)
+
+
+def run_dashboard(settings: Settings, *, host: str, port: int) -> int:
+    """`sbworker dashboard`: serve until SIGINT/SIGTERM, then exit 0."""
+    board = _dashboard(settings, host, port)
+    print(f"dashboard: {board.url}  (task hub {settings.dts.taskhub!r}, queue {settings.servicebus.queue!r})",
+          flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        board.stop()
+    return 0
 
 
 def _demo(settings: Settings) -> None:
@@ -107,7 +140,7 @@ def _demo(settings: Settings) -> None:
     print("\n".join([*lines, "", "Ready for your own messages (see the commands above)."]), flush=True)
 
 
-def _banner(settings: Settings, sb_connection: str, data_dir: Path | None) -> str:
+def _banner(settings: Settings, sb_connection: str, data_dir: Path | None, dashboard_url: str | None) -> str:
     kept = f"kept in {data_dir}/" if data_dir else "memory only: lost on exit"
     return f"""
 sbworker dev: the whole system on the embedded local stack
@@ -116,6 +149,7 @@ sbworker dev: the whole system on the embedded local stack
   DTS (localdts):          Endpoint={settings.dts.endpoint};Authentication=None
                            task hub {settings.dts.taskhub!r}, orchestrations {kept}
   Health:                  http://localhost:{settings.listener.health_port}/readyz
+  Dashboard:               {dashboard_url or "off (--dashboard-port 0)"}
 
 In another terminal (same folder):
   .venv/bin/sbworker publish start approval_workflow --input '{{"item": "laptop", "amount": 1200}}'

@@ -40,7 +40,8 @@ def test_an_installed_sbworker_dev_runs_outside_the_repository(tmp_path: Path) -
     log = tmp_path / "dev.log"
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sbworker", "dev", "--memory", "--no-demo",
-                                 "--servicebus-port", str(free_port()), "--dts-port", str(free_port())],
+                                 "--dashboard-port", "0", "--servicebus-port", str(free_port()),
+                                 "--dts-port", str(free_port())],
                                 cwd=elsewhere, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
@@ -16,8 +17,9 @@ from tests.integration.procs import sbworker, service, stack_env
 
 
 def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> None:
-    sb_port, dts_port = free_port(), free_port()
-    args = ["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path)]
+    sb_port, dts_port, board_port = free_port(), free_port(), free_port()
+    args = ["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
+            "--dashboard-port", str(board_port)]
     env = stack_env("ignored", "ignored")
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
     with service(args, env) as dev:
@@ -28,6 +30,9 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
         assert connection == (f"Endpoint=sb://localhost:{sb_port};SharedAccessKeyName=RootManageSharedAccessKey;"
                               "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
         assert "sbworker publish start approval_workflow" in dev.output
+        assert f"Dashboard:               http://localhost:{board_port}" in dev.output, dev.output
+        with urllib.request.urlopen(f"http://127.0.0.1:{board_port}/", timeout=10) as page:
+            assert page.status == 200
         # make run first shows the four workflows going the real way: queue → listener → DTS → worker.
         dev.wait_for_output("Ready for your own messages", timeout=60)
         out = dev.output
@@ -63,7 +68,8 @@ def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
         port = busy.getsockname()[1]
         env = stack_env("x", "y")
         del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
-        with service(["dev", "--servicebus-port", str(port), "--data", str(tmp_path)], env) as dev:
+        with service(["dev", "--servicebus-port", str(port), "--data", str(tmp_path), "--dashboard-port", "0"],
+                     env) as dev:
             assert dev.proc.wait(60) == 2
             assert f"configuration error: --servicebus-port: port {port} is in use" in dev.output
             assert "Traceback" not in dev.output
@@ -77,6 +83,7 @@ def test_dev_with_a_missing_or_broken_config_file_is_one_line_and_exit_2(tmp_pat
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
     for path in (tmp_path / "nonexistent.json", broken):
         done = sbworker("dev", "--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory",
+                        "--dashboard-port", "0",
                         "--config", str(path), env=env)
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr
@@ -115,17 +122,19 @@ def test_dev_listens_on_loopback_only(tmp_path: Path) -> None:
     """The DTS backend (no authentication) and the health port used to listen on every interface."""
     sb_port, dts_port, health_port = free_port(), free_port(), free_port()
     env = {**_dev_env(), "HEALTH_PORT": str(health_port)}
+    board_port = free_port()
     with service(["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
-                  "--no-demo"], env) as dev:
+                  "--no-demo", "--dashboard-port", str(board_port)], env) as dev:
         dev.wait_for_output("listening on queue", timeout=60)
-        for port in (sb_port, dts_port, health_port):
+        for port in (sb_port, dts_port, health_port, board_port):
             addresses = _listening_addresses(port)
             assert addresses and addresses <= LOOPBACK, (port, addresses)
         assert dev.terminate(signal.SIGINT) == 0
 
 
 def test_dev_elsewhere_than_loopback_needs_allow_remote_and_a_key_of_your_own(tmp_path: Path) -> None:
-    ports = ["--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory", "--no-demo"]
+    ports = ["--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory", "--no-demo",
+             "--dashboard-port", "0"]
     refused = sbworker("dev", "--host", "0.0.0.0", *ports, env=_dev_env())
     assert refused.returncode == 2 and "--allow-remote" in refused.stderr, refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
@@ -137,7 +146,7 @@ def test_dev_elsewhere_than_loopback_needs_allow_remote_and_a_key_of_your_own(tm
 def test_dev_with_data_that_is_not_ours_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "dts.sqlite3").write_bytes(b"this is not a database" * 100)
     done = sbworker("dev", "--servicebus-port", str(free_port()), "--dts-port", str(free_port()),
-                    "--data", str(tmp_path), "--no-demo", env=_dev_env())
+                    "--data", str(tmp_path), "--no-demo", "--dashboard-port", "0", env=_dev_env())
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("configuration error: --data:"), done.stderr

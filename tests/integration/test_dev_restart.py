@@ -36,7 +36,7 @@ WORKLOAD: dict[str, tuple[Any, Any]] = {  # name -> (input, expected output)
 def test_kill9_of_sbworker_dev_twice_loses_and_doubles_nothing(tmp_path: Path) -> None:
     sb_port, dts_port = free_port(), free_port()
     args = ["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
-            "--no-demo"]
+            "--no-demo", "--dashboard-port", "0"]
     env = stack_env("x", "y")
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
     connection = (f"Endpoint=sb://localhost:{sb_port};SharedAccessKeyName=RootManageSharedAccessKey;"
