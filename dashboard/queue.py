@@ -143,7 +143,7 @@ class Queue:
         async with self._sb().get_queue_sender(self.name) as sender:
             await sender.send_messages(message)
 
-    async def delete_dead_letters(self, sequence_numbers: set[int], *, max_wait: float = 2.0) -> list[int]:
+    async def delete_dead_letters(self, sequence_numbers: set[int], *, max_wait: float = 1.0) -> list[int]:
         """Receive from the dead-letter queue and complete the chosen messages; the others are put back.
 
         Service Bus cannot receive a given sequence number (only deferred ones), so this reads until it has seen
