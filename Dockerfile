@@ -8,11 +8,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
-# Only the service's packages: the local stack (localbus, localdts) and bench/ stay out of the image.
+# Only the product's packages: the local stack (localbus, localdts) and bench/ stay out of the image.
 COPY listener ./listener
 COPY orchestrations ./orchestrations
 COPY activities ./activities
 COPY sbworker ./sbworker
+COPY dashboard ./dashboard
 RUN pip wheel --wheel-dir /wheels .
 
 # Same base as the builder (keep the two tags equal when bumping).
