@@ -126,3 +126,12 @@ def test_resubmit_a_dead_letter(page: Any, stack: LocalStack, sb: ServiceBusClie
     assert finished(dts, instance_id).serialized_output == '"Approved"'
     page.goto(f"/instance?id={instance_id}")
     expect(page.locator("#status")).to_contain_text("COMPLETED")
+
+
+def test_make_screenshots_photographs_a_real_run(chromium: Any, tmp_path: Path) -> None:
+    """`make screenshots` end to end, into a temporary folder: the script checks each page before its picture."""
+    from dashboard import screenshots
+
+    assert screenshots.main(["--out", str(tmp_path), "--chromium", CHROMIUM]) == 0
+    for name in (screenshots.LIST_PNG, screenshots.TIMELINE_PNG, screenshots.APPROVAL_PNG, screenshots.DLQ_PNG):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name
