@@ -2,10 +2,10 @@
 
 Why: the big pool must be big (every worker's ``GetWorkItems`` stream and every ``WaitForInstance*`` call holds
 a thread for as long as it lasts), but 64 threads taking turns at short calls cost far more than the calls: each
-call wakes an idle thread, and they all queue for the GIL (measured, 3,000 starts with 64 in flight: about 55
-futex calls and 11 context switches per start; ``--memory`` at 0.78x the SDK's backend, which has 10 threads,
-and 0.93x with 8 threads for short calls). With a few threads, a thread that finishes a call finds the next one
-queued and takes it without sleeping.
+call wakes an idle thread, and they all queue for the GIL (measured, 3,000 starts with 64 in flight: 11 context
+switches per start against 5-8 with 8 threads for short calls; ``--memory`` went from 0.78x the SDK's backend,
+which has 10 threads, to 0.93x). With a few threads, a thread that finishes a call finds the next one queued and
+takes it without sleeping. More than 8 did not help durable mode (its batches are no bigger), 4 hurt it.
 
 This uses grpc's ``experimental_thread_pool`` attribute of a method handler's behaviour. Should a grpc release
 drop it, every call runs on the big pool again: slower, not wrong.
