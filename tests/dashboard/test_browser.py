@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tests.dashboard.conftest import finished, send_raw, start, wait_for, waitin
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -32,13 +35,20 @@ def _missing(what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
+def chromium_path() -> str:
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         _missing(f"no Chromium at {CHROMIUM}")
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright.sync_api  # noqa: F401
     except ImportError:
         _missing("playwright is not installed")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def chromium(chromium_path: str) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield browser
@@ -128,10 +138,12 @@ def test_resubmit_a_dead_letter(page: Any, stack: LocalStack, sb: ServiceBusClie
     expect(page.locator("#status")).to_contain_text("COMPLETED")
 
 
-def test_make_screenshots_photographs_a_real_run(chromium: Any, tmp_path: Path) -> None:
+def test_make_screenshots_photographs_a_real_run(chromium_path: str, tmp_path: Path) -> None:
     """`make screenshots` end to end, into a temporary folder: the script checks each page before its picture."""
     from dashboard import screenshots
 
-    assert screenshots.main(["--out", str(tmp_path), "--chromium", CHROMIUM]) == 0
+    done = subprocess.run([sys.executable, "-m", "dashboard.screenshots", "--out", str(tmp_path), "--chromium",
+                           chromium_path], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
     for name in (screenshots.LIST_PNG, screenshots.TIMELINE_PNG, screenshots.APPROVAL_PNG, screenshots.DLQ_PNG):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name
