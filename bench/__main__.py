@@ -45,7 +45,7 @@ class Sizes:
 FULL = Sizes(messages=5000, dts=5000, servicebus=2000, sweep=2000, latency_seconds=20, latency_rate=50,
              e2e=500, backlog=10_000, localdts_repeats=3, localdts_starts=2000, localdts_hellos=200)
 QUICK = Sizes(messages=500, dts=500, servicebus=300, sweep=200, latency_seconds=4, latency_rate=50, e2e=50,
-              backlog=1000, localdts_repeats=1, localdts_starts=300, localdts_hellos=30)
+              backlog=1000, localdts_repeats=1, localdts_starts=500, localdts_hellos=60)
 LOCALDTS_KINDS = ["sdk", "memory", "durable"]
 
 
