@@ -143,7 +143,7 @@ def test_make_screenshots_photographs_a_real_run(chromium_path: str, tmp_path: P
     from dashboard import screenshots
 
     done = subprocess.run([sys.executable, "-m", "dashboard.screenshots", "--out", str(tmp_path), "--chromium",
-                           chromium_path], cwd=REPO, capture_output=True, text=True, timeout=240)
+                           chromium_path], cwd=REPO, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in (screenshots.LIST_PNG, screenshots.TIMELINE_PNG, screenshots.APPROVAL_PNG, screenshots.DLQ_PNG):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name
