@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow test-all lint bench clean
+.PHONY: run test test-slow test-all lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -37,6 +37,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The README's dashboard pictures, taken in headless Chromium from a real run of the embedded stack.
+screenshots: $(STAMP)
+	$(BIN)/python -m dashboard.screenshots --out docs/images
 
 clean:
 	rm -rf $(VENV) .venv-lint .localdata .pytest_cache .mypy_cache .ruff_cache

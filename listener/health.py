@@ -114,9 +114,10 @@ class HealthServer:
         app.router.add_route("*", "/{anything:.*}", self._not_found)
         self._check_lock = asyncio.Lock()
         self._runner = web.AppRunner(
+            # RequestHandler settings, passed flat: given `handler_args=`, aiohttp 3.14 drops them all (with a
+            # warning on every connection) and serves with its defaults.
             app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS,
-            handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_FIELD_BYTES,
-                          "max_headers": MAX_HEADERS},
+            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
