@@ -7,7 +7,7 @@ batch that will hold the change) in the same critical section, and sleeps until 
 one batch is being written and fsynced, the next one gathers every change made meanwhile.
 
 Acknowledged means committed: :meth:`GroupCommit.wait` returns only after the write of the caller's batch
-returned, and raises that write's error otherwise.
+returned, and raises :class:`CommitFailed` (caused by the write's error) otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from typing import Generic, TypeVar
 log = logging.getLogger("localdts.commits")
 W = TypeVar("W")
 RETRY_SECONDS = 1.0
+
+
+class CommitFailed(Exception):
+    """The batch holding the caller's change could not be written; the change is kept and written later."""
 
 
 class Batch:
@@ -96,7 +100,11 @@ class GroupCommit(Generic[W]):
             self._cond.notify()
 
     def wait(self, ticket: Ticket | None) -> None:
-        """Outside ``lock``: return once the ticket's batch is committed; raise its write error if it failed."""
+        """Outside ``lock``: return once the ticket's batch is committed; raise CommitFailed if it could not be.
+
+        Each waiter raises an exception of its own: one exception object raised in many threads at once would
+        have its traceback written by all of them.
+        """
         if ticket is None:
             return
         batch, gate = ticket
@@ -104,7 +112,7 @@ class GroupCommit(Generic[W]):
             self.flush()
         gate.acquire()
         if batch.error is not None:
-            raise batch.error
+            raise CommitFailed(f"not committed: {batch.error}") from batch.error
 
     def flush(self) -> None:
         """Commit everything changed so far, on the caller's thread."""

@@ -3,13 +3,19 @@ exactly the callers whose changes were in the failed write, and nothing is lost.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 
+import durabletask.internal.orchestrator_service_pb2 as pb
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+import grpc
 import pytest
 
-from localdts.commits import GroupCommit
-from tests.localdts.support import wait_for
+from localdts import LocalDts
+from localdts.commits import CommitFailed, GroupCommit
+from localdts.store import Change
+from tests.localdts.support import new_client, wait_for
 
 WAIT = 10.0
 
@@ -113,8 +119,9 @@ def test_changes_made_during_a_write_share_the_next_one(harness: Harness) -> Non
 
 def test_a_failed_write_fails_its_callers_and_the_change_is_written_later(harness: Harness) -> None:
     harness.fail_next = True
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CommitFailed, match="disk full") as failed:
         harness.change("a")
+    assert isinstance(failed.value.__cause__, OSError)
     assert harness.written == []
     harness.change("b")  # the next batch carries the change the failed write left behind
     assert harness.on_disk() == {"a", "b"}
@@ -143,3 +150,32 @@ def test_stop_writes_what_is_left(harness: Harness) -> None:
         harness.changed.add("left")  # a change without a waiting call (a timer, a sub-orchestration)
     harness.commits.stop()
     assert "left" in harness.on_disk()
+
+
+def test_a_start_whose_commit_fails_is_not_acknowledged_and_is_written_later(
+        dts: LocalDts, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = dts._store
+    assert store is not None
+    real_write = store.write
+    writes: list[int] = []
+
+    def write_failing_once(changes: list[Change]) -> None:
+        writes.append(len(changes))
+        if len(writes) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        real_write(changes)
+    monkeypatch.setattr(store, "write", write_failing_once)
+    with grpc.insecure_channel(f"localhost:{dts.port}") as channel:
+        stub = stubs.TaskHubSidecarServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.StartInstance(pb.CreateInstanceRequest(instanceId="refused-1", name="hello_cities"))
+        assert refused.value.code() == grpc.StatusCode.UNKNOWN
+        wait_for(lambda: len(writes) >= 2, WAIT, "the retried write")  # the change was kept for the next batch
+    dts.stop(grace=0)
+    dts.start()
+    client = new_client(dts.port)
+    try:
+        state = client.get_orchestration_state("refused-1")
+    finally:
+        client.close()
+    assert state is not None  # written after all: refused means not acknowledged, not undone
