@@ -1,10 +1,11 @@
 """Group commit: one thread commits whatever changed since its last commit, and each caller waits for its batch.
 
 Why a thread: with a commit lock that every gRPC handler takes in turn, handlers convoy through it and each
-finds little more than its own change (measured: 1.0 change per commit with 64 calls in flight), so every call
-pays for a commit and an fsync. Here the handler marks its change under the backend lock, takes a *ticket* (the
-batch that will hold the change) in the same critical section, and sleeps until that batch is committed; while
-one batch is being written and fsynced, the next one gathers every change made meanwhile.
+finds little more than its own change, so nearly every call pays for a commit and an fsync (measured with 64
+starts in flight: 1.0 change per commit calling the backend in-process, 2.9 over gRPC; with this thread, 6-7 over
+gRPC). Here the handler marks its change under the backend lock, takes a *ticket* (the batch that will hold the
+change) in the same critical section, and sleeps until that batch is committed; while one batch is being written
+and fsynced, the next one gathers every change made meanwhile.
 
 Acknowledged means committed: :meth:`GroupCommit.wait` returns only after the write of the caller's batch
 returned, and raises :class:`CommitFailed` (caused by the write's error) otherwise.
