@@ -130,11 +130,14 @@ class FaultProxy:
     async def _shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
+        tasks = [task for conn in self._conns for task in conn.tasks]
         for conn in list(self._conns):
             for task in conn.tasks:
                 task.cancel()
             _abort(conn.client, rst=False)
             _abort(conn.upstream, rst=False)
+        if tasks:  # let the pumps unwind on this loop before it stops (no "coroutine ignored" warnings)
+            await asyncio.wait(tasks, timeout=5)
         self._conns.clear()
 
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
