@@ -33,9 +33,11 @@ MAX_BODY_BYTES = 1024 * 1024
 class Backend:
     """The clients and settings the views share: one per application."""
 
-    def __init__(self, settings: Settings, trace_link: traces.TraceLink) -> None:
+    def __init__(self, settings: Settings, trace_link: traces.TraceLink, spans: traces.SpanSource | None = None
+                 ) -> None:
         self.settings = settings
         self.trace_link = trace_link
+        self.spans = spans
         self.queue = Queue(settings.servicebus)
         self._dts: AsyncDurableTaskSchedulerClient | None = None
 
@@ -57,18 +59,20 @@ BACKEND = web.AppKey("backend", Backend)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 
-def create_app(settings: Settings, *, loopback_only: bool = True, trace_link: traces.TraceLink = traces.no_traces
-               ) -> web.Application:
+def create_app(settings: Settings, *, loopback_only: bool = True, trace_link: traces.TraceLink = traces.no_traces,
+               spans: traces.SpanSource | None = None) -> web.Application:
     """The dashboard for the task hub and queue in `settings`.
 
     `loopback_only` refuses requests whose Host is not localhost (DNS rebinding); the server turns it off when
-    told to bind elsewhere. `trace_link` turns an instance into a link to its trace (see dashboard/traces.py).
+    told to bind elsewhere. `trace_link` turns an instance into a link to its trace (see dashboard/traces.py);
+    with `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`.
     """
-    from dashboard.views import actions, instances, queue_views
+    from dashboard.views import actions, instances, queue_views, trace_view
 
     app = web.Application(middlewares=[security.middleware(loopback_only=loopback_only)],
                           client_max_size=MAX_BODY_BYTES)
-    app[BACKEND] = Backend(settings, trace_link)
+    app[BACKEND] = Backend(settings, traces.local_traces if spans is not None and trace_link is traces.no_traces
+                           else trace_link, spans)
     app[TEMPLATES] = _templates()
     app.router.add_get("/", instances.home)
     app.router.add_get("/instances", instances.listing, name="instances")
@@ -78,6 +82,7 @@ def create_app(settings: Settings, *, loopback_only: bool = True, trace_link: tr
     app.router.add_get("/new", actions.new_form, name="new")
     app.router.add_post("/new", actions.new_start)
     app.router.add_get("/queue", queue_views.queue_page, name="queue")
+    app.router.add_get("/trace", trace_view.waterfall, name="trace")
     app.router.add_post("/queue/dead-letters/{action:resubmit|delete}", queue_views.dead_letter_action)
     app.router.add_get("/healthz", _healthz)
     app.router.add_static("/static/", PACKAGE / "static", name="static", append_version=True)

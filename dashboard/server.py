@@ -28,11 +28,13 @@ MAX_HEADERS = 64
 class Dashboard:
     """A running dashboard: `url`, `port`, and `stop()` (idempotent)."""
 
-    def __init__(self, settings: Settings, host: str, port: int, trace_link: traces.TraceLink) -> None:
+    def __init__(self, settings: Settings, host: str, port: int, trace_link: traces.TraceLink,
+                 spans: traces.SpanSource | None = None) -> None:
         self.host = host
         self.port = port
         self._settings = settings
         self._trace_link = trace_link
+        self._spans = spans
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self._thread = threading.Thread(target=self._run, name="dashboard", daemon=True)
@@ -76,7 +78,8 @@ class Dashboard:
             self._loop.close()
 
     async def _bind(self) -> None:
-        app = create_app(self._settings, loopback_only=security.is_loopback(self.host), trace_link=self._trace_link)
+        app = create_app(self._settings, loopback_only=security.is_loopback(self.host), trace_link=self._trace_link,
+                         spans=self._spans)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15, max_line_size=MAX_LINE_BYTES,
                                      max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS)
         await self._runner.setup()
@@ -95,7 +98,7 @@ class Dashboard:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8082, *,
-          trace_link: traces.TraceLink = traces.no_traces) -> Dashboard:
+          trace_link: traces.TraceLink = traces.no_traces, spans: traces.SpanSource | None = None) -> Dashboard:
     """Start the dashboard for `settings`' task hub and queue; returns once it listens.
 
     Raises ConfigError (one line) when the port is taken. Any address other than loopback is logged as a warning:
@@ -104,6 +107,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8082, *,
     if not security.is_loopback(host):
         log.warning("the dashboard listens on %s: anyone who reaches it can start, approve, terminate and purge "
                     "orchestrations", host)
-    board = Dashboard(settings, host, port, trace_link).start()
+    board = Dashboard(settings, host, port, trace_link, spans).start()
     log.info("dashboard on %s (task hub %r, queue %r)", board.url, settings.dts.taskhub, settings.servicebus.queue)
     return board

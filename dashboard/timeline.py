@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from durabletask import history as h
+
+if TYPE_CHECKING:
+    from listener.recent_spans import SpanRecord
 
 # What a bar is, for styling and for the legend.
 ORCHESTRATION = "orchestration"
@@ -192,3 +196,43 @@ def _offset(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:g} s"
     return str(timedelta(seconds=round(seconds)))
+
+
+def from_spans(spans: Sequence[SpanRecord]) -> Timeline:
+    """One trace as bars, parents before children (depth-first, siblings by start), indented by depth."""
+    if not spans:
+        return Timeline()
+    ids = {s.span_id for s in spans}
+    children: dict[str | None, list[SpanRecord]] = {}
+    for span in spans:
+        parent = span.parent_id if span.parent_id in ids else None  # a parent in another process is a root here
+        children.setdefault(parent, []).append(span)
+    bars: list[Bar] = []
+
+    def visit(parent: str | None, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: s.start_ns):
+            bars.append(Bar(kind=_span_kind(span), label=f"{'· ' * depth}{span.name}",
+                            start=_at(span.start_ns), end=_at(span.end_ns),
+                            outcome=FAILED if span.error else COMPLETED,
+                            detail=", ".join(f"{k}={v}" for k, v in sorted(span.attributes.items()))))
+            visit(span.span_id, depth + 1)
+
+    visit(None, 0)
+    return Timeline(bars=bars, start=min(b.start for b in bars), end=max(b.end for b in bars))
+
+
+def _span_kind(span: SpanRecord) -> str:
+    """A bar colour from the span's role: the messaging hops, DTS calls, the orchestration, its activities."""
+    if span.name.startswith("orchestration:"):
+        return "orchestration"
+    if span.name.startswith("activity:"):
+        return "activity"
+    if span.kind in ("consumer", "producer") and not span.name.startswith(("create_orchestration", "orchestration_")):
+        return "wait"
+    if span.name.startswith("timer"):
+        return "timer"
+    return "suborchestration"
+
+
+def _at(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)

@@ -17,8 +17,23 @@ or None. For example, for a Jaeger UI on localhost:16686::
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from listener.recent_spans import SpanRecord
 
 TraceLink = Callable[[str, str | None], str | None]
+
+
+class SpanSource(Protocol):
+    """Where this process keeps its own recent spans (`listener.recent_spans.RecentSpans` in `sbworker dev`)."""
+
+    def trace(self, trace_id: str) -> list[SpanRecord]: ...
+
+
+def local_traces(_instance_id: str, trace_id: str | None) -> str | None:
+    """The dashboard's own waterfall (`/trace`), for a process that keeps its spans in memory."""
+    return f"/trace?id={trace_id}" if trace_id else None
 
 
 def no_traces(_instance_id: str, _trace_id: str | None) -> str | None:

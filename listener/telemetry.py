@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.sampling import Sampler
 
+    from listener.recent_spans import RecentSpans
     from listener.tracing import MessageTracer
 
 log = logging.getLogger(__name__)
@@ -49,18 +50,24 @@ class Telemetry:
         self._closers.clear()
 
 
-def setup(settings: TelemetrySettings, *, metrics: bool = True) -> Telemetry:
-    """Build the providers that `settings` asks for; `metrics=False` for short-lived commands (`sbworker publish`)."""
+def setup(settings: TelemetrySettings, *, metrics: bool = True, recent_spans: RecentSpans | None = None
+          ) -> Telemetry:
+    """Build the providers that `settings` asks for; `metrics=False` for short-lived commands (`sbworker publish`).
+
+    `recent_spans` (`sbworker dev`) turns tracing on without any exporter configured: spans stay in that memory.
+    """
     if not settings.enabled:
         return Telemetry()
     resource = _resource(settings)
     telemetry = Telemetry()
-    if settings.tracing:
-        telemetry.tracer = _tracing(settings, resource, telemetry)
+    if settings.tracing or recent_spans is not None:
+        telemetry.tracer = _tracing(settings, resource, telemetry, recent_spans)
     if metrics:
         _metrics(settings, resource, telemetry)
     metric_targets = ", ".join(t for t in ("/metrics", _targets(settings.otlp_metrics_endpoint, settings)) if t)
-    log.info("telemetry: traces %s; metrics %s", _targets(settings.otlp_traces_endpoint, settings) or "off",
+    trace_targets = ", ".join(t for t in (_targets(settings.otlp_traces_endpoint, settings),
+                                          "memory" if recent_spans is not None else "") if t)
+    log.info("telemetry: traces %s; metrics %s", trace_targets or "off",
              metric_targets if metrics else "off")
     return telemetry
 
@@ -93,7 +100,8 @@ def _sampler(settings: TelemetrySettings) -> Sampler:
     }[settings.sampler]
 
 
-def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry) -> Callable[[str], MessageTracer]:
+def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry,
+             recent_spans: RecentSpans | None = None) -> Callable[[str], MessageTracer]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -111,6 +119,8 @@ def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
 
         provider.add_span_processor(BatchSpanProcessor(AzureMonitorTraceExporter(
             connection_string=settings.azure_monitor_connection_string)))
+    if recent_spans is not None:
+        provider.add_span_processor(BatchSpanProcessor(recent_spans, schedule_delay_millis=200))
     trace.set_tracer_provider(provider)
     telemetry._closers.append(lambda: provider.shutdown())
     tracer = provider.get_tracer(SCOPE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from listener import config, service
+from listener import config, service, telemetry
 from listener.config import Settings
 from listener.errors import ConfigError
 
@@ -91,12 +92,14 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
                 health_host=host,
             ),
         )
+        recent = _recent_spans(settings) if dashboard_port else None
         if dashboard_port:
-            board = _dashboard(settings, host, dashboard_port)
+            board = _dashboard(settings, host, dashboard_port, recent)
         print(_banner(settings, bus.connection_string, data_dir, board.url if board else None), flush=True)
         if demo:
             threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
-        return asyncio.run(service.serve(settings))
+        setup = functools.partial(telemetry.setup, recent_spans=recent) if recent is not None else None
+        return asyncio.run(service.serve(settings, telemetry_setup=setup))
     finally:
         if board is not None:
             board.stop()
@@ -104,14 +107,23 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
         bus.stop()
 
 
-def _dashboard(settings: Settings, host: str, port: int) -> Any:
+def _recent_spans(settings: Settings) -> Any:
+    """The process's spans, kept for the dashboard's waterfall (unless telemetry is switched off altogether)."""
+    if not settings.telemetry.enabled:
+        return None
+    from listener.recent_spans import RecentSpans
+
+    return RecentSpans()
+
+
+def _dashboard(settings: Settings, host: str, port: int, spans: Any = None) -> Any:
     """The dashboard on its own thread (it warns itself when `host` is not loopback)."""
     try:
         import dashboard
     except ImportError:
         raise ConfigError("--dashboard-port", "the dashboard package is not installed (use 0 to run without it)"
                           ) from None
-    return dashboard.serve(settings, host=host, port=port)
+    return dashboard.serve(settings, host=host, port=port, spans=spans)
 
 
 def run_dashboard(settings: Settings, *, host: str, port: int) -> int:

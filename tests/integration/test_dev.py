@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import signal
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -55,6 +56,18 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
                     break
                 time.sleep(0.1)
             assert state is not None and state.serialized_output == '"Hello Tokyo!, Hello Seattle!, Hello London!"'
+        # The dashboard draws the instance's trace from the spans the process kept: message → DTS → worker.
+        page = _page(f"http://localhost:{board_port}/instance?id=dev-smoke")
+        link = re.search(r'href="(/trace\?id=[0-9a-f]{32})"', page)
+        assert link is not None, "the instance page links its trace"
+        deadline = time.monotonic() + 15
+        waterfall = ""
+        while time.monotonic() < deadline and "activity:say_hello" not in waterfall:
+            waterfall = _page(f"http://localhost:{board_port}{link.group(1)}", ok_only=False)
+            time.sleep(0.2)
+        for span in ("process workflow-requests", "create_orchestration:hello_cities", "orchestration:hello_cities",
+                     "activity:say_hello"):
+            assert span in waterfall, span
         assert dev.terminate(signal.SIGINT) == 0
     assert (tmp_path / "servicebus.sqlite3").exists()
 
@@ -90,6 +103,16 @@ def test_dev_with_a_missing_or_broken_config_file_is_one_line_and_exit_2(tmp_pat
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("configuration error: --config:"), done.stderr
         assert str(path) in lines[0]
+
+
+def _page(url: str, *, ok_only: bool = True) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as error:
+        if ok_only:
+            raise
+        return str(error.read().decode())
 
 
 def _listening_addresses(port: int) -> set[str]:
