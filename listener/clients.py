@@ -28,6 +28,16 @@ CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 5000),
+    # A half-open link (no FIN, bytes dropped) would otherwise be kept for ever, every call timing out on it.
+    # Ping every 10 s; no answer within 5 s closes the connection and the channel reconnects (detection <= 15 s).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 10_000),
+    # Each client its own connection: a client made to replace a silent one (listener.dispatch) must not be handed
+    # the same half-open connection from gRPC's process-wide subchannel pool.
+    ("grpc.use_local_subchannel_pool", 1),
 ])
 
 

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT_SECONDS = 10.0
 # Total time spent retrying transient errors for one message before giving it back to Service Bus.
 TRANSIENT_RETRY_SECONDS = 20.0
+# A call that times out means the channel may be half-open (bytes dropped, no FIN): grpc.aio keeps such a channel
+# for about a minute whatever its keepalive settings (measured), so a fresh client replaces it, at most this often.
+RECONNECT_AFTER_TIMEOUT_SECONDS = 10.0
 
 TRANSIENT_CODES = frozenset({
     grpc.StatusCode.UNAVAILABLE,
@@ -125,11 +128,37 @@ class Dispatcher:
 
     def __init__(self, client: DtsClient, *, retry_seconds: float = TRANSIENT_RETRY_SECONDS,
                  call_timeout: float = CALL_TIMEOUT_SECONDS,
-                 accepts_approvals: Callable[[str | None], bool] = registry.accepts_approvals) -> None:
+                 accepts_approvals: Callable[[str | None], bool] = registry.accepts_approvals,
+                 reconnect: Callable[[], DtsClient] | None = None) -> None:
         self._client = client
+        self._reconnect = reconnect
+        self._replaced_at = time.monotonic()
+        self._retired: set[asyncio.Task[Any]] = set()
         self._accepts_approvals = accepts_approvals
         self._retry_seconds = retry_seconds
         self._call_timeout = call_timeout
+
+    @property
+    def client(self) -> DtsClient:
+        """The client in use now (a timed-out one is replaced; see RECONNECT_AFTER_TIMEOUT_SECONDS)."""
+        return self._client
+
+    def _timed_out(self) -> None:
+        if self._reconnect is None or time.monotonic() - self._replaced_at < RECONNECT_AFTER_TIMEOUT_SECONDS:
+            return
+        old, self._client = self._client, self._reconnect()
+        self._replaced_at = time.monotonic()
+        log.warning("DTS calls time out: replacing the DTS client (its channel may be half-open)")
+        close = getattr(old, "close", None)
+        if close is not None:  # in the background: closing a dead channel must not hold up the message
+            task = asyncio.ensure_future(close())
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
+
+    async def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            await close()
 
     async def dispatch(self, request: StartRequest | ApprovalRequest, message_id: str | None = None) -> Outcome:
         """`message_id` tags a raised event, so a redelivered approval can recognise its own earlier raise."""
@@ -152,13 +181,15 @@ class Dispatcher:
         except Exception as error:
             if not is_transient(error):
                 raise
+            if isinstance(error, TimeoutError):
+                self._timed_out()
             log.warning("DTS call failed (%s), attempt 1; retrying", _describe(error))
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(max(0.0, self._retry_seconds - (time.monotonic() - started))),
             wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.5),
             retry=retry_if_exception(is_transient),
             reraise=True,
-            before_sleep=_log_retry,
+            before_sleep=self._before_retry,
         ):
             with attempt:
                 outcome: Outcome = await fn(request)
@@ -221,6 +252,11 @@ class Dispatcher:
             if isinstance(data, dict) and data.get("message_id") == message_id:
                 return True
         return False
+
+    def _before_retry(self, state: Any) -> None:
+        if state.outcome is not None and isinstance(state.outcome.exception(), TimeoutError):
+            self._timed_out()
+        _log_retry(state)
 
 
 def _describe(error: BaseException) -> str:

@@ -48,6 +48,10 @@ MAX_LOCK_RENEWAL_SECONDS = 600.0
 CLOCK_SKEW_SECONDS = 60.0
 # Longest message id, subject or instance id written into a log line.
 LOG_FIELD_CHARS = 128
+# A link with no sign of life (a message received or settled, a probe answered) for this long is probed; a probe
+# unanswered for LIVENESS_TIMEOUT_SECONDS means it is half-open (detection within about 25 s).
+LIVENESS_IDLE_SECONDS = 10.0
+LIVENESS_TIMEOUT_SECONDS = 10.0
 # How long one receive call waits for a message when the queue is idle: it bounds how late a stop is noticed.
 RECEIVE_WAIT_SECONDS = 0.25
 RECONNECT_FIRST_DELAY = 0.5
@@ -95,6 +99,7 @@ class Listener:
         self._sender: ServiceBusSender | None = None
         # One shared sender for re-enqueues: the SDK does not guard a link's concurrent first use, so serialise.
         self._sender_lock = asyncio.Lock()
+        self._last_alive = time.monotonic()  # see _receive_while_alive
         self._metrics: Metrics = telemetry.metrics if telemetry is not None else NOOP
         # None unless an exporter is configured: then no span object is ever built.
         self._tracer: MessageTracer | None = (telemetry.tracer(queue) if telemetry is not None and telemetry.tracer
@@ -117,6 +122,8 @@ class Listener:
                 delay = AUTH_FAILURE_DELAY
             except Exception as error:
                 self._metrics.reconnected()
+                if self.state.connected:  # this connection worked: a new failure starts the backoff again
+                    delay = RECONNECT_FIRST_DELAY
                 self._failed(f"receiver lost its connection ({_short(error)}); reconnecting in {delay:.1f}s",
                              level=logging.WARNING)
             finally:
@@ -152,7 +159,7 @@ class Listener:
             try:
                 async with receiver:  # opens the link: from here on we are connected
                     self._connected()
-                    await self._receive_loop(client, receiver, renewer, stop)
+                    await self._receive_while_alive(client, receiver, renewer, stop)
                     await self._drain()
             finally:
                 await self._abandon_leftovers()
@@ -161,6 +168,36 @@ class Listener:
                     with contextlib.suppress(Exception):
                         await self._sender.close()
                     self._sender = None
+
+    async def _receive_while_alive(self, client: ServiceBusClient, receiver: ServiceBusReceiver,
+                                   renewer: LockKeeper, stop: asyncio.Event) -> None:
+        """Receive until stop, unless the link goes silent: then raise, so the session ends and reconnects.
+
+        azure-servicebus gives its AMQP layer no idle timeout: a half-open link (no FIN, bytes dropped) would be
+        waited on for ever, every receive returning nothing. A link with no sign of life for LIVENESS_IDLE_SECONDS
+        is probed with a peek; a probe unanswered within LIVENESS_TIMEOUT_SECONDS ends the session.
+        """
+        self._last_alive = time.monotonic()
+        receiving = asyncio.create_task(self._receive_loop(client, receiver, renewer, stop))
+        watching = asyncio.create_task(self._watch(receiver))
+        done, _ = await asyncio.wait({receiving, watching}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (receiving, watching):
+            task.cancel()
+        await asyncio.gather(receiving, watching, return_exceptions=True)
+        for task in done:
+            task.result()
+
+    async def _watch(self, receiver: ServiceBusReceiver) -> None:
+        while True:
+            await asyncio.sleep(LIVENESS_IDLE_SECONDS / 2)
+            if time.monotonic() - self._last_alive < LIVENESS_IDLE_SECONDS:
+                continue
+            try:
+                await asyncio.wait_for(receiver.peek_messages(max_message_count=1), LIVENESS_TIMEOUT_SECONDS)
+            except TimeoutError:
+                raise ConnectionError(f"Service Bus did not answer for {LIVENESS_TIMEOUT_SECONDS:.0f}s: the link "
+                                      "is half-open") from None
+            self._last_alive = time.monotonic()
 
     async def _receive_loop(self, client: ServiceBusClient, receiver: ServiceBusReceiver, renewer: LockKeeper,
                             stop: asyncio.Event) -> None:
@@ -176,6 +213,8 @@ class Listener:
             # each call is a credit round trip, so ask for as many as we can take.
             want = 1 if self._settings.prefetch_count > 0 else free
             messages = await receiver.receive_messages(max_message_count=want, max_wait_time=RECEIVE_WAIT_SECONDS)
+            if messages:
+                self._last_alive = time.monotonic()
             for message in messages:
                 task = asyncio.create_task(self._handle(client, receiver, renewer, message))
                 self._in_flight.add(task)
@@ -293,6 +332,7 @@ class Listener:
             if span is not None and self._tracer is not None:
                 self._tracer.unsettled(span, _short(error))
             return
+        self._last_alive = time.monotonic()
         _log_settled(message, applied, parsed, started)
         label, reason = _action_label(applied), _reason(applied)
         self._metrics.settled(label, reason, time.monotonic() - started)

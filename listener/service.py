@@ -52,13 +52,17 @@ async def serve(
         worker.start()
         log.info("DTS worker started (%s, task hub %r, %d orchestrations)", settings.dts.endpoint,
                  settings.dts.taskhub, len(registry.ORCHESTRATORS))
-    dts = clients.dts_async_client(settings.dts, credential=dts_async_credential)
+    def dts_client() -> Any:
+        client = clients.dts_async_client(settings.dts, credential=dts_async_credential)
+        return client if observed.metrics is NOOP else TimedDts(client, observed.metrics)
+
+    dispatcher = Dispatcher(dts_client(), reconnect=dts_client)
     listener: Listener | None = None
     if with_listener:
         listener = Listener(
             client_factory=lambda: clients.servicebus_client(settings.servicebus, credential=servicebus_credential),
             queue=settings.servicebus.queue,
-            dispatcher=Dispatcher(dts if observed.metrics is NOOP else TimedDts(dts, observed.metrics)),
+            dispatcher=dispatcher,
             settings=settings.listener,
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
@@ -68,7 +72,7 @@ async def serve(
             on_listener(listener)
 
     async def readiness() -> dict[str, bool]:
-        checks = {"dts": await _dts_reachable(dts)}
+        checks = {"dts": await _dts_reachable(dispatcher.client)}
         if listener is not None:
             checks["servicebus"] = listener.state.connected
         return checks
@@ -88,7 +92,7 @@ async def serve(
         if health is not None:
             await health.stop()
         with contextlib.suppress(Exception):
-            await dts.close()
+            await dispatcher.close()
         if worker is not None:
             await asyncio.to_thread(worker.stop)
             log.info("DTS worker stopped")

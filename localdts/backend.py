@@ -155,7 +155,16 @@ class DurableBackend(InMemoryOrchestrationBackend):
             futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="localdts-grpc"),
             futures.ThreadPoolExecutor(max_workers=self._call_workers, thread_name_prefix="localdts-call"),
         ]
-        server = grpc.server(self._pools[0], options=[("grpc.so_reuseport", 0)])
+        server = grpc.server(self._pools[0], options=[
+            ("grpc.so_reuseport", 0),
+            # Our clients ping every 10 s to find half-open links (listener.clients): allow it, idle or not.
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # And we ping them: a worker stream on a half-open link ends within 15 s, so the work item it held is
+            # offered to another stream instead of waiting for an answer that cannot come.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+        ])
         add = cast(Callable[[Any, grpc.Server], None], stubs.add_TaskHubSidecarServiceServicer_to_server)
         add(OnCallPool(self, self._pools[1]), server)
         address = f"{_grpc_host(self._host)}:{self._port}"

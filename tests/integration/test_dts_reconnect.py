@@ -1,0 +1,40 @@
+"""A DTS channel that goes silent is replaced: grpc.aio would otherwise keep a half-open link for about a minute."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from listener import clients, dispatch
+from listener.config import parse_dts
+from listener.contract import StartRequest
+from listener.dispatch import Dispatcher, Started
+from tests.fixtures.dts import DtsBackend
+from tests.reliability.faultproxy import FaultProxy
+
+
+async def test_a_silent_dts_client_is_replaced_and_the_start_goes_through(
+        dts_backend: DtsBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "RECONNECT_AFTER_TIMEOUT_SECONDS", 0.0)
+    proxy = FaultProxy(dts_backend.port).start()
+    try:
+        via_proxy = parse_dts(f"Endpoint=http://localhost:{proxy.port};Authentication=None")
+        made: list[object] = []
+
+        def fresh() -> object:
+            client = clients.dts_async_client(via_proxy)  # a new channel: a new connection through the proxy
+            made.append(client)
+            return client
+
+        dispatcher = Dispatcher(fresh(), call_timeout=0.5, retry_seconds=10.0, reconnect=fresh)  # type: ignore[arg-type]
+        await dispatcher.client.get_orchestration_state("warm-up")  # the connection is open ...
+        proxy.stall()  # ... and now half-open: bytes dropped, no FIN
+        iid = f"reconnect-{uuid.uuid4().hex}"
+        outcome = await dispatcher.dispatch(StartRequest(orchestration="hello_cities", instance_id=iid, input=None,
+                                                         start_at=None, instance_id_from_message=False))
+        assert outcome == Started(iid)
+        assert len(made) == 2 and dispatcher.client is made[-1]
+        await dispatcher.close()
+    finally:
+        proxy.stop()
