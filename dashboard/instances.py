@@ -20,6 +20,7 @@ from durabletask.client import OrchestrationQuery, OrchestrationState, Orchestra
 from multidict import MultiMapping
 
 from listener.codes import TAG_MESSAGE_ID
+from sbworker.monitor import parse_json
 
 STATUSES: tuple[str, ...] = tuple(s.name for s in OrchestrationStatus)
 PAGE_SIZES = (10, 25, 50, 100)
@@ -204,15 +205,6 @@ def _decoded(fields: dict[str, Any]) -> dict[str, Any]:
     """Payload fields hold JSON text: show them as JSON values, not as strings full of escapes."""
     return {k: parse_json(v) if k in ("input", "result", "output") and isinstance(v, str) else v
             for k, v in fields.items()}
-
-
-def parse_json(raw: str | None) -> Any:
-    if raw is None or raw == "":
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
 
 
 def pretty(raw: str | None) -> str:

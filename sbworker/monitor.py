@@ -15,7 +15,8 @@ from listener.codes import TERMINAL_STATUSES
 STATUS_NAMES = {s.name.lower(): s for s in OrchestrationStatus}
 
 
-def _json(raw: str | None) -> Any:
+def parse_json(raw: str | None) -> Any:
+    """A payload DTS keeps as JSON text, as a value; text that is not JSON stays text."""
     if raw is None or raw == "":
         return None
     try:
@@ -30,9 +31,9 @@ def as_dict(state: OrchestrationState) -> dict[str, Any]:
         "instance_id": state.instance_id,
         "name": state.name,
         "runtime_status": state.runtime_status.name,
-        "custom_status": _json(state.serialized_custom_status),
-        "input": _json(state.serialized_input),
-        "output": _json(state.serialized_output),
+        "custom_status": parse_json(state.serialized_custom_status),
+        "input": parse_json(state.serialized_input),
+        "output": parse_json(state.serialized_output),
         "failure": None if failure is None else {"type": failure.error_type, "message": failure.message},
         "created_at": _iso(state.created_at),
         "last_updated_at": _iso(state.last_updated_at),
