@@ -7,13 +7,14 @@ the dead-letter queue, leftovers from the queue (and the broker's own counts). N
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 from durabletask.client import OrchestrationState
@@ -21,6 +22,9 @@ from durabletask.client import OrchestrationState
 from activities import approvals
 from listener.messages import text
 from localbus import LocalBus
+
+if TYPE_CHECKING:
+    from tests.reliability import workload
 
 QUEUE = "workflow-requests"
 DLQ_PATH = f"{QUEUE}/$DeadLetterQueue"
@@ -221,3 +225,27 @@ def wait_state(dts_client: Any, instance_id: str, predicate: Callable[[Orchestra
 
 def awaiting_approval(state: OrchestrationState) -> bool:
     return "awaiting_approval" in (state.serialized_custom_status or "")
+
+
+class Publisher(threading.Thread):
+    """Publishes a workload in paced batches, straight to the broker, while faults or kills play out."""
+
+    def __init__(self, connection_string: str, w: workload.Workload, *, batch: int = 100, pause: float = 0.3
+                 ) -> None:
+        super().__init__(daemon=True)
+        self.connection_string = connection_string
+        self.w = w
+        self.batch = batch
+        self.pause = pause
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for i in range(0, len(self.w), self.batch):
+                chunk = self.w.messages[i:i + self.batch]
+                publish(self.connection_string, chunk, batch_size=self.batch)
+                self.sent += len(chunk)
+                time.sleep(self.pause)
+        except BaseException as error:  # reported by the test
+            self.error = error

@@ -9,8 +9,6 @@ straight to the backends: outcomes are read where they live, never through a fau
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from localbus import LocalBus
 from localdts import LocalDts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import workload
-from tests.reliability.common import durable_bus, publish
+from tests.reliability.common import durable_bus
 from tests.reliability.faultproxy import FaultProxy
 
 
@@ -72,30 +70,6 @@ def net_stack(tmp_path: Path, **env: Any) -> Iterator[NetStack]:
                 worker.stop()
     finally:
         dts.stop(grace=0)
-
-
-class Publisher(threading.Thread):
-    """Publishes a workload in paced batches, straight to the broker, while the faults play out."""
-
-    def __init__(self, connection_string: str, w: workload.Workload, *, batch: int = 100, pause: float = 0.3
-                 ) -> None:
-        super().__init__(daemon=True)
-        self.connection_string = connection_string
-        self.w = w
-        self.batch = batch
-        self.pause = pause
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for i in range(0, len(self.w), self.batch):
-                chunk = self.w.messages[i:i + self.batch]
-                publish(self.connection_string, chunk, batch_size=self.batch)
-                self.sent += len(chunk)
-                time.sleep(self.pause)
-        except BaseException as error:  # reported by the test
-            self.error = error
 
 
 def started_more_than_once(client: DurableTaskSchedulerClient, instance_ids: Iterable[str]) -> list[str]:

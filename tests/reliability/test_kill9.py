@@ -8,8 +8,6 @@ quickly, with its delivery count raised.
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,32 +17,9 @@ import pytest
 from tests.fixtures.dts import DtsBackend
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload
-from tests.reliability.common import durable_bus, publish, queue_total, wait_until
+from tests.reliability.common import Publisher, durable_bus, queue_total, wait_until
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
-
-
-class Publisher(threading.Thread):
-    """Publishes a workload in small batches while the listener works (and dies)."""
-
-    def __init__(self, connection_string: str, w: workload.Workload, batch: int = 100, pause: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.connection_string = connection_string
-        self.w = w
-        self.batch = batch
-        self.pause = pause  # pacing, so that the stream is still flowing when the kills happen
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for i in range(0, len(self.w), self.batch):
-                chunk = self.w.messages[i:i + self.batch]
-                publish(self.connection_string, chunk, batch_size=self.batch)
-                self.sent += len(chunk)
-                time.sleep(self.pause)
-        except BaseException as error:  # reported by the test
-            self.error = error
 
 
 @pytest.mark.timeout(400)
@@ -72,7 +47,7 @@ def _kill_run(tmp_path: Path, dts_client: Any, dts_backend: DtsBackend, *, scale
                            APPROVAL_NOT_FOUND_WINDOW_SECONDS=180, SHUTDOWN_GRACE_SECONDS=5)
         with ListenerProcess(env, tmp_path / "listener.log") as listener:
             listener.start()
-            publisher = Publisher(bus.connection_string, w)
+            publisher = Publisher(bus.connection_string, w, pause=0.05)  # kills land mid-stream
             publisher.start()
 
             def settled_at_least(n: int) -> bool:

@@ -17,9 +17,16 @@ from pathlib import Path
 import pytest
 
 from tests.reliability import verify, workload
-from tests.reliability.common import awaiting_approval, publish, queue_total, start_message, wait_until
+from tests.reliability.common import (
+    Publisher,
+    awaiting_approval,
+    publish,
+    queue_total,
+    start_message,
+    wait_until,
+)
 from tests.reliability.faultproxy import FaultProxy
-from tests.reliability.netstack import NetStack, Publisher, net_stack, started_more_than_once
+from tests.reliability.netstack import NetStack, net_stack, started_more_than_once
 
 # A dead link must be noticed and replaced within this (generous on a shared 2-core machine): AMQP heartbeats or
 # gRPC keepalive at ~10 s, their timeout, the reconnect backoff and a 5 s lock expiry fit well inside.

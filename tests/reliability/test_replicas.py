@@ -21,8 +21,8 @@ from listener.config import parse_dts
 from localdts import LocalDts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload
-from tests.reliability.common import durable_bus, queue_total, wait_until
-from tests.reliability.netstack import Publisher, started_more_than_once
+from tests.reliability.common import Publisher, durable_bus, queue_total, wait_until
+from tests.reliability.netstack import started_more_than_once
 
 # A final settlement; `retrylater` is not one: the early approval's copy is a new message with the same id.
 SETTLED = re.compile(r"settled message_id=(\S+) .*? action=(?!retrylater)\S+ .*? delivery_count=(\d+)")
