@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from dashboard.localstack import LocalStack, local_stack
 from listener import clients
 from listener.codes import TERMINAL_STATUSES
 from sbworker import publish
+from tests.reliability.common import wait_until
 
 # An approval for an instance that does not exist is dead-lettered at once: the DLQ tests need a valid message
 # that lands there (and can be resubmitted once its instance exists).
@@ -145,14 +145,7 @@ def send_raw(sb: ServiceBusClient, queue: str, body: Any, subject: str, message_
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return wait_until(check, timeout=timeout, what=what, interval=0.05)
 
 
 def finished(dts: DurableTaskSchedulerClient, instance_id: str) -> OrchestrationState:
