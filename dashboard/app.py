@@ -38,7 +38,9 @@ class Backend:
         self.settings = settings
         self.trace_link = trace_link
         self.spans = spans
-        self.queue = Queue(settings.servicebus)
+        # The queue, or the subscription and then the retry queue: `queue` is the first, where messages arrive.
+        self.queues = [Queue(settings.servicebus, entity) for entity in settings.servicebus.source.receive_from]
+        self.queue = self.queues[0]
         self._dts: AsyncDurableTaskSchedulerClient | None = None
 
     @property
@@ -48,7 +50,8 @@ class Backend:
         return self._dts
 
     async def close(self) -> None:
-        await self.queue.close()
+        for queue in self.queues:
+            await queue.close()
         if self._dts is not None:
             with contextlib.suppress(Exception):
                 await self._dts.close()

@@ -1,5 +1,8 @@
 """The queue beside the instances: counts, the dead-letter queue, the messages that concern one instance.
 
+One `Queue` per entity the listener reads (listener/entities.py): the queue; or, in the topic form, the
+subscription and the worker's retry queue (where early approvals wait). Publishing goes to the queue or topic.
+
 Everything here reads by peeking (nothing is locked, nothing moves), except `delete_dead_letters`, which
 receives from the dead-letter queue and completes the chosen messages, and resubmission, which is the command
 line's own `sbworker.dlq.resubmit` (the same code, so both behave alike).
@@ -25,6 +28,7 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
 from listener import clients, contract, messages
 from listener.config import ServiceBusSettings
+from listener.entities import Entity
 from sbworker import dlq
 
 log = logging.getLogger(__name__)
@@ -68,9 +72,15 @@ class Queue:
     page; the links are reopened after an error.
     """
 
-    def __init__(self, settings: ServiceBusSettings) -> None:
+    def __init__(self, settings: ServiceBusSettings, entity: Entity | None = None) -> None:
         self.settings = settings
-        self.name = settings.queue
+        self.entity = entity or settings.source.entity
+        self.name = self.entity.path
+        # What a page calls it: "Queue workflow-requests", "Subscription workflow-events/sbworker", "Retry queue …"
+        is_retry = self.entity.topic is None and settings.source.topic is not None
+        self.title = f"{'Subscription' if self.entity.topic else 'Retry queue' if is_retry else 'Queue'} {self.name}"
+        source = settings.source
+        self.publish_target = f"topic {source.topic!r}" if source.topic else f"queue {source.publish_to!r}"
         self._client: ServiceBusClient | None = None
         self._peekers: dict[ServiceBusSubQueue | None, ServiceBusReceiver] = {}
         self._locks: dict[ServiceBusSubQueue | None, asyncio.Lock] = {}
@@ -95,7 +105,7 @@ class Queue:
         async with lock:
             receiver = self._peekers.get(sub_queue)
             if receiver is None:
-                receiver = self._sb().get_queue_receiver(self.name, sub_queue=sub_queue)
+                receiver = self.entity.receiver(self._sb(), sub_queue=sub_queue)
                 self._peekers[sub_queue] = receiver
             found: list[ServiceBusReceivedMessage] = []
             next_seq = 1
@@ -132,15 +142,16 @@ class Queue:
         (active, _), (dead, _) = await asyncio.gather(self.peek_all(), self.peek_all(ServiceBusSubQueue.DEAD_LETTER))
         now = datetime.now(UTC)
         found = []
+        retry = "retry queue, " if self.title.startswith("Retry") else ""
         for where, batch in (("queue", active), ("dead-letter", dead)):
             for message in batch:
                 if str(message.message_id) in wanted or names_instance(message, instance_id):
                     place = "scheduled" if where == "queue" and is_scheduled(message, now) else where
-                    found.append(_queued(place, message))
+                    found.append(_queued(f"{retry}{place}" if retry else place, message))
         return found
 
     async def send(self, message: ServiceBusMessage) -> None:
-        async with self._sb().get_queue_sender(self.name) as sender:
+        async with self.settings.source.sender(self._sb()) as sender:
             await sender.send_messages(message)
 
     async def delete_dead_letters(self, sequence_numbers: set[int], *, max_wait: float = 1.0) -> list[int]:
@@ -151,8 +162,8 @@ class Queue:
         """
         done: list[int] = []
         seen: set[int] = set()
-        async with self._sb().get_queue_receiver(self.name, sub_queue=ServiceBusSubQueue.DEAD_LETTER,
-                                                 prefetch_count=0) as receiver:
+        async with self.entity.receiver(self._sb(), sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+                                        prefetch_count=0) as receiver:
             while len(done) < len(sequence_numbers):
                 batch = await receiver.receive_messages(max_message_count=50, max_wait_time=max_wait)
                 if not batch:
@@ -174,7 +185,7 @@ class Queue:
     def resubmit(self, sequence_numbers: set[int] | None) -> dlq.Resubmitted:
         """Blocking: `sbworker dlq resubmit`'s code with its own client; call it in a thread."""
         with clients.servicebus_sync_client(self.settings) as client:
-            return dlq.resubmit(client, self.name, sequence_numbers)
+            return dlq.resubmit(client, self.settings.source, self.entity, sequence_numbers)
 
 
 def is_scheduled(message: ServiceBusReceivedMessage, now: datetime) -> bool:

@@ -45,7 +45,7 @@ DLQ_PNG = "dashboard-dlq.png"
 def populate(stack: LocalStack, run: str) -> dict[str, str]:
     """Real traffic through the queue; returns the instance ids the pictures show."""
     settings = stack.settings
-    queue = settings.servicebus.queue
+    source = settings.servicebus.source
     demo.run_demo(settings, lambda line: log.info("demo: %s", line.strip()))
     ids = {
         "retry": f"order-{run}-retried",
@@ -56,7 +56,7 @@ def populate(stack: LocalStack, run: str) -> dict[str, str]:
     with clients.servicebus_sync_client(settings.servicebus) as sb:
         def start(name: str, data: Any, instance_id: str, start_at: datetime | None = None) -> None:
             message, _ = publish.start_message(name, data, instance_id, start_at)
-            publish.send(sb, queue, message)
+            publish.send(sb, source, message)
 
         start("workflow_with_retry", {"fail_times": 2, "retry": {"first_retry_seconds": 0.4, "backoff": 1.5}},
               ids["retry"])
@@ -67,13 +67,13 @@ def populate(stack: LocalStack, run: str) -> dict[str, str]:
         start("hello_cities", None, ids["scheduled"], datetime.now(UTC) + timedelta(days=1))
         # … and Service Bus holds this one until tomorrow (a scheduled message): the queue's "scheduled" count.
         later, _ = publish.start_message("fan_out_fan_in", ["Lisbon", "Oslo"], f"order-{run}-next-week")
-        with sb.get_queue_sender(queue) as sender:
+        with source.sender(sb) as sender:
             sender.schedule_messages(later, datetime.now(UTC) + timedelta(days=7))
         # Two messages the listener dead-letters, with the reasons the contract gives.
-        publish.send(sb, queue, ServiceBusMessage(
+        publish.send(sb, source, ServiceBusMessage(
             json.dumps({"instance_id": ids["waiting"], "approved": "yes", "approver": "mallory"}),
             subject="approval", content_type="application/json", message_id=f"bad-approval-{run}"))
-        publish.send(sb, queue, ServiceBusMessage(
+        publish.send(sb, source, ServiceBusMessage(
             json.dumps({"orchestration": "send_invoices", "input": {"month": "2026-11"}}),
             subject="start", content_type="application/json", message_id=f"unknown-{run}"))
     with clients.dts_client(settings.dts) as dts:

@@ -108,5 +108,5 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8082, *,
         log.warning("the dashboard listens on %s: anyone who reaches it can start, approve, terminate and purge "
                     "orchestrations", host)
     board = Dashboard(settings, host, port, trace_link, spans).start()
-    log.info("dashboard on %s (task hub %r, queue %r)", board.url, settings.dts.taskhub, settings.servicebus.queue)
+    log.info("dashboard on %s (task hub %r, %s)", board.url, settings.dts.taskhub, settings.servicebus.source)
     return board

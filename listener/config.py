@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
 
+from listener.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
 from listener.errors import ConfigError
 
 # The official emulators' well-known local values: a bare checkout talks to them (or to localbus) unconfigured.
@@ -23,8 +24,10 @@ DEFAULT_SERVICEBUS_CONNECTION_STRING = (
     "Endpoint=sb://localhost;SharedAccessKeyName=RootManageSharedAccessKey;"
     "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
 )
-# Kept equal to the queue in sbworker/Config.json and infra/ (a test checks all three agree).
+# Kept equal to the entities in sbworker/Config.json and infra/ (a test checks all three agree).
 DEFAULT_QUEUE = "workflow-requests"
+DEFAULT_TOPIC = "workflow-events"
+DEFAULT_SUBSCRIPTION = "sbworker"
 
 #: Every environment variable the service reads. Deployment files must set each one (a test checks this).
 ENV_VARS: tuple[str, ...] = (
@@ -33,6 +36,9 @@ ENV_VARS: tuple[str, ...] = (
     "SERVICEBUS_CONNECTION_STRING",
     "SERVICEBUS_NAMESPACE",
     "SERVICEBUS_QUEUE",
+    "SERVICEBUS_TOPIC",
+    "SERVICEBUS_SUBSCRIPTION",
+    "SERVICEBUS_RETRY_QUEUE",
     "SERVICEBUS_AUTHENTICATION",
     "AZURE_CLIENT_ID",
     "MAX_CONCURRENT_MESSAGES",
@@ -94,9 +100,9 @@ class DtsSettings:
 
 @dataclass(frozen=True)
 class ServiceBusSettings:
-    """Which queue to use and how to reach it."""
+    """Which queue or subscription to read and how to reach it."""
 
-    queue: str
+    source: Source
     auth: Auth
     connection_string: str | None  # set when auth is CONNECTION_STRING
     namespace: str | None  # fully qualified, set otherwise
@@ -312,10 +318,44 @@ def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default
     )
 
 
+def _source(env: Mapping[str, str]) -> Source:
+    """SERVICEBUS_QUEUE, or SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION: exactly one form (the queue by default)."""
+    queue, topic, subscription, retry = (_optional(env, name) for name in (
+        "SERVICEBUS_QUEUE", "SERVICEBUS_TOPIC", "SERVICEBUS_SUBSCRIPTION", "SERVICEBUS_RETRY_QUEUE"))
+    if queue and (topic or subscription):
+        raise ConfigError("SERVICEBUS_QUEUE", "set either SERVICEBUS_QUEUE or SERVICEBUS_TOPIC + "
+                          "SERVICEBUS_SUBSCRIPTION, not both")
+    if bool(topic) != bool(subscription):
+        missing, given = (("SERVICEBUS_SUBSCRIPTION", "SERVICEBUS_TOPIC") if topic
+                          else ("SERVICEBUS_TOPIC", "SERVICEBUS_SUBSCRIPTION"))
+        raise ConfigError(missing, f"required with {given} (the topic form needs both)")
+    if not topic:
+        if retry:
+            raise ConfigError("SERVICEBUS_RETRY_QUEUE", "only used with SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION "
+                              "(a queue retries on itself)")
+        queue = queue or DEFAULT_QUEUE
+        _check_name("SERVICEBUS_QUEUE", queue, "queue")
+        return queue_source(queue)
+    assert subscription is not None
+    _check_name("SERVICEBUS_TOPIC", topic, "topic")
+    _check_name("SERVICEBUS_SUBSCRIPTION", subscription, "subscription", longest=MAX_SUBSCRIPTION)
+    source = topic_source(topic, subscription, retry)
+    _check_name("SERVICEBUS_RETRY_QUEUE", source.retry_queue, "queue")
+    if source.retry_queue == topic:
+        raise ConfigError("SERVICEBUS_RETRY_QUEUE", "must be a queue of its own, not the topic")
+    return source
+
+
+def _check_name(var: str, name: str, kind: str, *, longest: int | None = None) -> None:
+    problem = name_problem(name) if longest is None else name_problem(name, longest=longest)
+    if problem is None and kind == "subscription" and "/" in name:
+        problem = "contains '/'"
+    if problem is not None:
+        raise ConfigError(var, f"not a valid {kind} name ({problem}): {name[:80]!r}")
+
+
 def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSettings:
-    queue = _optional(env, "SERVICEBUS_QUEUE") or DEFAULT_QUEUE
-    if len(queue) > 260 or any(c in queue for c in " \t\r\n?#"):
-        raise ConfigError("SERVICEBUS_QUEUE", f"not a valid queue name: {queue!r}")
+    source = _source(env)
     namespace = _optional(env, "SERVICEBUS_NAMESPACE")
     conn = _optional(env, "SERVICEBUS_CONNECTION_STRING")
     auth_raw = _optional(env, "SERVICEBUS_AUTHENTICATION")
@@ -331,7 +371,7 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
         else:
             auth = Auth.MANAGED_IDENTITY if client_id else Auth.DEFAULT_AZURE
         return ServiceBusSettings(
-            queue=queue,
+            source=source,
             auth=auth,
             connection_string=None,
             namespace=ns,
@@ -345,7 +385,7 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
     if not endpoint.lower().startswith("sb://") or not urlsplit(endpoint).hostname:
         raise ConfigError("SERVICEBUS_CONNECTION_STRING", "missing or invalid Endpoint=sb://<host>[:port]")
     _sas_fields(conn)  # the SDK's own rules for keys and signatures
-    return ServiceBusSettings(queue=queue, auth=Auth.CONNECTION_STRING, connection_string=conn, namespace=None,
+    return ServiceBusSettings(source=source, auth=Auth.CONNECTION_STRING, connection_string=conn, namespace=None,
                               client_id=None)
 
 

@@ -1,4 +1,6 @@
-"""The queue listener: receive (peek-lock) → parse → dispatch → decide → settle, with bounded concurrency.
+"""The listener: receive (peek-lock) → parse → dispatch → decide → settle, with bounded concurrency.
+
+One Listener reads one entity: a queue, a topic subscription, or the topic form's retry queue (listener/entities.py).
 
 It survives connection loss (reconnects with backoff), and on stop it finishes in-flight messages within the
 grace period, abandons what is left, and lets the SDK release what it prefetched.
@@ -29,6 +31,7 @@ from listener.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, R
 from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher, InstanceNotFound
+from listener.entities import Entity, Source
 from listener.locks import LockKeeper
 from listener.metrics import NOOP, Metrics
 from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, DeadLetter, RetryLater, decide
@@ -74,13 +77,19 @@ class ListenerState:
 
 
 class Listener:
-    """Receives from one queue until `stop` is set; never exits because of a broker or DTS failure."""
+    """Receives from one entity until `stop` is set; never exits because of a broker or DTS failure.
+
+    `entity` is one of `source.receive_from` (default: the queue or subscription). Early approvals are
+    re-enqueued, as scheduled copies, to the source's retry queue: the queue itself, or in the topic form a queue
+    only this worker reads (another Listener receives from it).
+    """
 
     def __init__(
         self,
         *,
         client_factory: Callable[[], ServiceBusClient],
-        queue: str,
+        source: Source,
+        entity: Entity | None = None,
         dispatcher: Dispatcher,
         settings: ListenerSettings,
         is_registered: Callable[[str], bool],
@@ -88,7 +97,8 @@ class Listener:
         telemetry: Telemetry | None = None,
     ) -> None:
         self._client_factory = client_factory
-        self._queue = queue
+        self._source = source
+        self._entity = entity or source.entity
         self._dispatcher = dispatcher
         self._settings = settings
         self._is_registered = is_registered
@@ -102,8 +112,10 @@ class Listener:
         self._last_alive = time.monotonic()  # see _receive_while_alive
         self._metrics: Metrics = telemetry.metrics if telemetry is not None else NOOP
         # None unless an exporter is configured: then no span object is ever built.
-        self._tracer: MessageTracer | None = (telemetry.tracer(queue) if telemetry is not None and telemetry.tracer
-                                              else None)
+        self._tracer: MessageTracer | None = None
+        if telemetry is not None and telemetry.tracer is not None:
+            self._tracer = telemetry.tracer(self._entity.topic or self._entity.name,
+                                            self._entity.name if self._entity.topic else None)
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = RECONNECT_FIRST_DELAY
@@ -114,11 +126,12 @@ class Listener:
             except (ServiceBusAuthenticationError, ServiceBusAuthorizationError) as error:
                 self._metrics.reconnected()
                 # Retrying at once would only hammer the broker: a role assignment or key rotation takes minutes.
-                self._failed(f"Service Bus refused our credentials for queue {self._queue!r}: {_short(error)}")
+                self._failed(f"Service Bus refused our credentials for {self._entity}: {_short(error)}")
                 delay = AUTH_FAILURE_DELAY
             except MessagingEntityNotFoundError as error:
                 self._metrics.reconnected()
-                self._failed(f"queue {self._queue!r} does not exist (SERVICEBUS_QUEUE): {_short(error)}")
+                self._failed(f"{self._entity} does not exist ({self._source.setting_for(self._entity)}): "
+                             f"{_short(error)}")
                 delay = AUTH_FAILURE_DELAY
             except Exception as error:
                 self._metrics.reconnected()
@@ -138,7 +151,7 @@ class Listener:
     def _connected(self) -> None:
         self.state.connected = True
         self.state.last_error = None
-        log.info("listening on queue %r (max %d concurrent, prefetch %d)", self._queue,
+        log.info("listening on %s (max %d concurrent, prefetch %d)", self._entity,
                  self._settings.max_concurrent_messages, self._settings.prefetch_count)
 
     def _failed(self, message: str, level: int = logging.ERROR) -> None:
@@ -149,8 +162,8 @@ class Listener:
         """One connection's lifetime: receive until stop or a connection error, then drain."""
         client = self._client_factory()
         async with client:
-            receiver = client.get_queue_receiver(
-                self._queue,
+            receiver = self._entity.receiver(
+                client,
                 receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
                 prefetch_count=self._settings.prefetch_count,
                 socket_timeout=RECEIVER_SOCKET_TIMEOUT,
@@ -355,7 +368,7 @@ class Listener:
         async with self._sender_lock:
             try:
                 if self._sender is None:
-                    self._sender = client.get_queue_sender(self._queue)
+                    self._sender = self._source.retry_sender(client)
                 await self._sender.send_messages(copy)
             except Exception as error:
                 log.warning("could not re-enqueue message %s: %s", _cap(message.message_id), _short(error))

@@ -57,24 +57,28 @@ async def serve(
         return client if observed.metrics is NOOP else TimedDts(client, observed.metrics)
 
     dispatcher = Dispatcher(dts_client(), reconnect=dts_client)
-    listener: Listener | None = None
-    if with_listener:
+    # One listener per entity: the queue; or the subscription and the retry queue (listener/entities.py).
+    source = settings.servicebus.source
+    listeners: list[Listener] = []
+    for entity in source.receive_from if with_listener else ():
         listener = Listener(
             client_factory=lambda: clients.servicebus_client(settings.servicebus, credential=servicebus_credential),
-            queue=settings.servicebus.queue,
+            source=source,
+            entity=entity,
             dispatcher=dispatcher,
             settings=settings.listener,
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
             telemetry=observed,
         )
+        listeners.append(listener)
         if on_listener is not None:
             on_listener(listener)
 
     async def readiness() -> dict[str, bool]:
         checks = {"dts": await _dts_reachable(dispatcher.client)}
-        if listener is not None:
-            checks["servicebus"] = listener.state.connected
+        if listeners:
+            checks["servicebus"] = all(listener.state.connected for listener in listeners)
         return checks
 
     health = (HealthServer(settings.listener.health_port, readiness, host=settings.listener.health_host,
@@ -83,9 +87,9 @@ async def serve(
     try:
         if health is not None:
             await health.start()
-        if listener is not None:
-            log.info("listening to %s queue %r", settings.servicebus.endpoint_for_logs, settings.servicebus.queue)
-            await listener.run(stop)
+        if listeners:
+            log.info("listening to %s %s", settings.servicebus.endpoint_for_logs, source)
+            await asyncio.gather(*(listener.run(stop) for listener in listeners))
         else:
             await stop.wait()
     finally:

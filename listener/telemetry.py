@@ -36,7 +36,8 @@ class Telemetry:
     """What the service hands to the listener and the health server. The default is telemetry switched off."""
 
     metrics: Metrics = NOOP
-    tracer: Callable[[str], MessageTracer] | None = None  # queue → tracer; None: no spans at all
+    # (queue or topic, subscription) → tracer; None: no spans at all
+    tracer: Callable[[str, str | None], MessageTracer] | None = None
     prometheus: Callable[[], str] | None = None  # the text of /metrics; None: /metrics is 404
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
@@ -101,7 +102,7 @@ def _sampler(settings: TelemetrySettings) -> Sampler:
 
 
 def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry,
-             recent_spans: RecentSpans | None = None) -> Callable[[str], MessageTracer]:
+             recent_spans: RecentSpans | None = None) -> Callable[[str, str | None], MessageTracer]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -124,7 +125,10 @@ def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
     trace.set_tracer_provider(provider)
     telemetry._closers.append(lambda: provider.shutdown())
     tracer = provider.get_tracer(SCOPE)
-    return lambda queue: MessageTracer(tracer, queue)
+
+    def message_tracer(destination: str, subscription: str | None) -> MessageTracer:
+        return MessageTracer(tracer, destination, subscription)
+    return message_tracer
 
 
 def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry) -> None:

@@ -53,9 +53,11 @@ def trace_id_hex(span: trace.Span) -> str:
 class MessageTracer:
     """Opens one CONSUMER span per received message, following the OpenTelemetry messaging conventions."""
 
-    def __init__(self, tracer: trace.Tracer, queue: str) -> None:
+    def __init__(self, tracer: trace.Tracer, queue: str, subscription: str | None = None) -> None:
+        """`queue` is the queue or, with `subscription`, the topic (the conventions' destination name)."""
         self._tracer = tracer
         self._queue = queue
+        self._subscription = subscription
 
     def start(self, message: ServiceBusReceivedMessage) -> trace.Span:
         """A span whose parent is the publisher's trace context, when the message carries one."""
@@ -68,6 +70,8 @@ class MessageTracer:
             "messaging.operation": "process",  # the name before semantic conventions 1.26, still read by viewers
             "messaging.servicebus.message.delivery_count": int(message.delivery_count or 0),
         }
+        if self._subscription is not None:
+            attributes["messaging.destination.subscription.name"] = self._subscription
         if message.message_id is not None:
             attributes["messaging.message.id"] = _cap(message.message_id)
         if message.correlation_id is not None:

@@ -64,6 +64,9 @@ def build_parser() -> Parser:
                    add_help=False)
     dev.add_argument("--dashboard-port", type=_port, default=8082,
                      help="where the dashboard listens (default 8082, the emulator dashboard's port; 0 disables)")
+    dev.add_argument("--topic", action="store_true",
+                     help=f"read subscription {config.DEFAULT_SUBSCRIPTION!r} of topic {config.DEFAULT_TOPIC!r} "
+                          "instead of the queue (the same as setting SERVICEBUS_TOPIC and SERVICEBUS_SUBSCRIPTION)")
 
     dashboard = sub.add_parser("dashboard", help="a web page for the instances and the queue",
                                description="Serve the dashboard for the configured DTS task hub and queue until "
@@ -124,14 +127,20 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
                                 "sbworker dlq resubmit --all")
     dlq.add_argument("--peek", type=_positive_int, default=20, metavar="N", help="show up to N (default 20)")
     dlq.add_argument("--json", action="store_true", help="machine-readable output")
+    dlq.add_argument("--retry-queue", action="store_true",
+                     help="topic form: only the retry queue's dead-letter queue (approvals whose instance never "
+                          "appeared); without it, the subscription's and then the retry queue's")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", metavar="[resubmit]", parser_class=Parser)
     resubmit = dlq_sub.add_parser(
         "resubmit", help="send dead-lettered messages back to the queue and complete their DLQ copies",
-        description="Send dead-lettered messages back to the queue (after a fix) and complete the DLQ copies.",
+        description="Send dead-lettered messages back to the queue (after a fix) and complete the DLQ copies. In the "
+                    "topic form they go to the retry queue, which only this worker reads.",
         epilog="example: sbworker dlq resubmit 42 43 | sbworker dlq resubmit --all",
     )
     resubmit.add_argument("sequence_numbers", nargs="*", type=int, metavar="SEQUENCE_NUMBER")
     resubmit.add_argument("--all", action="store_true", help="resubmit every dead-lettered message")
+    resubmit.add_argument("--retry-queue", action="store_true", default=argparse.SUPPRESS,
+                          help="topic form: the sequence numbers are the retry queue's")
 
 
 def monitor_status_names() -> list[str]:
@@ -196,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                                allow_remote=args.allow_remote, key=args.key,
                                data_dir=None if args.memory else args.data,
                                config_path=args.config or LOCAL_CONFIG,
-                               demo=not args.no_demo, dashboard_port=args.dashboard_port)
+                               demo=not args.no_demo, dashboard_port=args.dashboard_port, topic=args.topic)
         if args.command == "dashboard":
             from sbworker import dev
 

@@ -77,7 +77,7 @@ def _send(settings: Settings, message: Any) -> str | None:
     observed = telemetry.setup(settings.telemetry, metrics=False)
     try:
         with clients.servicebus_sync_client(settings.servicebus) as client:
-            return publish.send(client, settings.servicebus.queue, message, traced=observed.tracer is not None)
+            return publish.send(client, settings.servicebus.source, message, traced=observed.tracer is not None)
     finally:
         observed.shutdown()
 
@@ -156,31 +156,48 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    queue = settings.servicebus.queue
+    """One dead-letter queue per entity the listener reads: the queue's; or the subscription's and the retry queue's."""
+    source = settings.servicebus.source
+    if args.retry_queue and source.topic is None:
+        raise UsageError("--retry-queue: only with SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION (a queue retries on "
+                         "itself)")
+    entities = [e for e in source.receive_from if not args.retry_queue or (e.name == source.retry_queue
+                and e.topic is None)]
     if args.dlq_command == "resubmit":
         if args.all == bool(args.sequence_numbers):
             raise UsageError("give sequence numbers or --all (not both)")
         wanted = None if args.all else set(args.sequence_numbers)
+        # Sequence numbers belong to one entity: without --all they name the subscription's (or the queue's).
+        chosen = entities if args.all else entities[:1]
+        missing: list[int] = []
         with clients.servicebus_sync_client(settings.servicebus) as client:
-            result = dlq.resubmit(client, queue, wanted)
-        print(f"resubmitted {len(result.done)} message(s) to {queue!r}: {' '.join(map(str, result.done)) or '-'}")
-        if result.arrived_since:
-            print(f"left {result.arrived_since} message(s) dead-lettered after the resubmit started "
-                  "(run it again to include them)")
-        if result.missing:
-            print(f"not found in the dead-letter queue: {' '.join(map(str, result.missing))}", file=sys.stderr)
+            for entity in chosen:
+                result = dlq.resubmit(client, source, entity, wanted)
+                where = f" from the dead-letter queue of {entity}" if source.topic is not None else ""
+                print(f"resubmitted {len(result.done)} message(s){where} to {source.retry_queue!r}: "
+                      f"{' '.join(map(str, result.done)) or '-'}")
+                if result.arrived_since:
+                    print(f"left {result.arrived_since} message(s) dead-lettered after the resubmit started "
+                          "(run it again to include them)")
+                missing = result.missing
+        if missing:
+            print(f"not found in the dead-letter queue: {' '.join(map(str, missing))}", file=sys.stderr)
             return Exit.FAILED
         return Exit.OK
     with clients.servicebus_sync_client(settings.servicebus) as client:
-        items = dlq.peek(client, queue, args.peek)
+        found = [(entity, dlq.peek(client, entity, args.peek)) for entity in entities]
     if args.json:
-        print(json.dumps([item.__dict__ for item in items], indent=2))
+        print(json.dumps([{**item.__dict__, "entity": entity.path} for entity, items in found for item in items],
+                         indent=2))
         return Exit.OK
-    if not items:
-        print(f"the dead-letter queue of {queue!r} is empty")
-        return Exit.OK
-    for item in items:
-        print(f"#{item.sequence_number}  message_id={item.message_id}  subject={item.subject}  "
-              f"enqueued={item.enqueued_time}\n    reason:      {item.reason}\n"
-              f"    description: {item.description}\n    body:        {item.body_preview}")
+    for entity, items in found:
+        if not items:
+            print(f"the dead-letter queue of {entity} is empty")
+            continue
+        if len(found) > 1:
+            print(f"dead-letter queue of {entity}:")
+        for item in items:
+            print(f"#{item.sequence_number}  message_id={item.message_id}  subject={item.subject}  "
+                  f"enqueued={item.enqueued_time}\n    reason:      {item.reason}\n"
+                  f"    description: {item.description}\n    body:        {item.body_preview}")
     return Exit.OK

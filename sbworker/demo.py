@@ -33,7 +33,7 @@ def run_demo(settings: Settings, emit: Callable[[str], None], *, timeout: float 
     with clients.servicebus_sync_client(settings.servicebus) as sb:
         for name, value in DEMO_INPUTS.items():
             message, _ = publish.start_message(name, value, ids[name])
-            publish.send(sb, settings.servicebus.queue, message)
+            publish.send(sb, settings.servicebus.source, message)
         approved = False
         pending = dict(ids)
         deadline = time.monotonic() + timeout
@@ -45,7 +45,7 @@ def run_demo(settings: Settings, emit: Callable[[str], None], *, timeout: float 
                         continue
                     if name == "approval_workflow" and not approved and \
                             "awaiting_approval" in (state.serialized_custom_status or ""):
-                        publish.send(sb, settings.servicebus.queue,
+                        publish.send(sb, settings.servicebus.source,
                                      publish.approval_message(iid, True, "make-run-demo", "approved by the demo"))
                         approved = True
                     if state.runtime_status in TERMINAL_STATUSES:

@@ -15,11 +15,13 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from listener import config, service, telemetry
 from listener.config import Settings
+from listener.entities import default_retry_queue
 from listener.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,12 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, config_path: Path,
             health_port: int | None = None, demo: bool = True, host: str = "127.0.0.1", allow_remote: bool = False,
-            key: str | None = None, dashboard_port: int = 0) -> int:
-    """localbus + localdts + `sbworker run`, all on `host` (loopback unless the caller insists, with a key)."""
+            key: str | None = None, dashboard_port: int = 0, topic: bool = False) -> int:
+    """localbus + localdts + `sbworker run`, all on `host` (loopback unless the caller insists, with a key).
+
+    `topic`: the topic form with the shipped Config.json's topic and subscription, unless the environment names
+    others.
+    """
     try:
         from localbus import ConfigError as BusConfigError
         from localbus import LocalBus
@@ -61,7 +67,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
     if not is_loopback(host):
         print(f"warning: sbworker dev listens on {host}: anyone who reaches it can send with the key you gave, and "
               f"the DTS endpoint (port {dts_port}) has no authentication at all", file=sys.stderr, flush=True)
-    settings = config.load(os.environ)
+    settings = config.load(topic_environment(os.environ) if topic else os.environ)
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -107,6 +113,17 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
         bus.stop()
 
 
+def topic_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment with the topic form's defaults filled in (`sbworker dev --topic`)."""
+    env = dict(environ)
+    if env.get("SERVICEBUS_QUEUE", "").strip():
+        raise ConfigError("SERVICEBUS_QUEUE", "is set, but --topic asks for the topic form: unset one of them")
+    for name, default in (("SERVICEBUS_TOPIC", config.DEFAULT_TOPIC),
+                          ("SERVICEBUS_SUBSCRIPTION", config.DEFAULT_SUBSCRIPTION)):
+        env[name] = env.get(name, "").strip() or default
+    return env
+
+
 def _recent_spans(settings: Settings) -> Any:
     """The process's spans, kept for the dashboard's waterfall (unless telemetry is switched off altogether)."""
     if not settings.telemetry.enabled:
@@ -129,7 +146,7 @@ def _dashboard(settings: Settings, host: str, port: int, spans: Any = None) -> A
 def run_dashboard(settings: Settings, *, host: str, port: int) -> int:
     """`sbworker dashboard`: serve until SIGINT/SIGTERM, then exit 0."""
     board = _dashboard(settings, host, port)
-    print(f"dashboard: {board.url}  (task hub {settings.dts.taskhub!r}, queue {settings.servicebus.queue!r})",
+    print(f"dashboard: {board.url}  (task hub {settings.dts.taskhub!r}, {settings.servicebus.source})",
           flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,18 +169,28 @@ def _demo(settings: Settings) -> None:
     print("\n".join([*lines, "", "Ready for your own messages (see the commands above)."]), flush=True)
 
 
+def _exports(settings: Settings) -> str:
+    """The topic form's variables: the CLI in another terminal must publish to the topic, not the queue."""
+    source = settings.servicebus.source
+    if source.topic is None:
+        return ""
+    return (f", after\n  export SERVICEBUS_TOPIC={source.topic} SERVICEBUS_SUBSCRIPTION={source.entity.name}"
+            + (f" SERVICEBUS_RETRY_QUEUE={source.retry_queue}"
+               if source.retry_queue != default_retry_queue(source.topic, source.entity.name) else ""))
+
+
 def _banner(settings: Settings, sb_connection: str, data_dir: Path | None, dashboard_url: str | None) -> str:
     kept = f"kept in {data_dir}/" if data_dir else "memory only: lost on exit"
     return f"""
 sbworker dev: the whole system on the embedded local stack
   Service Bus (localbus):  {sb_connection}
-                           queue {settings.servicebus.queue!r}, messages {kept}
+                           {settings.servicebus.source}, messages {kept}
   DTS (localdts):          Endpoint={settings.dts.endpoint};Authentication=None
                            task hub {settings.dts.taskhub!r}, orchestrations {kept}
   Health:                  http://localhost:{settings.listener.health_port}/readyz
   Dashboard:               {dashboard_url or "off (--dashboard-port 0)"}
 
-In another terminal (same folder):
+In another terminal (same folder){_exports(settings)}:
   .venv/bin/sbworker publish start approval_workflow --input '{{"item": "laptop", "amount": 1200}}'
   .venv/bin/sbworker watch <instance-id>
   .venv/bin/sbworker publish approve <instance-id> --approver ada

@@ -1,4 +1,10 @@
-"""The dead-letter queue for people: see why messages landed there, and send them back after a fix."""
+"""The dead-letter queue for people: see why messages landed there, and send them back after a fix.
+
+Each entity the listener reads has its own dead-letter queue: the queue's; or, in the topic form, the
+subscription's and the retry queue's (approvals whose instance never appeared end there). A resubmitted copy goes
+to the source's retry queue, which in the queue form is the queue itself: in the topic form, sending it to the
+topic would deliver it to every other subscription again.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusRece
 
 from listener import messages
 from listener.codes import DEAD_LETTER_PROPS, PROP_FIRST_ATTEMPT, PROP_RETRIES
+from listener.entities import Entity, Source
 
 # Properties added when dead-lettering, and our retry bookkeeping: a resubmitted copy starts afresh without them.
 STRIPPED_PROPS = DEAD_LETTER_PROPS | {PROP_RETRIES, PROP_FIRST_ATTEMPT}
@@ -48,8 +55,8 @@ def describe(message: ServiceBusReceivedMessage) -> DeadLettered:
     )
 
 
-def peek(client: ServiceBusClient, queue: str, count: int) -> list[DeadLettered]:
-    with client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+def peek(client: ServiceBusClient, entity: Entity, count: int) -> list[DeadLettered]:
+    with entity.receiver(client, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
         return [describe(m) for m in receiver.peek_messages(max_message_count=count)]
 
 
@@ -62,10 +69,10 @@ class Resubmitted:
     arrived_since: int
 
 
-def snapshot(client: ServiceBusClient, queue: str, *, limit: int = 100_000) -> set[int]:
+def snapshot(client: ServiceBusClient, entity: Entity, *, limit: int = 100_000) -> set[int]:
     """Sequence numbers in the dead-letter queue right now (peeked, nothing locked)."""
     seen: set[int] = set()
-    with client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+    with entity.receiver(client, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
         next_seq = 1
         while len(seen) < limit:
             batch = receiver.peek_messages(max_message_count=250, sequence_number=next_seq)
@@ -77,9 +84,9 @@ def snapshot(client: ServiceBusClient, queue: str, *, limit: int = 100_000) -> s
     return seen
 
 
-def resubmit(client: ServiceBusClient, queue: str, sequence_numbers: set[int] | None, *, max_wait: float = 2.0
-             ) -> Resubmitted:
-    """Send dead-lettered messages back to the queue, then complete their DLQ copies.
+def resubmit(client: ServiceBusClient, source: Source, entity: Entity, sequence_numbers: set[int] | None, *,
+             max_wait: float = 2.0) -> Resubmitted:
+    """Send messages dead-lettered on `entity` back to the source's retry queue, then complete their DLQ copies.
 
     Only what was in the dead-letter queue when the call started is considered, each at most once: a message that
     the listener dead-letters again meanwhile (a permanently invalid one, resubmitted by `--all`) gets a new
@@ -87,12 +94,12 @@ def resubmit(client: ServiceBusClient, queue: str, sequence_numbers: set[int] | 
     its message id (so a start stays idempotent) and loses the dead-letter properties; others are abandoned
     untouched.
     """
-    present = snapshot(client, queue)
+    present = snapshot(client, entity)
     wanted = present if sequence_numbers is None else present & sequence_numbers
     done: list[int] = []
     arrived: set[int] = set()
-    with client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0) as receiver, \
-            client.get_queue_sender(queue) as sender:
+    with entity.receiver(client, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0) as receiver, \
+            source.retry_sender(client) as sender:
         idle_batches = 0
         while len(done) < len(wanted) and idle_batches < 3:
             batch = receiver.receive_messages(max_message_count=50, max_wait_time=max_wait)

@@ -10,6 +10,7 @@ from typing import Any
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from listener import contract
+from listener.entities import Source
 
 CONTENT_TYPE = "application/json"
 
@@ -31,17 +32,19 @@ def approval_message(instance_id: str, approved: bool, approver: str, comment: s
                              message_id=message_id or uuid.uuid4().hex)
 
 
-def send(client: ServiceBusClient, queue: str, message: ServiceBusMessage, *, traced: bool = False) -> str | None:
-    """Send `message`; with `traced`, inside a PRODUCER span whose context the message carries (`traceparent`).
+def send(client: ServiceBusClient, source: Source, message: ServiceBusMessage, *, traced: bool = False
+         ) -> str | None:
+    """Send `message` to the queue or topic; with `traced`, inside a PRODUCER span whose context the message
+    carries (`traceparent`).
 
     Returns the trace id (32 hex digits) when traced, so the caller can print it.
     """
     if not traced:
-        with client.get_queue_sender(queue) as sender:
+        with source.sender(client) as sender:
             sender.send_messages(message)
         return None
     from listener import tracing
 
-    with tracing.producer_span(queue, message) as span, client.get_queue_sender(queue) as sender:
+    with tracing.producer_span(source.publish_to, message) as span, source.sender(client) as sender:
         sender.send_messages(message)
     return tracing.trace_id_hex(span)

@@ -112,7 +112,7 @@ async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[
     await board.queue.send(message)
     verb = "Approval" if decision == "approve" else "Rejection"
     return redirect(instance_url(instance_id),
-                    f"{verb} sent through queue {board.queue.name!r} as message {message.message_id}.")
+                    f"{verb} sent through {board.queue.publish_target} as message {message.message_id}.")
 
 
 _ACTIONS = {
@@ -155,7 +155,7 @@ async def new_start(request: web.Request) -> web.StreamResponse:
                       error=f"Service Bus did not take the message: {sdk_error(error)}")
     when = f", to start at {start_at.isoformat()}" if start_at else ""
     return redirect(instance_url(instance_id),
-                    f"Start message {message.message_id} sent through queue {backend(request).queue.name!r}{when}.")
+                    f"Start message {message.message_id} sent through {backend(request).queue.publish_target}{when}.")
 
 
 def _text(form: MultiDictProxy[Any], key: str) -> str:

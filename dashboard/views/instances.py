@@ -120,7 +120,9 @@ async def _history(dts: Any, instance_id: str) -> list[Any]:
 
 async def _queued(request: web.Request, instance_id: str, message_ids: list[str]) -> dict[str, Any]:
     try:
-        return {"queued": await backend(request).queue.about_instance(instance_id, message_ids), "queue_error": None}
+        found = await asyncio.gather(*(queue.about_instance(instance_id, message_ids)
+                                       for queue in backend(request).queues))
+        return {"queued": [message for part in found for message in part], "queue_error": None}
     except Exception as error:
         log.warning("peeking the queue failed: %s", sdk_error(error))
         return {"queued": [], "queue_error": f"Service Bus did not answer: {sdk_error(error)}"}

@@ -4,55 +4,68 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import web
 
+from dashboard.queue import Queue
 from dashboard.views import backend, redirect, render, sdk_error
 
 log = logging.getLogger(__name__)
 
 
+def _chosen(request: web.Request, raw: object) -> tuple[int, Queue]:
+    """`at`: which of the entities the listener reads (0: the queue or subscription, 1: the retry queue)."""
+    queues = backend(request).queues
+    at = int(raw) if isinstance(raw, str) and raw.isdigit() and int(raw) < len(queues) else 0
+    return at, queues[at]
+
+
 async def queue_page(request: web.Request) -> web.Response:
     refresh = request.query.get("refresh", "0")
+    at, queue = _chosen(request, request.query.get("at", "0"))
+    shown: dict[str, Any] = {"at": at, "shown": queue, "entities": backend(request).queues}
     try:
-        view = await backend(request).queue.view()
+        view = await queue.view()
     except Exception as error:
         log.warning("peeking the queue failed: %s", sdk_error(error))
         return render(request, "queue.html", status=502, view=None, refresh=0,
-                      error=f"Service Bus did not answer: {sdk_error(error)}")
+                      error=f"Service Bus did not answer: {sdk_error(error)}", **shown)
     return render(request, "queue.html", view=view, refresh=int(refresh) if refresh in ("2", "5", "10", "30") else 0,
-                  error=None)
+                  error=None, **shown)
 
 
 async def dead_letter_action(request: web.Request) -> web.StreamResponse:
     form = await request.post()
+    at, queue = _chosen(request, form.get("at", "0"))
+    back = f"/queue?at={at}" if at else "/queue"
     action = request.match_info["action"]
     everything = form.get("all") == "on"
     try:
         chosen = {int(str(value)) for value in form.getall("seq", [])}
     except ValueError:
-        return redirect("/queue", "Sequence numbers are whole numbers.", error=True)
+        return redirect(back, "Sequence numbers are whole numbers.", error=True)
     if not chosen and not (everything and action == "resubmit"):
-        return redirect("/queue", "Choose at least one message.", error=True)
-    queue = backend(request).queue
+        return redirect(back, "Choose at least one message.", error=True)
     try:
         if action == "resubmit":
             result = await asyncio.to_thread(queue.resubmit, None if everything else chosen)
-            text = f"Resubmitted {len(result.done)} message(s) to {queue.name!r}: {_numbers(result.done)}."
+            target = queue.settings.source.retry_queue
+            text = f"Resubmitted {len(result.done)} message(s) to {target!r}: {_numbers(result.done)}."
             if result.missing:
                 text += f" Not in the dead-letter queue: {_numbers(result.missing)}."
             if result.arrived_since:
                 text += f" {result.arrived_since} message(s) dead-lettered meanwhile were left for the next look."
-            return redirect("/queue", text, error=bool(result.missing))
+            return redirect(back, text, error=bool(result.missing))
         done = await queue.delete_dead_letters(chosen)
         missing = sorted(chosen - set(done))
         text = f"Deleted {len(done)} dead-lettered message(s): {_numbers(sorted(done))}."
         if missing:
             text += f" Not found: {_numbers(missing)}."
-        return redirect("/queue", text, error=bool(missing))
+        return redirect(back, text, error=bool(missing))
     except Exception as error:
         log.warning("dead-letter %s failed: %s", action, sdk_error(error))
-        return redirect("/queue", f"{action} failed: {sdk_error(error)}", error=True)
+        return redirect(back, f"{action} failed: {sdk_error(error)}", error=True)
 
 
 def _numbers(values: list[int]) -> str:

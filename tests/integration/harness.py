@@ -21,12 +21,17 @@ from durabletask.client import OrchestrationState
 from listener import clients, config
 from listener.config import ListenerSettings, ServiceBusSettings
 from listener.dispatch import Dispatcher, is_transient
+from listener.entities import Source, queue_source, topic_source
 from listener.receiver import Listener
 from localbus import LocalBus
 from orchestrations import registry
 from tests.fixtures.target import ExternalBus
 
 QUEUE = "workflow-requests"
+TOPIC = "workflow-events"
+SUBSCRIPTION = "sbworker"
+# The topic form: the listener reads the subscription and its own retry queue (listener/entities.py).
+TOPIC_SOURCE = topic_source(TOPIC, SUBSCRIPTION)
 
 DEFAULT_LISTENER = ListenerSettings(
     max_concurrent_messages=16,
@@ -39,9 +44,22 @@ DEFAULT_LISTENER = ListenerSettings(
 )
 
 
-def servicebus_settings(bus: LocalBus, queue: str = QUEUE) -> ServiceBusSettings:
-    return ServiceBusSettings(queue=queue, auth=config.Auth.CONNECTION_STRING,
+def servicebus_settings(bus: LocalBus, queue: str | Source = QUEUE) -> ServiceBusSettings:
+    source = queue if isinstance(queue, Source) else queue_source(queue)
+    return ServiceBusSettings(source=source, auth=config.Auth.CONNECTION_STRING,
                               connection_string=bus.connection_string, namespace=None, client_id=None)
+
+
+def topic_entities(subscription_settings: dict[str, Any], *, others: tuple[str, ...] = ("audit",),
+                   rules: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """localbus `queues=` and `topics=` for the topic form: the retry queue, and the topic with the worker's
+    subscription (its `rules`, or every message) beside other subscriptions that take every message."""
+    worker: dict[str, Any] = {"Name": SUBSCRIPTION, "Properties": subscription_settings}
+    if rules is not None:
+        worker["Rules"] = rules
+    subscriptions = [worker, *({"Name": name} for name in others)]
+    return ({TOPIC_SOURCE.retry_queue: subscription_settings},
+            {TOPIC: {"Properties": {}, "Subscriptions": subscriptions}})
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05,
@@ -60,16 +78,21 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 20
 class Harness:
     def __init__(self, bus: LocalBus, dts_settings: config.DtsSettings, *, queue: str = QUEUE,
                  listener_settings: ListenerSettings = DEFAULT_LISTENER, dispatcher_retry_seconds: float = 2.0,
-                 wrap_dispatcher: Callable[[Dispatcher], Dispatcher] | None = None) -> None:
+                 wrap_dispatcher: Callable[[Dispatcher], Dispatcher] | None = None,
+                 source: Source | None = None) -> None:
+        """`source` (default: the queue `queue`) may be the topic form: then one listener per entity it reads,
+        publishing goes to the topic, and the peeks cover the subscription and the retry queue."""
         self.bus = bus
-        self.queue = queue
+        self.source = source or queue_source(queue)
+        self.queue = self.source.entity.path
         self.dts_settings = dts_settings
         self.listener_settings = listener_settings
         self.retry_seconds = dispatcher_retry_seconds
         self.wrap_dispatcher = wrap_dispatcher
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.listener: Listener | None = None
+        self.listeners: list[Listener] = []
+        self.tasks: list[asyncio.Task[None]] = []
         self.dts: AsyncDurableTaskSchedulerClient | None = None
         self.client: ServiceBusClient | None = None
         self._sender: Any = None
@@ -83,34 +106,40 @@ class Harness:
         dispatcher = Dispatcher(self.dts, retry_seconds=self.retry_seconds, call_timeout=5.0)
         if self.wrap_dispatcher:
             dispatcher = self.wrap_dispatcher(dispatcher)
-        sb = servicebus_settings(self.bus, self.queue)
-        self.listener = Listener(
+        sb = servicebus_settings(self.bus, self.source)
+        self.listeners = [Listener(
             client_factory=lambda: clients.servicebus_client(sb),
-            queue=self.queue,
+            source=self.source,
+            entity=entity,
             dispatcher=dispatcher,
             settings=self.listener_settings,
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
-        )
+        ) for entity in self.source.receive_from]
         self.client = ServiceBusClient.from_connection_string(self.bus.connection_string)
         await self.start_listener()
         return self
 
+    @property
+    def listener(self) -> Listener:
+        """The listener of the queue or subscription (the topic form has a second one, on the retry queue)."""
+        return self.listeners[0]
+
     async def start_listener(self) -> None:
-        assert self.listener is not None
         self.stop_event = asyncio.Event()
-        self.task = asyncio.create_task(self.listener.run(self.stop_event))
+        self.tasks = [asyncio.create_task(listener.run(self.stop_event)) for listener in self.listeners]
+        self.task = self.tasks[0]
         await eventually(self._connected, what="listener connected")
 
     async def _connected(self) -> bool:
-        assert self.listener is not None
-        return self.listener.state.connected
+        return all(listener.state.connected for listener in self.listeners)
 
     async def stop_listener(self) -> None:
         self.stop_event.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 60)
-            self.task = None
+        if self.tasks:
+            await asyncio.wait_for(asyncio.gather(*self.tasks), 60)
+        self.tasks = []
+        self.task = None
 
     async def reset_client(self) -> None:
         """A fresh Service Bus client (after the broker restarted under the old one)."""
@@ -144,7 +173,7 @@ class Harness:
             self._own.add(mid)
         async with self._send_lock:
             if self._sender is None:
-                self._sender = self.client.get_queue_sender(self.queue)
+                self._sender = self.source.sender(self.client)
             await self._sender.send_messages(ServiceBusMessage(payload, subject=subject, message_id=mid,
                                                                content_type=content_type,
                                                                application_properties=application_properties))
@@ -154,7 +183,7 @@ class Harness:
         assert self.client is not None
         if self._own is not None:
             self._own.update(str(m.message_id) for m in messages)
-        async with self.client.get_queue_sender(self.queue) as sender:
+        async with self.source.sender(self.client) as sender:
             for i in range(0, len(messages), 100):
                 batch = await sender.create_message_batch()
                 for m in messages[i:i + 100]:
@@ -212,12 +241,16 @@ class Harness:
 
     async def peek_queue(self, sub_queue: ServiceBusSubQueue | None = None, n: int = 100
                          ) -> list[ServiceBusReceivedMessage]:
+        """What every entity the listener reads holds (the queue; or the subscription, then the retry queue)."""
         assert self.client is not None
-        if sub_queue not in self._peekers:
-            self._peekers[sub_queue] = self.client.get_queue_receiver(self.queue, sub_queue=sub_queue)
-        # From sequence number 1 each time: a receiver's peek otherwise resumes after the last one it saw.
-        found: list[ServiceBusReceivedMessage] = await self._peekers[sub_queue].peek_messages(
-            max_message_count=n if self._own is None else 1000, sequence_number=1)
+        found: list[ServiceBusReceivedMessage] = []
+        for entity in self.source.receive_from:
+            key = (entity, sub_queue)
+            if key not in self._peekers:
+                self._peekers[key] = entity.receiver(self.client, sub_queue=sub_queue)
+            # From sequence number 1 each time: a receiver's peek otherwise resumes after the last one it saw.
+            found += await self._peekers[key].peek_messages(max_message_count=n if self._own is None else 1000,
+                                                            sequence_number=1)
         if self._own is not None:
             found = [m for m in found if str(m.message_id) in self._own]
         return found

@@ -1,5 +1,9 @@
 """Every row of the settlement table, through the real azure-servicebus SDK (against localbus) and the real
-durabletask SDK (against the in-memory backend). Outcomes are read from DTS and the dead-letter queue."""
+durabletask SDK (against the in-memory backend). Outcomes are read from DTS and the dead-letter queue.
+
+Each test runs in both source forms: the queue, and a topic subscription (with its own retry queue, and a second
+subscription on the topic that the worker's retries must never reach: tests/integration/test_topic.py).
+"""
 
 from __future__ import annotations
 
@@ -16,29 +20,51 @@ from azure.servicebus import ServiceBusMessage
 from activities import approvals
 from listener.contract import ApprovalRequest, StartRequest
 from listener.dispatch import Dispatcher, Outcome
+from listener.entities import Source, queue_source
 from listener.messages import text
 from localbus import LocalBus
 from tests.fixtures.dts import DtsBackend, start_backend
 from tests.fixtures.localbus import queue_bus
-from tests.integration.harness import QUEUE, Harness, eventually, listener_settings
+from tests.fixtures.target import external_servicebus
+from tests.integration.harness import QUEUE, TOPIC_SOURCE, Harness, eventually, listener_settings, topic_entities
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
 
 def queues(lock: str = "PT30S", max_delivery: int = 10) -> dict[str, dict[str, Any]]:
-    return {QUEUE: {"LockDuration": lock, "MaxDeliveryCount": max_delivery,
-                    "DeadLetteringOnMessageExpiration": True}}
+    return {QUEUE: _settings(lock, max_delivery)}
+
+
+def _settings(lock: str = "PT30S", max_delivery: int = 10) -> dict[str, Any]:
+    return {"LockDuration": lock, "MaxDeliveryCount": max_delivery, "DeadLetteringOnMessageExpiration": True}
+
+
+def local_bus(lock: str = "PT30S", data_path: Path | None = None) -> LocalBus:
+    """Both forms' entities: the queue, and the topic with the worker's subscription and retry queue."""
+    retry_queue, topics = topic_entities(_settings(lock))
+    return LocalBus(port=0, queues={**queues(lock), **retry_queue}, topics=topics, data_path=data_path)
+
+
+@pytest.fixture(params=["queue", "subscription"])
+def source(request: pytest.FixtureRequest) -> Source:
+    if request.param == "queue":
+        return queue_source(QUEUE)
+    if external_servicebus(request.config):
+        pytest.skip("the topic form's entities are made for localbus here")
+    return TOPIC_SOURCE
 
 
 @pytest.fixture
 def bus(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalBus]:
-    with queue_bus(request.config, queues(), data_path=tmp_path / "bus.sqlite3") as b:
+    retry_queue, topics = topic_entities(_settings())
+    with queue_bus(request.config, {**queues(), **retry_queue}, data_path=tmp_path / "bus.sqlite3",
+                   topics=topics) as b:
         yield b
 
 
 @pytest.fixture
-async def h(bus: LocalBus, dts_backend: DtsBackend) -> AsyncIterator[Harness]:
-    async with Harness(bus, dts_backend.settings, listener_settings=listener_settings(
+async def h(bus: LocalBus, dts_backend: DtsBackend, source: Source) -> AsyncIterator[Harness]:
+    async with Harness(bus, dts_backend.settings, source=source, listener_settings=listener_settings(
             approval_not_found_window_seconds=3.0)) as harness:
         yield harness
 
@@ -164,14 +190,14 @@ async def test_invalid_message_is_dead_lettered_with_reason(h: Harness, expected
 
 
 # --- failures -------------------------------------------------------------------------------------------------
-async def test_dts_outage_abandons_then_recovers_without_dead_lettering(bus: LocalBus) -> None:
+async def test_dts_outage_abandons_then_recovers_without_dead_lettering(bus: LocalBus, source: Source) -> None:
     backend = start_backend()
     from listener import clients
 
     worker = clients.dts_worker(backend.settings)
     worker.start()
     try:
-        async with Harness(bus, backend.settings, dispatcher_retry_seconds=0.5) as h:
+        async with Harness(bus, backend.settings, dispatcher_retry_seconds=0.5, source=source) as h:
             first = await h.start("hello_cities")
             await h.wait_for_output(first)
             backend.stop()
@@ -205,9 +231,9 @@ class ExplodingOnce(Dispatcher):
         return await self.inner.dispatch(request, message_id)
 
 
-async def test_unexpected_error_abandons_and_the_listener_keeps_running(bus: LocalBus, dts_backend: DtsBackend
-                                                                       ) -> None:
-    async with Harness(bus, dts_backend.settings, wrap_dispatcher=ExplodingOnce) as h:
+async def test_unexpected_error_abandons_and_the_listener_keeps_running(bus: LocalBus, dts_backend: DtsBackend,
+                                                                       source: Source) -> None:
+    async with Harness(bus, dts_backend.settings, wrap_dispatcher=ExplodingOnce, source=source) as h:
         mid = await h.start("hello_cities")
         assert await h.wait_for_output(mid) == "Hello Tokyo!, Hello Seattle!, Hello London!"
         second = await h.start("hello_cities")
@@ -227,15 +253,16 @@ class Slow(Dispatcher):
         return await self.inner.dispatch(request, message_id)
 
 
-async def test_handling_longer_than_the_lock_keeps_the_lock(tmp_path: Path, dts_backend: DtsBackend) -> None:
+async def test_handling_longer_than_the_lock_keeps_the_lock(tmp_path: Path, dts_backend: DtsBackend,
+                                                            source: Source) -> None:
     slow: list[Slow] = []
 
     def wrap(d: Dispatcher) -> Dispatcher:
         slow.append(Slow(d, 8.0))
         return slow[0]
 
-    with LocalBus(port=0, queues=queues(lock="PT5S")) as bus:
-        async with Harness(bus, dts_backend.settings, wrap_dispatcher=wrap) as h:
+    with local_bus(lock="PT5S") as bus:
+        async with Harness(bus, dts_backend.settings, wrap_dispatcher=wrap, source=source) as h:
             mid = await h.start("hello_cities")
             await h.wait_for_output(mid, timeout=30)
             await h.queue_drained(timeout=10)
@@ -243,11 +270,12 @@ async def test_handling_longer_than_the_lock_keeps_the_lock(tmp_path: Path, dts_
             assert await h.peek_queue(sub_queue=_dlq()) == []
 
 
-async def test_receiver_survives_a_localbus_restart(tmp_path: Path, dts_backend: DtsBackend) -> None:
-    bus = LocalBus(port=0, queues=queues(), data_path=tmp_path / "restart.sqlite3")
+async def test_receiver_survives_a_localbus_restart(tmp_path: Path, dts_backend: DtsBackend, source: Source
+                                                   ) -> None:
+    bus = local_bus(data_path=tmp_path / "restart.sqlite3")
     bus.start()
     try:
-        async with Harness(bus, dts_backend.settings) as h:
+        async with Harness(bus, dts_backend.settings, source=source) as h:
             first = await h.start("hello_cities")
             await h.wait_for_output(first)
             bus.stop()

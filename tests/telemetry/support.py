@@ -48,7 +48,7 @@ def memory_exporter() -> InMemorySpanExporter:
 def tracing_only(_settings: config.TelemetrySettings) -> Telemetry:
     """Telemetry with the listener's spans going to the global provider (and no metrics)."""
     tracer = global_provider().get_tracer(SCOPE)
-    return Telemetry(tracer=lambda queue: MessageTracer(tracer, queue))
+    return Telemetry(tracer=lambda queue, subscription: MessageTracer(tracer, queue, subscription))
 
 
 def settings(bus: LocalBus, dts: LocalDts, **listener: Any) -> config.Settings:

@@ -15,7 +15,9 @@ def test_bare_environment_points_at_the_local_emulators() -> None:
     assert s.dts.auth is Auth.NONE and not s.dts.secure and s.dts.taskhub == "default"
     assert s.servicebus.auth is Auth.CONNECTION_STRING
     assert s.servicebus.connection_string == config.DEFAULT_SERVICEBUS_CONNECTION_STRING
-    assert s.servicebus.queue == "workflow-requests" == config.DEFAULT_QUEUE
+    assert s.servicebus.source.entity.name == "workflow-requests" == config.DEFAULT_QUEUE
+    assert s.servicebus.source.receive_from == (s.servicebus.source.entity,)
+    assert s.servicebus.source.retry_queue == config.DEFAULT_QUEUE  # a queue retries on itself
     assert s.listener.max_concurrent_messages == 32 and s.listener.health_port == 8000
 
 
@@ -81,6 +83,18 @@ def test_taskhub_from_env_and_from_string() -> None:
         ({"HEALTH_PORT": "70000"}, "HEALTH_PORT", "between 0 and 65535"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL", "expected DEBUG"),
         ({"SERVICEBUS_QUEUE": "a queue"}, "SERVICEBUS_QUEUE", "not a valid queue name"),
+        ({"SERVICEBUS_QUEUE": "q", "SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "s"}, "SERVICEBUS_QUEUE",
+         "not both"),
+        ({"SERVICEBUS_QUEUE": "q", "SERVICEBUS_TOPIC": "t"}, "SERVICEBUS_QUEUE", "not both"),
+        ({"SERVICEBUS_TOPIC": "t"}, "SERVICEBUS_SUBSCRIPTION", "required with SERVICEBUS_TOPIC"),
+        ({"SERVICEBUS_SUBSCRIPTION": "s"}, "SERVICEBUS_TOPIC", "required with SERVICEBUS_SUBSCRIPTION"),
+        ({"SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "a/b"}, "SERVICEBUS_SUBSCRIPTION", "contains '/'"),
+        ({"SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "s" * 51}, "SERVICEBUS_SUBSCRIPTION",
+         "longer than 50"),
+        ({"SERVICEBUS_TOPIC": "a topic", "SERVICEBUS_SUBSCRIPTION": "s"}, "SERVICEBUS_TOPIC", "not a valid topic"),
+        ({"SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "s", "SERVICEBUS_RETRY_QUEUE": "t"},
+         "SERVICEBUS_RETRY_QUEUE", "not the topic"),
+        ({"SERVICEBUS_RETRY_QUEUE": "r"}, "SERVICEBUS_RETRY_QUEUE", "only used with SERVICEBUS_TOPIC"),
         ({"SERVICEBUS_CONNECTION_STRING": "Endpoint=http://x;SharedAccessKeyName=a;SharedAccessKey=b"},
          "SERVICEBUS_CONNECTION_STRING", "Endpoint=sb://"),
         ({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x;SharedAccessKeyName=a"}, "SERVICEBUS_CONNECTION_STRING",
@@ -101,6 +115,17 @@ def test_rejected_configuration_names_the_variable(env: dict[str, str], variable
     assert message.startswith(f"configuration error: {variable}: ")
     assert fragment in message
     assert "\n" not in message
+
+
+def test_topic_form_reads_the_subscription_and_its_own_retry_queue() -> None:
+    source = load({"SERVICEBUS_TOPIC": "workflow-events", "SERVICEBUS_SUBSCRIPTION": "sbworker"}).servicebus.source
+    assert source.topic == "workflow-events" and source.publish_to == "workflow-events"
+    assert source.entity.path == "workflow-events/Subscriptions/sbworker"
+    assert source.retry_queue == "workflow-events-sbworker-retry"
+    assert [e.path for e in source.receive_from] == ["workflow-events/Subscriptions/sbworker",
+                                                     "workflow-events-sbworker-retry"]
+    named = load({"SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "s", "SERVICEBUS_RETRY_QUEUE": "mine"})
+    assert named.servicebus.source.retry_queue == "mine"
 
 
 def test_a_malformed_connection_string_never_echoes_its_secret() -> None:
