@@ -22,6 +22,7 @@ from durabletask.client import OrchestrationState
 from dashboard.localstack import LocalStack, local_stack
 from listener import clients
 from listener.codes import TERMINAL_STATUSES
+from listener.entities import queue_source
 from sbworker import publish
 from tests.reliability.common import wait_until
 
@@ -132,14 +133,14 @@ class Web:
 def start(sb: ServiceBusClient, queue: str, name: str, data: Any = None, instance_id: str | None = None) -> str:
     """Publish a start message, as `sbworker publish start` does; returns the message id."""
     message, _ = publish.start_message(name, data, instance_id)
-    publish.send(sb, queue, message)
+    publish.send(sb, queue_source(queue), message)
     return str(message.message_id)
 
 
 def send_raw(sb: ServiceBusClient, queue: str, body: Any, subject: str, message_id: str | None = None) -> str:
     mid = message_id or uuid.uuid4().hex
     payload = body if isinstance(body, str) else json.dumps(body)
-    publish.send(sb, queue, ServiceBusMessage(payload, subject=subject, content_type="application/json",
+    publish.send(sb, queue_source(queue), ServiceBusMessage(payload, subject=subject, content_type="application/json",
                                              message_id=mid))
     return mid
 

@@ -18,7 +18,7 @@ from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, w
 
 
 def _queue(stack: LocalStack) -> str:
-    return stack.settings.servicebus.queue
+    return stack.settings.servicebus.source.entity.name
 
 
 def _status(dts: DurableTaskSchedulerClient, instance_id: str) -> str | None:

@@ -75,7 +75,7 @@ def test_filter_open_an_instance_approve_it_and_watch_it_complete(page: Any, sta
                                                                   run_id: str) -> None:
     from playwright.sync_api import expect
 
-    queue = stack.settings.servicebus.queue
+    queue = stack.settings.servicebus.source.entity.name
     waiting = f"{run_id}-approval"
     start(sb, queue, "hello_cities", instance_id=f"{run_id}-hello")
     start(sb, queue, "approval_workflow", {"item": "<b>desk</b>", "amount": 640}, instance_id=waiting)
@@ -115,7 +115,7 @@ def test_resubmit_a_dead_letter(page: Any, stack: LocalStack, sb: ServiceBusClie
                                 dts: DurableTaskSchedulerClient, run_id: str) -> None:
     from playwright.sync_api import expect
 
-    queue = stack.settings.servicebus.queue
+    queue = stack.settings.servicebus.source.entity.name
     instance_id = f"{run_id}-early"
     early = send_raw(sb, queue, {"instance_id": instance_id, "approved": True, "approver": "grace"}, "approval")
     page.goto("/queue")

@@ -18,7 +18,7 @@ from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, w
 
 
 def _queue(stack: LocalStack) -> str:
-    return stack.settings.servicebus.queue
+    return stack.settings.servicebus.source.entity.name
 
 
 def test_list_shows_each_instance_newest_first_with_its_columns(stack: LocalStack, sb: ServiceBusClient,
