@@ -1,0 +1,261 @@
+"""The topic form (SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION) beyond the settlement table (which
+tests/integration/test_listener.py runs in both forms): the topic's other subscriptions see each published
+message exactly once and never a retry copy, a subscription filter decides what the worker gets, and the
+command line and `sbworker run` work on a subscription as they do on a queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
+
+from listener.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES
+from listener.entities import Entity
+from listener.messages import text
+from localbus import LocalBus
+from tests.fixtures.dts import DtsBackend
+from tests.fixtures.ports import free_port
+from tests.fixtures.target import external_servicebus
+from tests.integration.harness import (
+    SUBSCRIPTION,
+    TOPIC,
+    TOPIC_SOURCE,
+    Harness,
+    listener_settings,
+    topic_entities,
+)
+from tests.integration.procs import Service, sbworker, stack_env
+
+pytestmark = pytest.mark.usefixtures("dts_worker")
+
+SETTINGS: dict[str, Any] = {"LockDuration": "PT30S", "MaxDeliveryCount": 10, "DeadLetteringOnMessageExpiration": True}
+RETRY_DLQ = Entity(TOPIC_SOURCE.retry_queue)
+
+
+@pytest.fixture(autouse=True)
+def _embedded_only(request: pytest.FixtureRequest) -> None:
+    if external_servicebus(request.config):
+        pytest.skip("these tests make their own topic and subscriptions in localbus")
+
+
+def topic_bus(rules: list[dict[str, Any]] | None = None) -> LocalBus:
+    retry_queue, topics = topic_entities(SETTINGS, rules=rules)
+    return LocalBus(port=0, queues=retry_queue, topics=topics)
+
+
+def drain_subscription(bus: LocalBus, name: str) -> list[ServiceBusReceivedMessage]:
+    """Receive and complete everything in a subscription (another team's consumer, in these tests)."""
+    got: list[ServiceBusReceivedMessage] = []
+    with ServiceBusClient.from_connection_string(bus.connection_string) as client, \
+            client.get_subscription_receiver(TOPIC, name) as receiver:
+        while batch := receiver.receive_messages(max_message_count=100, max_wait_time=1):
+            for message in batch:
+                receiver.complete_message(message)
+            got.extend(batch)
+    return got
+
+
+def props(message: ServiceBusReceivedMessage) -> dict[str, Any]:
+    return {text(k) if isinstance(k, bytes) else k: v for k, v in (message.application_properties or {}).items()}
+
+
+@pytest.fixture
+async def h(dts_backend: DtsBackend) -> AsyncIterator[Harness]:
+    with topic_bus() as bus:
+        async with Harness(bus, dts_backend.settings, source=TOPIC_SOURCE,
+                           listener_settings=listener_settings(approval_not_found_window_seconds=3.0)) as harness:
+            yield harness
+
+
+async def test_other_subscriptions_see_each_message_once_and_never_a_retry_copy(h: Harness) -> None:
+    starts = [await h.start("hello_cities") for _ in range(3)]
+    early = [f"early-{uuid.uuid4().hex}" for _ in range(2)]
+    approvals = [await h.approve(iid, approved=True) for iid in early]
+    ghost = f"ghost-{uuid.uuid4().hex}"
+    ghost_approval = await h.approve(ghost)
+    invalid = await h.send(None, subject="start", raw=b"{not json")
+    await asyncio.sleep(1.5)  # every early approval has been tried and re-enqueued at least once
+    late_starts = [await h.start("approval_workflow", {"item": "x"}, instance_id=iid) for iid in early]
+    for mid in starts:
+        await h.wait_for_output(mid)
+    for iid in early:
+        assert await h.wait_for_output(iid, timeout=30) == "Approved"
+    dead = {m.message_id: m for m in await h.dead_letters(2, timeout=30)}
+    assert text(dead[invalid].dead_letter_reason) == "InvalidJson"
+    assert text(dead[ghost_approval].dead_letter_reason) == "InstanceNotFound"
+    await h.queue_drained(timeout=30)
+
+    # The ghost went round the retry queue (and was dead-lettered there, after its window).
+    assert h.client is not None
+    async with RETRY_DLQ.receiver(h.client, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+        retried = await receiver.peek_messages(max_message_count=10, sequence_number=1)
+    assert [m.message_id for m in retried] == [ghost_approval]
+    assert props(retried[0])[PROP_RETRIES] >= 1
+
+    # Another team's subscription: every published message once, no copy made by our retries.
+    published = [*starts, *approvals, ghost_approval, invalid, *late_starts]
+    audit = drain_subscription(h.bus, "audit")
+    assert Counter(str(m.message_id) for m in audit) == Counter(published)
+    assert not [m.message_id for m in audit if PROP_RETRIES in props(m) or PROP_FIRST_ATTEMPT in props(m)]
+
+
+def _sql(expression: str) -> list[dict[str, Any]]:
+    return [{"Name": "ours", "Properties": {"FilterType": "Sql", "SqlFilter": {"SqlExpression": expression}}}]
+
+
+def _correlation(**properties: str) -> list[dict[str, Any]]:
+    return [{"Name": "ours", "Properties": {"FilterType": "Correlation",
+                                            "CorrelationFilter": {"Properties": properties}}}]
+
+
+@pytest.mark.parametrize("rules", [_sql("tenant = 'contoso' AND sys.Label IN ('start', 'approval')"),
+                                   _correlation(tenant="contoso")], ids=["sql", "correlation"])
+async def test_a_subscription_filter_routes_only_matching_messages_to_the_worker(
+        dts_backend: DtsBackend, rules: list[dict[str, Any]]) -> None:
+    ours, theirs = {"tenant": "contoso"}, {"tenant": "fabrikam"}
+    with topic_bus(rules) as bus:
+        async with Harness(bus, dts_backend.settings, source=TOPIC_SOURCE,
+                           listener_settings=listener_settings(approval_not_found_window_seconds=10.0)) as h:
+            mine = await h.start("hello_cities", application_properties=ours)
+            other = await h.start("hello_cities", application_properties=theirs)
+            # An early approval that matches: its retry copies keep their properties and come back to us.
+            waiting = f"filtered-{uuid.uuid4().hex}"
+            await h.approve(waiting, application_properties=ours)
+            await asyncio.sleep(1.5)
+            await h.start("approval_workflow", {"item": "x"}, instance_id=waiting, application_properties=ours)
+            assert await h.wait_for_output(mine) == "Hello Tokyo!, Hello Seattle!, Hello London!"
+            assert await h.wait_for_output(waiting, timeout=30) == "Approved"
+            await h.queue_drained()
+            assert await h.peek_queue(ServiceBusSubQueue.DEAD_LETTER) == []
+            assert await h.state(other) is None  # never routed to the worker
+            assert other in {str(m.message_id) for m in drain_subscription(bus, "audit")}
+
+
+# --- `sbworker run` and the command line on a subscription ----------------------------------------------------
+@pytest.fixture(scope="module")
+def stack(dts_backend: DtsBackend) -> Iterator[tuple[LocalBus, dict[str, str], int]]:
+    port = free_port()
+    with topic_bus() as bus:
+        env = stack_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
+                        SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, APPROVAL_NOT_FOUND_WINDOW_SECONDS="1",
+                        HEALTH_PORT=str(port))
+        svc = Service(["run"], env)
+        try:
+            svc.wait_for_output(f"listening on queue '{TOPIC_SOURCE.retry_queue}'")
+            svc.wait_for_output(f"listening on subscription '{SUBSCRIPTION}' of topic '{TOPIC}'")
+            yield bus, env, port
+        finally:
+            assert svc.terminate() == 0, svc.output[-3000:]
+            assert "Traceback" not in svc.output
+            svc.close()
+
+
+def ok(*args: str, env: dict[str, str]) -> str:
+    result = sbworker(*args, env=env)
+    assert result.returncode == 0, f"sbworker {' '.join(args)} -> {result.returncode}\n{result.stderr}"
+    return result.stdout
+
+
+def status(env: dict[str, str], instance_id: str, wanted: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = sbworker("status", instance_id, "--json", env=env)
+        if result.returncode == 0 and wanted in result.stdout:
+            found: dict[str, Any] = json.loads(result.stdout)
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{instance_id} never showed {wanted!r}")
+
+
+def test_the_cli_publishes_to_the_topic_and_the_service_is_ready(stack: tuple[LocalBus, dict[str, str], int]
+                                                                 ) -> None:
+    bus, env, port = stack
+    iid = f"cli-{uuid.uuid4().hex[:8]}"
+    ok("publish", "start", "approval_workflow", "--instance-id", iid, "--input", '{"item": "desk"}', env=env)
+    status(env, iid, "awaiting_approval")
+    ok("publish", "approve", iid, "--approver", "ada", env=env)
+    assert status(env, iid, "Approved")["custom_status"]["approver"] == "ada"
+    from tests.integration.test_service import _get
+
+    assert _get(port, "/readyz") == (200, {"status": "ready", "dts": True, "servicebus": True})
+    seen = [m for m in drain_subscription(bus, "audit") if iid in b"".join(m.body).decode()]
+    assert [text(m.subject) for m in seen] == ["start", "approval"]
+
+
+def test_dlq_lists_both_dead_letter_queues_and_resubmits_to_the_retry_queue(
+        stack: tuple[LocalBus, dict[str, str], int]) -> None:
+    bus, env, _ = stack
+    drain_subscription(bus, "audit")
+    iid = f"fix-{uuid.uuid4().hex[:8]}"
+    ok("publish", "approve", iid, "--approver", "carol", env=env)  # no instance: retried, then dead-lettered
+    with ServiceBusClient.from_connection_string(bus.connection_string) as client, \
+            client.get_topic_sender(TOPIC) as sender:
+        bad = uuid.uuid4().hex
+        sender.send_messages(ServiceBusMessage(b"{not json", subject="start", message_id=bad))
+
+    def entries() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = json.loads(ok("dlq", "--json", "--peek", "100", env=env))
+        return found
+
+    def ours() -> dict[str, dict[str, Any]]:
+        return {e["entity"]: e for e in entries() if e["message_id"] == bad or iid in e["body_preview"]}
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(ours()) < 2:
+        time.sleep(0.3)
+    by_entity = ours()
+    assert set(by_entity) == {TOPIC_SOURCE.entity.path, TOPIC_SOURCE.retry_queue}
+    assert by_entity[TOPIC_SOURCE.retry_queue]["reason"] == "InstanceNotFound"
+    assert by_entity[TOPIC_SOURCE.entity.path]["reason"] == "InvalidJson"
+    human = ok("dlq", env=env)
+    assert f"dead-letter queue of subscription '{SUBSCRIPTION}' of topic '{TOPIC}':" in human
+    assert f"dead-letter queue of queue '{TOPIC_SOURCE.retry_queue}':" in human
+    only_retry = json.loads(ok("dlq", "--retry-queue", "--json", env=env))
+    assert {e["entity"] for e in only_retry} == {TOPIC_SOURCE.retry_queue}
+
+    # The fix, then the resubmit: the approval comes back through the retry queue, not the topic.
+    ok("publish", "start", "approval_workflow", "--instance-id", iid, env=env)
+    status(env, iid, "awaiting_approval")
+    seq = str(by_entity[TOPIC_SOURCE.retry_queue]["sequence_number"])
+    out = ok("dlq", "--retry-queue", "resubmit", seq, env=env)
+    assert f"to '{TOPIC_SOURCE.retry_queue}': {seq}" in out
+    assert status(env, iid, "Approved")["custom_status"]["approver"] == "carol"
+    audit = [str(m.message_id) for m in drain_subscription(bus, "audit")]
+    assert audit.count(bad) == 1 and len([m for m in audit if m != bad]) == 2  # the approval and the start, once
+
+
+def test_a_missing_retry_queue_is_named_in_the_log_and_readyz(dts_backend: DtsBackend) -> None:
+    port = free_port()
+    with topic_bus() as bus:
+        env = stack_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
+                        SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, SERVICEBUS_RETRY_QUEUE="nobody-made-this",
+                        HEALTH_PORT=str(port))
+        svc = Service(["run", "--no-worker"], env)
+        try:
+            svc.wait_for_output("queue 'nobody-made-this' does not exist (SERVICEBUS_RETRY_QUEUE)")
+            from tests.integration.test_service import _get
+
+            code, body = _get(port, "/readyz")
+            assert code == 503 and body["servicebus"] is False
+            assert svc.terminate() == 0
+        finally:
+            svc.close()
+
+
+def test_half_a_topic_pair_is_one_line_and_exit_2(stack: tuple[LocalBus, dict[str, str], int]) -> None:
+    _, env, _ = stack
+    broken = {k: v for k, v in env.items() if k != "SERVICEBUS_SUBSCRIPTION"}
+    result = sbworker("run", env=broken)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("configuration error: SERVICEBUS_SUBSCRIPTION: required with SERVICEBUS_TOPIC "
+                                     "(the topic form needs both)")
+    both = {**env, "SERVICEBUS_QUEUE": "workflow-requests"}
+    assert sbworker("publish", "start", "hello_cities", env=both).returncode == 2
