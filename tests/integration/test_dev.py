@@ -72,6 +72,34 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
     assert (tmp_path / "servicebus.sqlite3").exists()
 
 
+def test_dev_topic_runs_the_demo_through_the_topic_subscription(tmp_path: Path) -> None:
+    """`sbworker dev --topic`: the shipped Config.json's topic, the worker's subscription and its retry queue."""
+    sb_port, dts_port, board_port = free_port(), free_port(), free_port()
+    env = stack_env("ignored", "ignored")
+    del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
+    args = ["dev", "--topic", "--memory", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port),
+            "--dashboard-port", str(board_port)]
+    with service(args, env) as dev:
+        dev.wait_for_output("Ready for your own messages", timeout=90)
+        out = dev.output
+        assert "listening on subscription 'sbworker' of topic 'workflow-events'" in out
+        assert "listening on queue 'workflow-events-sbworker-retry'" in out
+        assert "export SERVICEBUS_TOPIC=workflow-events SERVICEBUS_SUBSCRIPTION=sbworker" in out
+        for name in ("hello_cities", "fan_out_fan_in", "workflow_with_retry"):
+            assert re.search(rf"{name}\s+COMPLETED", out), out
+        assert re.search(r'approval_workflow\s+COMPLETED\s+"Approved"', out), out
+        connection = f"Endpoint=sb://localhost:{sb_port};SharedAccessKeyName=RootManageSharedAccessKey;" \
+                     "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
+        # The demo published to the topic: the other subscription got the four starts and the approval.
+        with ServiceBusClient.from_connection_string(connection) as sb, \
+                sb.get_subscription_receiver("workflow-events", "audit") as audit:
+            subjects = [str(m.subject) for m in audit.peek_messages(max_message_count=50, sequence_number=1)]
+        assert sorted(subjects) == ["approval", "start", "start", "start", "start"]
+        page = _page(f"http://localhost:{board_port}/queue")
+        assert "Subscription workflow-events/Subscriptions/sbworker" in page and "Retry queue" in page
+        assert dev.terminate(signal.SIGINT) == 0
+
+
 def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
     import socket
 
