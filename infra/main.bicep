@@ -41,8 +41,26 @@ param dtsIpAllowlist array = [
 @description('Task hub name.')
 param taskHubName string = 'default'
 
-@description('Queue name; equal to infra/servicebus-emulator/Config.json and listener.config.DEFAULT_QUEUE.')
+@allowed([
+  'queue'
+  'topic'
+])
+@description('What the worker reads (azd: SERVICEBUS_SOURCE). queue: the queue queueName. topic: the subscription subscriptionName of the topic topicName, plus the retry queue retryQueueName that only the worker reads (needs serviceBusSku Standard or Premium).')
+param serviceBusSource string = 'queue'
+
+@description('Queue name (queue form); equal to infra/servicebus-emulator/Config.json and listener.config.DEFAULT_QUEUE.')
 param queueName string = 'workflow-requests'
+
+@description('Topic name (topic form); equal to infra/servicebus-emulator/Config.json and listener.config.DEFAULT_TOPIC.')
+param topicName string = 'workflow-events'
+
+@minLength(1)
+@maxLength(50)
+@description('The subscription the worker reads (topic form); equal to Config.json and listener.config.DEFAULT_SUBSCRIPTION.')
+param subscriptionName string = 'sbworker'
+
+@description('Queue only the worker reads, where early approvals wait for their instance (topic form); the code default for SERVICEBUS_RETRY_QUEUE is <topic>-<subscription>-retry.')
+param retryQueueName string = '${topicName}-${subscriptionName}-retry'
 
 @allowed([
   'Basic'
@@ -103,7 +121,11 @@ module serviceBus 'modules/servicebus.bicep' = {
     location: location
     tags: tags
     namespaceName: '${abbrs.serviceBus}${token}'
+    source: serviceBusSource
     queueName: queueName
+    topicName: topicName
+    subscriptionName: subscriptionName
+    retryQueueName: retryQueueName
     skuName: serviceBusSku
     workerPrincipalId: identity.outputs.workerPrincipalId
     scalerPrincipalId: identity.outputs.scalerPrincipalId
@@ -172,7 +194,11 @@ module worker 'modules/containerapp.bicep' = {
     taskHubName: dts.outputs.taskHubName
     serviceBusNamespaceName: serviceBus.outputs.namespaceName
     serviceBusNamespaceFqdn: serviceBus.outputs.namespaceFqdn
+    serviceBusSource: serviceBus.outputs.source
     queueName: serviceBus.outputs.queueName
+    topicName: serviceBus.outputs.topicName
+    subscriptionName: serviceBus.outputs.subscriptionName
+    retryQueueName: serviceBus.outputs.retryQueueName
     minReplicas: minReplicas
     maxReplicas: maxReplicas
   }
@@ -186,5 +212,9 @@ output DTS_ENDPOINT string = dts.outputs.endpoint
 output TASKHUB_NAME string = dts.outputs.taskHubName
 output DTS_DASHBOARD_URL string = dts.outputs.dashboardUrl
 output SERVICEBUS_NAMESPACE string = serviceBus.outputs.namespaceFqdn
+// The entities of the deployed form; the other form's are '' (the code treats an empty variable as unset).
 output SERVICEBUS_QUEUE string = serviceBus.outputs.queueName
+output SERVICEBUS_TOPIC string = serviceBus.outputs.topicName
+output SERVICEBUS_SUBSCRIPTION string = serviceBus.outputs.subscriptionName
+output SERVICEBUS_RETRY_QUEUE string = serviceBus.outputs.retryQueueName
 output WORKER_APP_NAME string = worker.outputs.name

@@ -1,6 +1,8 @@
 // The worker container app: user-assigned identities, every environment variable the code reads
-// (tests/deploy checks this against listener.config.ENV_VARS), health probes and a KEDA
-// azure-servicebus scale rule that authenticates with a managed identity instead of a connection string.
+// (tests/deploy checks this against listener.config.ENV_VARS), health probes and KEDA azure-servicebus
+// scale rules that authenticate with a managed identity instead of a connection string.
+// Queue form: SERVICEBUS_QUEUE and one rule on the queue. Topic form: SERVICEBUS_TOPIC, SERVICEBUS_SUBSCRIPTION
+// and SERVICEBUS_RETRY_QUEUE, and one rule on the subscription plus one on the retry queue.
 // Its one secret is the Application Insights connection string (traces and metrics, see README#observability).
 
 @description('Location of the app.')
@@ -45,8 +47,24 @@ param serviceBusNamespaceName string
 @description('Service Bus namespace FQDN.')
 param serviceBusNamespaceFqdn string
 
-@description('Queue the worker listens on.')
-param queueName string
+@allowed([
+  'queue'
+  'topic'
+])
+@description('What the worker reads: the queue, or the subscription of the topic plus the retry queue.')
+param serviceBusSource string = 'queue'
+
+@description('Queue the worker listens on (queue form).')
+param queueName string = ''
+
+@description('Topic whose subscription the worker reads (topic form).')
+param topicName string = ''
+
+@description('Subscription the worker reads (topic form).')
+param subscriptionName string = ''
+
+@description('Queue only the worker reads, where early approvals wait for their instance (topic form).')
+param retryQueueName string = ''
 
 @minValue(0)
 @description('Minimum replicas. Keep at least 1: the co-hosted durabletask worker must run to fire timers.')
@@ -82,6 +100,72 @@ param logLevel string = 'INFO'
 
 var healthPort = 8000
 var appInsightsSecret = 'appinsights-connection-string'
+var isTopic = serviceBusSource == 'topic'
+
+// What the worker reads: exactly one form's variables are set (the code refuses a mix).
+var queueEnv = [
+  {
+    name: 'SERVICEBUS_QUEUE'
+    value: queueName
+  }
+]
+var topicEnv = [
+  {
+    name: 'SERVICEBUS_TOPIC'
+    value: topicName
+  }
+  {
+    name: 'SERVICEBUS_SUBSCRIPTION'
+    value: subscriptionName
+  }
+  {
+    name: 'SERVICEBUS_RETRY_QUEUE'
+    value: retryQueueName
+  }
+]
+
+// KEDA scales on the active messages of each entity the worker reads and takes the largest replica count.
+var queueRules = [
+  {
+    name: 'servicebus-queue'
+    custom: {
+      type: 'azure-servicebus'
+      identity: scalerIdentityId
+      metadata: {
+        namespace: serviceBusNamespaceName
+        queueName: queueName
+        messageCount: string(messagesPerReplica)
+      }
+    }
+  }
+]
+var topicRules = [
+  {
+    name: 'servicebus-subscription'
+    custom: {
+      type: 'azure-servicebus'
+      identity: scalerIdentityId
+      metadata: {
+        namespace: serviceBusNamespaceName
+        topicName: topicName
+        subscriptionName: subscriptionName
+        messageCount: string(messagesPerReplica)
+      }
+    }
+  }
+  {
+    name: 'servicebus-retry-queue'
+    custom: {
+      type: 'azure-servicebus'
+      identity: scalerIdentityId
+      metadata: {
+        namespace: serviceBusNamespaceName
+        queueName: retryQueueName
+        messageCount: string(messagesPerReplica)
+      }
+    }
+  }
+]
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: appInsightsName
@@ -153,7 +237,7 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             cpu: json('0.5')
             memory: '1Gi'
           }
-          env: [
+          env: concat(isTopic ? topicEnv : queueEnv, [
             {
               name: 'DTS_CONNECTION_STRING'
               value: 'Endpoint=${dtsEndpoint};Authentication=ManagedIdentity;ClientID=${workerClientId}'
@@ -165,10 +249,6 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             {
               name: 'SERVICEBUS_NAMESPACE'
               value: serviceBusNamespaceFqdn
-            }
-            {
-              name: 'SERVICEBUS_QUEUE'
-              value: queueName
             }
             {
               name: 'SERVICEBUS_AUTHENTICATION'
@@ -210,27 +290,14 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
               name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
               secretRef: appInsightsSecret
             }
-          ]
+          ])
           probes: realImage ? probes : []
         }
       ]
       scale: {
         minReplicas: minReplicas
         maxReplicas: maxReplicas
-        rules: [
-          {
-            name: 'servicebus-queue'
-            custom: {
-              type: 'azure-servicebus'
-              identity: scalerIdentityId
-              metadata: {
-                namespace: serviceBusNamespaceName
-                queueName: queueName
-                messageCount: string(messagesPerReplica)
-              }
-            }
-          }
-        ]
+        rules: isTopic ? topicRules : queueRules
       }
     }
   }

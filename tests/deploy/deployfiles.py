@@ -13,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+# The topic form: an override of the worker's environment, `docker compose -f docker-compose.yml -f <this> up`.
+COMPOSE_TOPIC_FILE = ROOT / "docker-compose.topic.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 AZURE_YAML = ROOT / "azure.yaml"
 INFRA = ROOT / "infra"
@@ -21,6 +23,11 @@ SERVICEBUS_BICEP = INFRA / "modules" / "servicebus.bicep"
 DTS_BICEP = INFRA / "modules" / "dts.bicep"
 CONTAINERAPP_BICEP = INFRA / "modules" / "containerapp.bicep"
 EMULATOR_CONFIG = INFRA / "servicebus-emulator" / "Config.json"
+MAIN_PARAMETERS = INFRA / "main.parameters.json"
+
+# The two forms of what the worker reads (the Bicep parameter serviceBusSource): a queue, or a topic subscription
+# plus the worker's own retry queue.
+SOURCES = ("queue", "topic")
 
 
 class FormatError(ValueError):
@@ -109,6 +116,17 @@ def compose_environment(text: str, service: str) -> dict[str, str]:
     return env
 
 
+def compose_worker_environment(source: str = "queue") -> dict[str, str]:
+    """The worker's environment in one form: docker-compose.yml, merged with the topic override for the topic
+    form (Compose merges `environment` mappings key by key, the later file winning)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    env = compose_environment(COMPOSE_FILE.read_text(encoding="utf-8"), "worker")
+    if source == "topic":
+        env.update(compose_environment(COMPOSE_TOPIC_FILE.read_text(encoding="utf-8"), "worker"))
+    return env
+
+
 def compose_volumes(text: str, service: str) -> list[str]:
     """Short-syntax volume strings of a service."""
     block = compose_service_block(text, service)
@@ -194,20 +212,34 @@ def read_bicep(path: Path) -> str:
     return _strip_comments(path.read_text(encoding="utf-8"))
 
 
-def resource_body(text: str, symbolic_name: str) -> tuple[str, str]:
-    """(type@apiVersion, `{...}` body) of `resource <symbolic_name> '<type>' = [if (...)] {...}`."""
+def _resource_parts(text: str, symbolic_name: str) -> tuple[str, str | None, str]:
+    """(type@apiVersion, condition or None, `{...}` body) of `resource <name> '<type>' = [if (<cond>)] {...}`."""
     match = re.search(rf"^resource\s+{re.escape(symbolic_name)}\s+'([^']+)'\s*=\s*", text, re.MULTILINE)
     if not match:
         raise FormatError(f"no resource {symbolic_name!r}")
     i = match.end()
+    condition = None
     if text.startswith("if", i):
         paren = text.index("(", i)
-        i = paren + len(_balanced(text, paren))
+        parenthesized = _balanced(text, paren)
+        condition = parenthesized[1:-1].strip()
+        i = paren + len(parenthesized)
         while text[i] in " \t":
             i += 1
     if text[i] != "{":
         raise FormatError(f"resource {symbolic_name!r}: expected an object body")
-    return match.group(1), _balanced(text, i)
+    return match.group(1), condition, _balanced(text, i)
+
+
+def resource_body(text: str, symbolic_name: str) -> tuple[str, str]:
+    """(type@apiVersion, `{...}` body) of `resource <symbolic_name> '<type>' = [if (...)] {...}`."""
+    rtype, _condition, body = _resource_parts(text, symbolic_name)
+    return rtype, body
+
+
+def resource_condition(text: str, symbolic_name: str) -> str | None:
+    """The `if (...)` condition of a resource declaration, None when it is always deployed."""
+    return _resource_parts(text, symbolic_name)[1]
 
 
 def resources(text: str) -> dict[str, str]:
@@ -223,6 +255,9 @@ def object_property(body: str, name: str) -> str:
     i = match.end()
     if body[i] in "{[":
         return _balanced(body, i)
+    call = re.match(r"\w+\(", body[i:])
+    if call:  # a function call, possibly over several lines: `concat(a, [ ... ])`
+        return body[i : i + call.end() - 1] + _balanced(body, i + call.end() - 1)
     end = body.find("\n", i)
     return body[i:end].strip()
 
@@ -246,6 +281,44 @@ def param_default(text: str, name: str) -> str | int | bool:
     return scalar(match.group(1))
 
 
+def object_keys(obj: str) -> list[str]:
+    """Top-level keys of an object literal `{ key: value ... }` (one property a line, as our files write them)."""
+    if not obj.startswith("{"):
+        raise FormatError("not an object literal")
+    keys: list[str] = []
+    depth, in_string, line_start = 0, False, True
+    for i, c in enumerate(obj):
+        if c == "\n":
+            line_start = True
+            continue
+        if line_start and not c.isspace():
+            line_start = False
+            if depth == 1 and not in_string and c != "}":
+                key = re.match(r"'?([\w-]+)'?\s*:", obj[i:])
+                if not key:
+                    raise FormatError(f"expected `key:` in object at {obj[i:i + 40]!r}")
+                keys.append(key.group(1))
+        if in_string:
+            in_string = c != "'" or obj[i - 1] == "\\"
+        elif c == "'":
+            in_string = True
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+    return keys
+
+
+def modules(text: str) -> dict[str, tuple[str, str]]:
+    """symbolic name → (module path, `{...}` body) of every `module` declaration."""
+    out = {}
+    for match in re.finditer(r"^module\s+(\w+)\s+'([^']+)'\s*=\s*", text, re.MULTILINE):
+        if text[match.end()] != "{":
+            raise FormatError(f"module {match.group(1)}: expected an object body")
+        out[match.group(1)] = (match.group(2), _balanced(text, match.end()))
+    return out
+
+
 def params(text: str) -> dict[str, str | int | bool | None]:
     """Every param and its literal default (None when it has none or it is not a literal)."""
     result: dict[str, str | int | bool | None] = {}
@@ -262,22 +335,106 @@ def variables(text: str) -> dict[str, str]:
     return {name: value.strip() for name, value in re.findall(r"^var\s+(\w+)\s*=\s*(.+)$", text, re.MULTILINE)}
 
 
-SECRET_REF = "secretRef:"
+def variable(text: str, name: str) -> str:
+    """Raw expression of `var <name> = ...`, including a multi-line array or object."""
+    match = re.search(rf"^var\s+{re.escape(name)}\s*=\s*", text, re.MULTILINE)
+    if not match:
+        raise FormatError(f"no var {name!r}")
+    i = match.end()
+    if text[i] in "{[":
+        return _balanced(text, i)
+    return text[i : text.find("\n", i)].strip()
 
 
-def container_env(text: str) -> dict[str, str]:
-    """name → raw value expression of the `env: [...]` array of the container app."""
-    _type, body = resource_body(text, "app")
-    array = object_property(body, "env")
-    if not array.startswith("["):
-        raise FormatError("env is not an array")
-    env: dict[str, str] = {}
+def _split_arguments(inner: str) -> list[str]:
+    """Top-level comma-separated arguments of a call (brackets and strings respected)."""
+    args: list[str] = []
+    depth, start, in_string = 0, 0, False
+    for i, c in enumerate(inner):
+        if in_string:
+            in_string = c != "'" or inner[i - 1] == "\\"
+        elif c == "'":
+            in_string = True
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            args.append(inner[start:i].strip())
+            start = i + 1
+    args.append(inner[start:].strip())
+    return [a for a in args if a]
+
+
+def _array_items(array: str) -> list[str]:
+    """The `{...}` items of an array literal."""
+    items: list[str] = []
     i = 1
     while True:
         start = array.find("{", i)
         if start < 0:
-            break
+            return items
         item = _balanced(array, start)
+        items.append(item)
+        i = start + len(item)
+
+
+# The one condition that selects between the forms, and how it must be defined.
+IS_TOPIC = "isTopic"
+IS_TOPIC_DEFINITIONS = ("serviceBusSource == 'topic'", "source == 'topic'")
+
+
+def form_array(text: str, expression: str, source: str) -> list[str]:
+    """The items of an array expression for one form: an array literal, a var, `concat(...)` of those, or
+    `isTopic ? <a> : <b>`. Anything else is a FormatError rather than a guess."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    expression = expression.strip()
+    if expression.startswith("["):
+        return _array_items(_balanced(expression, 0))
+    call = re.fullmatch(r"concat\((.*)\)", expression, re.DOTALL)
+    if call:
+        return [item for arg in _split_arguments(call.group(1)) for item in form_array(text, arg, source)]
+    choice = re.fullmatch(rf"{IS_TOPIC}\s*\?\s*(\w+)\s*:\s*(\w+)", expression)
+    if choice:
+        if variable(text, IS_TOPIC) not in IS_TOPIC_DEFINITIONS:
+            raise FormatError(f"var {IS_TOPIC} must be one of {IS_TOPIC_DEFINITIONS}")
+        return form_array(text, choice.group(1) if source == "topic" else choice.group(2), source)
+    if re.fullmatch(r"\w+", expression):
+        return form_array(text, variable(text, expression), source)
+    raise FormatError(f"unsupported array expression: {expression[:80]!r}")
+
+
+HAS_USER = "hasUser"
+HAS_USER_DEFINITION = "!empty(userPrincipalId)"
+
+
+def deployed(text: str, condition: str | None, source: str, *, has_user: bool = True) -> bool:
+    """Whether a resource with this `if (...)` condition is deployed in one form. Conditions are `&&` of
+    `[!]isTopic` and `[!]hasUser`; anything else is a FormatError."""
+    if condition is None:
+        return True
+    values = {IS_TOPIC: source == "topic", HAS_USER: has_user}
+    definitions = {IS_TOPIC: IS_TOPIC_DEFINITIONS, HAS_USER: (HAS_USER_DEFINITION,)}
+    result = True
+    for term in condition.split("&&"):
+        match = re.fullmatch(r"\s*(!?)\s*(\w+)\s*", term)
+        if not match or match.group(2) not in values:
+            raise FormatError(f"unsupported condition {condition!r}")
+        if variable(text, match.group(2)) not in definitions[match.group(2)]:
+            raise FormatError(f"var {match.group(2)} must be one of {definitions[match.group(2)]}")
+        result = result and (values[match.group(2)] != bool(match.group(1)))
+    return result
+
+
+SECRET_REF = "secretRef:"
+
+
+def container_env(text: str, source: str = "queue") -> dict[str, str]:
+    """name → raw value expression of the container app's `env` for one form (queue or topic)."""
+    _type, body = resource_body(text, "app")
+    env: dict[str, str] = {}
+    for item in form_array(text, object_property(body, "env"), source):
         name = scalar(object_property(item, "name"))
         if not isinstance(name, str):
             raise FormatError(f"env name is not a string: {name!r}")
@@ -286,8 +443,13 @@ def container_env(text: str) -> dict[str, str]:
         # A secret's value is the expression naming it, marked: `secretRef:<expression>`.
         env[name] = (f"{SECRET_REF}{object_property(item, 'secretRef')}" if "secretRef" in item
                      else object_property(item, "value"))
-        i = start + len(item)
     return env
+
+
+def scale_rules(text: str, source: str = "queue") -> list[str]:
+    """The `{...}` scale rules of the container app for one form."""
+    _type, body = resource_body(text, "app")
+    return form_array(text, object_property(object_property(body, "scale"), "rules"), source)
 
 
 # --- Dockerfile / azure.yaml ---------------------------------------------------------------------

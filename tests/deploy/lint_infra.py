@@ -3,8 +3,10 @@
 1. every .bicep under infra/ parses (pycep);
 2. checkov: no failed check on infra/ (bicep) or the Dockerfile (skips only inline, with a reason);
 3. hadolint: the Dockerfile is clean;
-4. docker-compose.yml validates against the Compose specification schema (vendored by check-jsonschema);
-5. the dependency-free readers in deployfiles.py (used by `make test`) agree with PyYAML and pycep.
+4. docker-compose.yml and its topic override validate against the Compose specification schema (vendored by
+   check-jsonschema);
+5. the dependency-free readers in deployfiles.py (used by `make test`) agree with PyYAML and pycep, in both
+   forms (queue, topic).
 Exits non-zero on the first failing step.
 """
 
@@ -61,6 +63,11 @@ def cross_check_readers(parsed: dict[Path, dict]) -> None:
         light = df.compose_environment(text, service)
         if real != light:
             sys.exit(f"lint-infra: compose reader disagrees with PyYAML for {service}: {light} != {real}")
+    override = yaml.safe_load(df.COMPOSE_TOPIC_FILE.read_text(encoding="utf-8"))
+    real_topic = {k: str(v) for k, v in (compose["services"]["worker"].get("environment") or {}).items()}
+    real_topic.update({k: str(v) for k, v in override["services"]["worker"]["environment"].items()})
+    if df.compose_worker_environment("topic") != real_topic:
+        sys.exit("lint-infra: compose reader disagrees with PyYAML for the topic override")
     real_volumes = compose["services"]["servicebus-emulator"].get("volumes", [])
     if df.compose_volumes(text, "servicebus-emulator") != real_volumes:
         sys.exit("lint-infra: compose volume reader disagrees with PyYAML")
@@ -74,10 +81,35 @@ def cross_check_readers(parsed: dict[Path, dict]) -> None:
         if light != real:
             sys.exit(f"lint-infra: Bicep resource reader disagrees with pycep in {path.name}: {light} != {real}")
     app_doc = parsed[df.CONTAINERAPP_BICEP]
-    containers = app_doc["resources"]["app"]["config"]["properties"]["template"]["containers"]
-    real_env = [item["name"] for item in containers[0]["env"]]
-    if list(df.container_env(df.read_bicep(df.CONTAINERAPP_BICEP))) != real_env:
-        sys.exit("lint-infra: container env reader disagrees with pycep")
+    template = app_doc["resources"]["app"]["config"]["properties"]["template"]
+    app_text = df.read_bicep(df.CONTAINERAPP_BICEP)
+    for source in df.SOURCES:
+        real_env = [item["name"] for item in _pycep_array(app_doc, template["containers"][0]["env"], source)]
+        if list(df.container_env(app_text, source)) != real_env:
+            sys.exit(f"lint-infra: container env reader disagrees with pycep ({source} form)")
+        real_rules = [rule["name"] for rule in _pycep_array(app_doc, template["scale"]["rules"], source)]
+        light_rules = [df.scalar(df.object_property(rule, "name")) for rule in df.scale_rules(app_text, source)]
+        if light_rules != real_rules:
+            sys.exit(f"lint-infra: scale rule reader disagrees with pycep ({source} form)")
+
+
+def _pycep_array(doc: dict, value: object, source: str) -> list:
+    """Evaluate pycep's tree of an array expression for one form: a literal, a variable, concat() and
+    `isTopic ? a : b` (the constructs deployfiles.form_array accepts)."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return _pycep_array(doc, doc["variables"][value]["value"], source)
+    if isinstance(value, dict) and value.get("function", {}).get("type") == "concat":
+        arguments = value["function"]["parameters"]
+        return [item for key in sorted(arguments, key=lambda k: int(k.split("_")[1]))
+                for item in _pycep_array(doc, arguments[key], source)]
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "conditional":
+        operands = value["operator"]["operands"]
+        if operands["condition"] != df.IS_TOPIC:
+            sys.exit(f"lint-infra: unexpected condition {operands['condition']!r}")
+        return _pycep_array(doc, operands["true_value" if source == "topic" else "false_value"], source)
+    sys.exit(f"lint-infra: unexpected array expression in pycep's tree: {str(value)[:120]}")
 
 
 def main() -> None:
@@ -88,7 +120,7 @@ def main() -> None:
         "--skip-download", "--compact", "--quiet")
     run("hadolint", str(BIN / "hadolint"), "--failure-threshold", "info", "Dockerfile")
     run("compose schema", str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-        "docker-compose.yml")
+        "docker-compose.yml", "docker-compose.topic.yml")
     cross_check_readers(parsed)
     print("lint-infra: all checks passed")
 

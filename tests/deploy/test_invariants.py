@@ -6,7 +6,10 @@ service depends on are asserted here (and run in `make test`).
 
 from __future__ import annotations
 
+import json
 import re
+
+import pytest
 
 from tests.deploy import deployfiles as df
 
@@ -18,12 +21,17 @@ DURABLE_TASK_DATA_CONTRIBUTOR = "0ad04412-c4d5-4796-b79c-f76d14c8d402"
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 
 
-def _role_assignments(text: str) -> dict[str, tuple[str, str, str]]:
-    """symbolic name → (role variable value, principal expression, scope expression)."""
+def _role_assignments(text: str, source: str | None = None, *, has_user: bool = True
+                      ) -> dict[str, tuple[str, str, str]]:
+    """symbolic name → (role variable value, principal expression, scope expression); with a source, only the
+    assignments deployed in that form."""
     variables = df.variables(text)
     out = {}
     for name, rtype in df.resources(text).items():
         if not rtype.startswith("Microsoft.Authorization/roleAssignments@"):
+            continue
+        condition = df.resource_condition(text, name)
+        if source is not None and not df.deployed(text, condition, source, has_user=has_user):
             continue
         _t, body = df.resource_body(text, name)
         role_expr = df.object_property(body, "roleDefinitionId")
@@ -42,16 +50,71 @@ def test_service_bus_namespace_is_entra_only_and_tls12() -> None:
     assert df.scalar(df.object_property(properties, "minimumTlsVersion")) == "1.2"
 
 
-def test_service_bus_roles_are_least_privilege() -> None:
-    roles = _role_assignments(df.read_bicep(df.SERVICEBUS_BICEP))
-    by_principal = {(principal, role) for role, principal, _scope in roles.values()}
-    assert by_principal == {
-        ("workerPrincipalId", SERVICE_BUS_DATA_RECEIVER),  # the worker receives
-        ("workerPrincipalId", SERVICE_BUS_DATA_SENDER),  # and re-enqueues early approvals as scheduled copies
-        ("scalerPrincipalId", SERVICE_BUS_DATA_OWNER),  # KEDA needs the Manage claim for the count
-        ("userPrincipalId", SERVICE_BUS_DATA_SENDER),  # the deploying user publishes
-    }
-    assert all(scope == "queue" for _role, _p, scope in roles.values()), "Service Bus roles are scoped to the queue"
+# (principal, role, scope) of every Service Bus role assignment, per form: each on one entity, none on the namespace.
+SERVICE_BUS_GRANTS = {
+    "queue": {
+        ("workerPrincipalId", SERVICE_BUS_DATA_RECEIVER, "queue"),  # the worker receives
+        ("workerPrincipalId", SERVICE_BUS_DATA_SENDER, "queue"),  # and re-enqueues early approvals as scheduled copies
+        ("scalerPrincipalId", SERVICE_BUS_DATA_OWNER, "queue"),  # KEDA needs the Manage claim for the count
+        ("userPrincipalId", SERVICE_BUS_DATA_SENDER, "queue"),  # the deploying user publishes
+    },
+    "topic": {
+        ("workerPrincipalId", SERVICE_BUS_DATA_RECEIVER, "workerSubscription"),  # the worker receives its subscription
+        ("workerPrincipalId", SERVICE_BUS_DATA_RECEIVER, "retryQueue"),  # and its retry queue,
+        ("workerPrincipalId", SERVICE_BUS_DATA_SENDER, "retryQueue"),  # where it schedules early approvals;
+        ("workerPrincipalId", SERVICE_BUS_DATA_SENDER, "topic"),  # the CLI in the container publishes to the topic
+        ("scalerPrincipalId", SERVICE_BUS_DATA_OWNER, "workerSubscription"),  # KEDA counts the subscription
+        ("scalerPrincipalId", SERVICE_BUS_DATA_OWNER, "retryQueue"),  # and the retry queue
+        ("userPrincipalId", SERVICE_BUS_DATA_SENDER, "topic"),  # the deploying user publishes
+    },
+}
+# The resource type each scope must be: an entity, never the namespace.
+ENTITY_TYPES = {
+    "queue": "Microsoft.ServiceBus/namespaces/queues@",
+    "retryQueue": "Microsoft.ServiceBus/namespaces/queues@",
+    "topic": "Microsoft.ServiceBus/namespaces/topics@",
+    "workerSubscription": "Microsoft.ServiceBus/namespaces/topics/subscriptions@",
+}
+
+
+@pytest.mark.parametrize("source", df.SOURCES)
+def test_service_bus_roles_are_least_privilege(source: str) -> None:
+    text = df.read_bicep(df.SERVICEBUS_BICEP)
+    roles = _role_assignments(text, source)
+    assert {(p, role, scope) for role, p, scope in roles.values()} == SERVICE_BUS_GRANTS[source]
+    assert len(roles) == len(SERVICE_BUS_GRANTS[source]), "one assignment per grant"
+    types = df.resources(text)
+    variables = df.variables(text)
+    for name, (role, principal, scope) in roles.items():
+        assert types[scope].startswith(ENTITY_TYPES[scope]), f"{name} is scoped to {types[scope]}, not an entity"
+        # The scope is deployed whenever the assignment is, and the assignment's name is derived from it.
+        assert df.deployed(text, df.resource_condition(text, scope), source), f"{name}: {scope} is not deployed"
+        _t, body = df.resource_body(text, name)
+        guid = re.fullmatch(rf"guid\({scope}\.id, {principal}, (\w+RoleId)\)", df.object_property(body, "name"))
+        assert guid and df.scalar(variables[guid.group(1)]) == role, f"{name}: name is not guid(scope, principal, role)"
+    # Without a deploying user (CI), nothing is granted to one.
+    assert all(p != "userPrincipalId" for _r, p, _s in _role_assignments(text, source, has_user=False).values())
+
+
+def test_no_service_bus_data_role_on_the_namespace_in_any_form() -> None:
+    text = df.read_bicep(df.SERVICEBUS_BICEP)
+    scopes = {scope for _r, _p, scope in _role_assignments(text).values()}
+    assert "namespace" not in scopes and scopes <= set(ENTITY_TYPES), scopes
+    # Every assignment belongs to exactly one form.
+    for source in df.SOURCES:
+        assert set(_role_assignments(text, source)).isdisjoint(
+            _role_assignments(text, next(s for s in df.SOURCES if s != source)))
+
+
+@pytest.mark.parametrize("source", df.SOURCES)
+def test_each_form_deploys_only_its_entities(source: str) -> None:
+    text = df.read_bicep(df.SERVICEBUS_BICEP)
+    entities = {name for name, rtype in df.resources(text).items()
+                if rtype.startswith("Microsoft.ServiceBus/namespaces/")
+                and df.deployed(text, df.resource_condition(text, name), source)}
+    expected = {"queue": {"queue"}, "topic": {"topic", "workerSubscription", "retryQueue"}}[source]
+    assert entities == expected
+    assert df.param_default(df.read_bicep(df.MAIN_BICEP), "serviceBusSource") == "queue", "the queue stays the default"
 
 
 def test_durable_task_roles_and_scheduler() -> None:
@@ -93,14 +156,37 @@ def test_container_app_scales_with_identity_and_its_one_secret_is_app_insights()
     configuration = df.object_property(body, "configuration")
     registries = df.object_property(configuration, "registries")
     assert df.object_property(registries, "identity") == "workerIdentityId"
-    rules = df.object_property(df.object_property(body, "scale"), "rules")
-    custom = df.object_property(rules, "custom")
-    assert df.scalar(df.object_property(custom, "type")) == "azure-servicebus"
-    assert df.object_property(custom, "identity") == "scalerIdentityId"
-    assert "auth" not in custom and "connection" not in custom
-    metadata = df.object_property(custom, "metadata")
-    assert df.object_property(metadata, "queueName") == "queueName"
-    assert df.object_property(metadata, "namespace") == "serviceBusNamespaceName"
+    for source in df.SOURCES:
+        assert df.container_env(text, source)["APPLICATIONINSIGHTS_CONNECTION_STRING"] == (
+            f"{df.SECRET_REF}appInsightsSecret")
+
+
+# The KEDA rules of each form: name → the entity metadata it counts (queue, or topic + subscription).
+SCALE_RULES = {
+    "queue": {"servicebus-queue": {"queueName": "queueName"}},
+    "topic": {
+        "servicebus-subscription": {"topicName": "topicName", "subscriptionName": "subscriptionName"},
+        "servicebus-retry-queue": {"queueName": "retryQueueName"},  # approvals waiting for their instance
+    },
+}
+
+
+@pytest.mark.parametrize("source", df.SOURCES)
+def test_container_app_scales_on_every_entity_it_reads_with_the_scaler_identity(source: str) -> None:
+    text = df.read_bicep(df.CONTAINERAPP_BICEP)
+    rules = {}
+    for rule in df.scale_rules(text, source):
+        custom = df.object_property(rule, "custom")
+        assert df.scalar(df.object_property(custom, "type")) == "azure-servicebus"
+        assert df.object_property(custom, "identity") == "scalerIdentityId"
+        assert "auth" not in custom and "connection" not in custom
+        metadata = df.object_property(custom, "metadata")
+        assert df.object_property(metadata, "namespace") == "serviceBusNamespaceName"
+        assert df.object_property(metadata, "messageCount") == "string(messagesPerReplica)"
+        entity = {key: df.object_property(metadata, key) for key in ("queueName", "topicName", "subscriptionName")
+                  if re.search(rf"^\s*{key}\s*:", metadata, re.MULTILINE)}
+        rules[df.scalar(df.object_property(rule, "name"))] = entity
+    assert rules == SCALE_RULES[source]
 
 
 def test_application_insights_is_workspace_based() -> None:
@@ -128,8 +214,12 @@ def test_main_outputs_and_azd_wiring() -> None:
     outputs = set(re.findall(r"^output\s+(\w+)\s", text, re.MULTILINE))
     assert {
         "DTS_ENDPOINT", "TASKHUB_NAME", "DTS_DASHBOARD_URL", "SERVICEBUS_NAMESPACE", "SERVICEBUS_QUEUE",
-        "AZURE_CONTAINER_REGISTRY_ENDPOINT",
+        "SERVICEBUS_TOPIC", "SERVICEBUS_SUBSCRIPTION", "SERVICEBUS_RETRY_QUEUE", "AZURE_CONTAINER_REGISTRY_ENDPOINT",
     } <= outputs
+    # azd maps its environment onto the parameters: `azd env set SERVICEBUS_SOURCE topic` selects the topic form.
+    parameters = json.loads(df.MAIN_PARAMETERS.read_text(encoding="utf-8"))["parameters"]
+    assert parameters["serviceBusSource"] == {"value": "${SERVICEBUS_SOURCE=queue}"}
+    assert set(parameters) <= set(df.params(text)), "main.parameters.json sets a parameter main.bicep lacks"
     assert "'azd-service-name': 'worker'" in text
     azure_yaml = df.AZURE_YAML.read_text(encoding="utf-8")
     service = re.search(r"^services:\n  worker:\n((?:    .*\n|\s*\n)+)", azure_yaml, re.MULTILINE)
@@ -173,3 +263,53 @@ def test_compose_wiring() -> None:
         assert "MSSQL_SA_PASSWORD" not in block, "the SA password comes from the env file, not the compose file"
     worker = "\n".join(line for _n, line in df.compose_service_block(text, "worker"))
     assert re.search(r"emulators-healthy:\s*\n\s*condition: service_completed_successfully", worker)
+
+
+def _allowed(text: str, param: str) -> tuple[str, ...]:
+    match = re.search(rf"@allowed\(\[((?:\s*'[^']*')+)\s*\]\)\s*(?:@\w+\(.*\)\s*)*param\s+{param}\b", text)
+    assert match, f"param {param} has no @allowed list"
+    return tuple(re.findall(r"'([^']*)'", match.group(1)))
+
+
+def test_both_forms_wire_through_main_and_the_modules() -> None:
+    """What `bicep build` would refuse, checked without it (there is no Bicep compiler in CI): every module call
+    passes only parameters the module declares and every one it requires, every module output main reads exists,
+    and the source parameter allows the same two forms everywhere."""
+    main = df.read_bicep(df.MAIN_BICEP)
+    calls = df.modules(main)
+    for name, (path, body) in calls.items():
+        module = df.read_bicep(df.INFRA / path)
+        declared = set(re.findall(r"^param\s+(\w+)\s", module, re.MULTILINE))
+        required = {p for p in declared if not re.search(rf"^param\s+{p}\s+\w+\s*=", module, re.MULTILINE)}
+        passed = set(df.object_keys(df.object_property(body, "params")))
+        assert passed <= declared, f"module {name} gets undeclared parameters {sorted(passed - declared)}"
+        assert required <= passed, f"module {name} misses required parameters {sorted(required - passed)}"
+    for module_name, output in re.findall(r"\b(\w+)\.outputs\.(\w+)", main):
+        module = df.read_bicep(df.INFRA / calls[module_name][0])
+        assert re.search(rf"^output\s+{output}\s", module, re.MULTILINE), f"{module_name} has no output {output}"
+    servicebus, containerapp = df.read_bicep(df.SERVICEBUS_BICEP), df.read_bicep(df.CONTAINERAPP_BICEP)
+    assert _allowed(main, "serviceBusSource") == _allowed(servicebus, "source") == df.SOURCES
+    assert _allowed(containerapp, "serviceBusSource") == df.SOURCES
+    _t, worker = calls["worker"]
+    assert "serviceBusSource: serviceBus.outputs.source" in worker
+    _t, service_bus = calls["serviceBus"]
+    assert "source: serviceBusSource" in service_bus
+    # The module outputs the deployed form's names and '' for the other's (the code reads '' as unset).
+    for output, expected in (("queueName", "isTopic ? '' : queueName"), ("topicName", "isTopic ? topicName : ''"),
+                             ("subscriptionName", "isTopic ? subscriptionName : ''"),
+                             ("retryQueueName", "isTopic ? retryQueueName : ''")):
+        assert re.search(rf"^output\s+{output}\s+string\s*=\s*{re.escape(expected)}$", servicebus, re.MULTILINE)
+
+
+def test_duplicate_detection_is_off_wherever_a_reenqueued_approval_can_land() -> None:
+    """A re-enqueued approval (and a DLQ resubmit) keeps its message id. In topic form it lands on the retry
+    queue, and a publisher's resend on the topic: duplicate detection on either would drop it silently."""
+    text = df.read_bicep(df.SERVICEBUS_BICEP)
+    for name in ("queue", "retryQueue", "topic"):
+        _t, body = df.resource_body(text, name)
+        properties = df.object_property(body, "properties")
+        assert df.scalar(df.object_property(properties, "requiresDuplicateDetection")) is False, name
+    config = json.loads(df.EMULATOR_CONFIG.read_text(encoding="utf-8"))
+    for namespace in config["UserConfig"]["Namespaces"]:
+        for entity in namespace.get("Queues", []) + namespace.get("Topics", []):
+            assert entity["Properties"].get("RequiresDuplicateDetection", False) is False, entity["Name"]
