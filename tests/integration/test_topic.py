@@ -64,7 +64,7 @@ def drain_subscription(bus: LocalBus, name: str) -> list[ServiceBusReceivedMessa
 
 
 def props(message: ServiceBusReceivedMessage) -> dict[str, Any]:
-    return {text(k) if isinstance(k, bytes) else k: v for k, v in (message.application_properties or {}).items()}
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in (message.application_properties or {}).items()}
 
 
 @pytest.fixture
@@ -259,3 +259,41 @@ def test_half_a_topic_pair_is_one_line_and_exit_2(stack: tuple[LocalBus, dict[st
                                      "(the topic form needs both)")
     both = {**env, "SERVICEBUS_QUEUE": "workflow-requests"}
     assert sbworker("publish", "start", "hello_cities", env=both).returncode == 2
+
+
+def test_sigterm_on_a_subscription_settles_everything_in_flight_exactly_once(dts_backend: DtsBackend) -> None:
+    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+    from listener import clients
+
+    with topic_bus() as bus, clients.dts_client(dts_backend.settings) as dts:
+        assert isinstance(dts, DurableTaskSchedulerClient)
+        env = stack_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
+                        SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, MAX_CONCURRENT_MESSAGES="4", PREFETCH_COUNT="20",
+                        SHUTDOWN_GRACE_SECONDS="20")
+        svc = Service(["run", "--no-worker"], env)
+        try:
+            svc.wait_for_output(f"listening on subscription '{SUBSCRIPTION}'")
+            ids = [uuid.uuid4().hex for _ in range(200)]
+            with ServiceBusClient.from_connection_string(bus.connection_string) as client, \
+                    client.get_topic_sender(TOPIC) as sender:
+                for i in range(0, len(ids), 100):
+                    sender.send_messages([ServiceBusMessage(b'{"orchestration": "hello_cities"}', subject="start",
+                                                            message_id=mid) for mid in ids[i:i + 100]])
+            deadline = time.monotonic() + 30
+            while dts.get_orchestration_state(ids[10]) is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert svc.terminate() == 0, svc.output[-3000:]
+            assert "Traceback" not in svc.output
+        finally:
+            svc.close()
+        started = {i for i in ids if dts.get_orchestration_state(i) is not None}
+        assert started
+        # Nothing left locked: what was not started is receivable at once (the lock is 30 s).
+        with ServiceBusClient.from_connection_string(bus.connection_string) as client, \
+                client.get_subscription_receiver(TOPIC, SUBSCRIPTION, receive_mode="receiveanddelete") as r:
+            remaining: list[str] = []
+            while batch := r.receive_messages(max_message_count=100, max_wait_time=2):
+                remaining.extend(str(m.message_id) for m in batch)
+        assert len(remaining) == len(set(remaining))
+        assert started.isdisjoint(remaining) and started | set(remaining) == set(ids)
