@@ -28,15 +28,14 @@ def test_parse_duration_rejects_garbage(text: object) -> None:
         parse_duration(text)  # type: ignore[arg-type]
 
 
-def test_repo_config_defines_workflow_requests() -> None:
+def test_repo_config_defines_the_queue_and_the_topic_forms_retry_queue_alike() -> None:
     queues = load_config(REPO_CONFIG)
-    assert queues == {
-        "workflow-requests": QueueSettings(
-            lock_duration=60.0, max_delivery_count=10, default_message_ttl=3600.0,
-            dead_lettering_on_message_expiration=True, requires_duplicate_detection=False,
-            duplicate_detection_window=20.0,
-        )
-    }
+    expected = QueueSettings(
+        lock_duration=60.0, max_delivery_count=10, default_message_ttl=3600.0,
+        dead_lettering_on_message_expiration=True, requires_duplicate_detection=False,
+        duplicate_detection_window=20.0,
+    )
+    assert queues == {"workflow-requests": expected, "workflow-events-sbworker-retry": expected}
 
 
 def test_unknown_keys_warn_but_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
