@@ -36,11 +36,11 @@ class Throughput:
 
 
 async def start_listener(broker: Broker, backend: Backend, dts: Dts, *, max_concurrent: int, prefetch: int,
-                         worker: bool = False, log_path: Path | None = None,
+                         worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
                          timeout: float = 60.0) -> ListenerProcess:
     """Start `sbworker run`, and return once it has turned a first message into an instance."""
     listener = ListenerProcess(broker, backend, max_concurrent=max_concurrent, prefetch=prefetch, worker=worker,
-                               log_path=log_path)
+                               log_path=log_path, trace_path=trace_path)
     try:
         prefix = run_prefix("warm")
         await preload(broker.connection_string, start_messages(prefix, 1))
@@ -59,10 +59,11 @@ async def start_listener(broker: Broker, backend: Backend, dts: Dts, *, max_conc
 
 
 async def measure(broker: Broker, backend: Backend, n: int, *, max_concurrent: int, prefetch: int,
-                  timeout: float = 240.0) -> Throughput:
+                  timeout: float = 240.0, trace_path: Path | None = None) -> Throughput:
     dts = Dts(backend.port)
     try:
-        listener = await start_listener(broker, backend, dts, max_concurrent=max_concurrent, prefetch=prefetch)
+        listener = await start_listener(broker, backend, dts, max_concurrent=max_concurrent, prefetch=prefetch,
+                                        trace_path=trace_path)
         try:
             prefix = run_prefix("run")
             messages = start_messages(prefix, n)

@@ -117,7 +117,8 @@ class ListenerProcess:
     """`sbworker run` as it runs in production, configured through the environment only."""
 
     def __init__(self, broker: Broker, backend: Backend, *, max_concurrent: int, prefetch: int,
-                 worker: bool = False, log_path: Path | None = None) -> None:
+                 worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = {
             **os.environ,
             "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
@@ -127,12 +128,16 @@ class ListenerProcess:
             "PREFETCH_COUNT": str(prefetch),
             "HEALTH_PORT": "0",
             "LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         for var in ("SERVICEBUS_NAMESPACE", "SERVICEBUS_AUTHENTICATION", "TASKHUB_NAME", "AZURE_CLIENT_ID"):
             env.pop(var, None)
         # The `sbworker` console script's own entry point, run from this checkout (so a scratch copy of the repo
         # measures its own listener/, not the one an editable install points at).
         argv = [sys.executable, "-c", "import sys; from sbworker.cli import main; sys.exit(main())", "run"]
+        if trace_path is not None:  # the same entry point, with bench.msgtrace's per-step timestamps
+            env["BENCH_TRACE_PATH"] = str(trace_path)
+            argv = [sys.executable, "-m", "bench.msgtrace", "run"]
         if not worker:
             argv.append("--no-worker")
         self._log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed in stop()
