@@ -89,6 +89,12 @@ def _outcome_wait(original: Any) -> Any:
 def _listen(original: Any) -> Any:
     async def listen(self: Any, wait: float | bool = False, batch: int = 1, **kwargs: Any) -> Any:
         if wait is False and _awaiting_outcome.get():
+            lock = getattr(getattr(self, "_transport", None), "socket_lock", None)
+            if isinstance(lock, asyncio.Lock) and lock.locked():
+                # Another coroutine is reading: wait for its turn to end, then let the caller check whether that
+                # read brought our outcome, instead of queueing for a read of our own.
+                async with lock:
+                    return None
             wait = OUTCOME_READ_WAIT
         return await original(self, wait, batch, **kwargs)
 
