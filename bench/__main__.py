@@ -32,7 +32,7 @@ from bench import (
 from bench.stack import Backend, Broker, DelayProxy
 
 # The defaults the bench measures as "the listener" (rows 3-7, 9); see README, Performance, for why.
-MAX_CONCURRENT = 32
+MAX_CONCURRENT = 64
 PREFETCH = 100
 
 SWEEP_CONCURRENCY = (8, 16, 32, 64, 128)

@@ -16,7 +16,7 @@ def test_bare_environment_points_at_the_local_emulators() -> None:
     assert s.servicebus.auth is Auth.CONNECTION_STRING
     assert s.servicebus.connection_string == config.DEFAULT_SERVICEBUS_CONNECTION_STRING
     assert s.servicebus.queue == "workflow-requests" == config.DEFAULT_QUEUE
-    assert s.listener.max_concurrent_messages == 32 and s.listener.health_port == 8000
+    assert s.listener.max_concurrent_messages == 64 and s.listener.health_port == 8000
 
 
 @pytest.mark.parametrize(
