@@ -1,9 +1,11 @@
-"""`python -m bench` (`make bench`): every row, one process tree, one table, bench/results/latest.json.
+"""`python -m bench` (`make bench`, about 6 minutes): every row, one process tree, bench/results/latest.json.
 
-Processes: localbus, the in-memory DTS backend and each `sbworker run` get their own interpreter; this process
-is the load generator and the judge (it asks the broker and DTS, never the listener). All of them share the
-machine's cores, so the figures are what the listener gets while its broker, its backend and its publisher run on
-the same two cores — a pessimistic set-up compared with a deployment, where they are separate machines.
+Processes: localbus, the in-memory DTS backend, each listener under test (`sbworker run` or a reference listener
+written as the SDK docs would have it) and the delay proxy get their own interpreter; this process is the load
+generator and the judge (it asks the broker and DTS, never the listener). Comparisons run in rounds with the order
+rotated (bench.compare). All of them share the machine's cores, so the figures are what the listener gets while its
+broker, its backend and its publisher run on the same two cores: a pessimistic set-up compared with a deployment.
+`--write-readme` rewrites the README's generated Performance block from this one run.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def say(text: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every row in one process tree; the results dict that report.table and report.save take."""
     sizes = QUICK if args.quick else FULL
     n = args.messages or sizes.messages
     repeats = args.repeats or sizes.repeats
