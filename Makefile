@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow test-all soak lint bench screenshots clean
+.PHONY: run test test-slow test-all soak lint bench bench-readme screenshots clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -39,8 +39,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(MAKE) lint-infra
 
+# About 6 minutes. BENCH_ARGS passes options (`make bench BENCH_ARGS=--quick`); `make bench-readme` also rewrites
+# the README's generated Performance tables from that one run.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-readme: $(STAMP)
+	$(BIN)/python -m bench --write-readme $(BENCH_ARGS)
 
 # The README's dashboard pictures, taken in headless Chromium from a real run of the embedded stack.
 screenshots: $(STAMP)

@@ -1,9 +1,11 @@
-"""`python -m bench` (`make bench`): every row, one process tree, one table, bench/results/latest.json.
+"""`python -m bench` (`make bench`, about 6 minutes): every row, one process tree, bench/results/latest.json.
 
-Processes: localbus, the in-memory DTS backend and each `sbworker run` get their own interpreter; this process
-is the load generator and the judge (it asks the broker and DTS, never the listener). All of them share the
-machine's cores, so the figures are what the listener gets while its broker, its backend and its publisher run on
-the same two cores — a pessimistic set-up compared with a deployment, where they are separate machines.
+Processes: localbus, the in-memory DTS backend, each listener under test (`sbworker run` or a reference listener
+written as the SDK docs would have it) and the delay proxy get their own interpreter; this process is the load
+generator and the judge (it asks the broker and DTS, never the listener). Comparisons run in rounds with the order
+rotated (bench.compare). All of them share the machine's cores, so the figures are what the listener gets while its
+broker, its backend and its publisher run on the same two cores: a pessimistic set-up compared with a deployment.
+`--write-readme` rewrites the README's generated Performance block from this one run.
 """
 
 from __future__ import annotations
@@ -12,24 +14,41 @@ import argparse
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ceilings, end_to_end, latency, listener_throughput, localdts_bench, memory, report
-from bench.stack import Backend, Broker
+from bench import (
+    breakdown,
+    ceilings,
+    compare,
+    end_to_end,
+    latency,
+    listener_throughput,
+    localdts_bench,
+    memory,
+    report,
+)
+from bench.stack import Backend, Broker, DelayProxy
 
-# The defaults the bench measures as "the listener" (rows 3, 5, 6, 7); see README, Performance, for why.
-MAX_CONCURRENT = 32
+# The defaults the bench measures as "the listener" (rows 3-7, 9); see README, Performance, for why.
+MAX_CONCURRENT = 64
 PREFETCH = 100
 
-SWEEP_CONCURRENCY = (1, 8, 32, 128)
-SWEEP_PREFETCH = (0, 100)
+SWEEP_CONCURRENCY = (8, 16, 32, 64, 128)
+SWEEP_PREFETCH = (0, 300)  # at the default concurrency, loopback only (PREFETCH is in the concurrency sweep)
+PROXY_DELAY = 0.002  # seconds added each way, row 9 and the sweep's second column
+LISTENERS = ("sbworker", "naive_sync", "naive_async")
 
 
 @dataclass(frozen=True)
 class Sizes:
-    messages: int  # row 3
+    messages: int  # row 3: sbworker and naive_sync, each repeat
+    naive_async: int  # row 3 and 9: naive_async stalls near 120/s, so it gets fewer to keep the run short
+    proxied: int  # row 9: sbworker
+    proxied_naive: int  # row 9: each naive listener (about 100/s through the proxy)
     dts: int  # row 1
     servicebus: int  # row 2
     sweep: int  # per sweep cell
@@ -37,34 +56,43 @@ class Sizes:
     latency_rate: float
     e2e: int  # row 6
     backlog: int  # row 7
+    repeats: int  # rows 1-4, 6, 9
+    trace: int  # the breakdown's backlog run
     localdts_repeats: int  # row 8
     localdts_starts: int
     localdts_hellos: int
 
 
-FULL = Sizes(messages=5000, dts=5000, servicebus=2000, sweep=2000, latency_seconds=20, latency_rate=50,
-             e2e=500, backlog=10_000, localdts_repeats=3, localdts_starts=2000, localdts_hellos=200)
-QUICK = Sizes(messages=500, dts=500, servicebus=300, sweep=200, latency_seconds=4, latency_rate=50, e2e=50,
-              backlog=1000, localdts_repeats=1, localdts_starts=500, localdts_hellos=60)
+FULL = Sizes(messages=3000, naive_async=1000, proxied=3000, proxied_naive=600, dts=3000, servicebus=2000,
+             sweep=2000, latency_seconds=20, latency_rate=50, e2e=400, backlog=10_000, repeats=3, trace=2000,
+             localdts_repeats=3, localdts_starts=2000, localdts_hellos=200)
+QUICK = Sizes(messages=400, naive_async=150, proxied=400, proxied_naive=100, dts=400, servicebus=300, sweep=300,
+              latency_seconds=4, latency_rate=50, e2e=50, backlog=1000, repeats=1, trace=300,
+              localdts_repeats=1, localdts_starts=500, localdts_hellos=60)
 LOCALDTS_KINDS = ["sdk", "memory", "durable"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every row (~1 min)")
-    parser.add_argument("--messages", type=int, metavar="N", help="row 3 backlog (default 5,000)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run of every row")
+    parser.add_argument("--messages", type=int, metavar="N", help="row 3 backlog per run (default 3,000)")
+    parser.add_argument("--repeats", type=int, metavar="N", help="repeats of each comparison (default 3)")
     parser.add_argument("--skip-sweep", action="store_true", help="skip the MAX_CONCURRENT x PREFETCH sweep")
     parser.add_argument("--skip-localdts", action="store_true",
                         help="skip row 8 (localdts against the SDK's in-memory backend)")
     parser.add_argument("--concurrency", type=int, default=MAX_CONCURRENT,
-                        help=f"MAX_CONCURRENT_MESSAGES for rows 2, 3, 5-7 (default {MAX_CONCURRENT})")
+                        help=f"MAX_CONCURRENT_MESSAGES for rows 2-7, 9 (default {MAX_CONCURRENT})")
     parser.add_argument("--prefetch", type=int, default=PREFETCH,
-                        help=f"PREFETCH_COUNT for rows 2, 3, 5-7 (default {PREFETCH})")
+                        help=f"PREFETCH_COUNT for rows 2-7, 9 (default {PREFETCH})")
     parser.add_argument("--output", type=Path, help="results JSON (default bench/results/latest.json)")
+    parser.add_argument("--write-readme", nargs="?", const=report.README, type=Path, metavar="PATH",
+                        help="rewrite the block between the bench markers of README.md (or PATH) with this run")
     args = parser.parse_args(argv)
     if args.messages is not None and args.messages < 1:
         parser.error("--messages must be at least 1")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     return args
 
 
@@ -73,52 +101,78 @@ def say(text: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every row in one process tree; the results dict that report.table and report.save take."""
     sizes = QUICK if args.quick else FULL
     n = args.messages or sizes.messages
+    repeats = args.repeats or sizes.repeats
     c, p = args.concurrency, args.prefetch
     results: dict[str, Any] = {"machine": report.machine(), "config": {"max_concurrent": c, "prefetch": p},
-                               "dts_in_flight": ceilings.DTS_IN_FLIGHT, "quick": args.quick}
+                               "dts_in_flight": ceilings.DTS_IN_FLIGHT, "quick": args.quick, "repeats": repeats,
+                               "proxy_delay_ms": PROXY_DELAY * 1000}
     began = time.perf_counter()
     broker, backend = Broker(), Backend()
+    proxy = DelayProxy(broker, backend, PROXY_DELAY)
     try:
-        say(f"1. raw DTS ceiling ({sizes.dts:,} starts, {ceilings.DTS_IN_FLIGHT} in flight)")
-        results["raw_dts"] = await ceilings.raw_dts(backend, sizes.dts)
-        say(f"   {results['raw_dts'].per_second:,.0f} starts/s")
+        def throughput(kind: str, count: int, via: DelayProxy | None = None, cc: int = c,
+                       pp: int = p) -> Callable[[], Awaitable[listener_throughput.Throughput]]:
+            return lambda: listener_throughput.measure(broker, backend, count, max_concurrent=cc, prefetch=pp,
+                                                       kind=kind, proxy=via)
 
-        say(f"2. raw Service Bus ceiling ({sizes.servicebus:,} msgs, {c} concurrent, prefetch {p})")
-        results["raw_servicebus"] = await ceilings.raw_servicebus(broker, sizes.servicebus, max_concurrent=c,
-                                                                  prefetch=p)
-        results["raw_servicebus_serial"] = await ceilings.raw_servicebus(broker, sizes.servicebus,
-                                                                         max_concurrent=c, prefetch=p,
-                                                                         serial_settle=True)
-        say(f"   {results['raw_servicebus'].per_second:,.0f} msgs/s concurrent settles, "
-            f"{results['raw_servicebus_serial'].per_second:,.0f} msgs/s one settle at a time")
+        say(f"1-4. loopback, {repeats} rotated round(s): raw DTS ({sizes.dts:,} starts, {ceilings.DTS_IN_FLIGHT} "
+            f"in flight), raw Service Bus ({sizes.servicebus:,} msgs, one settle at a time), sbworker and "
+            f"naive_sync ({n:,} starts each), naive_async ({sizes.naive_async:,})")
+        loopback = await compare.rotated({
+            "raw_dts": lambda: ceilings.raw_dts(backend, sizes.dts),
+            "raw_servicebus": lambda: ceilings.raw_servicebus(broker, sizes.servicebus, max_concurrent=c,
+                                                              prefetch=p, serial_settle=True),
+            "sbworker": throughput("sbworker", n),
+            "naive_sync": throughput("naive_sync", n),
+            "naive_async": throughput("naive_async", sizes.naive_async),
+        }, repeats, say)
+        results["loopback"] = loopback
+        say(f"   raw Service Bus with {c} settles awaited at once ({sizes.servicebus // 4:,} msgs, once)")
+        results["raw_servicebus_concurrent"] = await ceilings.raw_servicebus(broker, sizes.servicebus // 4,
+                                                                             max_concurrent=c, prefetch=p)
+        results["ratios"] = report.ratios(loopback)
 
-        say(f"3. listener throughput ({n:,} starts, {c} concurrent, prefetch {p})")
-        results["listener"] = await listener_throughput.measure(broker, backend, n, max_concurrent=c, prefetch=p)
-        say(f"   {results['listener'].per_second:,.0f} starts/s")
+        say(f"9. through a {PROXY_DELAY * 1000:g} ms-each-way proxy, {repeats} rotated round(s): sbworker "
+            f"({sizes.proxied:,}), naive_sync and naive_async ({sizes.proxied_naive:,} each)")
+        results["proxied"] = await compare.rotated({
+            "sbworker": throughput("sbworker", sizes.proxied, proxy),
+            "naive_sync": throughput("naive_sync", sizes.proxied_naive, proxy),
+            "naive_async": throughput("naive_async", sizes.proxied_naive, proxy),
+        }, repeats, say)
 
-        sb_best = max(results["raw_servicebus"].per_second, results["raw_servicebus_serial"].per_second)
-        ceiling = min(results["raw_dts"].per_second, sb_best)
-        results["ratio"] = {
-            "value": results["listener"].per_second / ceiling,
-            "ceiling": ceiling,
-            "ceiling_is": "raw DTS" if results["raw_dts"].per_second <= sb_best else "raw Service Bus (best shape)",
-            # One event loop doing both SDKs' work per message can reach at most this (their costs add up):
-            "sdk_serial": 1 / (1 / results["raw_dts"].per_second + 1 / sb_best),
-        }
-        results["ratio"]["vs_sdk_serial"] = results["listener"].per_second / results["ratio"]["sdk_serial"]
+        say(f"6. end to end, {repeats} rotated round(s): {sizes.e2e:,} hello_cities co-hosted (`sbworker run`) and "
+            "split (`sbworker run --no-worker` + bench.plain_worker)")
+        results["end_to_end"] = await compare.rotated({
+            "cohosted": lambda: end_to_end.measure(broker, backend, sizes.e2e, max_concurrent=c, prefetch=p),
+            "split": lambda: end_to_end.measure(broker, backend, sizes.e2e, max_concurrent=c, prefetch=p,
+                                                split=True),
+        }, repeats, say)
 
         if not args.skip_sweep:
             sweep = []
-            for cc in SWEEP_CONCURRENCY:
-                for pp in SWEEP_PREFETCH:
-                    say(f"   sweep: {cc} concurrent, prefetch {pp} ({sizes.sweep:,} starts)")
-                    cell = await listener_throughput.measure(broker, backend, sizes.sweep, max_concurrent=cc,
-                                                             prefetch=pp)
-                    say(f"   {cell.per_second:,.0f} starts/s")
-                    sweep.append(cell)
+            concurrencies = SWEEP_CONCURRENCY if not args.quick else (c, 128)
+            for via in (None, proxy):
+                for cc in concurrencies:
+                    say(f"   sweep: {cc} concurrent, prefetch {p}{' via proxy' if via else ''} ({sizes.sweep:,})")
+                    sweep.append(await throughput("sbworker", sizes.sweep, via, cc, p)())
+                    say(f"   {sweep[-1].per_second:,.0f} starts/s")
+            for pp in SWEEP_PREFETCH if not args.quick else ():
+                say(f"   sweep: {c} concurrent, prefetch {pp} ({sizes.sweep:,})")
+                sweep.append(await throughput("sbworker", sizes.sweep, None, c, pp)())
+                say(f"   {sweep[-1].per_second:,.0f} starts/s")
             results["sweep"] = sweep
+
+        say(f"   breakdown: a traced sbworker run from a backlog ({sizes.trace:,}) and at "
+            f"{sizes.latency_rate:g} msgs/s")
+        results["breakdown"] = [
+            await breakdown.measure(broker, backend, mode="backlog", n=sizes.trace, rate=sizes.latency_rate,
+                                    max_concurrent=c, prefetch=p),
+            await breakdown.measure(broker, backend, mode="paced", n=round(sizes.latency_rate * 6),
+                                    rate=sizes.latency_rate, max_concurrent=c, prefetch=p),
+        ]
 
         say(f"5. latency at {sizes.latency_rate:g} msgs/s for {sizes.latency_seconds:g} s")
         results["latency"] = await latency.measure(broker, backend, rate=sizes.latency_rate,
@@ -126,14 +180,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         lat = results["latency"].ms
         say(f"   p50 {lat.p50:.1f} ms, p95 {lat.p95:.1f} ms, p99 {lat.p99:.1f} ms")
 
-        say(f"6. end to end: {sizes.e2e:,} hello_cities through `sbworker run` (listener + worker)")
-        results["end_to_end"] = await end_to_end.measure(broker, backend, sizes.e2e, max_concurrent=c, prefetch=p)
-        say(f"   {results['end_to_end'].per_second:,.1f} completed/s")
-
         say(f"7. peak RSS with a {sizes.backlog:,}-message backlog")
         results["memory"] = await memory.measure(broker, backend, sizes.backlog, max_concurrent=c, prefetch=p)
         say(f"   {results['memory'].peak_rss_mib:.0f} MiB")
     finally:
+        proxy.close()
         broker.close()
         backend.close()
 
@@ -148,6 +199,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if durable is not None:
             say(f"   durable: {durable.starts_per_s:.2f}x starts/s, {durable.hellos_per_s:.2f}x hello_cities/s")
     results["total_seconds"] = time.perf_counter() - began
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
 
 
@@ -157,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     path = report.save(results, args.output)
     print(report.table(results))
     print(f"\nresults: {path}")
+    if args.write_readme is not None:
+        report.write_readme(args.write_readme, report.readme_block(results))
+        print(f"README block rewritten: {args.write_readme}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from azure.servicebus.aio import ServiceBusClient
 
@@ -28,10 +29,11 @@ class Latency:
 
 
 async def measure(broker: Broker, backend: Backend, *, rate: float, seconds: float, max_concurrent: int,
-                  prefetch: int) -> Latency:
+                  prefetch: int, trace_path: Path | None = None) -> Latency:
     dts = Dts(backend.port)
     try:
-        listener = await start_listener(broker, backend, dts, max_concurrent=max_concurrent, prefetch=prefetch)
+        listener = await start_listener(broker, backend, dts, max_concurrent=max_concurrent, prefetch=prefetch,
+                                        trace_path=trace_path)
         try:
             n = max(1, round(rate * seconds))
             prefix = run_prefix("lat")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import Dts, preload, run_prefix, start_messages, wait_until
-from bench.stack import Backend, Broker, ListenerProcess, cpu_seconds
+from bench.stack import Backend, Broker, DelayProxy, ListenerProcess, cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -33,23 +33,27 @@ class Throughput:
     broker_cpu_s: float
     backend_cpu_s: float
     peak_rss_mib: float
+    kind: str = "sbworker"  # or a reference listener (bench.naive_sync, bench.naive_async)
+    delay_ms: float = 0.0  # added each way by bench.delayproxy
 
 
 async def start_listener(broker: Broker, backend: Backend, dts: Dts, *, max_concurrent: int, prefetch: int,
-                         worker: bool = False, log_path: Path | None = None,
+                         worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
+                         kind: str = "sbworker", proxy: DelayProxy | None = None,
                          timeout: float = 60.0) -> ListenerProcess:
-    """Start `sbworker run`, and return once it has turned a first message into an instance."""
+    """Start `sbworker run` (or a reference listener), and return once it has turned a first message into an
+    instance."""
     listener = ListenerProcess(broker, backend, max_concurrent=max_concurrent, prefetch=prefetch, worker=worker,
-                               log_path=log_path)
+                               log_path=log_path, trace_path=trace_path, kind=kind, proxy=proxy)
     try:
         prefix = run_prefix("warm")
         await preload(broker.connection_string, start_messages(prefix, 1))
         deadline = time.perf_counter() + timeout
         while not await dts.has_at_least(prefix, 1):
             if not listener.alive():
-                raise RuntimeError(f"sbworker exited with code {listener.proc.returncode} during start-up")
+                raise RuntimeError(f"{kind} exited with code {listener.proc.returncode} during start-up")
             if time.perf_counter() > deadline:
-                raise TimeoutError("sbworker did not handle its warm-up message")
+                raise TimeoutError(f"{kind} did not handle its warm-up message")
             await asyncio.sleep(0.05)
         await wait_until(broker, empty=True, timeout=timeout)
     except BaseException:
@@ -59,10 +63,12 @@ async def start_listener(broker: Broker, backend: Backend, dts: Dts, *, max_conc
 
 
 async def measure(broker: Broker, backend: Backend, n: int, *, max_concurrent: int, prefetch: int,
-                  timeout: float = 240.0) -> Throughput:
+                  timeout: float = 240.0, trace_path: Path | None = None, kind: str = "sbworker",
+                  proxy: DelayProxy | None = None) -> Throughput:
     dts = Dts(backend.port)
     try:
-        listener = await start_listener(broker, backend, dts, max_concurrent=max_concurrent, prefetch=prefetch)
+        listener = await start_listener(broker, backend, dts, max_concurrent=max_concurrent, prefetch=prefetch,
+                                        trace_path=trace_path, kind=kind, proxy=proxy)
         try:
             prefix = run_prefix("run")
             messages = start_messages(prefix, n)
@@ -85,4 +91,5 @@ async def measure(broker: Broker, backend: Backend, n: int, *, max_concurrent: i
     backend.reset()
     seconds = ended - started
     return Throughput(max_concurrent, prefetch, n, seconds, n / seconds, drained - started,
-                      cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2], peak)
+                      cpu1[0] - cpu0[0], cpu1[1] - cpu0[1], cpu1[2] - cpu0[2], peak, kind,
+                      proxy.delay * 1000 if proxy else 0.0)

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import localdts_bench
+from bench import breakdown, compare, localdts_bench
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = ("azure-servicebus", "durabletask", "durabletask-azuremanaged", "grpcio", "python-qpid-proton")
@@ -81,79 +81,178 @@ def verdict(ok: bool | None) -> str:
     return "" if ok is None else ("met" if ok else "MISSED")
 
 
+def _spread(results: dict[str, list[Any]], name: str, figure: Any = None) -> compare.Spread | None:
+    runs = results.get(name)
+    if not runs:
+        return None
+    return compare.spread(runs, figure) if figure is not None else compare.spread(runs)
+
+
+def ratios(loopback: dict[str, list[Any]]) -> dict[str, float]:
+    """sbworker's median against each reference's median, and against the SDKs' combined ceiling."""
+    med = {name: compare.spread(runs).median for name, runs in loopback.items() if runs}
+    out: dict[str, float] = {}
+    if "sbworker" not in med:
+        return out
+    for other in ("naive_sync", "naive_async"):
+        if other in med:
+            out[f"vs_{other}"] = med["sbworker"] / med[other]
+    if "raw_dts" in med and "raw_servicebus" in med:
+        out["sdk_combined"] = 1 / (1 / med["raw_dts"] + 1 / med["raw_servicebus"])
+        out["vs_sdk_combined"] = med["sbworker"] / out["sdk_combined"]
+    return out
+
+
+def _cpu_ms(runs: list[Any]) -> str:
+    per_message = sorted(r.listener_cpu_s / r.n * 1000 for r in runs)
+    return f"{per_message[len(per_message) // 2]:.2f}"
+
+
 def table(results: dict[str, Any]) -> str:
-    """The Markdown table the README's performance section shows."""
+    """The Markdown tables the README's Performance section shows (every figure from this one run)."""
     r = results
     rows: list[tuple[str, str, str, str]] = []
     cfg = r["config"]
     shape = f"{cfg['max_concurrent']} concurrent, prefetch {cfg['prefetch']}"
-    if "raw_dts" in r:
-        d = r["raw_dts"]
-        rows.append(("1. Raw DTS ceiling", f"{_num(d.per_second)} starts/s",
-                     f"async DTS client, {r['dts_in_flight']} in flight, {d.n:,} starts", ""))
-    if "raw_servicebus" in r:
-        s = r["raw_servicebus"]
-        s1 = r.get("raw_servicebus_serial")
-        detail = f"receive + complete, {shape}, {s.n:,} msgs"
-        value = f"{_num(s.per_second)} msgs/s"
-        if s1 is not None:
-            value += f" ({_num(s1.per_second)} serial)"
-            detail += "; in brackets: one complete awaited at a time"
+    loop = r.get("loopback", {})
+    reps = r.get("repeats", 1)
+    how = f"median (min-max) of {reps} rotated rounds" if reps > 1 else "one run"
+    dts = _spread(loop, "raw_dts")
+    if dts is not None:
+        rows.append(("1. Raw DTS ceiling", f"{dts.text()} starts/s",
+                     f"async DTS client, {r['dts_in_flight']} in flight, {loop['raw_dts'][0].n:,} starts; {how}", ""))
+    sb = _spread(loop, "raw_servicebus")
+    if sb is not None:
+        value = f"{sb.text()} msgs/s"
+        conc = r.get("raw_servicebus_concurrent")
+        detail = f"aio receive + complete, {shape}, one complete awaited at a time; {how}"
+        if conc is not None:
+            value += f"; {_num(conc.per_second)} with {cfg['max_concurrent']} awaited at once"
         rows.append(("2. Raw Service Bus ceiling", value, detail, ""))
-    t = r.get("listener")
-    if t is not None:
-        rows.append(("3. Listener throughput", f"{_num(t.per_second)} starts/s",
-                     f"{t.n:,} pre-loaded starts, {shape}; checked in DTS", verdict(t.per_second >= 500)))
-    ratio = r.get("ratio")
-    if ratio is not None:
-        rows.append(("4. Ratio listener ÷ min(1, 2)", f"{ratio['value']:.2f}",
-                     f"min(1, 2) = {_num(ratio['ceiling'])}/s ({ratio['ceiling_is']}); both SDKs' work in one "
-                     f"loop, 1/(1/row 1 + 1/row 2) = {_num(ratio['sdk_serial'])}/s: listener at "
-                     f"{ratio['vs_sdk_serial']:.2f} of it", verdict(ratio["value"] >= 0.8)))
+    if "sbworker" in loop:
+        parts = []
+        for name, label in (("sbworker", "sbworker"), ("naive_sync", "naive sync"), ("naive_async", "naive async")):
+            spread = _spread(loop, name)
+            if spread is not None:
+                parts.append(f"{label} {spread.text()}/s ({_cpu_ms(loop[name])} ms CPU/msg)")
+        rows.append(("3. Listener throughput, loopback", "; ".join(parts),
+                     f"pre-loaded starts, checked in DTS; sbworker {shape}; {how}; CPU: the listener "
+                     "process's, median", ""))
+    ratio = r.get("ratios", {})
+    if ratio:
+        parts, ok = [], []
+        if "vs_naive_sync" in ratio:
+            parts.append(f"{ratio['vs_naive_sync']:.2f}x naive sync (target 1.5x)")
+            ok.append(ratio["vs_naive_sync"] >= 1.5)
+        if "vs_naive_async" in ratio:
+            parts.append(f"{ratio['vs_naive_async']:.1f}x naive async")
+        if "vs_sdk_combined" in ratio:
+            parts.append(f"{ratio['vs_sdk_combined']:.2f}x the SDKs' combined ceiling "
+                         f"1/(1/row 1 + 1/row 2) = {_num(ratio['sdk_combined'])}/s (target 1.0x)")
+            ok.append(ratio["vs_sdk_combined"] >= 1.0)
+        rows.append(("4. sbworker ÷ references, loopback", "; ".join(parts), "ratios of row 3's medians",
+                     verdict(all(ok)) if ok else ""))
     lat = r.get("latency")
     if lat is not None:
         rows.append(("5. Latency publish → created", f"p50 {lat.ms.p50:.1f} / p95 {lat.ms.p95:.1f} / "
                      f"p99 {lat.ms.p99:.1f} ms", f"{lat.rate:g} msgs/s for {lat.seconds:.0f} s ({lat.ms.n} msgs)",
-                     verdict(lat.ms.p50 <= 20)))
-    e2e = r.get("end_to_end")
-    if e2e is not None:
-        rows.append(("6. End to end (hello_cities)", f"{_num(e2e.per_second, 1)} completed/s",
-                     f"{e2e.n:,} orchestrations, listener + co-hosted worker", ""))
+                     verdict(lat.ms.p50 <= 10)))
+    e2e = r.get("end_to_end", {})
+    co, sp = _spread(e2e, "cohosted"), _spread(e2e, "split")
+    if co is not None and sp is not None:
+        e2e_ratio = co.median / sp.median
+        rows.append(("6. End to end (hello_cities), co-hosted ÷ plain worker",
+                     f"{e2e_ratio:.2f}x: {co.text(1)}/s co-hosted, {sp.text(1)}/s split",
+                     f"{e2e['cohosted'][0].n:,} orchestrations; `sbworker run` against `sbworker run --no-worker` "
+                     f"+ a plain durabletask worker process; {how}", verdict(e2e_ratio >= 0.9)))
     mem = r.get("memory")
     if mem is not None:
         rows.append(("7. Peak RSS, listener", f"{mem.peak_rss_mib:.0f} MiB",
                      f"{mem.backlog:,}-message backlog (idle: {mem.idle_rss_mib:.0f} MiB)",
                      verdict(mem.peak_rss_mib * 1.048576 <= 150)))
-    dts = r.get("localdts")
-    if dts is not None:
-        ratio = dts.ratio("durable")
-        if ratio is not None:
+    ldts = r.get("localdts")
+    if ldts is not None:
+        lratio = ldts.ratio("durable")
+        if lratio is not None:
             rows.append(("8. localdts durable ÷ SDK in-memory backend",
-                         f"{ratio.starts_per_s:.2f}x starts/s, {ratio.hellos_per_s:.2f}x hello_cities/s",
+                         f"{lratio.starts_per_s:.2f}x starts/s, {lratio.hellos_per_s:.2f}x hello_cities/s",
                          "same run, medians; table below",
-                         verdict(min(ratio.starts_per_s, ratio.hellos_per_s) >= 0.5)))
+                         verdict(min(lratio.starts_per_s, lratio.hellos_per_s) >= 0.5)))
+    proxied = r.get("proxied", {})
+    if "sbworker" in proxied:
+        parts = []
+        for name, label in (("sbworker", "sbworker"), ("naive_sync", "naive sync"), ("naive_async", "naive async")):
+            spread = _spread(proxied, name)
+            if spread is not None:
+                parts.append(f"{label} {spread.text()}/s")
+        med = {k: compare.spread(v).median for k, v in proxied.items() if v}
+        target = ""
+        if "naive_sync" in med:
+            vs_sync = med["sbworker"] / med["naive_sync"]
+            parts.append(f"sbworker ÷ naive sync {vs_sync:.1f}x (target 10x)")
+            target = verdict(vs_sync >= 10)
+        if "naive_async" in med:
+            parts.append(f"÷ naive async {med['sbworker'] / med['naive_async']:.1f}x")
+        rows.append((f"9. Through a {r.get('proxy_delay_ms', 2):g} ms-each-way proxy", "; ".join(parts),
+                     f"bench.delayproxy on both the Service Bus and the DTS connection of the listener; {how}",
+                     target))
     lines = ["| Row | Result | How | Target |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     sweep = r.get("sweep")
     if sweep:
-        lines += ["", f"Sweep of row 3 ({sweep[0].n:,} messages per cell), starts/s, "
-                      "listener CPU ms per message in brackets:", ""]
-        prefetches = sorted({s.prefetch for s in sweep})
-        lines.append("| MAX_CONCURRENT_MESSAGES | " + " | ".join(f"PREFETCH_COUNT={p}" for p in prefetches) + " |")
-        lines.append("| --- |" + " --- |" * len(prefetches))
-        for c in sorted({s.max_concurrent for s in sweep}):
-            cells = []
-            for p in prefetches:
-                hit = [s for s in sweep if s.max_concurrent == c and s.prefetch == p]
-                cells.append(f"{_num(hit[0].per_second)} ({hit[0].listener_cpu_s / hit[0].n * 1000:.2f})"
-                             if hit else "-")
+        lines += ["", f"Sweep of sbworker ({sweep[0].n:,} messages per cell, one run each), starts/s, listener CPU "
+                      "ms per message in brackets:", ""]
+        delays = sorted({s.delay_ms for s in sweep})
+        heads = [f"loopback, prefetch {cfg['prefetch']}" if d == 0 else f"{d:g} ms proxy, prefetch {cfg['prefetch']}"
+                 for d in delays]
+        lines.append("| MAX_CONCURRENT_MESSAGES | " + " | ".join(heads) + " |")
+        lines.append("| --- |" + " --- |" * len(delays))
+
+        def cell(hit: list[Any]) -> str:
+            return f"{_num(hit[0].per_second)} ({hit[0].listener_cpu_s / hit[0].n * 1000:.2f})" if hit else "-"
+
+        for c in sorted({s.max_concurrent for s in sweep if s.prefetch == cfg["prefetch"]}):
+            cells = [cell([s for s in sweep if s.max_concurrent == c and s.prefetch == cfg["prefetch"]
+                           and s.delay_ms == d]) for d in delays]
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    if dts is not None:
-        lines += ["", f"Row 8, localdts against the SDK's in-memory backend ({localdts_bench.describe(dts)}; ratios "
-                      "of the medians, in brackets the range of the per-repeat ratios):", "",
-                  *localdts_bench.table(dts)]
+        for s in sweep:
+            if s.prefetch != cfg["prefetch"]:
+                lines.append(f"| {s.max_concurrent}, PREFETCH_COUNT={s.prefetch} | {cell([s])} |"
+                             + " |" * (len(delays) - 1))
+    traced = r.get("breakdown")
+    if traced:
+        lines += ["", "Where a message's time goes at the defaults (bench.msgtrace: one timestamp per step inside a "
+                      "traced `sbworker run`; medians, p90 in brackets):", "", *breakdown.table(traced)]
+    if ldts is not None:
+        lines += ["", f"Row 8, localdts against the SDK's in-memory backend ({localdts_bench.describe(ldts)}; "
+                      "ratios of the medians, in brackets the range of the per-repeat ratios):", "",
+                  *localdts_bench.table(ldts)]
     m = r["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
                   f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",
               f"Whole run: {r.get('total_seconds', 0):.0f} s."]
     return "\n".join(lines)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def readme_block(results: dict[str, Any]) -> str:
+    """The README's generated part: when and how the run was made, then its tables."""
+    when = results.get("finished_at") or datetime.now(UTC).isoformat(timespec="minutes")
+    cfg = results["config"]
+    kind = "`make bench --quick`" if results.get("quick") else "`make bench`"
+    head = (f"Generated by {kind} (`python -m bench --write-readme`) on {when[:16].replace('T', ' ')} UTC; "
+            f"defaults `MAX_CONCURRENT_MESSAGES={cfg['max_concurrent']}`, `PREFETCH_COUNT={cfg['prefetch']}`. "
+            "Every figure below comes from that one run.")
+    return head + "\n\n" + table(results)
+
+
+def write_readme(path: Path, block: str) -> None:
+    """Replace what lies between the bench markers in `path` (the markers stay); refuse if they are missing."""
+    text = path.read_text()
+    begin, end = text.find(BEGIN), text.find(END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path}: no {BEGIN} ... {END} block to rewrite")
+    path.write_text(text[:begin + len(BEGIN)] + "\n" + block.strip("\n") + "\n" + text[end:])

@@ -113,28 +113,89 @@ class Backend(Child):
         self.ask("reset")
 
 
+class DelayProxy:
+    """bench.delayproxy in its own process, in front of the broker and the backend (`delay` seconds each way)."""
+
+    def __init__(self, broker: Broker, backend: Backend, delay: float) -> None:
+        self.delay = delay
+        self._broker_port, self._backend_port = int(broker.info["port"]), backend.port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.delayproxy", "--delay", str(delay), str(self._broker_port),
+             str(self._backend_port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench delay proxy exited (code {self.proc.poll()})")
+        ports = json.loads(line)["ports"]
+        self.broker_port, self.backend_port = int(ports[str(self._broker_port)]), int(ports[str(self._backend_port)])
+        self._broker_cs, self._backend_cs = broker.connection_string, backend.connection_string
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def servicebus_connection_string(self) -> str:
+        return self._broker_cs.replace(f"localhost:{self._broker_port}", f"localhost:{self.broker_port}")
+
+    @property
+    def dts_connection_string(self) -> str:
+        return self._backend_cs.replace(f"localhost:{self._backend_port}", f"localhost:{self.backend_port}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# What the bench can run as "the listener": each reads the same environment and stops on SIGTERM.
+LISTENER_COMMANDS = {
+    # The `sbworker` console script's own entry point, run from this checkout (so a scratch copy of the repo
+    # measures its own listener/, not the one an editable install points at).
+    "sbworker": ["-c", "import sys; from sbworker.cli import main; sys.exit(main())", "run"],
+    "naive_sync": ["-m", "bench.naive_sync"],
+    "naive_async": ["-m", "bench.naive_async"],
+    "plain_worker": ["-m", "bench.plain_worker"],
+}
+
+
 class ListenerProcess:
-    """`sbworker run` as it runs in production, configured through the environment only."""
+    """`sbworker run` as it runs in production (or one of the reference listeners), configured through the
+    environment only; with `proxy`, its Service Bus and DTS connections go through the delay proxy."""
 
     def __init__(self, broker: Broker, backend: Backend, *, max_concurrent: int, prefetch: int,
-                 worker: bool = False, log_path: Path | None = None) -> None:
+                 worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
+                 kind: str = "sbworker", proxy: DelayProxy | None = None,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = {
             **os.environ,
-            "SERVICEBUS_CONNECTION_STRING": broker.connection_string,
+            "SERVICEBUS_CONNECTION_STRING": (proxy.servicebus_connection_string if proxy
+                                             else broker.connection_string),
             "SERVICEBUS_QUEUE": QUEUE,
-            "DTS_CONNECTION_STRING": backend.connection_string,
+            "DTS_CONNECTION_STRING": proxy.dts_connection_string if proxy else backend.connection_string,
             "MAX_CONCURRENT_MESSAGES": str(max_concurrent),
             "PREFETCH_COUNT": str(prefetch),
             "HEALTH_PORT": "0",
             "LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         for var in ("SERVICEBUS_NAMESPACE", "SERVICEBUS_AUTHENTICATION", "TASKHUB_NAME", "AZURE_CLIENT_ID"):
             env.pop(var, None)
-        # The `sbworker` console script's own entry point, run from this checkout (so a scratch copy of the repo
-        # measures its own listener/, not the one an editable install points at).
-        argv = [sys.executable, "-c", "import sys; from sbworker.cli import main; sys.exit(main())", "run"]
-        if not worker:
-            argv.append("--no-worker")
+        self.kind = kind
+        argv = [sys.executable, *LISTENER_COMMANDS[kind]]
+        if kind == "sbworker":
+            if trace_path is not None:  # the same entry point, with bench.msgtrace's per-step timestamps
+                env["BENCH_TRACE_PATH"] = str(trace_path)
+                argv = [sys.executable, "-m", "bench.msgtrace", "run"]
+            if not worker:
+                argv.append("--no-worker")
         self._log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=self._log or subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL)

@@ -16,7 +16,7 @@ from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, Dur
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions
 
-from listener import amqp_decoding, credentials, logs
+from listener import amqp_decoding, amqp_io, credentials, logs
 from listener.config import Auth, DtsSettings, ServiceBusSettings, is_local_namespace
 from orchestrations import registry
 
@@ -76,6 +76,7 @@ def servicebus_client(
 ) -> ServiceBusClient:
     """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace."""
     amqp_decoding.install()
+    amqp_io.install()
     if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
         return ServiceBusClient.from_connection_string(_connection_string(settings))
     cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential

@@ -64,19 +64,36 @@ NOOP = Metrics()
 
 
 class OtelMetrics(Metrics):
-    """Records into OpenTelemetry instruments of `meter`."""
+    """Records into OpenTelemetry instruments of `meter`.
+
+    The two per-message counts (settled, in flight) are kept as plain numbers and read by observable instruments
+    when metrics are collected: an OpenTelemetry `add` per message cost about 10 us each, and these two were three
+    of the five recordings per message (bench, 2026-11-29). The exported series are the same.
+    """
 
     def __init__(self, meter: Meter) -> None:
-        self._settled = meter.create_counter("sbworker.messages.settled", unit="{message}",
-                                             description="Messages settled, by action and reason")
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        self._settled_counts: dict[tuple[str, str], int] = {}
+        self._in_flight_now = 0
+
+        def observe_settled(_options: CallbackOptions) -> list[Observation]:
+            counts = dict(self._settled_counts)  # one copy under the GIL: the event loop keeps counting
+            return [Observation(n, {"action": action, "reason": reason}) for (action, reason), n in counts.items()]
+
+        def observe_in_flight(_options: CallbackOptions) -> list[Observation]:
+            return [Observation(self._in_flight_now)]
+
+        meter.create_observable_counter("sbworker.messages.settled", callbacks=[observe_settled], unit="{message}",
+                                        description="Messages settled, by action and reason")
         self._handling = meter.create_histogram(
             "sbworker.message.handling.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             description="From receipt to settlement of one message, by action")
         self._dts = meter.create_histogram(
             "sbworker.dts.call.duration", unit="s", explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             description="One DTS call, by operation and outcome")
-        self._in_flight = meter.create_up_down_counter("sbworker.messages.in_flight", unit="{message}",
-                                                       description="Messages being handled now")
+        meter.create_observable_up_down_counter("sbworker.messages.in_flight", callbacks=[observe_in_flight],
+                                                unit="{message}", description="Messages being handled now")
         self._renewals = meter.create_counter("sbworker.lock.renewals", unit="{renewal}",
                                               description="Message locks renewed")
         self._lost = meter.create_counter("sbworker.lock.lost", unit="{lock}",
@@ -87,14 +104,15 @@ class OtelMetrics(Metrics):
                                                 description="Receiver connections lost and opened again")
 
     def settled(self, action: str, reason: str, seconds: float) -> None:
-        self._settled.add(1, {"action": action, "reason": reason_label(reason)})
+        key = (action, reason_label(reason))
+        self._settled_counts[key] = self._settled_counts.get(key, 0) + 1
         self._handling.record(seconds, {"action": action})
 
     def dts_call(self, operation: str, outcome: str, seconds: float) -> None:
         self._dts.record(seconds, {"operation": operation, "outcome": outcome})
 
     def in_flight(self, delta: int) -> None:
-        self._in_flight.add(delta)
+        self._in_flight_now += delta
 
     def lock_renewed(self) -> None:
         self._renewals.add(1)

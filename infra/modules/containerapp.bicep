@@ -80,7 +80,7 @@ param messagesPerReplica int = 20
 
 // Listener tuning; the same values as the code defaults in listener/config.py.
 @description('MAX_CONCURRENT_MESSAGES')
-param maxConcurrentMessages int = 32
+param maxConcurrentMessages int = 64
 @description('PREFETCH_COUNT')
 param prefetchCount int = 100
 @description('MAX_MESSAGE_BYTES')
