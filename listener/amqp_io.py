@@ -41,12 +41,30 @@ _awaiting_outcome: contextvars.ContextVar[asyncio.Event | None] = contextvars.Co
                                                                                         default=None)
 
 
+# The SDK versions whose private I/O these patches were read against and measured with. Another version keeps the
+# SDK's own behaviour (correct, only slower) until someone checks its transport and receiver link again;
+# tests/integration/test_amqp_io.py fails on an unverified version so that an upgrade cannot skip that check.
+VERIFIED_VERSIONS = ("7.15.",)
+
+
+def verified(version: str | None = None) -> bool:
+    from azure.servicebus import __version__
+
+    return (version or __version__).startswith(VERIFIED_VERSIONS)
+
+
 def install() -> None:
     """Patch the aio SDK's transport write and outcome wait (once); a part the SDK no longer has is skipped."""
     global _installed
     if _installed:
         return
     _installed = True
+    if not verified():
+        from azure.servicebus import __version__
+
+        log.info("azure-servicebus %s is not one listener.amqp_io was verified with (%s): settlement I/O left as "
+                 "the SDK has it", __version__, ", ".join(v + "x" for v in VERIFIED_VERSIONS))
+        return
     from azure.servicebus._pyamqp.aio import _connection_async, _receiver_async, _transport_async
 
     transport = _transport_async.AsyncTransport

@@ -25,6 +25,14 @@ def installed() -> None:
     amqp_io.install()
 
 
+def test_the_installed_sdk_is_a_verified_one() -> None:
+    """An azure-servicebus upgrade must come with a fresh look at its private I/O (see amqp_io.VERIFIED_VERSIONS)."""
+    from azure.servicebus import __version__
+
+    assert amqp_io.verified(), f"azure-servicebus {__version__}: re-check listener/amqp_io.py, then add it"
+    assert not amqp_io.verified("7.16.0")
+
+
 async def test_concurrent_completes_during_a_receive_are_all_confirmed(localbus_factory: LocalBusFactory) -> None:
     bus = localbus_factory({QUEUE: {"LockDuration": "PT30S"}}, config_path=None)
     async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
