@@ -9,6 +9,7 @@ PyYAML and pycep, so a file they would misread cannot pass unnoticed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,8 +287,8 @@ def object_keys(obj: str) -> list[str]:
     if not obj.startswith("{"):
         raise FormatError("not an object literal")
     keys: list[str] = []
-    depth, in_string, line_start = 0, False, True
-    for i, c in enumerate(obj):
+    line_start = True
+    for i, c, depth, in_string in _scan(obj):
         if c == "\n":
             line_start = True
             continue
@@ -298,15 +299,22 @@ def object_keys(obj: str) -> list[str]:
                 if not key:
                     raise FormatError(f"expected `key:` in object at {obj[i:i + 40]!r}")
                 keys.append(key.group(1))
+    return keys
+
+
+def _scan(text: str) -> Iterator[tuple[int, str, int, bool]]:
+    """Each character with the bracket depth and whether a '…' string is open, as they stand before it."""
+    depth, in_string = 0, False
+    for i, c in enumerate(text):
+        yield i, c, depth, in_string
         if in_string:
-            in_string = c != "'" or obj[i - 1] == "\\"
+            in_string = c != "'" or text[i - 1] == "\\"
         elif c == "'":
             in_string = True
         elif c in "([{":
             depth += 1
         elif c in ")]}":
             depth -= 1
-    return keys
 
 
 def modules(text: str) -> dict[str, tuple[str, str]]:
@@ -349,17 +357,9 @@ def variable(text: str, name: str) -> str:
 def _split_arguments(inner: str) -> list[str]:
     """Top-level comma-separated arguments of a call (brackets and strings respected)."""
     args: list[str] = []
-    depth, start, in_string = 0, 0, False
-    for i, c in enumerate(inner):
-        if in_string:
-            in_string = c != "'" or inner[i - 1] == "\\"
-        elif c == "'":
-            in_string = True
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c == "," and depth == 0:
+    start = 0
+    for i, c, depth, in_string in _scan(inner):
+        if c == "," and depth == 0 and not in_string:
             args.append(inner[start:i].strip())
             start = i + 1
     args.append(inner[start:].strip())
