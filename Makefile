@@ -23,9 +23,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # The long suites: reliability (kill -9, outages, fuzzing), packaging, big restarts. CI runs them after `make test`.
-# Serial on purpose: they measure recovery under load and kill processes.
+# Serial on purpose: they measure recovery under load and kill processes. The ten longest are listed at the end
+# (the place to look when CI gets slow).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow --durations=10
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
