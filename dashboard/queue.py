@@ -46,17 +46,11 @@ class Counts:
 
 
 @dataclass(frozen=True)
-class QueuedMessage:
-    """A message found in the queue or its dead-letter queue that names an instance."""
+class QueuedMessage(dlq.DeadLettered):
+    """A message found in the queue or its dead-letter queue that names an instance: described as `sbworker dlq`
+    describes one, plus where it is."""
 
-    where: str  # "queue", "scheduled" or "dead-letter"
-    sequence_number: int
-    message_id: str
-    subject: str | None
-    reason: str | None
-    description: str | None
-    enqueued_time: str | None
-    body_preview: str
+    where: str  # "queue", "scheduled" or "dead-letter" (prefixed "retry queue, " for the topic form's retry queue)
 
 
 @dataclass
@@ -76,9 +70,11 @@ class Queue:
         self.settings = settings
         self.entity = entity or settings.source.entity
         self.name = self.entity.path
-        # What a page calls it: "Queue workflow-requests", "Subscription workflow-events/sbworker", "Retry queue …"
-        is_retry = self.entity.topic is None and settings.source.topic is not None
-        self.title = f"{'Subscription' if self.entity.topic else 'Retry queue' if is_retry else 'Queue'} {self.name}"
+        # What a page calls it: "Queue workflow-requests", "Subscription workflow-events/Subscriptions/sbworker",
+        # "Retry queue workflow-events-sbworker-retry".
+        self.is_retry = self.entity.topic is None and settings.source.topic is not None
+        self.kind = "Subscription" if self.entity.topic else "Retry queue" if self.is_retry else "Queue"
+        self.title = f"{self.kind} {self.name}"
         source = settings.source
         self.publish_target = f"topic {source.topic!r}" if source.topic else f"queue {source.publish_to!r}"
         self._client: ServiceBusClient | None = None
@@ -142,7 +138,7 @@ class Queue:
         (active, _), (dead, _) = await asyncio.gather(self.peek_all(), self.peek_all(ServiceBusSubQueue.DEAD_LETTER))
         now = datetime.now(UTC)
         found = []
-        retry = "retry queue, " if self.title.startswith("Retry") else ""
+        retry = "retry queue, " if self.is_retry else ""
         for where, batch in (("queue", active), ("dead-letter", dead)):
             for message in batch:
                 if str(message.message_id) in wanted or names_instance(message, instance_id):
@@ -213,7 +209,4 @@ def names_instance(message: ServiceBusReceivedMessage, instance_id: str) -> bool
 
 
 def _queued(where: str, message: ServiceBusReceivedMessage) -> QueuedMessage:
-    described = dlq.describe(message)
-    return QueuedMessage(where=where, sequence_number=described.sequence_number, message_id=described.message_id,
-                         subject=described.subject, reason=described.reason, description=described.description,
-                         enqueued_time=described.enqueued_time, body_preview=described.body_preview)
+    return QueuedMessage(**vars(dlq.describe(message)), where=where)
