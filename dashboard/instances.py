@@ -221,16 +221,22 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _moment(raw: str, name: str) -> datetime | None:
-    """`YYYY-MM-DDTHH:MM` (a datetime-local field) is UTC; a value with a zone is converted."""
+def form_time(raw: str) -> datetime | None:
+    """A form's ISO-8601 time (None when blank): `YYYY-MM-DDTHH:MM` (what a datetime-local field sends) is UTC, as
+    the pages say; a value with a zone keeps it. Raises ValueError for anything else."""
     raw = raw.strip()
     if not raw:
         return None
+    moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _moment(raw: str, name: str) -> datetime | None:
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        moment = form_time(raw)
     except ValueError:
-        raise FilterError(f"{name}: not a date and time: {raw!r}") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise FilterError(f"{name}: not a date and time: {raw.strip()!r}") from None
+    return moment.astimezone(UTC) if moment else None
 
 
 def _local(moment: datetime | None) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from dashboard.instances import form_time
 from dashboard.views import backend, redirect, render, sdk_error
 from dashboard.views.instances import awaiting_approval
 from orchestrations import registry
@@ -185,12 +186,7 @@ def _json_field(form: MultiDictProxy[Any], key: str, label: str) -> Any:
 
 
 def _start_at(raw: str) -> datetime | None:
-    """ISO-8601; a time without a zone (what a datetime-local field sends) is UTC, as the page says."""
-    raw = raw.strip()
-    if not raw:
-        return None
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return form_time(raw)
     except ValueError:
-        raise _Refused(f"start_at is not an ISO-8601 time: {raw!r}.") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        raise _Refused(f"start_at is not an ISO-8601 time: {raw.strip()!r}.") from None
