@@ -13,6 +13,7 @@ from typing import Any
 from listener import clients, telemetry
 from listener.codes import Exit
 from listener.config import Settings
+from listener.entities import Entity
 from listener.errors import UsageError
 from orchestrations import registry
 from sbworker import dlq, monitor, publish
@@ -161,8 +162,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     if args.retry_queue and source.topic is None:
         raise UsageError("--retry-queue: only with SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION (a queue retries on "
                          "itself)")
-    entities = [e for e in source.receive_from if not args.retry_queue or (e.name == source.retry_queue
-                and e.topic is None)]
+    entities = [Entity(source.retry_queue)] if args.retry_queue else list(source.receive_from)
     if args.dlq_command == "resubmit":
         if args.all == bool(args.sequence_numbers):
             raise UsageError("give sequence numbers or --all (not both)")
