@@ -13,7 +13,6 @@ COPY listener ./listener
 COPY orchestrations ./orchestrations
 COPY activities ./activities
 COPY sbworker ./sbworker
-COPY dashboard ./dashboard
 RUN pip wheel --wheel-dir /wheels .
 
 # Same base as the builder (keep the two tags equal when bumping).

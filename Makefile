@@ -51,7 +51,7 @@ bench-readme: $(STAMP)
 
 # The README's dashboard pictures, taken in headless Chromium from a real run of the embedded stack.
 screenshots: $(STAMP)
-	$(BIN)/python -m dashboard.screenshots --out docs/images
+	$(BIN)/python -m sbworker.dashboard.screenshots --out docs/images
 
 clean:
 	rm -rf $(VENV) .venv-lint .localdata .pytest_cache .mypy_cache .ruff_cache

@@ -136,7 +136,7 @@ def _recent_spans(settings: Settings) -> Any:
 def _dashboard(settings: Settings, host: str, port: int, spans: Any = None) -> Any:
     """The dashboard on its own thread (it warns itself when `host` is not loopback)."""
     try:
-        import dashboard
+        from sbworker import dashboard
     except ImportError:
         raise ConfigError("--dashboard-port", "the dashboard package is not installed (use 0 to run without it)"
                           ) from None

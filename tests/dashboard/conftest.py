@@ -19,11 +19,11 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.client import OrchestrationState
 
-from dashboard.localstack import LocalStack, local_stack
 from listener import clients
 from listener.codes import TERMINAL_STATUSES
 from listener.entities import queue_source
 from sbworker import publish
+from sbworker.dashboard.localstack import LocalStack, local_stack
 from tests.reliability.common import wait_until
 
 # An approval for an instance that does not exist is dead-lettered at once: the DLQ tests need a valid message

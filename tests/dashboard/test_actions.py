@@ -12,8 +12,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusSubQueue
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.history import EventRaisedEvent, ExecutionStartedEvent
 
-from dashboard.localstack import LocalStack
 from listener.codes import TAG_MESSAGE_ID
+from sbworker.dashboard.localstack import LocalStack
 from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, waiting_for_approval
 
 

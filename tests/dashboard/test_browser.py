@@ -18,7 +18,7 @@ import pytest
 from azure.servicebus import ServiceBusClient
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from dashboard.localstack import LocalStack
+from sbworker.dashboard.localstack import LocalStack
 from tests.dashboard.conftest import finished, send_raw, start, wait_for, waiting_for_approval
 
 pytestmark = pytest.mark.slow
@@ -140,9 +140,9 @@ def test_resubmit_a_dead_letter(page: Any, stack: LocalStack, sb: ServiceBusClie
 
 def test_make_screenshots_photographs_a_real_run(chromium_path: str, tmp_path: Path) -> None:
     """`make screenshots` end to end, into a temporary folder: the script checks each page before its picture."""
-    from dashboard import screenshots
+    from sbworker.dashboard import screenshots
 
-    done = subprocess.run([sys.executable, "-m", "dashboard.screenshots", "--out", str(tmp_path), "--chromium",
+    done = subprocess.run([sys.executable, "-m", "sbworker.dashboard.screenshots", "--out", str(tmp_path), "--chromium",
                            chromium_path], cwd=REPO, capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
     for name in (screenshots.LIST_PNG, screenshots.TIMELINE_PNG, screenshots.APPROVAL_PNG, screenshots.DLQ_PNG):

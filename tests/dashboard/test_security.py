@@ -10,9 +10,9 @@ import socket
 import pytest
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from dashboard import serve
-from dashboard.localstack import LocalStack
 from listener.errors import ConfigError
+from sbworker.dashboard import serve
+from sbworker.dashboard.localstack import LocalStack
 from tests.dashboard.conftest import Web, wait_for
 
 POSTS = ("/instance/terminate", "/instance/purge", "/instance/approve", "/new", "/queue/dead-letters/resubmit",
@@ -109,7 +109,7 @@ def test_serve_reports_its_url_and_stops(stack: LocalStack) -> None:
 
 def test_a_non_loopback_bind_warns_and_accepts_other_host_names(stack: LocalStack,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="dashboard.server"):
+    with caplog.at_level(logging.WARNING, logger="sbworker.dashboard.server"):
         board = serve(stack.settings, host="0.0.0.0", port=0)
     try:
         assert any("listens on 0.0.0.0" in r.getMessage() and "anyone who reaches it" in r.getMessage()

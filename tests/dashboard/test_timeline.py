@@ -10,8 +10,8 @@ from durabletask import history as h
 from durabletask import task
 from multidict import MultiDict
 
-from dashboard import timeline, traces
-from dashboard.instances import FilterError, Filters
+from sbworker.dashboard import timeline, traces
+from sbworker.dashboard.instances import FilterError, Filters
 
 T0 = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
 

@@ -6,8 +6,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from dashboard import timeline
 from listener.recent_spans import RecentSpans
+from sbworker.dashboard import timeline
 
 
 def traced() -> tuple[RecentSpans, str]:

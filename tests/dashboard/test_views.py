@@ -11,9 +11,9 @@ from urllib.parse import quote, urlencode
 from azure.servicebus import ServiceBusClient
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from dashboard.localstack import LocalStack
 from orchestrations import registry
 from sbworker import publish
+from sbworker.dashboard.localstack import LocalStack
 from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, waiting_for_approval
 
 

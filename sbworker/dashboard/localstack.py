@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from dashboard.server import Dashboard, serve
 from listener import config, service
 from listener.config import Settings
+from sbworker.dashboard.server import Dashboard, serve
 
 
 @dataclass

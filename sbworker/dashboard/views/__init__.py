@@ -13,8 +13,8 @@ from urllib.parse import quote, unquote
 import grpc
 from aiohttp import web
 
-from dashboard import security
-from dashboard.app import BACKEND, TEMPLATES, Backend
+from sbworker.dashboard import security
+from sbworker.dashboard.app import BACKEND, TEMPLATES, Backend
 
 FLASH_COOKIE = "sbw_notice"
 

@@ -11,10 +11,10 @@ import threading
 
 from aiohttp import web
 
-from dashboard import security, traces
-from dashboard.app import create_app
 from listener.config import Settings
 from listener.errors import ConfigError
+from sbworker.dashboard import security, traces
+from sbworker.dashboard.app import create_app
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,6 @@
 dashboard`, and `sbworker dev` on port 8082). See README.md#dashboard.
 """
 
-from dashboard.server import Dashboard, serve
+from sbworker.dashboard.server import Dashboard, serve
 
 __all__ = ["Dashboard", "serve"]

@@ -5,7 +5,7 @@ real messages through the queue (the four workflows, a retried one, one waiting 
 two invalid messages), waits for each outcome, and photographs the pages in headless Chromium. Before each
 picture it checks that the page shows what the picture is meant to show, and fails otherwise.
 
-    python -m dashboard.screenshots [--out docs/images] [--chromium /usr/bin/chromium]
+    python -m sbworker.dashboard.screenshots [--out docs/images] [--chromium /usr/bin/chromium]
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from urllib.parse import urlencode
 
 from azure.servicebus import ServiceBusMessage
 
-from dashboard.localstack import LocalStack, local_stack
 from listener import clients
 from listener.codes import TERMINAL_STATUSES
 from sbworker import demo, publish
+from sbworker.dashboard.localstack import LocalStack, local_stack
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ def _shot(page: Any, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dashboard.screenshots", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sbworker.dashboard.screenshots",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
                         help=f"folder for the pictures (default {DEFAULT_OUT})")
     parser.add_argument("--chromium", default=DEFAULT_CHROMIUM, help=f"Chromium to drive (default {DEFAULT_CHROMIUM})")

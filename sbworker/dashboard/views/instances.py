@@ -11,11 +11,11 @@ import grpc
 from aiohttp import web
 from durabletask.client import OrchestrationState, OrchestrationStatus
 
-from dashboard import instances, timeline, traces
-from dashboard.views import backend, render, sdk_error
 from listener.codes import TERMINAL_STATUSES
 from orchestrations import registry
 from orchestrations.approval_workflow import APPROVAL_EVENT
+from sbworker.dashboard import instances, timeline, traces
+from sbworker.dashboard.views import backend, render, sdk_error
 
 log = logging.getLogger(__name__)
 

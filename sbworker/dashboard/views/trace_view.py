@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from dashboard import timeline
-from dashboard.views import backend, render
+from sbworker.dashboard import timeline
+from sbworker.dashboard.views import backend, render
 
 
 async def waterfall(request: web.Request) -> web.Response:

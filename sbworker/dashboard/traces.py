@@ -6,9 +6,9 @@ depends on the deployment: Jaeger or another OTLP viewer, or Application Insight
 in this repository decides that yet, so the default hook returns no link and the instance page says that
 tracing is not configured; it never invents a link.
 
-To link traces, pass `trace_link=` to `dashboard.app.create_app` (or `dashboard.serve`): a function that gets the
-instance id and the trace id (32 hex digits, or None when the start carried no trace context) and returns a URL,
-or None. For example, for a Jaeger UI on localhost:16686::
+To link traces, pass `trace_link=` to `sbworker.dashboard.app.create_app` (or `sbworker.dashboard.serve`): a
+function that gets the instance id and the trace id (32 hex digits, or None when the start carried no trace
+context) and returns a URL, or None. For example, for a Jaeger UI on localhost:16686::
 
     def jaeger(instance_id: str, trace_id: str | None) -> str | None:
         return f"http://localhost:16686/trace/{trace_id}" if trace_id else None

@@ -18,10 +18,10 @@ import jinja2
 from aiohttp import web
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
-from dashboard import security, traces
-from dashboard.queue import Queue
 from listener import clients
 from listener.config import Settings
+from sbworker.dashboard import security, traces
+from sbworker.dashboard.queue import Queue
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,10 @@ def create_app(settings: Settings, *, loopback_only: bool = True, trace_link: tr
     """The dashboard for the task hub and queue in `settings`.
 
     `loopback_only` refuses requests whose Host is not localhost (DNS rebinding); the server turns it off when
-    told to bind elsewhere. `trace_link` turns an instance into a link to its trace (see dashboard/traces.py);
+    told to bind elsewhere. `trace_link` turns an instance into a link to its trace (see sbworker/dashboard/traces.py);
     with `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`.
     """
-    from dashboard.views import actions, instances, queue_views, trace_view
+    from sbworker.dashboard.views import actions, instances, queue_views, trace_view
 
     app = web.Application(middlewares=[security.middleware(loopback_only=loopback_only)],
                           client_max_size=MAX_BODY_BYTES)

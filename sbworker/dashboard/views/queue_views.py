@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dashboard.queue import Queue
-from dashboard.views import backend, redirect, render, sdk_error
+from sbworker.dashboard.queue import Queue
+from sbworker.dashboard.views import backend, redirect, render, sdk_error
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from urllib.parse import urlencode
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from dashboard.instances import form_time
-from dashboard.views import backend, redirect, render, sdk_error
-from dashboard.views.instances import awaiting_approval
 from orchestrations import registry
 from sbworker import publish
+from sbworker.dashboard.instances import form_time
+from sbworker.dashboard.views import backend, redirect, render, sdk_error
+from sbworker.dashboard.views.instances import awaiting_approval
 
 log = logging.getLogger(__name__)
 
