@@ -22,7 +22,7 @@ from typing import Any
 
 from azure.servicebus._pyamqp.message import Message
 
-from listener.codes import PROP_UNDECODABLE
+from sbworker.core.codes import PROP_UNDECODABLE
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
 
 from listener.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
-from listener.errors import ConfigError
+from sbworker.core.errors import ConfigError
 
 # The official emulators' well-known local values: a bare checkout talks to them (or to localbus) unconfigured.
 DEFAULT_DTS_CONNECTION_STRING = "Endpoint=http://localhost:8080;Authentication=None"

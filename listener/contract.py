@@ -48,7 +48,7 @@ from typing import Any, Final, NoReturn, TypeAlias
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from listener.codes import Reason
+from sbworker.core.codes import Reason
 
 SUBJECT_START: Final = "start"
 SUBJECT_APPROVAL: Final = "approval"

@@ -27,7 +27,6 @@ from azure.servicebus.exceptions import (
 )
 
 from listener import contract, messages
-from listener.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, Reason
 from listener.config import ListenerSettings
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher, InstanceNotFound
@@ -35,6 +34,7 @@ from listener.entities import Entity, Source
 from listener.locks import LockKeeper
 from listener.metrics import NOOP, Metrics
 from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, DeadLetter, RetryLater, decide
+from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, Reason
 
 if TYPE_CHECKING:  # listener.tracing loads OpenTelemetry: imported only by telemetry.setup, when tracing is on
     from opentelemetry.trace import Span

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listener.codes import Reason
 from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import (
     AlreadyApplied,
@@ -21,6 +20,7 @@ from listener.dispatch import (
     Started,
     TransientFailure,
 )
+from sbworker.core.codes import Reason
 
 # Backoff for an approval that arrived before its start: 1 s, 2 s, 4 s … capped, until the window closes.
 NOT_FOUND_FIRST_DELAY = 1.0

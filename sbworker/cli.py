@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from listener import config, logs
-from listener.codes import Exit
-from listener.errors import UserError
 from sbworker import LOCAL_CONFIG
+from sbworker.core.codes import Exit
+from sbworker.core.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from listener import clients, telemetry
-from listener.codes import Exit
 from listener.config import Settings
 from listener.entities import Entity
-from listener.errors import UsageError
 from orchestrations import registry
 from sbworker import dlq, monitor, publish
+from sbworker.core.codes import Exit
+from sbworker.core.errors import UsageError
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from listener import clients
-from listener.codes import TERMINAL_STATUSES
 from listener.config import Settings
 from sbworker import publish
+from sbworker.core.codes import TERMINAL_STATUSES
 
 DEMO_INPUTS: dict[str, Any] = {
     "hello_cities": None,

@@ -10,7 +10,7 @@ from typing import Any
 
 from durabletask.client import OrchestrationQuery, OrchestrationState, OrchestrationStatus, TaskHubGrpcClient
 
-from listener.codes import TERMINAL_STATUSES
+from sbworker.core.codes import TERMINAL_STATUSES
 
 STATUS_NAMES = {s.name.lower(): s for s in OrchestrationStatus}
 

@@ -19,7 +19,7 @@ from durabletask import history as h
 from durabletask.client import OrchestrationQuery, OrchestrationState, OrchestrationStatus
 from multidict import MultiMapping
 
-from listener.codes import TAG_MESSAGE_ID
+from sbworker.core.codes import TAG_MESSAGE_ID
 from sbworker.monitor import parse_json
 
 STATUSES: tuple[str, ...] = tuple(s.name for s in OrchestrationStatus)

@@ -26,8 +26,8 @@ from urllib.parse import urlencode
 from azure.servicebus import ServiceBusMessage
 
 from listener import clients
-from listener.codes import TERMINAL_STATUSES
 from sbworker import demo, publish
+from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.dashboard.localstack import LocalStack, local_stack
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import threading
 from aiohttp import web
 
 from listener.config import Settings
-from listener.errors import ConfigError
+from sbworker.core.errors import ConfigError
 from sbworker.dashboard import security, traces
 from sbworker.dashboard.app import create_app
 

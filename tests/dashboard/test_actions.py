@@ -12,7 +12,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusSubQueue
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.history import EventRaisedEvent, ExecutionStartedEvent
 
-from listener.codes import TAG_MESSAGE_ID
+from sbworker.core.codes import TAG_MESSAGE_ID
 from sbworker.dashboard.localstack import LocalStack
 from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, waiting_for_approval
 

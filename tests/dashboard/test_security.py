@@ -10,7 +10,7 @@ import socket
 import pytest
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from listener.errors import ConfigError
+from sbworker.core.errors import ConfigError
 from sbworker.dashboard import serve
 from sbworker.dashboard.localstack import LocalStack
 from tests.dashboard.conftest import Web, wait_for

@@ -296,7 +296,7 @@ def _dlq() -> Any:
 async def test_a_started_instance_is_tagged_with_the_message_that_started_it(h: Harness) -> None:
     from durabletask.history import ExecutionStartedEvent
 
-    from listener.codes import TAG_MESSAGE_ID
+    from sbworker.core.codes import TAG_MESSAGE_ID
 
     mid = await h.start("hello_cities")
     await h.wait_for_output(mid)

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from listener import contract
-from listener.codes import Reason
 from orchestrations import registry
+from sbworker.core.codes import Reason
 from tests.fixtures.dts import DtsBackend
 from tests.reliability.common import DeadLetter, Stack, dead_letters, running_stack
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from listener import config
-from listener.errors import ConfigError
+from sbworker.core.errors import ConfigError
 from tests.integration.procs import REPO, sbworker, stack_env
 
 APP_INSIGHTS = ("InstrumentationKey=00000000-0000-0000-0000-000000000000;"

@@ -10,7 +10,7 @@ import pytest
 from azure.servicebus._pyamqp import _decode
 
 from listener import amqp_decoding
-from listener.codes import PROP_UNDECODABLE
+from sbworker.core.codes import PROP_UNDECODABLE
 
 
 def encode(message: proton.Message) -> bytes:

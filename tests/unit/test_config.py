@@ -6,7 +6,7 @@ import pytest
 
 from listener import config
 from listener.config import Auth, load, parse_dts
-from listener.errors import ConfigError
+from sbworker.core.errors import ConfigError
 
 
 def test_bare_environment_points_at_the_local_emulators() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from listener.codes import Reason
 from listener.contract import (
     MAX_DEPTH,
     MAX_DESCRIPTION,
@@ -26,6 +25,7 @@ from listener.contract import (
     start_body,
 )
 from orchestrations.approval_workflow import APPROVAL_EVENT
+from sbworker.core.codes import Reason
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "listener" / "schemas"
 REGISTERED = ("order_fulfilment", "expense_approval")

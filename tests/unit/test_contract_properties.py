@@ -10,7 +10,6 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from listener.codes import Reason
 from listener.contract import (
     MAX_DESCRIPTION,
     ApprovalRequest,
@@ -20,6 +19,7 @@ from listener.contract import (
     parse,
     start_body,
 )
+from sbworker.core.codes import Reason
 
 REGISTERED = frozenset({"order_fulfilment", "expense_approval"})
 REASONS = frozenset(str(reason) for reason in Reason)

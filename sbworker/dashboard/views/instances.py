@@ -11,9 +11,9 @@ import grpc
 from aiohttp import web
 from durabletask.client import OrchestrationState, OrchestrationStatus
 
-from listener.codes import TERMINAL_STATUSES
 from orchestrations import registry
 from orchestrations.approval_workflow import APPROVAL_EVENT
+from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.dashboard import instances, timeline, traces
 from sbworker.dashboard.views import backend, render, sdk_error
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from listener.codes import Exit
+from sbworker.core.codes import Exit
 
 
 class UserError(Exception):
