@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
 
-from listener.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
+from sbworker.core.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
 from sbworker.core.errors import ConfigError
 
 # The official emulators' well-known local values: a bare checkout talks to them (or to localbus) unconfigured.

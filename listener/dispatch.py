@@ -18,10 +18,10 @@ import grpc
 from durabletask.client import OrchestrationState
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from listener.contract import ApprovalRequest, StartRequest
 from orchestrations import registry
 from orchestrations.approval_workflow import APPROVAL_EVENT
 from sbworker.core.codes import TAG_MESSAGE_ID, TERMINAL_STATUSES
+from sbworker.core.contract import ApprovalRequest, StartRequest
 
 log = logging.getLogger(__name__)
 

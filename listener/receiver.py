@@ -1,6 +1,7 @@
 """The listener: receive (peek-lock) → parse → dispatch → decide → settle, with bounded concurrency.
 
-One Listener reads one entity: a queue, a topic subscription, or the topic form's retry queue (listener/entities.py).
+One Listener reads one entity: a queue, a topic subscription, or the topic form's retry queue
+(sbworker/core/entities.py).
 
 It survives connection loss (reconnects with backoff), and on stop it finishes in-flight messages within the
 grace period, abandons what is left, and lets the SDK release what it prefetched.
@@ -26,15 +27,15 @@ from azure.servicebus.exceptions import (
     ServiceBusAuthorizationError,
 )
 
-from listener import contract, messages
 from listener.config import ListenerSettings
-from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import Dispatcher, InstanceNotFound
-from listener.entities import Entity, Source
 from listener.locks import LockKeeper
 from listener.metrics import NOOP, Metrics
 from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, DeadLetter, RetryLater, decide
+from sbworker.core import contract, messages
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, Reason
+from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
+from sbworker.core.entities import Entity, Source
 
 if TYPE_CHECKING:  # listener.tracing loads OpenTelemetry: imported only by telemetry.setup, when tracing is on
     from opentelemetry.trace import Span

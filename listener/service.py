@@ -57,7 +57,7 @@ async def serve(
         return client if observed.metrics is NOOP else TimedDts(client, observed.metrics)
 
     dispatcher = Dispatcher(dts_client(), reconnect=dts_client)
-    # One listener per entity: the queue; or the subscription and the retry queue (listener/entities.py).
+    # One listener per entity: the queue; or the subscription and the retry queue (sbworker/core/entities.py).
     source = settings.servicebus.source
     listeners: list[Listener] = []
     for entity in source.receive_from if with_listener else ():

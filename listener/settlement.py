@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import (
     AlreadyApplied,
     AlreadyExists,
@@ -21,6 +20,7 @@ from listener.dispatch import (
     TransientFailure,
 )
 from sbworker.core.codes import Reason
+from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 
 # Backoff for an approval that arrived before its start: 1 s, 2 s, 4 s … capped, until the window closes.
 NOT_FOUND_FIRST_DELAY = 1.0

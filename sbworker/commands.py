@@ -12,10 +12,10 @@ from typing import Any
 
 from listener import clients, telemetry
 from listener.config import Settings
-from listener.entities import Entity
 from orchestrations import registry
 from sbworker import dlq, monitor, publish
 from sbworker.core.codes import Exit
+from sbworker.core.entities import Entity
 from sbworker.core.errors import UsageError
 
 

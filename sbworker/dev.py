@@ -21,7 +21,7 @@ from typing import Any
 
 from listener import config, service, telemetry
 from listener.config import Settings
-from listener.entities import default_retry_queue
+from sbworker.core.entities import default_retry_queue
 from sbworker.core.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 
-from listener import messages
-from listener.entities import Entity, Source
+from sbworker.core import messages
 from sbworker.core.codes import DEAD_LETTER_PROPS, PROP_FIRST_ATTEMPT, PROP_RETRIES
+from sbworker.core.entities import Entity, Source
 
 # Properties added when dead-lettering, and our retry bookkeeping: a resubmitted copy starts afresh without them.
 STRIPPED_PROPS = DEAD_LETTER_PROPS | {PROP_RETRIES, PROP_FIRST_ATTEMPT}

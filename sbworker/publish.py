@@ -9,8 +9,8 @@ from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
-from listener import contract
-from listener.entities import Source
+from sbworker.core import contract
+from sbworker.core.entities import Source
 
 CONTENT_TYPE = "application/json"
 

@@ -1,6 +1,6 @@
 """The queue beside the instances: counts, the dead-letter queue, the messages that concern one instance.
 
-One `Queue` per entity the listener reads (listener/entities.py): the queue; or, in the topic form, the
+One `Queue` per entity the listener reads (sbworker/core/entities.py): the queue; or, in the topic form, the
 subscription and the worker's retry queue (where early approvals wait). Publishing goes to the queue or topic.
 
 Everything here reads by peeking (nothing is locked, nothing moves), except `delete_dead_letters`, which
@@ -26,10 +26,11 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageState, ServiceBusReceivedMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
-from listener import clients, contract, messages
+from listener import clients
 from listener.config import ServiceBusSettings
-from listener.entities import Entity
 from sbworker import dlq
+from sbworker.core import contract, messages
+from sbworker.core.entities import Entity
 
 log = logging.getLogger(__name__)
 

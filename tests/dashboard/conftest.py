@@ -20,9 +20,9 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.client import OrchestrationState
 
 from listener import clients
-from listener.entities import queue_source
 from sbworker import publish
 from sbworker.core.codes import TERMINAL_STATUSES
+from sbworker.core.entities import queue_source
 from sbworker.dashboard.localstack import LocalStack, local_stack
 from tests.reliability.common import wait_until
 

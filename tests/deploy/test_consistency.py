@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from listener import config
-from listener.entities import default_retry_queue
+from sbworker.core.entities import default_retry_queue
 from tests.deploy import deployfiles as df
 
 # The topic form's entities. Config.json, the Bicep, docker-compose.topic.yml and the code's defaults

@@ -21,16 +21,16 @@ from durabletask.client import OrchestrationState
 from listener import clients, config
 from listener.config import ListenerSettings, ServiceBusSettings
 from listener.dispatch import Dispatcher, is_transient
-from listener.entities import Source, queue_source, topic_source
 from listener.receiver import Listener
 from localbus import LocalBus
 from orchestrations import registry
+from sbworker.core.entities import Source, queue_source, topic_source
 from tests.fixtures.target import ExternalBus
 
 QUEUE = "workflow-requests"
 TOPIC = "workflow-events"
 SUBSCRIPTION = "sbworker"
-# The topic form: the listener reads the subscription and its own retry queue (listener/entities.py).
+# The topic form: the listener reads the subscription and its own retry queue (sbworker/core/entities.py).
 TOPIC_SOURCE = topic_source(TOPIC, SUBSCRIPTION)
 
 DEFAULT_LISTENER = ListenerSettings(

@@ -8,8 +8,8 @@ import pytest
 
 from listener import clients, dispatch
 from listener.config import parse_dts
-from listener.contract import StartRequest
 from listener.dispatch import Dispatcher, Started
+from sbworker.core.contract import StartRequest
 from tests.fixtures.dts import DtsBackend
 from tests.reliability.faultproxy import FaultProxy
 

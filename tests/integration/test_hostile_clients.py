@@ -17,9 +17,9 @@ import proton
 import pytest
 from azure.servicebus import ServiceBusSubQueue
 
-from listener.messages import text
 from localbus import LocalBus
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES
+from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend
 from tests.integration.harness import QUEUE, Harness, listener_settings
 from tests.integration.procs import sbworker, stack_env

@@ -18,11 +18,11 @@ import pytest
 from azure.servicebus import ServiceBusMessage
 
 from activities import approvals
-from listener.contract import ApprovalRequest, StartRequest
 from listener.dispatch import Dispatcher, Outcome
-from listener.entities import Source, queue_source
-from listener.messages import text
 from localbus import LocalBus
+from sbworker.core.contract import ApprovalRequest, StartRequest
+from sbworker.core.entities import Source, queue_source
+from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend, start_backend
 from tests.fixtures.localbus import queue_bus
 from tests.fixtures.target import external_servicebus

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 
-from listener.entities import Entity
-from listener.messages import text
 from localbus import LocalBus
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES
+from sbworker.core.entities import Entity
+from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend
 from tests.fixtures.ports import free_port
 from tests.fixtures.target import external_servicebus

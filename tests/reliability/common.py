@@ -20,8 +20,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusRece
 from durabletask.client import OrchestrationState
 
 from activities import approvals
-from listener.messages import text
 from localbus import LocalBus
+from sbworker.core.messages import text
 
 if TYPE_CHECKING:
     from tests.reliability import workload

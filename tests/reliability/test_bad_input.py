@@ -17,8 +17,8 @@ from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageProperties
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from listener import contract
 from orchestrations import registry
+from sbworker.core import contract
 from sbworker.core.codes import Reason
 from tests.fixtures.dts import DtsBackend
 from tests.reliability.common import DeadLetter, Stack, dead_letters, running_stack

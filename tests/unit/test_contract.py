@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from listener.contract import (
+from orchestrations.approval_workflow import APPROVAL_EVENT
+from sbworker.core.codes import Reason
+from sbworker.core.contract import (
     MAX_DEPTH,
     MAX_DESCRIPTION,
     SUBJECT_APPROVAL,
@@ -24,10 +26,8 @@ from listener.contract import (
     parse,
     start_body,
 )
-from orchestrations.approval_workflow import APPROVAL_EVENT
-from sbworker.core.codes import Reason
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "listener" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "sbworker" / "core" / "schemas"
 REGISTERED = ("order_fulfilment", "expense_approval")
 
 

@@ -10,7 +10,8 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from listener.contract import (
+from sbworker.core.codes import Reason
+from sbworker.core.contract import (
     MAX_DESCRIPTION,
     ApprovalRequest,
     Invalid,
@@ -19,7 +20,6 @@ from listener.contract import (
     parse,
     start_body,
 )
-from sbworker.core.codes import Reason
 
 REGISTERED = frozenset({"order_fulfilment", "expense_approval"})
 REASONS = frozenset(str(reason) for reason in Reason)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from listener.contract import ApprovalRequest, Invalid, StartRequest
 from listener.dispatch import (
     AlreadyApplied,
     AlreadyExists,
@@ -16,6 +15,7 @@ from listener.dispatch import (
     TransientFailure,
 )
 from listener.settlement import Abandon, Complete, DeadLetter, RetryLater, decide
+from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 
 START = StartRequest(orchestration="hello_cities", instance_id="i1", input=None, start_at=None,
                      instance_id_from_message=True)

@@ -3,7 +3,7 @@
 Pure code: nothing here knows about Service Bus or the Durable Task Scheduler, so every rule can be unit
 tested and the caller only maps the result to one client call or one dead-letter.
 
-The JSON Schemas in ``listener/schemas/`` are the contract that publishers read; ``parse`` validates against
+The JSON Schemas in ``sbworker/core/schemas/`` are the contract that publishers read; ``parse`` validates against
 those very files, so documentation and behaviour cannot drift. Rules a schema cannot express are enforced
 here and stated in the schema descriptions.
 
@@ -95,7 +95,7 @@ Request = StartRequest | ApprovalRequest
 
 
 def _load_schema(name: str) -> dict[str, Any]:
-    text = (resources.files("listener") / "schemas" / name).read_text(encoding="utf-8")
+    text = (resources.files("sbworker.core") / "schemas" / name).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     Draft202012Validator.check_schema(schema)  # a broken schema file should fail at import, not per message
     return schema
