@@ -19,7 +19,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
 from bench.stack import QUEUE, Broker
-from sbworker.publish import start_message
+from sbworker.operations.publish import start_message
 
 # (imported by name: the project has no protobuf stubs for mypy)
 wrappers_pb2: Any = importlib.import_module("google.protobuf.wrappers_pb2")

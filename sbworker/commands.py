@@ -13,10 +13,10 @@ from typing import Any
 from listener import clients, telemetry
 from listener.config import Settings
 from orchestrations import registry
-from sbworker import dlq, monitor, publish
 from sbworker.core.codes import Exit
 from sbworker.core.entities import Entity
 from sbworker.core.errors import UsageError
+from sbworker.operations import dlq, monitor, publish
 
 
 def dispatch(args: argparse.Namespace, settings: Settings) -> int:

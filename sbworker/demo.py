@@ -14,8 +14,8 @@ from typing import Any
 
 from listener import clients
 from listener.config import Settings
-from sbworker import publish
 from sbworker.core.codes import TERMINAL_STATUSES
+from sbworker.operations import publish
 
 DEMO_INPUTS: dict[str, Any] = {
     "hello_cities": None,

@@ -20,7 +20,7 @@ from durabletask.client import OrchestrationQuery, OrchestrationState, Orchestra
 from multidict import MultiMapping
 
 from sbworker.core.codes import TAG_MESSAGE_ID
-from sbworker.monitor import parse_json
+from sbworker.operations.monitor import parse_json
 
 STATUSES: tuple[str, ...] = tuple(s.name for s in OrchestrationStatus)
 PAGE_SIZES = (10, 25, 50, 100)

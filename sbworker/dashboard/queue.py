@@ -5,7 +5,7 @@ subscription and the worker's retry queue (where early approvals wait). Publishi
 
 Everything here reads by peeking (nothing is locked, nothing moves), except `delete_dead_letters`, which
 receives from the dead-letter queue and completes the chosen messages, and resubmission, which is the command
-line's own `sbworker.dlq.resubmit` (the same code, so both behave alike).
+line's own `sbworker.operations.dlq.resubmit` (the same code, so both behave alike).
 
 Counts come from peeking the whole queue, because the management plane that reports counts (ARM, or the
 emulator's HTTP port) is not something every configuration reaches. Peeking stops after `PEEK_LIMIT` messages;
@@ -28,9 +28,9 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
 from listener import clients
 from listener.config import ServiceBusSettings
-from sbworker import dlq
 from sbworker.core import contract, messages
 from sbworker.core.entities import Entity
+from sbworker.operations import dlq
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,10 @@ from urllib.parse import urlencode
 from azure.servicebus import ServiceBusMessage
 
 from listener import clients
-from sbworker import demo, publish
+from sbworker import demo
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.dashboard.localstack import LocalStack, local_stack
+from sbworker.operations import publish
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.client import OrchestrationState
 
 from listener import clients
-from sbworker import publish
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.entities import queue_source
 from sbworker.dashboard.localstack import LocalStack, local_stack
+from sbworker.operations import publish
 from tests.reliability.common import wait_until
 
 # An approval for an instance that does not exist is dead-lettered at once: the DLQ tests need a valid message

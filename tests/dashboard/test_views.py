@@ -12,8 +12,8 @@ from azure.servicebus import ServiceBusClient
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from orchestrations import registry
-from sbworker import publish
 from sbworker.dashboard.localstack import LocalStack
+from sbworker.operations import publish
 from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, waiting_for_approval
 
 

@@ -18,10 +18,10 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from orchestrations import registry
-from sbworker import publish
 from sbworker.dashboard.instances import form_time
 from sbworker.dashboard.views import backend, redirect, render, sdk_error
 from sbworker.dashboard.views.instances import awaiting_approval
+from sbworker.operations import publish
 
 log = logging.getLogger(__name__)
 
