@@ -8,7 +8,7 @@ Start it with ``sbworker dts`` (``python -m localdts``) or embed it::
 """
 
 from .backend import DurableBackend
-from .server import LocalDts, connection_string
+from .server import ExposureError, LocalDts, connection_string
 from .store import DataFileError
 
-__all__ = ["DataFileError", "DurableBackend", "LocalDts", "connection_string"]
+__all__ = ["DataFileError", "DurableBackend", "ExposureError", "LocalDts", "connection_string"]

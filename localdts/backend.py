@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -42,10 +43,13 @@ from durabletask.testing.in_memory_backend import (
     ActivityWorkItem,
     InMemoryOrchestrationBackend,
     OrchestrationInstance,
+    StateWaiter,
 )
 
 from . import history as hist
+from . import sdkcheck
 from .commits import GroupCommit, Ticket
+from .limits import instance_id_problem
 from .pools import DEFAULT_CALL_WORKERS, OnCallPool
 from .store import Change, InstanceRow, Store
 from .timers import TimerQueue
@@ -119,6 +123,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, store: Store | None = None,
                  max_workers: int = DEFAULT_MAX_WORKERS, call_workers: int = DEFAULT_CALL_WORKERS) -> None:
         super().__init__(port=port)
+        sdkcheck.check(InMemoryOrchestrationBackend, self)
         self._host = host
         self._store = store
         self._max_workers = max_workers
@@ -133,6 +138,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
         self._orch_leases: dict[str, tuple[_Stream, str]] = {}
         self._activity_leases: dict[str, _ActivityLease] = {}
         self._activity_tokens = itertools.count(1)
+        # Sub-orchestration id -> (parent id, task id) of the parents waiting for its end (see _report_to_parents).
+        self._parents: dict[str, list[tuple[str, int]]] = {}
         self._commits: GroupCommit[_Work] | None = None
         if store is not None:
             self._commits = GroupCommit(self._lock, self._changed, self._collect, partial(self._write, store),
@@ -338,7 +345,14 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _committed(self, work: _Work) -> None:
         """Under the lock, once on disk: wake those waiting for these instances' states."""
         for iid in work.pending.notify:
-            InMemoryOrchestrationBackend._notify_waiters(self, iid)
+            self._state_settled(iid)
+
+    def _state_settled(self, instance_id: str) -> None:
+        """Under the lock, once a state change is final (committed, when durable): tell who waits for it."""
+        InMemoryOrchestrationBackend._notify_waiters(self, instance_id)
+        inst = self._instances.get(instance_id)
+        if inst is not None and _is_terminal(inst.status) and instance_id in self._parents:
+            self._report_to_parents(inst)
 
     def _ticket(self) -> Ticket | None:
         """Under the lock, after a change: what to wait for (see :meth:`_settle`); None in memory mode."""
@@ -382,9 +396,50 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def _notify_waiters(self, instance_id: str) -> None:
         if self._store is None:
-            super()._notify_waiters(instance_id)
+            self._state_settled(instance_id)
         else:
             self._pending.notify.add(instance_id)  # after the commit, in _committed()
+
+    def _create_instance_internal(self, instance_id: str, name: str, encoded_input: str | None = None,
+                                  version: str | None = None) -> None:
+        # Sub-orchestrations (and restarts, rewinds) are created here: refuse the ids DTS refuses. The SDK turns
+        # the error into a failed sub-orchestration for the parent.
+        problem = instance_id_problem(instance_id)
+        if problem is not None:
+            raise ValueError(problem)
+        super()._create_instance_internal(instance_id, name, encoded_input, version=version)
+
+    def _watch_sub_orchestration(self, parent_instance_id: str, sub_instance_id: str, task_id: int) -> None:
+        """Under the lock: report the sub-orchestration's end to its parent when it comes, with no thread.
+
+        The SDK backend starts a thread per sub-orchestration that waits 30 s for the end and then gives up, so
+        a child running longer never reported to its parent.
+        """
+        self._parents.setdefault(sub_instance_id, []).append((parent_instance_id, task_id))
+        sub = self._instances.get(sub_instance_id)
+        if sub is not None and _is_terminal(sub.status):
+            self._report_to_parents(sub)
+
+    def _report_to_parents(self, sub: OrchestrationInstance) -> None:
+        """Under the lock: the sub-orchestration ended; hand its result (or failure) to each parent still running."""
+        for parent_id, task_id in self._parents.pop(sub.instance_id, []):
+            parent = self._instances.get(parent_id)
+            if parent is None or _is_terminal(parent.status):
+                continue
+            if sub.status == pb.ORCHESTRATION_STATUS_COMPLETED:
+                event = helpers.new_sub_orchestration_completed_event(task_id, sub.output)
+            else:
+                failure = pb.TaskFailureDetails()
+                if sub.failure_details is not None:
+                    failure.CopyFrom(sub.failure_details)
+                else:
+                    failure.errorType, failure.errorMessage = "SubOrchestrationFailed", (
+                        f"sub-orchestration {sub.instance_id} ended {pb.OrchestrationStatus.Name(sub.status)}")
+                failed = pb.SubOrchestrationInstanceFailedEvent(taskScheduledId=task_id, failureDetails=failure)
+                event = pb.HistoryEvent(eventId=-1, subOrchestrationInstanceFailed=failed)
+            parent.pending_events.append(event)
+            parent.last_updated_at = datetime.now(UTC)
+            self._enqueue_orchestration(parent_id)
 
     def _process_create_timer_action(self, instance: OrchestrationInstance, action: pb.OrchestratorAction) -> None:
         fire_at = action.createTimer.fireAt.ToDatetime(tzinfo=UTC)
@@ -406,16 +461,25 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def _process_create_sub_orchestration_action(self, instance: OrchestrationInstance,
                                                  action: pb.OrchestratorAction) -> None:
-        super()._process_create_sub_orchestration_action(instance, action)
         create = action.createSubOrchestration
+        existing = self._instances.get(create.instanceId)
+        super()._process_create_sub_orchestration_action(instance, action)
+        sub = self._instances.get(create.instanceId)
+        created = sub is not None and sub is not existing
+        started = hist.execution_started(sub.pending_events) if created and sub is not None else None
+        if started is not None:  # as DTS: the child's start names its parent (ctx.parent_instance_id)
+            info = started.executionStarted.parentInstance
+            info.taskScheduledId = action.id
+            info.name.value = instance.name
+            if instance.version:
+                info.version.value = instance.version
+            info.orchestrationInstance.instanceId = instance.instance_id
         if not create.HasField("parentTraceContext"):
             return
         for event in reversed(instance.history):
             if event.eventId == action.id and event.HasField("subOrchestrationInstanceCreated"):
                 event.subOrchestrationInstanceCreated.parentTraceContext.CopyFrom(create.parentTraceContext)
                 break
-        sub = self._instances.get(create.instanceId)
-        started = hist.execution_started(sub.pending_events) if sub is not None else None
         if started is not None:
             started.executionStarted.parentTraceContext.CopyFrom(create.parentTraceContext)
 
@@ -607,6 +671,78 @@ class DurableBackend(InMemoryOrchestrationBackend):
                     del self._orch_leases[iid]
         return response
 
+    # --- gRPC: waits -----------------------------------------------------------------------------------------
+
+    def WaitForInstanceStart(self, request: pb.GetInstanceRequest,
+                             context: grpc.ServicerContext) -> pb.GetInstanceResponse:
+        found = self._await_state(request.instanceId, lambda i: i.status != pb.ORCHESTRATION_STATUS_PENDING,
+                                  context)
+        return self._waited(request, context, found, "start")
+
+    def WaitForInstanceCompletion(self, request: pb.GetInstanceRequest,
+                                  context: grpc.ServicerContext) -> pb.GetInstanceResponse:
+        found = self._await_state(request.instanceId, lambda i: _is_terminal(i.status), context)
+        return self._waited(request, context, found, "complete")
+
+    def _await_state(self, instance_id: str, predicate: Callable[[OrchestrationInstance], bool],
+                     context: grpc.ServicerContext) -> OrchestrationInstance | None:
+        """Wait until the instance matches, the call's deadline passes or the caller goes away.
+
+        A call without a deadline waits for as long as it takes (the SDK backend raised "timestamp out of range
+        for platform time_t" on it, and waited 30 s at most when given no timeout).
+        """
+        remaining = context.time_remaining()
+        timeout = None if remaining is None or remaining > threading.TIMEOUT_MAX else remaining
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is not None and predicate(inst):
+                return inst
+            waiter = StateWaiter(predicate=predicate)
+            self._state_waiters.setdefault(instance_id, []).append(waiter)
+        if not context.add_callback(waiter.event.set):  # the call ended (cancelled, deadline): stop waiting
+            waiter.event.set()
+        waiter.event.wait(timeout)
+        with self._lock:
+            waiters = self._state_waiters.get(instance_id)
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    del self._state_waiters[instance_id]
+            return waiter.result
+
+    def _waited(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext,
+                found: OrchestrationInstance | None, what: str) -> pb.GetInstanceResponse:
+        if found is not None:
+            with self._lock:
+                return self._build_instance_response(found, request.getInputsAndOutputs)
+        with self._lock:
+            exists = request.instanceId in self._instances
+        if exists and context.is_active():
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"Timed out waiting for instance '{request.instanceId}' to {what}")
+        return pb.GetInstanceResponse(exists=False)
+
+    # --- gRPC: entities --------------------------------------------------------------------------------------
+
+    def CompleteEntityTask(self, request: pb.EntityBatchResult,
+                           context: grpc.ServicerContext) -> pb.CompleteTaskResponse:
+        """As DTS, an entity left with no state, no lock and nothing queued is removed (its own purge)."""
+        with self._lock:
+            entity_id = next((e.instance_id for e in self._entities.values()
+                              if str(e.completion_token) == request.completionToken), None)
+            response = super().CompleteEntityTask(request, context)
+            entity = self._entities.get(entity_id) if entity_id is not None else None
+            if (entity is not None and entity.serialized_state is None and entity.locked_by is None
+                    and not entity.pending_operations and entity_id not in self._entity_in_flight):
+                del self._entities[entity.instance_id]
+                self._entity_queue_set.discard(entity.instance_id)
+        return response
+
+    def CleanEntityStorage(self, request: pb.CleanEntityStorageRequest,
+                           context: grpc.ServicerContext) -> pb.CleanEntityStorageResponse:
+        """DTS answers 0 and 0: it removes empty entities by itself (see durabletask-python's DTS tests)."""
+        return pb.CleanEntityStorageResponse(emptyEntitiesRemoved=0, orphanedLocksReleased=0)
+
     # --- gRPC: client calls that change state ----------------------------------------------------------------
 
     def StartInstance(self, request: pb.CreateInstanceRequest,
@@ -614,6 +750,9 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if not request.instanceId:
             request.instanceId = uuid.uuid4().hex
         iid = request.instanceId
+        problem = instance_id_problem(iid)
+        if problem is not None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         start_at = (request.scheduledStartTimestamp.ToDatetime(tzinfo=UTC)
                     if request.HasField("scheduledStartTimestamp") else None)
         later = start_at is not None and start_at > datetime.now(UTC)

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
-from .server import LocalDts
+from .sdkcheck import SdkChanged
+from .server import ExposureError, LocalDts, check_exposure, is_loopback
 from .store import DataFileError
 
 DEFAULT_DATA_DIR = Path(".localdata")
@@ -40,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a local Durable Task Scheduler backend that keeps orchestrations across restarts.",
         epilog="Example: sbworker dts --port 8080 --data .localdata  (then DTS_CONNECTION_STRING as printed)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: %(default)s; another address needs --allow-remote)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow --host to be a non-loopback address (there is no authentication and no TLS)")
     parser.add_argument("--port", type=_port, default=8080, help="TCP port, 0 for any free port (default: %(default)s)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--data", type=Path, default=None, metavar="DIR",
@@ -55,11 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        check_exposure(args.host, args.allow_remote)
+    except ExposureError as exc:
+        print(f"{PROG}: error: {str(exc).replace(' (LocalDts(allow_remote=True))', '')}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(f"{PROG}: warning: listening on {args.host}: other machines can start, read, terminate and purge "
+              "every orchestration (no authentication, no TLS)", file=sys.stderr)
     data = None if args.memory else (args.data if args.data is not None else DEFAULT_DATA_DIR)
-    dts = LocalDts(host=args.host, port=args.port, data_path=data)
+    dts = LocalDts(host=args.host, port=args.port, data_path=data, allow_remote=args.allow_remote)
     try:
         dts.start()
-    except DataFileError as exc:
+    except (DataFileError, SdkChanged) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

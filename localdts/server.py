@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from pathlib import Path
@@ -10,6 +11,28 @@ from .backend import DEFAULT_MAX_WORKERS, DurableBackend
 from .store import Store, resolve
 
 log = logging.getLogger("localdts.server")
+
+
+class ExposureError(ValueError):
+    """Binding would let other machines drive a backend that has no authentication and no TLS."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` accepts connections from this machine only."""
+    name = host.strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, allow_remote: bool) -> None:
+    """Refuse a non-loopback bind unless the caller says so: anyone who reaches the port can do anything."""
+    if not allow_remote and not is_loopback(host):
+        raise ExposureError(f"{host} is not a loopback address; pass --allow-remote (LocalDts(allow_remote=True)) "
+                            "to accept connections from other machines (localdts has no authentication)")
 
 
 def connection_string(port: int) -> str:
@@ -23,11 +46,13 @@ class LocalDts:
     With ``data_path`` (a directory, ``dts.sqlite3`` inside, or a ``.sqlite3`` file) every instance survives a
     restart or a crash; without it, state lives in memory and survives ``stop()``/``start()`` on this object
     only. ``start()`` raises :class:`~localdts.store.DataFileError` for an unusable data file and ``OSError``
-    when the port is taken. ``port=0`` picks a free port once and keeps it across restarts.
+    when the port is taken. ``port=0`` picks a free port once and keeps it across restarts. A ``host`` other
+    than loopback needs ``allow_remote=True`` (:class:`ExposureError` otherwise).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, data_path: str | Path | None = None, *,
-                 fsync: bool = True, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
+                 fsync: bool = True, max_workers: int = DEFAULT_MAX_WORKERS, allow_remote: bool = False) -> None:
+        check_exposure(host, allow_remote)
         self.host = host
         self._port = port
         self.data_path = Path(data_path) if data_path is not None else None

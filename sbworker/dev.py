@@ -76,7 +76,8 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
                        key=key, allow_remote=allow_remote)
     except BusConfigError as error:
         raise ConfigError("--config", str(error)) from None
-    dts = LocalDts(host=host, port=dts_port, data_path=data_dir / "dts.sqlite3" if data_dir else None)
+    dts = LocalDts(host=host, port=dts_port, data_path=data_dir / "dts.sqlite3" if data_dir else None,
+                   allow_remote=allow_remote)
     try:
         dts.start()  # first: a data file that is not ours is refused before anything else has started
     except DataFileError as error:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from durabletask.client import OrchestrationStatus
 
-from localdts import DataFileError, LocalDts
+from localdts import DataFileError, ExposureError, LocalDts
 from localdts.store import APPLICATION_ID, SCHEMA_VERSION
 from tests.localdts import support
 
@@ -127,3 +127,33 @@ def test_memory_mode_writes_no_data_file(tmp_path: Path) -> None:
         assert not (tmp_path / ".localdata").exists()  # the default data directory is not used
     finally:
         proc.close()
+
+
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "localdts"], [sys.executable, "-m", "sbworker", "dts"]],
+                         ids=["python -m localdts", "sbworker dts"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
+def test_a_host_other_than_loopback_needs_allow_remote(command: list[str], host: str, tmp_path: Path) -> None:
+    result = subprocess.run([*command, "--host", host, "--data", str(tmp_path)], cwd=support.ROOT,
+                            capture_output=True, text=True, timeout=30, env=support._env())
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a loopback address; pass --allow-remote" in lines[0], result.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything was opened
+    with pytest.raises(ExposureError, match="allow_remote=True"):
+        LocalDts(host=host)
+
+
+def test_allow_remote_binds_all_interfaces_with_a_warning(tmp_path: Path) -> None:
+    port = support.free_port()
+    proc = support.Proc(["-m", "localdts", "--host", "0.0.0.0", "--allow-remote", "--port", str(port), "--memory"],
+                        tmp_path / "err.log").start()
+    try:
+        assert proc.first_line == f"Endpoint=http://localhost:{port};Authentication=None"
+        client = support.new_client(port)
+        assert client.get_orchestration_state("nobody") is None  # it answers
+        client.close()
+        assert proc.terminate() == 0
+    finally:
+        proc.close()
+    err = (tmp_path / "err.log").read_text()
+    assert "warning: listening on 0.0.0.0" in err and "no authentication" in err
