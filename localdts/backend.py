@@ -167,6 +167,10 @@ class DurableBackend(InMemoryOrchestrationBackend):
             # Our clients ping every 10 s to find half-open links (listener.clients): allow it, idle or not.
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # gRPC's BDP probes come on top of those pings; with the default of 2 "strikes" a busy machine saw a
+            # worker's stream closed with GOAWAY too_many_pings mid-test. A local backend never hangs up on a
+            # client for pinging.
+            ("grpc.http2.max_ping_strikes", 0),
             # And we ping them: a worker stream on a half-open link ends within 15 s, so the work item it held is
             # offered to another stream instead of waiting for an answer that cannot come.
             ("grpc.keepalive_time_ms", 10_000),
