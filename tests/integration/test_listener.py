@@ -101,7 +101,7 @@ async def test_hundred_duplicate_starts_make_one_instance(h: Harness) -> None:
     winner = json.loads(state.serialized_input or "null")
     assert winner in [{"n": i} for i in range(100)]
     await asyncio.sleep(0.5)  # a second instance, had one been started, would have run its first activity by now
-    assert [r for r in approvals.SENT_REQUESTS if r["instance_id"] == mid] == [{"instance_id": mid, "request": winner}]
+    assert approvals.OUTBOX.sent_for(mid) == [winner]
     assert await h.peek_queue(sub_queue=_dlq()) == []
 
 

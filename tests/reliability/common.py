@@ -147,12 +147,7 @@ def states(dts_client: Any, instance_ids: Iterable[str]) -> dict[str, Orchestrat
 
 def sent_requests_for(instance_ids: Iterable[str]) -> dict[str, int]:
     """How often `send_approval_request` ran per instance (the workflow's first step: one per instance run)."""
-    wanted = set(instance_ids)
-    counts = dict.fromkeys(wanted, 0)
-    for record in list(approvals.SENT_REQUESTS):
-        if record["instance_id"] in wanted:
-            counts[record["instance_id"]] += 1
-    return counts
+    return {iid: len(approvals.OUTBOX.sent_for(iid)) for iid in set(instance_ids)}
 
 
 def decision(state: OrchestrationState | None) -> dict[str, Any] | None:

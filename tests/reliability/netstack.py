@@ -3,7 +3,7 @@
 localbus (durable, 5 s locks) and localdts (the backend that re-offers work a vanished worker stream held, as DTS
 does) run in this process; the listener is a separate `sbworker run --no-worker` process that reaches both only
 through a `FaultProxy`; the DTS worker runs in this process through the DTS proxy too, so that
-`activities.approvals.SENT_REQUESTS` shows how often each instance ran. The test's own client and all checks go
+`activities.approvals.OUTBOX` shows how often each instance ran. The test's own client and all checks go
 straight to the backends: outcomes are read where they live, never through a faulty link.
 """
 

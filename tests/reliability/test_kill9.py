@@ -1,7 +1,7 @@
 """kill -9 the listener twice while 1,000 mixed messages flow: nothing lost, nothing doubled.
 
 The listener is a separate `sbworker run --no-worker` process; the DTS worker runs in this process so that the
-approval workflow's first activity (`activities.approvals.SENT_REQUESTS`) shows how often each instance ran.
+approval workflow's first activity (`activities.approvals.OUTBOX`) shows how often each instance ran.
 localbus keeps its messages in sqlite (`--data`) and has 5 s locks, so what a killed listener held comes back
 quickly, with its delivery count raised.
 """

@@ -8,6 +8,7 @@ from typing import Any
 
 from durabletask.client import OrchestrationQuery, OrchestrationStatus
 
+from activities import approvals
 from localbus import LocalBus
 from tests.reliability.common import (
     DeadLetter,
@@ -62,8 +63,8 @@ def problems(bus: LocalBus, dts_client: Any, workload: Workload, run: str) -> li
             out.append(f"start {iid}: instance of {state.name!r}")
         if json.loads(state.serialized_input or "null") not in inputs:
             out.append(f"start {iid}: input {state.serialized_input} was never sent for it")
-        # SENT_REQUESTS keeps the last 1,000 records only: beyond that (the soak run) rely on DTS alone.
-        if len(workload.start_inputs) <= 900 and runs[iid] != 1:
+        # The outbox keeps the newest OUTBOX.capacity instances only: beyond that (the soak run) rely on DTS alone.
+        if len(workload.start_inputs) <= approvals.OUTBOX.capacity // 2 and runs[iid] != 1:
             out.append(f"start {iid}: its first activity ran {runs[iid]} times (instance created more than once?)")
     for iid, (approved, approver) in workload.approvals.items():
         state = found[iid]

@@ -23,7 +23,7 @@ def test_send_approval_request_records_the_request() -> None:
     iid = uuid.uuid4().hex
     record = approvals.send_approval_request(ctx(iid), {"item": "laptop"})
     assert record == {"instance_id": iid, "request": {"item": "laptop"}}
-    assert approvals.SENT_REQUESTS[-1] == record
+    assert approvals.OUTBOX.sent_for(iid) == [{"item": "laptop"}]
 
 
 def test_unreliable_service_fails_exactly_n_times_per_key() -> None:
