@@ -1,6 +1,7 @@
 """Shared fixtures live in tests/fixtures/ as plugins so each area owns its own file."""
 
 pytest_plugins = [
+    "tests.fixtures.isolation",
     "tests.fixtures.target",
     "tests.fixtures.ports",
     "tests.fixtures.dts",

@@ -13,21 +13,18 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.client import OrchestrationStatus
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from localdts import LocalDts
+from tests.fixtures.isolation import session_tracer_provider
 from tests.localdts import support
 
 
 def test_sdk_spans_of_caller_orchestration_and_activities_share_one_trace(
-        dts: LocalDts, client: DurableTaskSchedulerClient, worker: DurableTaskSchedulerWorker) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracer = provider.get_tracer("localdts-test")
-    trace.set_tracer_provider(provider)  # the SDK uses the global provider; a process sets it once
+        dts: LocalDts, client: DurableTaskSchedulerClient, worker: DurableTaskSchedulerWorker,
+        span_exporter: InMemorySpanExporter) -> None:
+    exporter = span_exporter  # attached to the session's global provider, which the SDK builds its spans from
+    tracer = session_tracer_provider().get_tracer("localdts-test")
 
     with tracer.start_as_current_span("caller") as caller:
         iid = client.schedule_new_orchestration("hello_cities")

@@ -1,8 +1,9 @@
 """The service (`listener.service.serve`: listener + co-hosted worker) in the test's loop, against localbus and
-localdts, with telemetry the test chooses; and one SDK tracer provider per test process.
+localdts, with telemetry the test chooses.
 
 The durabletask SDK builds its spans from the global tracer provider, which OpenTelemetry lets a process set only
-once; every test here adds its own exporter to that one provider and looks only at its own trace ids.
+once: tests/fixtures/isolation.py installs it for the session, and each test takes its spans from the
+`span_exporter` fixture and looks only at its own trace ids.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from listener import config
@@ -26,28 +25,13 @@ from listener.telemetry import Telemetry
 from listener.tracing import SCOPE, MessageTracer
 from localbus import LocalBus
 from localdts import LocalDts
+from tests.fixtures.isolation import session_tracer_provider
 from tests.integration.harness import DEFAULT_LISTENER, servicebus_settings
-
-
-def global_provider() -> TracerProvider:
-    """The process's SDK tracer provider (installed here unless an earlier test did)."""
-    current = trace.get_tracer_provider()
-    if not isinstance(current, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        current = trace.get_tracer_provider()
-    assert isinstance(current, TracerProvider), "another library installed a non-SDK tracer provider"
-    return current
-
-
-def memory_exporter() -> InMemorySpanExporter:
-    exporter = InMemorySpanExporter()
-    global_provider().add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
 
 
 def tracing_only(_settings: config.TelemetrySettings) -> Telemetry:
     """Telemetry with the listener's spans going to the global provider (and no metrics)."""
-    tracer = global_provider().get_tracer(SCOPE)
+    tracer = session_tracer_provider().get_tracer(SCOPE)
     return Telemetry(tracer=lambda queue, subscription: MessageTracer(tracer, queue, subscription))
 
 

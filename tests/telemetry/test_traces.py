@@ -14,6 +14,7 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from localbus import LocalBus
@@ -53,8 +54,9 @@ def span_id(span: ReadableSpan) -> int:
     return span.context.span_id
 
 
-async def test_a_start_message_and_its_orchestration_form_one_trace(localbus: LocalBus, dts: LocalDts) -> None:
-    exporter = support.memory_exporter()
+async def test_a_start_message_and_its_orchestration_form_one_trace(localbus: LocalBus, dts: LocalDts,
+        span_exporter: InMemorySpanExporter) -> None:
+    exporter = span_exporter
     header, trace_id, publisher_span = traceparent()
     async with support.running(support.settings(localbus, dts), support.tracing_only):
         message_id = await send(localbus, {"orchestration": "hello_cities"}, "start", {"traceparent": header})
@@ -91,9 +93,9 @@ async def test_a_start_message_and_its_orchestration_form_one_trace(localbus: Lo
     assert consumer.status.status_code != StatusCode.ERROR
 
 
-async def test_diagnostic_id_is_a_parent_too_and_a_dead_letter_names_its_trace(localbus: LocalBus,
-                                                                                  dts: LocalDts) -> None:
-    exporter = support.memory_exporter()
+async def test_diagnostic_id_is_a_parent_too_and_a_dead_letter_names_its_trace(
+        localbus: LocalBus, dts: LocalDts, span_exporter: InMemorySpanExporter) -> None:
+    exporter = span_exporter
     header, trace_id, publisher_span = traceparent()
     async with support.running(support.settings(localbus, dts), support.tracing_only):
         message_id = await send(localbus, {"orchestration": "no_such_workflow"}, "start", {"Diagnostic-Id": header})
@@ -113,8 +115,9 @@ async def test_diagnostic_id_is_a_parent_too_and_a_dead_letter_names_its_trace(l
     assert f"(trace_id={trace_id:032x})" in str(mine[0].dead_letter_error_description)
 
 
-async def test_an_early_approval_keeps_its_trace_through_every_reenqueue(localbus: LocalBus, dts: LocalDts) -> None:
-    exporter = support.memory_exporter()
+async def test_an_early_approval_keeps_its_trace_through_every_reenqueue(localbus: LocalBus, dts: LocalDts,
+        span_exporter: InMemorySpanExporter) -> None:
+    exporter = span_exporter
     header, trace_id, publisher_span = traceparent()
     instance_id = f"early-{uuid.uuid4().hex}"
     async with support.running(support.settings(localbus, dts), support.tracing_only):
