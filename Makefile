@@ -18,15 +18,18 @@ run: $(STAMP)
 
 # The fast default (a few minutes): everything but the suites marked slow. The tests mostly wait on sockets, so
 # three pytest-xdist workers share the two cores well; each test file stays on one worker (--dist loadfile).
+# pytest-randomly shuffles the order on every run and prints its seed ("Using --randomly-seed=N"); replay an order
+# with PYTEST_ARGS=--randomly-seed=N, or keep the file order with PYTEST_ARGS=-p no:randomly.
 TEST_WORKERS ?= 3
+PYTEST_ARGS  ?=
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The long suites: reliability (kill -9, outages, fuzzing), packaging, big restarts. CI runs them after `make test`.
 # Serial on purpose: they measure recovery under load and kill processes. The ten longest are listed at the end
 # (the place to look when CI gets slow).
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow --durations=10
+	$(BIN)/python -m pytest -m slow --durations=10 $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
