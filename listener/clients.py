@@ -16,9 +16,10 @@ from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, Dur
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions
 
-from listener import amqp_decoding, amqp_io, credentials, logs
+from listener import credentials, logs
 from listener.config import Auth, DtsSettings, ServiceBusSettings, is_local_namespace
 from orchestrations import registry
+from sbworker import patches
 
 _UNSET: Any = object()
 _C = TypeVar("_C")
@@ -75,8 +76,7 @@ def servicebus_client(
     settings: ServiceBusSettings, *, credential: AsyncTokenCredential | None = _UNSET
 ) -> ServiceBusClient:
     """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace."""
-    amqp_decoding.install()
-    amqp_io.install()
+    patches.install()
     if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
         return ServiceBusClient.from_connection_string(_connection_string(settings))
     cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
@@ -88,7 +88,7 @@ def servicebus_sync_client(
     settings: ServiceBusSettings, *, credential: TokenCredential | None = _UNSET
 ) -> SyncServiceBusClient:
     """A blocking Service Bus client, for the publishing CLI."""
-    amqp_decoding.install()
+    patches.install()
     if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
         return SyncServiceBusClient.from_connection_string(_connection_string(settings))
     cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential

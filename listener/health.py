@@ -48,8 +48,11 @@ _BAD_REQUESTS = OneLineBadRequests()
 
 class HealthServer:
     def __init__(self, port: int, readiness: ReadinessCheck, *, host: str = "0.0.0.0", cache_seconds: float = 2.0,
-                 metrics: Callable[[], str] | None = None) -> None:
+                 metrics: Callable[[], str] | None = None, details: Callable[[], dict[str, Any]] | None = None
+                 ) -> None:
+        """`details` adds facts to /readyz that do not decide readiness (the active SDK patches)."""
         self._port = port
+        self._details = details
         self._metrics = metrics
         self._host = host
         self._readiness = readiness
@@ -140,7 +143,9 @@ class HealthServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         checks = await self._checks()
         ok = all(checks.values())
-        return web.json_response({"status": "ready" if ok else "not ready", **checks}, status=200 if ok else 503)
+        details = self._details() if self._details is not None else {}
+        return web.json_response({"status": "ready" if ok else "not ready", **checks, **details},
+                                 status=200 if ok else 503)
 
     async def _checks(self) -> dict[str, bool]:
         assert self._check_lock is not None and self._checks_loop is not None

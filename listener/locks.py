@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from listener.metrics import NOOP, Metrics
+from sbworker import patches
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class LockKeeper:
             shortest = min((length for _, _, length in self._held.values()), default=1.0)
             await asyncio.sleep(min(1.0, max(0.1, shortest / 5)))
             for key, (message, since, length) in list(self._held.items()):
-                if key not in self._held or getattr(message, "_settled", False):
+                if key not in self._held or patches.settled(message):
                     self._held.pop(key, None)
                     continue
                 if time.monotonic() - since > self._max_hold:

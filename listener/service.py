@@ -20,6 +20,7 @@ from listener.health import HealthServer
 from listener.metrics import NOOP, TimedDts
 from listener.receiver import Listener
 from orchestrations import registry
+from sbworker import patches
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ async def serve(
     stop = stop or asyncio.Event()
     _install_signal_handlers(stop)
     observed = (telemetry_setup or telemetry.setup)(settings.telemetry)
+    patches.log_state()
     worker = None
     if with_worker:
         worker = clients.dts_worker(settings.dts, credential=dts_credential)
@@ -82,7 +84,7 @@ async def serve(
         return checks
 
     health = (HealthServer(settings.listener.health_port, readiness, host=settings.listener.health_host,
-                           metrics=observed.prometheus)
+                           metrics=observed.prometheus, details=lambda: {"sdk_patches": patches.active()})
               if settings.listener.health_port else None)
     try:
         if health is not None:

@@ -54,7 +54,7 @@ PROP_RETRIES: Final = "sbworker-retries"
 PROP_FIRST_ATTEMPT: Final = "sbworker-first-attempt"
 # The orchestration tag naming the Service Bus message that started an instance (the dashboard links them).
 TAG_MESSAGE_ID: Final = "sbworker.message_id"
-# Set by listener.amqp_decoding on a delivery the SDK could not decode (the value says what failed).
+# Set by sbworker.patches.amqp_decoding on a delivery the SDK could not decode (the value says what failed).
 PROP_UNDECODABLE: Final = "x-sbworker-undecodable"
 # Service Bus's own dead-letter properties, which a resubmitted copy must not carry.
 DEAD_LETTER_PROPS: Final = frozenset({"DeadLetterReason", "DeadLetterErrorDescription", "DeadLetterSource"})

@@ -1,7 +1,8 @@
-"""listener/amqp_io: settlements stop waiting for idle socket reads, and their outcomes are still confirmed.
+"""sbworker.patches against the real aio SDK and localbus: each patch still has its effect on the installed SDK.
 
-Real aio SDK against localbus: many completes at once while a receive call holds the socket (the case that used
-to wait), then a lock the broker has expired, whose settlement must still fail (the outcome is still checked).
+Each test below passes only while its patch works: a write that does not wait behind a read, an outcome wait
+that does not queue for a read, a prefetch count read from the SDK's buffer, a settled flag read from the
+message. An SDK upgrade that moves what a patch changes turns one of them red, not just slower.
 """
 
 from __future__ import annotations
@@ -11,26 +12,82 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.servicebus import ServiceBusMessage
-from azure.servicebus.aio import ServiceBusClient
+from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import ServiceBusError
 
-from listener import amqp_io
+from sbworker import patches
 from tests.fixtures.localbus import LocalBusFactory
+from tests.integration.harness import eventually
 
 QUEUE = "io"
 
 
 @pytest.fixture(autouse=True)
 def installed() -> None:
-    amqp_io.install()
+    patches.install()
 
 
-def test_the_installed_sdk_is_a_verified_one() -> None:
-    """An azure-servicebus upgrade must come with a fresh look at its private I/O (see amqp_io.VERIFIED_VERSIONS)."""
-    from azure.servicebus import __version__
+def test_the_installed_sdk_is_a_verified_one_and_every_patch_applies() -> None:
+    """An azure-servicebus upgrade must come with a fresh look at its private code (see patches.VERIFIED)."""
+    assert patches.verified(), f"azure-servicebus {patches.sdk_version()}: re-check sbworker/patches/, then add it"
+    assert patches.install() == patches.expected()
+    assert not patches.verified("7.16.0")
+    assert patches.receiver_options() == {"socket_timeout": patches.RECEIVER_SOCKET_TIMEOUT}
 
-    assert amqp_io.verified(), f"azure-servicebus {__version__}: re-check listener/amqp_io.py, then add it"
-    assert not amqp_io.verified("7.16.0")
+
+class WatchedLock(asyncio.Lock):
+    """The transport's socket lock, noting every task that queues for it while the test holds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held_by_test = False
+        self.queued: list[str] = []
+
+    async def acquire(self) -> bool:
+        if self.held_by_test:
+            task = asyncio.current_task()
+            self.queued.append(task.get_name() if task is not None else "?")
+        return await super().acquire()
+
+
+def _transport(receiver: ServiceBusReceiver) -> object:
+    return receiver._handler._connection._transport  # type: ignore[attr-defined]
+
+
+async def _receive(receiver: ServiceBusReceiver, count: int) -> list:
+    held: list = []
+    while len(held) < count:
+        held += await receiver.receive_messages(max_message_count=count - len(held), max_wait_time=5)
+    return held
+
+
+async def test_a_settlement_neither_writes_nor_waits_behind_a_read(localbus_factory: LocalBusFactory) -> None:
+    """While a read holds the socket lock (here: the test, for as long as it likes), a complete still reaches the
+    broker (the write lock), and the settler does not queue for a read of its own (the outcome wait)."""
+    bus = localbus_factory({QUEUE: {"LockDuration": "PT30S"}}, config_path=None)
+    async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+        async with client.get_queue_sender(QUEUE) as sender:
+            await sender.send_messages(ServiceBusMessage("one"))
+        async with client.get_queue_receiver(QUEUE, **patches.receiver_options()) as receiver:
+            (message,) = await _receive(receiver, 1)
+            lock = WatchedLock()
+            transport = _transport(receiver)
+            transport.socket_lock = lock  # type: ignore[attr-defined]
+            await lock.acquire()
+            lock.held_by_test = True
+            settling = asyncio.create_task(receiver.complete_message(message), name="settler")
+
+            async def gone() -> bool:
+                return bus.counts(QUEUE)["total"] == 0
+
+            try:
+                await eventually(gone, timeout=10, what="the disposition to reach the broker while a read holds "
+                                 "the socket lock")
+                assert lock.queued == [], "the settler queued behind the read to read its outcome itself"
+            finally:
+                lock.held_by_test = False
+                lock.release()
+            await asyncio.wait_for(settling, 10)  # the outcome is still read, once the lock is free
 
 
 async def test_concurrent_completes_during_a_receive_are_all_confirmed(localbus_factory: LocalBusFactory) -> None:
@@ -38,19 +95,32 @@ async def test_concurrent_completes_during_a_receive_are_all_confirmed(localbus_
     async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
         async with client.get_queue_sender(QUEUE) as sender:
             await sender.send_messages([ServiceBusMessage(str(i)) for i in range(40)])
-        async with client.get_queue_receiver(QUEUE, prefetch_count=40, socket_timeout=0.02) as receiver:
-            held: list = []
-            while len(held) < 40:
-                held += await receiver.receive_messages(max_message_count=40, max_wait_time=1)
+        async with client.get_queue_receiver(QUEUE, prefetch_count=40, **patches.receiver_options()) as receiver:
+            held = await _receive(receiver, 40)
             # An idle receive call reads the socket while every complete is in flight.
             idle = asyncio.create_task(receiver.receive_messages(max_message_count=1, max_wait_time=0.5))
             await asyncio.sleep(0)
-            started = asyncio.get_running_loop().time()
             await asyncio.gather(*(receiver.complete_message(m) for m in held))
-            took = asyncio.get_running_loop().time() - started
+            assert all(patches.settled(m) for m in held)
             assert await idle == []
     assert bus.counts(QUEUE)["total"] == 0
-    assert took < 5, "each complete waited out reads"  # a generous bound: only a hang would miss it
+
+
+async def test_the_prefetch_buffer_is_counted(localbus_factory: LocalBusFactory) -> None:
+    """The settlement's outcome read takes in the transfers the broker sent before the outcome: the listener asks
+    the next receive call for exactly those (patches.buffered reads the SDK's queue of them)."""
+    bus = localbus_factory({QUEUE: {"LockDuration": "PT30S"}}, config_path=None)
+    async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+        async with client.get_queue_sender(QUEUE) as sender:
+            await sender.send_messages([ServiceBusMessage(str(i)) for i in range(5)])
+        async with client.get_queue_receiver(QUEUE, prefetch_count=10, **patches.receiver_options()) as receiver:
+            (first,) = await _receive(receiver, 1)
+            assert not patches.settled(first)
+            await receiver.complete_message(first)
+            assert patches.settled(first)
+            assert patches.buffered(receiver) == 4
+            rest = await receiver.receive_messages(max_message_count=patches.buffered(receiver), max_wait_time=5)
+            assert len(rest) == 4
 
 
 async def test_a_settlement_the_broker_refuses_still_raises(localbus_factory: LocalBusFactory) -> None:
@@ -58,9 +128,13 @@ async def test_a_settlement_the_broker_refuses_still_raises(localbus_factory: Lo
     async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
         async with client.get_queue_sender(QUEUE) as sender:
             await sender.send_messages(ServiceBusMessage("late"))
-        async with client.get_queue_receiver(QUEUE, socket_timeout=0.02) as receiver:
+        async with client.get_queue_receiver(QUEUE, **patches.receiver_options()) as receiver:
             (message,) = await receiver.receive_messages(max_message_count=1, max_wait_time=5)
-            await asyncio.sleep(1.5)  # the broker's lock expires
+
+            async def expired() -> bool:
+                return bus.counts(QUEUE)["locked"] == 0
+
+            await eventually(expired, timeout=10, what="the broker to expire the lock")
             message._expiry = datetime.now(UTC) + timedelta(minutes=1)  # so the SDK asks the broker, not its clock
             with pytest.raises(ServiceBusError):
                 await receiver.complete_message(message)

@@ -23,6 +23,7 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from listener import config, credentials, service
 from listener.config import Auth
 from localbus import LocalBus
+from sbworker import patches
 from tests.fixtures.dts import DtsBackend
 from tests.fixtures.ports import free_port
 from tests.integration.harness import QUEUE, eventually
@@ -97,7 +98,9 @@ def test_health_endpoints(bus: LocalBus, dts_backend: DtsBackend) -> None:
         svc.wait_for_output("listening on queue")
         assert _get(port, "/healthz") == (200, {"status": "alive"})
         status, body = _get(port, "/readyz")
-        assert (status, body) == (200, {"status": "ready", "dts": True, "servicebus": True})
+        # /readyz also names the SDK patches in force (sbworker/patches/): all of them, on a verified SDK.
+        assert (status, body) == (200, {"status": "ready", "dts": True, "servicebus": True,
+                                        "sdk_patches": patches.expected()})
         assert _get(port, "/nope")[0] == 404
         assert svc.terminate() == 0
 
@@ -246,7 +249,8 @@ def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
                     assert time.monotonic() < deadline, "the worker never ran the orchestration"
                     time.sleep(0.05)
             status, body = _get(port, "/readyz")
-            assert (status, body) == (200, {"status": "ready", "dts": True})  # no receiver to report on
+            # no receiver to report on
+            assert (status, body) == (200, {"status": "ready", "dts": True, "sdk_patches": patches.expected()})
             assert "listening on queue" not in svc.output
             assert svc.terminate() == 0
     finally:

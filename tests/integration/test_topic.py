@@ -18,6 +18,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
 
 from localbus import LocalBus
+from sbworker import patches
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES
 from sbworker.core.entities import Entity
 from sbworker.core.messages import text
@@ -185,7 +186,8 @@ def test_the_cli_publishes_to_the_topic_and_the_service_is_ready(stack: tuple[Lo
     assert status(env, iid, "Approved")["custom_status"]["approver"] == "ada"
     from tests.integration.test_service import _get
 
-    assert _get(port, "/readyz") == (200, {"status": "ready", "dts": True, "servicebus": True})
+    assert _get(port, "/readyz") == (200, {"status": "ready", "dts": True, "servicebus": True,
+                                           "sdk_patches": patches.expected()})
     seen = [m for m in drain_subscription(bus, "audit") if iid in b"".join(m.body).decode()]
     assert [text(m.subject) for m in seen] == ["start", "approval"]
 

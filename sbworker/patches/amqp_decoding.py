@@ -6,7 +6,7 @@ to AMQP `char`, and a non-SDK publisher may send anything) raised inside the lin
 every reconnect the same message came back: up to a hundred prefetched messages stayed locked each time, until
 `MaxDeliveryCount` moved it after ten lock periods.
 
-`install()` does two things, both idempotent and both limited to what the SDK cannot do at all:
+`install()` does two things, both limited to what the SDK cannot do at all:
 1. it adds decoders for the three missing primitive types (`char` → str, `decimal32`/`decimal64` → Decimal);
 2. it wraps `decode_payload`: if a section of a message still fails to decode, the other sections are kept and
    the application properties carry `PROP_UNDECODABLE` with the error. The delivery stays settleable, the
@@ -20,14 +20,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from azure.servicebus._pyamqp.message import Message
-
 from sbworker.core.codes import PROP_UNDECODABLE
 
 log = logging.getLogger(__name__)
 
-_installed = False
-
+MISSING_TYPES = "amqp_decoding.missing_types"
+TOLERANT = "amqp_decoding.tolerant"
 
 def _decode_char(buffer: memoryview, _depth: int = 0) -> tuple[memoryview, str]:
     """AMQP char: one UTF-32BE code point."""
@@ -129,22 +127,30 @@ def _salvage(decode_payload: Callable[[memoryview], Any], buffer: memoryview, er
     properties[PROP_UNDECODABLE.encode()] = description.encode()
     fields["application_properties"] = properties
     log.warning("a delivery could not be decoded by the SDK: %s", description)
+    from azure.servicebus._pyamqp.message import Message
+
     return Message(**fields)
 
 
-def install() -> None:
-    """Patch the SDK's decoder (once). The listener, the CLI and the dashboard all receive through it."""
-    global _installed
-    if _installed:
-        return
+def install() -> list[str]:
+    """Patch the SDK's decoder; returns the names of the parts installed.
+
+    Called once, by `sbworker.patches.install`, and only on a verified SDK version: the listener, the CLI and the
+    dashboard all receive through it.
+    """
     from azure.servicebus._pyamqp import _decode, receiver
     from azure.servicebus._pyamqp.aio import _receiver_async
 
-    table = _decode._DECODE_BY_CONSTRUCTOR
-    for constructor, decoder in MISSING_DECODERS.items():
-        if table[constructor] is None:
-            table[constructor] = decoder
-    wrapped = tolerant(_decode.decode_payload)
-    for module in (_decode, receiver, _receiver_async):
-        module.decode_payload = wrapped  # type: ignore[attr-defined]
-    _installed = True
+    installed = []
+    table = getattr(_decode, "_DECODE_BY_CONSTRUCTOR", None)
+    if table is not None:
+        for constructor, decoder in MISSING_DECODERS.items():
+            if table[constructor] is None:
+                table[constructor] = decoder
+        installed.append(MISSING_TYPES)
+    if all(hasattr(module, "decode_payload") for module in (_decode, receiver, _receiver_async)):
+        wrapped = tolerant(_decode.decode_payload)
+        for module in (_decode, receiver, _receiver_async):
+            module.decode_payload = wrapped  # type: ignore[attr-defined]
+        installed.append(TOLERANT)
+    return installed

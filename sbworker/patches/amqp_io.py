@@ -1,8 +1,8 @@
 """Settlement must not wait for idle socket reads: two fixes to the aio Service Bus SDK's AMQP I/O.
 
 azure-servicebus 7.15 (aio, pyamqp) guards its socket with one lock for reads *and* writes, and a read holds
-that lock for up to the socket timeout (ours: 20 ms, see listener.receiver) while it waits for a frame. Measured
-with bench.msgtrace at the defaults (32 concurrent, prefetch 100; 2026-11-29, medians):
+that lock for up to the socket timeout (ours: 20 ms, sbworker.patches.RECEIVER_SOCKET_TIMEOUT) while it waits for
+a frame. Measured with bench.msgtrace at the defaults (32 concurrent, prefetch 100; 2026-11-29, medians):
 1. writing a disposition (`complete_message`) waited 16-18 ms for the receive call's idle read to time out;
 2. the SDK then waits for the broker's outcome by reading the socket in turns with every other settler and the
    receive call; a settler whose outcome another reader had already taken still read for a full socket timeout
@@ -10,7 +10,8 @@ with bench.msgtrace at the defaults (32 concurrent, prefetch 100; 2026-11-29, me
 Together they were 20 of the 21 ms a message spent between receipt and settlement at 50 msgs/s, and they halved
 throughput from a backlog.
 
-`install()` (idempotent; from `clients.servicebus_client`) changes only *when* the SDK touches the socket:
+`install()` (through `sbworker.patches.install`, behind its version gate) changes only *when* the SDK touches the
+socket:
 - writes take a lock of their own, so they serialise with each other but never wait behind a read (asyncio
   streams read and write independently; every frame is still written whole by one `write` call);
 - a settlement waiting for its outcome while another coroutine reads sleeps until that read delivers its outcome
@@ -31,56 +32,38 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+WRITE_LOCK = "amqp_io.write_lock"
+OUTCOME_WAIT = "amqp_io.outcome_wait"
 # How long one read waits while a settlement waits for its outcome (the broker answers within a round trip; a
 # longer read only holds the socket from the other waiters). 0.5 ms measured no better and costs more wake-ups.
 OUTCOME_READ_WAIT = 0.002
 
-_installed = False
 # Set while a settlement waits for its outcome: the event that its disposition frame's arrival sets.
 _awaiting_outcome: contextvars.ContextVar[asyncio.Event | None] = contextvars.ContextVar("sbworker_awaiting_outcome",
                                                                                         default=None)
 
 
-# The SDK versions whose private I/O these patches were read against and measured with. Another version keeps the
-# SDK's own behaviour (correct, only slower) until someone checks its transport and receiver link again;
-# tests/integration/test_amqp_io.py fails on an unverified version so that an upgrade cannot skip that check.
-VERIFIED_VERSIONS = ("7.15.",)
+def install() -> list[str]:
+    """Patch the aio SDK's transport write and outcome wait; returns the names of the parts installed.
 
-
-def verified(version: str | None = None) -> bool:
-    from azure.servicebus import __version__
-
-    return (version or __version__).startswith(VERIFIED_VERSIONS)
-
-
-def install() -> None:
-    """Patch the aio SDK's transport write and outcome wait (once); a part the SDK no longer has is skipped."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    if not verified():
-        from azure.servicebus import __version__
-
-        log.info("azure-servicebus %s is not one listener.amqp_io was verified with (%s): settlement I/O left as "
-                 "the SDK has it", __version__, ", ".join(v + "x" for v in VERIFIED_VERSIONS))
-        return
+    Called once, by `sbworker.patches.install`, and only on a verified SDK version; a part the SDK no longer has
+    is skipped (and so missing from the list the start-up line and /readyz report).
+    """
     from azure.servicebus._pyamqp.aio import _connection_async, _receiver_async, _transport_async
 
+    installed = []
     transport = _transport_async.AsyncTransport
     if hasattr(transport, "_write") and hasattr(transport, "write"):
         transport.write = _write  # type: ignore[method-assign]
-    else:  # pragma: no cover - a future SDK
-        log.debug("azure-servicebus AsyncTransport has no _write: write lock not installed")
-
+        installed.append(WRITE_LOCK)
     link, connection = _receiver_async.ReceiverLink, _connection_async.Connection
     if all(hasattr(link, a) for a in ("_wait_for_disposition_outcome", "_incoming_disposition")) \
             and hasattr(connection, "listen"):
         link._wait_for_disposition_outcome = _outcome_wait(link._wait_for_disposition_outcome)  # type: ignore[method-assign]
         link._incoming_disposition = _incoming(link._incoming_disposition)  # type: ignore[method-assign]
         connection.listen = _listen(connection.listen)  # type: ignore[method-assign]
-    else:  # pragma: no cover - a future SDK
-        log.debug("azure-servicebus ReceiverLink has no _wait_for_disposition_outcome: outcome reads unchanged")
+        installed.append(OUTCOME_WAIT)
+    return installed
 
 
 async def _write(self: Any, s: bytes) -> None:
