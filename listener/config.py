@@ -16,6 +16,7 @@ from azure.servicebus import ServiceBusConnectionStringProperties, parse_connect
 
 from sbworker.core.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
 from sbworker.core.errors import ConfigError
+from sbworker.core.net import is_loopback
 
 # The official emulators' well-known local values: a bare checkout talks to them (or to localbus) unconfigured.
 DEFAULT_DTS_CONNECTION_STRING = "Endpoint=http://localhost:8080;Authentication=None"
@@ -305,7 +306,7 @@ def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default
     if auth_raw is None:
         raise ConfigError(var, "missing Authentication= (None, ManagedIdentity or DefaultAzure)")
     auth = _auth(auth_raw, var, allowed=(Auth.NONE, Auth.MANAGED_IDENTITY, Auth.DEFAULT_AZURE))
-    if auth is Auth.NONE and parts.scheme == "https" and not _is_local(parts.hostname):
+    if auth is Auth.NONE and parts.scheme == "https" and not is_loopback(parts.hostname):
         raise ConfigError(var, "Authentication=None is only for a local emulator; use ManagedIdentity or DefaultAzure")
     # A task hub in the string wins over TASKHUB_NAME: the string is what the portal hands out.
     hub = fields.get("taskhub") or taskhub
@@ -393,7 +394,7 @@ def _namespace(value: str) -> str:
     host = value.strip()
     if "://" in host:
         host = urlsplit(host).hostname or ""
-        port = urlsplit(value.strip()).port if _is_local(host) else None
+        port = urlsplit(value.strip()).port if is_loopback(host) else None
         host = f"{host}:{port}" if port else host
     host = host.rstrip("/")
     if not host or any(c in host for c in " /;=?#"):
@@ -409,7 +410,7 @@ def _namespace(value: str) -> str:
 
 def is_local_namespace(namespace: str) -> bool:
     """localhost[:port] has no TLS (emulator, localbus); every Azure namespace does."""
-    return _is_local(namespace.rsplit(":", 1)[0] if namespace.count(":") == 1 else namespace)
+    return is_loopback(namespace.rsplit(":", 1)[0] if namespace.count(":") == 1 else namespace)
 
 
 def _sas_fields(conn: str) -> ServiceBusConnectionStringProperties:
@@ -490,7 +491,3 @@ def _float(env: Mapping[str, str], name: str, default: float, *, low: float, hig
     if not low <= value <= high:  # also rejects nan
         raise ConfigError(name, f"must be between {low:g} and {high:g}, got {raw}")
     return value
-
-
-def _is_local(host: str) -> bool:
-    return host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")

@@ -23,6 +23,7 @@ from listener import config, service, telemetry
 from listener.config import Settings
 from sbworker.core.entities import default_retry_queue
 from sbworker.core.errors import ConfigError
+from sbworker.core.net import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
     try:
         from localbus import ConfigError as BusConfigError
         from localbus import LocalBus
-        from localbus.server import ExposureError, check_exposure, is_loopback
+        from localbus.server import ExposureError, check_exposure
         from localdts import DataFileError, LocalDts
     except ImportError:
         raise ConfigError("sbworker dev", "the local stack needs python-qpid-proton: pip install 'sbworker[local]'"

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from listener.config import Settings
 from sbworker.core.errors import ConfigError
-from sbworker.dashboard import security, traces
+from sbworker.core.net import is_loopback
+from sbworker.dashboard import traces
 from sbworker.dashboard.app import create_app
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Dashboard:
 
     @property
     def url(self) -> str:
-        shown = "localhost" if security.is_loopback(self.host) else self.host
+        shown = "localhost" if is_loopback(self.host) else self.host
         shown = f"[{shown}]" if ":" in shown else shown
         return f"http://{shown}:{self.port}"
 
@@ -78,7 +79,7 @@ class Dashboard:
             self._loop.close()
 
     async def _bind(self) -> None:
-        app = create_app(self._settings, loopback_only=security.is_loopback(self.host), trace_link=self._trace_link,
+        app = create_app(self._settings, loopback_only=is_loopback(self.host), trace_link=self._trace_link,
                          spans=self._spans)
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=15, max_line_size=MAX_LINE_BYTES,
                                      max_field_size=MAX_FIELD_BYTES, max_headers=MAX_HEADERS)
@@ -104,7 +105,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8082, *,
     Raises ConfigError (one line) when the port is taken. Any address other than loopback is logged as a warning:
     whoever reaches it can start, approve, terminate and purge.
     """
-    if not security.is_loopback(host):
+    if not is_loopback(host):
         log.warning("the dashboard listens on %s: anyone who reaches it can start, approve, terminate and purge "
                     "orchestrations", host)
     board = Dashboard(settings, host, port, trace_link, spans).start()
