@@ -22,6 +22,7 @@ from orchestrations import registry
 from orchestrations.approval_workflow import APPROVAL_EVENT
 from sbworker.core.codes import TAG_MESSAGE_ID, TERMINAL_STATUSES
 from sbworker.core.contract import ApprovalRequest, StartRequest
+from sbworker.core.errors import one_line, rpc_code
 
 log = logging.getLogger(__name__)
 
@@ -108,17 +109,6 @@ Outcome = (Started | AlreadyExists | Raised | AlreadyApplied | InstanceNotFound 
            | NotAnApprovalWorkflow | TransientFailure)
 
 
-def rpc_code(error: BaseException) -> grpc.StatusCode | None:
-    code = getattr(error, "code", None)
-    if callable(code):
-        try:
-            value = code()
-        except Exception:  # a broken error object is simply not an RPC error
-            return None
-        return value if isinstance(value, grpc.StatusCode) else None
-    return None
-
-
 def is_transient(error: BaseException) -> bool:
     return isinstance(error, TimeoutError | ConnectionError) or rpc_code(error) in TRANSIENT_CODES
 
@@ -168,7 +158,7 @@ class Dispatcher:
             return await self._retrying(lambda r: self._approve(r, message_id), request)
         except Exception as error:
             if is_transient(error):
-                return TransientFailure(_describe(error))
+                return TransientFailure(one_line(error))
             raise
 
     async def _retrying(self, fn: Any, request: Any) -> Outcome:
@@ -183,7 +173,7 @@ class Dispatcher:
                 raise
             if isinstance(error, TimeoutError):
                 self._timed_out()
-            log.warning("DTS call failed (%s), attempt 1; retrying", _describe(error))
+            log.warning("DTS call failed (%s), attempt 1; retrying", one_line(error))
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(max(0.0, self._retry_seconds - (time.monotonic() - started))),
             wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.5),
@@ -259,15 +249,6 @@ class Dispatcher:
         _log_retry(state)
 
 
-def _describe(error: BaseException) -> str:
-    code = rpc_code(error)
-    if code is not None:
-        details = getattr(error, "details", None)
-        text = details() if callable(details) else ""
-        return f"{code.name}: {text}"[:300]
-    return f"{type(error).__name__}: {error}"[:300]
-
-
 def _log_retry(state: Any) -> None:
     error = state.outcome.exception() if state.outcome else None
-    log.warning("DTS call failed (%s), attempt %d; retrying", _describe(error) if error else "?", state.attempt_number)
+    log.warning("DTS call failed (%s), attempt %d; retrying", one_line(error) if error else "?", state.attempt_number)

@@ -11,8 +11,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from listener.dispatch import rpc_code
 from sbworker.core.codes import Reason
+from sbworker.core.errors import rpc_code
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter

@@ -37,6 +37,7 @@ from sbworker.core import contract, messages
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, Reason
 from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 from sbworker.core.entities import Entity, Source
+from sbworker.core.errors import one_line
 
 if TYPE_CHECKING:  # listener.tracing loads OpenTelemetry: imported only by telemetry.setup, when tracing is on
     from opentelemetry.trace import Span
@@ -126,18 +127,18 @@ class Listener:
             except (ServiceBusAuthenticationError, ServiceBusAuthorizationError) as error:
                 self._metrics.reconnected()
                 # Retrying at once would only hammer the broker: a role assignment or key rotation takes minutes.
-                self._failed(f"Service Bus refused our credentials for {self._entity}: {_short(error)}")
+                self._failed(f"Service Bus refused our credentials for {self._entity}: {one_line(error)}")
                 delay = AUTH_FAILURE_DELAY
             except MessagingEntityNotFoundError as error:
                 self._metrics.reconnected()
                 self._failed(f"{self._entity} does not exist ({self._source.setting_for(self._entity)}): "
-                             f"{_short(error)}")
+                             f"{one_line(error)}")
                 delay = AUTH_FAILURE_DELAY
             except Exception as error:
                 self._metrics.reconnected()
                 if self.state.connected:  # this connection worked: a new failure starts the backoff again
                     delay = RECONNECT_FIRST_DELAY
-                self._failed(f"receiver lost its connection ({_short(error)}); reconnecting in {delay:.1f}s",
+                self._failed(f"receiver lost its connection ({one_line(error)}); reconnecting in {delay:.1f}s",
                              level=logging.WARNING)
             finally:
                 self.state.connected = False
@@ -349,9 +350,9 @@ class Listener:
         except Exception as error:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
             log.warning("could not settle message %s (%s): %s; it will be redelivered", _cap(message.message_id),
-                        type(applied).__name__, _short(error))
+                        type(applied).__name__, one_line(error))
             if span is not None and self._tracer is not None:
-                self._tracer.unsettled(span, _short(error))
+                self._tracer.unsettled(span, one_line(error))
             return
         self._last_alive = time.monotonic()
         _log_settled(message, applied, parsed, started)
@@ -379,7 +380,7 @@ class Listener:
                     self._sender = self._source.retry_sender(client)
                 await self._sender.send_messages(copy)
             except Exception as error:
-                log.warning("could not re-enqueue message %s: %s", _cap(message.message_id), _short(error))
+                log.warning("could not re-enqueue message %s: %s", _cap(message.message_id), one_line(error))
                 if self._sender is not None:
                     with contextlib.suppress(Exception):
                         await self._sender.close()
@@ -429,11 +430,6 @@ def _retry_bookkeeping(message: ServiceBusReceivedMessage, window: float) -> tup
     retries = raw if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 10_000 else 0
     since = (datetime.now(UTC) - _first_attempt(message, window)).total_seconds()
     return retries, max(0.0, since)
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}"[:300]
 
 
 def _action_label(action: Action) -> str:

@@ -15,7 +15,7 @@ from listener.config import Settings
 from orchestrations import registry
 from sbworker.core.codes import Exit
 from sbworker.core.entities import Entity
-from sbworker.core.errors import UsageError
+from sbworker.core.errors import UsageError, one_line
 from sbworker.operations import dlq, monitor, publish
 
 
@@ -38,8 +38,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print("", file=sys.stderr)
         return Exit.INTERRUPTED
     except Exception as error:  # the SDKs' errors: one line, no traceback
-        first = str(error).splitlines()[0] if str(error) else ""
-        print(f"sbworker {args.command}: failed: {type(error).__name__}: {first}"[:500], file=sys.stderr)
+        print(f"sbworker {args.command}: failed: {one_line(error, 450)}", file=sys.stderr)
         return Exit.FAILED
     raise AssertionError(f"unknown command {args.command}")
 

@@ -22,7 +22,7 @@ from typing import Any
 from listener import config, service, telemetry
 from listener.config import Settings
 from sbworker.core.entities import default_retry_queue
-from sbworker.core.errors import ConfigError
+from sbworker.core.errors import ConfigError, one_line
 from sbworker.core.net import is_loopback
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def _demo(settings: Settings) -> None:
     try:
         run_demo(settings, lines.append)
     except Exception as error:  # the demo must never take the dev stack down
-        lines.append(f"  demo failed: {type(error).__name__}: {error}")
+        lines.append(f"  demo failed: {one_line(error)}")
     print("\n".join([*lines, "", "Ready for your own messages (see the commands above)."]), flush=True)
 
 

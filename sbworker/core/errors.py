@@ -1,6 +1,9 @@
-"""The one error hierarchy for mistakes a user can fix: every `sbworker` command shows them as one line, exit 2."""
+"""Errors: ours for mistakes a user can fix (every `sbworker` command shows them as one line, exit 2), and the
+one way we put anybody's error into a log line, a dead-letter description or a page: `one_line`."""
 
 from __future__ import annotations
+
+import grpc
 
 from sbworker.core.codes import Exit
 
@@ -22,3 +25,28 @@ class ConfigError(UserError):
 
 class UsageError(UserError):
     """Arguments that parse but make no sense (bad JSON input, a time without a zone, an unknown name)."""
+
+
+def rpc_code(error: BaseException) -> grpc.StatusCode | None:
+    """The gRPC status an error carries (the DTS SDK's errors), or None."""
+    code = getattr(error, "code", None)
+    if callable(code):
+        try:
+            value = code()
+        except Exception:  # a broken error object is simply not an RPC error
+            return None
+        return value if isinstance(value, grpc.StatusCode) else None
+    return None
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """`Type: first line`, or `STATUS: first line of the details` for a gRPC error; never a traceback."""
+    code = rpc_code(error)
+    if code is not None:
+        details = getattr(error, "details", None)
+        text = (details() if callable(details) else "") or ""
+        name = code.name
+    else:
+        text, name = str(error), type(error).__name__
+    first = text.splitlines()[0] if text else ""
+    return f"{name}: {first}"[:limit]

@@ -10,7 +10,6 @@ import json
 from typing import Any
 from urllib.parse import quote, unquote
 
-import grpc
 from aiohttp import web
 
 from sbworker.dashboard import security
@@ -67,13 +66,3 @@ def _notice(request: web.Request) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("text"), str):
         return None
     return {"text": value["text"], "error": bool(value.get("error"))}
-
-
-def sdk_error(error: BaseException) -> str:
-    """An SDK failure in one line a person can act on (gRPC status and details; never a traceback)."""
-    if isinstance(error, grpc.aio.AioRpcError | grpc.RpcError) and hasattr(error, "code"):
-        code = error.code()
-        details = error.details() if hasattr(error, "details") else ""
-        return f"{code.name if code else 'ERROR'}: {(details or '').splitlines()[0] if details else ''}"[:500]
-    first = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {first}"[:500]

@@ -18,8 +18,9 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from orchestrations import registry
+from sbworker.core.errors import one_line
 from sbworker.dashboard.instances import form_time
-from sbworker.dashboard.views import backend, redirect, render, sdk_error
+from sbworker.dashboard.views import backend, redirect, render
 from sbworker.dashboard.views.instances import awaiting_approval
 from sbworker.operations import publish
 
@@ -48,8 +49,8 @@ async def instance_action(request: web.Request) -> web.StreamResponse:
     except _Refused as refused:
         return redirect(here, str(refused), error=True)
     except Exception as error:
-        log.warning("%s of instance %r failed: %s", action, instance_id[:128], sdk_error(error))
-        return redirect(here, f"{action} failed: {sdk_error(error)}", error=True)
+        log.warning("%s of instance %r failed: %s", action, instance_id[:128], one_line(error, 500))
+        return redirect(here, f"{action} failed: {one_line(error, 500)}", error=True)
 
 
 class _Refused(Exception):
@@ -151,9 +152,9 @@ async def new_start(request: web.Request) -> web.StreamResponse:
         return render(request, "new.html", status=400, names=registry.orchestration_names(), values=values,
                       error=str(refused))
     except Exception as error:
-        log.warning("publishing a start failed: %s", sdk_error(error))
+        log.warning("publishing a start failed: %s", one_line(error, 500))
         return render(request, "new.html", status=502, names=registry.orchestration_names(), values=values,
-                      error=f"Service Bus did not take the message: {sdk_error(error)}")
+                      error=f"Service Bus did not take the message: {one_line(error, 500)}")
     when = f", to start at {start_at.isoformat()}" if start_at else ""
     return redirect(instance_url(instance_id),
                     f"Start message {message.message_id} sent through {backend(request).queue.publish_target}{when}.")

@@ -14,8 +14,9 @@ from durabletask.client import OrchestrationState, OrchestrationStatus
 from orchestrations import registry
 from orchestrations.approval_workflow import APPROVAL_EVENT
 from sbworker.core.codes import TERMINAL_STATUSES
+from sbworker.core.errors import one_line
 from sbworker.dashboard import instances, timeline, traces
-from sbworker.dashboard.views import backend, render, sdk_error
+from sbworker.dashboard.views import backend, render
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,14 @@ async def listing(request: web.Request) -> web.Response:
                                            board.queue.counts(), return_exceptions=True)
     counts, counts_error = None, None
     if isinstance(counted, BaseException):
-        log.warning("peeking the queue failed: %s", sdk_error(counted))
-        counts_error = f"Service Bus did not answer: {sdk_error(counted)}"
+        log.warning("peeking the queue failed: %s", one_line(counted, 500))
+        counts_error = f"Service Bus did not answer: {one_line(counted, 500)}"
     else:
         counts = counted
     if isinstance(states, BaseException):
-        log.warning("listing instances failed: %s", sdk_error(states))
+        log.warning("listing instances failed: %s", one_line(states, 500))
         return render(request, "instances.html", status=502, filters=filters, listing=None,
-                      error=f"DTS did not answer: {sdk_error(states)}", counts=counts, counts_error=counts_error,
+                      error=f"DTS did not answer: {one_line(states, 500)}", counts=counts, counts_error=counts_error,
                       **_choices())
     return render(request, "instances.html", filters=filters, listing=instances.page_of(states, filters), error=None,
                   counts=counts, counts_error=counts_error, **_choices())
@@ -66,9 +67,9 @@ async def detail(request: web.Request) -> web.Response:
         state, events = await asyncio.gather(board.dts.get_orchestration_state(instance_id),
                                              _history(board.dts, instance_id))
     except Exception as error:
-        log.warning("reading instance %r failed: %s", instance_id[:128], sdk_error(error))
+        log.warning("reading instance %r failed: %s", instance_id[:128], one_line(error, 500))
         return render(request, "instance.html", status=502, instance_id=instance_id, view=view, state=None,
-                      error=f"DTS did not answer: {sdk_error(error)}", **_empty_detail())
+                      error=f"DTS did not answer: {one_line(error, 500)}", **_empty_detail())
     if state is None:
         # Not created yet (a start still in the queue, or scheduled) or purged: say what the queue holds for it.
         queued = await _queued(request, instance_id, [])
@@ -124,8 +125,8 @@ async def _queued(request: web.Request, instance_id: str, message_ids: list[str]
                                        for queue in backend(request).queues))
         return {"queued": [message for part in found for message in part], "queue_error": None}
     except Exception as error:
-        log.warning("peeking the queue failed: %s", sdk_error(error))
-        return {"queued": [], "queue_error": f"Service Bus did not answer: {sdk_error(error)}"}
+        log.warning("peeking the queue failed: %s", one_line(error, 500))
+        return {"queued": [], "queue_error": f"Service Bus did not answer: {one_line(error, 500)}"}
 
 
 def awaiting_approval(state: OrchestrationState) -> bool:

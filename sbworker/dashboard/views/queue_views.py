@@ -8,8 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from sbworker.core.errors import one_line
 from sbworker.dashboard.queue import Queue
-from sbworker.dashboard.views import backend, redirect, render, sdk_error
+from sbworker.dashboard.views import backend, redirect, render
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,9 @@ async def queue_page(request: web.Request) -> web.Response:
     try:
         view = await queue.view()
     except Exception as error:
-        log.warning("peeking the queue failed: %s", sdk_error(error))
+        log.warning("peeking the queue failed: %s", one_line(error, 500))
         return render(request, "queue.html", status=502, view=None, refresh=0,
-                      error=f"Service Bus did not answer: {sdk_error(error)}", **shown)
+                      error=f"Service Bus did not answer: {one_line(error, 500)}", **shown)
     return render(request, "queue.html", view=view, refresh=int(refresh) if refresh in ("2", "5", "10", "30") else 0,
                   error=None, **shown)
 
@@ -64,8 +65,8 @@ async def dead_letter_action(request: web.Request) -> web.StreamResponse:
             text += f" Not found: {_numbers(missing)}."
         return redirect(back, text, error=bool(missing))
     except Exception as error:
-        log.warning("dead-letter %s failed: %s", action, sdk_error(error))
-        return redirect(back, f"{action} failed: {sdk_error(error)}", error=True)
+        log.warning("dead-letter %s failed: %s", action, one_line(error, 500))
+        return redirect(back, f"{action} failed: {one_line(error, 500)}", error=True)
 
 
 def _numbers(values: list[int]) -> str:
