@@ -7,6 +7,8 @@ import re
 import sys
 from collections.abc import Iterable
 
+from sbworker.core.text import clip
+
 # These SDKs log every call at INFO (durabletask) or every link event (azure, proton); normal runs stay quiet.
 NOISY_LOGGERS = ("durabletask", "azure", "proton", "grpc", "urllib3", "msal")
 
@@ -35,10 +37,7 @@ class RedactingFormatter(logging.Formatter):
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(super().format(record), self._secrets)
-        if len(text) > MAX_LINE_CHARS:
-            text = f"{text[:MAX_LINE_CHARS]}… ({len(text) - MAX_LINE_CHARS} more characters cut)"
-        return text
+        return clip(redact(super().format(record), self._secrets), MAX_LINE_CHARS, count=True)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -38,6 +38,7 @@ from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODAB
 from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 from sbworker.core.entities import Entity, Source
 from sbworker.core.errors import one_line
+from sbworker.core.text import clip
 
 if TYPE_CHECKING:  # listener.tracing loads OpenTelemetry: imported only by telemetry.setup, when tracing is on
     from opentelemetry.trace import Span
@@ -302,7 +303,7 @@ class Listener:
                                                   span))
                 raise
             except Exception:
-                log.exception("unexpected error handling message %s; abandoning it", _cap(message.message_id))
+                log.exception("unexpected error handling message %s; abandoning it", _field(message.message_id))
                 action = Abandon("UnexpectedError")
             await asyncio.shield(self._settle(client, receiver, message, action, parsed, started, span))
         finally:
@@ -349,7 +350,7 @@ class Listener:
                 await receiver.abandon_message(message)
         except Exception as error:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
-            log.warning("could not settle message %s (%s): %s; it will be redelivered", _cap(message.message_id),
+            log.warning("could not settle message %s (%s): %s; it will be redelivered", _field(message.message_id),
                         type(applied).__name__, one_line(error))
             if span is not None and self._tracer is not None:
                 self._tracer.unsettled(span, one_line(error))
@@ -380,7 +381,7 @@ class Listener:
                     self._sender = self._source.retry_sender(client)
                 await self._sender.send_messages(copy)
             except Exception as error:
-                log.warning("could not re-enqueue message %s: %s", _cap(message.message_id), one_line(error))
+                log.warning("could not re-enqueue message %s: %s", _field(message.message_id), one_line(error))
                 if self._sender is not None:
                     with contextlib.suppress(Exception):
                         await self._sender.close()
@@ -458,14 +459,12 @@ def _log_settled(message: ServiceBusReceivedMessage, action: Action, parsed: obj
     log.log(
         level,
         "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f",
-        _cap(message.message_id), _cap(messages.text(message.subject)), _cap(instance_id),
-        type(action).__name__.lower(), _cap(reason) or "-", message.delivery_count, (time.monotonic() - started) * 1000,
+        _field(message.message_id), _field(messages.text(message.subject)), _field(instance_id),
+        type(action).__name__.lower(), _field(reason) or "-", message.delivery_count,
+        (time.monotonic() - started) * 1000,
     )
 
 
-def _cap(value: object) -> str | None:
+def _field(value: object) -> str:
     """Publishers choose these fields: a 200 KB subject must not become a 200 KB log line."""
-    if value is None:
-        return None
-    text = str(value)
-    return text if len(text) <= LOG_FIELD_CHARS else f"{text[:LOG_FIELD_CHARS]}…(+{len(text) - LOG_FIELD_CHARS})"
+    return clip(value, LOG_FIELD_CHARS, count=True)

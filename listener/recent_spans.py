@@ -14,6 +14,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
+from sbworker.core.text import clip
+
 # Attributes worth a tooltip; everything else stays out of memory.
 KEPT_ATTRIBUTES = ("messaging.message.id", "messaging.servicebus.disposition_status", "sbworker.settlement.reason",
                    "sbworker.instance_id", "sbworker.orchestration", "durabletask.task.instance_id",
@@ -70,7 +72,7 @@ def _record(span: ReadableSpan) -> SpanRecord | None:
     context = span.context
     if context is None or span.start_time is None:
         return None
-    attributes = {k: str(v)[:200] for k, v in (span.attributes or {}).items() if k in KEPT_ATTRIBUTES}
+    attributes = {k: clip(v, 200) for k, v in (span.attributes or {}).items() if k in KEPT_ATTRIBUTES}
     return SpanRecord(
         trace_id=format(context.trace_id, "032x"),
         span_id=format(context.span_id, "016x"),

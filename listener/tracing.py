@@ -17,6 +17,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from sbworker.core.text import clip
+
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 
@@ -73,11 +75,11 @@ class MessageTracer:
         if self._subscription is not None:
             attributes["messaging.destination.subscription.name"] = self._subscription
         if message.message_id is not None:
-            attributes["messaging.message.id"] = _cap(message.message_id)
+            attributes["messaging.message.id"] = clip(message.message_id, MAX_ATTRIBUTE_CHARS)
         if message.correlation_id is not None:
-            attributes["messaging.message.conversation_id"] = _cap(message.correlation_id)
+            attributes["messaging.message.conversation_id"] = clip(message.correlation_id, MAX_ATTRIBUTE_CHARS)
         if message.subject is not None:
-            attributes["sbworker.subject"] = _cap(message.subject)
+            attributes["sbworker.subject"] = clip(message.subject, MAX_ATTRIBUTE_CHARS)
         return self._tracer.start_span(f"process {self._queue}", context=parent, kind=SpanKind.CONSUMER,
                                        attributes=attributes)
 
@@ -96,7 +98,7 @@ class MessageTracer:
         if orchestration:
             span.set_attribute("sbworker.orchestration", orchestration)
         if instance_id:
-            span.set_attribute("sbworker.instance_id", _cap(instance_id))
+            span.set_attribute("sbworker.instance_id", clip(instance_id, MAX_ATTRIBUTE_CHARS))
 
     @staticmethod
     def settled(span: trace.Span, action: str, reason: str) -> None:
@@ -104,9 +106,9 @@ class MessageTracer:
         disposition = "complete" if action == "reenqueue" else action
         span.set_attribute("messaging.servicebus.disposition_status", disposition)
         span.set_attribute("sbworker.settlement.action", action)
-        span.set_attribute("sbworker.settlement.reason", _cap(reason))
+        span.set_attribute("sbworker.settlement.reason", clip(reason, MAX_ATTRIBUTE_CHARS))
         if action in ("dead_letter", "abandon"):
-            span.set_status(Status(StatusCode.ERROR, f"{action}: {_cap(reason)}"))
+            span.set_status(Status(StatusCode.ERROR, f"{action}: {clip(reason, MAX_ATTRIBUTE_CHARS)}"))
         span.end()
 
     @staticmethod
@@ -116,7 +118,7 @@ class MessageTracer:
     @staticmethod
     def unsettled(span: trace.Span, error: str) -> None:
         span.set_attribute("sbworker.settlement.action", "none")
-        span.set_status(Status(StatusCode.ERROR, f"could not settle: {_cap(error)}"))
+        span.set_status(Status(StatusCode.ERROR, f"could not settle: {clip(error, MAX_ATTRIBUTE_CHARS)}"))
         span.end()
 
 
@@ -146,14 +148,9 @@ def producer_span(queue: str, message: ServiceBusMessage) -> Iterator[trace.Span
         "messaging.operation.type": "send",
         "messaging.operation.name": "send",
         "messaging.operation": "publish",
-        "messaging.message.id": _cap(message.message_id or ""),
+        "messaging.message.id": clip(message.message_id or "", MAX_ATTRIBUTE_CHARS),
     }) as span:
         properties: dict[str | bytes, Any] = dict(message.application_properties or {})
         inject(properties)
         message.application_properties = properties
         yield span
-
-
-def _cap(value: Any) -> str:
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"

@@ -49,6 +49,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from sbworker.core.codes import Reason
+from sbworker.core.text import clip
 
 SUBJECT_START: Final = "start"
 SUBJECT_APPROVAL: Final = "approval"
@@ -254,7 +255,7 @@ def _load_json(text: str) -> Any:
     except json.JSONDecodeError as error:
         _reject(Reason.INVALID_JSON, f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}")
     except ValueError as error:  # e.g. an integer beyond Python's digit limit
-        _reject(Reason.INVALID_JSON, f"body is not valid JSON: {_shorten(str(error), 200)}")
+        _reject(Reason.INVALID_JSON, f"body is not valid JSON: {clip(str(error), 200)}")
     _check_value(document)
     return document
 
@@ -282,7 +283,7 @@ def _check_value(value: Any) -> None:
             if not math.isfinite(item):
                 _reject(Reason.INVALID_JSON, f"{_render(path)}: {item} is not allowed; expected a finite number")
         elif isinstance(item, _NonFinite):
-            literal = _shorten(item.literal, 40)
+            literal = clip(item.literal, 40)
             _reject(Reason.INVALID_JSON, f"{_render(path)}: {literal} is not allowed; expected a finite number")
         elif isinstance(item, str):
             if _SURROGATE.search(item):
@@ -353,7 +354,7 @@ def _names(registered_names: Callable[[], Iterable[str]] | None) -> str:
     names = sorted(str(name) for name in registered_names())
     if not names:
         return "no orchestrations are registered"
-    return "registered: " + _shorten(", ".join(names), 600)
+    return "registered: " + clip(", ".join(names), 600)
 
 
 def _instance_id_from(message_id: str | bytes | None) -> str:
@@ -438,7 +439,7 @@ def _describe(error: ValidationError, root: str) -> list[tuple[str, str]]:
     if keyword in ("not", "pattern") and "description" in schema:
         # The schema carries the human wording for its own constraints (see $defs/instanceId).
         return [(path, str(schema["description"]))]
-    return [(path, _shorten(error.message, 200))]
+    return [(path, clip(error.message, 200))]
 
 
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -486,16 +487,12 @@ def _show(value: Any) -> str:
     if value is None or isinstance(value, bool | float):
         return json.dumps(value)
     if isinstance(value, int):
-        return _shorten(str(value), 40)
+        return clip(str(value), 40)
     return ""
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _clip(description: str) -> str:
-    return _shorten(description, MAX_DESCRIPTION)
+    return clip(description, MAX_DESCRIPTION)
 
 
 # --- building bodies (publisher side) --------------------------------------------------------------------

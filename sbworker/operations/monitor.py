@@ -11,6 +11,7 @@ from typing import Any
 from durabletask.client import OrchestrationQuery, OrchestrationState, OrchestrationStatus, TaskHubGrpcClient
 
 from sbworker.core.codes import TERMINAL_STATUSES
+from sbworker.core.text import clip
 
 STATUS_NAMES = {s.name.lower(): s for s in OrchestrationStatus}
 
@@ -75,17 +76,13 @@ def render_table(states: list[OrchestrationState]) -> str:
     header = ("INSTANCE", "ORCHESTRATION", "STATUS", "CREATED", "CUSTOM STATUS")
     rows = [header] + [
         (s.instance_id, s.name, s.runtime_status.name, s.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-         _clip(s.serialized_custom_status or "", 60))
+         clip(s.serialized_custom_status or "", 60))
         for s in states
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])) + "  " + r[-1] for r in rows
     )
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def watch(client: TaskHubGrpcClient, instance_id: str, emit: Callable[[str], None], *, interval: float = 0.5,

@@ -7,6 +7,7 @@ import pytest
 
 from sbworker.core.errors import one_line, rpc_code
 from sbworker.core.net import is_loopback
+from sbworker.core.text import clip
 
 
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "127.0.0.1", "127.8.9.1", "::1", "[::1]", "dev.localhost"])
@@ -39,3 +40,19 @@ def test_one_line_of_a_grpc_error_is_its_status_and_details() -> None:
     assert rpc_code(FakeRpcError()) is grpc.StatusCode.UNAVAILABLE
     assert one_line(FakeRpcError()) == "UNAVAILABLE: connection refused"
     assert rpc_code(ValueError()) is None
+
+
+def test_clip_keeps_short_text_and_cuts_long_text_to_the_limit() -> None:
+    assert clip("short", 10) == "short"
+    assert clip("x" * 10, 10) == "x" * 10
+    assert clip("x" * 11, 10) == "x" * 9 + "…"
+    assert clip(b"caf\xc3\xa9", 10) == "café"
+    assert clip(None, 10) == "None"
+
+
+def test_clip_with_count_says_how_much_was_cut_and_still_fits() -> None:
+    for size in (11, 99, 100, 101, 1_000, 123_456):
+        cut = clip("y" * size, 10, count=True)
+        assert len(cut) == 10, cut
+        kept = cut.index("…")
+        assert cut == "y" * kept + f"…(+{size - kept})"
