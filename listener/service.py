@@ -11,6 +11,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from listener import clients, telemetry
@@ -45,7 +46,7 @@ async def serve(
     global tracer provider that setup installs.
     """
     stop = stop or asyncio.Event()
-    _install_signal_handlers(stop)
+    restore_signals = _install_signal_handlers(stop)
     observed = (telemetry_setup or telemetry.setup)(settings.telemetry)
     patches.log_state()
     worker = None
@@ -103,6 +104,7 @@ async def serve(
             await asyncio.to_thread(worker.stop)
             log.info("DTS worker stopped")
         await asyncio.to_thread(observed.shutdown)  # the last spans and a final metrics push
+        restore_signals()
     return 0
 
 
@@ -114,13 +116,28 @@ async def _dts_reachable(dts: Any) -> bool:
         return False
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> None:
+def _install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT set `stop`; returns what puts back the handlers the process had before.
+
+    asyncio resets a removed SIGINT handler to Python's default rather than to what was there, so a service run
+    inside a bigger program (a test, an embedding) would otherwise leave its signal handling changed.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
     loop = asyncio.get_running_loop()
+    previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(sig)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, _on_signal, stop, sig)
+            previous[sig] = before
+
+    def restore() -> None:
+        for sig, before in previous.items():
+            loop.remove_signal_handler(sig)
+            if before is not None:
+                signal.signal(sig, before)
+    return restore
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

@@ -255,3 +255,21 @@ def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
             assert svc.terminate() == 0
     finally:
         backend.stop()
+
+
+async def test_a_service_run_puts_back_the_signal_handlers_it_found(dts_backend: DtsBackend) -> None:
+    """Embedded in a bigger program (or a test), the service must not leave its own SIGINT/SIGTERM handling behind:
+    asyncio alone resets a removed SIGINT handler to Python's default, not to what the program had."""
+    settings = config.load({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://localhost;SharedAccessKeyName=k;"
+                                                            "SharedAccessKey=unused;UseDevelopmentEmulator=true;",
+                            "DTS_CONNECTION_STRING": dts_backend.connection_string, "HEALTH_PORT": "0"})
+    before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = asyncio.Event()
+        stop.set()
+        assert await service.serve(settings, with_worker=False, with_listener=False, stop=stop) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
