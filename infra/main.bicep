@@ -48,15 +48,15 @@ param taskHubName string = 'default'
 @description('What the worker reads (azd: SERVICEBUS_SOURCE). queue: the queue queueName. topic: the subscription subscriptionName of the topic topicName, plus the retry queue retryQueueName that only the worker reads (needs serviceBusSku Standard or Premium).')
 param serviceBusSource string = 'queue'
 
-@description('Queue name (queue form); equal to infra/servicebus-emulator/Config.json and listener.config.DEFAULT_QUEUE.')
+@description('Queue name (queue form); equal to infra/servicebus-emulator/Config.json and sbworker.core.config.DEFAULT_QUEUE.')
 param queueName string = 'workflow-requests'
 
-@description('Topic name (topic form); equal to infra/servicebus-emulator/Config.json and listener.config.DEFAULT_TOPIC.')
+@description('Topic name (topic form); equal to infra/servicebus-emulator/Config.json and sbworker.core.config.DEFAULT_TOPIC.')
 param topicName string = 'workflow-events'
 
 @minLength(1)
 @maxLength(50)
-@description('The subscription the worker reads (topic form); equal to Config.json and listener.config.DEFAULT_SUBSCRIPTION.')
+@description('The subscription the worker reads (topic form); equal to Config.json and sbworker.core.config.DEFAULT_SUBSCRIPTION.')
 param subscriptionName string = 'sbworker'
 
 @description('Queue only the worker reads, where early approvals wait for their instance (topic form); the code default for SERVICEBUS_RETRY_QUEUE is <topic>-<subscription>-retry.')

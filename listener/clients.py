@@ -17,9 +17,9 @@ from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions
 
 from listener import credentials, logs
-from listener.config import Auth, DtsSettings, ServiceBusSettings, is_local_namespace
 from orchestrations import registry
 from sbworker import patches
+from sbworker.core.config import Auth, DtsSettings, ServiceBusSettings, is_local_namespace
 
 _UNSET: Any = object()
 _C = TypeVar("_C")

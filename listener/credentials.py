@@ -5,7 +5,7 @@ from __future__ import annotations
 from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 
-from listener.config import Auth
+from sbworker.core.config import Auth
 
 
 def sync_credential(auth: Auth, client_id: str | None) -> TokenCredential | None:

@@ -27,7 +27,6 @@ from azure.servicebus.exceptions import (
     ServiceBusAuthorizationError,
 )
 
-from listener.config import ListenerSettings
 from listener.dispatch import Dispatcher, InstanceNotFound
 from listener.locks import LockKeeper
 from listener.metrics import NOOP, Metrics
@@ -35,6 +34,7 @@ from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, 
 from sbworker import patches
 from sbworker.core import contract, messages
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, Reason
+from sbworker.core.config import ListenerSettings
 from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 from sbworker.core.entities import Entity, Source
 from sbworker.core.errors import one_line

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 from listener import clients, telemetry
-from listener.config import Settings
 from listener.dispatch import Dispatcher
 from listener.health import HealthServer
 from listener.metrics import NOOP, TimedDts
 from listener.receiver import Listener
 from orchestrations import registry
 from sbworker import patches
+from sbworker.core.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from listener.config import TelemetrySettings
 from listener.metrics import NOOP, Metrics
+from sbworker.core.config import TelemetrySettings
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from listener import clients, telemetry
-from listener.config import Settings
 from orchestrations import registry
 from sbworker.core.codes import Exit
+from sbworker.core.config import Settings
 from sbworker.core.entities import Entity
 from sbworker.core.errors import UsageError, one_line
 from sbworker.operations import dlq, monitor, publish

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from listener import clients
-from listener.config import Settings
 from sbworker.core.codes import TERMINAL_STATUSES
+from sbworker.core.config import Settings
 from sbworker.operations import publish
 
 DEMO_INPUTS: dict[str, Any] = {

@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from listener import config, service, telemetry
-from listener.config import Settings
+from listener import service, telemetry
+from sbworker.core import config
+from sbworker.core.config import Settings
 from sbworker.core.entities import default_retry_queue
 from sbworker.core.errors import ConfigError, one_line
 from sbworker.core.net import is_loopback

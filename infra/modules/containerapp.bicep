@@ -1,5 +1,5 @@
 // The worker container app: user-assigned identities, every environment variable the code reads
-// (tests/deploy checks this against listener.config.ENV_VARS), health probes and KEDA azure-servicebus
+// (tests/deploy checks this against sbworker.core.config.ENV_VARS), health probes and KEDA azure-servicebus
 // scale rules that authenticate with a managed identity instead of a connection string.
 // Queue form: SERVICEBUS_QUEUE and one rule on the queue. Topic form: SERVICEBUS_TOPIC, SERVICEBUS_SUBSCRIPTION
 // and SERVICEBUS_RETRY_QUEUE, and one rule on the subscription plus one on the retry queue.
@@ -78,7 +78,7 @@ param maxReplicas int = 10
 @description('Active messages per replica before KEDA adds one.')
 param messagesPerReplica int = 20
 
-// Listener tuning; the same values as the code defaults in listener/config.py.
+// Listener tuning; the same values as the code defaults in sbworker/core/config.py.
 @description('MAX_CONCURRENT_MESSAGES')
 param maxConcurrentMessages int = 64
 @description('PREFETCH_COUNT')

@@ -19,7 +19,7 @@ from aiohttp import web
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
 from listener import clients
-from listener.config import Settings
+from sbworker.core.config import Settings
 from sbworker.dashboard import security, traces
 from sbworker.dashboard.queue import Queue
 

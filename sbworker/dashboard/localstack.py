@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from listener import config, service
-from listener.config import Settings
+from listener import service
+from sbworker.core import config
+from sbworker.core.config import Settings
 from sbworker.dashboard.server import Dashboard, serve
 
 

@@ -27,8 +27,8 @@ from azure.servicebus import ServiceBusMessage, ServiceBusMessageState, ServiceB
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
 from listener import clients
-from listener.config import ServiceBusSettings
 from sbworker.core import contract, messages
+from sbworker.core.config import ServiceBusSettings
 from sbworker.core.entities import Entity
 from sbworker.operations import dlq
 

@@ -11,7 +11,7 @@ import threading
 
 from aiohttp import web
 
-from listener.config import Settings
+from sbworker.core.config import Settings
 from sbworker.core.errors import ConfigError
 from sbworker.core.net import is_loopback
 from sbworker.dashboard import traces

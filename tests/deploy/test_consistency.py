@@ -5,7 +5,7 @@
 - topic form: the topic, the worker's subscription and its retry queue, with the same names and settings in
   Config.json, the Bicep, docker-compose.topic.yml and the code's defaults; the emulator config also has a
   second subscription (`audit`), standing in for another team's consumer;
-- every environment variable the code reads (listener.config.ENV_VARS) is set for the worker in
+- every environment variable the code reads (sbworker.core.config.ENV_VARS) is set for the worker in
   docker-compose.yml and in the container app, in each form, unless it belongs to the other form or is listed
   below with the reason it must not be;
 - what each target sets is a configuration the code accepts, with the authentication that target needs.
@@ -19,12 +19,13 @@ from typing import Any
 
 import pytest
 
-from listener import config
+from sbworker.core import config
 from sbworker.core.entities import default_retry_queue
 from tests.deploy import deployfiles as df
 
 # The topic form's entities. Config.json, the Bicep, docker-compose.topic.yml and the code's defaults
-# (listener.config.DEFAULT_TOPIC and DEFAULT_SUBSCRIPTION, and the retry queue it derives) are checked against them.
+# (sbworker.core.config.DEFAULT_TOPIC and DEFAULT_SUBSCRIPTION, and the retry queue it derives) are checked against
+# them.
 TOPIC = "workflow-events"
 SUBSCRIPTION = "sbworker"
 RETRY_QUEUE = f"{TOPIC}-{SUBSCRIPTION}-retry"  # the code's default: <topic>-<subscription>-retry
@@ -106,7 +107,7 @@ def emulator_topics(emulator_namespace: dict) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def emulator_queue(emulator_queues: dict[str, dict]) -> dict:
     assert config.DEFAULT_QUEUE in emulator_queues, (
-        f"{config.DEFAULT_QUEUE!r} (listener.config.DEFAULT_QUEUE) is not a queue in Config.json")
+        f"{config.DEFAULT_QUEUE!r} (sbworker.core.config.DEFAULT_QUEUE) is not a queue in Config.json")
     return emulator_queues[config.DEFAULT_QUEUE]
 
 

@@ -15,8 +15,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from durabletask.history import ExecutionCompletedEvent, ExecutionStartedEvent
 
 from listener import clients
-from listener.config import parse_dts
 from sbworker.core.codes import TERMINAL_STATUSES
+from sbworker.core.config import parse_dts
 from sbworker.operations.publish import approval_message, start_message
 from tests.fixtures.ports import free_port
 from tests.integration.procs import Service, stack_env

@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from listener import clients, dispatch
-from listener.config import parse_dts
 from listener.dispatch import Dispatcher, Started
+from sbworker.core.config import parse_dts
 from sbworker.core.contract import StartRequest
 from tests.fixtures.dts import DtsBackend
 from tests.reliability.faultproxy import FaultProxy

@@ -19,9 +19,9 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.history import ExecutionStartedEvent
 
 from listener import clients
-from listener.config import parse_dts
 from localbus import LocalBus
 from localdts import LocalDts
+from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import workload
 from tests.reliability.common import durable_bus

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from listener import clients
-from listener.config import parse_dts
 from localdts import LocalDts
+from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload
 from tests.reliability.common import Publisher, durable_bus, queue_total, wait_until

@@ -25,8 +25,8 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from listener import clients
-from listener.config import parse_dts
 from localdts import LocalDts
+from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability.common import QUEUE, approval_message, dead_letters, durable_bus, start_message, wait_until
 

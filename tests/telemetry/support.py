@@ -18,13 +18,13 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from listener import config
 from listener.receiver import Listener
 from listener.service import serve
 from listener.telemetry import Telemetry
 from listener.tracing import SCOPE, MessageTracer
 from localbus import LocalBus
 from localdts import LocalDts
+from sbworker.core import config
 from tests.fixtures.isolation import session_tracer_provider
 from tests.integration.harness import DEFAULT_LISTENER, servicebus_settings
 

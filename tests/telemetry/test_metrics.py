@@ -16,9 +16,10 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener import config, telemetry
+from listener import telemetry
 from localbus import LocalBus
 from localdts import LocalDts
+from sbworker.core import config
 from tests.fixtures.ports import free_port
 from tests.telemetry import support
 

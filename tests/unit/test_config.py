@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from listener import config
-from listener.config import Auth, load, parse_dts
+from sbworker.core import config
+from sbworker.core.config import Auth, load, parse_dts
 from sbworker.core.errors import ConfigError
 
 
