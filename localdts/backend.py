@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -47,7 +48,7 @@ from durabletask.testing.in_memory_backend import (
 )
 
 from . import history as hist
-from . import sdkcheck
+from . import limits, sdkcheck
 from .commits import GroupCommit, Ticket
 from .limits import instance_id_problem
 from .pools import DEFAULT_CALL_WORKERS, OnCallPool
@@ -82,6 +83,16 @@ class _Saved:
     instance: OrchestrationInstance
     length: int
     last: pb.HistoryEvent | None
+
+
+@dataclass
+class _Size:
+    """The byte size of an instance's history, as of its first ``length`` events (added to, not recounted)."""
+
+    instance: OrchestrationInstance
+    length: int
+    last: pb.HistoryEvent | None
+    total: int
 
 
 @dataclass
@@ -121,10 +132,18 @@ class DurableBackend(InMemoryOrchestrationBackend):
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, store: Store | None = None,
-                 max_workers: int = DEFAULT_MAX_WORKERS, call_workers: int = DEFAULT_CALL_WORKERS) -> None:
-        super().__init__(port=port)
+                 max_workers: int = DEFAULT_MAX_WORKERS, call_workers: int = DEFAULT_CALL_WORKERS,
+                 max_work_item_bytes: int = limits.MAX_WORK_ITEM_BYTES) -> None:
+        # The SDK's own bound (10,000 events) aborts the completion and leaves the instance in flight for ever;
+        # ours is on bytes and ends the instance (see _over_the_limit).
+        super().__init__(port=port, max_history_size=sys.maxsize)
         sdkcheck.check(InMemoryOrchestrationBackend, self)
         self._host = host
+        self._max_work_item_bytes = max_work_item_bytes
+        self._sizes: dict[str, _Size] = {}
+        # Deliveries in a row that got no answer, per orchestration and per activity (instance id, task id).
+        self._unanswered: dict[str, int] = {}
+        self._unanswered_activities: dict[tuple[str, int], int] = {}
         self._store = store
         self._max_workers = max_workers
         self._call_workers = call_workers
@@ -175,6 +194,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             # offered to another stream instead of waiting for an answer that cannot come.
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.max_receive_message_length", limits.SERVER_MAX_RECEIVE_BYTES),
         ])
         add = cast(Callable[[Any, grpc.Server], None], stubs.add_TaskHubSidecarServiceServicer_to_server)
         add(OnCallPool(self, self._pools[1]), server)
@@ -237,6 +257,9 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 if not _is_terminal(inst.status):
                     self._resume_owed_work(inst)
             self._pending = _Pending()  # what was just loaded is what is on disk
+            for inst in loaded:  # e.g. written by an earlier version, or with a higher --max-work-item-bytes
+                if not _is_terminal(inst.status):
+                    self._end_if_over_the_limit(inst)
         log.info("localdts loaded %d instance(s) from %s", len(loaded), store.path)
 
     def _instance_from(self, row: InstanceRow) -> OrchestrationInstance:
@@ -302,8 +325,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             return Change(iid, None)
         events = inst.history
         saved = self._saved.get(iid)
-        if (saved is not None and saved.instance is inst and saved.length <= len(events)
-                and (saved.length == 0 or events[saved.length - 1] is saved.last)):
+        if saved is not None and saved.instance is inst and hist.extends(events, saved.length, saved.last):
             start, rewrite = saved.length, False
         else:
             start, rewrite = 0, True
@@ -500,6 +522,81 @@ class DurableBackend(InMemoryOrchestrationBackend):
             if restarted is not None:  # the next execution stays in the caller's trace
                 restarted.executionStarted.parentTraceContext.CopyFrom(parent)
 
+    # --- bounds: one instance must never stall the others -----------------------------------------------------
+
+    def _history_bytes(self, inst: OrchestrationInstance) -> int:
+        """Under the lock: the history's size in a work item, counting only the events added since last time."""
+        events = inst.history
+        mark = self._sizes.get(inst.instance_id)
+        if mark is not None and mark.instance is inst and hist.extends(events, mark.length, mark.last):
+            total = mark.total + limits.events_size(events[mark.length:])
+        else:
+            total = limits.events_size(events)
+        self._sizes[inst.instance_id] = _Size(inst, len(events), events[-1] if events else None, total)
+        return total
+
+    def _work_item_bytes(self, inst: OrchestrationInstance, extra: int = 0) -> int:
+        """Under the lock: about how big the instance's next work item is (a little over, never under)."""
+        waiting = limits.events_size([*inst.dispatched_events, *inst.pending_events])
+        return self._history_bytes(inst) + waiting + extra + limits.WORK_ITEM_FRAMING_BYTES
+
+    def _end_if_over_the_limit(self, inst: OrchestrationInstance) -> bool:
+        """Under the lock: end a running instance whose next work item no worker could receive."""
+        size = self._work_item_bytes(inst)
+        if size <= self._max_work_item_bytes:
+            return False
+        self._end(inst, limits.WORK_ITEM_TOO_LARGE, limits.work_item_message(size, self._max_work_item_bytes))
+        return True
+
+    def _end(self, inst: OrchestrationInstance, error_type: str, message: str) -> None:
+        """Under the lock: the instance cannot go on; end it here, without its worker, and tell who waits.
+
+        It ends FAILED with ``error_type`` and ``message``, unless a terminate request is among its unprocessed
+        events: then it ends TERMINATED as asked. Unprocessed events are dropped (as for any ended instance), its
+        queued activities are withdrawn, and a late answer from a worker that still holds it is stale.
+        """
+        iid = inst.instance_id
+        waiting = [*inst.dispatched_events, *inst.pending_events]
+        terminate = next((e.executionTerminated for e in waiting if e.HasField("executionTerminated")), None)
+        now = datetime.now(UTC)
+        if terminate is not None:
+            inst.status = pb.ORCHESTRATION_STATUS_TERMINATED
+            inst.output = terminate.input.value if terminate.HasField("input") else None
+            inst.failure_details = None
+            log.warning("localdts: instance %s terminated without its worker: %s", iid, message)
+        else:
+            inst.status = pb.ORCHESTRATION_STATUS_FAILED
+            inst.output = None
+            inst.failure_details = limits.failure(error_type, f"localdts ended instance {iid}: {message}")
+            log.warning("localdts: instance %s FAILED: %s", iid, message)
+        inst.completed_at = inst.last_updated_at = now
+        inst.history.append(helpers.new_execution_completed_event(inst.status, inst.output, inst.failure_details))
+        inst.dispatched_events.clear()
+        inst.pending_events.clear()
+        self._orchestration_in_flight.discard(iid)
+        self._orch_leases.pop(iid, None)
+        self._unanswered.pop(iid, None)
+        inst.completion_token = self._new_token()
+        queued = [a for a in self._activity_queue if a.instance_id != iid]
+        if len(queued) != len(self._activity_queue):
+            self._activity_queue.clear()
+            self._activity_queue.extend(queued)
+        self._touch([iid])
+        self._notify_waiters(iid)
+        if self._commits is not None:
+            self._commits.nudge()
+
+    def _unanswered_again(self, iid: str) -> int:
+        """Under the lock: one more delivery of the orchestration got no answer; how many in a row now."""
+        count = self._unanswered.get(iid, 0) + 1
+        self._unanswered[iid] = count
+        return count
+
+    def _never_answered(self, inst: OrchestrationInstance, count: int) -> None:
+        self._end(inst, limits.NEVER_ANSWERED,
+                  f"its work item was offered {count} times in a row and never answered (the worker's stream ended "
+                  "or it abandoned the item each time): a worker cannot receive or run it")
+
     # --- timers and scheduled starts -------------------------------------------------------------------------
 
     def _arm_timer(self, inst: OrchestrationInstance, timer_id: int, fire_at: datetime) -> None:
@@ -542,10 +639,27 @@ class DurableBackend(InMemoryOrchestrationBackend):
         try:
             for item in super().GetWorkItems(request, context):
                 with self._lock:
+                    if self._undeliverable(item):
+                        continue
                     self._lease(item, stream)
                 yield item
         finally:
             self._release(stream)
+
+    def _undeliverable(self, item: pb.WorkItem) -> bool:
+        """Under the lock: an orchestration work item no worker could receive ends its instance instead.
+
+        Sent anyway, it would end the worker's stream (RESOURCE_EXHAUSTED on the worker's side), come back to the
+        queue and end the next stream too, while every other orchestration waited for the worker to reconnect.
+        """
+        if not item.HasField("orchestratorRequest"):
+            return False
+        size = item.ByteSize()
+        inst = self._instances.get(item.orchestratorRequest.instanceId)
+        if size <= self._max_work_item_bytes or inst is None:
+            return False
+        self._end(inst, limits.WORK_ITEM_TOO_LARGE, limits.work_item_message(size, self._max_work_item_bytes))
+        return True
 
     def _lease(self, item: pb.WorkItem, stream: _Stream) -> None:
         """Record who holds the work item and add what the SDK backend leaves out (under the lock)."""
@@ -592,6 +706,10 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 inst = self._instances.get(iid)
                 if inst is None or iid not in self._orchestration_in_flight or str(inst.completion_token) != token:
                     continue
+                count = self._unanswered_again(iid)
+                if count >= limits.MAX_UNANSWERED_DELIVERIES:
+                    self._never_answered(inst, count)
+                    continue
                 inst.pending_events = [*inst.dispatched_events, *inst.pending_events]
                 inst.dispatched_events.clear()
                 self._orchestration_in_flight.discard(iid)
@@ -606,8 +724,22 @@ class DurableBackend(InMemoryOrchestrationBackend):
                                  lease.item.name, lease.item.task_id, lease.item.instance_id)
 
     def _requeue_activity(self, work: ActivityWorkItem) -> bool:
+        """Under the lock: a delivery of the activity got no answer; offer it again, or fail it after too many."""
         inst = self._instances.get(work.instance_id)
         if inst is None or _is_terminal(inst.status) or self._answered(inst, work.task_id):
+            return False
+        key = (work.instance_id, work.task_id)
+        count = self._unanswered_activities[key] = self._unanswered_activities.get(key, 0) + 1
+        if count >= limits.MAX_UNANSWERED_DELIVERIES:
+            del self._unanswered_activities[key]
+            message = (f"activity {work.name!r} was offered {count} times in a row and never answered (the "
+                       "worker's stream ended or it abandoned the item each time)")
+            log.warning("localdts: failing activity #%d of %s: %s", work.task_id, work.instance_id, message)
+            failed = pb.TaskFailedEvent(taskScheduledId=work.task_id,
+                                        failureDetails=limits.failure(limits.NEVER_ANSWERED, message))
+            inst.pending_events.append(pb.HistoryEvent(eventId=-1, taskFailed=failed))
+            inst.last_updated_at = datetime.now(UTC)
+            self._enqueue_orchestration(work.instance_id)
             return False
         self._activity_queue.append(work)
         self._work_available.set()
@@ -629,12 +761,19 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 log.info("ignoring a stale orchestrator completion for %s", iid)
                 return pb.CompleteTaskResponse()
             self._orch_leases.pop(iid, None)
+            self._unanswered.pop(iid, None)
             if request.HasField("orchestrationTraceContext"):
                 trace = pb.OrchestrationTraceContext()
                 trace.CopyFrom(request.orchestrationTraceContext)
                 self._orch_trace[iid] = trace
+            problem = limits.response_problem(request)
+            if problem is not None:  # as the .NET worker does itself: the orchestration fails, naming the payload
+                log.warning("localdts: orchestration %s FAILED: %s", iid, problem)
+                request = limits.failed_response(request, problem)
             response = super().CompleteOrchestratorTask(request, context)
             self._touch([iid])
+            if not _is_terminal(inst.status):
+                self._end_if_over_the_limit(inst)
             ticket = self._ticket()
         self._settle(ticket)
         return response
@@ -651,15 +790,23 @@ class DurableBackend(InMemoryOrchestrationBackend):
             for token, lease in list(self._activity_leases.items()):
                 if lease.item.instance_id == iid and lease.item.task_id == request.taskId:
                     del self._activity_leases[token]  # another worker still runs it; its answer will be dropped
+            self._unanswered_activities.pop((iid, request.taskId), None)
+            problem = limits.payload_problem("the activity's result",
+                                             request.result.value if request.HasField("result") else None)
+            if problem is not None:  # the activity fails instead (its orchestration can catch that)
+                request = pb.ActivityResponse(instanceId=iid, taskId=request.taskId,
+                                              completionToken=request.completionToken,
+                                              failureDetails=limits.failure(limits.PAYLOAD_TOO_LARGE, problem))
             response = super().CompleteActivityTask(request, context)
             self._touch([iid])
+            self._end_if_over_the_limit(inst)
             ticket = self._ticket()
         self._settle(ticket)
         return response
 
     def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest,
                                     context: grpc.ServicerContext) -> pb.AbandonActivityTaskResponse:
-        """The SDK backend drops an abandoned activity; offer it again instead."""
+        """The SDK backend drops an abandoned activity; offer it again instead (a few times)."""
         with self._lock:
             lease = self._activity_leases.pop(request.completionToken, None)
             if lease is not None:
@@ -669,11 +816,20 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest,
                                         context: grpc.ServicerContext) -> pb.AbandonOrchestrationTaskResponse:
         with self._lock:
-            response = super().AbandonTaskOrchestratorWorkItem(request, context)
             for iid, (_, token) in list(self._orch_leases.items()):
                 if token == request.completionToken:
                     del self._orch_leases[iid]
-        return response
+            held = next((self._instances[i] for i in self._orchestration_in_flight if i in self._instances
+                         and str(self._instances[i].completion_token) == request.completionToken), None)
+            count = self._unanswered_again(held.instance_id) if held is not None else 0
+            if held is not None and count >= limits.MAX_UNANSWERED_DELIVERIES:
+                self._never_answered(held, count)
+                ticket = self._ticket()
+            else:
+                response = super().AbandonTaskOrchestratorWorkItem(request, context)
+                return response
+        self._settle(ticket)
+        return pb.AbandonOrchestrationTaskResponse()
 
     # --- gRPC: waits -----------------------------------------------------------------------------------------
 
@@ -726,6 +882,28 @@ class DurableBackend(InMemoryOrchestrationBackend):
                           f"Timed out waiting for instance '{request.instanceId}' to {what}")
         return pb.GetInstanceResponse(exists=False)
 
+    def StreamInstanceHistory(self, request: pb.StreamInstanceHistoryRequest,
+                              context: grpc.ServicerContext) -> Iterator[pb.HistoryChunk]:
+        """Chunks of at most HISTORY_CHUNK_BYTES (the SDK backend sends 100 events a chunk, which a client with
+        gRPC's 4 MiB receive limit cannot read once events carry large payloads)."""
+        with self._lock:
+            inst = self._instances.get(request.instanceId)
+            if inst is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Orchestration instance '{request.instanceId}' not found")
+            assert inst is not None
+            events = list(inst.history)  # appended to, never changed in place: the events themselves can be shared
+        chunk: list[pb.HistoryEvent] = []
+        size = 0
+        for event in events:
+            cost = event.ByteSize() + limits.EVENT_FRAMING_BYTES
+            if chunk and size + cost > limits.HISTORY_CHUNK_BYTES:
+                yield pb.HistoryChunk(events=chunk)
+                chunk, size = [], 0
+            chunk.append(event)
+            size += cost
+        if chunk:
+            yield pb.HistoryChunk(events=chunk)
+
     # --- gRPC: entities --------------------------------------------------------------------------------------
 
     def CompleteEntityTask(self, request: pb.EntityBatchResult,
@@ -754,7 +932,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if not request.instanceId:
             request.instanceId = uuid.uuid4().hex
         iid = request.instanceId
-        problem = instance_id_problem(iid)
+        problem = instance_id_problem(iid) or limits.payload_problem(
+            "the orchestration's input", request.input.value if request.HasField("input") else None)
         if problem is not None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         start_at = (request.scheduledStartTimestamp.ToDatetime(tzinfo=UTC)
@@ -792,12 +971,44 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def RaiseEvent(self, request: pb.RaiseEventRequest,
                    context: grpc.ServicerContext) -> pb.RaiseEventResponse:
+        """Bounded per instance: nothing from outside can grow a history past what a worker can receive."""
+        data = request.input.value if request.HasField("input") else None
+        problem = limits.payload_problem(f"the data of event {request.name!r}", data)
+        if problem is not None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         base = super().RaiseEvent
-        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+
+        def call() -> pb.RaiseEventResponse:
+            inst = self._instances.get(request.instanceId)
+            if inst is not None and _is_terminal(inst.status):
+                return pb.RaiseEventResponse()  # accepted and dropped: it can never be processed
+            if inst is not None:
+                self._check_room_for_event(inst, request, context)
+            return base(request, context)
+        return self._changing(call, lambda _: [request.instanceId])
+
+    def _check_room_for_event(self, inst: OrchestrationInstance, request: pb.RaiseEventRequest,
+                              context: grpc.ServicerContext) -> None:
+        """Under the lock: refuse an event the instance has no room for (the caller gets the reason)."""
+        waiting = sum(1 for e in inst.pending_events if e.HasField("eventRaised"))
+        if waiting >= limits.MAX_PENDING_RAISED_EVENTS:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"instance {inst.instance_id} already has {waiting} raised events waiting to be "
+                          f"processed (localdts's bound is {limits.MAX_PENDING_RAISED_EVENTS}); try again later")
+        size = self._work_item_bytes(inst, extra=request.ByteSize() + limits.EVENT_FRAMING_BYTES)
+        if size > self._max_work_item_bytes:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"instance {inst.instance_id} has no room for event {request.name!r}: with it, "
+                          f"{limits.work_item_message(size, self._max_work_item_bytes)}")
 
     def TerminateInstance(self, request: pb.TerminateRequest,
                           context: grpc.ServicerContext) -> pb.TerminateResponse:
         base = super().TerminateInstance
+
+        problem = limits.payload_problem("the termination's output",
+                                         request.output.value if request.HasField("output") else None)
+        if problem is not None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
         def call() -> pb.TerminateResponse:
             self._start_at.pop(request.instanceId, None)  # terminating a scheduled instance does not wait

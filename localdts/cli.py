@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
+from .limits import MAX_WORK_ITEM_BYTES
 from .sdkcheck import SdkChanged
 from .server import ExposureError, LocalDts, check_exposure, is_loopback
 from .store import DataFileError
@@ -35,6 +36,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _work_item_bytes(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
+    if size < 64 * 1024:
+        raise argparse.ArgumentTypeError(f"too small to hold a work item (at least 65536): {size}")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -50,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--data", type=Path, default=None, metavar="DIR",
                        help=f"directory (or .sqlite3 file) to keep orchestrations in (default: {DEFAULT_DATA_DIR}/)")
     where.add_argument("--memory", action="store_true", help="keep nothing on disk: everything is lost on exit")
+    parser.add_argument("--max-work-item-bytes", type=_work_item_bytes, default=MAX_WORK_ITEM_BYTES, metavar="BYTES",
+                        help="an orchestration whose next work item would be larger ends FAILED instead of being "
+                             "offered to workers that cannot receive it (default: %(default)s, gRPC's default "
+                             "maximum message size; raise it only with workers that accept larger messages)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
     return parser
 
@@ -68,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: warning: listening on {args.host}: other machines can start, read, terminate and purge "
               "every orchestration (no authentication, no TLS)", file=sys.stderr)
     data = None if args.memory else (args.data if args.data is not None else DEFAULT_DATA_DIR)
-    dts = LocalDts(host=args.host, port=args.port, data_path=data, allow_remote=args.allow_remote)
+    dts = LocalDts(host=args.host, port=args.port, data_path=data, allow_remote=args.allow_remote,
+                   max_work_item_bytes=args.max_work_item_bytes)
     try:
         dts.start()
     except (DataFileError, SdkChanged) as exc:

@@ -27,6 +27,12 @@ def stamp(events: Iterable[pb.HistoryEvent]) -> None:
                 ts.CopyFrom(first)
 
 
+def extends(events: Sequence[pb.HistoryEvent], length: int, last: pb.HistoryEvent | None) -> bool:
+    """Whether ``events`` still begins with the ``length`` events seen earlier (``last`` being the final one):
+    events were only appended since, so work done for that prefix (writing, sizing) need not be redone."""
+    return length <= len(events) and (length == 0 or events[length - 1] is last)
+
+
 def encode(events: Sequence[pb.HistoryEvent]) -> bytes:
     return pb.HistoryChunk(events=events).SerializeToString()
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from .backend import DEFAULT_MAX_WORKERS, DurableBackend
+from .limits import MAX_WORK_ITEM_BYTES
 from .store import Store, resolve
 
 log = logging.getLogger("localdts.server")
@@ -18,9 +19,10 @@ class ExposureError(ValueError):
 
 
 def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` accepts connections from this machine only."""
-    name = host.strip("[]").lower()
-    if name == "localhost":
+    """Whether binding ``host`` accepts connections from this machine only (localdts imports nothing of the
+    product, so it keeps these few lines rather than sbworker.core.net's)."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -51,9 +53,11 @@ class LocalDts:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, data_path: str | Path | None = None, *,
-                 fsync: bool = True, max_workers: int = DEFAULT_MAX_WORKERS, allow_remote: bool = False) -> None:
+                 fsync: bool = True, max_workers: int = DEFAULT_MAX_WORKERS, allow_remote: bool = False,
+                 max_work_item_bytes: int = MAX_WORK_ITEM_BYTES) -> None:
         check_exposure(host, allow_remote)
         self.host = host
+        self.max_work_item_bytes = max_work_item_bytes
         self._port = port
         self.data_path = Path(data_path) if data_path is not None else None
         self.fsync = fsync
@@ -75,7 +79,8 @@ class LocalDts:
                     backend = self._memory_backend
                 else:
                     backend = DurableBackend(host=self.host, port=self._port, store=store,
-                                             max_workers=self.max_workers)
+                                             max_workers=self.max_workers,
+                                             max_work_item_bytes=self.max_work_item_bytes)
                 backend.start()
             except BaseException:
                 if store is not None:

@@ -57,8 +57,8 @@ class Backends:
         self.current: support.Proc | None = None
         self._all: list[support.Proc] = []
 
-    def start(self) -> support.Proc:
-        proc = support.backend_proc(self.port, self.data, self.log)
+    def start(self, *extra: str) -> support.Proc:
+        proc = support.backend_proc(self.port, self.data, self.log, *extra)
         self._all.append(proc)
         self.current = proc.start()
         return proc

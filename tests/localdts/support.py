@@ -78,8 +78,8 @@ class Proc:
             self.popen.wait(10)
 
 
-def backend_proc(port: int, data: Path, log: Path) -> Proc:
-    return Proc(["-m", "localdts", "--port", str(port), "--data", str(data)], log)
+def backend_proc(port: int, data: Path, log: Path, *extra: str) -> Proc:
+    return Proc(["-m", "localdts", "--port", str(port), "--data", str(data), *extra], log)
 
 
 def worker_proc(port: int, log: Path) -> Proc:

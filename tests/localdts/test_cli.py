@@ -106,6 +106,8 @@ def test_a_data_file_in_use_by_another_backend_is_refused(tmp_path: Path) -> Non
     (["--port", "99999"], "port out of range"),
     (["--port", "http"], "not a port number"),
     (["--bogus"], "unrecognized arguments"),
+    (["--max-work-item-bytes", "1000"], "too small to hold a work item"),
+    (["--max-work-item-bytes", "4MiB"], "not a number of bytes"),
 ])
 def test_bad_arguments_print_one_line_and_exit_2(args: list[str], says: str) -> None:
     result = _run(*args)

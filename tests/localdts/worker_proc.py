@@ -1,6 +1,6 @@
 """A durabletask worker in its own process, for the kill -9 tests: every registered workflow plus one probe.
 
-    python -m tests.localdts.worker_proc ENDPOINT
+    python -m tests.localdts.worker_proc ENDPOINT [MAX_RECEIVE_BYTES]
 
 Prints ``ready`` once started and runs until SIGTERM/SIGINT. The probe orchestration ``run_marked`` calls the
 activity ``mark_and_wait``, which appends this process id to ``<dir>/runs`` and then waits for ``<dir>/release``:
@@ -24,6 +24,7 @@ from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 
 from orchestrations import registry
+from tests.localdts import isolation_workflows
 
 TASKHUB = "default"
 CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
@@ -48,14 +49,18 @@ def run_marked(ctx: task.OrchestrationContext, folder: str) -> Generator[task.Ta
     return result
 
 
-def build_worker(endpoint: str) -> DurableTaskSchedulerWorker:
+def build_worker(endpoint: str, max_receive_bytes: int | None = None) -> DurableTaskSchedulerWorker:
+    """``max_receive_bytes``: the channel's receive limit (gRPC's default, 4 MiB, when None)."""
+    options = CHANNEL_OPTIONS if max_receive_bytes is None else GrpcChannelOptions(
+        max_receive_message_length=max_receive_bytes, raw_options=list(CHANNEL_OPTIONS.raw_options))
     worker = DurableTaskSchedulerWorker(
         host_address=endpoint, taskhub=TASKHUB, token_credential=None, secure_channel=False,
-        channel_options=CHANNEL_OPTIONS,
+        channel_options=options,
         resiliency_options=GrpcWorkerResiliencyOptions(reconnect_backoff_base_seconds=0.2,
                                                        reconnect_backoff_cap_seconds=1.0),
     )
     registry.register(worker)
+    isolation_workflows.register(worker)
     worker.add_orchestrator(run_marked)
     worker.add_activity(mark_and_wait)
     return worker
@@ -66,7 +71,7 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    worker = build_worker(argv[0])
+    worker = build_worker(argv[0], int(argv[1]) if len(argv) > 1 else None)
     worker.start()
     print("ready", flush=True)
     stop.wait()
