@@ -11,8 +11,7 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
 from bench.common import ORCHESTRATION, Dts, preload, run_prefix, start_messages, wait_until
 from bench.stack import QUEUE, Backend, Broker, cpu_seconds
-from listener import clients
-from sbworker.core import config
+from sbworker.core import clients, config
 
 DTS_IN_FLIGHT = 64
 

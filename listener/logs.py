@@ -62,8 +62,3 @@ def configure(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     sdk_level = logging.DEBUG if level == "DEBUG" else logging.WARNING
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(sdk_level)
-
-
-def sdk_logger(component: str) -> logging.Logger:
-    """The logger handed to durabletask clients/workers, so their output goes through our configuration."""
-    return logging.getLogger(f"durabletask.{component}")

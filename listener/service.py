@@ -14,14 +14,19 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from listener import clients, telemetry
+from azure.core.credentials import TokenCredential
+from azure.core.credentials_async import AsyncTokenCredential
+from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+
+from listener import telemetry
 from listener.dispatch import Dispatcher
 from listener.health import HealthServer
 from listener.metrics import NOOP, TimedDts
 from listener.receiver import Listener
 from orchestrations import registry
 from sbworker import patches
-from sbworker.core.config import Settings
+from sbworker.core import clients
+from sbworker.core.config import DtsSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +39,9 @@ async def serve(
     with_worker: bool = True,
     with_listener: bool = True,
     stop: asyncio.Event | None = None,
-    servicebus_credential: Any = clients._UNSET,
-    dts_credential: Any = clients._UNSET,
-    dts_async_credential: Any = clients._UNSET,
+    servicebus_credential: AsyncTokenCredential | None = None,
+    dts_credential: TokenCredential | None = None,
+    dts_async_credential: AsyncTokenCredential | None = None,
     on_listener: Any = None,
     telemetry_setup: Any = None,
 ) -> int:
@@ -51,7 +56,7 @@ async def serve(
     patches.log_state()
     worker = None
     if with_worker:
-        worker = clients.dts_worker(settings.dts, credential=dts_credential)
+        worker = dts_worker(settings.dts, credential=dts_credential)
         worker.start()
         log.info("DTS worker started (%s, task hub %r, %d orchestrations)", settings.dts.endpoint,
                  settings.dts.taskhub, len(registry.ORCHESTRATORS))
@@ -106,6 +111,13 @@ async def serve(
         await asyncio.to_thread(observed.shutdown)  # the last spans and a final metrics push
         restore_signals()
     return 0
+
+
+def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerWorker:
+    """The co-hosted worker: every registered orchestration and activity; not started."""
+    worker = clients.dts_worker(settings, credential=credential)
+    registry.register(worker)
+    return worker
 
 
 async def _dts_reachable(dts: Any) -> bool:

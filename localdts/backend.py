@@ -183,7 +183,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         ]
         server = grpc.server(self._pools[0], options=[
             ("grpc.so_reuseport", 0),
-            # Our clients ping every 10 s to find half-open links (listener.clients): allow it, idle or not.
+            # Our clients ping every 10 s to find half-open links (sbworker.core.clients): allow it, idle or not.
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.keepalive_permit_without_calls", 1),
             # gRPC's BDP probes come on top of those pings; with the default of 2 "strikes" a busy machine saw a

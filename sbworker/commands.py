@@ -10,8 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from listener import clients, telemetry
+from listener import telemetry
 from orchestrations import registry
+from sbworker.core import clients
 from sbworker.core.codes import Exit
 from sbworker.core.config import Settings
 from sbworker.core.entities import Entity

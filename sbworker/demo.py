@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from listener import clients
+from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.config import Settings
 from sbworker.operations import publish

@@ -18,7 +18,7 @@ import jinja2
 from aiohttp import web
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
-from listener import clients
+from sbworker.core import clients
 from sbworker.core.config import Settings
 from sbworker.dashboard import security, traces
 from sbworker.dashboard.queue import Queue

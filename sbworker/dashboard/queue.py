@@ -26,8 +26,7 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageState, ServiceBusReceivedMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
-from listener import clients
-from sbworker.core import contract, messages
+from sbworker.core import clients, contract, messages
 from sbworker.core.config import ServiceBusSettings
 from sbworker.core.entities import Entity
 from sbworker.operations import dlq

@@ -25,8 +25,8 @@ from urllib.parse import urlencode
 
 from azure.servicebus import ServiceBusMessage
 
-from listener import clients
 from sbworker import demo
+from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.dashboard.localstack import LocalStack, local_stack
 from sbworker.operations import publish

@@ -18,12 +18,11 @@ from azure.servicebus.aio import ServiceBusClient
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 from durabletask.client import OrchestrationState
 
-from listener import clients
 from listener.dispatch import Dispatcher, is_transient
 from listener.receiver import Listener
 from localbus import LocalBus
 from orchestrations import registry
-from sbworker.core import config
+from sbworker.core import clients, config
 from sbworker.core.config import ListenerSettings, ServiceBusSettings
 from sbworker.core.entities import Source, queue_source, topic_source
 from tests.fixtures.target import ExternalBus

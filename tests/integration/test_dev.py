@@ -11,7 +11,7 @@ from pathlib import Path
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
-from listener import clients
+from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from tests.fixtures.ports import free_port
 from tests.integration.procs import sbworker, service, stack_env

@@ -14,7 +14,7 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from durabletask.history import ExecutionCompletedEvent, ExecutionStartedEvent
 
-from listener import clients
+from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.config import parse_dts
 from sbworker.operations.publish import approval_message, start_message

@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from listener import clients, dispatch
+from listener import dispatch
 from listener.dispatch import Dispatcher, Started
+from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from sbworker.core.contract import StartRequest
 from tests.fixtures.dts import DtsBackend

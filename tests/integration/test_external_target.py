@@ -14,8 +14,8 @@ import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusSubQueue
 from durabletask.client import OrchestrationQuery
 
-from listener import clients
 from localbus import LocalBus
+from sbworker.core import clients
 from tests.fixtures.dts import start_backend
 from tests.fixtures.localbus import REPO_CONFIG
 from tests.integration.harness import QUEUE

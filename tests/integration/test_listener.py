@@ -192,9 +192,9 @@ async def test_invalid_message_is_dead_lettered_with_reason(h: Harness, expected
 # --- failures -------------------------------------------------------------------------------------------------
 async def test_dts_outage_abandons_then_recovers_without_dead_lettering(bus: LocalBus, source: Source) -> None:
     backend = start_backend()
-    from listener import clients
+    from listener import service
 
-    worker = clients.dts_worker(backend.settings)
+    worker = service.dts_worker(backend.settings)
     worker.start()
     try:
         async with Harness(bus, backend.settings, dispatcher_retry_seconds=0.5, source=source) as h:

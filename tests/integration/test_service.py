@@ -20,10 +20,10 @@ from azure.core.credentials import AccessToken
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from listener import credentials, service
+from listener import service
 from localbus import LocalBus
 from sbworker import patches
-from sbworker.core import config
+from sbworker.core import config, credentials
 from sbworker.core.config import Auth
 from tests.fixtures.dts import DtsBackend
 from tests.fixtures.ports import free_port

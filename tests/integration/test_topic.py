@@ -266,7 +266,7 @@ def test_half_a_topic_pair_is_one_line_and_exit_2(stack: tuple[LocalBus, dict[st
 def test_sigterm_on_a_subscription_settles_everything_in_flight_exactly_once(dts_backend: DtsBackend) -> None:
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-    from listener import clients
+    from sbworker.core import clients
 
     with topic_bus() as bus, clients.dts_client(dts_backend.settings) as dts:
         assert isinstance(dts, DurableTaskSchedulerClient)

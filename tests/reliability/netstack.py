@@ -18,9 +18,10 @@ from typing import Any
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.history import ExecutionStartedEvent
 
-from listener import clients
+from listener import service
 from localbus import LocalBus
 from localdts import LocalDts
+from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import workload
@@ -52,7 +53,7 @@ def net_stack(tmp_path: Path, **env: Any) -> Iterator[NetStack]:
     try:
         with durable_bus(tmp_path, lock="PT5S") as bus, FaultProxy(bus.port) as bus_proxy, \
                 FaultProxy(dts.port) as dts_proxy:
-            worker = clients.dts_worker(parse_dts(dts_connection(dts_proxy.port)))
+            worker = service.dts_worker(parse_dts(dts_connection(dts_proxy.port)))
             worker.start()
             client = clients.dts_client(parse_dts(dts.connection_string))
             sb = bus.connection_string.replace(f"localhost:{bus.port}", f"localhost:{bus_proxy.port}")

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from listener import clients
+from listener import service
+from sbworker.core import clients
 from tests.fixtures.dts import DtsBackend, start_backend
 from tests.reliability import verify, workload
 from tests.reliability.common import (
@@ -40,7 +41,7 @@ class OwnDts:
 @pytest.fixture
 def own_dts() -> Iterator[OwnDts]:
     backend = start_backend()
-    worker = clients.dts_worker(backend.settings)
+    worker = service.dts_worker(backend.settings)
     worker.start()
     client = clients.dts_client(backend.settings)
     try:

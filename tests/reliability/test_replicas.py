@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from listener import clients
 from localdts import LocalDts
+from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
-from listener import clients
 from localdts import LocalDts
+from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability.common import QUEUE, approval_message, dead_letters, durable_bus, start_message, wait_until

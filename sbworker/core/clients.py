@@ -1,11 +1,13 @@
 """The one place where settings and credentials become SDK clients.
 
-Everything else receives the clients it needs as arguments. Tests pass `credential=` to exercise the Entra ID
-paths with a fake credential against local peers.
+Everything else receives the clients it needs as arguments. A `credential` left at None is the one the settings
+name (managed identity, DefaultAzure, or none for a local emulator); tests pass a fake one to exercise the Entra
+ID paths against local peers.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, TypeVar
 
 from azure.core.credentials import TokenCredential
@@ -16,12 +18,10 @@ from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, Dur
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions
 
-from listener import credentials, logs
-from orchestrations import registry
 from sbworker import patches
+from sbworker.core import credentials
 from sbworker.core.config import Auth, DtsSettings, ServiceBusSettings, is_local_namespace
 
-_UNSET: Any = object()
 _C = TypeVar("_C")
 
 # gRPC's default reconnect backoff grows to 120 s: after a DTS blip we would sit idle for minutes. Cap it.
@@ -42,23 +42,21 @@ CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
 ])
 
 
-def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = _UNSET) -> DurableTaskSchedulerWorker:
-    """A worker with every registered orchestrator and activity; not started."""
-    cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
-    worker = DurableTaskSchedulerWorker(token_credential=cred, **_dts_options(settings, "worker"))
-    registry.register(worker)
-    return worker
+def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerWorker:
+    """A worker with nothing registered yet (the service registers the orchestrations); not started."""
+    cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
+    return DurableTaskSchedulerWorker(token_credential=cred, **_dts_options(settings, "worker"))
 
 
-def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = _UNSET) -> DurableTaskSchedulerClient:
-    cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerClient:
+    cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
     return DurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client"))
 
 
 def dts_async_client(
-    settings: DtsSettings, *, credential: AsyncTokenCredential | None = _UNSET
+    settings: DtsSettings, *, credential: AsyncTokenCredential | None = None
 ) -> AsyncDurableTaskSchedulerClient:
-    cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    cred = credential or credentials.async_credential(settings.auth, settings.client_id)
     return AsyncDurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client"))
 
 
@@ -68,30 +66,31 @@ def _dts_options(settings: DtsSettings, component: str) -> dict[str, Any]:
         "taskhub": settings.taskhub,
         "secure_channel": settings.secure,
         "channel_options": CHANNEL_OPTIONS,
-        "logger": logs.sdk_logger(component),
+        # Their output goes through our logging configuration (durabletask at WARNING unless LOG_LEVEL=DEBUG).
+        "logger": logging.getLogger(f"durabletask.{component}"),
     }
 
 
 def servicebus_client(
-    settings: ServiceBusSettings, *, credential: AsyncTokenCredential | None = _UNSET
+    settings: ServiceBusSettings, *, credential: AsyncTokenCredential | None = None
 ) -> ServiceBusClient:
     """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace."""
     patches.install()
-    if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
+    if settings.auth is Auth.CONNECTION_STRING and credential is None:
         return ServiceBusClient.from_connection_string(_connection_string(settings))
-    cred = credentials.async_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    cred = credential or credentials.async_credential(settings.auth, settings.client_id)
     namespace, use_tls = _entra_target(settings)
     return ServiceBusClient(namespace, _required(cred), use_tls=use_tls)
 
 
 def servicebus_sync_client(
-    settings: ServiceBusSettings, *, credential: TokenCredential | None = _UNSET
+    settings: ServiceBusSettings, *, credential: TokenCredential | None = None
 ) -> SyncServiceBusClient:
     """A blocking Service Bus client, for the publishing CLI."""
     patches.install()
-    if settings.auth is Auth.CONNECTION_STRING and credential is _UNSET:
+    if settings.auth is Auth.CONNECTION_STRING and credential is None:
         return SyncServiceBusClient.from_connection_string(_connection_string(settings))
-    cred = credentials.sync_credential(settings.auth, settings.client_id) if credential is _UNSET else credential
+    cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
     namespace, use_tls = _entra_target(settings)
     return SyncServiceBusClient(namespace, _required(cred), use_tls=use_tls)
 
