@@ -12,6 +12,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -19,7 +20,7 @@ from proton import Array, Condition, Delivery, Endpoint, Link, Message, Terminus
 
 from . import codec
 from .auth import TokenAuthority, audience_path, scope_covers
-from .broker import DEAD_LETTER_QUEUE, SUBSCRIPTION, TOPIC, Broker, Entity, LockLost, MoveFailed, Record
+from .broker import DEAD_LETTER_QUEUE, SUBSCRIPTION, TOPIC, Broker, Entity, LockLost, MoveFailed, Record, parse_transfer
 from .management import Management
 from .properties import InvalidProperty, encode_properties
 
@@ -107,6 +108,11 @@ class ConnectionHandler:
         self.close_requested = False  # we closed the connection over abuse: the server drops the socket soon
         self.consumers: list[LinkConsumer] = []
         self.reply_links: dict[str, Link] = {}  # reply address or node → server sender link
+        self.gone = False  # closed: sends still being routed are stored, but nobody is answered
+        # Set by the server: bytes of our output written to the socket when the input now being handled was read,
+        # and where the output written so far ends (flows count as seen by the client once written).
+        self.read_mark = 0
+        self.output_position: Callable[[], int] = lambda: 0
 
     def dispatch(self, event: Any) -> None:
         method = getattr(self, event.type.method, None)
@@ -145,6 +151,7 @@ class ConnectionHandler:
 
     def cleanup(self) -> None:
         """Drop this connection's consumers; its locks stay until they expire, as in Service Bus."""
+        self.gone = True
         for consumer in self.consumers:
             consumer.closed = True
             if consumer in consumer.entity.consumers:
@@ -238,10 +245,10 @@ class ConnectionHandler:
         link.rcv_settle_mode = link.remote_rcv_settle_mode
         link.max_message_size = MAX_MESSAGE_SIZE
         link.open()
-        if link.is_receiver:
-            link.lb_granted = self.ctx.link_credit  # credit given in total; proton does not enforce it for us
-            link.lb_received = 0
-            link.flow(self.ctx.link_credit)
+        if link.is_receiver:  # proton does not enforce credit for us: count it (see _within_credit)
+            link.lb_granted = link.lb_received = link.lb_visible = link.lb_pending = 0
+            link.lb_grants = collections.deque()  # (output position, total credit granted) of flows not yet seen
+            self._grant(link, self.ctx.link_credit)
 
     @staticmethod
     def _refuse(link: Link, condition: str, description: str) -> None:
@@ -321,55 +328,87 @@ class ConnectionHandler:
             delivery.settle()
             self._detach_unauthorized(link)
             return
+        link.lb_pending += 1
+
+        def finish(outcome: Exception | None) -> None:
+            link.lb_pending -= 1
+            if self.gone:  # the connection closed while the send was routed: nobody to answer
+                return
+            self._settle_incoming(link, delivery, outcome)
+            self._top_up(link)
         try:
             if kind == "data":
                 if len(raw) > MAX_MESSAGE_SIZE:
                     raise TooLarge(f"The message ({len(raw)} bytes) exceeds the limit of {MAX_MESSAGE_SIZE} bytes.")
-                self.broker.send(link.lb_entity, raw)
-            elif kind == "cbs":
+                self.broker.submit(link.lb_entity, [(msg, None) for msg in parse_transfer(raw)],
+                                   lambda outcome: finish(outcome if isinstance(outcome, Exception) else None))
+                return
+            if kind == "cbs":
                 self._put_token(raw)
             elif kind == "mgmt":
                 self._management(link.lb_entity, raw)
+        except Exception as exc:
+            finish(exc)
+            return
+        finish(None)
+
+    @staticmethod
+    def _settle_incoming(link: Link, delivery: Delivery, failure: Exception | None) -> None:
+        """Answer a transfer: accepted, or rejected with the condition Service Bus would use for the failure."""
+        if failure is None:
             delivery.update(Delivery.ACCEPTED)
-        except TooLarge as exc:
-            delivery.local.condition = Condition("amqp:link:message-size-exceeded", str(exc),
-                                                 {symbol("max-message-size"): MAX_MESSAGE_SIZE})
-            delivery.update(Delivery.REJECTED)
-        except codec.DecodeError as exc:
-            log.info("rejecting malformed message on %s: %s", link.name, exc)
-            # the SDK indexes the error's info field: always send one
-            delivery.local.condition = Condition("amqp:decode-error", str(exc), {symbol("detail"): str(exc)})
-            delivery.update(Delivery.REJECTED)
-        except InvalidProperty as exc:
-            log.info("rejecting message on %s: %s", link.name, exc)
-            delivery.local.condition = Condition("amqp:invalid-field", str(exc), {symbol("detail"): str(exc)})
-            delivery.update(Delivery.REJECTED)
-        except Exception as exc:  # a bug must cost this transfer, not the connection or the loop
-            log.exception("rejecting a transfer on %s after an internal error", link.name)
-            text = f"internal error: {type(exc).__name__}"
-            delivery.local.condition = Condition("amqp:internal-error", text, {symbol("detail"): text})
+        else:
+            if isinstance(failure, TooLarge):
+                condition = Condition("amqp:link:message-size-exceeded", str(failure),
+                                      {symbol("max-message-size"): MAX_MESSAGE_SIZE})
+            elif isinstance(failure, codec.DecodeError):
+                log.info("rejecting malformed message on %s: %s", link.name, failure)
+                condition = error("amqp:decode-error", str(failure))  # the SDK indexes info: always send one
+            elif isinstance(failure, InvalidProperty):
+                log.info("rejecting message on %s: %s", link.name, failure)
+                condition = error("amqp:invalid-field", str(failure))
+            else:  # a bug must cost this transfer, not the connection or the loop
+                log.error("rejecting a transfer on %s after an internal error", link.name, exc_info=failure)
+                condition = error("amqp:internal-error", f"internal error: {type(failure).__name__}")
+            delivery.local.condition = condition
             delivery.update(Delivery.REJECTED)
         delivery.settle()
-        # What is left of the credit once every transfer already read (queued, not yet handled) is counted: below
-        # zero the client has sent beyond its credit, and more credit now would make the excess look legal.
+
+    def _top_up(self, link: Link) -> None:
+        """Grant more credit once less than half is left. Transfers read but not handled yet, and sends still
+        being routed, count as used: so a client never has more than the full credit outstanding."""
+        if link.state & Endpoint.LOCAL_CLOSED:
+            return
         full = self.ctx.link_credit
-        left = link.credit - link.queued
-        if 0 <= left < (full + 1) // 2 and not link.state & Endpoint.LOCAL_CLOSED:
-            link.lb_granted += full - left
-            link.flow(full - left)
+        outstanding = link.credit + link.queued + link.lb_pending
+        if link.credit < (full + 1) // 2 and outstanding < full:
+            self._grant(link, full - outstanding)
+
+    def _grant(self, link: Link, credit: int) -> None:
+        """Send a flow of ``credit`` and remember where in our output it ends (see :meth:`_within_credit`)."""
+        link.flow(credit)
+        link.lb_granted += credit
+        link.lb_grants.append((self.output_position(), link.lb_granted))
 
     def _within_credit(self, link: Link) -> bool:
-        """Count a transfer; beyond the credit granted, detach the link (AMQP: transfer-limit-exceeded)."""
-        granted = getattr_safe(link, "lb_granted")
-        if granted is None:
+        """Count a transfer; past the credit the client could have seen, detach the link (transfer-limit-exceeded).
+
+        The client can only have seen the flows we had written to the socket before we read its transfer
+        (``read_mark``): credit granted while we worked through a backlog it sent without waiting does not
+        excuse that backlog."""
+        grants = getattr_safe(link, "lb_grants")
+        if grants is None:
             return True
         link.lb_received += 1
-        if link.lb_received <= granted:
+        while grants and grants[0][0] <= self.read_mark:
+            link.lb_visible = grants.popleft()[1]
+        if link.lb_received <= link.lb_visible:
             return True
-        log.info("detaching %s: transfer %d beyond the %d credit granted", link.name, link.lb_received, granted)
+        log.info("detaching %s: transfer %d beyond the %d credit granted", link.name, link.lb_received,
+                 link.lb_visible)
         self._forget_link(link)
         link.condition = error("amqp:link:transfer-limit-exceeded",
-                               f"Transfer {link.lb_received} exceeds the link credit of {granted}.")
+                               f"Transfer {link.lb_received} exceeds the link credit of {link.lb_visible}.")
         link.close()
         return False
 
@@ -522,8 +561,8 @@ class ConnectionHandler:
         request = Message()
         request.decode(raw)
         request.body = _copy(request.body)
-        reply = self.ctx.management.handle(entity, request)
-        self._reply(request.reply_to, f"{entity.key}/$management", reply)
+        self.ctx.management.handle(entity, request,
+                                   lambda reply: self._reply(request.reply_to, f"{entity.key}/$management", reply))
 
 
 def error(condition: str | symbol, description: str, info: dict[Any, Any] | None = None) -> Condition:

@@ -7,6 +7,7 @@ timestamps); deadlines are kept in one heap with lazy invalidation.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
@@ -14,11 +15,13 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import codec
 from .config import QueueSettings
 from .properties import check_application_properties, check_value
+from .routing import INLINE_BUDGET, RoutingWorker, matching, message_cost, rules_cost
+from .sqlfilter import MessageView
 from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence
 from .topics import Rule, TopicSpec, message_view, subscription_path
 
@@ -54,6 +57,11 @@ def parse_incoming(raw: bytes) -> codec.StoredMessage:
     if msg.message_id is None:  # Service Bus gives every message an id; some clients (JavaScript) rely on it
         msg = msg.with_message_id(uuid.uuid4().hex)
     return msg
+
+
+def parse_transfer(raw: bytes) -> list[codec.StoredMessage]:
+    """The messages of one transfer (a message or a batch), all checked before any is enqueued."""
+    return [parse_incoming(part) for part in codec.split_batch(raw) or [raw]]
 
 
 @dataclass(eq=False, slots=True)
@@ -104,10 +112,25 @@ class Entity:
     dedup: dict[str, int] = field(default_factory=dict)
     consumers: list[Consumer] = field(default_factory=list)
     rr: int = 0
+    route_cost: tuple[int, int] = (0, 0)  # a topic's (filter steps, LIKE pattern length): see .routing
+    routing: collections.deque[Routing] = field(default_factory=collections.deque)  # a topic's sends, in order
 
     @property
     def key(self) -> str:
         return self.name.lower()
+
+
+Outcome = Callable[[list[int] | Exception], None]
+
+
+@dataclass(eq=False)
+class Routing:
+    """Messages sent together to a topic, waiting for their subscriptions to be known (then stored in order)."""
+
+    messages: list[tuple[codec.StoredMessage, int | None]]  # (message, scheduled enqueue time)
+    views: list[MessageView]
+    done: Outcome
+    matches: list[list[int]] | Exception | None = None
 
 
 def now_ms() -> int:
@@ -126,6 +149,7 @@ class Broker:
         self._timers: list[tuple[int, int, int, Record, uuid.UUID | None]] = []
         self._tie = itertools.count()
         self.dirty: set[Entity] = set()
+        self.worker: RoutingWorker | None = None  # set by the server: expensive routing leaves the loop
         for name, settings in queues.items():
             self._add_queue(name, settings, QUEUE)
         for topic_name, spec in (topics or {}).items():
@@ -134,6 +158,7 @@ class Broker:
             for sub_name, sub in spec.subscriptions.items():
                 queue = self._add_queue(subscription_path(topic_name, sub_name), sub.settings, SUBSCRIPTION)
                 topic.routes.append((queue, sub.rules))
+            topic.route_cost = rules_cost([rules for _, rules in topic.routes])
         self._load()
 
     def _add_queue(self, name: str, settings: QueueSettings, kind: str) -> Entity:
@@ -181,7 +206,9 @@ class Broker:
             log.info("restored %d messages from %s", restored, getattr(p, "path", "storage"))
 
     def restart(self) -> None:
-        """Forget locks and consumers, as a broker restart does (messages themselves are kept)."""
+        """Forget locks, consumers and unacknowledged sends, as a broker restart does (messages are kept)."""
+        for entity in self.entities.values():
+            entity.routing.clear()
         for rec in list(self.locks.values()):
             self._unlock(rec)
             if rec.state == ACTIVE:
@@ -236,20 +263,65 @@ class Broker:
 
     def send(self, entity: Entity, raw: bytes) -> list[int]:
         """Accept one transfer (a message or a batch); returns the sequence numbers (duplicates omitted)."""
-        parts = codec.split_batch(raw) or [raw]
-        messages = [parse_incoming(part) for part in parts]  # all-or-nothing: check before enqueueing
-        seqs = []
-        for msg in messages:
-            seq = self.enqueue(entity, msg)
-            if seq is not None:
-                seqs.append(seq)
-        return seqs
+        return [seq for seq in (self.enqueue(entity, msg) for msg in parse_transfer(raw)) if seq is not None]
 
-    def enqueue(self, entity: Entity, msg: codec.StoredMessage, scheduled_ms: int | None = None) -> int | None:
+    def submit(self, entity: Entity, messages: list[tuple[codec.StoredMessage, int | None]], done: Outcome) -> None:
+        """Enqueue (message, scheduled time) pairs and call ``done`` with their sequence numbers (0 for a
+        duplicate) or the exception that stopped them: at once, or, on a topic whose rules are expensive for
+        these messages, once the routing worker has evaluated them. A topic stores its messages in the order
+        they were submitted."""
+        if entity.kind != TOPIC:
+            try:
+                seqs = [self.enqueue(entity, msg, scheduled_ms) or 0 for msg, scheduled_ms in messages]
+            except Exception as exc:
+                done(exc)
+                return
+            done(seqs)
+            return
+        job = Routing(messages, [message_view(msg) for msg, _ in messages], done)
+        entity.routing.append(job)
+        rule_sets = [rules for _, rules in entity.routes]
+        cost = sum(message_cost(view, *entity.route_cost) for view in job.views)
+        if self.worker is None or cost <= INLINE_BUDGET:
+            job.matches = [matching(rule_sets, view) for view in job.views]
+            self._store_routed(entity)
+            return
+        log.debug("routing %d message(s) of %s on the worker (cost %d)", len(messages), entity.name, cost)
+
+        def routed(result: Any) -> None:
+            job.matches = result
+            if job in entity.routing:  # not dropped by a restart meanwhile
+                self._store_routed(entity)
+        self.worker.run(lambda cancelled: [matching(rule_sets, view, cancelled) for view in job.views], routed)
+
+    def routing_pending(self, topic: str) -> int:
+        """Sends to a topic still waiting for their routing (for tests and diagnostics)."""
+        entity = self.entity(topic)
+        return len(entity.routing) if entity is not None else 0
+
+    def _store_routed(self, topic: Entity) -> None:
+        """Store every routed send at the head of the topic's queue, in order, and tell each sender."""
+        while topic.routing and topic.routing[0].matches is not None:
+            job = topic.routing.popleft()
+            found = job.matches
+            if isinstance(found, Exception):
+                job.done(found)
+                continue
+            try:
+                seqs = [self.enqueue(topic, msg, scheduled_ms, matches) or 0
+                        for (msg, scheduled_ms), matches in zip(job.messages, found or [], strict=True)]
+            except Exception as exc:
+                job.done(exc)
+                continue
+            job.done(seqs)
+
+    def enqueue(self, entity: Entity, msg: codec.StoredMessage, scheduled_ms: int | None = None,
+                matches: list[int] | None = None) -> int | None:
         """Add a message; returns its sequence number, or None when dropped as a duplicate.
 
         On a topic the message is copied, under the topic's sequence number, into every subscription with a
-        matching rule (none matching: it is dropped, as Service Bus drops it)."""
+        matching rule (none matching: it is dropped, as Service Bus drops it); ``matches`` are those
+        subscriptions' indexes when already known."""
         now = self.clock()
         dedup = entity.settings.requires_duplicate_detection and not entity.is_dlq
         if dedup and msg.message_id is not None and self._is_duplicate(entity, msg.message_id, now):
@@ -259,10 +331,10 @@ class Broker:
         seq = entity.last_seq
         self.persistence.set_last_sequence(entity.key, seq)
         if entity.kind == TOPIC:
-            view = message_view(msg)
-            for subscription, rules in entity.routes:
-                if any(rule.matches(view) for rule in rules):
-                    self._store(subscription, self._topic_ttl(entity, msg), seq, scheduled_ms, now)
+            if matches is None:
+                matches = matching([rules for _, rules in entity.routes], message_view(msg))
+            for index in matches:
+                self._store(entity.routes[index][0], self._topic_ttl(entity, msg), seq, scheduled_ms, now)
             return seq
         self._store(entity, msg, seq, scheduled_ms, now)
         return seq

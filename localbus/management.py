@@ -75,47 +75,56 @@ class Management:
         self.broker = broker
         self._ops: dict[str, Callable[[Entity, dict[Any, Any]], tuple[int, dict[str, Any] | None]]] = {
             "com.microsoft:renew-lock": self._renew_lock,
-            "com.microsoft:schedule-message": self._schedule,
             "com.microsoft:cancel-scheduled-message": self._cancel,
             "com.microsoft:peek-message": self._peek,
             "com.microsoft:receive-by-sequence-number": self._receive_deferred,
             "com.microsoft:update-disposition": self._update_disposition,
         }
 
-    def handle(self, entity: Entity, request: Message) -> Message:
-        """Execute a request message and build the reply (never raises for client errors)."""
+    def handle(self, entity: Entity, request: Message, respond: Callable[[Message], None]) -> None:
+        """Execute a request message and give ``respond`` the reply, at once or (a schedule on a topic whose
+        rules are expensive) once the message is routed. Client errors become error replies, never exceptions."""
         properties: dict[Any, Any] = request.properties or {}
         operation = str(properties.get("operation", ""))
         body = request.body if isinstance(request.body, dict) else {}
-        op = self._ops.get(operation)
+
+        def finish(outcome: tuple[int, dict[str, Any] | None] | Exception) -> None:
+            respond(self._reply(request, operation, outcome))
         try:
+            if operation == "com.microsoft:schedule-message":
+                self._schedule(entity, body, finish)
+                return
+            op = self._ops.get(operation)
             if op is None:
                 raise OperationError(501, "amqp:not-implemented", f"operation {operation!r} is not supported")
-            status, reply_body = op(entity, body)
+            outcome: tuple[int, dict[str, Any] | None] | Exception = op(entity, body)
+        except Exception as exc:
+            outcome = exc
+        finish(outcome)
+
+    @staticmethod
+    def _reply(request: Message, operation: str, outcome: tuple[int, dict[str, Any] | None] | Exception) -> Message:
+        reply_body: dict[str, Any] | None = None
+        if not isinstance(outcome, Exception):
+            status, reply_body = outcome
             props: dict[str, Any] = {"statusCode": status, "statusDescription": "OK" if status == 200 else ""}
-        except OperationError as exc:
-            reply_body = None
-            props = {"statusCode": exc.status, "statusDescription": exc.description,
-                     "errorCondition": exc.condition}
-        except (LockLost, MessageNotFound) as exc:
-            lost = isinstance(exc, LockLost)
-            reply_body = None
-            props = {"statusCode": 410 if lost else 404, "statusDescription": str(exc),
+        elif isinstance(outcome, OperationError):
+            props = {"statusCode": outcome.status, "statusDescription": outcome.description,
+                     "errorCondition": outcome.condition}
+        elif isinstance(outcome, LockLost | MessageNotFound):
+            lost = isinstance(outcome, LockLost)
+            props = {"statusCode": 410 if lost else 404, "statusDescription": str(outcome),
                      "errorCondition": LOCK_LOST if lost else NOT_FOUND}
-        except codec.DecodeError as exc:
-            reply_body = None
-            props = {"statusCode": 400, "statusDescription": f"malformed message: {exc}",
+        elif isinstance(outcome, codec.DecodeError):
+            props = {"statusCode": 400, "statusDescription": f"malformed message: {outcome}",
                      "errorCondition": "amqp:decode-error"}
-        except InvalidProperty as exc:
-            reply_body = None
-            props = {"statusCode": 400, "statusDescription": str(exc), "errorCondition": "amqp:invalid-field"}
-        except MoveFailed as exc:
-            reply_body = None
-            props = {"statusCode": 500, "statusDescription": str(exc), "errorCondition": "amqp:internal-error"}
-        except Exception as exc:  # a bad request must cost its sender an error reply, never the connection
-            log.exception("management operation %r failed", operation)
-            reply_body = None
-            props = {"statusCode": 500, "statusDescription": f"{type(exc).__name__}: {exc}",
+        elif isinstance(outcome, InvalidProperty):
+            props = {"statusCode": 400, "statusDescription": str(outcome), "errorCondition": "amqp:invalid-field"}
+        elif isinstance(outcome, MoveFailed):
+            props = {"statusCode": 500, "statusDescription": str(outcome), "errorCondition": "amqp:internal-error"}
+        else:  # a bad request must cost its sender an error reply, never the connection
+            log.error("management operation %r failed", operation, exc_info=outcome)
+            props = {"statusCode": 500, "statusDescription": f"{type(outcome).__name__}: {outcome}",
                      "errorCondition": "amqp:internal-error"}
         return Message(body=reply_body, correlation_id=request.id, properties=props)
 
@@ -123,18 +132,18 @@ class Management:
         expirations = [timestamp(self.broker.renew(_uuid(t))) for t in _items(_get(body, "lock-tokens"))]
         return 200, {"expirations": Array(_UNDESCRIBED, Data.TIMESTAMP, *expirations)}
 
-    def _schedule(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _schedule(self, entity: Entity, body: dict[Any, Any],
+                  finish: Callable[[tuple[int, dict[str, Any] | None] | Exception], None]) -> None:
         parsed = []
         for item in _items(_get(body, "messages")):
             raw = _get(item, "message") if isinstance(item, dict) else None
             if raw is None:
                 raise OperationError(400, ARGUMENT_ERROR, "schedule-message entry lacks 'message'")
             parsed.append(parse_incoming(bytes(raw)))
-        seqs = []
-        for msg in parsed:
-            seq = self.broker.enqueue(entity, msg, scheduled_ms=msg.scheduled_ms)
-            seqs.append(seq if seq is not None else 0)
-        return 200, {"sequence-numbers": _long_array(seqs)}
+
+        def scheduled(outcome: list[int] | Exception) -> None:
+            finish(outcome if isinstance(outcome, Exception) else (200, {"sequence-numbers": _long_array(outcome)}))
+        self.broker.submit(entity, [(msg, msg.scheduled_ms) for msg in parsed], scheduled)
 
     def _cancel(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
         self.broker.cancel_scheduled(entity, [int(s) for s in _items(_get(body, "sequence-numbers"))])

@@ -28,6 +28,7 @@ from .auth import LOCAL_HOSTS, TokenAuthority
 from .broker import Broker
 from .config import DEFAULT_CONFIG_PATH, QueueSettings, load_config, queue_settings
 from .deliveryids import DeliveryIdRewriter
+from .routing import RoutingWorker
 from .store import Persistence, SqlitePersistence
 from .topics import TopicSpec, load_topics, parse_topic
 
@@ -73,8 +74,10 @@ class _Conn:
         sasl.allowed_mechs("ANONYMOUS")
         self.transport.bind(self.connection)
         self.handler = ConnectionHandler(ctx)
+        self.sent = 0  # bytes of output written to the socket so far
+        self.handler.output_position = lambda: self.sent + max(self.transport.pending(), 0)
         self.ids = DeliveryIdRewriter()
-        self.inbound = b""  # bytes read and renumbered that proton had no room for yet
+        self.inbound = bytearray()  # bytes read and renumbered that proton had no room for yet
         self.eof = False
         self.events = 0
         self.mask = selectors.EVENT_READ
@@ -99,6 +102,7 @@ class Server:
         self._waiters: list[tuple[Callable[[], bool], Future[bool]]] = []
         self._stopping = False
         self._tokens_checked = 0.0
+        self.broker.worker = RoutingWorker(self._post)
 
     # --- cross-thread API ----------------------------------------------------------------------------------
 
@@ -108,6 +112,15 @@ class Server:
         self._calls.append((fn, future))
         self.wakeup()
         return future
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the server thread, logging what it raises (for threads that do not wait for it)."""
+        def logged() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("a callback on the server thread failed")
+        self.call(logged)
 
     def when(self, predicate: Callable[[], bool]) -> Future[bool]:
         """A future that completes once ``predicate()`` (evaluated on the server thread) is true."""
@@ -228,12 +241,17 @@ class Server:
         self._waiters = keep
 
     def _read(self, conn: _Conn) -> None:
+        """Read a chunk once the previous one is all in proton. Reading far more than proton takes at once (8 KiB)
+        lets every transfer of a chunk be judged against the credit the client had seen when it sent them: a
+        client that floods its link ignoring credit is caught within one chunk, whatever our pace."""
         transport = conn.transport
-        capacity = transport.capacity()
-        if capacity <= 0 or conn.eof:
+        if conn.eof or transport.capacity() < 0:
+            return
+        if conn.inbound:
+            self._push(conn)
             return
         try:
-            data = conn.sock.recv(min(capacity, READ_CHUNK))
+            data = conn.sock.recv(READ_CHUNK)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -242,6 +260,7 @@ class Server:
         if not data:
             conn.eof = True
         else:
+            conn.handler.read_mark = conn.sent  # all the client could have seen of ours when it sent this
             conn.inbound += conn.ids.feed(data)
         self._push(conn)
 
@@ -252,12 +271,13 @@ class Server:
         if conn.inbound:
             capacity = transport.capacity()
             if capacity > 0:
-                chunk, conn.inbound = conn.inbound[:capacity], conn.inbound[capacity:]
+                chunk = bytes(conn.inbound[:capacity])
+                del conn.inbound[:capacity]  # cheap: a bytearray drops its head without moving the rest
                 try:
                     transport.push(chunk)
                 except Exception as exc:  # protocol garbage: proton has already closed the transport
                     log.info("closing connection after bad input: %s", exc)
-                    conn.inbound = b""
+                    conn.inbound.clear()
                     transport.close_tail()
                     transport.close_head()
                     return
@@ -278,6 +298,7 @@ class Server:
             transport.close_tail()
             return
         transport.pop(sent)
+        conn.sent += sent
 
     def _process(self) -> None:
         broker = self.broker
@@ -373,6 +394,9 @@ class Server:
         self.conns.pop(fd, None)
 
     def _shutdown(self) -> None:
+        worker, self.broker.worker = self.broker.worker, None
+        if worker is not None:
+            worker.close()
         for fd, conn in list(self.conns.items()):
             self._close(fd, conn)
         try:

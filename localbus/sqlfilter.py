@@ -9,6 +9,12 @@ comparisons, ``IN`` and ``LIKE`` unknown, and logic is three-valued; a rule matc
 Supported: comparison (``= <> != > >= < <=``), ``AND OR NOT``, ``[NOT] IN (...)``, ``IS [NOT] NULL``,
 ``EXISTS(...)``, ``[NOT] LIKE 'pattern' [ESCAPE 'c']``, parentheses, string/number/boolean/NULL constants.
 Not supported (refused at start-up): arithmetic, functions (``newid()``, ``property()``), rule actions.
+
+Bounds, so that no filter can cost the broker more than its text suggests: an expression is at most 1,024
+characters (Service Bus's own limit) and nests at most :data:`MAX_DEPTH` levels (parentheses and ``NOT``);
+``AND``/``OR`` chains are flat lists, so evaluation recurses no deeper than the nesting. ``LIKE`` never
+backtracks: the pattern is cut at its ``%`` into fixed-length pieces, each found at its leftmost place (which is
+always right for fixed-length pieces), so a match costs one pass over the value per piece length at most.
 """
 
 from __future__ import annotations
@@ -19,6 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 UNKNOWN: Any = None  # three-valued logic: True, False, or unknown (None)
+
+# Service Bus: "Maximum length of filter condition string: 1,024" (quotas); a longer one is refused at load.
+MAX_EXPRESSION_LENGTH = 1024
+# Ours (Service Bus documents none): parentheses and NOTs nested deeper than this are refused at load. The
+# expression itself is level 1, so "(p = 1)" is 2 levels deep.
+MAX_DEPTH = 32
+# A wildcard piece of a LIKE pattern is searched for in windows of this many characters, so that one call into
+# the regular-expression engine (which holds the GIL) is short however long the value is.
+_LIKE_WINDOW = 4096
 
 # Service Bus message properties a filter may name with sys., lower-cased → MessageView.system key.
 SYSTEM_PROPERTIES = {
@@ -41,6 +56,22 @@ class MessageView:
 
 
 Predicate = Callable[[MessageView], Any]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A compiled filter: true only when its predicate is true (not unknown). ``nodes`` and ``like_units`` say
+    what one evaluation costs: ``nodes`` steps, plus ``like_units`` passes over the longest property value."""
+
+    predicate: Predicate
+    nodes: int = 1
+    like_units: int = 0
+
+    def __call__(self, m: MessageView) -> bool:
+        return self.predicate(m) is True
+
+
+MATCH_ALL = Filter(lambda m: True)
 
 _TOKEN = re.compile(r"""
     \s*(?:
@@ -76,6 +107,15 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokens(text)
         self.i = 0
+        self.depth = 1
+        self.nodes = 0
+        self.like_units = 0
+
+    def deeper(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FilterError(f"the filter is nested more than {MAX_DEPTH} levels deep (parentheses and NOT); "
+                              "localbus refuses deeper filters")
 
     def peek(self, offset: int = 0) -> tuple[str, str]:
         return self.tokens[min(self.i + offset, len(self.tokens) - 1)]
@@ -98,22 +138,23 @@ class _Parser:
 
     # predicate := or
     def predicate(self) -> Predicate:
-        left = self.conjunction()
+        terms = [self.conjunction()]
         while self.accept("kw", "or"):
-            right = self.conjunction()
-            left = _or(left, right)
-        return left
+            terms.append(self.conjunction())
+        return terms[0] if len(terms) == 1 else _chain(terms, True)
 
     def conjunction(self) -> Predicate:
-        left = self.negation()
+        terms = [self.negation()]
         while self.accept("kw", "and"):
-            right = self.negation()
-            left = _and(left, right)
-        return left
+            terms.append(self.negation())
+        return terms[0] if len(terms) == 1 else _chain(terms, False)
 
     def negation(self) -> Predicate:
+        self.nodes += 1
         if self.accept("kw", "not"):
+            self.deeper()
             inner = self.negation()
+            self.depth -= 1
             return lambda m: None if (v := inner(m)) is None else not v
         return self.primary()
 
@@ -125,8 +166,10 @@ class _Parser:
             return lambda m: getter(m) is not _MISSING
         if self.peek() == ("op", "(") and self._parenthesised_predicate():
             self.take()
+            self.deeper()
             inner = self.predicate()
             self.expect("op", ")")
+            self.depth -= 1
             return inner
         left = self.operand()
         kind, value = self.peek()
@@ -141,10 +184,12 @@ class _Parser:
             while self.accept("op", ","):
                 options.append(self.operand())
             self.expect("op", ")")
+            self.nodes += len(options)
             return _maybe_not(_in(left, options), negate)
         if self.accept("kw", "like"):
             pattern = self.string_constant()
             escape = self.string_constant() if self.accept("kw", "escape") else None
+            self.like_units += max(1, len(pattern))
             return _maybe_not(_like(left, pattern, escape), negate)
         if not negate and self.accept("kw", "is"):
             is_not = self.accept("kw", "not")
@@ -308,43 +353,106 @@ def _in(left: Callable[[MessageView], Any], options: list[Callable[[MessageView]
     return run
 
 
+class LikePattern:
+    """A LIKE pattern as a matcher that never backtracks.
+
+    ``%`` cuts the pattern into pieces of fixed length (characters and ``_``). The first piece must sit at the
+    start, the last at the end, and each one between at its leftmost place after the one before: taking the
+    leftmost place never loses a match, because every piece has a fixed length and the pieces after it only
+    need room. Literal pieces are found with ``str.find`` (linear); pieces with ``_`` by a fixed-length regular
+    expression (no repetition, so no backtracking), searched window by window.
+    """
+
+    def __init__(self, pattern: str, escape: str | None = None) -> None:
+        if escape is not None and len(escape) != 1:
+            raise FilterError("ESCAPE takes a single character")
+        pieces: list[list[str | None]] = [[]]  # None is '_'
+        i = 0
+        while i < len(pattern):
+            c = pattern[i]
+            if escape is not None and c == escape and i + 1 < len(pattern):
+                pieces[-1].append(pattern[i + 1])
+                i += 2
+                continue
+            if c == "%":
+                pieces.append([])
+            else:
+                pieces[-1].append(None if c == "_" else c)
+            i += 1
+        self.pieces = [_Piece(piece) for piece in pieces]
+
+    def __call__(self, value: str) -> bool:
+        pieces = self.pieces
+        first, last = pieces[0], pieces[-1]
+        if len(pieces) == 1:
+            return len(value) == first.length and first.match_at(value, 0)
+        end = len(value) - last.length
+        if end < first.length or not first.match_at(value, 0) or not last.match_at(value, end):
+            return False
+        pos = first.length
+        for piece in pieces[1:-1]:
+            found = piece.find(value, pos, end)
+            if found < 0:
+                return False
+            pos = found + piece.length
+        return True
+
+
+class _Piece:
+    """A fixed-length run of a LIKE pattern between two ``%``: characters, and ``_`` for any one character."""
+
+    def __init__(self, chars: list[str | None]) -> None:
+        self.length = len(chars)
+        self.literal = "".join(c for c in chars if c is not None) if None not in chars else None
+        self.regex = None if self.literal is not None or all(c is None for c in chars) else re.compile(
+            "".join("." if c is None else re.escape(c) for c in chars), re.DOTALL)
+
+    def match_at(self, value: str, pos: int) -> bool:
+        if self.literal is not None:
+            return value.startswith(self.literal, pos)
+        if self.regex is None:  # only '_': any characters will do
+            return pos + self.length <= len(value)
+        return self.regex.match(value, pos, pos + self.length) is not None
+
+    def find(self, value: str, start: int, end: int) -> int:
+        """The leftmost position p, start <= p and p + length <= end, where the piece matches; -1 if none."""
+        if self.literal is not None:
+            return value.find(self.literal, start, end)
+        if self.regex is None:
+            return start if start + self.length <= end else -1
+        window = _LIKE_WINDOW
+        while start + self.length <= end:
+            stop = min(end, start + window + self.length - 1)
+            found = self.regex.search(value, start, stop)
+            if found is not None:
+                return found.start()
+            start += window
+        return -1
+
+
 def _like(left: Callable[[MessageView], Any], pattern: str, escape: str | None) -> Predicate:
-    if escape is not None and len(escape) != 1:
-        raise FilterError("ESCAPE takes a single character")
-    regex, i = "", 0
-    while i < len(pattern):
-        c = pattern[i]
-        if escape is not None and c == escape and i + 1 < len(pattern):
-            regex += re.escape(pattern[i + 1])
-            i += 2
-            continue
-        regex += ".*" if c == "%" else "." if c == "_" else re.escape(c)
-        i += 1
-    compiled = re.compile(regex, re.DOTALL)
+    matcher = LikePattern(pattern, escape)
 
     def run(m: MessageView) -> Any:
         a = _value(left(m))
         if not isinstance(a, str):
             return UNKNOWN
-        return compiled.fullmatch(a) is not None
+        return matcher(a)
     return run
 
 
-def _and(left: Predicate, right: Predicate) -> Predicate:
+def _chain(terms: list[Predicate], decisive: bool) -> Predicate:
+    """Three-valued AND (``decisive=False``: any false term decides) or OR (``True``) of any number of terms; a
+    flat list, so a long chain costs no recursion."""
     def run(m: MessageView) -> Any:
-        a, b = left(m), right(m)
-        if a is False or b is False:
-            return False
-        return UNKNOWN if a is None or b is None else True
-    return run
-
-
-def _or(left: Predicate, right: Predicate) -> Predicate:
-    def run(m: MessageView) -> Any:
-        a, b = left(m), right(m)
-        if a is True or b is True:
-            return True
-        return UNKNOWN if a is None or b is None else False
+        unknown = False
+        for term in terms:
+            v = term(m)
+            if v is decisive:
+                return decisive
+            if v is None:
+                unknown = True
+        return UNKNOWN if unknown else not decisive
     return run
 
 
@@ -354,15 +462,19 @@ def _maybe_not(predicate: Predicate, negate: bool) -> Predicate:
     return lambda m: None if (v := predicate(m)) is None else not v
 
 
-def compile_sql(expression: str) -> Callable[[MessageView], bool]:
-    """Compile a SQL filter expression; the result is True only when the filter is true (not unknown)."""
+def compile_sql(expression: str) -> Filter:
+    """Compile a SQL filter expression within the bounds above; the result is True only when the filter is true
+    (not unknown)."""
     if not expression or not expression.strip():
         raise FilterError("empty SQL expression")
+    if len(expression) > MAX_EXPRESSION_LENGTH:
+        raise FilterError(f"the filter is {len(expression):,} characters long, longer than "
+                          f"{MAX_EXPRESSION_LENGTH:,} characters (Service Bus's limit for a SQL filter)")
     parser = _Parser(expression)
     predicate = parser.predicate()
     if parser.peek()[0] != "end":
         raise FilterError(f"unexpected {parser.peek()[1]!r} after the expression")
-    return lambda m: predicate(m) is True
+    return Filter(predicate, parser.nodes, parser.like_units)
 
 
 CORRELATION_FIELDS = {
@@ -372,7 +484,7 @@ CORRELATION_FIELDS = {
 }
 
 
-def compile_correlation(spec: Mapping[str, Any]) -> Callable[[MessageView], bool]:
+def compile_correlation(spec: Mapping[str, Any]) -> Filter:
     """A correlation filter: every given system property and application property must be equal."""
     if not isinstance(spec, Mapping) or not spec:
         raise FilterError("CorrelationFilter must be a non-empty object")
@@ -397,4 +509,4 @@ def compile_correlation(spec: Mapping[str, Any]) -> Callable[[MessageView], bool
             if got is None or not _comparable(got, wanted) or got != wanted:
                 return False
         return True
-    return run
+    return Filter(run, len(system) + len(user))

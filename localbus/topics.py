@@ -8,7 +8,7 @@ message. Rules with actions, and filters outside what :mod:`.sqlfilter` runs, ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,12 @@ from proton import Data
 
 from . import codec
 from .config import ConfigError, QueueSettings, queue_settings, read_document
-from .sqlfilter import FilterError, MessageView, compile_correlation, compile_sql
+from .sqlfilter import MATCH_ALL, Filter, FilterError, MessageView, compile_correlation, compile_sql
 
 SUBSCRIPTIONS = "Subscriptions"
+# Service Bus quotas: "Number of SQL filters per topic: 2,000", "Number of correlation filters per topic: 100,000".
+MAX_SQL_FILTERS_PER_TOPIC = 2_000
+MAX_CORRELATION_FILTERS_PER_TOPIC = 100_000
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,9 @@ class Rule:
     """A named filter; ``matches`` is compiled once."""
 
     name: str
-    matches: Callable[[MessageView], bool] = field(compare=False)
+    matches: Filter = field(compare=False)
     description: str = ""
+    kind: str = "Sql"
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,13 @@ def subscription_path(topic: str, subscription: str) -> str:
     return f"{topic}/{SUBSCRIPTIONS}/{subscription}"
 
 
-def _rule(raw: Any, where: str) -> Rule:
+def _rule(raw: Any, where: str, owner: str) -> Rule:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be an object")
     name = raw.get("Name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: Name must be a non-empty string")
-    where = f"{where} ({name!r})"
+    where = f"subscription {owner} ({where})"
     props = raw.get("Properties")
     if not isinstance(props, Mapping):
         raise ConfigError(f"{where}: Properties must be an object")
@@ -64,7 +68,8 @@ def _rule(raw: Any, where: str) -> Rule:
     try:
         if kind == "Correlation":
             spec = props.get("CorrelationFilter")
-            return Rule(name, compile_correlation(spec if isinstance(spec, Mapping) else {}), f"correlation {spec}")
+            return Rule(name, compile_correlation(spec if isinstance(spec, Mapping) else {}), f"correlation {spec}",
+                        "Correlation")
         if kind == "Sql":
             sql = props.get("SqlFilter")
             expression = sql.get("SqlExpression") if isinstance(sql, Mapping) else None
@@ -97,10 +102,16 @@ def parse_topic(name: str, raw: Mapping[str, Any], where: str = "topic") -> Topi
         rules_raw = sub.get("Rules") or []
         if not isinstance(rules_raw, list):
             raise ConfigError(f"{sub_where}: Rules must be a list")
-        rules = tuple(_rule(r, f"{sub_where}.Rules[{i}]") for i, r in enumerate(rules_raw))
+        rules = tuple(_rule(r, f"{sub_where}.Rules[{i}]", f"{name}/{sub_name}") for i, r in enumerate(rules_raw))
         if not rules:
-            rules = (Rule("$Default", lambda m: True, "1=1"),)
+            rules = (Rule("$Default", MATCH_ALL, "1=1"),)
         subscriptions[sub_name] = SubscriptionSpec(sub_settings, rules)
+    for kind, limit in (("Sql", MAX_SQL_FILTERS_PER_TOPIC), ("Correlation", MAX_CORRELATION_FILTERS_PER_TOPIC)):
+        count = sum(1 for sub in subscriptions.values() for rule in sub.rules if rule.kind == kind)
+        if count > limit:
+            prefix = "" if where == f"topic {name!r}" else f"{where}: "
+            raise ConfigError(f"{prefix}topic {name!r} has {count:,} {'SQL' if kind == 'Sql' else 'correlation'} "
+                              f"filters; Service Bus allows {limit:,} per topic")
     return TopicSpec(settings, subscriptions)
 
 

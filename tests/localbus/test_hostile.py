@@ -11,6 +11,7 @@ import contextlib
 import socket
 import sqlite3
 import struct
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -317,6 +318,42 @@ def test_transfers_beyond_link_credit_detach_the_link_and_are_not_stored(localbu
     limit = max(int(f.fields[5]) + int(f.fields[6]) for f in flows)
     assert credit <= limit < 2 * credit
     assert localbus.counts(Q)["total"] == limit
+
+
+def _flood(raw: RawConnection, data: bytes) -> None:
+    with contextlib.suppress(OSError):  # localbus may drop us before the last byte: that is the point
+        raw.send(data)
+
+
+def test_a_client_flooding_its_link_ignoring_credit_is_detached_and_others_are_served(localbus: LocalBus) -> None:
+    # The finding: 20,000 unsettled transfers sent without waiting for credit were all stored, because credit
+    # granted while localbus worked through the backlog counted as if the client had seen it.
+    raw = _authorized_raw(localbus)
+    try:
+        raw.attach(1, "flood", SENDER, Q)
+        credit = int(raw.expect(FLOW).fields[6])
+        message = bytes(Message(body=b"flood", inferred=True).encode())  # type: ignore[arg-type]
+        writer = threading.Thread(target=_flood, args=(raw, b"".join(
+            transfer_frame(1, delivery_id, message) for delivery_id in range(1, 20_001))))
+        writer.start()
+        detach = raw.expect(DETACH)
+        with client(localbus) as sb:  # while the flood is still being read, a polite client is served
+            with sender(sb, Q) as s:
+                s.send_messages(ServiceBusMessage("polite"))
+            received: list[Any] = []
+            with sb.get_queue_receiver(Q) as r:
+                while batch := r.receive_messages(max_message_count=100, max_wait_time=2):
+                    for m in batch:
+                        r.complete_message(m)
+                    received += batch
+        writer.join(30)
+    finally:
+        raw.close()
+    assert str(detach.fields[2].value[0]) == "amqp:link:transfer-limit-exceeded"
+    bodies = [str(m) for m in received]
+    assert bodies.count("polite") == 1
+    assert 0 < bodies.count("flood") <= credit  # what the credit allowed was stored, nothing beyond it
+    assert localbus.counts(Q)["total"] == 0
 
 
 def test_idle_time_out_is_advertised_and_a_silent_connection_is_closed(localbus_factory: LocalBusFactory) -> None:
