@@ -91,10 +91,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
             settings,
             dts=config.parse_dts(f"Endpoint=http://localhost:{dts.port};Authentication=None",
                                  taskhub=settings.dts.taskhub),
-            servicebus=dataclasses.replace(
-                settings.servicebus, auth=config.Auth.CONNECTION_STRING, connection_string=bus.connection_string,
-                namespace=None, client_id=None,
-            ),
+            servicebus=dataclasses.replace(settings.servicebus, access=config.ConnectionString(bus.connection_string)),
             listener=dataclasses.replace(
                 settings.listener,
                 health_port=settings.listener.health_port if health_port is None else health_port,

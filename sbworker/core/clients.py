@@ -8,7 +8,7 @@ ID paths against local peers.
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
 from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
@@ -20,9 +20,7 @@ from durabletask.grpc_options import GrpcChannelOptions
 
 from sbworker import patches
 from sbworker.core import credentials
-from sbworker.core.config import Auth, DtsSettings, ServiceBusSettings, is_local_namespace
-
-_C = TypeVar("_C")
+from sbworker.core.config import ConnectionString, DtsSettings, ServiceBusSettings
 
 # gRPC's default reconnect backoff grows to 120 s: after a DTS blip we would sit idle for minutes. Cap it.
 CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
@@ -76,11 +74,11 @@ def servicebus_client(
 ) -> ServiceBusClient:
     """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace."""
     patches.install()
-    if settings.auth is Auth.CONNECTION_STRING and credential is None:
-        return ServiceBusClient.from_connection_string(_connection_string(settings))
-    cred = credential or credentials.async_credential(settings.auth, settings.client_id)
-    namespace, use_tls = _entra_target(settings)
-    return ServiceBusClient(namespace, _required(cred), use_tls=use_tls)
+    access = settings.access
+    if isinstance(access, ConnectionString):
+        return ServiceBusClient.from_connection_string(access.connection_string)
+    return ServiceBusClient(access.namespace, credential or credentials.async_entra(access.auth, access.client_id),
+                            use_tls=access.use_tls)
 
 
 def servicebus_sync_client(
@@ -88,25 +86,8 @@ def servicebus_sync_client(
 ) -> SyncServiceBusClient:
     """A blocking Service Bus client, for the publishing CLI."""
     patches.install()
-    if settings.auth is Auth.CONNECTION_STRING and credential is None:
-        return SyncServiceBusClient.from_connection_string(_connection_string(settings))
-    cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
-    namespace, use_tls = _entra_target(settings)
-    return SyncServiceBusClient(namespace, _required(cred), use_tls=use_tls)
-
-
-def _connection_string(settings: ServiceBusSettings) -> str:
-    assert settings.connection_string is not None
-    return settings.connection_string
-
-
-def _required(credential: _C | None) -> _C:
-    if credential is None:
-        raise ValueError("Service Bus needs a credential when no connection string is configured")
-    return credential
-
-
-def _entra_target(settings: ServiceBusSettings) -> tuple[str, bool]:
-    """The namespace to connect to with a token, and whether TLS applies (not for a local broker)."""
-    namespace = settings.namespace or settings.endpoint_for_logs.removeprefix("sb://").rstrip("/")
-    return namespace, not is_local_namespace(namespace)
+    access = settings.access
+    if isinstance(access, ConnectionString):
+        return SyncServiceBusClient.from_connection_string(access.connection_string)
+    return SyncServiceBusClient(access.namespace, credential or credentials.sync_entra(access.auth, access.client_id),
+                                use_tls=access.use_tls)

@@ -100,21 +100,45 @@ class DtsSettings:
 
 
 @dataclass(frozen=True)
+class ConnectionString:
+    """Shared access keys from a connection string: the emulator and localbus in our deployments."""
+
+    connection_string: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"sb://{_sas_fields(self.connection_string).fully_qualified_namespace}"
+
+    def secrets(self) -> list[str]:
+        fields = _sas_fields(self.connection_string)
+        return [v for v in (fields.shared_access_key, fields.shared_access_signature) if v]
+
+
+@dataclass(frozen=True)
+class EntraId:
+    """A token (managed identity, or DefaultAzureCredential for people) for a namespace: Azure's way."""
+
+    namespace: str  # fully qualified (or localhost:port for a local broker that accepts tokens)
+    auth: Auth  # MANAGED_IDENTITY or DEFAULT_AZURE
+    client_id: str | None  # user-assigned managed identity; None = system-assigned / not used
+
+    @property
+    def use_tls(self) -> bool:
+        """A local broker has no TLS; every Azure namespace does."""
+        return not is_local_namespace(self.namespace)
+
+
+@dataclass(frozen=True)
 class ServiceBusSettings:
     """Which queue or subscription to read and how to reach it."""
 
     source: Source
-    auth: Auth
-    connection_string: str | None  # set when auth is CONNECTION_STRING
-    namespace: str | None  # fully qualified, set otherwise
-    client_id: str | None
+    access: ConnectionString | EntraId
 
     @property
     def endpoint_for_logs(self) -> str:
         """Where we connect, without any secret: safe to log."""
-        if self.namespace:
-            return self.namespace
-        return f"sb://{_sas_fields(self.connection_string or '').fully_qualified_namespace}"
+        return self.access.namespace if isinstance(self.access, EntraId) else self.access.endpoint
 
 
 @dataclass(frozen=True)
@@ -165,10 +189,8 @@ class Settings:
         """Values that must never appear in a log line (the log formatter removes them)."""
         # OTLP headers usually carry an API key.
         found = [value for _key, value in self.telemetry.otlp_headers if value]
-        if not self.servicebus.connection_string:
-            return found
-        fields = _sas_fields(self.servicebus.connection_string)
-        return found + [v for v in (fields.shared_access_key, fields.shared_access_signature) if v]
+        access = self.servicebus.access
+        return found + (access.secrets() if isinstance(access, ConnectionString) else [])
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -371,13 +393,7 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
             auth = _auth(auth_raw, "SERVICEBUS_AUTHENTICATION", allowed=(Auth.MANAGED_IDENTITY, Auth.DEFAULT_AZURE))
         else:
             auth = Auth.MANAGED_IDENTITY if client_id else Auth.DEFAULT_AZURE
-        return ServiceBusSettings(
-            source=source,
-            auth=auth,
-            connection_string=None,
-            namespace=ns,
-            client_id=client_id if auth is Auth.MANAGED_IDENTITY else None,
-        )
+        return ServiceBusSettings(source, EntraId(ns, auth, client_id if auth is Auth.MANAGED_IDENTITY else None))
     if auth_raw and _auth(auth_raw, "SERVICEBUS_AUTHENTICATION", allowed=tuple(Auth)) is not Auth.CONNECTION_STRING:
         raise ConfigError("SERVICEBUS_AUTHENTICATION", f"{auth_raw} needs SERVICEBUS_NAMESPACE to be set")
     conn = conn or DEFAULT_SERVICEBUS_CONNECTION_STRING
@@ -386,8 +402,7 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
     if not endpoint.lower().startswith("sb://") or not urlsplit(endpoint).hostname:
         raise ConfigError("SERVICEBUS_CONNECTION_STRING", "missing or invalid Endpoint=sb://<host>[:port]")
     _sas_fields(conn)  # the SDK's own rules for keys and signatures
-    return ServiceBusSettings(source=source, auth=Auth.CONNECTION_STRING, connection_string=conn, namespace=None,
-                              client_id=None)
+    return ServiceBusSettings(source, ConnectionString(conn))
 
 
 def _namespace(value: str) -> str:

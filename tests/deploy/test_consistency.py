@@ -367,18 +367,18 @@ def test_every_variable_the_code_reads_is_set(
 
 def test_compose_settings_load_with_connection_string_auth(compose_env: dict[str, str]) -> None:
     settings = config.load(compose_env)
-    assert settings.servicebus.auth is config.Auth.CONNECTION_STRING
+    assert isinstance(settings.servicebus.access, config.ConnectionString)
     assert _source(settings) == (None, config.DEFAULT_QUEUE, config.DEFAULT_QUEUE)
     assert settings.dts.auth is config.Auth.NONE
     # Inside the compose network the emulators are reached by service name, not localhost.
     assert settings.dts.endpoint == "http://dts-emulator:8080"
-    assert "sb://servicebus-emulator" in (settings.servicebus.connection_string or "")
+    assert "sb://servicebus-emulator" in settings.servicebus.access.connection_string
     assert settings.listener.health_port == 8000
 
 
 def test_compose_topic_form_loads_as_the_topic_subscription(compose_topic_env: dict[str, str]) -> None:
     settings = config.load(compose_topic_env)
-    assert settings.servicebus.auth is config.Auth.CONNECTION_STRING
+    assert isinstance(settings.servicebus.access, config.ConnectionString)
     assert _source(settings) == (TOPIC, SUBSCRIPTION, RETRY_QUEUE)
     # The override changes what the worker reads and nothing else.
     assert config.load(df.compose_worker_environment("queue")).dts == settings.dts
@@ -396,9 +396,8 @@ def test_compose_topic_override_only_changes_what_the_worker_reads() -> None:
 
 def test_container_app_settings_load_with_managed_identity(app_env_values: dict[str, str]) -> None:
     settings = config.load(app_env_values)
-    assert settings.servicebus.auth is config.Auth.MANAGED_IDENTITY
-    assert settings.servicebus.namespace == BICEP_SAMPLES["serviceBusNamespaceFqdn"]
-    assert settings.servicebus.client_id == BICEP_SAMPLES["workerClientId"]
+    assert settings.servicebus.access == config.EntraId(BICEP_SAMPLES["serviceBusNamespaceFqdn"],
+                                                        config.Auth.MANAGED_IDENTITY, BICEP_SAMPLES["workerClientId"])
     assert settings.dts.auth is config.Auth.MANAGED_IDENTITY
     assert settings.dts.secure
     assert settings.dts.client_id == BICEP_SAMPLES["workerClientId"]
@@ -415,8 +414,9 @@ def test_container_app_topic_form_sets_the_deployed_entities(app_topic_env_value
 def test_container_app_topic_form_loads_with_managed_identity(app_topic_env_values: dict[str, str],
                                                               app_env_values: dict[str, str]) -> None:
     settings = config.load(app_topic_env_values)
-    assert settings.servicebus.auth is config.Auth.MANAGED_IDENTITY
-    assert settings.servicebus.namespace == BICEP_SAMPLES["serviceBusNamespaceFqdn"]
+    access = settings.servicebus.access
+    assert isinstance(access, config.EntraId) and access.auth is config.Auth.MANAGED_IDENTITY
+    assert access.namespace == BICEP_SAMPLES["serviceBusNamespaceFqdn"]
     assert _source(settings) == (TOPIC, SUBSCRIPTION, RETRY_QUEUE)
     # Apart from what the worker reads, both forms deploy the same environment.
     common = set(app_env_values) - ALL_SOURCE_VARS

@@ -46,8 +46,7 @@ DEFAULT_LISTENER = ListenerSettings(
 
 def servicebus_settings(bus: LocalBus, queue: str | Source = QUEUE) -> ServiceBusSettings:
     source = queue if isinstance(queue, Source) else queue_source(queue)
-    return ServiceBusSettings(source=source, auth=config.Auth.CONNECTION_STRING,
-                              connection_string=bus.connection_string, namespace=None, client_id=None)
+    return ServiceBusSettings(source, config.ConnectionString(bus.connection_string))
 
 
 def topic_entities(subscription_settings: dict[str, Any], *, others: tuple[str, ...] = ("audit",),

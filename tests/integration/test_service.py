@@ -183,7 +183,8 @@ async def test_managed_identity_configuration_presents_tokens(bus: LocalBus, dts
         "DTS_CONNECTION_STRING": f"Endpoint=http://localhost:{dts_backend.port};Authentication=ManagedIdentity",
         "HEALTH_PORT": "0",
     })
-    assert settings.servicebus.auth is Auth.MANAGED_IDENTITY and settings.dts.auth is Auth.MANAGED_IDENTITY
+    assert isinstance(settings.servicebus.access, config.EntraId)
+    assert settings.servicebus.access.auth is Auth.MANAGED_IDENTITY and settings.dts.auth is Auth.MANAGED_IDENTITY
     sb_credential = FakeAsyncCredential("eyJ0eXAiOiJKV1QifQ.sb-token-for-tests.sig")
     dts_credential = FakeAsyncCredential("eyJ0eXAiOiJKV1QifQ.dts-token-for-tests.sig")
     stop = asyncio.Event()

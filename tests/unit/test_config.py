@@ -13,8 +13,7 @@ def test_bare_environment_points_at_the_local_emulators() -> None:
     s = load({})
     assert s.dts.endpoint == "http://localhost:8080"
     assert s.dts.auth is Auth.NONE and not s.dts.secure and s.dts.taskhub == "default"
-    assert s.servicebus.auth is Auth.CONNECTION_STRING
-    assert s.servicebus.connection_string == config.DEFAULT_SERVICEBUS_CONNECTION_STRING
+    assert s.servicebus.access == config.ConnectionString(config.DEFAULT_SERVICEBUS_CONNECTION_STRING)
     assert s.servicebus.source.entity.name == "workflow-requests" == config.DEFAULT_QUEUE
     assert s.servicebus.source.receive_from == (s.servicebus.source.entity,)
     assert s.servicebus.source.retry_queue == config.DEFAULT_QUEUE  # a queue retries on itself
@@ -136,14 +135,15 @@ def test_a_malformed_connection_string_never_echoes_its_secret() -> None:
 
 def test_servicebus_namespace_selects_entra_id() -> None:
     s = load({"SERVICEBUS_NAMESPACE": "myns", "AZURE_CLIENT_ID": "cid"}).servicebus
-    assert (s.namespace, s.auth, s.client_id, s.connection_string) == (
-        "myns.servicebus.windows.net", Auth.MANAGED_IDENTITY, "cid", None,
-    )
+    assert s.access == config.EntraId("myns.servicebus.windows.net", Auth.MANAGED_IDENTITY, "cid")
+    assert s.access.use_tls
     s = load({"SERVICEBUS_NAMESPACE": "sb://other.servicebus.windows.net/"}).servicebus
-    assert (s.namespace, s.auth) == ("other.servicebus.windows.net", Auth.DEFAULT_AZURE)
+    assert s.access == config.EntraId("other.servicebus.windows.net", Auth.DEFAULT_AZURE, None)
     s = load({"SERVICEBUS_NAMESPACE": "n.servicebus.windows.net", "SERVICEBUS_AUTHENTICATION": "defaultazure",
               "AZURE_CLIENT_ID": "cid"}).servicebus
-    assert s.auth is Auth.DEFAULT_AZURE and s.client_id is None
+    assert s.access == config.EntraId("n.servicebus.windows.net", Auth.DEFAULT_AZURE, None)
+    local = load({"SERVICEBUS_NAMESPACE": "localhost:5673"}).servicebus.access
+    assert isinstance(local, config.EntraId) and not local.use_tls
 
 
 def test_endpoint_for_logs_has_no_secret() -> None:
