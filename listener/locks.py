@@ -14,8 +14,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from listener.metrics import NOOP, Metrics
 from sbworker import patches
+from sbworker.observability.metrics import NOOP, Metrics
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from azure.servicebus.exceptions import (
 
 from listener.dispatch import Dispatcher, InstanceNotFound
 from listener.locks import LockKeeper
-from listener.metrics import NOOP, Metrics
 from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, DeadLetter, RetryLater, decide
 from sbworker import patches
 from sbworker.core import contract, messages
@@ -39,12 +38,14 @@ from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 from sbworker.core.entities import Entity, Source
 from sbworker.core.errors import one_line
 from sbworker.core.text import clip
+from sbworker.observability.metrics import NOOP, Metrics
 
-if TYPE_CHECKING:  # listener.tracing loads OpenTelemetry: imported only by telemetry.setup, when tracing is on
+# sbworker.observability.tracing loads OpenTelemetry: imported only by telemetry.setup, when tracing is on.
+if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from listener.telemetry import Telemetry
-    from listener.tracing import MessageTracer
+    from sbworker.observability.telemetry import Telemetry
+    from sbworker.observability.tracing import MessageTracer
 
 log = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 
-from listener import telemetry
 from listener.dispatch import Dispatcher
 from listener.health import HealthServer
-from listener.metrics import NOOP, TimedDts
 from listener.receiver import Listener
 from orchestrations import registry
 from sbworker import patches
 from sbworker.core import clients
 from sbworker.core.config import DtsSettings, Settings
+from sbworker.observability import telemetry
+from sbworker.observability.metrics import NOOP, TimedDts
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from listener import logs
 from sbworker import LOCAL_CONFIG
 from sbworker.core import config
 from sbworker.core.codes import Exit
 from sbworker.core.errors import UserError
+from sbworker.observability import logs
 
 
 class Parser(argparse.ArgumentParser):

@@ -10,13 +10,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from listener import telemetry
 from orchestrations import registry
 from sbworker.core import clients
 from sbworker.core.codes import Exit
 from sbworker.core.config import Settings
 from sbworker.core.entities import Entity
 from sbworker.core.errors import UsageError, one_line
+from sbworker.observability import telemetry
 from sbworker.operations import dlq, monitor, publish
 
 

@@ -19,12 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from listener import service, telemetry
+from listener import service
 from sbworker.core import config
 from sbworker.core.config import Settings
 from sbworker.core.entities import default_retry_queue
 from sbworker.core.errors import ConfigError, one_line
 from sbworker.core.net import is_loopback
+from sbworker.observability import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def _recent_spans(settings: Settings) -> Any:
     """The process's spans, kept for the dashboard's waterfall (unless telemetry is switched off altogether)."""
     if not settings.telemetry.enabled:
         return None
-    from listener.recent_spans import RecentSpans
+    from sbworker.observability.recent_spans import RecentSpans
 
     return RecentSpans()
 

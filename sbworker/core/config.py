@@ -53,8 +53,8 @@ ENV_VARS: tuple[str, ...] = (
 )
 
 #: The OpenTelemetry SDK's standard variables that this service acts on (validated here, applied in
-#: listener/telemetry.py). They are optional everywhere, so they are not in ENV_VARS: deployments set only the ones
-#: they need (docker-compose points OTEL_EXPORTER_OTLP_ENDPOINT at its trace viewer).
+#: sbworker/observability/telemetry.py). They are optional everywhere, so they are not in ENV_VARS: deployments set
+#: only the ones they need (docker-compose points OTEL_EXPORTER_OTLP_ENDPOINT at its trace viewer).
 OTEL_ENV_VARS: tuple[str, ...] = (
     "OTEL_SDK_DISABLED",
     "OTEL_SERVICE_NAME",
@@ -159,7 +159,8 @@ class ListenerSettings:
 
 @dataclass(frozen=True)
 class TelemetrySettings:
-    """Where traces and metrics go. With no exporter configured, no span is ever built (see listener/tracing.py)."""
+    """Where traces and metrics go. With no exporter configured, no span is ever built
+    (see sbworker/observability/tracing.py)."""
 
     enabled: bool = True  # False: OTEL_SDK_DISABLED=true, no metrics either (and no /metrics)
     service_name: str = DEFAULT_SERVICE_NAME

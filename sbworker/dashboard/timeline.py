@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from durabletask import history as h
 
 if TYPE_CHECKING:
-    from listener.recent_spans import SpanRecord
+    from sbworker.observability.recent_spans import SpanRecord
 
 # What a bar is, for styling and for the legend.
 ORCHESTRATION = "orchestration"

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from listener.recent_spans import SpanRecord
+    from sbworker.observability.recent_spans import SpanRecord
 
 TraceLink = Callable[[str, str | None], str | None]
 
 
 class SpanSource(Protocol):
-    """Where this process keeps its own recent spans (`listener.recent_spans.RecentSpans` in `sbworker dev`)."""
+    """Where this process keeps its own recent spans (`sbworker dev`: `sbworker.observability.recent_spans`)."""
 
     def trace(self, trace_id: str) -> list[SpanRecord]: ...
 

@@ -43,7 +43,7 @@ def send(client: ServiceBusClient, source: Source, message: ServiceBusMessage, *
         with source.sender(client) as sender:
             sender.send_messages(message)
         return None
-    from listener import tracing
+    from sbworker.observability import tracing
 
     with tracing.producer_span(source.publish_to, message) as span, source.sender(client) as sender:
         sender.send_messages(message)

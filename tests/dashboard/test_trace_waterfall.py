@@ -6,8 +6,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from listener.recent_spans import RecentSpans
 from sbworker.dashboard import timeline
+from sbworker.observability.recent_spans import RecentSpans
 
 
 def traced() -> tuple[RecentSpans, str]:

@@ -20,11 +20,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from listener.receiver import Listener
 from listener.service import serve
-from listener.telemetry import Telemetry
-from listener.tracing import SCOPE, MessageTracer
 from localbus import LocalBus
 from localdts import LocalDts
 from sbworker.core import config
+from sbworker.observability.telemetry import Telemetry
+from sbworker.observability.tracing import SCOPE, MessageTracer
 from tests.fixtures.isolation import session_tracer_provider
 from tests.integration.harness import DEFAULT_LISTENER, servicebus_settings
 

@@ -79,8 +79,9 @@ def test_the_command_line_refuses_a_bad_value_in_one_line_with_exit_2() -> None:
 
 
 def test_without_an_exporter_no_tracing_code_is_even_imported() -> None:
-    probe = ("import sys; from listener import telemetry; from sbworker.core import config; "
+    probe = ("import sys; from sbworker.observability import telemetry; from sbworker.core import config; "
              "t = telemetry.setup(config.telemetry({})); "
-             "print(t.tracer is None, 'opentelemetry.sdk.trace' in sys.modules, 'listener.tracing' in sys.modules)")
+             "print(t.tracer is None, 'opentelemetry.sdk.trace' in sys.modules, "
+             "'sbworker.observability.tracing' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["True", "False", "False"], result.stderr

@@ -16,10 +16,10 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener import telemetry
 from localbus import LocalBus
 from localdts import LocalDts
 from sbworker.core import config
+from sbworker.observability import telemetry
 from tests.fixtures.ports import free_port
 from tests.telemetry import support
 

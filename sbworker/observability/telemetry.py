@@ -16,15 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from listener.metrics import NOOP, Metrics
 from sbworker.core.config import TelemetrySettings
+from sbworker.observability.metrics import NOOP, Metrics
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.sampling import Sampler
 
-    from listener.recent_spans import RecentSpans
-    from listener.tracing import MessageTracer
+    from sbworker.observability.recent_spans import RecentSpans
+    from sbworker.observability.tracing import MessageTracer
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from listener.tracing import SCOPE, MessageTracer
+    from sbworker.observability.tracing import SCOPE, MessageTracer
 
     provider = TracerProvider(resource=resource, sampler=_sampler(settings))
     if settings.otlp_traces_endpoint:
@@ -135,7 +135,7 @@ def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, PeriodicExportingMetricReader
 
-    from listener.metrics import OtelMetrics, prometheus_text
+    from sbworker.observability.metrics import OtelMetrics, prometheus_text
 
     scrape = InMemoryMetricReader()
     readers: list[MetricReader] = [scrape]

@@ -1,8 +1,8 @@
 """The listener's metrics, through the OpenTelemetry metrics API, and their Prometheus text for `/metrics`.
 
 `Metrics` is the no-op the listener holds when telemetry is disabled: each hook is an empty method call, so the
-hot path pays nothing. `OtelMetrics` records into a real meter (built by listener/telemetry.py). Labels come from
-fixed vocabularies only (actions, reason codes, DTS operations), never from what a publisher wrote.
+hot path pays nothing. `OtelMetrics` records into a real meter (built by sbworker/observability/telemetry.py).
+Labels come from fixed vocabularies only (actions, reason codes, DTS operations), never from what a publisher wrote.
 """
 
 from __future__ import annotations
