@@ -160,7 +160,7 @@ def run_dashboard(settings: Settings, *, host: str, port: int) -> int:
 
 
 def _demo(settings: Settings) -> None:
-    from sbworker.demo import run_demo
+    from sbworker.operations.demo import run_demo
 
     lines = ["", "The four workflows, started through the queue (sbworker dev --no-demo skips this):"]
     try:

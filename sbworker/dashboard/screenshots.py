@@ -25,11 +25,10 @@ from urllib.parse import urlencode
 
 from azure.servicebus import ServiceBusMessage
 
-from sbworker import demo
 from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.dashboard.localstack import LocalStack, local_stack
-from sbworker.operations import publish
+from sbworker.operations import demo, publish
 
 log = logging.getLogger(__name__)
 
