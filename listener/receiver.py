@@ -107,6 +107,7 @@ class Listener:
         self._is_registered = is_registered
         self._registered_names = registered_names
         self.state = ListenerState()
+        self._up = asyncio.Event()  # set while connected: what Service.ready waits on
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._sender: ServiceBusSender | None = None
@@ -144,6 +145,7 @@ class Listener:
                              level=logging.WARNING)
             finally:
                 self.state.connected = False
+                self._up.clear()
             if stop.is_set():
                 break
             with contextlib.suppress(TimeoutError):
@@ -151,9 +153,18 @@ class Listener:
             delay = min(RECONNECT_MAX_DELAY, delay * 2)
         log.info("listener stopped")
 
+    @property
+    def entity(self) -> Entity:
+        return self._entity
+
+    async def wait_connected(self) -> None:
+        """Return once the receiver's link is open (at once when it is)."""
+        await self._up.wait()
+
     def _connected(self) -> None:
         self.state.connected = True
         self.state.last_error = None
+        self._up.set()
         log.info("listening on %s (max %d concurrent, prefetch %d)", self._entity,
                  self._settings.max_concurrent_messages, self._settings.prefetch_count)
 

@@ -25,90 +25,119 @@ from orchestrations import registry
 from sbworker import patches
 from sbworker.core import clients
 from sbworker.core.config import DtsSettings, Settings
-from sbworker.observability import telemetry
 from sbworker.observability.metrics import NOOP, TimedDts
+from sbworker.observability.telemetry import Telemetry
+from sbworker.observability.telemetry import setup as setup_telemetry
 
 log = logging.getLogger(__name__)
 
 READINESS_PROBE_ID = "sbworker-readiness-probe"
 
 
-async def serve(
-    settings: Settings,
-    *,
-    with_worker: bool = True,
-    with_listener: bool = True,
-    stop: asyncio.Event | None = None,
-    servicebus_credential: AsyncTokenCredential | None = None,
-    dts_credential: TokenCredential | None = None,
-    dts_async_credential: AsyncTokenCredential | None = None,
-    on_listener: Any = None,
-    telemetry_setup: Any = None,
-) -> int:
-    """Run until `stop` is set (or a signal arrives). Returns the process exit code.
+class Service:
+    """The listeners (one per entity the source names) and the co-hosted DTS worker, plus the health endpoints.
 
-    `telemetry_setup` (tests) replaces `telemetry.setup`; it must come before the worker, whose spans use the
-    global tracer provider that setup installs.
+    `start` returns once everything runs, `ready` once every receiver is connected, `stop` drains in-flight
+    messages within the grace period and shuts everything down (the telemetry it was given included). Everything
+    it talks through is built from `settings`; the credentials (tests pass fakes) and `telemetry` are injected.
     """
-    stop = stop or asyncio.Event()
-    restore_signals = _install_signal_handlers(stop)
-    observed = (telemetry_setup or telemetry.setup)(settings.telemetry)
-    patches.log_state()
-    worker = None
-    if with_worker:
-        worker = dts_worker(settings.dts, credential=dts_credential)
-        worker.start()
-        log.info("DTS worker started (%s, task hub %r, %d orchestrations)", settings.dts.endpoint,
-                 settings.dts.taskhub, len(registry.ORCHESTRATORS))
-    def dts_client() -> Any:
-        client = clients.dts_async_client(settings.dts, credential=dts_async_credential)
-        return client if observed.metrics is NOOP else TimedDts(client, observed.metrics)
 
-    dispatcher = Dispatcher(dts_client(), reconnect=dts_client)
-    # One listener per entity: the queue; or the subscription and the retry queue (sbworker/core/entities.py).
-    source = settings.servicebus.source
-    listeners: list[Listener] = []
-    for entity in source.receive_from if with_listener else ():
-        listener = Listener(
+    def __init__(self, settings: Settings, *, telemetry: Telemetry | None = None, with_worker: bool = True,
+                 with_listener: bool = True, servicebus_credential: AsyncTokenCredential | None = None,
+                 dts_credential: TokenCredential | None = None,
+                 dts_async_credential: AsyncTokenCredential | None = None) -> None:
+        self.settings = settings
+        # Set up before the worker starts: the worker's spans use the global tracer provider that setup installs.
+        self.telemetry = telemetry if telemetry is not None else setup_telemetry(settings.telemetry)
+        self._with_worker = with_worker
+        self._dts_credential = dts_credential
+        self._dts_async_credential = dts_async_credential
+        self._stop = asyncio.Event()
+        self._worker: DurableTaskSchedulerWorker | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.dispatcher = Dispatcher(self._dts_client(), reconnect=self._dts_client)
+        source = settings.servicebus.source
+        self.listeners = [Listener(
             client_factory=lambda: clients.servicebus_client(settings.servicebus, credential=servicebus_credential),
             source=source,
             entity=entity,
-            dispatcher=dispatcher,
+            dispatcher=self.dispatcher,
             settings=settings.listener,
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
-            telemetry=observed,
-        )
-        listeners.append(listener)
-        if on_listener is not None:
-            on_listener(listener)
+            telemetry=self.telemetry,
+        ) for entity in (source.receive_from if with_listener else ())]
+        listen = settings.listener
+        self.health = (HealthServer(listen.health_port, self._readiness, host=listen.health_host,
+                                    metrics=self.telemetry.prometheus,
+                                    details=lambda: {"sdk_patches": patches.active()})
+                       if listen.health_port else None)
 
-    async def readiness() -> dict[str, bool]:
-        checks = {"dts": await _dts_reachable(dispatcher.client)}
-        if listeners:
-            checks["servicebus"] = all(listener.state.connected for listener in listeners)
+    def _dts_client(self) -> Any:
+        client = clients.dts_async_client(self.settings.dts, credential=self._dts_async_credential)
+        metrics = self.telemetry.metrics
+        return client if metrics is NOOP else TimedDts(client, metrics)
+
+    async def start(self) -> None:
+        """Start the worker, the health endpoints and the listeners; returns without waiting for a connection."""
+        patches.log_state()
+        if self._with_worker:
+            self._worker = dts_worker(self.settings.dts, credential=self._dts_credential)
+            self._worker.start()
+            log.info("DTS worker started (%s, task hub %r, %d orchestrations)", self.settings.dts.endpoint,
+                     self.settings.dts.taskhub, len(registry.ORCHESTRATORS))
+        if self.health is not None:
+            await self.health.start()
+        if self.listeners:
+            log.info("listening to %s %s", self.settings.servicebus.endpoint_for_logs, self.settings.servicebus.source)
+        self._tasks = [asyncio.create_task(listener.run(self._stop), name=f"listener {listener.entity}")
+                       for listener in self.listeners]
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        """Return once every receiver is connected; raise TimeoutError naming the ones that are not."""
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(listener.wait_connected() for listener in self.listeners))
+        except TimeoutError:
+            waiting = [str(listener.entity) for listener in self.listeners if not listener.state.connected]
+            raise TimeoutError(f"not connected within {timeout:.0f}s: {', '.join(waiting)}") from None
+
+    async def stop(self) -> None:
+        """Stop receiving, give in-flight messages the grace period, then stop everything else. Idempotent."""
+        self._stop.set()
+        try:
+            if self._tasks:
+                await asyncio.gather(*self._tasks)
+            self._tasks = []
+        finally:
+            if self.health is not None:
+                await self.health.stop()
+            with contextlib.suppress(Exception):
+                await self.dispatcher.close()
+            if self._worker is not None:
+                await asyncio.to_thread(self._worker.stop)
+                self._worker = None
+                log.info("DTS worker stopped")
+            await asyncio.to_thread(self.telemetry.shutdown)  # the last spans and a final metrics push
+
+    async def _readiness(self) -> dict[str, bool]:
+        checks = {"dts": await _dts_reachable(self.dispatcher.client)}
+        if self.listeners:
+            checks["servicebus"] = all(listener.state.connected for listener in self.listeners)
         return checks
 
-    health = (HealthServer(settings.listener.health_port, readiness, host=settings.listener.health_host,
-                           metrics=observed.prometheus, details=lambda: {"sdk_patches": patches.active()})
-              if settings.listener.health_port else None)
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None, telemetry: Telemetry | None = None,
+                with_worker: bool = True, with_listener: bool = True) -> int:
+    """`sbworker run`: a Service until `stop` is set or SIGTERM/SIGINT arrives. Returns the process exit code."""
+    stop = stop or asyncio.Event()
+    restore_signals = _install_signal_handlers(stop)
+    service = Service(settings, telemetry=telemetry, with_worker=with_worker, with_listener=with_listener)
     try:
-        if health is not None:
-            await health.start()
-        if listeners:
-            log.info("listening to %s %s", settings.servicebus.endpoint_for_logs, source)
-            await asyncio.gather(*(listener.run(stop) for listener in listeners))
-        else:
-            await stop.wait()
+        await service.start()
+        await stop.wait()
     finally:
-        if health is not None:
-            await health.stop()
-        with contextlib.suppress(Exception):
-            await dispatcher.close()
-        if worker is not None:
-            await asyncio.to_thread(worker.stop)
-            log.info("DTS worker stopped")
-        await asyncio.to_thread(observed.shutdown)  # the last spans and a final metrics push
+        await service.stop()
         restore_signals()
     return 0
 

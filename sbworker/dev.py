@@ -1,14 +1,15 @@
 """`sbworker dev` (what `make run` runs): the whole system on the embedded local stack.
 
-localbus stands in for the Service Bus emulator and the SDK's in-memory backend for the DTS emulator, on the
-emulators' own ports, so the printed connection strings work unchanged against docker-compose later.
+localbus stands in for the Service Bus emulator and localdts (a durable DTS backend) for the DTS emulator, on the
+emulators' own ports, so the printed connection strings work unchanged against docker-compose later. The wiring
+of the three is sbworker.localstack's; this module adds the command line's checks, the banner, the demo and the
+dashboard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from listener import service
+from sbworker import localstack
 from sbworker.core import config
 from sbworker.core.config import Settings
 from sbworker.core.entities import default_retry_queue
@@ -51,10 +53,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
     others.
     """
     try:
-        from localbus import ConfigError as BusConfigError
-        from localbus import LocalBus
         from localbus.server import ExposureError, check_exposure
-        from localdts import DataFileError, LocalDts
     except ImportError:
         raise ConfigError("sbworker dev", "the local stack needs python-qpid-proton: pip install 'sbworker[local]'"
                           ) from None
@@ -70,48 +69,27 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
     if not is_loopback(host):
         print(f"warning: sbworker dev listens on {host}: anyone who reaches it can send with the key you gave, and "
               f"the DTS endpoint (port {dts_port}) has no authentication at all", file=sys.stderr, flush=True)
-    settings = config.load(topic_environment(os.environ) if topic else os.environ)
-    if data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        bus = LocalBus(host=host, port=servicebus_port, config_path=config_path,
-                       data_path=data_dir / "servicebus.sqlite3" if data_dir else None,
-                       key=key, allow_remote=allow_remote)
-    except BusConfigError as error:
-        raise ConfigError("--config", str(error)) from None
-    dts = LocalDts(host=host, port=dts_port, data_path=data_dir / "dts.sqlite3" if data_dir else None,
-                   allow_remote=allow_remote)
-    try:
-        dts.start()  # first: a data file that is not ours is refused before anything else has started
-    except DataFileError as error:
-        raise ConfigError("--data", str(error)) from None
+    environ = topic_environment(os.environ) if topic else os.environ
     board = None
-    try:
-        bus.start()
-        settings = dataclasses.replace(
-            settings,
-            dts=config.parse_dts(f"Endpoint=http://localhost:{dts.port};Authentication=None",
-                                 taskhub=settings.dts.taskhub),
-            servicebus=dataclasses.replace(settings.servicebus, access=config.ConnectionString(bus.connection_string)),
-            listener=dataclasses.replace(
-                settings.listener,
-                health_port=settings.listener.health_port if health_port is None else health_port,
-                health_host=host,
-            ),
-        )
-        recent = _recent_spans(settings) if dashboard_port else None
-        if dashboard_port:
-            board = _dashboard(settings, host, dashboard_port, recent)
-        print(_banner(settings, bus.connection_string, data_dir, board.url if board else None), flush=True)
-        if demo:
-            threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
-        setup = functools.partial(telemetry.setup, recent_spans=recent) if recent is not None else None
-        return asyncio.run(service.serve(settings, telemetry_setup=setup))
-    finally:
-        if board is not None:
-            board.stop()
-        dts.stop(grace=1)
-        bus.stop()
+    with localstack.backends(environ, host=host, servicebus_port=servicebus_port, dts_port=dts_port,
+                             data_dir=data_dir, config_path=config_path, key=key, allow_remote=allow_remote) as parts:
+        settings = dataclasses.replace(parts.settings, listener=dataclasses.replace(
+            parts.settings.listener,
+            health_port=parts.settings.listener.health_port if health_port is None else health_port,
+            health_host=host,
+        ))
+        try:
+            recent = _recent_spans(settings) if dashboard_port else None
+            if dashboard_port:
+                board = _dashboard(settings, host, dashboard_port, recent)
+            print(_banner(settings, parts.servicebus_connection, data_dir, board.url if board else None), flush=True)
+            if demo:
+                threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
+            observed = telemetry.setup(settings.telemetry, recent_spans=recent)
+            return asyncio.run(service.serve(settings, telemetry=observed))
+        finally:
+            if board is not None:
+                board.stop()
 
 
 def topic_environment(environ: Mapping[str, str]) -> dict[str, str]:

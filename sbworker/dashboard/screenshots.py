@@ -25,9 +25,11 @@ from urllib.parse import urlencode
 
 from azure.servicebus import ServiceBusMessage
 
+from sbworker import localstack
 from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
-from sbworker.dashboard.localstack import LocalStack, local_stack
+from sbworker.core.config import Settings
+from sbworker.dashboard import serve
 from sbworker.operations import demo, publish
 
 log = logging.getLogger(__name__)
@@ -42,9 +44,8 @@ APPROVAL_PNG = "dashboard-approval.png"
 DLQ_PNG = "dashboard-dlq.png"
 
 
-def populate(stack: LocalStack, run: str) -> dict[str, str]:
+def populate(settings: Settings, run: str) -> dict[str, str]:
     """Real traffic through the queue; returns the instance ids the pictures show."""
-    settings = stack.settings
     source = settings.servicebus.source
     demo.run_demo(settings, lambda line: log.info("demo: %s", line.strip()))
     ids = {
@@ -101,7 +102,7 @@ def _until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def photograph(stack: LocalStack, ids: dict[str, str], out: Path, chromium: str) -> list[Path]:
+def photograph(base: str, ids: dict[str, str], out: Path, chromium: str) -> list[Path]:
     """One picture per view; each waits for, and checks, the content it is meant to show."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -110,7 +111,6 @@ def photograph(stack: LocalStack, ids: dict[str, str], out: Path, chromium: str)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True)
         page = browser.new_page(viewport={"width": VIEWPORT_WIDTH, "height": VIEWPORT_HEIGHT}, device_scale_factor=1)
-        base = stack.url
 
         page.goto(f"{base}/instances")
         expect(page.locator("#instances tbody tr")).to_have_count(8)
@@ -156,10 +156,14 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.chromium).exists():
         print(f"screenshots: no Chromium at {args.chromium} (apt-get install chromium)", file=sys.stderr)
         return 2
-    with local_stack() as stack:
-        ids = populate(stack, uuid.uuid4().hex[:4])
-        for path in photograph(stack, ids, args.out, args.chromium):
-            print(path)
+    with localstack.local_stack() as stack:
+        board = serve(stack.settings, port=0)
+        try:
+            ids = populate(stack.settings, uuid.uuid4().hex[:4])
+            for path in photograph(board.url, ids, args.out, args.chromium):
+                print(path)
+        finally:
+            board.stop()
     return 0
 
 

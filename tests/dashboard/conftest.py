@@ -19,10 +19,11 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.client import OrchestrationState
 
+from sbworker import localstack
 from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.entities import queue_source
-from sbworker.dashboard.localstack import LocalStack, local_stack
+from sbworker.dashboard import Dashboard, serve
 from sbworker.operations import publish
 from tests.reliability.common import wait_until
 
@@ -31,27 +32,51 @@ from tests.reliability.common import wait_until
 STACK_ENV = {"APPROVAL_NOT_FOUND_WINDOW_SECONDS": "0"}
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    with local_stack(env=STACK_ENV) as running:
-        yield running
+@dataclass
+class Stack:
+    """The embedded stack (sbworker.localstack) with the dashboard in front of it, as `sbworker dev` runs them."""
+
+    local: localstack.LocalStack
+    board: Dashboard
+
+    @property
+    def settings(self) -> Any:
+        return self.local.settings
+
+    @property
+    def servicebus_connection(self) -> str:
+        return self.local.servicebus_connection
+
+    @property
+    def url(self) -> str:
+        return self.board.url
 
 
 @pytest.fixture(scope="module")
-def dts(stack: LocalStack) -> Iterator[DurableTaskSchedulerClient]:
+def stack() -> Iterator[Stack]:
+    with localstack.local_stack(STACK_ENV) as running:
+        board = serve(running.settings, port=0)
+        try:
+            yield Stack(running, board)
+        finally:
+            board.stop()
+
+
+@pytest.fixture(scope="module")
+def dts(stack: Stack) -> Iterator[DurableTaskSchedulerClient]:
     client = clients.dts_client(stack.settings.dts)
     yield client
     client.close()
 
 
 @pytest.fixture(scope="module")
-def sb(stack: LocalStack) -> Iterator[ServiceBusClient]:
+def sb(stack: Stack) -> Iterator[ServiceBusClient]:
     with clients.servicebus_sync_client(stack.settings.servicebus) as client:
         yield client
 
 
 @pytest.fixture
-def web(stack: LocalStack) -> Web:
+def web(stack: Stack) -> Web:
     return Web(f"http://127.0.0.1:{stack.board.port}")
 
 

@@ -13,11 +13,10 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.history import EventRaisedEvent, ExecutionStartedEvent
 
 from sbworker.core.codes import TAG_MESSAGE_ID
-from sbworker.dashboard.localstack import LocalStack
-from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, waiting_for_approval
+from tests.dashboard.conftest import Stack, Web, finished, send_raw, start, wait_for, waiting_for_approval
 
 
-def _queue(stack: LocalStack) -> str:
+def _queue(stack: Stack) -> str:
     return stack.settings.servicebus.source.entity.name
 
 
@@ -33,7 +32,7 @@ def _dead_letters(sb: ServiceBusClient, queue: str) -> dict[str, int]:
                 for m in receiver.peek_messages(max_message_count=1000, sequence_number=1)}
 
 
-def test_suspend_resume_and_terminate_with_a_reason(stack: LocalStack, sb: ServiceBusClient,
+def test_suspend_resume_and_terminate_with_a_reason(stack: Stack, sb: ServiceBusClient,
                                                     dts: DurableTaskSchedulerClient, web: Web, run_id: str) -> None:
     instance_id = f"{run_id}-managed"
     start(sb, _queue(stack), "approval_workflow", {"item": "tent"}, instance_id=instance_id)
@@ -51,7 +50,7 @@ def test_suspend_resume_and_terminate_with_a_reason(stack: LocalStack, sb: Servi
         "ordered twice"
 
 
-def test_restart_in_place_and_as_a_new_instance_then_purge(stack: LocalStack, sb: ServiceBusClient,
+def test_restart_in_place_and_as_a_new_instance_then_purge(stack: Stack, sb: ServiceBusClient,
                                                            dts: DurableTaskSchedulerClient, web: Web,
                                                            run_id: str) -> None:
     instance_id = f"{run_id}-again"
@@ -71,7 +70,7 @@ def test_restart_in_place_and_as_a_new_instance_then_purge(stack: LocalStack, sb
     assert dts.get_orchestration_state(instance_id) is None
 
 
-def test_a_refused_action_says_why_and_changes_nothing(stack: LocalStack, sb: ServiceBusClient,
+def test_a_refused_action_says_why_and_changes_nothing(stack: Stack, sb: ServiceBusClient,
                                                        dts: DurableTaskSchedulerClient, web: Web,
                                                        run_id: str) -> None:
     instance_id = f"{run_id}-busy"
@@ -85,7 +84,7 @@ def test_a_refused_action_says_why_and_changes_nothing(stack: LocalStack, sb: Se
     assert _status(dts, instance_id) == "RUNNING"
 
 
-def test_raise_event_goes_straight_to_dts(stack: LocalStack, sb: ServiceBusClient, dts: DurableTaskSchedulerClient,
+def test_raise_event_goes_straight_to_dts(stack: Stack, sb: ServiceBusClient, dts: DurableTaskSchedulerClient,
                                           web: Web, run_id: str) -> None:
     instance_id = f"{run_id}-raised"
     start(sb, _queue(stack), "approval_workflow", {"item": "bike"}, instance_id=instance_id)
@@ -98,7 +97,7 @@ def test_raise_event_goes_straight_to_dts(stack: LocalStack, sb: ServiceBusClien
     assert [json.loads(e.input or "null") for e in raised] == [{"approved": True, "approver": "direct"}]
 
 
-def test_approve_is_sent_through_the_queue_and_completes_the_workflow(stack: LocalStack, sb: ServiceBusClient,
+def test_approve_is_sent_through_the_queue_and_completes_the_workflow(stack: Stack, sb: ServiceBusClient,
                                                                       dts: DurableTaskSchedulerClient, web: Web,
                                                                       run_id: str) -> None:
     instance_id = f"{run_id}-approve me"
@@ -120,7 +119,7 @@ def test_approve_is_sent_through_the_queue_and_completes_the_workflow(stack: Loc
     assert 'id="approval-form"' not in web.get(f"/instance?id={quote(instance_id)}").text
 
 
-def test_reject_is_sent_through_the_queue(stack: LocalStack, sb: ServiceBusClient, dts: DurableTaskSchedulerClient,
+def test_reject_is_sent_through_the_queue(stack: Stack, sb: ServiceBusClient, dts: DurableTaskSchedulerClient,
                                           web: Web, run_id: str) -> None:
     instance_id = f"{run_id}-reject"
     start(sb, _queue(stack), "approval_workflow", {"item": "yacht"}, instance_id=instance_id)
@@ -130,7 +129,7 @@ def test_reject_is_sent_through_the_queue(stack: LocalStack, sb: ServiceBusClien
     assert finished(dts, instance_id).serialized_output == '"Rejected"'
 
 
-def test_approve_is_refused_for_an_instance_that_is_not_waiting(stack: LocalStack, sb: ServiceBusClient,
+def test_approve_is_refused_for_an_instance_that_is_not_waiting(stack: Stack, sb: ServiceBusClient,
                                                                 dts: DurableTaskSchedulerClient, web: Web,
                                                                 run_id: str) -> None:
     instance_id = f"{run_id}-hello"
@@ -145,7 +144,7 @@ def test_approve_is_refused_for_an_instance_that_is_not_waiting(stack: LocalStac
     assert page.notice().startswith("Not sent:") and _status(dts, waiting) == "RUNNING"
 
 
-def test_new_orchestration_publishes_a_start_message(stack: LocalStack, dts: DurableTaskSchedulerClient, web: Web,
+def test_new_orchestration_publishes_a_start_message(stack: Stack, dts: DurableTaskSchedulerClient, web: Web,
                                                      run_id: str) -> None:
     instance_id = f"{run_id}-new"
     page = web.post("/new", {"orchestration": "fan_out_fan_in", "input": '["Oslo", "Lima"]',
@@ -158,7 +157,7 @@ def test_new_orchestration_publishes_a_start_message(stack: LocalStack, dts: Dur
     assert (started.tags or {}).get(TAG_MESSAGE_ID) == sent.group(1)  # it came through the listener
 
 
-def test_new_orchestration_with_start_at_stays_pending(stack: LocalStack, dts: DurableTaskSchedulerClient, web: Web,
+def test_new_orchestration_with_start_at_stays_pending(stack: Stack, dts: DurableTaskSchedulerClient, web: Web,
                                                        run_id: str) -> None:
     instance_id = f"{run_id}-tomorrow"
     page = web.post("/new", {"orchestration": "hello_cities", "input": "", "instance_id": instance_id,
@@ -167,7 +166,7 @@ def test_new_orchestration_with_start_at_stays_pending(stack: LocalStack, dts: D
     wait_for(lambda: _status(dts, instance_id) == "PENDING", what="a pending instance")
 
 
-def test_new_orchestration_refuses_bad_input_and_sends_nothing(stack: LocalStack, sb: ServiceBusClient,
+def test_new_orchestration_refuses_bad_input_and_sends_nothing(stack: Stack, sb: ServiceBusClient,
                                                                dts: DurableTaskSchedulerClient, web: Web,
                                                                run_id: str) -> None:
     token = web.get("/new").token()
@@ -183,7 +182,7 @@ def test_new_orchestration_refuses_bad_input_and_sends_nothing(stack: LocalStack
     assert dts.get_orchestration_state(f"{run_id}-x") is None
 
 
-def test_resubmit_a_dead_letter_after_its_instance_exists(stack: LocalStack, sb: ServiceBusClient,
+def test_resubmit_a_dead_letter_after_its_instance_exists(stack: Stack, sb: ServiceBusClient,
                                                           dts: DurableTaskSchedulerClient, web: Web,
                                                           run_id: str) -> None:
     instance_id = f"{run_id}-early"
@@ -200,7 +199,7 @@ def test_resubmit_a_dead_letter_after_its_instance_exists(stack: LocalStack, sb:
     assert early not in _dead_letters(sb, queue)
 
 
-def test_delete_dead_letters_removes_only_the_chosen(stack: LocalStack, sb: ServiceBusClient, web: Web) -> None:
+def test_delete_dead_letters_removes_only_the_chosen(stack: Stack, sb: ServiceBusClient, web: Web) -> None:
     queue = _queue(stack)
     doomed = send_raw(sb, queue, "not json at all", "start")
     kept = send_raw(sb, queue, {"hello": 1}, "start")

@@ -18,8 +18,7 @@ import pytest
 from azure.servicebus import ServiceBusClient
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from sbworker.dashboard.localstack import LocalStack
-from tests.dashboard.conftest import finished, send_raw, start, wait_for, waiting_for_approval
+from tests.dashboard.conftest import Stack, finished, send_raw, start, wait_for, waiting_for_approval
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +55,7 @@ def chromium(chromium_path: str) -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(chromium: Any, stack: LocalStack) -> Iterator[Any]:
+def page(chromium: Any, stack: Stack) -> Iterator[Any]:
     context = chromium.new_context(base_url=stack.url, viewport={"width": 1280, "height": 900})
     tab = context.new_page()
     tab.set_default_timeout(30_000)
@@ -69,7 +68,7 @@ def page(chromium: Any, stack: LocalStack) -> Iterator[Any]:
     assert problems == []
 
 
-def test_filter_open_an_instance_approve_it_and_watch_it_complete(page: Any, stack: LocalStack,
+def test_filter_open_an_instance_approve_it_and_watch_it_complete(page: Any, stack: Stack,
                                                                   sb: ServiceBusClient,
                                                                   dts: DurableTaskSchedulerClient,
                                                                   run_id: str) -> None:
@@ -111,7 +110,7 @@ def test_filter_open_an_instance_approve_it_and_watch_it_complete(page: Any, sta
     expect(page.locator("#timeline g.bar[data-kind=activity]")).to_have_count(1)
 
 
-def test_resubmit_a_dead_letter(page: Any, stack: LocalStack, sb: ServiceBusClient,
+def test_resubmit_a_dead_letter(page: Any, stack: Stack, sb: ServiceBusClient,
                                 dts: DurableTaskSchedulerClient, run_id: str) -> None:
     from playwright.sync_api import expect
 

@@ -12,8 +12,7 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from sbworker.core.errors import ConfigError
 from sbworker.dashboard import serve
-from sbworker.dashboard.localstack import LocalStack
-from tests.dashboard.conftest import Web, wait_for
+from tests.dashboard.conftest import Stack, Web, wait_for
 
 POSTS = ("/instance/terminate", "/instance/purge", "/instance/approve", "/new", "/queue/dead-letters/resubmit",
          "/queue/dead-letters/delete")
@@ -76,7 +75,7 @@ def test_only_localhost_host_names_are_served(web: Web) -> None:
         assert web.get("/healthz", headers={"Host": f"{host}:{port}"}).status == 200, host
 
 
-def test_no_secret_is_rendered(stack: LocalStack, web: Web) -> None:
+def test_no_secret_is_rendered(stack: Stack, web: Web) -> None:
     key = re.search(r"SharedAccessKey=([^;]+)", stack.servicebus_connection).group(1)  # type: ignore[union-attr]
     for path in ("/instances", "/queue", "/new", "/instance?id=x", "/instance/messages?id=x"):
         page = web.get(path)
@@ -84,7 +83,7 @@ def test_no_secret_is_rendered(stack: LocalStack, web: Web) -> None:
     assert f"sb://localhost:{stack.servicebus_connection.split(':')[2].split(';')[0]}" in web.get("/queue").text
 
 
-def test_serve_refuses_a_busy_port_in_one_line(stack: LocalStack) -> None:
+def test_serve_refuses_a_busy_port_in_one_line(stack: Stack) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -94,7 +93,7 @@ def test_serve_refuses_a_busy_port_in_one_line(stack: LocalStack) -> None:
     assert str(raised.value) == f"configuration error: dashboard: port {port} on 127.0.0.1 is in use"
 
 
-def test_serve_reports_its_url_and_stops(stack: LocalStack) -> None:
+def test_serve_reports_its_url_and_stops(stack: Stack) -> None:
     board = serve(stack.settings, port=0)
     try:
         assert board.port > 0 and board.url == f"http://localhost:{board.port}"
@@ -107,7 +106,7 @@ def test_serve_reports_its_url_and_stops(stack: LocalStack) -> None:
         pass
 
 
-def test_a_non_loopback_bind_warns_and_accepts_other_host_names(stack: LocalStack,
+def test_a_non_loopback_bind_warns_and_accepts_other_host_names(stack: Stack,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="sbworker.dashboard.server"):
         board = serve(stack.settings, host="0.0.0.0", port=0)

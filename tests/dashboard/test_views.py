@@ -12,16 +12,15 @@ from azure.servicebus import ServiceBusClient
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from orchestrations import registry
-from sbworker.dashboard.localstack import LocalStack
 from sbworker.operations import publish
-from tests.dashboard.conftest import Web, finished, send_raw, start, wait_for, waiting_for_approval
+from tests.dashboard.conftest import Stack, Web, finished, send_raw, start, wait_for, waiting_for_approval
 
 
-def _queue(stack: LocalStack) -> str:
+def _queue(stack: Stack) -> str:
     return stack.settings.servicebus.source.entity.name
 
 
-def test_list_shows_each_instance_newest_first_with_its_columns(stack: LocalStack, sb: ServiceBusClient,
+def test_list_shows_each_instance_newest_first_with_its_columns(stack: Stack, sb: ServiceBusClient,
                                                                dts: DurableTaskSchedulerClient, web: Web,
                                                                run_id: str) -> None:
     first, second = f"{run_id}-a", f"{run_id}-b"
@@ -43,7 +42,7 @@ def test_list_shows_each_instance_newest_first_with_its_columns(stack: LocalStac
         assert f"<th>{column}</th>" in page.text
 
 
-def test_filters_by_status_name_prefix_search_and_creation_time(stack: LocalStack, sb: ServiceBusClient,
+def test_filters_by_status_name_prefix_search_and_creation_time(stack: Stack, sb: ServiceBusClient,
                                                                dts: DurableTaskSchedulerClient, web: Web,
                                                                run_id: str) -> None:
     done, waiting = f"{run_id}-done", f"{run_id}-waiting"
@@ -91,7 +90,7 @@ def test_auto_refresh_reloads_the_same_filtered_view(web: Web, run_id: str) -> N
     assert web.get("/instances?refresh=7").status == 400  # only the offered intervals
 
 
-def test_overview_shows_input_output_custom_status_and_the_start_message(stack: LocalStack, sb: ServiceBusClient,
+def test_overview_shows_input_output_custom_status_and_the_start_message(stack: Stack, sb: ServiceBusClient,
                                                                          dts: DurableTaskSchedulerClient, web: Web,
                                                                          run_id: str) -> None:
     instance_id = f"{run_id}-<b>bold</b>"
@@ -115,7 +114,7 @@ def test_overview_shows_input_output_custom_status_and_the_start_message(stack: 
     assert '"Approved"' in unescape(done.text) and "hx-trigger" not in done.text
 
 
-def test_overview_shows_failure_details(stack: LocalStack, dts: DurableTaskSchedulerClient, web: Web,
+def test_overview_shows_failure_details(stack: Stack, dts: DurableTaskSchedulerClient, web: Web,
                                         run_id: str) -> None:
     # The co-hosted worker fails an orchestration it does not know: a real FAILED instance with details.
     instance_id = dts.schedule_new_orchestration("not_in_the_registry", instance_id=f"{run_id}-failed")
@@ -129,7 +128,7 @@ def test_overview_shows_failure_details(stack: LocalStack, dts: DurableTaskSched
     assert unescape(failure.group(2)) == state.failure_details.message
 
 
-def test_history_is_a_feed_of_events_with_times_and_payloads(stack: LocalStack, sb: ServiceBusClient,
+def test_history_is_a_feed_of_events_with_times_and_payloads(stack: Stack, sb: ServiceBusClient,
                                                              dts: DurableTaskSchedulerClient, web: Web,
                                                              run_id: str) -> None:
     instance_id = f"{run_id}-history"
@@ -156,7 +155,7 @@ def test_history_is_a_feed_of_events_with_times_and_payloads(stack: LocalStack, 
     assert "<desk>" not in page.text
 
 
-def test_timeline_draws_each_retry_as_its_own_bar(stack: LocalStack, sb: ServiceBusClient,
+def test_timeline_draws_each_retry_as_its_own_bar(stack: Stack, sb: ServiceBusClient,
                                                   dts: DurableTaskSchedulerClient, web: Web, run_id: str) -> None:
     instance_id = f"{run_id}-retried"
     start(sb, _queue(stack), "workflow_with_retry", {"fail_times": 2, "retry": {"first_retry_seconds": 0.2}},
@@ -174,7 +173,7 @@ def test_timeline_draws_each_retry_as_its_own_bar(stack: LocalStack, sb: Service
     assert "ServiceUnavailableError: service unavailable (attempt 1)" in unescape(page.text)
 
 
-def test_timeline_of_a_waiting_approval_shows_the_open_wait_and_timer(stack: LocalStack, sb: ServiceBusClient,
+def test_timeline_of_a_waiting_approval_shows_the_open_wait_and_timer(stack: Stack, sb: ServiceBusClient,
                                                                       dts: DurableTaskSchedulerClient, web: Web,
                                                                       run_id: str) -> None:
     instance_id = f"{run_id}-waits"
@@ -186,7 +185,7 @@ def test_timeline_of_a_waiting_approval_shows_the_open_wait_and_timer(stack: Loc
     assert 'data-kind="activity" data-outcome="completed" data-label="send_approval_request"' in page.text
 
 
-def test_messages_view_names_the_messages_that_acted_on_the_instance(stack: LocalStack, sb: ServiceBusClient,
+def test_messages_view_names_the_messages_that_acted_on_the_instance(stack: Stack, sb: ServiceBusClient,
                                                                      dts: DurableTaskSchedulerClient, web: Web,
                                                                      run_id: str) -> None:
     instance_id = f"{run_id}-msgs"
@@ -205,7 +204,7 @@ def test_messages_view_names_the_messages_that_acted_on_the_instance(stack: Loca
     assert late in queued and "dead-letter" in queued and "InstanceNotRunning" in queued
 
 
-def test_an_instance_not_created_yet_shows_its_scheduled_start(stack: LocalStack, sb: ServiceBusClient,
+def test_an_instance_not_created_yet_shows_its_scheduled_start(stack: Stack, sb: ServiceBusClient,
                                                                web: Web, run_id: str) -> None:
     instance_id = f"{run_id}-later"
     message, _ = publish.start_message("hello_cities", None, instance_id)
@@ -217,7 +216,7 @@ def test_an_instance_not_created_yet_shows_its_scheduled_start(stack: LocalStack
     assert queued is not None and "scheduled" in queued.group(1) and str(message.message_id) in queued.group(1)
 
 
-def test_queue_page_counts_active_scheduled_and_dead_lettered(stack: LocalStack, sb: ServiceBusClient, web: Web,
+def test_queue_page_counts_active_scheduled_and_dead_lettered(stack: Stack, sb: ServiceBusClient, web: Web,
                                                              run_id: str) -> None:
     def counts(path: str = "/queue") -> dict[str, int]:
         text = web.get(path).text
@@ -238,7 +237,7 @@ def test_queue_page_counts_active_scheduled_and_dead_lettered(stack: LocalStack,
     assert row is not None and "InvalidJson" in row.group(1) and "{not json" in row.group(1)
 
 
-def test_dead_letter_bodies_are_shown_as_text(stack: LocalStack, sb: ServiceBusClient, web: Web) -> None:
+def test_dead_letter_bodies_are_shown_as_text(stack: Stack, sb: ServiceBusClient, web: Web) -> None:
     bad = send_raw(sb, _queue(stack), '<script>alert("dlq")</script>', "start")
     page = wait_for(lambda: (p := web.get("/queue")) and bad in p.text and p, what="the message in the DLQ")
     assert '<script>alert("dlq")' not in page.text

@@ -187,10 +187,9 @@ async def test_managed_identity_configuration_presents_tokens(bus: LocalBus, dts
     assert settings.servicebus.access.auth is Auth.MANAGED_IDENTITY and settings.dts.auth is Auth.MANAGED_IDENTITY
     sb_credential = FakeAsyncCredential("eyJ0eXAiOiJKV1QifQ.sb-token-for-tests.sig")
     dts_credential = FakeAsyncCredential("eyJ0eXAiOiJKV1QifQ.dts-token-for-tests.sig")
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.serve(settings, with_worker=False, stop=stop,
-                                             servicebus_credential=sb_credential,
-                                             dts_async_credential=dts_credential))
+    running = service.Service(settings, with_worker=False, servicebus_credential=sb_credential,
+                              dts_async_credential=dts_credential)
+    await running.start()
     try:
         [mid] = await asyncio.to_thread(publish, bus, [("start", START)])
 
@@ -205,8 +204,7 @@ async def test_managed_identity_configuration_presents_tokens(bus: LocalBus, dts
         assert any(s[0].startswith("https://servicebus.azure.net/") for s in sb_credential.scopes)
         assert ("https://durabletask.io/.default",) in dts_credential.scopes
     finally:
-        stop.set()
-        assert await asyncio.wait_for(task, 60) == 0
+        await asyncio.wait_for(running.stop(), 60)
 
 
 def test_managed_identity_credential_uses_the_client_id() -> None:

@@ -1,4 +1,4 @@
-"""The service (`listener.service.serve`: listener + co-hosted worker) in the test's loop, against localbus and
+"""The service (`listener.service.Service`: listener + co-hosted worker) in the test's loop, against localbus and
 localdts, with telemetry the test chooses.
 
 The durabletask SDK builds its spans from the global tracer provider, which OpenTelemetry lets a process set only
@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from listener.receiver import Listener
-from listener.service import serve
+from listener.service import Service
 from localbus import LocalBus
 from localdts import LocalDts
 from sbworker.core import config
@@ -29,7 +29,7 @@ from tests.fixtures.isolation import session_tracer_provider
 from tests.integration.harness import DEFAULT_LISTENER, servicebus_settings
 
 
-def tracing_only(_settings: config.TelemetrySettings) -> Telemetry:
+def tracing_only() -> Telemetry:
     """Telemetry with the listener's spans going to the global provider (and no metrics)."""
     tracer = session_tracer_provider().get_tracer(SCOPE)
     return Telemetry(tracer=lambda queue, subscription: MessageTracer(tracer, queue, subscription))
@@ -41,19 +41,15 @@ def settings(bus: LocalBus, dts: LocalDts, **listener: Any) -> config.Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(service_settings: config.Settings, telemetry_setup: Callable[[config.TelemetrySettings], Telemetry]
-                  ) -> AsyncIterator[Listener]:
+async def running(service_settings: config.Settings, telemetry: Telemetry) -> AsyncIterator[Listener]:
     """`sbworker run` in this loop until the block ends; yields the listener once it is connected."""
-    stop = asyncio.Event()
-    seen: list[Listener] = []
-    task = asyncio.create_task(serve(service_settings, stop=stop, on_listener=seen.append,
-                                     telemetry_setup=telemetry_setup))
+    service = Service(service_settings, telemetry=telemetry)
     try:
-        await wait_until(lambda: bool(seen) and seen[0].state.connected, what="listener connected", task=task)
-        yield seen[0]
+        await service.start()
+        await service.ready(20)
+        yield service.listeners[0]
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+        await asyncio.wait_for(service.stop(), 60)
 
 
 async def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 20.0,

@@ -51,7 +51,7 @@ async def test_metrics_count_what_was_settled(localbus: LocalBus, dts: LocalDts)
         ("nonsense", {}),
         ("approval", {"instance_id": f"missing-{uuid.uuid4().hex}", "approved": True, "approver": "ada"}),
     ]
-    async with support.running(settings, telemetry.setup):
+    async with support.running(settings, telemetry.setup(settings.telemetry)):
         async with ServiceBusClient.from_connection_string(localbus.connection_string) as client, \
                 client.get_queue_sender(QUEUE) as sender:
             for subject, body in bodies:
@@ -95,7 +95,7 @@ async def test_with_the_sdk_disabled_there_is_no_metrics_endpoint(localbus: Loca
     port = free_port()
     settings = support.settings(localbus, dts, health_port=port, health_host="127.0.0.1")
     disabled = config.telemetry({"OTEL_SDK_DISABLED": "true"})
-    async with support.running(settings, lambda _s: telemetry.setup(disabled)) as listener:
+    async with support.running(settings, telemetry.setup(disabled)) as listener:
         assert listener._tracer is None
         status, _, _ = get(port, "/metrics")
         assert get(port, "/healthz")[0] == 200

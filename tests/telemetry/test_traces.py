@@ -58,7 +58,7 @@ async def test_a_start_message_and_its_orchestration_form_one_trace(localbus: Lo
         span_exporter: InMemorySpanExporter) -> None:
     exporter = span_exporter
     header, trace_id, publisher_span = traceparent()
-    async with support.running(support.settings(localbus, dts), support.tracing_only):
+    async with support.running(support.settings(localbus, dts), support.tracing_only()):
         message_id = await send(localbus, {"orchestration": "hello_cities"}, "start", {"traceparent": header})
         await support.wait_until(
             lambda: sum(s.name == "activity:say_hello" for s in support.in_trace(exporter, trace_id)) == 6
@@ -97,7 +97,7 @@ async def test_diagnostic_id_is_a_parent_too_and_a_dead_letter_names_its_trace(
         localbus: LocalBus, dts: LocalDts, span_exporter: InMemorySpanExporter) -> None:
     exporter = span_exporter
     header, trace_id, publisher_span = traceparent()
-    async with support.running(support.settings(localbus, dts), support.tracing_only):
+    async with support.running(support.settings(localbus, dts), support.tracing_only()):
         message_id = await send(localbus, {"orchestration": "no_such_workflow"}, "start", {"Diagnostic-Id": header})
         await support.wait_until(lambda: bool(support.in_trace(exporter, trace_id)), what="the consumer span")
         async with ServiceBusClient.from_connection_string(localbus.connection_string) as client, \
@@ -120,7 +120,7 @@ async def test_an_early_approval_keeps_its_trace_through_every_reenqueue(localbu
     exporter = span_exporter
     header, trace_id, publisher_span = traceparent()
     instance_id = f"early-{uuid.uuid4().hex}"
-    async with support.running(support.settings(localbus, dts), support.tracing_only):
+    async with support.running(support.settings(localbus, dts), support.tracing_only()):
         await send(localbus, {"instance_id": instance_id, "approved": True, "approver": "ada"}, "approval",
                    {"traceparent": header})
         await support.wait_until(
