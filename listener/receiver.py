@@ -29,10 +29,10 @@ from azure.servicebus.exceptions import (
 
 from listener.dispatch import Dispatcher, InstanceNotFound
 from listener.locks import LockKeeper
-from listener.settlement import NOT_FOUND_MAX_DELAY, Abandon, Action, Complete, DeadLetter, RetryLater, decide
+from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryHistory, RetryLater, decide
 from sbworker import patches
 from sbworker.core import contract, messages
-from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, PROP_UNDECODABLE, Reason
+from sbworker.core.codes import PROP_UNDECODABLE, AbandonReason, Reason
 from sbworker.core.config import ListenerSettings
 from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 from sbworker.core.entities import Entity, Source
@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 
 # Keep a lock for at most this long while handling one message (transient retries are far shorter).
 MAX_LOCK_RENEWAL_SECONDS = 600.0
-# A forged or corrupted first-attempt time is ignored unless it lies this close to what is possible (see
-# _first_attempt): an approval can then never wait longer than one window after its own enqueue.
-CLOCK_SKEW_SECONDS = 60.0
 # Longest message id, subject or instance id written into a log line.
 LOG_FIELD_CHARS = 128
 # A link with no sign of life (a message received or settled, a probe answered) for this long is probed; a probe
@@ -306,23 +303,26 @@ class Listener:
                            else await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id)))
                 # Only an approval still waiting for its instance needs its retry history read.
                 window = self._settings.approval_not_found_window_seconds
-                retries, since = (_retry_bookkeeping(message, window) if isinstance(outcome, InstanceNotFound)
-                                  else (0, 0.0))
+                retries, since = 0, 0.0
+                if isinstance(outcome, InstanceNotFound):
+                    now = datetime.now(UTC)
+                    history = RetryHistory.of(message, window, now)
+                    retries, since = history.retries, history.seconds_since_first(now)
                 action = decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
                                 not_found_window=window, message_id_length=len(str(message.message_id or "")))
             except asyncio.CancelledError:
-                await asyncio.shield(self._settle(client, receiver, message, Abandon("shutdown"), parsed, started,
-                                                  span))
+                await asyncio.shield(self._settle(client, receiver, message, Abandon(AbandonReason.SHUTDOWN), parsed,
+                                                  started, span))
                 raise
             except Exception:
                 log.exception("unexpected error handling message %s; abandoning it", _field(message.message_id))
-                action = Abandon("UnexpectedError")
+                action = Abandon(AbandonReason.UNEXPECTED_ERROR)
             await asyncio.shield(self._settle(client, receiver, message, action, parsed, started, span))
         finally:
             renewer.release(message)
 
     def _parse(self, message: ServiceBusReceivedMessage) -> StartRequest | ApprovalRequest | Invalid:
-        undecodable = _prop(message, PROP_UNDECODABLE)
+        undecodable = messages.prop(message, PROP_UNDECODABLE)
         if undecodable is not None:
             return Invalid(Reason.UNDECODABLE_MESSAGE, str(undecodable))
         body = message_body(message)
@@ -356,7 +356,7 @@ class Listener:
                     self._metrics.reenqueued()
                     await receiver.complete_message(message)
                 else:
-                    applied = Abandon("re-enqueue failed")
+                    applied = Abandon(AbandonReason.REENQUEUE_FAILED)
                     await receiver.abandon_message(message)
             else:
                 await receiver.abandon_message(message)
@@ -376,11 +376,8 @@ class Listener:
 
     async def _reenqueue(self, client: ServiceBusClient, message: ServiceBusReceivedMessage,
                          action: RetryLater) -> bool:
-        properties: dict[str | bytes, Any] = {
-            **messages.properties(message),
-            PROP_RETRIES: action.attempt,
-            PROP_FIRST_ATTEMPT: _first_attempt(message, self._settings.approval_not_found_window_seconds).isoformat(),
-        }
+        history = RetryHistory.of(message, self._settings.approval_not_found_window_seconds, datetime.now(UTC))
+        properties: dict[str | bytes, Any] = {**messages.properties(message), **history.properties(action.attempt)}
         if self._tracer is not None:
             # The copy's span becomes a child of this attempt's span: one trace from the publisher to the raise.
             self._tracer.inject(properties)
@@ -410,41 +407,6 @@ def message_body(message: ServiceBusReceivedMessage) -> bytes | Invalid:
         return Invalid(Reason.UNSUPPORTED_BODY, str(error))
 
 
-def _prop(message: ServiceBusReceivedMessage, key: str) -> Any:
-    props = message.application_properties or {}
-    value = props.get(key, props.get(key.encode()))
-    return messages.text(value) if isinstance(value, bytes) else value
-
-
-def _first_attempt(message: ServiceBusReceivedMessage, window: float) -> datetime:
-    """When this approval was first handled: our property, trusted only within what the protocol allows.
-
-    A copy is re-enqueued only while its window is open, with a delay of at most NOT_FOUND_MAX_DELAY (+20%
-    jitter), so its first attempt lies between (its enqueue time - window - that delay) and its enqueue time. A
-    value outside (a publisher's year 9999, a corrupted string) is ignored and the clock starts at this enqueue.
-    """
-    enqueued = message.enqueued_time_utc or datetime.now(UTC)
-    enqueued = enqueued if enqueued.tzinfo else enqueued.replace(tzinfo=UTC)
-    raw = _prop(message, PROP_FIRST_ATTEMPT)
-    if isinstance(raw, str) and len(raw) <= 64:
-        try:
-            claimed = datetime.fromisoformat(raw)
-        except ValueError:
-            claimed = None
-        if claimed is not None and claimed.tzinfo is not None:
-            earliest = enqueued - timedelta(seconds=window + 1.2 * NOT_FOUND_MAX_DELAY + CLOCK_SKEW_SECONDS)
-            if earliest <= claimed <= enqueued + timedelta(seconds=CLOCK_SKEW_SECONDS):
-                return claimed
-    return enqueued
-
-
-def _retry_bookkeeping(message: ServiceBusReceivedMessage, window: float) -> tuple[int, float]:
-    raw = _prop(message, PROP_RETRIES)
-    retries = raw if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 10_000 else 0
-    since = (datetime.now(UTC) - _first_attempt(message, window)).total_seconds()
-    return retries, max(0.0, since)
-
-
 def _action_label(action: Action) -> str:
     if isinstance(action, RetryLater):
         return "reenqueue"
@@ -467,6 +429,8 @@ def _description(description: str, span: Span | None) -> str:
 def _log_settled(message: ServiceBusReceivedMessage, action: Action, parsed: object, started: float) -> None:
     instance_id = getattr(parsed, "instance_id", None)
     reason = action.note if isinstance(action, Complete) else action.reason
+    if isinstance(action, Abandon) and action.detail:
+        reason = f"{action.reason} ({action.detail})"
     level = logging.WARNING if isinstance(action, DeadLetter | Abandon) else logging.INFO
     log.log(
         level,

@@ -1,12 +1,14 @@
-"""The settlement policy, in one pure function.
+"""The settlement policy: `decide`, one pure function, and the retry bookkeeping an early approval carries.
 
 Every row of the README's settlement table is one branch of `decide`, and a unit test pins each. The receiver
-and `settle` are thin shells around it.
+only applies the Action it returns (receiver.Settler).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from listener.dispatch import (
     AlreadyApplied,
@@ -19,7 +21,8 @@ from listener.dispatch import (
     Started,
     TransientFailure,
 )
-from sbworker.core.codes import Reason
+from sbworker.core import messages
+from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason, Reason
 from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 
 # Backoff for an approval that arrived before its start: 1 s, 2 s, 4 s … capped, until the window closes.
@@ -27,6 +30,9 @@ NOT_FOUND_FIRST_DELAY = 1.0
 NOT_FOUND_MAX_DELAY = 30.0
 # The Service Bus SDKs refuse to send a message id longer than this, so such an approval cannot be re-enqueued.
 MAX_REENQUEUE_MESSAGE_ID = 128
+# A forged or corrupted first-attempt time is ignored unless it lies this close to what is possible (see
+# RetryHistory.of): an approval can then never wait longer than one window after its own enqueue.
+CLOCK_SKEW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,8 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class Abandon:
-    reason: str
+    reason: AbandonReason
+    detail: str = ""  # what happened, for the log line (the reason alone is the metric label)
 
 
 @dataclass(frozen=True)
@@ -101,5 +108,47 @@ def decide(
                 )
             return RetryLater(min(delay, remaining), retries_so_far + 1, f"instance {iid!r} not found yet")
         case TransientFailure(error=error):
-            return Abandon(f"DTS unavailable: {error}")
+            return Abandon(AbandonReason.DTS_UNAVAILABLE, error)
     raise AssertionError(f"unhandled outcome {outcome!r}")  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class RetryHistory:
+    """How often, and since when, an early approval has waited for its instance (the properties its copies carry)."""
+
+    retries: int
+    first_attempt: datetime
+
+    @classmethod
+    def of(cls, message: Any, window: float, now: datetime) -> RetryHistory:
+        """Read from the message's properties, trusted only within what the protocol allows.
+
+        A copy is re-enqueued only while its window is open, with a delay of at most NOT_FOUND_MAX_DELAY (+20%
+        jitter), so its first attempt lies between (its enqueue time - window - that delay) and its enqueue time.
+        A value outside (a publisher's year 9999, a corrupted string) is ignored and the clock starts at this
+        enqueue; a retry count that is not a small non-negative integer counts as none.
+        """
+        raw_retries = messages.prop(message, PROP_RETRIES)
+        retries = (raw_retries if isinstance(raw_retries, int) and not isinstance(raw_retries, bool)
+                   and 0 <= raw_retries < 10_000 else 0)
+        enqueued = message.enqueued_time_utc or now
+        enqueued = enqueued if enqueued.tzinfo else enqueued.replace(tzinfo=UTC)
+        first = enqueued
+        raw = messages.prop(message, PROP_FIRST_ATTEMPT)
+        if isinstance(raw, str) and len(raw) <= 64:
+            try:
+                claimed = datetime.fromisoformat(raw)
+            except ValueError:
+                claimed = None
+            if claimed is not None and claimed.tzinfo is not None:
+                earliest = enqueued - timedelta(seconds=window + 1.2 * NOT_FOUND_MAX_DELAY + CLOCK_SKEW_SECONDS)
+                if earliest <= claimed <= enqueued + timedelta(seconds=CLOCK_SKEW_SECONDS):
+                    first = claimed
+        return cls(retries, first)
+
+    def seconds_since_first(self, now: datetime) -> float:
+        return max(0.0, (now - self.first_attempt).total_seconds())
+
+    def properties(self, attempt: int) -> dict[str | bytes, Any]:
+        """What a re-enqueued copy carries for its next attempt (`RetryLater.attempt`)."""
+        return {PROP_RETRIES: attempt, PROP_FIRST_ATTEMPT: self.first_attempt.isoformat()}

@@ -33,6 +33,15 @@ class Reason(StrEnum):
     NOT_AN_APPROVAL_WORKFLOW = "NotAnApprovalWorkflow"
 
 
+class AbandonReason(StrEnum):
+    """Why a message was abandoned (given back to Service Bus, delivery count + 1) instead of settled for good."""
+
+    DTS_UNAVAILABLE = "DtsUnavailable"  # DTS stayed unreachable for the whole transient-retry budget
+    SHUTDOWN = "Shutdown"  # the grace period ended with the message still in hand
+    UNEXPECTED_ERROR = "UnexpectedError"  # a bug of ours: logged with its traceback
+    REENQUEUE_FAILED = "ReenqueueFailed"  # an early approval's scheduled copy could not be sent
+
+
 #: Statuses after which an instance never changes again.
 TERMINAL_STATUSES: Final = frozenset({
     OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED,

@@ -15,6 +15,13 @@ def text(value: Any) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def prop(message: ServiceBusReceivedMessage, key: str) -> Any:
+    """One application property, whether the publisher's AMQP stack sent its key (and value) as str or bytes."""
+    props = message.application_properties or {}
+    value = props.get(key, props.get(key.encode()))
+    return text(value) if isinstance(value, bytes) else value
+
+
 def body_bytes(message: ServiceBusReceivedMessage) -> bytes:
     """AMQP data sections joined, or a string/bytes AMQP value; ValueError for any other body."""
     body_type = message.body_type

@@ -11,7 +11,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from sbworker.core.codes import Reason
+from sbworker.core.codes import AbandonReason, Reason
 from sbworker.core.errors import rpc_code
 
 if TYPE_CHECKING:
@@ -22,17 +22,12 @@ if TYPE_CHECKING:
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Every reason a settlement can carry, whatever its action; anything else is counted as "other".
-_REASONS = frozenset({*(r.value for r in Reason), "started", "duplicate", "raised", "Shutdown", "UnexpectedError",
-                      "ReenqueueFailed", "DtsUnavailable"})
+_REASONS = frozenset({*Reason, *AbandonReason, "started", "duplicate", "raised"})
 
 
 def reason_label(reason: str) -> str:
-    """A bounded label for a settlement reason (abandon reasons carry free text after their code)."""
-    if reason in _REASONS:
-        return reason
-    if reason.startswith("DTS unavailable"):
-        return "DtsUnavailable"
-    return {"shutdown": "Shutdown", "re-enqueue failed": "ReenqueueFailed"}.get(reason, "other")
+    """A bounded label for a settlement reason: one of the fixed vocabulary, or "other"."""
+    return reason if reason in _REASONS else "other"
 
 
 class Metrics:

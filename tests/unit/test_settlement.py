@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 import pytest
 
 from listener.dispatch import (
@@ -14,7 +17,8 @@ from listener.dispatch import (
     Started,
     TransientFailure,
 )
-from listener.settlement import Abandon, Complete, DeadLetter, RetryLater, decide
+from listener.settlement import Abandon, Complete, DeadLetter, RetryHistory, RetryLater, decide
+from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason
 from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
 
 START = StartRequest(orchestration="hello_cities", instance_id="i1", input=None, start_at=None,
@@ -76,7 +80,7 @@ def test_invalid_message_is_dead_lettered_with_its_reason() -> None:
 
 def test_transient_failure_abandons_for_redelivery() -> None:
     action = decide(START, TransientFailure("UNAVAILABLE: connection refused"))
-    assert isinstance(action, Abandon) and "UNAVAILABLE" in action.reason
+    assert action == Abandon(AbandonReason.DTS_UNAVAILABLE, "UNAVAILABLE: connection refused")
 
 
 def test_valid_request_without_outcome_is_a_bug() -> None:
@@ -104,3 +108,37 @@ def test_approval_waiting_for_its_instance_with_an_id_too_long_to_re_enqueue_is_
     action = decide(APPROVAL, InstanceNotFound("i1"), message_id_length=129)
     assert isinstance(action, DeadLetter) and action.reason == "MessageIdTooLong" and "129" in action.description
     assert isinstance(decide(APPROVAL, InstanceNotFound("i1"), message_id_length=128), RetryLater)
+
+
+class Received:
+    """The two fields of a received message that the retry bookkeeping reads."""
+
+    def __init__(self, enqueued: datetime | None, properties: dict[Any, Any]) -> None:
+        self.enqueued_time_utc = enqueued
+        self.application_properties = properties
+
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+
+def test_retry_history_reads_what_an_earlier_copy_wrote() -> None:
+    first = NOW - timedelta(seconds=40)
+    written = RetryHistory(3, first).properties(4)
+    assert written == {PROP_RETRIES: 4, PROP_FIRST_ATTEMPT: first.isoformat()}
+    history = RetryHistory.of(Received(NOW - timedelta(seconds=1), written), window=300, now=NOW)
+    assert history == RetryHistory(4, first) and history.seconds_since_first(NOW) == 40
+
+
+@pytest.mark.parametrize("claimed", ["9999-01-01T00:00:00+00:00", "2026-12-06T10:00:00+00:00", "2026-12-06T11:59:00",
+                                     "not a time", "x" * 100])
+def test_a_first_attempt_the_protocol_cannot_have_written_is_ignored(claimed: str) -> None:
+    """Year 9999, two hours back (before the window could have started), a naive time, garbage: the clock starts
+    at this copy's enqueue, so no approval waits longer than one window after it."""
+    enqueued = NOW - timedelta(seconds=5)
+    history = RetryHistory.of(Received(enqueued, {PROP_FIRST_ATTEMPT.encode(): claimed.encode()}), 300, NOW)
+    assert history.first_attempt == enqueued
+
+
+@pytest.mark.parametrize("retries", [True, -1, 10_000, "3", 2.5])
+def test_a_retry_count_that_is_not_a_small_integer_counts_as_none(retries: Any) -> None:
+    assert RetryHistory.of(Received(NOW, {PROP_RETRIES: retries}), 300, NOW).retries == 0
