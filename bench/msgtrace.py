@@ -2,8 +2,8 @@
 
 `python -m bench.msgtrace run --no-worker` runs the real service entry point after wrapping, in this process
 only, the functions each message passes through: the SDK's buffer callback (frame arrived), `receive_messages`
-(handed to us), `Listener._handle` (its task starts), `_parse`, `Dispatcher.dispatch` (the DTS call),
-`_settle`, the disposition frame going out, and `complete_message` returning (the broker's outcome read back).
+(handed to us), `Pipeline.handle` (its task starts), `Pipeline.parse`, `Dispatcher.dispatch` (the DTS call),
+`Settler.settle`, the disposition frame going out, and `complete_message` returning (the broker's outcome read back).
 Nothing in listener/ knows about it. At exit the records go, as JSON, to the file named by BENCH_TRACE_PATH.
 """
 
@@ -72,7 +72,8 @@ def install() -> None:
     from azure.servicebus.aio._transport._pyamqp_transport_async import PyamqpTransportAsync
 
     from listener.dispatch import Dispatcher
-    from listener.receiver import Listener
+    from listener.pipeline import Pipeline
+    from listener.settler import Settler
 
     # A transfer frame reaches one of these two callbacks (the second only without prefetch).
     arrived_client = ReceiveClientAsync._message_received_async
@@ -97,16 +98,16 @@ def install() -> None:
 
     _wrap_async(ServiceBusReceiver, "receive_messages", after=received)
 
-    def handle(_self: Any, _client: Any, _receiver: Any, _renewer: Any, message: Any) -> None:
+    def handle(_self: Any, _receiver: Any, _renewer: Any, message: Any) -> None:
         _current[_task_id()] = _tag(message)
         _mark(_tag(message), "handle")
 
     def handled(*_args: Any, **_kwargs: Any) -> None:
         _current.pop(_task_id(), None)
 
-    _wrap_async(Listener, "_handle", before=handle, after=handled)
+    _wrap_async(Pipeline, "handle", before=handle, after=handled)
 
-    parse_original = Listener._parse
+    parse_original = Pipeline.parse
 
     def parse(self: Any, message: Any) -> Any:
         _mark(_tag(message), "parse_start")
@@ -115,24 +116,23 @@ def install() -> None:
         finally:
             _mark(_tag(message), "parse_end")
 
-    Listener._parse = parse  # type: ignore[method-assign]
+    Pipeline.parse = parse  # type: ignore[method-assign]
 
     _wrap_async(Dispatcher, "dispatch",
                 before=lambda *_a, **_k: _mark(_current.get(_task_id(), b""), "dts_start"),
                 after=lambda *_a, **_k: _mark(_current.get(_task_id(), b""), "dts_end"))
 
-    def settle_start(_self: Any, _client: Any, _receiver: Any, message: Any, *_a: Any, **_k: Any) -> None:
-        _mark(_tag(message), "settle_start")
+    def settle_start(_self: Any, delivery: Any, *_a: Any, **_k: Any) -> None:
+        _mark(_tag(delivery.message), "settle_start")
 
-    def settle_end(_result: Any, _self: Any, _client: Any, _receiver: Any, message: Any, *_a: Any,
-                   **_k: Any) -> None:
-        tag = _tag(message)
+    def settle_end(_result: Any, _self: Any, delivery: Any, *_a: Any, **_k: Any) -> None:
+        tag = _tag(delivery.message)
         _mark(tag, "settle_end")
         record = _open.pop(tag, None)
         if record is not None:
             _done.append(record)
 
-    _wrap_async(Listener, "_settle", before=settle_start, after=settle_end)
+    _wrap_async(Settler, "settle", before=settle_start, after=settle_end)
 
     def disposition_sent(_result: Any, _self: Any, _first: int, _last: Any, delivery_tag: bytes,
                          *_a: Any, **_k: Any) -> None:

@@ -65,7 +65,7 @@ class Service:
             settings=settings.listener,
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
-            telemetry=self.telemetry,
+            observer=self.telemetry.observer(entity.topic or entity.name, entity.name if entity.topic else None),
         ) for entity in (source.receive_from if with_listener else ())]
         listen = settings.listener
         self.health = (HealthServer(listen.health_port, self._readiness, host=listen.health_host,

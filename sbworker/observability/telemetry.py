@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sbworker.core.config import TelemetrySettings
 from sbworker.observability.metrics import NOOP, Metrics
+from sbworker.observability.observer import Observer
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -40,6 +41,10 @@ class Telemetry:
     tracer: Callable[[str, str | None], MessageTracer] | None = None
     prometheus: Callable[[], str] | None = None  # the text of /metrics; None: /metrics is 404
     _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def observer(self, destination: str, subscription: str | None = None) -> Observer:
+        """What one listener reports through: `destination` is the queue or, with `subscription`, the topic."""
+        return Observer(self.metrics, self.tracer(destination, subscription) if self.tracer is not None else None)
 
     def shutdown(self) -> None:
         """Flush what is buffered (the last spans and a final metrics push) and stop the exporters."""

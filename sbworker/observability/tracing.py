@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sbworker.core.text import clip
+from sbworker.observability.observer import MessageTrace
 
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
@@ -83,26 +84,35 @@ class MessageTracer:
         return self._tracer.start_span(f"process {self._queue}", context=parent, kind=SpanKind.CONSUMER,
                                        attributes=attributes)
 
-    @staticmethod
+    def trace(self, message: ServiceBusReceivedMessage) -> SpanTrace:
+        """The message's span, wrapped in the interface the service path reports through."""
+        return SpanTrace(self.start(message))
+
+
+class SpanTrace(MessageTrace):
+    """One message's CONSUMER span (see Observer): attributes as the messaging conventions name them."""
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+        self.trace_id = trace_id_hex(span)
+
     @contextmanager
-    def current(span: trace.Span) -> Iterator[None]:
-        """Make `span` the parent of what runs inside (the DTS SDK's create_orchestration span among them)."""
-        token = otel_context.attach(trace.set_span_in_context(span))
+    def current(self) -> Iterator[None]:
+        token = otel_context.attach(trace.set_span_in_context(self._span))
         try:
             yield
         finally:
             otel_context.detach(token)
 
-    @staticmethod
-    def request(span: trace.Span, orchestration: str | None, instance_id: str | None) -> None:
+    def request(self, orchestration: str | None, instance_id: str | None) -> None:
         if orchestration:
-            span.set_attribute("sbworker.orchestration", orchestration)
+            self._span.set_attribute("sbworker.orchestration", orchestration)
         if instance_id:
-            span.set_attribute("sbworker.instance_id", clip(instance_id, MAX_ATTRIBUTE_CHARS))
+            self._span.set_attribute("sbworker.instance_id", clip(instance_id, MAX_ATTRIBUTE_CHARS))
 
-    @staticmethod
-    def settled(span: trace.Span, action: str, reason: str) -> None:
+    def settled(self, action: str, reason: str) -> None:
         """Record the settlement on the span and end it; a dead-letter or an abandon marks it as an error."""
+        span = self._span
         disposition = "complete" if action == "reenqueue" else action
         span.set_attribute("messaging.servicebus.disposition_status", disposition)
         span.set_attribute("sbworker.settlement.action", action)
@@ -111,15 +121,14 @@ class MessageTracer:
             span.set_status(Status(StatusCode.ERROR, f"{action}: {clip(reason, MAX_ATTRIBUTE_CHARS)}"))
         span.end()
 
-    @staticmethod
-    def inject(properties: dict[str | bytes, Any]) -> None:
-        inject(properties)
+    def unsettled(self, error: str) -> None:
+        self._span.set_attribute("sbworker.settlement.action", "none")
+        self._span.set_status(Status(StatusCode.ERROR, f"could not settle: {clip(error, MAX_ATTRIBUTE_CHARS)}"))
+        self._span.end()
 
-    @staticmethod
-    def unsettled(span: trace.Span, error: str) -> None:
-        span.set_attribute("sbworker.settlement.action", "none")
-        span.set_status(Status(StatusCode.ERROR, f"could not settle: {clip(error, MAX_ATTRIBUTE_CHARS)}"))
-        span.end()
+    def inject(self, properties: dict[str | bytes, Any]) -> None:
+        # The copy's span becomes a child of this attempt's span: one trace from the publisher to the raise.
+        inject(properties)
 
 
 def inject(properties: dict[str | bytes, Any]) -> None:

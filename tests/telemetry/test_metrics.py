@@ -20,6 +20,7 @@ from localbus import LocalBus
 from localdts import LocalDts
 from sbworker.core import config
 from sbworker.observability import telemetry
+from sbworker.observability.observer import NO_TRACE
 from tests.fixtures.ports import free_port
 from tests.telemetry import support
 
@@ -96,7 +97,7 @@ async def test_with_the_sdk_disabled_there_is_no_metrics_endpoint(localbus: Loca
     settings = support.settings(localbus, dts, health_port=port, health_host="127.0.0.1")
     disabled = config.telemetry({"OTEL_SDK_DISABLED": "true"})
     async with support.running(settings, telemetry.setup(disabled)) as listener:
-        assert listener._tracer is None
+        assert listener.observer.message(None) is NO_TRACE  # type: ignore[arg-type]  # no span: never built
         status, _, _ = get(port, "/metrics")
         assert get(port, "/healthz")[0] == 200
     assert status == 404

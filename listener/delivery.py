@@ -1,0 +1,23 @@
+"""One received message on its way through the service path: what each step needs, carried in one object."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from azure.servicebus import ServiceBusReceivedMessage
+from azure.servicebus.aio import ServiceBusReceiver
+
+from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
+from sbworker.observability.observer import NO_TRACE, MessageTrace
+
+
+@dataclass
+class Delivery:
+    """A message, the receiver that holds its lock, its trace, and what the pipeline learnt about it so far."""
+
+    message: ServiceBusReceivedMessage
+    receiver: ServiceBusReceiver
+    trace: MessageTrace = NO_TRACE
+    started: float = field(default_factory=time.monotonic)  # for the handling-duration metric and log line
+    parsed: StartRequest | ApprovalRequest | Invalid | None = None  # None until parsed (or if parsing raised)

@@ -1,0 +1,156 @@
+"""Applying a settlement: the only code that touches the settlement API (complete, dead-letter, abandon, and the
+scheduled copy that re-enqueues an early approval).
+
+Every action is idempotent, so a settlement that fails (a lost lock or link) is only logged: Service Bus
+redelivers the message and the pipeline decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
+
+from listener.delivery import Delivery
+from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryHistory, RetryLater
+from sbworker.core import messages
+from sbworker.core.codes import AbandonReason, Reason
+from sbworker.core.entities import Source
+from sbworker.core.errors import one_line
+from sbworker.core.text import clip
+from sbworker.observability.observer import Observer
+
+log = logging.getLogger(__name__)
+
+# Longest message id, subject or instance id written into a log line.
+LOG_FIELD_CHARS = 128
+# A dead-letter description ends with the trace id when tracing is on: the DLQ entry can be found in the viewer.
+MAX_DESCRIPTION_CHARS = 1024
+
+
+class Settler:
+    """Applies Actions for one listener; holds the sender its re-enqueued copies go out through."""
+
+    def __init__(self, source: Source, *, not_found_window: float, observer: Observer,
+                 alive: Callable[[], None]) -> None:
+        self._source = source
+        self._window = not_found_window
+        self._observer = observer
+        self._alive = alive
+        self._client: ServiceBusClient | None = None
+        self._sender: ServiceBusSender | None = None
+        # One shared sender for re-enqueues: the SDK does not guard a link's concurrent first use, so serialise.
+        self._sender_lock = asyncio.Lock()
+
+    def open(self, client: ServiceBusClient) -> None:
+        """The client of the session now starting (its retry-queue sender is made on first use)."""
+        self._client = client
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await self._sender.close()
+            self._sender = None
+        self._client = None
+
+    async def settle(self, delivery: Delivery, action: Action) -> None:
+        message, receiver = delivery.message, delivery.receiver
+        applied: Action = action
+        try:
+            if isinstance(action, Complete):
+                await receiver.complete_message(message)
+            elif isinstance(action, DeadLetter):
+                await receiver.dead_letter_message(
+                    message, reason=action.reason,
+                    error_description=_description(action.description, delivery.trace.trace_id))
+            elif isinstance(action, RetryLater):
+                if await self._reenqueue(delivery, action):
+                    self._observer.metrics.reenqueued()
+                    await receiver.complete_message(message)
+                else:
+                    applied = Abandon(AbandonReason.REENQUEUE_FAILED)
+                    await receiver.abandon_message(message)
+            else:
+                await receiver.abandon_message(message)
+        except Exception as error:
+            # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
+            log.warning("could not settle message %s (%s): %s; it will be redelivered", field(message.message_id),
+                        type(applied).__name__, one_line(error))
+            delivery.trace.unsettled(one_line(error))
+            return
+        self._alive()
+        _log_settled(delivery, applied)
+        self._observer.settled(delivery.trace, _action_label(applied), _reason(applied),
+                               time.monotonic() - delivery.started)
+
+    async def _reenqueue(self, delivery: Delivery, action: RetryLater) -> bool:
+        """Send a scheduled copy to the source's retry queue, carrying the retry history one step further."""
+        message = delivery.message
+        history = RetryHistory.of(message, self._window, datetime.now(UTC))
+        properties: dict[str | bytes, Any] = {**messages.properties(message), **history.properties(action.attempt)}
+        delivery.trace.inject(properties)
+        copy = messages.copy(message, body=messages.body_bytes(message), application_properties=properties)
+        delay = action.delay * random.uniform(0.8, 1.2)
+        copy.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay)
+        async with self._sender_lock:
+            try:
+                if self._sender is None:
+                    if self._client is None:
+                        raise ConnectionError("no Service Bus session is open")
+                    self._sender = self._source.retry_sender(self._client)
+                await self._sender.send_messages(copy)
+            except Exception as error:
+                log.warning("could not re-enqueue message %s: %s", field(message.message_id), one_line(error))
+                if self._sender is not None:
+                    with contextlib.suppress(Exception):
+                        await self._sender.close()
+                    self._sender = None
+                return False
+        return True
+
+
+def _action_label(action: Action) -> str:
+    if isinstance(action, RetryLater):
+        return "reenqueue"
+    return "dead_letter" if isinstance(action, DeadLetter) else type(action).__name__.lower()
+
+
+def _reason(action: Action) -> str:
+    if isinstance(action, Complete):
+        return action.note
+    return Reason.INSTANCE_NOT_FOUND.value if isinstance(action, RetryLater) else action.reason
+
+
+def _description(description: str, trace_id: str | None) -> str:
+    suffix = f" (trace_id={trace_id})" if trace_id else ""
+    return clip(description, MAX_DESCRIPTION_CHARS - len(suffix)) + suffix
+
+
+def _log_settled(delivery: Delivery, action: Action) -> None:
+    message = delivery.message
+    instance_id = getattr(delivery.parsed, "instance_id", None)
+    reason = action.note if isinstance(action, Complete) else action.reason
+    if isinstance(action, Abandon) and action.detail:
+        reason = f"{action.reason} ({action.detail})"
+    level = logging.WARNING if isinstance(action, DeadLetter | Abandon) else logging.INFO
+    log.log(
+        level,
+        "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f",
+        field(message.message_id), field(messages.text(message.subject)), field(instance_id),
+        type(action).__name__.lower(), field(reason) or "-", message.delivery_count,
+        (time.monotonic() - delivery.started) * 1000,
+    )
+
+
+def field(value: object) -> str:
+    """Publishers choose message ids and subjects: a 200 KB subject must not become a 200 KB log line."""
+    return clip(value, LOG_FIELD_CHARS, count=True)
+
+
