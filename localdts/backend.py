@@ -5,8 +5,12 @@ What changes against ``durabletask.testing.InMemoryOrchestrationBackend``:
 - **Durable** (with a :class:`~localdts.store.Store`): every call that changes an instance returns only once the
   change is committed to SQLite (group commit on a thread of its own, :mod:`localdts.commits`: concurrent calls
   share one commit and one fsync). Waiters on a state are woken only after the commit, so nobody hears of a
-  completion that a crash could undo. On start, the store is loaded and the
-  owed work is derived from each history: activities re-queued, timers re-armed, sub-orchestrations watched.
+  completion that a crash could undo. On start, the running instances are loaded and the owed work is derived
+  from each history: activities re-queued, timers re-armed, sub-orchestrations watched.
+- **Cost flat in history** (with a store): an ended instance leaves memory once written (:mod:`localdts.instances`)
+  and queries, lists and purges page in SQL (:mod:`localdts.queries`).
+- **Bounded** (:mod:`localdts.limits`): no work item a worker could not receive is sent; payloads, raised events and
+  unanswered deliveries are bounded, so one instance cannot stall the others.
 - **Scheduled starts**: an instance with a future ``scheduledStartTimestamp`` stays PENDING and undispatched
   until then.
 - **Trace context**: ``parentTraceContext`` reaches ``ExecutionStarted``, ``TaskScheduled`` and each
@@ -32,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -50,8 +54,10 @@ from durabletask.testing.in_memory_backend import (
 from . import history as hist
 from . import limits, sdkcheck
 from .commits import GroupCommit, Ticket
+from .instances import Instances
 from .limits import instance_id_problem
 from .pools import DEFAULT_CALL_WORKERS, OnCallPool
+from .queries import BadToken, CompletedQuery, InstanceQuery, PurgeFilter, encode_token
 from .store import Change, InstanceRow, Store
 from .timers import TimerQueue
 
@@ -59,6 +65,8 @@ log = logging.getLogger("localdts.backend")
 R = TypeVar("R")
 
 DEFAULT_MAX_WORKERS = 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PURGE_BATCH = 10_000  # instances one PurgeInstances-by-filter call deletes at most (then isComplete is false)
 _TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
 
 
@@ -110,11 +118,15 @@ class _Work:
 
 
 def _us(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp() * 1_000_000)
+    """Microseconds since the epoch, exactly (a float timestamp can be 1 µs off, and filters compare these)."""
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // timedelta(microseconds=1)
 
 
 def _dt(us: int | None) -> datetime | None:
-    return None if us is None else datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
 def _is_terminal(status: int) -> bool:
@@ -138,6 +150,9 @@ class DurableBackend(InMemoryOrchestrationBackend):
         # ours is on bytes and ends the instance (see _over_the_limit).
         super().__init__(port=port, max_history_size=sys.maxsize)
         sdkcheck.check(InMemoryOrchestrationBackend, self)
+        # Running instances in memory; ended ones in the store, read back while in use (see _evict_ended).
+        self._live = Instances(self._load_ended if store is not None else None)
+        self._instances = cast(dict[str, OrchestrationInstance], self._live)  # what the SDK's code works on
         self._host = host
         self._max_work_item_bytes = max_work_item_bytes
         self._sizes: dict[str, _Size] = {}
@@ -241,7 +256,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _load(self, store: Store) -> None:
         loaded: list[OrchestrationInstance] = []
         with self._lock:
-            for row in store.load():
+            for row in store.load_running():
                 inst = self._instance_from(row)
                 iid = inst.instance_id
                 self._instances[iid] = inst
@@ -260,9 +275,28 @@ class DurableBackend(InMemoryOrchestrationBackend):
             for inst in loaded:  # e.g. written by an earlier version, or with a higher --max-work-item-bytes
                 if not _is_terminal(inst.status):
                     self._end_if_over_the_limit(inst)
-        log.info("localdts loaded %d instance(s) from %s", len(loaded), store.path)
+        log.info("localdts loaded %d running instance(s) from %s", len(loaded), store.path)
 
-    def _instance_from(self, row: InstanceRow) -> OrchestrationInstance:
+    def _load_ended(self, instance_id: str) -> OrchestrationInstance | None:
+        """Under the lock: an instance that is not in memory (so it has ended), read back whole to be used."""
+        assert self._store is not None
+        row = self._store.row(instance_id, history=True)
+        if row is None:
+            return None
+        inst = self._instance_from(row)
+        self._saved[instance_id] = _Saved(inst, len(inst.history), inst.history[-1] if inst.history else None)
+        return inst
+
+    def _peek(self, instance_id: str) -> OrchestrationInstance | None:
+        """Under the lock or not: the instance in memory, else its stored state without history (not kept)."""
+        inst = self._live.in_memory(instance_id)
+        if inst is not None or self._store is None:
+            return inst
+        row = self._store.row(instance_id)
+        return self._instance_from(row, whole=False) if row is not None else None
+
+    def _instance_from(self, row: InstanceRow, whole: bool = True) -> OrchestrationInstance:
+        """``whole`` False: only what a status or a listing shows (no events, no completion token)."""
         created = _dt(row.created_us)
         updated = _dt(row.updated_us)
         assert created is not None and updated is not None
@@ -272,8 +306,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
             created_at=created, last_updated_at=updated, completed_at=_dt(row.completed_us),
             failure_details=pb.TaskFailureDetails.FromString(row.failure) if row.failure is not None else None,
             history=[pb.HistoryEvent.FromString(b) for b in row.history],
-            pending_events=hist.decode(row.pending),
-            completion_token=self._new_token(),
+            pending_events=hist.decode(row.pending) if whole else [],
+            completion_token=self._new_token() if whole else 0,
             tags=json.loads(row.tags) if row.tags else None,
         )
 
@@ -301,7 +335,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _touch(self, instance_ids: Iterable[str]) -> None:
         """After a change (under the lock): stamp new events and mark the instances for the next flush."""
         for iid in instance_ids:
-            inst = self._instances.get(iid)
+            inst = self._live.in_memory(iid)
             if inst is not None:
                 hist.stamp(inst.pending_events)
                 self._stamp_tail(inst.history)
@@ -319,7 +353,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         hist.stamp(unstamped)
 
     def _snapshot(self, iid: str) -> Change:
-        inst = self._instances.get(iid)
+        inst = self._live.in_memory(iid)  # a changed instance no longer in memory was deleted (purged)
         if inst is None:
             self._saved.pop(iid, None)
             return Change(iid, None)
@@ -369,14 +403,33 @@ class DurableBackend(InMemoryOrchestrationBackend):
             raise
 
     def _committed(self, work: _Work) -> None:
-        """Under the lock, once on disk: wake those waiting for these instances' states."""
+        """Under the lock, once on disk: wake those waiting for these instances' states, then let ended ones go."""
         for iid in work.pending.notify:
             self._state_settled(iid)
+        self._evict_ended([*work.pending.dirty, *self._live.loaded])
+
+    def _evict_ended(self, instance_ids: Iterable[str]) -> None:
+        """Under the lock: drop from memory the ended instances whose every change is on disk and that nothing
+        is using (queued, in flight, waited for). Memory then holds what running instances need, however many
+        instances ever ran; the store answers for the others."""
+        for iid in set(instance_ids):
+            inst = self._live.in_memory(iid)
+            if inst is None or not _is_terminal(inst.status) or iid in self._pending.dirty \
+                    or iid in self._orchestration_in_flight or iid in self._orchestration_queue_set \
+                    or iid in self._state_waiters:
+                continue
+            self._live.evict(iid)
+            self._forget(iid)
+
+    def _forget(self, iid: str) -> None:
+        """Under the lock: drop what is kept beside an instance that is no longer in memory."""
+        for kept in (self._saved, self._sizes, self._orch_trace, self._start_at, self._unanswered):
+            kept.pop(iid, None)
 
     def _state_settled(self, instance_id: str) -> None:
         """Under the lock, once a state change is final (committed, when durable): tell who waits for it."""
         InMemoryOrchestrationBackend._notify_waiters(self, instance_id)
-        inst = self._instances.get(instance_id)
+        inst = self._live.in_memory(instance_id)
         if inst is not None and _is_terminal(inst.status) and instance_id in self._parents:
             self._report_to_parents(inst)
 
@@ -409,7 +462,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _enqueue_orchestration(self, instance_id: str) -> None:
         # Every change to an instance other than the one a call is about (a sent event, a sub-orchestration,
         # a fired timer) ends here, so this is where such changes are stamped and marked for the next flush.
-        inst = self._instances.get(instance_id)
+        inst = self._live.in_memory(instance_id)
         if inst is not None:
             hist.stamp(inst.pending_events)
         if self._store is not None:
@@ -449,7 +502,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _report_to_parents(self, sub: OrchestrationInstance) -> None:
         """Under the lock: the sub-orchestration ended; hand its result (or failure) to each parent still running."""
         for parent_id, task_id in self._parents.pop(sub.instance_id, []):
-            parent = self._instances.get(parent_id)
+            parent = self._live.in_memory(parent_id)
             if parent is None or _is_terminal(parent.status):
                 continue
             if sub.status == pb.ORCHESTRATION_STATUS_COMPLETED:
@@ -605,7 +658,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _fire_timer(self, inst: OrchestrationInstance, timer_id: int, fire_at: datetime) -> None:
         with self._lock:
             iid = inst.instance_id
-            if self._instances.get(iid) is not inst or _is_terminal(inst.status):
+            if self._live.in_memory(iid) is not inst or _is_terminal(inst.status):
                 return
             known = [*inst.dispatched_events, *inst.pending_events]
             owed = hist.owed_timers(inst.history, known)
@@ -621,7 +674,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         """A scheduled start is due: let the instance be dispatched."""
         with self._lock:
             iid = inst.instance_id
-            if self._instances.get(iid) is not inst or self._start_at.pop(iid, None) is None:
+            if self._live.in_memory(iid) is not inst or self._start_at.pop(iid, None) is None:
                 return
             if self._store is not None:
                 self._pending.dirty.add(iid)
@@ -725,7 +778,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def _requeue_activity(self, work: ActivityWorkItem) -> bool:
         """Under the lock: a delivery of the activity got no answer; offer it again, or fail it after too many."""
-        inst = self._instances.get(work.instance_id)
+        inst = self._live.in_memory(work.instance_id)
         if inst is None or _is_terminal(inst.status) or self._answered(inst, work.task_id):
             return False
         key = (work.instance_id, work.task_id)
@@ -753,7 +806,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
                                  context: grpc.ServicerContext) -> pb.CompleteTaskResponse:
         iid = request.instanceId
         with self._lock:
-            inst = self._instances.get(iid)
+            inst = self._live.in_memory(iid)
             if (inst is None or str(inst.completion_token) != request.completionToken
                     or iid not in self._orchestration_in_flight):
                 # A lost worker's late answer: the work item was offered again (or the backend restarted).
@@ -783,7 +836,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         iid = request.instanceId
         with self._lock:
             self._activity_leases.pop(request.completionToken, None)
-            inst = self._instances.get(iid)
+            inst = self._live.in_memory(iid)
             if inst is None or _is_terminal(inst.status) or self._answered(inst, request.taskId):
                 log.info("ignoring a repeated or late answer of activity #%d of %s", request.taskId, iid)
                 return pb.CompleteTaskResponse()
@@ -854,11 +907,16 @@ class DurableBackend(InMemoryOrchestrationBackend):
         remaining = context.time_remaining()
         timeout = None if remaining is None or remaining > threading.TIMEOUT_MAX else remaining
         with self._lock:
-            inst = self._instances.get(instance_id)
+            inst = self._live.in_memory(instance_id)
             if inst is not None and predicate(inst):
                 return inst
             waiter = StateWaiter(predicate=predicate)
             self._state_waiters.setdefault(instance_id, []).append(waiter)
+        if inst is None:  # ended (in the store), or not there yet: the waiter is in place before we look
+            stored = self._peek(instance_id)
+            if stored is not None and predicate(stored):
+                waiter.result = stored
+                waiter.event.set()
         if not context.add_callback(waiter.event.set):  # the call ended (cancelled, deadline): stop waiting
             waiter.event.set()
         waiter.event.wait(timeout)
@@ -875,8 +933,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if found is not None:
             with self._lock:
                 return self._build_instance_response(found, request.getInputsAndOutputs)
-        with self._lock:
-            exists = request.instanceId in self._instances
+        exists = self._peek(request.instanceId) is not None
         if exists and context.is_active():
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                           f"Timed out waiting for instance '{request.instanceId}' to {what}")
@@ -887,11 +944,15 @@ class DurableBackend(InMemoryOrchestrationBackend):
         """Chunks of at most HISTORY_CHUNK_BYTES (the SDK backend sends 100 events a chunk, which a client with
         gRPC's 4 MiB receive limit cannot read once events carry large payloads)."""
         with self._lock:
-            inst = self._instances.get(request.instanceId)
-            if inst is None:
+            inst = self._live.in_memory(request.instanceId)
+            # Appended to, never changed in place once stamped: the events themselves can be shared.
+            events = list(inst.history) if inst is not None else None
+        if events is None:  # ended: read from the store, without keeping it
+            stored = self._store.row(request.instanceId) if self._store is not None else None
+            if stored is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Orchestration instance '{request.instanceId}' not found")
-            assert inst is not None
-            events = list(inst.history)  # appended to, never changed in place: the events themselves can be shared
+            assert self._store is not None
+            events = [pb.HistoryEvent.FromString(b) for b in self._store.history(request.instanceId)]
         chunk: list[pb.HistoryEvent] = []
         size = 0
         for event in events:
@@ -903,6 +964,57 @@ class DurableBackend(InMemoryOrchestrationBackend):
             size += cost
         if chunk:
             yield pb.HistoryChunk(events=chunk)
+
+    # --- gRPC: reads that never load every instance ----------------------------------------------------------
+
+    def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> pb.GetInstanceResponse:
+        inst = self._peek(request.instanceId)
+        if inst is None:
+            return pb.GetInstanceResponse(exists=False)
+        with self._lock:
+            return self._build_instance_response(inst, request.getInputsAndOutputs)
+
+    def QueryInstances(self, request: pb.QueryInstancesRequest,
+                       context: grpc.ServicerContext) -> pb.QueryInstancesResponse:
+        """Newest first, one page in SQL (see :mod:`localdts.queries`); in memory mode, the same over memory."""
+        try:
+            q = InstanceQuery.from_request(request.query)
+        except BadToken as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self._store is not None:
+            found = [self._instance_from(row, whole=False) for row in self._store.query(q)]
+        else:
+            with self._lock:
+                found = sorted((i for i in self._instances.values()
+                                if q.matches(i.status, _us(i.created_at) or 0, i.instance_id)),
+                               key=lambda i: (_us(i.created_at) or 0, i.instance_id), reverse=True)[:q.page_size + 1]
+        page = found[:q.page_size]
+        with self._lock:
+            states = [self._build_instance_response(i, q.with_payloads).orchestrationState for i in page]
+        response = pb.QueryInstancesResponse(orchestrationState=states)
+        if len(found) > q.page_size:
+            last = page[-1]
+            response.continuationToken.value = encode_token(_us(last.created_at) or 0, last.instance_id)
+        return response
+
+    def ListInstanceIds(self, request: pb.ListInstanceIdsRequest,
+                        context: grpc.ServicerContext) -> pb.ListInstanceIdsResponse:
+        """Ended instances, oldest completion first, one page in SQL."""
+        try:
+            q = CompletedQuery.from_request(request)
+        except BadToken as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self._store is not None:
+            found = self._store.completed(q)
+        else:
+            with self._lock:
+                found = sorted((_us(i.completed_at) or 0, i.instance_id) for i in self._instances.values()
+                               if q.matches(i.status, _us(i.completed_at), i.instance_id))[:q.page_size + 1]
+        page = found[:q.page_size]
+        response = pb.ListInstanceIdsResponse(instanceIds=[iid for _, iid in page])
+        if len(found) > q.page_size:
+            response.lastInstanceKey.value = encode_token(*page[-1])
+        return response
 
     # --- gRPC: entities --------------------------------------------------------------------------------------
 
@@ -979,7 +1091,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         base = super().RaiseEvent
 
         def call() -> pb.RaiseEventResponse:
-            inst = self._instances.get(request.instanceId)
+            inst = self._peek(request.instanceId)
             if inst is not None and _is_terminal(inst.status):
                 return pb.RaiseEventResponse()  # accepted and dropped: it can never be processed
             if inst is not None:
@@ -1037,17 +1149,33 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def PurgeInstances(self, request: pb.PurgeInstancesRequest,
                        context: grpc.ServicerContext) -> pb.PurgeInstancesResponse:
-        base = super().PurgeInstances
-        before: set[str] = set()
+        """Ended instances only, as DTS. By filter, at most PURGE_BATCH a call (``isComplete`` false when more
+        remain), chosen in the store without reading every instance."""
+        gone: list[str] = []
+        complete = True
 
-        def call() -> pb.PurgeInstancesResponse:
-            before.update(self._instances)
-            return base(request, context)
+        def call() -> None:
+            nonlocal complete
+            if request.instanceId:
+                inst = self._peek(request.instanceId)
+                found = [request.instanceId] if inst is not None and _is_terminal(inst.status) else []
+            else:
+                f = PurgeFilter.from_request(request.purgeInstanceFilter)
+                found = [i.instance_id for i in self._instances.values()
+                         if _is_terminal(i.status) and f.matches(i.status, _us(i.created_at) or 0)]
+                if self._store is not None:
+                    stored = self._store.purgeable(f, PURGE_BATCH)
+                    complete = len(stored) < PURGE_BATCH
+                    found = list(dict.fromkeys([*found, *stored]))
+            for iid in found:
+                if self._live.in_memory(iid) is not None:
+                    del self._instances[iid]
+                self._forget(iid)
+                self._state_waiters.pop(iid, None)
+            gone.extend(found)
 
-        def purged(_: pb.PurgeInstancesResponse) -> Iterable[str]:
-            gone = before - set(self._instances)
-            for iid in gone:
-                self._start_at.pop(iid, None)
-                self._orch_trace.pop(iid, None)
-            return gone
-        return self._changing(call, purged)
+        self._changing(call, lambda _: gone)
+        log.info("purged %d instance(s)", len(gone))
+        response = pb.PurgeInstancesResponse(deletedInstanceCount=len(gone))
+        response.isComplete.value = complete
+        return response

@@ -1,24 +1,35 @@
-"""Where orchestration state lives between restarts: one SQLite file, checked before it is touched.
+"""Where orchestration state lives: one SQLite file, checked before it is touched.
 
 Each instance is one row (status, payloads, pending events, trace context, scheduled start) plus its history as
-append-only rows, so a busy instance costs a few small inserts per episode rather than a rewrite. A file that is
-not ours (garbage, a foreign SQLite database, a newer schema) is refused with :class:`DataFileError` and left
-exactly as it was. An exclusive ``flock`` on a sibling ``.lock`` file keeps a second process off the same data.
+append-only rows, so a busy instance costs a few small inserts per episode rather than a rewrite. Only running
+instances are loaded at start; ended ones are read when asked for, and queries page through indexes (by creation
+time, by status and creation time, by completion time), so neither start-up nor a listing reads every instance.
+Writes go through one connection (the backend's commit thread); reads through another, which sees only what
+was committed (WAL). A file that is not ours (garbage, a foreign SQLite database, a newer schema) is refused with
+:class:`DataFileError` and left exactly as it was; a file of schema 1 gets its indexes added once. An exclusive
+``flock`` on a sibling ``.lock`` file keeps a second process off the same data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .queries import RUNNING_STATUSES, CompletedQuery, InstanceQuery, PurgeFilter
+
+log = logging.getLogger("localdts.store")
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x4C445453  # "LDTS": marks the file as ours, so a foreign database is never mistaken for one
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_FILE_NAME = "dts.sqlite3"
 FILE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
@@ -33,6 +44,18 @@ CREATE TABLE history (
 ) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
+# Schema 2: what start-up (running instances), listings (newest first, by status) and ListInstanceIds (by
+# completion) read, so that none of them reads every instance.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS instances_by_created ON instances (created_us, instance_id);
+CREATE INDEX IF NOT EXISTS instances_by_status ON instances (status, created_us, instance_id);
+CREATE INDEX IF NOT EXISTS instances_by_completed ON instances (completed_us, instance_id)
+    WHERE completed_us IS NOT NULL;
+"""
+_COLUMNS = ("instance_id, name, status, version, input, output, custom_status, created_us, updated_us, "
+            "completed_us, failure, tags, pending, trace, start_at_us")
+# The same without the payloads (input, output): for listings that do not fetch them.
+_LIGHT_COLUMNS = _COLUMNS.replace("input, output", "NULL, NULL")
 
 
 class DataFileError(Exception):
@@ -103,6 +126,9 @@ class Store:
             self._release_lock()
             raise
         self.boot = self._next_boot()
+        self._reader = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._reader.execute("PRAGMA query_only=1")
+        self._read_lock = threading.Lock()
 
     # --- opening ---------------------------------------------------------------------------------------------
 
@@ -135,8 +161,8 @@ class Store:
         try:
             if fresh:
                 self._create(db)
-            else:
-                self._check_schema(db)
+            elif self._check_schema(db) < SCHEMA_VERSION:
+                self._upgrade(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         except sqlite3.DatabaseError as exc:
@@ -157,7 +183,7 @@ class Store:
             raise DataFileError(f"{self.path} is not a localdts data file (not an SQLite database); "
                                 "move it away or choose another --data")
 
-    def _check_schema(self, db: sqlite3.Connection) -> None:
+    def _check_schema(self, db: sqlite3.Connection) -> int:
         app_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if app_id != APPLICATION_ID:
@@ -168,15 +194,27 @@ class Store:
                                 f"this one reads up to {SCHEMA_VERSION})")
         if version < 1:
             raise DataFileError(f"{self.path} has no localdts schema (version {version})")
-        # Touch every table once: a damaged file fails here, with a line, rather than later with a traceback.
-        db.execute("SELECT count(*) FROM instances").fetchone()
-        db.execute("SELECT count(*) FROM history").fetchone()
+        # Touch every table once (a row each, not a count: that would read millions): a damaged file fails here,
+        # with a line, rather than later with a traceback.
+        db.execute("SELECT * FROM instances LIMIT 1").fetchone()
+        db.execute("SELECT * FROM history LIMIT 1").fetchone()
+        return int(version)
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: add the indexes (once; on a large file this takes a while, so it is logged)."""
+        log.warning("localdts: adding indexes to %s (schema 1 -> %d), once", self.path, SCHEMA_VERSION)
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _INDEXES.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
 
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
         db.execute("BEGIN")
         db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        for statement in _SCHEMA.split(";"):
+        for statement in (_SCHEMA + _INDEXES).split(";"):
             if statement.strip():
                 db.execute(statement)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -194,24 +232,71 @@ class Store:
 
     # --- reading ---------------------------------------------------------------------------------------------
 
-    def load(self) -> Iterator[InstanceRow]:
-        """Every stored instance with its history in order."""
+    def load_running(self) -> Iterator[InstanceRow]:
+        """Every instance that has not ended, with its history in order (what the backend keeps in memory)."""
+        marks = ",".join("?" * len(RUNNING_STATUSES))
         try:
-            histories: dict[str, list[bytes]] = {}
-            for instance_id, event in self._db.execute(
-                    "SELECT instance_id, event FROM history ORDER BY instance_id, seq"):
-                histories.setdefault(instance_id, []).append(bytes(event))
-            rows = self._db.execute(
-                "SELECT instance_id, name, status, version, input, output, custom_status, created_us, updated_us,"
-                " completed_us, failure, tags, pending, trace, start_at_us FROM instances").fetchall()
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM instances WHERE status IN ({marks})",
+                                    RUNNING_STATUSES).fetchall()
+            for r in rows:
+                yield _row(r, self._history(self._db, r[0]))
         except sqlite3.DatabaseError as exc:
             raise DataFileError(f"{self.path} is damaged ({exc})") from None
-        for r in rows:
-            yield InstanceRow(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                bytes(r[10]) if r[10] is not None else None, r[11], bytes(r[12]),
-                bytes(r[13]) if r[13] is not None else None, r[14], histories.get(r[0], []),
-            )
+
+    @staticmethod
+    def _history(db: sqlite3.Connection, instance_id: str) -> list[bytes]:
+        return [bytes(e) for (e,) in db.execute("SELECT event FROM history WHERE instance_id=? ORDER BY seq",
+                                                (instance_id,))]
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
+
+    def row(self, instance_id: str, *, history: bool = False) -> InstanceRow | None:
+        """One instance as last committed (with its history if asked), or None."""
+        with self._read_lock:
+            r = self._reader.execute(f"SELECT {_COLUMNS} FROM instances WHERE instance_id=?",
+                                     (instance_id,)).fetchone()
+            if r is None:
+                return None
+            return _row(r, self._history(self._reader, instance_id) if history else [])
+
+    def history(self, instance_id: str) -> list[bytes]:
+        with self._read_lock:
+            return self._history(self._reader, instance_id)
+
+    def query(self, q: InstanceQuery) -> list[InstanceRow]:
+        """Up to ``q.page_size + 1`` instances matching ``q``, newest first, after its continuation point.
+
+        One indexed range scan per asked status (merged here), or one on the creation-time index without a status
+        filter: a page costs about its own size, however many instances there are.
+        """
+        columns = _COLUMNS if q.with_payloads else _LIGHT_COLUMNS
+        where, params = q.sql_conditions()
+        limit = q.page_size + 1
+        order = " ORDER BY created_us DESC, instance_id DESC LIMIT ?"
+        if not q.statuses:
+            rows = self._read(f"SELECT {columns} FROM instances WHERE {where}{order}", [*params, limit])
+        else:
+            rows = []
+            for status in q.statuses:
+                rows += self._read(f"SELECT {columns} FROM instances WHERE status=? AND {where}{order}",
+                                   [status, *params, limit])
+            rows.sort(key=lambda r: (r[7], r[0]), reverse=True)
+        return [_row(r, []) for r in rows[:limit]]
+
+    def completed(self, q: CompletedQuery) -> list[tuple[int, str]]:
+        """(completed_us, id) of up to ``q.page_size + 1`` ended instances, oldest completion first."""
+        where, params = q.sql_conditions()
+        rows = self._read(f"SELECT completed_us, instance_id FROM instances WHERE {where} "
+                          "ORDER BY completed_us, instance_id LIMIT ?", [*params, q.page_size + 1])
+        return [(int(c), str(i)) for c, i in rows]
+
+    def purgeable(self, f: PurgeFilter, limit: int) -> list[str]:
+        """Ids of up to ``limit`` ended instances matching ``f`` (to purge)."""
+        where, params = f.sql_conditions()
+        return [str(i) for (i,) in self._read(f"SELECT instance_id FROM instances WHERE {where} LIMIT ?",
+                                              [*params, limit])]
 
     # --- writing ---------------------------------------------------------------------------------------------
 
@@ -222,6 +307,24 @@ class Store:
         try:
             for change in changes:
                 self._apply(db, change)
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    def insert_many(self, rows: Iterable[InstanceRow]) -> None:
+        """New instances with their histories, in one transaction (to fill a store quickly: the bench, tests)."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            batch = list(rows)
+            db.executemany(f"INSERT INTO instances ({_COLUMNS}) VALUES ({','.join('?' * 15)})",
+                           [(r.instance_id, r.name, r.status, r.version, r.input, r.output, r.custom_status,
+                             r.created_us, r.updated_us, r.completed_us, r.failure, r.tags, r.pending, r.trace,
+                             r.start_at_us) for r in batch])
+            db.executemany("INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+                           [(r.instance_id, seq, e) for r in batch for seq, e in enumerate(r.history)])
             db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -253,5 +356,15 @@ class Store:
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
+            self._reader.close()
+        with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._release_lock()
+
+
+def _row(r: Sequence[Any], history: list[bytes]) -> InstanceRow:
+    return InstanceRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+        bytes(r[10]) if r[10] is not None else None, r[11], bytes(r[12]),
+        bytes(r[13]) if r[13] is not None else None, r[14], history,
+    )
