@@ -8,5 +8,7 @@ Start it with ``sbworker localbus`` or embed it::
 
 from .config import ConfigError, QueueSettings, load_config
 from .server import ExposureError, LocalBus, connection_string
+from .store import StorageError
 
-__all__ = ["ConfigError", "ExposureError", "LocalBus", "QueueSettings", "connection_string", "load_config"]
+__all__ = ["ConfigError", "ExposureError", "LocalBus", "QueueSettings", "StorageError", "connection_string",
+           "load_config"]

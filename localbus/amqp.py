@@ -21,8 +21,9 @@ from proton import Array, Condition, Delivery, Endpoint, Link, Message, Terminus
 from . import codec
 from .auth import TokenAuthority, audience_path, scope_covers
 from .broker import DEAD_LETTER_QUEUE, SUBSCRIPTION, TOPIC, Broker, Entity, LockLost, MoveFailed, Record, parse_transfer
-from .management import Management
+from .management import Management, storage_condition
 from .properties import InvalidProperty, encode_properties
+from .store import StorageError
 
 log = logging.getLogger("localbus.amqp")
 
@@ -187,6 +188,10 @@ class ConnectionHandler:
             self._refuse(link, "amqp:not-found", f"The messaging entity '{entity_part}' could not be found.")
             return
         link_path = f"{entity.name}/$management" if is_mgmt else entity.name
+        failure = self.broker.persistence.failure
+        if failure is not None:  # nothing is served until the store can write again (see server.py)
+            self._refuse(link, storage_condition(failure), f"{failure}; localbus is retrying every second.")
+            return
         if not self._authorized(link_path):
             refused = [why for scope, why in self.refusals.items() if scope_covers(scope, link_path)]
             reason = (f"the token presented for it was refused: {refused[-1]}" if refused
@@ -367,6 +372,8 @@ class ConnectionHandler:
             elif isinstance(failure, InvalidProperty):
                 log.info("rejecting message on %s: %s", link.name, failure)
                 condition = error("amqp:invalid-field", str(failure))
+            elif isinstance(failure, StorageError):
+                condition = error(storage_condition(failure), str(failure))
             else:  # a bug must cost this transfer, not the connection or the loop
                 log.error("rejecting a transfer on %s after an internal error", link.name, exc_info=failure)
                 condition = error("amqp:internal-error", f"internal error: {type(failure).__name__}")
@@ -437,6 +444,11 @@ class ConnectionHandler:
             return
         except InvalidProperty as exc:  # propertiesToModify Service Bus would not store: nothing changed
             delivery.local.condition = error("amqp:invalid-field", str(exc))
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            return
+        except StorageError as exc:  # the server drops this answer with the connection and reloads the store
+            delivery.local.condition = error(storage_condition(exc), str(exc))
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return

@@ -22,7 +22,7 @@ from .config import QueueSettings
 from .properties import check_application_properties, check_value
 from .routing import INLINE_BUDGET, RoutingWorker, matching, message_cost, rules_cost
 from .sqlfilter import MessageView
-from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence
+from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence, StorageError
 from .topics import Rule, TopicSpec, message_view, subscription_path
 
 log = logging.getLogger("localbus.broker")
@@ -205,6 +205,28 @@ class Broker:
         if restored:
             log.info("restored %d messages from %s", restored, getattr(p, "path", "storage"))
 
+    def reset(self) -> None:
+        """Forget every message, lock, timer and consumer held in memory; the store keeps what was committed."""
+        self.locks.clear()
+        self._timers.clear()
+        self.dirty.clear()
+        for entity in self.entities.values():
+            entity.records.clear()
+            entity.ready.clear()
+            entity.dedup.clear()
+            entity.consumers.clear()
+            entity.routing.clear()
+            entity.last_seq = 0
+
+    def reload(self) -> None:
+        """Make memory what the store holds, as a restart would (after a failed write: see server.py)."""
+        self.reset()
+        self._load()
+
+    def refusal(self) -> StorageError | None:
+        """Why a new message cannot be taken now (the store failed, or the disk is nearly full), or None."""
+        return self.persistence.failure or self.persistence.space_problem()
+
     def restart(self) -> None:
         """Forget locks, consumers and unacknowledged sends, as a broker restart does (messages are kept)."""
         for entity in self.entities.values():
@@ -229,12 +251,14 @@ class Broker:
     def run_timers(self) -> None:
         """Fire every due deadline (scheduled messages, lock expiry, TTL expiry)."""
         now = self.clock()
-        while self._timers and self._timers[0][0] <= now:
+        while self._timers and self._timers[0][0] <= now and self.persistence.failure is None:
             _, _, kind, rec, token = heapq.heappop(self._timers)
             if rec.gone:
                 continue
             try:
                 self._fire(kind, rec, token, now)
+            except StorageError:
+                return  # the server reloads from the store; this timer comes back with it
             except Exception:  # one bad message must never stop the loop that serves every other one
                 self._log_stuck(rec, "timer")
 
@@ -269,7 +293,11 @@ class Broker:
         """Enqueue (message, scheduled time) pairs and call ``done`` with their sequence numbers (0 for a
         duplicate) or the exception that stopped them: at once, or, on a topic whose rules are expensive for
         these messages, once the routing worker has evaluated them. A topic stores its messages in the order
-        they were submitted."""
+        they were submitted. While :meth:`refusal` gives a reason, nothing is taken and ``done`` gets it."""
+        refused = self.refusal()
+        if refused is not None:
+            done(refused)
+            return
         if entity.kind != TOPIC:
             try:
                 seqs = [self.enqueue(entity, msg, scheduled_ms) or 0 for msg, scheduled_ms in messages]

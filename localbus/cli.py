@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import DEFAULT_CONFIG_PATH, ConfigError
 from .server import DEFAULT_KEY_NAME, DEFAULT_SAS_KEY, ExposureError, LocalBus, check_exposure, is_loopback
+from .store import MIN_FREE_BYTES, StorageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "well-known %(default)s)")
     parser.add_argument("--key-name", default=DEFAULT_KEY_NAME, metavar="NAME",
                         help="shared access key name (default: %(default)s)")
+    parser.add_argument("--min-free-mb", type=float, default=MIN_FREE_BYTES / 2**20, metavar="MB",
+                        help="with --data, refuse sends while the disk has less free space than this "
+                             "(default: %(default)g)")
     parser.add_argument("--accept-jwt", action="store_true",
                         help="accept Entra ID / jwt tokens without verifying them (tests of managed identity)")
     parser.add_argument("--allow-remote", action="store_true",
@@ -52,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     config = args.config
     if config is None:
         config = DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else Path("infra/servicebus-emulator/Config.json")
+    if args.min_free_mb < 0:
+        print(f"sbworker localbus: error: --min-free-mb must be 0 or more, got {args.min_free_mb:g}", file=sys.stderr)
+        return 2
     try:
         check_exposure(args.host, args.key, args.allow_remote)
     except ExposureError as exc:
@@ -62,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
               "(no TLS; anyone with the key can read and write every queue)", file=sys.stderr)
     try:
         bus = LocalBus(host=args.host, port=args.port, config_path=config, data_path=args.data, key=args.key,
-                       key_name=args.key_name, accept_jwt=args.accept_jwt, allow_remote=args.allow_remote)
+                       key_name=args.key_name, accept_jwt=args.accept_jwt, allow_remote=args.allow_remote,
+                       min_free_bytes=int(args.min_free_mb * 2**20))
         bus.start()
-    except ConfigError as exc:
-        print(f"sbworker localbus: error: {exc}", file=sys.stderr)
+    except (ConfigError, StorageError) as exc:
+        where = f"--data {args.data}: " if isinstance(exc, StorageError) else ""
+        print(f"sbworker localbus: error: {where}{exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"sbworker localbus: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",

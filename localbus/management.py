@@ -17,6 +17,7 @@ from proton import UNDESCRIBED, Array, Data, Message, timestamp
 from . import codec
 from .broker import Broker, Entity, LockLost, MessageNotFound, MoveFailed, parse_incoming
 from .properties import InvalidProperty, encode_properties
+from .store import StorageError
 
 log = logging.getLogger("localbus.management")
 
@@ -27,6 +28,12 @@ ARGUMENT_ERROR = "com.microsoft:argument-error"
 # A peek reply holds at most this much message data (always at least one message): the client chooses
 # message-count, and an unbounded reply would let one request pin the whole queue in memory a second time.
 MAX_PEEK_REPLY_BYTES = 4 * 1024 * 1024
+
+
+def storage_condition(failure: StorageError) -> str:
+    """What Service Bus answers in its place: a full entity is quota exceeded (the SDK raises
+    ServiceBusQuotaExceededError), a store that cannot write is server busy (ServiceBusServerBusyError, retried)."""
+    return "amqp:resource-limit-exceeded" if failure.full else "com.microsoft:server-busy"
 
 
 class OperationError(Exception):
@@ -120,6 +127,9 @@ class Management:
                      "errorCondition": "amqp:decode-error"}
         elif isinstance(outcome, InvalidProperty):
             props = {"statusCode": 400, "statusDescription": str(outcome), "errorCondition": "amqp:invalid-field"}
+        elif isinstance(outcome, StorageError):
+            props = {"statusCode": 403 if outcome.full else 503, "statusDescription": str(outcome),
+                     "errorCondition": storage_condition(outcome)}
         elif isinstance(outcome, MoveFailed):
             props = {"statusCode": 500, "statusDescription": str(outcome), "errorCondition": "amqp:internal-error"}
         else:  # a bad request must cost its sender an error reply, never the connection

@@ -29,7 +29,7 @@ from .broker import Broker
 from .config import DEFAULT_CONFIG_PATH, QueueSettings, load_config, queue_settings
 from .deliveryids import DeliveryIdRewriter
 from .routing import RoutingWorker
-from .store import Persistence, SqlitePersistence
+from .store import MIN_FREE_BYTES, Persistence, SqlitePersistence, StorageError
 from .topics import TopicSpec, load_topics, parse_topic
 
 log = logging.getLogger("localbus.server")
@@ -47,6 +47,8 @@ IDLE_TIMEOUT = 120.0
 HANDSHAKE_TIMEOUT = 10.0
 # After we close a connection over abuse, how long the client has to answer before its socket is dropped.
 CLOSE_GRACE = 2.0
+# While the store cannot write, how often to reopen it and try again.
+RECOVERY_INTERVAL = 1.0
 
 
 def connection_string(port: int, key_name: str = DEFAULT_KEY_NAME, key: str = DEFAULT_SAS_KEY) -> str:
@@ -102,6 +104,7 @@ class Server:
         self._waiters: list[tuple[Callable[[], bool], Future[bool]]] = []
         self._stopping = False
         self._tokens_checked = 0.0
+        self._recovery_tried = 0.0
         self.broker.worker = RoutingWorker(self._post)
 
     # --- cross-thread API ----------------------------------------------------------------------------------
@@ -161,6 +164,7 @@ class Server:
                 self._run_calls()
                 self._check_tokens()
                 self._process()
+                self._try_recover()
                 self._flush_all()
                 self._check_waiters()
         except Exception:  # pragma: no cover - a bug here must be loud, not a silent hang
@@ -302,6 +306,7 @@ class Server:
 
     def _process(self) -> None:
         broker = self.broker
+        failed_before = broker.persistence.failure is not None  # then entity links are refused: nothing writes
         for _ in range(16):
             busy = False
             for conn in list(self.conns.values()):
@@ -310,12 +315,40 @@ class Server:
             if broker.dirty:
                 try:
                     broker.pump()
+                except StorageError:
+                    pass  # handled below, with the whole batch
                 except Exception:  # a delivery that cannot be handed out must not stop every other client
                     log.exception("handing out messages failed; continuing")
                 busy = True
-            if not busy:
+            if not busy or broker.persistence.failure is not None:
                 break
-        broker.persistence.commit()
+        if broker.persistence.failure is None:
+            with contextlib.suppress(StorageError):  # recorded as persistence.failure
+                broker.persistence.commit()
+        if broker.persistence.failure is not None and not failed_before:
+            self._storage_failed()
+
+    def _storage_failed(self) -> None:
+        """A write failed, so nothing of this iteration is durable: answer none of it. Every connection is dropped
+        before its output is written (the answers of this batch are in it), memory is cleared, and every entity
+        link is refused with the store's error until a write succeeds again; then the store is reloaded, as
+        after a restart. Acknowledged messages were committed earlier, so none is lost."""
+        failure = self.broker.persistence.failure
+        log.error("localbus: %s; dropping every connection unanswered and refusing work until a write succeeds",
+                  failure)
+        for fd, conn in list(self.conns.items()):
+            self._close(fd, conn)
+        self.broker.reset()
+        self._recovery_tried = time.monotonic()
+
+    def _try_recover(self) -> None:
+        """While the store is failed: once a second, reopen it and try a write; on success, reload from it."""
+        if self.broker.persistence.failure is None or time.monotonic() - self._recovery_tried < RECOVERY_INTERVAL:
+            return
+        self._recovery_tried = time.monotonic()
+        if self.broker.persistence.recover():
+            self.broker.reload()
+            log.warning("localbus: the message store is writable again; serving again")
 
     def _events(self, conn: _Conn) -> bool:
         collector = conn.collector
@@ -400,9 +433,10 @@ class Server:
         for fd, conn in list(self.conns.items()):
             self._close(fd, conn)
         try:
-            self.broker.persistence.commit()
-        except Exception:  # pragma: no cover
-            log.exception("final commit failed")
+            if self.broker.persistence.failure is None:
+                self.broker.persistence.commit()
+        except StorageError as exc:
+            log.error("localbus: final commit failed: %s", exc)
         for sock in (self.listener, self._wake_r, self._wake_w):
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(sock)
@@ -478,6 +512,7 @@ class LocalBus:
     and name this namespace (loopback names, the bound address, ``hostnames``). Entra ID (jwt) tokens cannot be
     verified here and are refused unless ``accept_jwt=True``. ``idle_timeout`` (advertised in Open, Service
     Bus's 120 s), ``handshake_timeout`` and ``link_credit`` exist so tests can exercise the limits quickly.
+    ``min_free_bytes``: with ``data_path``, sends are refused while the disk has less free space than this.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, config_path: str | Path | None = None,
@@ -487,7 +522,7 @@ class LocalBus:
                  key: str | None = None, key_name: str = DEFAULT_KEY_NAME, *, sas_key: str | None = None,
                  accept_jwt: bool = False, hostnames: Iterable[str] = (), allow_remote: bool = False,
                  idle_timeout: float = IDLE_TIMEOUT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
-                 link_credit: int = INCOMING_CREDIT) -> None:
+                 link_credit: int = INCOMING_CREDIT, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         key = key or sas_key or DEFAULT_SAS_KEY  # sas_key: the older name of the same setting
         check_exposure(host, key, allow_remote)
         self.host = host
@@ -509,6 +544,7 @@ class LocalBus:
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
         self.link_credit = link_credit
+        self.min_free_bytes = min_free_bytes
         self.auth = TokenAuthority(key_name, self.key, accept_jwt=accept_jwt,
                                    hosts=namespace_hosts(host, hostnames))
         self._lock = threading.Lock()
@@ -524,7 +560,8 @@ class LocalBus:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return self
-            persistence: Persistence = SqlitePersistence(self.data_path) if self.data_path else Persistence()
+            persistence: Persistence = (SqlitePersistence(self.data_path, min_free_bytes=self.min_free_bytes)
+                                        if self.data_path else Persistence())
             try:
                 listener = _bind(self.host, self._port)
             except OSError:

@@ -17,19 +17,10 @@ from localbus import connection_string as connection_string_for
 from tests.fixtures.localbus import LocalBusFactory
 from tests.fixtures.ports import free_port
 
+from .child import broker_process
 from .sdk import bodies, client, sender
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _broker_process(port: int, config: Path, data: Path) -> subprocess.Popen[str]:
-    """``python -m localbus`` in a child process; returns once it printed its connection string."""
-    proc = subprocess.Popen([sys.executable, "-m", "localbus", "--port", str(port), "--config", str(config),
-                             "--data", str(data)], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.stdout is not None
-    assert proc.stdout.readline().startswith("Endpoint=sb://localhost:")
-    return proc
 
 
 def test_broker_killed_mid_stream_with_data_loses_nothing(tmp_path: Path) -> None:
@@ -59,7 +50,7 @@ def test_broker_killed_mid_stream_with_data_loses_nothing(tmp_path: Path) -> Non
         except BaseException as exc:
             errors.append(exc)
 
-    broker = _broker_process(port, config, tmp_path / "data")
+    broker = broker_process(port, config, tmp_path / "data")
     try:
         with ServiceBusClient.from_connection_string(connection_string) as sb:
             holder = sb.get_queue_receiver("durable")
@@ -72,7 +63,7 @@ def test_broker_killed_mid_stream_with_data_loses_nothing(tmp_path: Path) -> Non
             broker.send_signal(signal.SIGKILL)  # mid-stream: sends in flight, four messages locked
             broker.wait(10)
             sent_before = len(acked)
-            broker = _broker_process(port, config, tmp_path / "data")
+            broker = broker_process(port, config, tmp_path / "data")
             with progress:
                 assert progress.wait_for(lambda: len(acked) >= sent_before + 10, 30), errors
             finish.set()
