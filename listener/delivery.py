@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.aio import ServiceBusReceiver
 
-from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
+from sbworker.core.contract import Invalid, Request
 from sbworker.observability.observer import NO_TRACE, MessageTrace
 
 
@@ -20,4 +20,4 @@ class Delivery:
     receiver: ServiceBusReceiver
     trace: MessageTrace = NO_TRACE
     started: float = field(default_factory=time.monotonic)  # for the handling-duration metric and log line
-    parsed: StartRequest | ApprovalRequest | Invalid | None = None  # None until parsed (or if parsing raised)
+    parsed: Request | Invalid | None = None  # None until parsed (or if parsing raised)

@@ -19,9 +19,8 @@ from durabletask.client import OrchestrationState
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from orchestrations import registry
-from orchestrations.approval_workflow import APPROVAL_EVENT
 from sbworker.core.codes import TAG_MESSAGE_ID, TERMINAL_STATUSES
-from sbworker.core.contract import ApprovalRequest, StartRequest
+from sbworker.core.contract import ApprovalRequest, RaiseRequest, Request, StartRequest
 from sbworker.core.errors import one_line, rpc_code
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ class Raised:
 
 @dataclass(frozen=True)
 class AlreadyApplied:
-    """This very approval message was raised before (we are seeing a redelivery after a crash)."""
+    """This very event message was raised before (we are seeing a redelivery after a crash)."""
 
     instance_id: str
 
@@ -99,6 +98,16 @@ class NotAnApprovalWorkflow:
 
 
 @dataclass(frozen=True)
+class EventNotAwaited:
+    """The instance exists, but its orchestration never waits for this event (see orchestrations/events.py)."""
+
+    instance_id: str
+    name: str
+    event: str
+    awaited: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TransientFailure:
     """DTS stayed unreachable or overloaded for the whole retry budget."""
 
@@ -106,7 +115,7 @@ class TransientFailure:
 
 
 Outcome = (Started | AlreadyExists | Raised | AlreadyApplied | InstanceNotFound | InstanceNotRunning
-           | NotAnApprovalWorkflow | TransientFailure)
+           | NotAnApprovalWorkflow | EventNotAwaited | TransientFailure)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -118,13 +127,15 @@ class Dispatcher:
 
     def __init__(self, client: DtsClient, *, retry_seconds: float = TRANSIENT_RETRY_SECONDS,
                  call_timeout: float = CALL_TIMEOUT_SECONDS,
-                 accepts_approvals: Callable[[str | None], bool] = registry.accepts_approvals,
+                 awaits: Callable[[str | None, str], bool] = registry.awaits_event,
+                 awaited: Callable[[str | None], tuple[str, ...]] = registry.events_of,
                  reconnect: Callable[[], DtsClient] | None = None) -> None:
         self._client = client
         self._reconnect = reconnect
         self._replaced_at = time.monotonic()
         self._retired: set[asyncio.Task[Any]] = set()
-        self._accepts_approvals = accepts_approvals
+        self._awaits = awaits
+        self._awaited = awaited
         self._retry_seconds = retry_seconds
         self._call_timeout = call_timeout
 
@@ -150,12 +161,17 @@ class Dispatcher:
         if close is not None:
             await close()
 
-    async def dispatch(self, request: StartRequest | ApprovalRequest, message_id: str | None = None) -> Outcome:
-        """`message_id` tags a raised event, so a redelivered approval can recognise its own earlier raise."""
+    async def dispatch(self, request: Request, message_id: str | None = None, *, redelivered: bool = False
+                       ) -> Outcome:
+        """`message_id` tags a raised event, so a redelivered event message can recognise its own earlier raise.
+
+        `redelivered` (the message was delivered before) makes a raise on a running instance look for that earlier
+        raise first: a crash between raise and complete must not raise the event twice.
+        """
         try:
             if isinstance(request, StartRequest):
                 return await self._retrying(lambda r: self._start(r, message_id), request)
-            return await self._retrying(lambda r: self._approve(r, message_id), request)
+            return await self._retrying(lambda r: self._raise(r, message_id, redelivered), request)
         except Exception as error:
             if is_transient(error):
                 return TransientFailure(one_line(error))
@@ -199,7 +215,7 @@ class Dispatcher:
             raise
         return Started(request.instance_id)
 
-    async def _approve(self, request: ApprovalRequest, message_id: str | None) -> Outcome:
+    async def _raise(self, request: RaiseRequest, message_id: str | None, redelivered: bool) -> Outcome:
         # Read first: a raise on a finished instance is accepted silently by some backends, and we want that
         # case visible in the dead-letter queue, not swallowed.
         state = await asyncio.wait_for(
@@ -207,16 +223,20 @@ class Dispatcher:
         )
         if state is None:
             return InstanceNotFound(request.instance_id)
-        if not self._accepts_approvals(state.name):
-            return NotAnApprovalWorkflow(request.instance_id, state.name or "?")
-        if state.runtime_status in TERMINAL_STATUSES:
-            if message_id and await self._was_raised(request.instance_id, message_id):
-                return AlreadyApplied(request.instance_id)
+        name = request.event_name
+        if not self._awaits(state.name, name):
+            if isinstance(request, ApprovalRequest):
+                return NotAnApprovalWorkflow(request.instance_id, state.name or "?")
+            return EventNotAwaited(request.instance_id, state.name or "?", name, self._awaited(state.name))
+        terminal = state.runtime_status in TERMINAL_STATUSES
+        if (terminal or redelivered) and message_id and await self._was_raised(request.instance_id, name, message_id):
+            return AlreadyApplied(request.instance_id)
+        if terminal:
             return InstanceNotRunning(request.instance_id, state.runtime_status.name)
         data = {**request.event_data(), "message_id": message_id} if message_id else request.event_data()
         try:
             await asyncio.wait_for(
-                self._client.raise_orchestration_event(request.instance_id, APPROVAL_EVENT, data=data),
+                self._client.raise_orchestration_event(request.instance_id, name, data=data),
                 self._call_timeout,
             )
         except Exception as error:
@@ -229,11 +249,11 @@ class Dispatcher:
         return Raised(request.instance_id)
 
 
-    async def _was_raised(self, instance_id: str, message_id: str) -> bool:
-        """Did an ApprovalEvent carrying this message id reach the instance's history?"""
+    async def _was_raised(self, instance_id: str, name: str, message_id: str) -> bool:
+        """Did an event `name` carrying this message id reach the instance's history?"""
         events = await asyncio.wait_for(self._client.get_orchestration_history(instance_id), self._call_timeout)
         for event in events:
-            if getattr(event, "name", None) != APPROVAL_EVENT or not getattr(event, "input", None):
+            if getattr(event, "name", None) != name or not getattr(event, "input", None):
                 continue
             try:
                 data = json.loads(event.input)

@@ -20,10 +20,12 @@ from listener.dispatch import Dispatcher, InstanceNotFound, Outcome
 from listener.locks import LockKeeper
 from listener.settlement import Abandon, Action, RetryHistory, decide
 from listener.settler import Settler, field
+from orchestrations.events import CATALOG
 from sbworker.core import contract, messages
 from sbworker.core.codes import PROP_UNDECODABLE, AbandonReason, Reason
 from sbworker.core.config import ListenerSettings
-from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
+from sbworker.core.contract import Invalid, Request
+from sbworker.core.events import EventCatalog
 from sbworker.observability.observer import Observer
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,15 @@ log = logging.getLogger(__name__)
 
 class Pipeline:
     def __init__(self, *, dispatcher: Dispatcher, settler: Settler, settings: ListenerSettings, observer: Observer,
-                 is_registered: Callable[[str], bool], registered_names: Callable[[], list[str]]) -> None:
+                 is_registered: Callable[[str], bool], registered_names: Callable[[], list[str]],
+                 events: EventCatalog = CATALOG) -> None:
         self._dispatcher = dispatcher
         self._settler = settler
         self._settings = settings
         self._observer = observer
         self._is_registered = is_registered
         self._registered_names = registered_names
+        self._events = events
 
     async def handle(self, receiver: ServiceBusReceiver, renewer: LockKeeper, message: ServiceBusReceivedMessage
                      ) -> None:
@@ -64,7 +68,8 @@ class Pipeline:
         delivery.trace.request(getattr(parsed, "orchestration", None), getattr(parsed, "instance_id", None))
         outcome: Outcome | None = None
         if not isinstance(parsed, Invalid):
-            outcome = await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id))
+            outcome = await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id),
+                                                      redelivered=bool(message.delivery_count))
         # Only an approval still waiting for its instance needs its retry history read.
         window = self._settings.approval_not_found_window_seconds
         retries, since = 0, 0.0
@@ -75,7 +80,7 @@ class Pipeline:
         return decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
                       not_found_window=window, message_id_length=len(str(message.message_id or "")))
 
-    def parse(self, message: ServiceBusReceivedMessage) -> StartRequest | ApprovalRequest | Invalid:
+    def parse(self, message: ServiceBusReceivedMessage) -> Request | Invalid:
         undecodable = messages.prop(message, PROP_UNDECODABLE)
         if undecodable is not None:
             return Invalid(Reason.UNDECODABLE_MESSAGE, str(undecodable))
@@ -91,4 +96,5 @@ class Pipeline:
             is_registered=self._is_registered,
             registered_names=self._registered_names,
             max_bytes=self._settings.max_message_bytes,
+            events=self._events,
         )

@@ -13,6 +13,7 @@ from typing import Any
 from listener.dispatch import (
     AlreadyApplied,
     AlreadyExists,
+    EventNotAwaited,
     InstanceNotFound,
     InstanceNotRunning,
     NotAnApprovalWorkflow,
@@ -23,7 +24,7 @@ from listener.dispatch import (
 )
 from sbworker.core import messages
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason, Reason
-from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
+from sbworker.core.contract import ApprovalRequest, Invalid, Request
 
 # Backoff for an approval that arrived before its start: 1 s, 2 s, 4 s … capped, until the window closes.
 NOT_FOUND_FIRST_DELAY = 1.0
@@ -65,7 +66,7 @@ Action = Complete | DeadLetter | Abandon | RetryLater
 
 
 def decide(
-    parsed: StartRequest | ApprovalRequest | Invalid,
+    parsed: Request | Invalid,
     outcome: Outcome | None,
     *,
     retries_so_far: int = 0,
@@ -88,10 +89,15 @@ def decide(
         case AlreadyApplied():
             return Complete("duplicate")
         case InstanceNotRunning(instance_id=iid, status=status):
-            return DeadLetter(Reason.INSTANCE_NOT_RUNNING, f"instance {iid!r} is {status}; the approval came too late")
+            what = "the approval" if isinstance(parsed, ApprovalRequest) else f"the event {_event_name(parsed)}"
+            return DeadLetter(Reason.INSTANCE_NOT_RUNNING, f"instance {iid!r} is {status}; {what} came too late")
         case NotAnApprovalWorkflow(instance_id=iid, name=name):
             return DeadLetter(Reason.NOT_AN_APPROVAL_WORKFLOW,
                               f"instance {iid!r} is a {name!r}, which does not wait for approvals")
+        case EventNotAwaited(instance_id=iid, name=name, event=event, awaited=awaited):
+            waits = f"it waits for {', '.join(awaited)}" if awaited else "it waits for no events"
+            return DeadLetter(Reason.UNKNOWN_EVENT,
+                              f"instance {iid!r} is a {name!r}, which does not wait for {event!r}; {waits}")
         case InstanceNotFound(instance_id=iid) if message_id_length > MAX_REENQUEUE_MESSAGE_ID:
             return DeadLetter(Reason.MESSAGE_ID_TOO_LONG,
                               f"no instance {iid!r} yet, and the message id is {message_id_length} characters: "
@@ -152,3 +158,7 @@ class RetryHistory:
     def properties(self, attempt: int) -> dict[str | bytes, Any]:
         """What a re-enqueued copy carries for its next attempt (`RetryLater.attempt`)."""
         return {PROP_RETRIES: attempt, PROP_FIRST_ATTEMPT: self.first_attempt.isoformat()}
+
+
+def _event_name(parsed: Request) -> str:
+    return str(getattr(parsed, "event_name", "?"))

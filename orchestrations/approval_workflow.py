@@ -10,10 +10,10 @@ from typing import Any
 from durabletask import task
 
 from activities.approvals import send_approval_request
+from sbworker.core.codes import APPROVAL_EVENT as APPROVAL_EVENT  # re-exported: the workflow's own event
 
 log = logging.getLogger(__name__)
 
-APPROVAL_EVENT = "ApprovalEvent"
 DEFAULT_TIMEOUT = timedelta(days=3)
 
 

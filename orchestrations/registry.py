@@ -12,10 +12,13 @@ from typing import Any, Protocol
 
 from activities.approvals import send_approval_request
 from activities.greetings import say_hello
+from activities.payments import issue_receipt
 from activities.services import compensation_activity, unreliable_service
-from orchestrations.approval_workflow import approval_workflow
+from orchestrations.approval_workflow import APPROVAL_EVENT, approval_workflow
+from orchestrations.events import CATALOG
 from orchestrations.fan_out_fan_in import fan_out_fan_in
 from orchestrations.hello_cities import hello_cities
+from orchestrations.invoice_payment import invoice_payment
 from orchestrations.workflow_with_retry import workflow_with_retry
 
 ORCHESTRATORS: Mapping[str, Callable[..., Any]] = MappingProxyType({
@@ -23,16 +26,19 @@ ORCHESTRATORS: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "fan_out_fan_in": fan_out_fan_in,
     "approval_workflow": approval_workflow,
     "workflow_with_retry": workflow_with_retry,
+    "invoice_payment": invoice_payment,
 })
 
-#: Orchestrations that wait for `ApprovalEvent`: an approval message for an instance of any other one is refused.
-APPROVAL_ORCHESTRATIONS: frozenset[str] = frozenset({"approval_workflow"})
+#: Orchestrations that wait for `ApprovalEvent` (declared in orchestrations/events.py): an approval message for an
+#: instance of any other one is refused.
+APPROVAL_ORCHESTRATIONS: frozenset[str] = frozenset(CATALOG.orchestrations_awaiting(APPROVAL_EVENT))
 
 ACTIVITIES: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "say_hello": say_hello,
     "send_approval_request": send_approval_request,
     "unreliable_service": unreliable_service,
     "compensation_activity": compensation_activity,
+    "issue_receipt": issue_receipt,
 })
 
 
@@ -49,6 +55,16 @@ def is_startable(name: str) -> bool:
 def accepts_approvals(name: str | None) -> bool:
     """Does an instance of this orchestration wait for approval messages?"""
     return name in APPROVAL_ORCHESTRATIONS
+
+
+def awaits_event(name: str | None, event: str) -> bool:
+    """Does an instance of this orchestration wait for `event` (see orchestrations/events.py)?"""
+    return CATALOG.awaits(name, event)
+
+
+def events_of(name: str | None) -> tuple[str, ...]:
+    """The events an instance of this orchestration waits for."""
+    return CATALOG.events_of(name)
 
 
 def orchestration_names() -> list[str]:

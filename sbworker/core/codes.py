@@ -27,6 +27,7 @@ class Reason(StrEnum):
     UNSUPPORTED_BODY = "UnsupportedBody"
     UNDECODABLE_MESSAGE = "UndecodableMessage"
     MESSAGE_ID_TOO_LONG = "MessageIdTooLong"
+    UNKNOWN_EVENT = "UnknownEvent"
     # The message is fine, but its target is not.
     INSTANCE_NOT_FOUND = "InstanceNotFound"
     INSTANCE_NOT_RUNNING = "InstanceNotRunning"
@@ -57,6 +58,8 @@ class Exit(IntEnum):
     INTERRUPTED = 130
 
 
+# The event approval_workflow waits for: an `approval` message raises it (the shorthand of subject `event`).
+APPROVAL_EVENT: Final = "ApprovalEvent"
 # Application properties the listener adds to a re-enqueued approval (see settlement.RetryLater): how often,
 # and since when, it has waited for its instance. A resubmit from the DLQ strips them so the copy starts afresh.
 PROP_RETRIES: Final = "sbworker-retries"

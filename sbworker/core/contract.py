@@ -12,8 +12,11 @@ Decisions (and why):
 - Checks run in this order, and the first failure wins: size (``TooLarge``, before any decoding so a huge
   body costs nothing), subject, content type, UTF-8, JSON, schema, start time, orchestration registration,
   message id. A message therefore gets the most basic reason that applies.
-- Subjects match exactly and case-sensitively (``"start"``, ``"approval"``) after stripping surrounding
-  whitespace: whitespace is an easy publisher slip, a different case may be a different message type.
+- Subjects match exactly and case-sensitively (``"start"``, ``"approval"``, ``"event"``) after stripping
+  surrounding whitespace: whitespace is an easy publisher slip, a different case may be a different message type.
+- ``event`` raises any event an orchestration declares (``sbworker.core.events``): an undeclared name is
+  ``UnknownEvent`` (listing the declared ones), data that breaks the event's own schema is ``SchemaViolation`` with
+  paths under ``$.data``. ``approval`` stays as the shorthand of ``event`` with ``ApprovalEvent``.
 - ``content_type`` unset or blank means JSON. Otherwise the media type must be ``application/json``
   (case-insensitive); parameters are allowed, but a ``charset`` other than UTF-8 is rejected because the
   body is only ever decoded as UTF-8.
@@ -48,11 +51,14 @@ from typing import Any, Final, NoReturn, TypeAlias
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from sbworker.core.codes import Reason
+from sbworker.core.codes import APPROVAL_EVENT, Reason
+from sbworker.core.events import RESERVED_KEY, EventCatalog
 from sbworker.core.text import clip
 
 SUBJECT_START: Final = "start"
 SUBJECT_APPROVAL: Final = "approval"
+SUBJECT_EVENT: Final = "event"
+SUBJECTS: Final = (SUBJECT_START, SUBJECT_APPROVAL, SUBJECT_EVENT)
 
 DEFAULT_MAX_BYTES: Final = 262144
 MAX_DEPTH: Final = 100
@@ -80,8 +86,28 @@ class ApprovalRequest:
     approver: str
     comment: str | None
 
+    @property
+    def event_name(self) -> str:
+        return APPROVAL_EVENT
+
     def event_data(self) -> dict[str, Any]:
         return {"approved": self.approved, "approver": self.approver, "comment": self.comment}
+
+
+@dataclass(frozen=True)
+class EventRequest:
+    """Raise the declared event ``name`` with ``data`` (an object that met its schema) on ``instance_id``."""
+
+    instance_id: str
+    name: str
+    data: dict[str, Any]
+
+    @property
+    def event_name(self) -> str:
+        return self.name
+
+    def event_data(self) -> dict[str, Any]:
+        return dict(self.data)
 
 
 @dataclass(frozen=True)
@@ -92,7 +118,9 @@ class Invalid:
     description: str
 
 
-Request = StartRequest | ApprovalRequest
+Request = StartRequest | ApprovalRequest | EventRequest
+#: What raises an event on an instance: an approval (the shorthand) or any declared event.
+RaiseRequest = ApprovalRequest | EventRequest
 
 
 def _load_schema(name: str) -> dict[str, Any]:
@@ -104,8 +132,10 @@ def _load_schema(name: str) -> dict[str, Any]:
 
 _START_SCHEMA: Final = _load_schema("start.schema.json")
 _APPROVAL_SCHEMA: Final = _load_schema("approval.schema.json")
+_EVENT_SCHEMA: Final = _load_schema("event.schema.json")
 _START: Final = Draft202012Validator(_START_SCHEMA)
 _APPROVAL: Final = Draft202012Validator(_APPROVAL_SCHEMA)
+_EVENT: Final = Draft202012Validator(_EVENT_SCHEMA)
 # The defaulted instance id obeys the same rules as an explicit one: validate it with the schema's own $def.
 _INSTANCE_ID: Final = Draft202012Validator(_START_SCHEMA["$defs"]["instanceId"])
 
@@ -132,8 +162,11 @@ def parse(
     is_registered: Callable[[str], bool],
     registered_names: Callable[[], Iterable[str]] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
-) -> StartRequest | ApprovalRequest | Invalid:
+    events: EventCatalog | None = None,
+) -> Request | Invalid:
     """Turn one message into a request, or an ``Invalid`` for the caller to dead-letter.
+
+    ``events`` declares the events subject ``event`` may raise (none when absent).
 
     Never raises because of the message's content; exceptions from ``is_registered``/``registered_names``
     (caller bugs) propagate.
@@ -147,6 +180,7 @@ def parse(
             is_registered=is_registered,
             registered_names=registered_names,
             max_bytes=max_bytes,
+            events=events,
         )
     except _Reject as rejection:
         # A plain str, not the enum member: it crosses into logs and AMQP properties.
@@ -162,7 +196,8 @@ def _parse(
     is_registered: Callable[[str], bool],
     registered_names: Callable[[], Iterable[str]] | None,
     max_bytes: int,
-) -> StartRequest | ApprovalRequest:
+    events: EventCatalog | None,
+) -> Request:
     if len(body) > max_bytes:
         _reject(Reason.TOO_LARGE, f"body is {len(body)} bytes; the limit is {max_bytes} bytes")
     kind = _check_subject(subject)
@@ -170,15 +205,17 @@ def _parse(
     document = _load_json(_decode(body))
     if kind == SUBJECT_START:
         return _start(document, message_id, is_registered, registered_names)
+    if kind == SUBJECT_EVENT:
+        return _event(document, events)
     return _approval(document)
 
 
 def _check_subject(subject: str | None) -> str:
-    expected = f'expected "{SUBJECT_START}" or "{SUBJECT_APPROVAL}" (case-sensitive)'
+    expected = f'expected "{SUBJECT_START}", "{SUBJECT_APPROVAL}" or "{SUBJECT_EVENT}" (case-sensitive)'
     if subject is None or not isinstance(subject, str) or not subject.strip():
         _reject(Reason.UNKNOWN_SUBJECT, f"subject is missing; {expected}")
     stripped = subject.strip()
-    if stripped not in (SUBJECT_START, SUBJECT_APPROVAL):
+    if stripped not in SUBJECTS:
         _reject(Reason.UNKNOWN_SUBJECT, f"subject {_show(subject)} is not known; {expected}")
     return stripped
 
@@ -332,6 +369,27 @@ def _approval(document: Any) -> ApprovalRequest:
         approver=document["approver"],
         comment=document.get("comment"),
     )
+
+
+def _event(document: Any, events: EventCatalog | None) -> EventRequest:
+    _validate(_EVENT, document)
+    name: str = document["name"]
+    declared = events.get(name) if events is not None else None
+    if declared is None:
+        known = events.names() if events is not None else []
+        listing = "declared: " + clip(", ".join(known), 600) if known else "no events are declared"
+        _reject(Reason.UNKNOWN_EVENT, f"$.name: {_show(name)} is not a declared event; {listing}")
+    data = document["data"]
+    _check_event_data(declared.validator, data, "$.data")
+    return EventRequest(document["instance_id"], name, data)
+
+
+def _check_event_data(validator: Draft202012Validator, data: Any, root: str) -> None:
+    problems = _describe_all(validator.iter_errors(data), root=root)
+    if problems:
+        _reject(Reason.SCHEMA_VIOLATION, problems)
+    if RESERVED_KEY in data:  # the schema made sure it is an object
+        _reject(Reason.SCHEMA_VIOLATION, f"{root}.{RESERVED_KEY}: reserved; the listener sets it to the message's id")
 
 
 def _parse_start_at(text: str) -> datetime:
@@ -522,6 +580,17 @@ def approval_body(instance_id: str, approved: bool, approver: str, comment: str 
     if comment is not None:
         body["comment"] = comment
     _check_body(_APPROVAL, body)
+    return body
+
+
+def event_body(instance_id: str, name: str, data: Any, events: EventCatalog) -> dict[str, Any]:
+    """An ``event`` body that ``parse`` accepts with ``events``; raises ``ValueError`` naming the problem otherwise."""
+    body: dict[str, Any] = {"instance_id": instance_id, "name": name, "data": data}
+    try:
+        _check_value(body)
+        _event(body, events)
+    except _Reject as rejection:
+        raise ValueError(_clip(rejection.description)) from None
     return body
 
 

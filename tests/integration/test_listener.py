@@ -20,7 +20,7 @@ from azure.servicebus import ServiceBusMessage
 from activities import approvals
 from listener.dispatch import Dispatcher, Outcome
 from localbus import LocalBus
-from sbworker.core.contract import ApprovalRequest, StartRequest
+from sbworker.core.contract import Request
 from sbworker.core.entities import Source, queue_source
 from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend, start_backend
@@ -224,11 +224,11 @@ class ExplodingOnce(Dispatcher):
         self.inner = inner
         self.exploded = False
 
-    async def dispatch(self, request: StartRequest | ApprovalRequest, message_id: str | None = None) -> Outcome:
+    async def dispatch(self, request: Request, message_id: str | None = None, **options: Any) -> Outcome:
         if not self.exploded:
             self.exploded = True
             raise RuntimeError("boom")
-        return await self.inner.dispatch(request, message_id)
+        return await self.inner.dispatch(request, message_id, **options)
 
 
 async def test_unexpected_error_abandons_and_the_listener_keeps_running(bus: LocalBus, dts_backend: DtsBackend,
@@ -247,10 +247,10 @@ class Slow(Dispatcher):
         self.seconds = seconds
         self.calls = 0
 
-    async def dispatch(self, request: StartRequest | ApprovalRequest, message_id: str | None = None) -> Outcome:
+    async def dispatch(self, request: Request, message_id: str | None = None, **options: Any) -> Outcome:
         self.calls += 1
         await asyncio.sleep(self.seconds)
-        return await self.inner.dispatch(request, message_id)
+        return await self.inner.dispatch(request, message_id, **options)
 
 
 async def test_handling_longer_than_the_lock_keeps_the_lock(tmp_path: Path, dts_backend: DtsBackend,

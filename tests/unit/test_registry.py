@@ -11,10 +11,10 @@ from orchestrations import registry
 
 def test_public_names() -> None:
     assert registry.orchestration_names() == [
-        "approval_workflow", "fan_out_fan_in", "hello_cities", "workflow_with_retry",
+        "approval_workflow", "fan_out_fan_in", "hello_cities", "invoice_payment", "workflow_with_retry",
     ]
     assert set(registry.ACTIVITIES) == {
-        "say_hello", "send_approval_request", "unreliable_service", "compensation_activity",
+        "say_hello", "send_approval_request", "unreliable_service", "compensation_activity", "issue_receipt",
     }
 
 

@@ -10,6 +10,7 @@ import pytest
 from listener.dispatch import (
     AlreadyApplied,
     AlreadyExists,
+    EventNotAwaited,
     InstanceNotFound,
     InstanceNotRunning,
     NotAnApprovalWorkflow,
@@ -19,11 +20,13 @@ from listener.dispatch import (
 )
 from listener.settlement import Abandon, Complete, DeadLetter, RetryHistory, RetryLater, decide
 from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason
-from sbworker.core.contract import ApprovalRequest, Invalid, StartRequest
+from sbworker.core.contract import ApprovalRequest, EventRequest, Invalid, StartRequest
 
 START = StartRequest(orchestration="hello_cities", instance_id="i1", input=None, start_at=None,
                      instance_id_from_message=True)
 APPROVAL = ApprovalRequest(instance_id="i1", approved=True, approver="ada", comment=None)
+EVENT = EventRequest(instance_id="i1", name="PaymentReceived", data={"amount_cents": 1, "currency": "EUR",
+                                                                   "reference": "r"})
 
 
 def test_start_accepted_completes() -> None:
@@ -142,3 +145,34 @@ def test_a_first_attempt_the_protocol_cannot_have_written_is_ignored(claimed: st
 @pytest.mark.parametrize("retries", [True, -1, 10_000, "3", 2.5])
 def test_a_retry_count_that_is_not_a_small_integer_counts_as_none(retries: Any) -> None:
     assert RetryHistory.of(Received(NOW, {PROP_RETRIES: retries}), 300, NOW).retries == 0
+
+
+# --- declared events: the same rows as approvals ----------------------------------------------------------
+
+
+def test_event_accepted_completes() -> None:
+    assert decide(EVENT, Raised("i1")) == Complete("raised")
+
+
+def test_event_before_its_instance_is_retried_later() -> None:
+    action = decide(EVENT, InstanceNotFound("i1"), retries_so_far=2, seconds_since_first_attempt=1.0,
+                    not_found_window=300)
+    assert action == RetryLater(4.0, 3, "instance 'i1' not found yet")
+
+
+def test_event_for_a_finished_instance_is_dead_lettered_naming_the_event() -> None:
+    action = decide(EVENT, InstanceNotRunning("i1", "COMPLETED"))
+    assert action == DeadLetter("InstanceNotRunning",
+                                "instance 'i1' is COMPLETED; the event PaymentReceived came too late")
+
+
+def test_redelivered_event_that_was_raised_completes_as_duplicate() -> None:
+    assert decide(EVENT, AlreadyApplied("i1")) == Complete("duplicate")
+
+
+def test_event_the_instance_never_waits_for_is_dead_lettered_as_unknown() -> None:
+    action = decide(EVENT, EventNotAwaited("i1", "approval_workflow", "PaymentReceived", ("ApprovalEvent",)))
+    assert action == DeadLetter("UnknownEvent", "instance 'i1' is a 'approval_workflow', which does not wait for "
+                                                "'PaymentReceived'; it waits for ApprovalEvent")
+    action = decide(EVENT, EventNotAwaited("i1", "hello_cities", "PaymentReceived", ()))
+    assert isinstance(action, DeadLetter) and action.description.endswith("it waits for no events")
