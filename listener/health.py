@@ -16,13 +16,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import http_exceptions, web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from sbworker.core.site import ThreadedSite
 
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Coroutine[Any, Any, dict[str, bool]]]
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Probes do not keep connections: an idle one is closed after this many seconds.
 KEEPALIVE_SECONDS = 5.0
@@ -90,7 +90,7 @@ class HealthServer:
     async def _metrics_text(self, _request: web.Request) -> web.Response:
         assert self._metrics is not None
         # Collection takes the SDK's locks for a moment; this loop serves only probes, so it can wait.
-        return web.Response(body=self._metrics().encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+        return web.Response(body=self._metrics().encode(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
     async def _not_found(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "not found"}, status=404)

@@ -1,4 +1,5 @@
-"""The listener's metrics, through the OpenTelemetry metrics API, and their Prometheus text for `/metrics`.
+"""The listener's metrics, through the OpenTelemetry metrics API (`/metrics` renders them through OpenTelemetry's
+Prometheus exporter, see sbworker/observability/telemetry.py).
 
 `Metrics` is the no-op the listener holds when telemetry is disabled: each hook is an empty method call, so the
 hot path pays nothing. `OtelMetrics` records into a real meter (built by sbworker/observability/telemetry.py).
@@ -7,7 +8,6 @@ Labels come from fixed vocabularies only (actions, reason codes, DTS operations)
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,6 @@ from sbworker.core.errors import rpc_code
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 # Seconds: from a fast DTS call (about 1 ms) to a message that waited out the transient-retry budget (20 s).
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -154,68 +153,3 @@ class TimedDts:
     async def get_orchestration_history(self, instance_id: str) -> list[Any]:
         result: list[Any] = await self._timed("get_history", self._client.get_orchestration_history(instance_id))
         return result
-
-
-# --- Prometheus text exposition (format 0.0.4) ------------------------------------------------------------------
-
-_UNIT_SUFFIXES = {"s": "_seconds", "By": "_bytes"}
-
-
-def prometheus_text(reader: InMemoryMetricReader) -> str:
-    """Collect `reader` now and render every metric as Prometheus text: dots become underscores, seconds get
-    `_seconds`, monotonic sums `_total`, histograms cumulative `_bucket{le=…}` lines, `_sum` and `_count`."""
-    data = reader.get_metrics_data()
-    lines: list[str] = []
-    for resource_metrics in getattr(data, "resource_metrics", None) or ():
-        for scope in resource_metrics.scope_metrics:
-            for metric in scope.metrics:
-                lines.extend(_render(metric))
-    return "\n".join(lines) + "\n" if lines else ""
-
-
-def _render(metric: Any) -> list[str]:
-    from opentelemetry.sdk.metrics.export import Histogram, Sum
-
-    base = metric.name.replace(".", "_").replace("-", "_") + _UNIT_SUFFIXES.get(metric.unit or "", "")
-    points = metric.data.data_points
-    help_line = f"# HELP {{}} {_escape_help(metric.description or metric.name)}"
-    if isinstance(metric.data, Histogram):
-        out = [help_line.format(base), f"# TYPE {base} histogram"]
-        for point in points:
-            labels = dict(point.attributes or {})
-            cumulative = 0
-            for bound, count in zip(point.explicit_bounds, point.bucket_counts, strict=False):
-                cumulative += count
-                out.append(f"{base}_bucket{_labels({**labels, 'le': _number(bound)})} {cumulative}")
-            out.append(f"{base}_bucket{_labels({**labels, 'le': '+Inf'})} {point.count}")
-            out.append(f"{base}_sum{_labels(labels)} {_number(point.sum)}")
-            out.append(f"{base}_count{_labels(labels)} {point.count}")
-        return out
-    if isinstance(metric.data, Sum) and metric.data.is_monotonic:
-        name, kind = f"{base}_total", "counter"
-    else:
-        name, kind = base, "gauge"
-    out = [help_line.format(name), f"# TYPE {name} {kind}"]
-    out.extend(f"{name}{_labels(dict(point.attributes or {}))} {_number(point.value)}" for point in points)
-    return out
-
-
-def _labels(labels: dict[str, Any]) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{key}="{_escape_value(str(value))}"' for key, value in sorted(labels.items()))
-    return "{" + inner + "}"
-
-
-def _escape_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float) and math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if isinstance(value, float) else str(value)

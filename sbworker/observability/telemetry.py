@@ -137,13 +137,19 @@ def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
 
 
 def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry) -> None:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricReader, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+    from prometheus_client import CollectorRegistry, generate_latest
 
-    from sbworker.observability.metrics import OtelMetrics, prometheus_text
+    from sbworker.observability.metrics import OtelMetrics
 
-    scrape = InMemoryMetricReader()
-    readers: list[MetricReader] = [scrape]
+    # /metrics: OpenTelemetry's Prometheus exporter, into a registry of our own (not prometheus_client's
+    # process-global one, which a second provider in the same process, a test's, would collide with). No
+    # target_info series and no otel_scope labels: the series are exactly the instruments, as the README lists them.
+    registry = CollectorRegistry(auto_describe=True)
+    readers: list[MetricReader] = [PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False,
+                                                          registry=registry)]
     interval = settings.metric_export_interval_ms
     if settings.otlp_metrics_endpoint:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -159,5 +165,5 @@ def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
     # Not made global: the listener holds its meter, and tests build one provider per listener.
     provider = MeterProvider(resource=resource, metric_readers=readers)
     telemetry.metrics = OtelMetrics(provider.get_meter("sbworker"))
-    telemetry.prometheus = lambda: prometheus_text(scrape)
+    telemetry.prometheus = lambda: generate_latest(registry).decode()
     telemetry._closers.append(lambda: provider.shutdown(timeout_millis=SHUTDOWN_TIMEOUT_MILLIS))
