@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# ARGS passes options to `sbworker dev`: `make run ARGS="--no-demo --topic"`.
+ARGS ?=
 run: $(STAMP)
-	$(BIN)/sbworker dev
+	$(BIN)/sbworker dev $(ARGS)
 
 # The fast default (a few minutes): everything but the suites marked slow. The tests mostly wait on sockets, so
 # three pytest-xdist workers share the two cores well; each test file stays on one worker (--dist loadfile).

@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 READINESS_PROBE_ID = "sbworker-readiness-probe"
 
 
+class _StoppingWorker(logging.Filter):
+    """Stopping the worker cancels its work-item stream, which the SDK logs as a WARNING with the gRPC CANCELLED
+    status: that is our own stop, not an error, and a clean Ctrl-C must print nothing alarming."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.WARNING and "StatusCode.CANCELLED" in record.getMessage())
+
+
+_OUR_CANCELLATION = _StoppingWorker()
+
+
 class Service:
     """The listeners (one per entity the source names) and the co-hosted DTS worker, plus the health endpoints.
 
@@ -115,7 +126,12 @@ class Service:
             with contextlib.suppress(Exception):
                 await self.dispatcher.close()
             if self._worker is not None:
-                await asyncio.to_thread(self._worker.stop)
+                worker_log = logging.getLogger("durabletask.worker")
+                worker_log.addFilter(_OUR_CANCELLATION)
+                try:
+                    await asyncio.to_thread(self._worker.stop)
+                finally:
+                    worker_log.removeFilter(_OUR_CANCELLATION)
                 self._worker = None
                 log.info("DTS worker stopped")
             await asyncio.to_thread(self.telemetry.shutdown)  # the last spans and a final metrics push

@@ -73,8 +73,9 @@ def setup(settings: TelemetrySettings, *, metrics: bool = True, recent_spans: Re
     metric_targets = ", ".join(t for t in ("/metrics", _targets(settings.otlp_metrics_endpoint, settings)) if t)
     trace_targets = ", ".join(t for t in (_targets(settings.otlp_traces_endpoint, settings),
                                           "memory" if recent_spans is not None else "") if t)
-    log.info("telemetry: traces %s; metrics %s", trace_targets or "off",
-             metric_targets if metrics else "off")
+    # The service says where its telemetry goes; a one-shot command (`sbworker publish`) says nothing unless asked.
+    log.log(logging.INFO if metrics else logging.DEBUG, "telemetry: traces %s; metrics %s", trace_targets or "off",
+            metric_targets if metrics else "off")
     return telemetry
 
 

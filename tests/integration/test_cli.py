@@ -62,7 +62,10 @@ def wait_status(env: dict[str, str], instance_id: str, predicate: str, timeout: 
 
 def test_first_run_walkthrough(env: dict[str, str]) -> None:
     # sbworker publish start approval_workflow --input '{"item": "laptop", "amount": 1200}'
-    out = ok("publish", "start", "approval_workflow", "--input", '{"item": "laptop", "amount": 1200}', env=env)
+    published = sbworker("publish", "start", "approval_workflow", "--input", '{"item": "laptop", "amount": 1200}',
+                         env=env)
+    assert published.returncode == 0 and published.stderr == "", published.stderr  # no log line on stderr
+    out = published.stdout
     instance_id = field(out, "instance_id")
     assert field(out, "message_id") == instance_id  # the instance id defaults to the message id
     # sbworker watch <id>: shows it waiting, then the result once approved

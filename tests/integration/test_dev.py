@@ -69,6 +69,9 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
                      "activity:say_hello"):
             assert span in waterfall, span
         assert dev.terminate(signal.SIGINT) == 0
+        # A clean Ctrl-C prints nothing alarming (the worker's stream ends CANCELLED: that is our own stop).
+        stopping = dev.output.split("SIGINT received", 1)[1]
+        assert not any(word in stopping for word in ("WARNING", "ERROR", "Traceback", "CANCELLED")), stopping
     assert (tmp_path / "servicebus.sqlite3").exists()
 
 
