@@ -20,6 +20,7 @@ from durabletask.client import OrchestrationQuery, OrchestrationState, Orchestra
 from multidict import MultiMapping
 
 from sbworker.core.codes import TAG_MESSAGE_ID
+from sbworker.core.times import utc_text
 from sbworker.operations.monitor import parse_json
 
 STATUSES: tuple[str, ...] = tuple(s.name for s in OrchestrationStatus)
@@ -179,7 +180,7 @@ def _summary(event: h.HistoryEvent) -> str:
         message = event.failure_details.message if event.failure_details else ""
         return f"task {event.task_scheduled_id} failed: {message}"
     if isinstance(event, h.TimerCreatedEvent):
-        return f"timer {event.event_id} due {event.fire_at.isoformat(timespec='seconds')}"
+        return f"timer {event.event_id} due {utc_text(event.fire_at)}"
     if isinstance(event, h.TimerFiredEvent):
         return f"timer {event.timer_id} fired"
     if isinstance(event, h.EventRaisedEvent):

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from durabletask import history as h
+
+from sbworker.core.times import span_text, utc_text
 
 if TYPE_CHECKING:
     from sbworker.observability.recent_spans import SpanRecord
@@ -169,7 +171,7 @@ def _run_outcome(events: Sequence[h.HistoryEvent], finished: datetime | None, ru
 
 
 def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_text(moment)
 
 
 def ticks(timeline: Timeline, count: int = 6) -> list[tuple[float, str]]:
@@ -183,19 +185,9 @@ def ticks(timeline: Timeline, count: int = 6) -> list[tuple[float, str]]:
     marks: list[tuple[float, str]] = []
     value = 0.0
     while value <= total + 1e-9:
-        marks.append((value / total, _offset(value)))
+        marks.append((value / total, span_text(value)))
         value += step
     return marks
-
-
-def _offset(seconds: float) -> str:
-    if seconds == 0:
-        return "0"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:g} s"
-    return str(timedelta(seconds=round(seconds)))
 
 
 def from_spans(spans: Sequence[SpanRecord]) -> Timeline:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterable
 
 from sbworker.core.text import clip
+from sbworker.core.times import utc_from_timestamp
 
 # These SDKs log every call at INFO (durabletask) or every link event (azure, proton); normal runs stay quiet.
 NOISY_LOGGERS = ("durabletask", "azure", "proton", "grpc", "urllib3", "msal")
@@ -35,6 +36,10 @@ class RedactingFormatter(logging.Formatter):
     def __init__(self, fmt: str, secrets: Iterable[str] = ()) -> None:
         super().__init__(fmt)
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The one time format (sbworker/core/times.py), not logging's local time with a comma."""
+        return utc_from_timestamp(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         return clip(redact(super().format(record), self._secrets), MAX_LINE_CHARS, count=True)

@@ -15,6 +15,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusRece
 from sbworker.core import messages
 from sbworker.core.codes import DEAD_LETTER_PROPS, PROP_FIRST_ATTEMPT, PROP_RETRIES
 from sbworker.core.entities import Entity, Source
+from sbworker.core.times import utc_text
 
 # Properties added when dead-lettering, and our retry bookkeeping: a resubmitted copy starts afresh without them.
 STRIPPED_PROPS = DEAD_LETTER_PROPS | {PROP_RETRIES, PROP_FIRST_ATTEMPT}
@@ -49,7 +50,7 @@ def describe(message: ServiceBusReceivedMessage) -> DeadLettered:
         subject=messages.text(message.subject),
         reason=messages.text(message.dead_letter_reason),
         description=messages.text(message.dead_letter_error_description),
-        enqueued_time=message.enqueued_time_utc.isoformat() if message.enqueued_time_utc else None,
+        enqueued_time=utc_text(message.enqueued_time_utc) or None,
         delivery_count=message.delivery_count,
         body_preview=preview,
     )

@@ -12,6 +12,7 @@ from durabletask.client import OrchestrationQuery, OrchestrationState, Orchestra
 
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.text import clip
+from sbworker.core.times import utc_text
 
 STATUS_NAMES = {s.name.lower(): s for s in OrchestrationStatus}
 
@@ -42,7 +43,7 @@ def as_dict(state: OrchestrationState) -> dict[str, Any]:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
+    return utc_text(moment) if moment else None
 
 
 def render(state: OrchestrationState) -> str:
@@ -75,7 +76,7 @@ def list_instances(client: TaskHubGrpcClient, statuses: list[OrchestrationStatus
 def render_table(states: list[OrchestrationState]) -> str:
     header = ("INSTANCE", "ORCHESTRATION", "STATUS", "CREATED", "CUSTOM STATUS")
     rows = [header] + [
-        (s.instance_id, s.name, s.runtime_status.name, s.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        (s.instance_id, s.name, s.runtime_status.name, utc_text(s.created_at),
          clip(s.serialized_custom_status or "", 60))
         for s in states
     ]
@@ -101,7 +102,7 @@ def watch(client: TaskHubGrpcClient, instance_id: str, emit: Callable[[str], Non
             key = (state.runtime_status.name, state.serialized_custom_status)
             if key != seen:
                 seen = key
-                stamp = state.last_updated_at.strftime("%H:%M:%S")
+                stamp = utc_text(state.last_updated_at)
                 emit(f"{stamp}  {state.runtime_status.name:<10} custom status: {state.serialized_custom_status}")
             if state.runtime_status in TERMINAL_STATUSES:
                 return state

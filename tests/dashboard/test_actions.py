@@ -162,7 +162,7 @@ def test_new_orchestration_with_start_at_stays_pending(stack: Stack, dts: Durabl
     instance_id = f"{run_id}-tomorrow"
     page = web.post("/new", {"orchestration": "hello_cities", "input": "", "instance_id": instance_id,
                              "start_at": "2099-01-01T09:00"}, token_from="/new")
-    assert "to start at 2099-01-01T09:00:00+00:00" in page.notice()
+    assert "to start at 2099-01-01T09:00:00.000Z" in page.notice()
     wait_for(lambda: _status(dts, instance_id) == "PENDING", what="a pending instance")
 
 

@@ -102,7 +102,7 @@ def test_failed_and_terminated_runs_and_an_empty_history() -> None:
 
 def test_ticks_fall_on_round_steps() -> None:
     line = timeline.Timeline(bars=[], start=T0, end=at(9))
-    assert [label for _, label in timeline.ticks(line)] == ["0", "2 s", "4 s", "6 s", "8 s"]
+    assert [label for _, label in timeline.ticks(line)] == ["0 s", "2 s", "4 s", "6 s", "8 s"]
     assert timeline.ticks(timeline.Timeline()) == []
 
 

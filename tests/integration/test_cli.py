@@ -6,6 +6,7 @@ The first test is the README's first-run walk-through, command for command.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -93,6 +94,12 @@ def test_first_run_walkthrough(env: dict[str, str]) -> None:
     assert "status:        COMPLETED" in human and '"Approved"' in human
     listing = ok("list", "--status", "completed", "--limit", "500", env=env)
     assert instance_id in listing and listing.splitlines()[0].startswith("INSTANCE")
+    # One time format everywhere (ISO-8601, UTC, Z, milliseconds), as the dashboard shows it.
+    iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(iso, str(status["created_at"])) and re.fullmatch(iso, str(status["last_updated_at"]))
+    assert re.search(rf"created:\s+{iso}\n", human) and re.search(rf"updated:\s+{iso}", human)
+    row = next(line for line in listing.splitlines() if line.startswith(instance_id))
+    assert re.search(rf"  COMPLETED\s+{iso}  ", row), row
 
 
 def test_reject_and_explicit_instance_id_and_input_file(env: dict[str, str], tmp_path: Path) -> None:

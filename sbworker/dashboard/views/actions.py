@@ -19,6 +19,7 @@ from multidict import MultiDictProxy
 
 from orchestrations import registry
 from sbworker.core.errors import one_line
+from sbworker.core.times import utc_text
 from sbworker.dashboard.instances import form_time
 from sbworker.dashboard.views import backend, redirect, render
 from sbworker.dashboard.views.instances import awaiting_approval
@@ -155,7 +156,7 @@ async def new_start(request: web.Request) -> web.StreamResponse:
         log.warning("publishing a start failed: %s", one_line(error, 500))
         return render(request, "new.html", status=502, names=registry.orchestration_names(), values=values,
                       error=f"Service Bus did not take the message: {one_line(error, 500)}")
-    when = f", to start at {start_at.isoformat()}" if start_at else ""
+    when = f", to start at {utc_text(start_at)}" if start_at else ""
     return redirect(instance_url(instance_id),
                     f"Start message {message.message_id} sent through {backend(request).queue.publish_target}{when}.")
 
