@@ -71,10 +71,31 @@ def build_parser() -> Parser:
 
     dashboard = sub.add_parser("dashboard", help="a web page for the instances and the queue",
                                description="Serve the dashboard for the configured DTS task hub and queue until "
-                                           "Ctrl-C. It binds 127.0.0.1 unless --host says otherwise.",
-                               epilog="example: sbworker dashboard --port 8082")
+                                           "Ctrl-C. It binds 127.0.0.1 unless --host says otherwise; another "
+                                           "address needs --allow-remote and an authentication mode "
+                                           "(DASHBOARD_TOKEN, or --auth entra behind Container Apps "
+                                           "authentication), and is read-only unless --allow-actions.",
+                               epilog="examples: sbworker dashboard --port 8082 | DASHBOARD_TOKEN=... sbworker "
+                                      "dashboard --host 0.0.0.0 --allow-remote --allowed-host ops.example.com")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=_port, default=8082, help="TCP port (default 8082)")
+    dashboard.add_argument("--allow-remote", action="store_true",
+                           help="allow a non-loopback --host (needs DASHBOARD_TOKEN or --auth entra)")
+    dashboard.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                           help="also answer to this Host name (repeatable; localhost, 127.0.0.1 and ::1 always)")
+    dashboard.add_argument("--auth", choices=("token", "entra"),
+                           help="token: DASHBOARD_TOKEN as a Bearer token or through the login page (the default "
+                                "when it is set); entra: trust Container Apps authentication's identity headers")
+    acting = dashboard.add_mutually_exclusive_group()
+    acting.add_argument("--allow-actions", action="store_true", default=None,
+                        help="allow changes (terminate, purge, resubmit…) when remote: read-only otherwise")
+    acting.add_argument("--read-only", dest="allow_actions", action="store_false",
+                        help="refuse every change, even on loopback")
+    dashboard.add_argument("--action-role", metavar="ROLE",
+                           help="with --auth entra: the app role a user needs for changes (default "
+                                "Dashboard.Operator)")
+    dashboard.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    dashboard.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
     _add_operator_commands(sub)
     return parser
 
@@ -210,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dashboard":
             from sbworker import dev
 
-            return dev.run_dashboard(settings, host=args.host, port=args.port)
+            return dev.run_dashboard(settings, host=args.host, port=args.port, allow_remote=args.allow_remote,
+                                     auth=args.auth, allowed_hosts=args.allowed_host, actions=args.allow_actions,
+                                     action_role=args.action_role, tls_cert=args.tls_cert, tls_key=args.tls_key)
         from sbworker import commands
 
         return commands.dispatch(args, settings)

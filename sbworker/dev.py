@@ -81,7 +81,8 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
         try:
             recent = _recent_spans(settings) if dashboard_port else None
             if dashboard_port:
-                board = _dashboard(settings, host, dashboard_port, recent)
+                # Loopback whatever --host says: `sbworker dashboard` is the one to share, with authentication.
+                board = _dashboard(settings, host if is_loopback(host) else "127.0.0.1", dashboard_port, recent)
             print(_banner(settings, parts.servicebus_connection, data_dir, board.url if board else None), flush=True)
             if demo:
                 threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
@@ -112,19 +113,29 @@ def _recent_spans(settings: Settings) -> Any:
     return RecentSpans()
 
 
-def _dashboard(settings: Settings, host: str, port: int, spans: Any = None) -> Any:
+def _dashboard(settings: Settings, host: str, port: int, spans: Any = None, **options: Any) -> Any:
     """The dashboard on its own thread (it warns itself when `host` is not loopback)."""
     try:
         from sbworker import dashboard
     except ImportError:
         raise ConfigError("--dashboard-port", "the dashboard package is not installed (use 0 to run without it)"
                           ) from None
-    return dashboard.serve(settings, host=host, port=port, spans=spans)
+    return dashboard.serve(settings, host=host, port=port, spans=spans, **options)
 
 
-def run_dashboard(settings: Settings, *, host: str, port: int) -> int:
-    """`sbworker dashboard`: serve until SIGINT/SIGTERM, then exit 0."""
-    board = _dashboard(settings, host, port)
+def run_dashboard(settings: Settings, *, host: str, port: int, allow_remote: bool = False, auth: str | None = None,
+                  allowed_hosts: list[str] | None = None, actions: bool | None = None, action_role: str | None = None,
+                  tls_cert: Path | None = None, tls_key: Path | None = None) -> int:
+    """`sbworker dashboard`: serve until SIGINT/SIGTERM, then exit 0. Bad access settings: ConfigError (exit 2)."""
+    from sbworker.dashboard import access
+
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("--tls-cert" if tls_cert is None else "--tls-key",
+                          "HTTPS needs both --tls-cert and --tls-key")
+    rules = access.configure(host=host, allow_remote=allow_remote, auth=auth, token=os.environ.get("DASHBOARD_TOKEN"),
+                             extra_hosts=allowed_hosts or [], actions=actions, action_role=action_role)
+    tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    board = _dashboard(settings, host, port, access=rules, tls=tls)
     print(f"dashboard: {board.url}  (task hub {settings.dts.taskhub!r}, {settings.servicebus.source})",
           flush=True)
     stop = threading.Event()

@@ -8,6 +8,7 @@ port of `port=0` comes from `AppRunner.addresses`).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,9 +25,10 @@ class ThreadedSite:
     """`build` makes the application on the site's own loop (so what it creates belongs to that loop)."""
 
     def __init__(self, build: Callable[[], Awaitable[web.Application]], host: str, port: int, *, name: str,
-                 keepalive_timeout: float) -> None:
+                 keepalive_timeout: float, ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.port = port
+        self._ssl = ssl_context
         self._build = build
         self._keepalive = keepalive_timeout
         self._loop = asyncio.new_event_loop()
@@ -77,7 +79,7 @@ class ThreadedSite:
                                      **LIMITS)
         await self._runner.setup()
         try:
-            await web.TCPSite(self._runner, self.host, self.port).start()
+            await web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl).start()
         except BaseException:
             await self._runner.cleanup()
             self._runner = None

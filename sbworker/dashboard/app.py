@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
-import jinja2
 from aiohttp import web
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
 from sbworker.core import clients
 from sbworker.core.config import Settings
-from sbworker.dashboard import security, traces
+from sbworker.dashboard import pages, security, traces
+from sbworker.dashboard.access import Access
 from sbworker.dashboard.queue import Queue
 
 log = logging.getLogger(__name__)
 
-PACKAGE = Path(__file__).resolve().parent
 # aiohttp's limits for a page nobody should send much to: 8 KiB lines and fields, 64 headers, 1 MiB bodies.
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -59,25 +55,28 @@ class Backend:
 
 
 BACKEND = web.AppKey("backend", Backend)
-TEMPLATES = web.AppKey("templates", jinja2.Environment)
 
 
-def create_app(settings: Settings, *, loopback_only: bool = True, trace_link: traces.TraceLink = traces.no_traces,
+def create_app(settings: Settings, *, access: Access | None = None, trace_link: traces.TraceLink = traces.no_traces,
                spans: traces.SpanSource | None = None) -> web.Application:
     """The dashboard for the task hub and queue in `settings`.
 
-    `loopback_only` refuses requests whose Host is not localhost (DNS rebinding); the server turns it off when
-    told to bind elsewhere. `trace_link` turns an instance into a link to its trace (see sbworker/dashboard/traces.py);
-    with `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`.
+    `access` says who may come in and change things (sbworker/dashboard/access.py; default: loopback, no
+    credentials). `trace_link` turns an instance into a link to its trace (see sbworker/dashboard/traces.py); with
+    `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`.
     """
-    from sbworker.dashboard.views import actions, instances, queue_views, trace_view
+    from sbworker.dashboard.views import actions, error_pages, instances, queue_views, trace_view
 
-    app = web.Application(middlewares=[security.middleware(loopback_only=loopback_only)],
-                          client_max_size=MAX_BODY_BYTES)
+    access = access or Access()
+    app = web.Application(middlewares=[security.middleware(access), error_pages], client_max_size=MAX_BODY_BYTES)
+    app[security.ACCESS] = access
     app[BACKEND] = Backend(settings, traces.local_traces if spans is not None and trace_link is traces.no_traces
                            else trace_link, spans)
-    app[TEMPLATES] = _templates()
+    app[pages.TEMPLATES] = pages.environment()
     app.router.add_get("/", instances.home)
+    app.router.add_get("/login", security.login_form, name="login")
+    app.router.add_post("/login", security.login)
+    app.router.add_post("/logout", security.logout)
     app.router.add_get("/instances", instances.listing, name="instances")
     app.router.add_get("/instance", instances.detail, name="instance")
     app.router.add_get("/instance/{view:history|timeline|messages}", instances.detail)
@@ -88,7 +87,7 @@ def create_app(settings: Settings, *, loopback_only: bool = True, trace_link: tr
     app.router.add_get("/trace", trace_view.waterfall, name="trace")
     app.router.add_post("/queue/dead-letters/{action:resubmit|delete}", queue_views.dead_letter_action)
     app.router.add_get("/healthz", _healthz)
-    app.router.add_static("/static/", PACKAGE / "static", name="static", append_version=True)
+    app.router.add_static("/static/", pages.PACKAGE / "static", name="static", append_version=True)
     app.on_cleanup.append(_close)
     return app
 
@@ -99,37 +98,3 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 async def _close(app: web.Application) -> None:
     await app[BACKEND].close()
-
-
-def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(PACKAGE / "templates"),
-        autoescape=True,  # every payload is text, whatever it contains
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["when"] = when
-    env.filters["duration"] = duration
-    return env
-
-
-def when(moment: datetime | None) -> str:
-    """UTC, to the millisecond: histories of fast workflows differ in milliseconds."""
-    if moment is None:
-        return ""
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
-
-
-def duration(seconds: float | Any) -> str:
-    value = float(seconds)
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.1f} s"
-    minutes, secs = divmod(int(value), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m {secs}s" if hours else \
-        f"{minutes}m {secs}s"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import ssl
+from pathlib import Path
 
 from aiohttp import web
 
@@ -13,6 +15,7 @@ from sbworker.core.config import Settings
 from sbworker.core.errors import ConfigError
 from sbworker.core.net import is_loopback
 from sbworker.core.site import ThreadedSite
+from sbworker.dashboard import access as a
 from sbworker.dashboard import traces
 from sbworker.dashboard.app import create_app
 
@@ -24,12 +27,15 @@ class Dashboard:
     """A running dashboard: `url`, `port`, and `stop()` (idempotent)."""
 
     def __init__(self, settings: Settings, host: str, port: int, trace_link: traces.TraceLink,
-                 spans: traces.SpanSource | None = None) -> None:
+                 spans: traces.SpanSource | None = None, access: a.Access | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.access = access or a.Access()
         self._settings = settings
         self._trace_link = trace_link
         self._spans = spans
-        self._site = ThreadedSite(self._app, host, port, name="dashboard", keepalive_timeout=15)
+        self._tls = tls
+        self._site = ThreadedSite(self._app, host, port, name="dashboard", keepalive_timeout=15, ssl_context=tls)
 
     @property
     def port(self) -> int:
@@ -39,7 +45,7 @@ class Dashboard:
     def url(self) -> str:
         shown = "localhost" if is_loopback(self.host) else self.host
         shown = f"[{shown}]" if ":" in shown else shown
-        return f"http://{shown}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{shown}:{self.port}"
 
     def start(self) -> Dashboard:
         try:
@@ -54,20 +60,34 @@ class Dashboard:
         self._site.stop()
 
     async def _app(self) -> web.Application:
-        return create_app(self._settings, loopback_only=is_loopback(self.host), trace_link=self._trace_link,
-                          spans=self._spans)
+        return create_app(self._settings, access=self.access, trace_link=self._trace_link, spans=self._spans)
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8082, *,
-          trace_link: traces.TraceLink = traces.no_traces, spans: traces.SpanSource | None = None) -> Dashboard:
+          trace_link: traces.TraceLink = traces.no_traces, spans: traces.SpanSource | None = None,
+          access: a.Access | None = None, tls: tuple[Path, Path] | None = None) -> Dashboard:
     """Start the dashboard for `settings`' task hub and queue; returns once it listens.
 
-    Raises ConfigError (one line) when the port is taken. Any address other than loopback is logged as a warning:
-    whoever reaches it can start, approve, terminate and purge.
+    `access` (sbworker/dashboard/access.py: `configure`) decides who may use it; without it only loopback is
+    allowed, without credentials. `tls` is (certificate file, key file) to serve HTTPS. Raises ConfigError (one
+    line) for a port in use, a non-loopback `host` that `access` does not allow, or unreadable TLS files.
     """
+    access = access or a.configure(host=host, allow_remote=False, auth=None, token=None, extra_hosts=[],
+                                   actions=None)
     if not is_loopback(host):
-        log.warning("the dashboard listens on %s: anyone who reaches it can start, approve, terminate and purge "
-                    "orchestrations", host)
-    board = Dashboard(settings, host, port, trace_link, spans).start()
+        log.warning("the dashboard listens on %s (%s authentication, %s): answering only to %s", host, access.mode,
+                    "changes allowed" if access.actions else "read-only", ", ".join(access.allowed_hosts))
+    board = Dashboard(settings, host, port, trace_link, spans, access, tls_context(tls)).start()
     log.info("dashboard on %s (task hub %r, %s)", board.url, settings.dts.taskhub, settings.servicebus.source)
     return board
+
+
+def tls_context(files: tuple[Path, Path] | None) -> ssl.SSLContext | None:
+    if files is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(files[0]), str(files[1]))
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError("--tls-cert", f"cannot load {files[0]} with key {files[1]}: {error}") from None
+    return context

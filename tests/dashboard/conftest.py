@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from html import unescape
 from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import urlencode, urlsplit
-from urllib.request import HTTPRedirectHandler, Request, build_opener
+from urllib.request import HTTPRedirectHandler, HTTPSHandler, Request, build_opener
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
@@ -117,6 +118,8 @@ class Web:
 
     base: str
     cookies: dict[str, str] = field(default_factory=dict)
+    tls: ssl.SSLContext | None = None  # for a server with a self-signed certificate
+    raw_cookies: list[str] = field(default_factory=list)  # every Set-Cookie seen, attributes and all
 
     def request(self, method: str, path: str, data: dict[str, Any] | list[tuple[str, str]] | None = None,
                 headers: dict[str, str] | None = None) -> Page:
@@ -127,11 +130,15 @@ class Web:
         if body is not None:
             request.add_header("Content-Type", "application/x-www-form-urlencoded")
         try:
-            response = build_opener(_NoRedirect).open(request, timeout=30)
+            handlers: list[Any] = [_NoRedirect()]
+            if self.tls is not None:
+                handlers.append(HTTPSHandler(context=self.tls))
+            response = build_opener(*handlers).open(request, timeout=30)
             status, raw, head = response.status, response.read(), response.headers
         except HTTPError as error:
             status, raw, head = error.code, error.read(), error.headers
         for cookie in head.get_all("Set-Cookie") or []:
+            self.raw_cookies.append(cookie)
             name, _, rest = cookie.partition("=")
             value = rest.split(";", 1)[0]
             if "Max-Age=0" in cookie or "expires=Thu, 01 Jan 1970" in cookie or value in ("", '""'):

@@ -36,7 +36,7 @@ def test_list_shows_each_instance_newest_first_with_its_columns(stack: Stack, sb
     cells = [unescape(re.sub(r"<[^>]+>", "", cell)).strip()
              for cell in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)]
     assert cells[0] == second and cells[1] == "approval_workflow" and cells[2] == "RUNNING"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z", cells[3]) and cells[4] >= cells[3]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", cells[3]) and cells[4] >= cells[3]
     assert '"stage": "awaiting_approval"' in cells[5]
     for column in ("Instance id", "Name", "Status", "Created (UTC)", "Last updated (UTC)", "Custom status"):
         assert f"<th>{column}</th>" in page.text
@@ -148,7 +148,7 @@ def test_history_is_a_feed_of_events_with_times_and_payloads(stack: Stack, sb: S
     history = dts.get_orchestration_history(instance_id)
     assert len(items) == len(history)
     assert kinds == [type(e).__name__.removesuffix("Event").lower() for e in history]
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z", when) for when in times), times
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", when) for when in times), times
     text = unescape(page.text)
     assert "scheduled activity send_approval_request" in text and "event ApprovalEvent received" in text
     assert '"item": "<desk>"' in text and '"approver": "bo"' in text and '"result": "Rejected"' in text
@@ -262,3 +262,13 @@ def test_static_htmx_keeps_its_licence_and_every_page_has_the_security_headers(w
         assert "script-src 'self'" in headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
         assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_unknown_pages_and_wrong_methods_get_a_page_in_the_frame(web: Web) -> None:
+    for path, status in (("/no/such/page", 404), ("/queue", 405)):
+        page = web.get(path) if status == 404 else web.post(path, {}, follow=False)
+        assert page.status == status, path
+        assert 'id="error-page"' in page.text and f'data-status="{status}"' in page.text
+        assert 'class="top"' in page.text and "<nav>" in page.text  # the frame: header and navigation
+        assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "There is no page at /no/such/page." in web.get("/no/such/page").text

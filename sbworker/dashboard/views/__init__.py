@@ -7,13 +7,17 @@ carried to that page in a short-lived cookie, so no URL can be crafted to show a
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from urllib.parse import quote, unquote
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from sbworker.dashboard import security
-from sbworker.dashboard.app import BACKEND, TEMPLATES, Backend
+from sbworker.dashboard import pages, security
+from sbworker.dashboard.app import BACKEND, Backend
+
+log = logging.getLogger(__name__)
 
 FLASH_COOKIE = "sbw_notice"
 
@@ -26,7 +30,12 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
     """A page with the frame every page shares. `context` values are escaped by the template engine."""
     settings = backend(request).settings
     notice = _notice(request)
-    page = request.app[TEMPLATES].get_template(template).render(
+    identity = request[security.IDENTITY]
+    page = request.app[pages.TEMPLATES].get_template(template).render(
+        can_act=identity.can_act,
+        who=identity.name,
+        signed_in=identity.method == "session",
+        read_only_reason=security.read_only_reason(request.app[security.ACCESS]),
         csrf_token=request[security.TOKEN_KEY],
         csrf_field=security.CSRF_FIELD,
         taskhub=settings.dts.taskhub,
@@ -35,9 +44,10 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
         queue_title=backend(request).queue.title,
         publish_target=backend(request).queue.publish_target,
         servicebus_endpoint=settings.servicebus.endpoint_for_logs,
-        static=lambda name: str(request.app.router["static"].url_for(filename=name)),
+        static=lambda name: pages.static_url(request, name),
         notice=notice,
         path=request.path,
+        status_code=status,
         **context,
     )
     response = web.Response(text=page, content_type="text/html", status=status)
@@ -66,3 +76,22 @@ def _notice(request: web.Request) -> dict[str, Any] | None:
     if not isinstance(value, dict) or not isinstance(value.get("text"), str):
         return None
     return {"text": value["text"], "error": bool(value.get("error"))}
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's bare `404: Not Found` (and every other error a handler raises) as a page in the frame."""
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        message = {404: f"There is no page at {request.path[:200]}.",
+                   405: f"{request.method} is not accepted at {request.path[:200]}."}.get(
+                       error.status, (error.text or "").strip() or pages.TITLES.get(error.status, "Error"))
+        return render(request, "error.html", status=error.status, title=pages.TITLES.get(error.status, "Error"),
+                      message=message)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path[:200])
+        return render(request, "error.html", status=500, title=pages.TITLES[500],
+                      message="The dashboard failed on this page; the server's log says why.")
