@@ -197,6 +197,18 @@ def test_dev_elsewhere_than_loopback_needs_allow_remote_and_a_key_of_your_own(tm
     assert "Traceback" not in refused.stderr + well_known.stderr
 
 
+def test_dev_keeps_its_dashboard_on_loopback_when_the_rest_listens_elsewhere(tmp_path: Path) -> None:
+    """The dashboard to share is `sbworker dashboard`, with authentication; dev's own has none."""
+    board_port = free_port()
+    with service(["dev", "--host", "0.0.0.0", "--allow-remote", "--key", "a-key-of-our-own-for-this-test",
+                  "--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory", "--no-demo",
+                  "--dashboard-port", str(board_port)], {**_dev_env(), "HEALTH_PORT": "0"}) as dev:
+        dev.wait_for_output("listening on queue", timeout=60)
+        addresses = _listening_addresses(board_port)
+        assert addresses and addresses <= LOOPBACK, addresses
+        assert dev.terminate(signal.SIGINT) == 0
+
+
 def test_dev_with_data_that_is_not_ours_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (tmp_path / "dts.sqlite3").write_bytes(b"this is not a database" * 100)
     done = sbworker("dev", "--servicebus-port", str(free_port()), "--dts-port", str(free_port()),
