@@ -62,7 +62,8 @@ def backends(environ: Mapping[str, str] | None = None, *, host: str = "127.0.0.1
                        data_path=data_dir / "servicebus.sqlite3" if data_dir else None)
     except BusConfigError as error:  # the queues file (`sbworker dev --config`)
         raise ConfigError("--config", str(error)) from None
-    dts = LocalDts(host=host, port=dts_port, data_path=data_dir / "dts.sqlite3" if data_dir else None)
+    dts = LocalDts(host=host, port=dts_port, data_path=data_dir / "dts.sqlite3" if data_dir else None,
+                   allow_remote=allow_remote)
     try:
         dts.start()
     except DataFileError as error:  # `sbworker dev --data` names a file that is not localdts's
