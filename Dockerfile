@@ -7,13 +7,14 @@ FROM python:3.12.8-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 # Only the product's packages: the local stack (localbus, localdts) and bench/ stay out of the image.
 COPY listener ./listener
 COPY orchestrations ./orchestrations
 COPY activities ./activities
 COPY sbworker ./sbworker
-RUN pip wheel --wheel-dir /wheels .
+# The exact versions the tests passed with (constraints.txt): a rebuild cannot switch an SDK patch off.
+RUN pip wheel --wheel-dir /wheels --constraint constraints.txt .
 
 # Same base as the builder (keep the two tags equal when bumping).
 FROM python:3.12.8-slim-bookworm AS runtime

@@ -4,13 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow test-all soak lint bench bench-readme screenshots clean
+.PHONY: run test test-slow test-all soak lint bench bench-readme screenshots constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required (found %s)" % sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 # ARGS passes options to `sbworker dev`: `make run ARGS="--no-demo --topic"`.
@@ -57,6 +57,15 @@ bench-readme: $(STAMP)
 # The README's dashboard pictures, taken in headless Chromium from a real run of the embedded stack.
 screenshots: $(STAMP)
 	$(BIN)/python -m sbworker.dashboard.screenshots --out docs/images
+
+# After a deliberate upgrade in pyproject.toml: resolve afresh in a scratch venv and pin what it installed.
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --upgrade pip
+	.venv-constraints/bin/python -m pip install --quiet -e '.[dev]'
+	head -3 constraints.txt > constraints.new
+	.venv-constraints/bin/python -m pip freeze --exclude-editable >> constraints.new
+	mv constraints.new constraints.txt && rm -rf .venv-constraints
 
 clean:
 	rm -rf $(VENV) .venv-lint .localdata .pytest_cache .mypy_cache .ruff_cache
