@@ -27,7 +27,6 @@ from sbworker.core import clients
 from sbworker.core.config import DtsSettings, Settings
 from sbworker.observability.metrics import NOOP, TimedDts
 from sbworker.observability.telemetry import Telemetry
-from sbworker.observability.telemetry import setup as setup_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,8 @@ class Service:
                  dts_credential: TokenCredential | None = None,
                  dts_async_credential: AsyncTokenCredential | None = None) -> None:
         self.settings = settings
-        # Set up before the worker starts: the worker's spans use the global tracer provider that setup installs.
-        self.telemetry = telemetry if telemetry is not None else setup_telemetry(settings.telemetry)
+        # Set up by the caller before the worker starts: its spans use the global tracer provider setup installs.
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
         self._with_worker = with_worker
         self._dts_credential = dts_credential
         self._dts_async_credential = dts_async_credential

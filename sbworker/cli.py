@@ -12,6 +12,7 @@ from sbworker import LOCAL_CONFIG
 from sbworker.core import config
 from sbworker.core.codes import Exit
 from sbworker.core.errors import UserError
+from sbworker.observability import config as observability_config
 from sbworker.observability import logs
 
 
@@ -214,11 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     try:
         settings = config.load()
-        logs.configure(settings.listener.log_level, settings.secrets())
+        telemetry_settings = observability_config.load()
+        logs.configure(settings.listener.log_level, settings.secrets() + telemetry_settings.secrets())
         if args.command == "run":
             from listener import service
+            from sbworker.observability import telemetry
 
-            return asyncio.run(service.serve(settings, with_worker=not args.no_worker,
+            # Before the worker starts: its spans use the global tracer provider that setup installs.
+            observed = telemetry.setup(telemetry_settings)
+            return asyncio.run(service.serve(settings, telemetry=observed, with_worker=not args.no_worker,
                                              with_listener=not args.no_listener))
         if args.command == "dev":
             from sbworker import dev
@@ -236,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                                      action_role=args.action_role, tls_cert=args.tls_cert, tls_key=args.tls_key)
         from sbworker import commands
 
-        return commands.dispatch(args, settings)
+        return commands.dispatch(args, settings, telemetry_settings)
     except UserError as error:
         print(f"sbworker {args.command}: {error}" if not str(error).startswith("configuration error")
               else str(error), file=sys.stderr)

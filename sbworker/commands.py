@@ -17,13 +17,14 @@ from sbworker.core.config import Settings
 from sbworker.core.entities import Entity
 from sbworker.core.errors import UsageError, one_line
 from sbworker.observability import telemetry
+from sbworker.observability.config import TelemetrySettings
 from sbworker.operations import dlq, monitor, publish
 
 
-def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+def dispatch(args: argparse.Namespace, settings: Settings, telemetry_settings: TelemetrySettings) -> int:
     try:
         if args.command == "publish":
-            return _publish(args, settings)
+            return _publish(args, settings, telemetry_settings)
         if args.command == "status":
             return _status(args, settings)
         if args.command == "list":
@@ -44,7 +45,7 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(f"unknown command {args.command}")
 
 
-def _publish(args: argparse.Namespace, settings: Settings) -> int:
+def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: TelemetrySettings) -> int:
     if args.kind == "start":
         if not registry.is_startable(args.orchestration):
             raise UsageError(f"unknown orchestration {args.orchestration!r}; valid names: "
@@ -55,7 +56,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
             message, instance_id = publish.start_message(args.orchestration, input_value, args.instance_id, start_at)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        trace_id = _send(settings, message)
+        trace_id = _send(settings, telemetry_settings, message)
         print(f"instance_id: {instance_id}\nmessage_id:  {message.message_id}")
         if trace_id:
             print(f"trace_id:    {trace_id}")
@@ -65,7 +66,7 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
         message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    trace_id = _send(settings, message)
+    trace_id = _send(settings, telemetry_settings, message)
     verdict = "rejection" if args.reject else "approval"
     print(f"{verdict} by {approver} sent for instance {args.instance_id}\nmessage_id:  {message.message_id}")
     if trace_id:
@@ -73,9 +74,9 @@ def _publish(args: argparse.Namespace, settings: Settings) -> int:
     return Exit.OK
 
 
-def _send(settings: Settings, message: Any) -> str | None:
+def _send(settings: Settings, telemetry_settings: TelemetrySettings, message: Any) -> str | None:
     """Send with a PRODUCER span when a trace exporter is configured; the span is flushed before we return."""
-    observed = telemetry.setup(settings.telemetry, metrics=False)
+    observed = telemetry.setup(telemetry_settings, metrics=False)
     try:
         with clients.servicebus_sync_client(settings.servicebus) as client:
             return publish.send(client, settings.servicebus.source, message, traced=observed.tracer is not None)

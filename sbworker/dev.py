@@ -27,7 +27,9 @@ from sbworker.core.config import Settings
 from sbworker.core.entities import default_retry_queue
 from sbworker.core.errors import ConfigError, one_line
 from sbworker.core.net import is_loopback
+from sbworker.observability import config as observability_config
 from sbworker.observability import telemetry
+from sbworker.observability.config import TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +81,15 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
             health_host=host,
         ))
         try:
-            recent = _recent_spans(settings) if dashboard_port else None
+            telemetry_settings = observability_config.load(environ)
+            recent = _recent_spans(telemetry_settings) if dashboard_port else None
             if dashboard_port:
                 # Loopback whatever --host says: `sbworker dashboard` is the one to share, with authentication.
                 board = _dashboard(settings, host if is_loopback(host) else "127.0.0.1", dashboard_port, recent)
             print(_banner(settings, parts.servicebus_connection, data_dir, board.url if board else None), flush=True)
             if demo:
                 threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
-            observed = telemetry.setup(settings.telemetry, recent_spans=recent)
+            observed = telemetry.setup(telemetry_settings, recent_spans=recent)
             return asyncio.run(service.serve(settings, telemetry=observed))
         finally:
             if board is not None:
@@ -104,9 +107,9 @@ def topic_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _recent_spans(settings: Settings) -> Any:
+def _recent_spans(settings: TelemetrySettings) -> Any:
     """The process's spans, kept for the dashboard's waterfall (unless telemetry is switched off altogether)."""
-    if not settings.telemetry.enabled:
+    if not settings.enabled:
         return None
     from sbworker.observability.recent_spans import RecentSpans
 

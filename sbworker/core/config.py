@@ -10,7 +10,7 @@ import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
 
@@ -49,32 +49,7 @@ ENV_VARS: tuple[str, ...] = (
     "SHUTDOWN_GRACE_SECONDS",
     "HEALTH_PORT",
     "LOG_LEVEL",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING",
 )
-
-#: The OpenTelemetry SDK's standard variables that this service acts on (validated here, applied in
-#: sbworker/observability/telemetry.py). They are optional everywhere, so they are not in ENV_VARS: deployments set
-#: only the ones they need (docker-compose points OTEL_EXPORTER_OTLP_ENDPOINT at its trace viewer).
-OTEL_ENV_VARS: tuple[str, ...] = (
-    "OTEL_SDK_DISABLED",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_TRACES_EXPORTER",
-    "OTEL_METRICS_EXPORTER",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_METRIC_EXPORT_INTERVAL",
-)
-DEFAULT_SERVICE_NAME = "sbworker"
-# The samplers the SDK knows by name; the ratio ones take OTEL_TRACES_SAMPLER_ARG in [0, 1] (default 1.0).
-SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
-            "parentbased_traceidratio")
-
 
 class Auth(enum.StrEnum):
     """How we authenticate to DTS or Service Bus."""
@@ -158,46 +133,21 @@ class ListenerSettings:
 
 
 @dataclass(frozen=True)
-class TelemetrySettings:
-    """Where traces and metrics go. With no exporter configured, no span is ever built
-    (see sbworker/observability/tracing.py)."""
-
-    enabled: bool = True  # False: OTEL_SDK_DISABLED=true, no metrics either (and no /metrics)
-    service_name: str = DEFAULT_SERVICE_NAME
-    resource_attributes: tuple[tuple[str, str], ...] = ()
-    otlp_traces_endpoint: str | None = None  # full URL, .../v1/traces
-    otlp_metrics_endpoint: str | None = None  # full URL, .../v1/metrics
-    otlp_headers: tuple[tuple[str, str], ...] = ()
-    azure_monitor_connection_string: str | None = None
-    sampler: str = "parentbased_always_on"
-    sampler_arg: float = 1.0
-    metric_export_interval_ms: int = 60_000
-
-    @property
-    def tracing(self) -> bool:
-        """Spans are built only when some exporter will receive them."""
-        return self.enabled and bool(self.otlp_traces_endpoint or self.azure_monitor_connection_string)
-
-
-@dataclass(frozen=True)
 class Settings:
     dts: DtsSettings
     servicebus: ServiceBusSettings
     listener: ListenerSettings
-    telemetry: TelemetrySettings = TelemetrySettings()
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line (the log formatter removes them)."""
-        # OTLP headers usually carry an API key.
-        found = [value for _key, value in self.telemetry.otlp_headers if value]
         access = self.servicebus.access
-        return found + (access.secrets() if isinstance(access, ConnectionString) else [])
+        return access.secrets() if isinstance(access, ConnectionString) else []
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad variable."""
     env = os.environ if environ is None else environ
-    client_id = _optional(env, "AZURE_CLIENT_ID")
+    client_id = optional(env, "AZURE_CLIENT_ID")
     return Settings(
         dts=parse_dts(
             env.get("DTS_CONNECTION_STRING") or DEFAULT_DTS_CONNECTION_STRING,
@@ -206,110 +156,24 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         servicebus=_servicebus(env, client_id),
         listener=ListenerSettings(
-            max_concurrent_messages=_int(env, "MAX_CONCURRENT_MESSAGES", 64, low=1, high=1024),
-            prefetch_count=_int(env, "PREFETCH_COUNT", 100, low=0, high=10_000),
-            max_message_bytes=_int(env, "MAX_MESSAGE_BYTES", 262_144, low=256, high=100 * 1024 * 1024),
-            approval_not_found_window_seconds=_float(
+            max_concurrent_messages=integer(env, "MAX_CONCURRENT_MESSAGES", 64, low=1, high=1024),
+            prefetch_count=integer(env, "PREFETCH_COUNT", 100, low=0, high=10_000),
+            max_message_bytes=integer(env, "MAX_MESSAGE_BYTES", 262_144, low=256, high=100 * 1024 * 1024),
+            approval_not_found_window_seconds=number(
                 env, "APPROVAL_NOT_FOUND_WINDOW_SECONDS", 300.0, low=0.0, high=7 * 24 * 3600.0
             ),
-            shutdown_grace_seconds=_float(env, "SHUTDOWN_GRACE_SECONDS", 30.0, low=0.0, high=3600.0),
-            health_port=_int(env, "HEALTH_PORT", 8000, low=0, high=65535),
+            shutdown_grace_seconds=number(env, "SHUTDOWN_GRACE_SECONDS", 30.0, low=0.0, high=3600.0),
+            health_port=integer(env, "HEALTH_PORT", 8000, low=0, high=65535),
             log_level=_log_level(env),
         ),
-        telemetry=telemetry(env),
     )
-
-
-def telemetry(env: Mapping[str, str]) -> TelemetrySettings:
-    """The OTEL_* variables we act on, plus APPLICATIONINSIGHTS_CONNECTION_STRING, checked the way the SDK reads them.
-
-    The SDK would log a warning for a bad value and quietly send nothing; we refuse it in one line instead.
-    """
-    disabled = _optional(env, "OTEL_SDK_DISABLED")
-    if disabled is not None and disabled.lower() not in ("true", "false"):
-        raise ConfigError("OTEL_SDK_DISABLED", f"expected true or false, got {disabled!r}")
-    protocol = _optional(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
-    if protocol is not None and protocol != "http/protobuf":
-        raise ConfigError("OTEL_EXPORTER_OTLP_PROTOCOL", f"only http/protobuf is supported, got {protocol!r}")
-    traces_on = _exporter_choice(env, "OTEL_TRACES_EXPORTER")
-    metrics_on = _exporter_choice(env, "OTEL_METRICS_EXPORTER")
-    base = _otlp_url(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
-    traces = _otlp_url(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (base and f"{base.rstrip('/')}/v1/traces")
-    metrics = _otlp_url(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or (base and f"{base.rstrip('/')}/v1/metrics")
-    sampler = (_optional(env, "OTEL_TRACES_SAMPLER") or "parentbased_always_on").lower()
-    if sampler not in SAMPLERS:
-        raise ConfigError("OTEL_TRACES_SAMPLER", f"expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    sampler_arg = _float(env, "OTEL_TRACES_SAMPLER_ARG", 1.0, low=0.0, high=1.0) if "ratio" in sampler else 1.0
-    return TelemetrySettings(
-        enabled=(disabled or "false").lower() != "true",
-        service_name=_optional(env, "OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME,
-        resource_attributes=_pairs(env, "OTEL_RESOURCE_ATTRIBUTES"),
-        otlp_traces_endpoint=traces if traces_on else None,
-        otlp_metrics_endpoint=metrics if metrics_on else None,
-        otlp_headers=_pairs(env, "OTEL_EXPORTER_OTLP_HEADERS"),
-        azure_monitor_connection_string=_app_insights(env),
-        sampler=sampler,
-        sampler_arg=sampler_arg,
-        metric_export_interval_ms=_int(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000, low=100, high=3_600_000),
-    )
-
-
-def _exporter_choice(env: Mapping[str, str], name: str) -> bool:
-    """`otlp` (the default) or `none`: we ship only the OTLP/HTTP exporter (and Azure Monitor's own)."""
-    value = (_optional(env, name) or "otlp").lower()
-    if value not in ("otlp", "none"):
-        raise ConfigError(name, f"expected otlp or none, got {value!r}")
-    return value == "otlp"
-
-
-def _otlp_url(env: Mapping[str, str], name: str) -> str | None:
-    raw = _optional(env, name)
-    if raw is None:
-        return None
-    parts = urlsplit(raw)
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise ConfigError(name, f"invalid port in {raw!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(name, f"expected an http:// or https:// URL, got {raw!r}")
-    return raw
-
-
-def _pairs(env: Mapping[str, str], name: str) -> tuple[tuple[str, str], ...]:
-    """`key=value,key2=value2` (W3C baggage form, values percent-encoded), as the OTel SDK reads it."""
-    raw = _optional(env, name)
-    if raw is None:
-        return ()
-    pairs: list[tuple[str, str]] = []
-    for item in raw.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            # Never echo the item: OTEL_EXPORTER_OTLP_HEADERS usually holds an API key.
-            raise ConfigError(name, "expected key=value pairs separated by ','")
-        pairs.append((unquote(key.strip()), unquote(value.strip())))
-    return tuple(pairs)
-
-
-def _app_insights(env: Mapping[str, str]) -> str | None:
-    name = "APPLICATIONINSIGHTS_CONNECTION_STRING"
-    raw = _optional(env, name)
-    if raw is None:
-        return None
-    fields = _connection_string_fields(raw, name)
-    if not fields.get("instrumentationkey"):
-        raise ConfigError(name, "missing InstrumentationKey= (copy the connection string from Application Insights)")
-    ingestion = fields.get("ingestionendpoint")
-    if ingestion and urlsplit(ingestion).scheme not in ("http", "https"):
-        raise ConfigError(name, "IngestionEndpoint must be an http:// or https:// URL")
-    return raw
 
 
 def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default_client_id: str | None = None
               ) -> DtsSettings:
     """Parse the DTS guide's format: `Endpoint=...;Authentication=None|ManagedIdentity|DefaultAzure[;ClientID=...]`."""
     var = "DTS_CONNECTION_STRING"
-    fields = _connection_string_fields(connection_string, var)
+    fields = key_values(connection_string, var)
     unknown = sorted(set(fields) - {"endpoint", "authentication", "clientid", "taskhub"})
     if unknown:
         raise ConfigError(var, f"unknown key {unknown[0]!r} (expected Endpoint, Authentication, ClientID, TaskHub)")
@@ -344,7 +208,7 @@ def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default
 
 def _source(env: Mapping[str, str]) -> Source:
     """SERVICEBUS_QUEUE, or SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION: exactly one form (the queue by default)."""
-    queue, topic, subscription, retry = (_optional(env, name) for name in (
+    queue, topic, subscription, retry = (optional(env, name) for name in (
         "SERVICEBUS_QUEUE", "SERVICEBUS_TOPIC", "SERVICEBUS_SUBSCRIPTION", "SERVICEBUS_RETRY_QUEUE"))
     if queue and (topic or subscription):
         raise ConfigError("SERVICEBUS_QUEUE", "set either SERVICEBUS_QUEUE or SERVICEBUS_TOPIC + "
@@ -380,9 +244,9 @@ def _check_name(var: str, name: str, kind: str, *, longest: int | None = None) -
 
 def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSettings:
     source = _source(env)
-    namespace = _optional(env, "SERVICEBUS_NAMESPACE")
-    conn = _optional(env, "SERVICEBUS_CONNECTION_STRING")
-    auth_raw = _optional(env, "SERVICEBUS_AUTHENTICATION")
+    namespace = optional(env, "SERVICEBUS_NAMESPACE")
+    conn = optional(env, "SERVICEBUS_CONNECTION_STRING")
+    auth_raw = optional(env, "SERVICEBUS_AUTHENTICATION")
     if namespace and conn:
         raise ConfigError(
             "SERVICEBUS_NAMESPACE",
@@ -398,7 +262,7 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
     if auth_raw and _auth(auth_raw, "SERVICEBUS_AUTHENTICATION", allowed=tuple(Auth)) is not Auth.CONNECTION_STRING:
         raise ConfigError("SERVICEBUS_AUTHENTICATION", f"{auth_raw} needs SERVICEBUS_NAMESPACE to be set")
     conn = conn or DEFAULT_SERVICEBUS_CONNECTION_STRING
-    fields = _connection_string_fields(conn, "SERVICEBUS_CONNECTION_STRING")
+    fields = key_values(conn, "SERVICEBUS_CONNECTION_STRING")
     endpoint = fields.get("endpoint", "")
     if not endpoint.lower().startswith("sb://") or not urlsplit(endpoint).hostname:
         raise ConfigError("SERVICEBUS_CONNECTION_STRING", "missing or invalid Endpoint=sb://<host>[:port]")
@@ -438,7 +302,7 @@ def _sas_fields(conn: str) -> ServiceBusConnectionStringProperties:
                                                           "SharedAccessKeyName=...;SharedAccessKey=...)") from None
 
 
-def _connection_string_fields(value: str, var: str) -> dict[str, str]:
+def key_values(value: str, var: str) -> dict[str, str]:
     fields: dict[str, str] = {}
     for part in value.split(";"):
         part = part.strip()
@@ -463,28 +327,32 @@ def _auth(raw: str, var: str, *, allowed: tuple[Auth, ...]) -> Auth:
 
 
 def _taskhub(env: Mapping[str, str]) -> str:
-    hub = _optional(env, "TASKHUB_NAME") or DEFAULT_TASKHUB
+    hub = optional(env, "TASKHUB_NAME") or DEFAULT_TASKHUB
     if len(hub) > 64 or not all(c.isalnum() or c in "-_" for c in hub):
         raise ConfigError("TASKHUB_NAME", f"use letters, digits, '-' or '_' (max 64), got {hub!r}")
     return hub
 
 
 def _log_level(env: Mapping[str, str]) -> str:
-    level = (_optional(env, "LOG_LEVEL") or "INFO").upper()
+    level = (optional(env, "LOG_LEVEL") or "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("LOG_LEVEL", f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
     return level
 
 
-def _optional(env: Mapping[str, str], name: str) -> str | None:
+# The readers below are shared with sbworker/observability/config.py (the OTEL_* variables): one set of rules for
+# every variable, and every error a ConfigError naming it.
+
+
+def optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name)
     if value is None or not value.strip():
         return None
     return value.strip()
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
-    raw = _optional(env, name)
+def integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = optional(env, name)
     if raw is None:
         return default
     try:
@@ -496,8 +364,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
-    raw = _optional(env, name)
+def number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    raw = optional(env, name)
     if raw is None:
         return default
     try:

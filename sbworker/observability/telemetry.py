@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sbworker.core.config import TelemetrySettings
+from sbworker.observability.config import TelemetrySettings
 from sbworker.observability.metrics import NOOP, Metrics
 from sbworker.observability.observer import Observer
 

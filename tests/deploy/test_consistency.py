@@ -5,7 +5,7 @@
 - topic form: the topic, the worker's subscription and its retry queue, with the same names and settings in
   Config.json, the Bicep, docker-compose.topic.yml and the code's defaults; the emulator config also has a
   second subscription (`audit`), standing in for another team's consumer;
-- every environment variable the code reads (sbworker.core.config.ENV_VARS) is set for the worker in
+- every environment variable the code reads (ENV_VARS: the core's and observability's) is set for the worker in
   docker-compose.yml and in the container app, in each form, unless it belongs to the other form or is listed
   below with the reason it must not be;
 - what each target sets is a configuration the code accepts, with the authentication that target needs.
@@ -21,7 +21,11 @@ import pytest
 
 from sbworker.core import config
 from sbworker.core.entities import default_retry_queue
+from sbworker.observability import config as observability_config
 from tests.deploy import deployfiles as df
+
+# Every variable the service reads: the core settings' and observability's.
+ENV_VARS = config.ENV_VARS + observability_config.ENV_VARS
 
 # The topic form's entities. Config.json, the Bicep, docker-compose.topic.yml and the code's defaults
 # (sbworker.core.config.DEFAULT_TOPIC and DEFAULT_SUBSCRIPTION, and the retry queue it derives) are checked against
@@ -347,9 +351,9 @@ def test_every_variable_the_code_reads_is_set(
            ("container app", "queue"): app_env, ("container app", "topic"): app_topic_env}[(target, source)]
     where = f"{target} ({source} form)"
     other_form = ALL_SOURCE_VARS - set(SOURCE_VARS[source])
-    stale = sorted(set(exempt) - set(config.ENV_VARS))
+    stale = sorted(set(exempt) - set(ENV_VARS))
     assert not stale, f"{where}: exemptions for variables the code no longer reads: {stale}"
-    missing = [v for v in config.ENV_VARS if v not in env and v not in exempt and v not in other_form]
+    missing = [v for v in ENV_VARS if v not in env and v not in exempt and v not in other_form]
     missing += [v for v in SOURCE_VARS[source] if not env.get(v)]
     assert not missing, f"{where} does not set {missing} (set them, or exempt them here with a reason)"
     both = sorted(set(exempt) & set(env))
@@ -358,7 +362,7 @@ def test_every_variable_the_code_reads_is_set(
     assert not mixed, f"{where} sets the other form's {mixed}: the code accepts exactly one form"
     if target == "container app":
         assert not other_form & set(env), f"{where} lists the other form's variables"
-    unknown = sorted(set(env) - set(config.ENV_VARS) - set(config.OTEL_ENV_VARS) - ALL_SOURCE_VARS)
+    unknown = sorted(set(env) - set(ENV_VARS) - set(observability_config.OTEL_ENV_VARS) - ALL_SOURCE_VARS)
     assert not unknown, f"{where} sets variables the code never reads: {unknown} (typo?)"
     # An empty value means unset; only the compose override uses that, to clear the base file's queue.
     empty = sorted(name for name, value in env.items() if not str(value).strip() and name not in other_form)
@@ -402,7 +406,8 @@ def test_container_app_settings_load_with_managed_identity(app_env_values: dict[
     assert settings.dts.secure
     assert settings.dts.client_id == BICEP_SAMPLES["workerClientId"]
     assert _source(settings) == (None, config.DEFAULT_QUEUE, config.DEFAULT_QUEUE)
-    assert settings.telemetry.tracing and settings.telemetry.azure_monitor_connection_string
+    telemetry = observability_config.load(app_env_values)
+    assert telemetry.tracing and telemetry.azure_monitor_connection_string
 
 
 def test_container_app_topic_form_sets_the_deployed_entities(app_topic_env_values: dict[str, str]) -> None:
@@ -426,7 +431,7 @@ def test_container_app_topic_form_loads_with_managed_identity(app_topic_env_valu
 
 def test_compose_worker_exports_to_the_trace_viewer(compose_env: dict[str, str]) -> None:
     """The worker's OTLP endpoint is the viewer's OTLP/HTTP port, by its compose service name."""
-    settings = config.load(compose_env).telemetry
+    settings = observability_config.load(compose_env)
     assert settings.tracing and settings.otlp_traces_endpoint == "http://trace-viewer:18890/v1/traces"
     text = df.COMPOSE_FILE.read_text(encoding="utf-8")
     viewer = "\n".join(line for _indent, line in df.compose_service_block(text, "trace-viewer"))

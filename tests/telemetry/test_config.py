@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from sbworker.core import config
 from sbworker.core.errors import ConfigError
+from sbworker.observability import config as observability_config
 from tests.integration.procs import REPO, sbworker, stack_env
 
 APP_INSIGHTS = ("InstrumentationKey=00000000-0000-0000-0000-000000000000;"
@@ -17,29 +17,30 @@ APP_INSIGHTS = ("InstrumentationKey=00000000-0000-0000-0000-000000000000;"
 
 
 def test_nothing_configured_means_metrics_only() -> None:
-    settings = config.telemetry({})
+    settings = observability_config.load({})
     assert settings.enabled and not settings.tracing
     assert settings.otlp_traces_endpoint is None and settings.azure_monitor_connection_string is None
 
 
 def test_the_otlp_endpoint_gets_the_signal_paths_and_signal_variables_win() -> None:
-    settings = config.telemetry({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
-                                 "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://other:9000/m"})
+    settings = observability_config.load({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+                                          "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://other:9000/m"})
     assert settings.tracing
     assert settings.otlp_traces_endpoint == "http://collector:4318/v1/traces"
     assert settings.otlp_metrics_endpoint == "http://other:9000/m"
 
 
 def test_exporters_can_be_switched_off_per_signal() -> None:
-    settings = config.telemetry({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"})
+    settings = observability_config.load({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                                          "OTEL_TRACES_EXPORTER": "none"})
     assert not settings.tracing and settings.otlp_metrics_endpoint == "http://c:4318/v1/metrics"
 
 
 def test_application_insights_alone_turns_tracing_on_and_headers_are_secrets() -> None:
-    settings = config.load({"APPLICATIONINSIGHTS_CONNECTION_STRING": APP_INSIGHTS,
-                            "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cr3t-value,x-tenant=a%20b"})
-    assert settings.telemetry.tracing
-    assert settings.telemetry.otlp_headers == (("api-key", "s3cr3t-value"), ("x-tenant", "a b"))
+    settings = observability_config.load({"APPLICATIONINSIGHTS_CONNECTION_STRING": APP_INSIGHTS,
+                                          "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cr3t-value,x-tenant=a%20b"})
+    assert settings.tracing
+    assert settings.otlp_headers == (("api-key", "s3cr3t-value"), ("x-tenant", "a b"))
     assert "s3cr3t-value" in settings.secrets()
 
 
@@ -56,15 +57,15 @@ def test_application_insights_alone_turns_tracing_on_and_headers_are_secrets() -
 ])
 def test_a_bad_value_is_refused_naming_the_variable(variable: str, value: str, problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        config.load({variable: value})
+        observability_config.load({variable: value})
     assert caught.value.variable == variable and problem in caught.value.problem
 
 
 def test_a_ratio_sampler_takes_its_argument_in_range() -> None:
-    assert config.telemetry({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    assert observability_config.load({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                              "OTEL_TRACES_SAMPLER_ARG": "0.25"}).sampler_arg == 0.25
     with pytest.raises(ConfigError, match="OTEL_TRACES_SAMPLER_ARG"):
-        config.telemetry({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"})
+        observability_config.load({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"})
 
 
 def test_the_command_line_refuses_a_bad_value_in_one_line_with_exit_2() -> None:
@@ -79,8 +80,8 @@ def test_the_command_line_refuses_a_bad_value_in_one_line_with_exit_2() -> None:
 
 
 def test_without_an_exporter_no_tracing_code_is_even_imported() -> None:
-    probe = ("import sys; from sbworker.observability import telemetry; from sbworker.core import config; "
-             "t = telemetry.setup(config.telemetry({})); "
+    probe = ("import sys; from sbworker.observability import config, telemetry; "
+             "t = telemetry.setup(config.load({})); "
              "print(t.tracer is None, 'opentelemetry.sdk.trace' in sys.modules, "
              "'sbworker.observability.tracing' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localbus import LocalBus
 from localdts import LocalDts
-from sbworker.core import config
+from sbworker.observability import config as observability_config
 from sbworker.observability import telemetry
 from sbworker.observability.observer import NO_TRACE
 from tests.fixtures.ports import free_port
@@ -52,7 +52,7 @@ async def test_metrics_count_what_was_settled(localbus: LocalBus, dts: LocalDts)
         ("nonsense", {}),
         ("approval", {"instance_id": f"missing-{uuid.uuid4().hex}", "approved": True, "approver": "ada"}),
     ]
-    async with support.running(settings, telemetry.setup(settings.telemetry)):
+    async with support.running(settings, telemetry.setup(observability_config.load({}))):
         async with ServiceBusClient.from_connection_string(localbus.connection_string) as client, \
                 client.get_queue_sender(QUEUE) as sender:
             for subject, body in bodies:
@@ -95,7 +95,7 @@ def _settled(port: int) -> float:
 async def test_with_the_sdk_disabled_there_is_no_metrics_endpoint(localbus: LocalBus, dts: LocalDts) -> None:
     port = free_port()
     settings = support.settings(localbus, dts, health_port=port, health_host="127.0.0.1")
-    disabled = config.telemetry({"OTEL_SDK_DISABLED": "true"})
+    disabled = observability_config.load({"OTEL_SDK_DISABLED": "true"})
     async with support.running(settings, telemetry.setup(disabled)) as listener:
         assert listener.observer.message(None) is NO_TRACE  # type: ignore[arg-type]  # no span: never built
         status, _, _ = get(port, "/metrics")
