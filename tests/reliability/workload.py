@@ -36,7 +36,8 @@ def _raw(body: bytes, subject: str | None, content_type: str | None = "applicati
     return ServiceBusMessage(body, subject=subject, message_id=uuid.uuid4().hex, content_type=content_type)
 
 
-def _invalid_kinds(run: str) -> list[tuple[str, ServiceBusMessage]]:
+def invalid_kinds(run: str) -> list[tuple[str, ServiceBusMessage]]:
+    """One message of each invalid kind (some kinds twice), each with the reason it must be dead-lettered with."""
     nested = "[" * 150 + "]" * 150
     return [
         ("InvalidJson", _raw(b"{not json", "start")),
@@ -86,7 +87,7 @@ def mixed(run: str, *, starts: int, duplicates: int, approvals: int, invalid: in
             message = start_message(ORCHESTRATION, input=data, message_id=iid)
         keyed.append((rng.uniform(0, len(originals)), message))
         w.valid_message_ids.add(str(message.message_id))
-    kinds = _invalid_kinds(run)
+    kinds = invalid_kinds(run)
     for k in range(invalid):
         reason, template = kinds[k % len(kinds)]
         message = ServiceBusMessage(b"".join(bytes(s) for s in template.body), subject=template.subject,
