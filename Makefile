@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-slow test-all soak lint bench bench-readme screenshots constraints clean
+.PHONY: run test test-slow test-all soak chaos lint bench bench-readme screenshots constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "python3 >= 3.11 is required (found %s)" % sys.version.split()[0])'
@@ -39,6 +39,17 @@ test-all: $(STAMP)
 # 30 minutes of steady mixed load; RSS, descriptors, tasks and SQLite sizes must level off (SOAK_MINUTES=N shortens).
 soak: $(STAMP)
 	SOAK=1 $(BIN)/python -m pytest -m soak tests/reliability/test_soak.py -s
+
+# A seeded fault campaign over the embedded stack, judged by the history checker (README: Guarantees). SEED is one
+# seed, a range (1-10) or a list (1,4,9); DURATION is seconds of faults per seed; REPLICAS (2 or 3) and WINDOW (the
+# approval not-found window) default to the seed's choice and 30. Histories and logs go to .chaos/seed-N/.
+SEED     ?= 1
+DURATION ?= 60
+REPLICAS ?=
+WINDOW   ?= 30
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos run --seed $(SEED) --duration $(DURATION) --window $(WINDOW) \
+		$(if $(REPLICAS),--replicas $(REPLICAS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
