@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT_SECONDS = 10.0
 # Total time spent retrying transient errors for one message before giving it back to Service Bus.
 TRANSIENT_RETRY_SECONDS = 20.0
+# After a raise, how long to wait for the event to reach the instance's history. A raise on an instance that finished
+# after our status read is accepted and the event dropped (localdts and the SDK's test backend do so; an event that
+# arrives while an instance's last step runs is never processed either): only the history tells an applied decision
+# from one that came too late (found by the chaos campaign, seed 2).
+CONFIRM_RAISE_SECONDS = 5.0
 # A call that times out means the channel may be half-open (bytes dropped, no FIN): grpc.aio keeps such a channel
 # for about a minute whatever its keepalive settings (measured), so a fresh client replaces it, at most this often.
 RECONNECT_AFTER_TIMEOUT_SECONDS = 10.0
@@ -246,8 +251,36 @@ class Dispatcher:
             if code == grpc.StatusCode.FAILED_PRECONDITION:
                 return InstanceNotRunning(request.instance_id, "not running")
             raise
-        return Raised(request.instance_id)
+        return await self._confirm_raised(request.instance_id, name, message_id)
 
+    async def _confirm_raised(self, instance_id: str, name: str, message_id: str | None) -> Outcome:
+        """Raised once the event is in the history; InstanceNotRunning if the instance finished without it (our
+        status read saw it running, then another decision, event or its timer ended it before the event was taken).
+
+        Still running without it after CONFIRM_RAISE_SECONDS (the worker is slow or away): Raised, as the event is
+        pending on a running instance. A failing read changes nothing either: the raise itself was accepted, and
+        retrying the whole message would raise it again."""
+        if not message_id:
+            return Raised(instance_id)
+        deadline = time.monotonic() + CONFIRM_RAISE_SECONDS
+        pause = 0.02
+        try:
+            while True:
+                state = await asyncio.wait_for(
+                    self._client.get_orchestration_state(instance_id, fetch_payloads=False), self._call_timeout
+                )
+                if await self._was_raised(instance_id, name, message_id):
+                    return Raised(instance_id)
+                if state is not None and state.runtime_status in TERMINAL_STATUSES:
+                    return InstanceNotRunning(instance_id, state.runtime_status.name)
+                if time.monotonic() >= deadline:
+                    return Raised(instance_id)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.25)
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            return Raised(instance_id)
 
     async def _was_raised(self, instance_id: str, name: str, message_id: str) -> bool:
         """Did an event `name` carrying this message id reach the instance's history?"""
