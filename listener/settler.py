@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
+from azure.servicebus.exceptions import MessageLockLostError
 
 from listener.delivery import Delivery
 from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryHistory, RetryLater
@@ -71,12 +72,17 @@ class Settler:
                     message, reason=action.reason,
                     error_description=_description(action.description, delivery.trace.trace_id))
             elif isinstance(action, RetryLater):
-                if await self._reenqueue(delivery, action):
-                    self._observer.metrics.reenqueued()
-                    await receiver.complete_message(message)
-                else:
+                scheduled = await self._reenqueue(delivery, action)
+                if scheduled is None:
                     applied = Abandon(AbandonReason.REENQUEUE_FAILED)
                     await receiver.abandon_message(message)
+                else:
+                    self._observer.metrics.reenqueued()
+                    try:
+                        await receiver.complete_message(message)
+                    except MessageLockLostError:  # certainly not completed (an ambiguous failure keeps the copy)
+                        await self._withdraw(delivery, scheduled)
+                        raise
             else:
                 await receiver.abandon_message(message)
         except Exception as error:
@@ -90,30 +96,44 @@ class Settler:
         self._observer.settled(delivery.trace, _action_label(applied), _reason(applied),
                                time.monotonic() - delivery.started)
 
-    async def _reenqueue(self, delivery: Delivery, action: RetryLater) -> bool:
-        """Send a scheduled copy to the source's retry queue, carrying the retry history one step further."""
+    async def _reenqueue(self, delivery: Delivery, action: RetryLater) -> list[int] | None:
+        """Schedule a copy on the source's retry queue, carrying the retry history one step further; its sequence
+        numbers, so that it can be withdrawn (None if it could not be sent)."""
         message = delivery.message
         history = RetryHistory.of(message, self._window, datetime.now(UTC))
         properties: dict[str | bytes, Any] = {**messages.properties(message), **history.properties(action.attempt)}
         delivery.trace.inject(properties)
         copy = messages.copy(message, body=messages.body_bytes(message), application_properties=properties)
         delay = action.delay * random.uniform(0.8, 1.2)
-        copy.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay)
         async with self._sender_lock:
             try:
                 if self._sender is None:
                     if self._client is None:
                         raise ConnectionError("no Service Bus session is open")
                     self._sender = self._source.retry_sender(self._client)
-                await self._sender.send_messages(copy)
+                return list(await self._sender.schedule_messages(copy, datetime.now(UTC) + timedelta(seconds=delay)))
             except Exception as error:
                 log.warning("could not re-enqueue message %s: %s", field(message.message_id), one_line(error))
                 if self._sender is not None:
                     with contextlib.suppress(Exception):
                         await self._sender.close()
                     self._sender = None
-                return False
-        return True
+                return None
+
+    async def _withdraw(self, delivery: Delivery, sequence_numbers: list[int]) -> None:
+        """The message a copy replaces was not completed (its lock was lost), so it comes back and will be
+        re-enqueued again: cancel this copy, or the approval would wait twice and, if its instance never came, be
+        dead-lettered twice (found by the chaos campaign, seed 3). Only a lost lock proves the complete did not
+        happen: after a dropped link it may have, and cancelling then would lose the approval, so a copy can still
+        double there, or if the process dies between the two steps (the Python SDK has no transactions)."""
+        async with self._sender_lock:
+            try:
+                if self._sender is None:
+                    raise ConnectionError("the re-enqueue sender was closed")
+                await self._sender.cancel_scheduled_messages(sequence_numbers)
+            except Exception as error:
+                log.warning("could not withdraw the re-enqueued copy of message %s: %s; it may wait twice",
+                            field(delivery.message.message_id), one_line(error))
 
 
 def _action_label(action: Action) -> str:

@@ -37,9 +37,11 @@ RAISE_KINDS = ("approval", "event")  # messages that raise an event on an instan
 # Open findings that campaigns still hit: each is reported under its own rule, with its minimal history, and
 # counted, but does not fail a campaign while it stays listed here (the README's Guarantees section says why).
 KNOWN: dict[str, str] = {
-    "reenqueue-doubled": "an early approval's scheduled copy is not atomic with completing the message it replaces; "
-                         "when that complete fails (lock lost), the message comes back and is re-enqueued again, so "
-                         "the approval waits twice and, if its instance never comes, is dead-lettered twice",
+    "reenqueue-doubled": "an early approval's scheduled copy and the complete of the message it replaces are not "
+                         "one transaction; the copy is withdrawn when the complete is refused for a lost lock, but "
+                         "after an ambiguous failure (a dropped link, a paused broker) or a kill between the two, the "
+                         "message comes back and waits twice: applied once, yet dead-lettered twice if its instance "
+                         "never comes",
 }
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,13 +18,16 @@ from tests.fixtures.dts import DtsBackend
 from tests.reliability.common import (
     approval_message,
     awaiting_approval,
+    dead_letters,
     decision,
+    publish,
     queue_total,
     running_stack,
     start_message,
     wait_state,
     wait_until,
 )
+from tests.reliability.netstack import net_stack
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -118,3 +124,31 @@ def _dead(stack: Any) -> list[Any]:
     from tests.reliability.common import dead_letters
 
     return dead_letters(stack.connection_string)
+
+
+@pytest.mark.timeout(180)
+def test_an_approval_whose_complete_fails_after_its_copy_was_scheduled_waits_once(tmp_path: Path) -> None:
+    """Found by the chaos campaign (seed 3, 60 s): an early approval re-enqueues a scheduled copy and then completes
+    itself; when that complete fails (here: the listener is paused while its DTS call hangs, so the lock expires and
+    the broker takes the message back), the message returns and is re-enqueued again. Two copies then wait, and an
+    approval whose instance never comes was dead-lettered twice. The copy must be withdrawn."""
+    iid = f"twice-{uuid.uuid4().hex}"
+    with net_stack(tmp_path, APPROVAL_NOT_FOUND_WINDOW_SECONDS=30, PREFETCH_COUNT=0) as stack:
+        stack.dts_proxy.stall(new_too=True)  # the listener's DTS calls hang until they time out (10 s)
+        approval = approval_message(iid, True, "ada", message_id=f"{iid}-approval")
+        publish(stack.bus.connection_string, [approval])
+        wait_until(lambda: stack.bus.counts("workflow-requests")["locked"] == 1, timeout=15,
+                   what="the approval held by the listener")
+        assert stack.listener.proc is not None
+        os.kill(stack.listener.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(7)  # longer than the 5 s lock: the broker takes the message back
+            stack.dts_proxy.heal()
+        finally:
+            os.kill(stack.listener.proc.pid, signal.SIGCONT)
+        wait_until(lambda: queue_total(stack.bus) == 0, timeout=90, interval=0.5, what="the approval settled for good",
+                   on_timeout=lambda: stack.listener.output()[-3000:])
+        log = stack.listener.output()
+        assert f"could not settle message {iid}-approval (RetryLater)" in log, log[-3000:]
+        dead = [d for d in dead_letters(stack.bus.connection_string) if d.message_id == f"{iid}-approval"]
+        assert [d.reason for d in dead] == ["InstanceNotFound"], f"dead-lettered {len(dead)} times: {dead}"
