@@ -22,7 +22,8 @@ from listener.dispatch import Dispatcher, is_transient
 from listener.receiver import Listener
 from localbus import LocalBus
 from orchestrations import registry
-from sbworker.core import clients, config
+from sbworker.core import clients, config, messages
+from sbworker.core.codes import PROP_RETRIES
 from sbworker.core.config import ListenerSettings, ServiceBusSettings
 from sbworker.core.entities import Source, queue_source, topic_source
 from tests.fixtures.target import ExternalBus
@@ -253,6 +254,22 @@ class Harness:
         if self._own is not None:
             found = [m for m in found if str(m.message_id) in self._own]
         return found
+
+    async def reenqueued(self, message_id: str, *, times: int = 1, timeout: float = 20.0
+                         ) -> ServiceBusReceivedMessage:
+        """Wait until a copy of `message_id` sits in the queue (the topic form: its retry queue), re-enqueued at
+        least `times` times (its retry count, a property only the listener's re-enqueue writes)."""
+
+        async def check() -> ServiceBusReceivedMessage | None:
+            for found in await self.peek_queue():
+                retries = messages.prop(found, PROP_RETRIES)
+                if str(found.message_id) == message_id and isinstance(retries, int) and retries >= times:
+                    return found
+            return None
+
+        copy: ServiceBusReceivedMessage = await eventually(check, timeout=timeout,
+                                                            what=f"{message_id} re-enqueued {times}x")
+        return copy
 
     async def queue_drained(self, timeout: float = 20.0) -> None:
         """Nothing left in the queue (active or locked): every message was settled for good."""

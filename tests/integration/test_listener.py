@@ -100,7 +100,9 @@ async def test_hundred_duplicate_starts_make_one_instance(h: Harness) -> None:
     # One message won (with concurrency, any of them); the other 99 were completed as duplicates.
     winner = json.loads(state.serialized_input or "null")
     assert winner in [{"n": i} for i in range(100)]
-    await asyncio.sleep(0.5)  # a second instance, had one been started, would have run its first activity by now
+    # Run it to the end: once it has completed, nothing of it is in flight, and it asked for approval exactly once.
+    await h.approve(mid)
+    assert await h.wait_for_output(mid) == "Approved"
     assert approvals.OUTBOX.sent_for(mid) == [winner]
     assert await h.peek_queue(sub_queue=_dlq()) == []
 
@@ -132,8 +134,10 @@ async def test_approval_and_start_in_either_order_concurrently(h: Harness, appro
 
 async def test_approval_published_well_before_its_start_waits_for_it(h: Harness) -> None:
     iid = f"early-{uuid.uuid4().hex}"
-    await h.approve(iid, approved=True)
-    await asyncio.sleep(1.5)  # the approval has been tried and re-enqueued at least once
+    mid = await h.approve(iid, approved=True)
+    copy = await h.reenqueued(mid)  # tried, no instance yet: re-enqueued as a scheduled copy, not dead-lettered
+    assert copy.scheduled_enqueue_time_utc is not None
+    assert await h.peek_queue(sub_queue=_dlq()) == []
     await h.start("approval_workflow", {"item": "x"}, instance_id=iid)
     assert await h.wait_for_output(iid, timeout=30) == "Approved"
 

@@ -6,7 +6,6 @@ command line and `sbworker run` work on a subscription as they do on a queue.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -83,7 +82,9 @@ async def test_other_subscriptions_see_each_message_once_and_never_a_retry_copy(
     ghost = f"ghost-{uuid.uuid4().hex}"
     ghost_approval = await h.approve(ghost)
     invalid = await h.send(None, subject="start", raw=b"{not json")
-    await asyncio.sleep(1.5)  # every early approval has been tried and re-enqueued at least once
+    for mid in approvals:  # every early approval has been tried and re-enqueued (to the retry queue) once
+        copy = await h.reenqueued(mid)
+        assert copy.scheduled_enqueue_time_utc is not None
     late_starts = [await h.start("approval_workflow", {"item": "x"}, instance_id=iid) for iid in early]
     for mid in starts:
         await h.wait_for_output(mid)
@@ -129,8 +130,9 @@ async def test_a_subscription_filter_routes_only_matching_messages_to_the_worker
             other = await h.start("hello_cities", application_properties=theirs)
             # An early approval that matches: its retry copies keep their properties and come back to us.
             waiting = f"filtered-{uuid.uuid4().hex}"
-            await h.approve(waiting, application_properties=ours)
-            await asyncio.sleep(1.5)
+            early = await h.approve(waiting, application_properties=ours)
+            copy = await h.reenqueued(early)
+            assert text(props(copy)["tenant"]) == "contoso"  # the copy keeps the property the filter routes on
             await h.start("approval_workflow", {"item": "x"}, instance_id=waiting, application_properties=ours)
             assert await h.wait_for_output(mine) == "Hello Tokyo!, Hello Seattle!, Hello London!"
             assert await h.wait_for_output(waiting, timeout=30) == "Approved"
