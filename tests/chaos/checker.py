@@ -2,8 +2,9 @@
 
 Independent of the service on purpose: it reads only the history file (whose final records were read from DTS and
 the broker through their own SDKs) and imports nothing from the product, so a bug in the listener cannot hide in
-a shared helper. What it knows of the product is the README's contract: `approval_workflow` is the workflow that
-takes approvals, its custom status names the decision's approver, the dead-letter reasons.
+a shared helper. What it knows of the product is the README's contract: `approval_workflow` takes approvals and its
+custom status names the decision's approver, `invoice_payment` counts PaymentReceived events into its output, the
+dead-letter reasons.
 
 The rules (each violation names one):
 - every acknowledged start → exactly one instance (one ExecutionStarted), of that orchestration, with an input
@@ -15,6 +16,9 @@ The rules (each violation names one):
   after the window) or was raised on an instance that a competing decision had already settled;
 - an early approval is applied once its instance exists, or dead-lettered InstanceNotFound only if the instance
   appeared after the window;
+- every declared event (an invoice's PaymentReceived) reaches its instance, and the invoice counts each payment in
+  its currency exactly once and is paid in full; one sent to a workflow that does not wait for it is dead-lettered
+  UnknownEvent, one sent after the invoice was paid InstanceNotRunning;
 - every invalid message dead-lettered with its reason and a description, once per copy published;
 - no valid message dead-lettered; no dead letter nobody sent; no instance nobody started; the queue empty;
 - nothing acknowledged and lost (an acknowledged message with no effect and no dead letter);
@@ -30,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 APPROVAL_WORKFLOWS = frozenset({"approval_workflow"})
+# The external events each workflow waits for (README: Orchestrations); invoice_payment counts PaymentReceived.
+DECLARED: dict[str, frozenset[str]] = {"approval_workflow": frozenset({"ApprovalEvent"}),
+                                       "invoice_payment": frozenset({"PaymentReceived"})}
 TERMINAL = frozenset({"COMPLETED", "FAILED", "TERMINATED"})
 RAISE_KINDS = ("approval", "event")  # messages that raise an event on an instance
 
@@ -213,6 +220,8 @@ def _judge_instance(iid: str, starts: list[Message], related: list[Message], ins
                              "sent for it", mids, ids))
     if inst.name in APPROVAL_WORKFLOWS:
         return out + _judge_decision(iid, inst, starts, related, dead, window, slack, stats)
+    if inst.name == "invoice_payment":
+        return out + _judge_invoice(iid, inst, related, dead, window, slack, stats)
     expected = next((m.expect.get("output") for m in starts if m.expect.get("output") is not None), None)
     if inst.status != "COMPLETED":
         out.append(Violation("not-completed", f"instance {iid} ({inst.name}) ended {inst.status}, not COMPLETED",
@@ -260,6 +269,39 @@ def _judge_decision(iid: str, inst: Instance, starts: list[Message], related: li
     return []
 
 
+def _judge_invoice(iid: str, inst: Instance, related: list[Message], dead: dict[str, list[dict[str, Any]]],
+                   window: float, slack: float, stats: Counter[str]) -> list[Violation]:
+    """Paid in full by the payments in its currency sent before it finished, each counted exactly once; or left
+    waiting when a payment it needed expired before the invoice appeared."""
+    invoice = inst.input if isinstance(inst.input, dict) else {}
+    payments = [m for m in related if m.kind == "event" and m.role != "event-late"
+                and m.expect.get("currency") == invoice.get("currency")]
+    ids, mids = frozenset({iid}), frozenset(m.mid for m in related)
+    if inst.status != "COMPLETED":
+        if inst.status == "RUNNING" and any(_not_found_fits(inst, m, window, slack) for m in payments
+                                            for d in dead.get(m.mid, []) if d.get("reason") == "InstanceNotFound"):
+            stats["instances left waiting: an event they needed expired before the instance appeared"] += 1
+            return []
+        return [Violation("not-completed", f"invoice {iid} ended {inst.status}, not COMPLETED ({len(payments)} "
+                          "payment(s) in its currency published for it)", mids, ids)]
+    out = inst.output if isinstance(inst.output, dict) else {}
+    counted = Counter(out.get("payments") or [])
+    found: list[Violation] = []
+    for m in payments:
+        n = counted.pop(m.expect.get("reference"), 0)
+        if n > 1:
+            found.append(Violation("event-applied-twice", f"payment {m.mid} ({m.expect.get('reference')}) was counted "
+                                   f"{n} times by invoice {iid}", frozenset({m.mid}), ids))
+    if counted:
+        found.append(Violation("unknown-decision", f"invoice {iid} counted payments nobody sent in its currency: "
+                               f"{sorted(counted)}", mids, ids))
+    want = invoice.get("amount_cents")
+    if out.get("status") != "Paid" or out.get("paid_cents") != want:
+        found.append(Violation("wrong-output", f"invoice {iid} returned {json.dumps(inst.output)}, expected Paid with "
+                               f"{want} cents", mids, ids))
+    return found
+
+
 def _not_found_fits(inst: Instance | None, m: Message, window: float, slack: float) -> bool:
     """InstanceNotFound is right if the instance never existed, or appeared only after the window had closed."""
     if inst is None:
@@ -274,21 +316,21 @@ def _judge_raise(m: Message, inst: Instance | None, copies: list[dict[str, Any]]
     if m.kind == "approval":
         decision = inst.decision if inst is not None else None
         applied = decision is not None and decision.get("approver") == m.expect.get("approver")
-    else:  # a declared event: applied when raised; raised twice is a double application
+    else:  # a declared event is applied once raised; what its workflow made of it is judged with the instance
         applied = raised >= 1
-        if raised > 1:
-            return [Violation("event-raised-twice", f"event {m.mid} was raised {raised} times on {m.iid}", mids, ids)]
     if raised > 1:
-        stats[f"{m.kind}s raised more than once while their instance ran (the workflow took one)"] += 1
+        stats[f"{m.kind}s raised more than once while their instance ran (the workflow takes one per message id)"] += 1
     out: list[Violation] = []
     if applied:
         return [Violation("applied-and-dead-lettered", f"{m.role} {m.mid} was applied to {m.iid}, yet a copy was "
                           f"dead-lettered {d.get('reason')}: {d.get('description')}", mids, ids) for d in copies]
     for d in copies:
         reason = d.get("reason")
+        waits = inst is not None and m.expect.get("name", "ApprovalEvent") in DECLARED.get(str(inst.name), ())
         fits = {
-            "InstanceNotRunning": inst is not None and inst.name in APPROVAL_WORKFLOWS and inst.status in TERMINAL,
-            "NotAnApprovalWorkflow": inst is not None and inst.name not in APPROVAL_WORKFLOWS,
+            "InstanceNotRunning": waits and inst is not None and inst.status in TERMINAL,
+            "NotAnApprovalWorkflow": m.kind == "approval" and inst is not None and not waits,
+            "UnknownEvent": m.kind == "event" and inst is not None and not waits,
             "InstanceNotFound": _not_found_fits(inst, m, window, slack),
         }.get(str(reason))
         if fits is None:

@@ -7,8 +7,9 @@ finished; an approval published before its start; a workflow left to time out; t
 instances nobody starts or that never wait for one; invalid messages of every kind. Deterministic from the seed
 (message ids included), like the fault schedule.
 
-Declared events (issue 25, subject `event`) are judged by the checker already (role `event`); add a story here
-once a shipped workflow waits for one.
+Declared events (subject `event`): invoices paid in parts by `PaymentReceived` events, some before the invoice
+exists, some published twice, one in another currency, one after the invoice was paid, and a payment sent to a
+workflow that does not wait for one.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from typing import Any
 
 from azure.servicebus import ServiceBusMessage
 
-from tests.reliability.common import approval_message, start_message
+from tests.reliability.common import approval_message, event_message, start_message
 from tests.reliability.workload import invalid_kinds
 
 APPROVAL_WORKFLOW = "approval_workflow"
+INVOICE_WORKFLOW = "invoice_payment"
+PAYMENT = "PaymentReceived"
 LONG_WAIT = 3600  # an instance with an approval coming never times out during a campaign
 STORIES_PER_SECOND = 3.0
 HELLO = "Hello Tokyo!, Hello Seattle!, Hello London!"
@@ -84,8 +87,8 @@ def make_plan(seed: int, duration: float) -> list[Send]:
     sends: list[Send] = []
     t = 0.5
     end = max(1.0, duration - 2.0)
-    stories = [(_approval_story, 34), (_early_approval_story, 10), (_timeout_story, 9), (_other_workflow_story, 22),
-               (_unknown_approval_story, 5), (_invalid_story, 20)]
+    stories = [(_approval_story, 30), (_early_approval_story, 9), (_timeout_story, 8), (_other_workflow_story, 19),
+               (_invoice_story, 12), (_unknown_approval_story, 4), (_invalid_story, 18)]
     while True:
         t += rng.expovariate(STORIES_PER_SECOND)
         if t >= end:
@@ -140,6 +143,36 @@ def _approval_story(rng: random.Random, ids: _Story, at: float) -> list[Send]:
     if rng.random() < 0.15:
         out.append(_approval(ids, iid, approval.at + rng.uniform(1.0, 10.0), not approved, "approval-late",
                              after_finished=True))
+    if rng.random() < 0.05:  # an event this workflow does not wait for: UnknownEvent
+        out.append(_payment(ids, iid, at + rng.uniform(1.0, 10.0), 100, "event-misdirected"))
+    return out
+
+
+def _payment(ids: _Story, iid: str, at: float, cents: int, role: str, *, currency: str = "EUR",
+             after_finished: bool = False) -> Send:
+    mid = ids.next_id("p")
+    data = {"amount_cents": cents, "currency": currency, "reference": f"ref-{mid}"}
+    expect = {"name": PAYMENT, "cents": cents, "currency": currency, "reference": data["reference"]}
+    return _from(event_message(iid, PAYMENT, data, message_id=mid), at, role, iid, expect,
+                 after_finished=after_finished)
+
+
+def _invoice_story(rng: random.Random, ids: _Story, at: float) -> list[Send]:
+    """An invoice paid in 2-3 parts that add up to its amount: the workflow must count each payment once."""
+    parts = [rng.randint(1, 50) * 100 for _ in range(rng.randint(2, 3))]
+    invoice = {"invoice": ids.next_id("inv"), "amount_cents": sum(parts), "currency": "EUR", "due_seconds": LONG_WAIT}
+    delay = rng.uniform(1.0, 5.0) if rng.random() < 0.25 else 0.0  # then the first payments come before it
+    iid, start = _start(ids, rng, at + delay, INVOICE_WORKFLOW, invoice)
+    out = [start]
+    for cents in parts:
+        payment = _payment(ids, iid, at + rng.uniform(0.2, 8.0), cents, "event")
+        out.append(payment)
+        if rng.random() < 0.15:
+            out.append(_republish(payment, payment.at + rng.uniform(0.0, 15.0)))
+    if rng.random() < 0.15:  # noted by the workflow, not counted
+        out.append(_payment(ids, iid, at + rng.uniform(0.2, 8.0), 100, "event-foreign", currency="USD"))
+    if rng.random() < 0.15:  # the invoice is paid already: InstanceNotRunning
+        out.append(_payment(ids, iid, at + 9.0, 100, "event-late", after_finished=True))
     return out
 
 

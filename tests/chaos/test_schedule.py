@@ -56,7 +56,8 @@ def test_the_workload_holds_every_story() -> None:
     roles = {s.role for s in make_plan(3, 300)}
     assert roles >= {"start", "start-republish", "start-again", "approval", "approval-early", "approval-republish",
                      "approval-competing", "approval-late", "approval-unknown", "approval-misdirected", "invalid",
-                     "invalid-republish"}
+                     "invalid-republish", "event", "event-republish", "event-foreign", "event-late",
+                     "event-misdirected"}
     plan = make_plan(3, 300)
     assert len({s.message_id for s in plan if not s.role.endswith("republish")}) == \
         sum(not s.role.endswith("republish") for s in plan), "message ids are unique but for republishes"

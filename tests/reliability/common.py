@@ -88,6 +88,13 @@ def approval_message(instance_id: str, approved: bool, approver: str, *, message
                              content_type="application/json")
 
 
+def event_message(instance_id: str, name: str, data: Any, *, message_id: str | None = None) -> ServiceBusMessage:
+    """Subject `event`: raise the declared event `name` with `data` on the instance."""
+    body = {"instance_id": instance_id, "name": name, "data": data}
+    return ServiceBusMessage(json.dumps(body), subject="event", message_id=message_id or uuid.uuid4().hex,
+                             content_type="application/json")
+
+
 def publish(connection_string: str, messages: Iterable[Any], *, batch_size: int = 50) -> None:
     """Send with the real SDK in batches (one message alone when it does not fit a batch)."""
     items = list(messages)
