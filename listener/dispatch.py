@@ -51,7 +51,8 @@ class DtsClient(Protocol):
     """The slice of the async DTS client the listener uses (AsyncDurableTaskSchedulerClient satisfies it)."""
 
     async def schedule_new_orchestration(self, orchestrator: Any, *, input: Any = ..., instance_id: str | None = ...,
-                                         start_at: Any = ..., tags: dict[str, str] | None = ...) -> str: ...
+                                         start_at: Any = ..., tags: dict[str, str] | None = ...,
+                                         version: str | None = ...) -> str: ...
 
     async def get_orchestration_state(self, instance_id: str, *, fetch_payloads: bool = ...
                                       ) -> OrchestrationState | None: ...
@@ -213,6 +214,7 @@ class Dispatcher:
                 await self._client.schedule_new_orchestration(
                     request.orchestration, input=request.input, instance_id=request.instance_id,
                     start_at=request.start_at, tags={TAG_MESSAGE_ID: message_id} if message_id else None,
+                    version=registry.version_of(request.orchestration),
                 )
         except Exception as error:
             if rpc_code(error) == grpc.StatusCode.ALREADY_EXISTS:

@@ -24,8 +24,9 @@ from orchestrations.events import CATALOG
 from sbworker.core import contract, messages
 from sbworker.core.codes import PROP_UNDECODABLE, AbandonReason, Reason
 from sbworker.core.config import ListenerSettings
-from sbworker.core.contract import Invalid, Request
+from sbworker.core.contract import InputCheck, Invalid, Request
 from sbworker.core.events import EventCatalog
+from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from sbworker.observability.observer import Observer
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 class Pipeline:
     def __init__(self, *, dispatcher: Dispatcher, settler: Settler, settings: ListenerSettings, observer: Observer,
                  is_registered: Callable[[str], bool], registered_names: Callable[[], list[str]],
-                 events: EventCatalog = CATALOG) -> None:
+                 events: EventCatalog = CATALOG, bounds: Limits = DEFAULT_LIMITS,
+                 input_problem: InputCheck | None = None) -> None:
         self._dispatcher = dispatcher
         self._settler = settler
         self._settings = settings
@@ -42,6 +44,8 @@ class Pipeline:
         self._is_registered = is_registered
         self._registered_names = registered_names
         self._events = events
+        self._bounds = bounds  # what a message may carry into DTS (README "Limits")
+        self._input_problem = input_problem
 
     async def handle(self, receiver: ServiceBusReceiver, renewer: LockKeeper, message: ServiceBusReceivedMessage
                      ) -> None:
@@ -97,4 +101,6 @@ class Pipeline:
             registered_names=self._registered_names,
             max_bytes=self._settings.max_message_bytes,
             events=self._events,
+            bounds=self._bounds,
+            input_problem=self._input_problem,
         )

@@ -32,8 +32,10 @@ from listener.settler import Settler
 from listener.slots import Slots
 from sbworker import patches
 from sbworker.core.config import ListenerSettings
+from sbworker.core.contract import InputCheck
 from sbworker.core.entities import Entity, Source
 from sbworker.core.errors import one_line
+from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from sbworker.observability.observer import NO_OBSERVER, Observer
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ class Listener:
         is_registered: Callable[[str], bool],
         registered_names: Callable[[], list[str]],
         observer: Observer = NO_OBSERVER,
+        bounds: Limits = DEFAULT_LIMITS,
+        input_problem: InputCheck | None = None,
     ) -> None:
         self._client_factory = client_factory
         self._source = source
@@ -84,7 +88,8 @@ class Listener:
         self._settler = Settler(source, not_found_window=settings.approval_not_found_window_seconds,
                                 observer=observer, alive=self._liveness.alive)
         self._pipeline = Pipeline(dispatcher=dispatcher, settler=self._settler, settings=settings, observer=observer,
-                                  is_registered=is_registered, registered_names=registered_names)
+                                  is_registered=is_registered, registered_names=registered_names, bounds=bounds,
+                                  input_problem=input_problem)
 
     @property
     def entity(self) -> Entity:

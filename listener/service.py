@@ -76,6 +76,8 @@ class Service:
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
             observer=self.telemetry.observer(entity.topic or entity.name, entity.name if entity.topic else None),
+            bounds=settings.limits,
+            input_problem=registry.input_problem,
         ) for entity in (source.receive_from if with_listener else ())]
         listen = settings.listener
         self.health = (HealthServer(listen.health_port, self._readiness, host=listen.health_host,

@@ -19,6 +19,8 @@ from orchestrations.events import CATALOG
 from orchestrations.fan_out_fan_in import fan_out_fan_in
 from orchestrations.hello_cities import hello_cities
 from orchestrations.invoice_payment import invoice_payment
+from orchestrations.workflow_with_retry import VERSION as RETRY_VERSION
+from orchestrations.workflow_with_retry import input_problem as retry_input_problem
 from orchestrations.workflow_with_retry import workflow_with_retry
 
 ORCHESTRATORS: Mapping[str, Callable[..., Any]] = MappingProxyType({
@@ -27,6 +29,19 @@ ORCHESTRATORS: Mapping[str, Callable[..., Any]] = MappingProxyType({
     "approval_workflow": approval_workflow,
     "workflow_with_retry": workflow_with_retry,
     "invoice_payment": invoice_payment,
+})
+
+#: The version a new instance is started with, for orchestrations that changed their steps. An instance keeps the
+#: version it started with, and the orchestration branches on `ctx.version`, so histories written by an older
+#: version still replay. No entry: started without a version.
+VERSIONS: Mapping[str, str] = MappingProxyType({
+    "workflow_with_retry": RETRY_VERSION,
+})
+
+#: Checks of an orchestration's own input that the message contract applies before anything reaches DTS: each
+#: returns why the input is out of bounds (naming the field and the limit), or None.
+INPUT_CHECKS: Mapping[str, Callable[[Any], str | None]] = MappingProxyType({
+    "workflow_with_retry": retry_input_problem,
 })
 
 #: Orchestrations that wait for `ApprovalEvent` (declared in orchestrations/events.py): an approval message for an
@@ -65,6 +80,17 @@ def awaits_event(name: str | None, event: str) -> bool:
 def events_of(name: str | None) -> tuple[str, ...]:
     """The events an instance of this orchestration waits for."""
     return CATALOG.events_of(name)
+
+
+def version_of(name: str) -> str | None:
+    """The version to start a new instance of `name` with (None: no version)."""
+    return VERSIONS.get(name)
+
+
+def input_problem(name: str, input: Any) -> str | None:
+    """Why `input` is out of the bounds `name` accepts, or None (see INPUT_CHECKS)."""
+    check = INPUT_CHECKS.get(name)
+    return None if check is None else check(input)
 
 
 def orchestration_names() -> list[str]:

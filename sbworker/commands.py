@@ -53,7 +53,8 @@ def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: T
         input_value = _input(args.input)
         start_at = _start_at(args.start_at)
         try:
-            message, instance_id = publish.start_message(args.orchestration, input_value, args.instance_id, start_at)
+            message, instance_id = publish.start_message(args.orchestration, input_value, args.instance_id, start_at,
+                                                         bounds=settings.limits)
         except ValueError as error:
             raise UsageError(str(error)) from None
         trace_id = _send(settings, telemetry_settings, message)
@@ -63,7 +64,8 @@ def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: T
         return Exit.OK
     approver = _user() if args.approver is None else args.approver
     try:
-        message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment)
+        message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment,
+                                           bounds=settings.limits)
     except ValueError as error:
         raise UsageError(str(error)) from None
     trace_id = _send(settings, telemetry_settings, message)

@@ -85,6 +85,10 @@ param maxConcurrentMessages int = 64
 param prefetchCount int = 100
 @description('MAX_MESSAGE_BYTES')
 param maxMessageBytes int = 262144
+@description('MAX_INPUT_BYTES')
+param maxInputBytes int = 524288
+@description('MAX_EVENT_BYTES')
+param maxEventBytes int = 65536
 @description('APPROVAL_NOT_FOUND_WINDOW_SECONDS')
 param approvalNotFoundWindowSeconds int = 300
 @description('SHUTDOWN_GRACE_SECONDS')
@@ -269,6 +273,14 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             {
               name: 'MAX_MESSAGE_BYTES'
               value: string(maxMessageBytes)
+            }
+            {
+              name: 'MAX_INPUT_BYTES'
+              value: string(maxInputBytes)
+            }
+            {
+              name: 'MAX_EVENT_BYTES'
+              value: string(maxEventBytes)
             }
             {
               name: 'APPROVAL_NOT_FOUND_WINDOW_SECONDS'

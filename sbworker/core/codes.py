@@ -28,6 +28,11 @@ class Reason(StrEnum):
     UNDECODABLE_MESSAGE = "UndecodableMessage"
     MESSAGE_ID_TOO_LONG = "MessageIdTooLong"
     UNKNOWN_EVENT = "UnknownEvent"
+    # The message is well formed but asks for more than the bounds allow (README "Limits").
+    INSTANCE_ID_TOO_LONG = "InstanceIdTooLong"
+    INPUT_TOO_LARGE = "InputTooLarge"
+    INPUT_OUT_OF_BOUNDS = "InputOutOfBounds"
+    EVENT_TOO_LARGE = "EventTooLarge"
     # The message is fine, but its target is not.
     INSTANCE_NOT_FOUND = "InstanceNotFound"
     INSTANCE_NOT_RUNNING = "InstanceNotRunning"

@@ -16,6 +16,13 @@ from azure.servicebus import ServiceBusConnectionStringProperties, parse_connect
 
 from sbworker.core.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
 from sbworker.core.errors import ConfigError
+from sbworker.core.limits import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_INPUT_BYTES,
+    DTS_PAYLOAD_BYTES,
+    Limits,
+)
 from sbworker.core.net import is_loopback
 
 # The official emulators' well-known local values: a bare checkout talks to them (or to localbus) unconfigured.
@@ -45,6 +52,8 @@ ENV_VARS: tuple[str, ...] = (
     "MAX_CONCURRENT_MESSAGES",
     "PREFETCH_COUNT",
     "MAX_MESSAGE_BYTES",
+    "MAX_INPUT_BYTES",
+    "MAX_EVENT_BYTES",
     "APPROVAL_NOT_FOUND_WINDOW_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
     "HEALTH_PORT",
@@ -137,6 +146,7 @@ class Settings:
     dts: DtsSettings
     servicebus: ServiceBusSettings
     listener: ListenerSettings
+    limits: Limits = DEFAULT_LIMITS  # what a message may carry into DTS (sbworker.core.limits)
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line (the log formatter removes them)."""
@@ -166,6 +176,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             health_port=integer(env, "HEALTH_PORT", 8000, low=0, high=65535),
             log_level=_log_level(env),
         ),
+        limits=_limits(env),
+    )
+
+
+def _limits(env: Mapping[str, str]) -> Limits:
+    """Up to DTS's own ceiling for one payload (1 MiB): beyond it DTS refuses the payload anyway."""
+    return Limits(
+        max_input_bytes=integer(env, "MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, low=1024, high=DTS_PAYLOAD_BYTES),
+        max_event_bytes=integer(env, "MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES, low=1024, high=DTS_PAYLOAD_BYTES),
     )
 
 

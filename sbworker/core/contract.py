@@ -10,8 +10,14 @@ here and stated in the schema descriptions.
 Decisions (and why):
 
 - Checks run in this order, and the first failure wins: size (``TooLarge``, before any decoding so a huge
-  body costs nothing), subject, content type, UTF-8, JSON, schema, start time, orchestration registration,
-  message id. A message therefore gets the most basic reason that applies.
+  body costs nothing), subject, content type, UTF-8, JSON, instance id length, schema, start time, orchestration
+  registration, input size, the orchestration's own input bounds, message id, event data size. A message
+  therefore gets the most basic reason that applies.
+- Bounds (``sbworker.core.limits``) are checked here, before anything reaches DTS: an instance id DTS would
+  refuse (``InstanceIdTooLong``), an input or event data larger as JSON in DTS than the configured limit
+  (``InputTooLarge``, ``EventTooLarge``), and what an orchestration refuses in its own input
+  (``InputOutOfBounds``, e.g. workflow_with_retry's retry overrides). Each description names the limit and the
+  actual size.
 - Subjects match exactly and case-sensitively (``"start"``, ``"approval"``, ``"event"``) after stripping
   surrounding whitespace: whitespace is an easy publisher slip, a different case may be a different message type.
 - ``event`` raises any event an orchestration declares (``sbworker.core.events``): an undeclared name is
@@ -51,8 +57,10 @@ from typing import Any, Final, NoReturn, TypeAlias
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from sbworker.core import limits
 from sbworker.core.codes import APPROVAL_EVENT, Reason
 from sbworker.core.events import RESERVED_KEY, EventCatalog
+from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from sbworker.core.text import clip
 
 SUBJECT_START: Final = "start"
@@ -121,6 +129,8 @@ class Invalid:
 Request = StartRequest | ApprovalRequest | EventRequest
 #: What raises an event on an instance: an approval (the shorthand) or any declared event.
 RaiseRequest = ApprovalRequest | EventRequest
+#: (orchestration name, input) -> why the orchestration refuses that input, or None.
+InputCheck: TypeAlias = Callable[[str, Any], str | None]
 
 
 def _load_schema(name: str) -> dict[str, Any]:
@@ -163,13 +173,15 @@ def parse(
     registered_names: Callable[[], Iterable[str]] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     events: EventCatalog | None = None,
+    bounds: Limits = DEFAULT_LIMITS,
+    input_problem: InputCheck | None = None,
 ) -> Request | Invalid:
     """Turn one message into a request, or an ``Invalid`` for the caller to dead-letter.
 
-    ``events`` declares the events subject ``event`` may raise (none when absent).
+    ``events`` declares the events subject ``event`` may raise (none when absent); ``input_problem(name, input)``
+    says why an orchestration refuses its input (``InputOutOfBounds``).
 
-    Never raises because of the message's content; exceptions from ``is_registered``/``registered_names``
-    (caller bugs) propagate.
+    Never raises because of the message's content; exceptions from the callables (caller bugs) propagate.
     """
     try:
         return _parse(
@@ -181,6 +193,8 @@ def parse(
             registered_names=registered_names,
             max_bytes=max_bytes,
             events=events,
+            bounds=bounds,
+            input_problem=input_problem,
         )
     except _Reject as rejection:
         # A plain str, not the enum member: it crosses into logs and AMQP properties.
@@ -197,17 +211,48 @@ def _parse(
     registered_names: Callable[[], Iterable[str]] | None,
     max_bytes: int,
     events: EventCatalog | None,
+    bounds: Limits,
+    input_problem: InputCheck | None,
 ) -> Request:
     if len(body) > max_bytes:
         _reject(Reason.TOO_LARGE, f"body is {len(body)} bytes; the limit is {max_bytes} bytes")
     kind = _check_subject(subject)
     _check_content_type(content_type)
     document = _load_json(_decode(body))
+    _check_instance_id_length(document)
     if kind == SUBJECT_START:
-        return _start(document, message_id, is_registered, registered_names)
-    if kind == SUBJECT_EVENT:
-        return _event(document, events)
-    return _approval(document)
+        return _start(document, message_id, is_registered, registered_names, bounds, input_problem)
+    raised: RaiseRequest = _event(document, events) if kind == SUBJECT_EVENT else _approval(document)
+    _check_event(raised, message_id, bounds)
+    return raised
+
+
+def _check_instance_id_length(document: Any) -> None:
+    """Before the schema, so an id DTS would refuse gets its own reason rather than a schema clause."""
+    instance_id = document.get("instance_id") if isinstance(document, dict) else None
+    problem = limits.instance_id_problem(instance_id, "$.instance_id") if isinstance(instance_id, str) else None
+    if problem is not None:
+        _reject(Reason.INSTANCE_ID_TOO_LONG, problem)
+
+
+def _check_input(name: str, value: Any, bounds: Limits, input_problem: InputCheck | None) -> None:
+    problem = limits.input_problem(value, bounds)
+    if problem is not None:
+        _reject(Reason.INPUT_TOO_LARGE, problem)
+    problem = input_problem(name, value) if input_problem is not None else None
+    if problem is not None:
+        _reject(Reason.INPUT_OUT_OF_BOUNDS, f"{problem} ({name})")
+
+
+def _check_event(request: RaiseRequest, message_id: str | bytes | None, bounds: Limits) -> None:
+    """The event data as the listener raises it (tagged with the message id) within MAX_EVENT_BYTES."""
+    data: dict[str, Any] = request.event_data()
+    if message_id:
+        data[RESERVED_KEY] = (message_id.decode("utf-8", "replace") if isinstance(message_id, bytes)
+                              else str(message_id))
+    problem = limits.event_problem(data, bounds, f"the data of event {request.event_name}")
+    if problem is not None:
+        _reject(Reason.EVENT_TOO_LARGE, problem)
 
 
 def _check_subject(subject: str | None) -> str:
@@ -347,6 +392,8 @@ def _start(
     message_id: str | bytes | None,
     is_registered: Callable[[str], bool],
     registered_names: Callable[[], Iterable[str]] | None,
+    bounds: Limits,
+    input_problem: InputCheck | None,
 ) -> StartRequest:
     _validate(_START, document)
     start_at = _parse_start_at(document["start_at"]) if "start_at" in document else None
@@ -356,6 +403,7 @@ def _start(
             Reason.UNKNOWN_ORCHESTRATION,
             f"$.orchestration: {_show(name)} is not registered; {_names(registered_names)}",
         )
+    _check_input(name, document.get("input"), bounds, input_problem)
     if "instance_id" in document:
         return StartRequest(name, document["instance_id"], document.get("input"), start_at, False)
     return StartRequest(name, _instance_id_from(message_id), document.get("input"), start_at, True)
@@ -426,6 +474,9 @@ def _instance_id_from(message_id: str | bytes | None) -> str:
         message_id = str(message_id)  # e.g. uuid.UUID from the SDK
     if not message_id:
         _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but the message has no message_id")
+    too_long = limits.instance_id_problem(message_id, "the message_id")
+    if too_long is not None:
+        _reject(Reason.INSTANCE_ID_TOO_LONG, f"{absent}, but {too_long}")
     problems = _describe_all(_INSTANCE_ID.iter_errors(message_id), root="message_id")
     if problems:
         _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but it is not a usable instance id: {problems}")
@@ -557,7 +608,8 @@ def _clip(description: str) -> str:
 
 
 def start_body(
-    orchestration: str, input: Any = None, instance_id: str | None = None, start_at: datetime | None = None
+    orchestration: str, input: Any = None, instance_id: str | None = None, start_at: datetime | None = None,
+    *, bounds: Limits = DEFAULT_LIMITS, input_problem: InputCheck | None = None,
 ) -> dict[str, Any]:
     """A ``start`` body that ``parse`` accepts (registration aside); raises ``ValueError`` otherwise.
 
@@ -570,28 +622,43 @@ def start_body(
         body["instance_id"] = instance_id
     if start_at is not None:
         body["start_at"] = _format_utc(start_at)
-    _check_body(_START, body)
+    _check_body(_START, body, lambda: _check_input(orchestration, input, bounds, input_problem))
     return body
 
 
-def approval_body(instance_id: str, approved: bool, approver: str, comment: str | None = None) -> dict[str, Any]:
+# Room for the message id the listener adds to raised event data: the Service Bus SDKs send at most 128 characters.
+_LONGEST_MESSAGE_ID: Final = "m" * 128
+
+
+def approval_body(instance_id: str, approved: bool, approver: str, comment: str | None = None,
+                  *, bounds: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """An ``approval`` body that ``parse`` accepts; raises ``ValueError`` otherwise. ``comment=None`` is omitted."""
     body: dict[str, Any] = {"instance_id": instance_id, "approved": approved, "approver": approver}
     if comment is not None:
         body["comment"] = comment
-    _check_body(_APPROVAL, body)
+    request = ApprovalRequest(instance_id, approved, approver, comment)
+    _check_body(_APPROVAL, body, lambda: _check_event(request, _LONGEST_MESSAGE_ID, bounds))
     return body
 
 
-def event_body(instance_id: str, name: str, data: Any, events: EventCatalog) -> dict[str, Any]:
+def event_body(instance_id: str, name: str, data: Any, events: EventCatalog, *, bounds: Limits = DEFAULT_LIMITS
+               ) -> dict[str, Any]:
     """An ``event`` body that ``parse`` accepts with ``events``; raises ``ValueError`` naming the problem otherwise."""
     body: dict[str, Any] = {"instance_id": instance_id, "name": name, "data": data}
     try:
         _check_value(body)
-        _event(body, events)
+        _check_instance_id_length(body)
+        _check_event(_event(body, events), _LONGEST_MESSAGE_ID, bounds)
     except _Reject as rejection:
         raise ValueError(_clip(rejection.description)) from None
     return body
+
+
+def check_event_data(data: Any, bounds: Limits = DEFAULT_LIMITS) -> None:
+    """Raise ``ValueError`` naming the limit when ``data`` is larger as JSON than events may be (MAX_EVENT_BYTES)."""
+    problem = limits.event_problem(data, bounds)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _format_utc(moment: datetime) -> str:
@@ -604,9 +671,11 @@ def _format_utc(moment: datetime) -> str:
     return utc.isoformat().removesuffix("+00:00") + "Z"
 
 
-def _check_body(validator: Draft202012Validator, body: dict[str, Any]) -> None:
+def _check_body(validator: Draft202012Validator, body: dict[str, Any], bounds: Callable[[], None]) -> None:
     try:
         _check_value(body)
+        _check_instance_id_length(body)
         _validate(validator, body)
+        bounds()
     except _Reject as rejection:
         raise ValueError(_clip(rejection.description)) from None

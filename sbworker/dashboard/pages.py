@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from sbworker.core.limits import MAX_INSTANCE_ID_LENGTH
 from sbworker.core.times import span_text, utc_text
 
 PACKAGE = Path(__file__).resolve().parent
@@ -31,6 +32,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["when"] = when
     env.filters["duration"] = duration
+    env.globals["MAX_INSTANCE_ID_LENGTH"] = MAX_INSTANCE_ID_LENGTH  # the forms' maxlength, as the contract checks
     return env
 
 

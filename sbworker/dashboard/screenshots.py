@@ -59,9 +59,9 @@ def populate(settings: Settings, run: str) -> dict[str, str]:
             message, _ = publish.start_message(name, data, instance_id, start_at)
             publish.send(sb, source, message)
 
-        start("workflow_with_retry", {"fail_times": 2, "retry": {"first_retry_seconds": 0.4, "backoff": 1.5}},
+        start("workflow_with_retry", {"fail_times": 2, "retry": {"first_retry_seconds": 1, "backoff": 1.5}},
               ids["retry"])
-        start("workflow_with_retry", {"always_fail": True, "retry": {"first_retry_seconds": 0.3, "max_attempts": 2}},
+        start("workflow_with_retry", {"always_fail": True, "retry": {"first_retry_seconds": 1, "max_attempts": 2}},
               ids["compensated"])
         start("approval_workflow", {"item": "standing desk", "amount": 640, "requested_by": "grace"}, ids["waiting"])
         # DTS holds this one as PENDING until tomorrow (start_at) …

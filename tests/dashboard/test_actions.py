@@ -81,6 +81,12 @@ def test_a_refused_action_says_why_and_changes_nothing(stack: Stack, sb: Service
     assert 'class="notice error"' in page.text
     page = web.post("/instance/raise", {"id": instance_id, "event_name": "ApprovalEvent", "event_data": "{oops"})
     assert page.notice().startswith("The event data is not valid JSON")
+    # 20 events of 256 KiB (the issue) cannot come from here: one over MAX_EVENT_BYTES is refused, naming it.
+    page = web.post("/instance/raise", {"id": instance_id, "event_name": "Bulk",
+                                        "event_data": json.dumps("x" * 70_000)})
+    assert page.notice() == ("Not raised: event data is 70,002 bytes as JSON in DTS; the limit is 65,536 bytes "
+                             "(MAX_EVENT_BYTES).")
+    assert not [e for e in dts.get_orchestration_history(instance_id) if isinstance(e, EventRaisedEvent)]
     assert _status(dts, instance_id) == "RUNNING"
 
 
@@ -174,12 +180,19 @@ def test_new_orchestration_refuses_bad_input_and_sends_nothing(stack: Stack, sb:
         ({"orchestration": "hello_cities", "input": "{nope"}, "The input is not valid JSON"),
         ({"orchestration": "say_hello", "input": ""}, "Unknown orchestration &#39;say_hello&#39;"),
         ({"orchestration": "hello_cities", "input": "", "start_at": "tomorrow"}, "start_at is not an ISO-8601 time"),
+        ({"orchestration": "hello_cities", "input": "", "instance_id": "i" * 101},
+         "instance_id is 101 characters; the limit is 100 characters"),
+        ({"orchestration": "hello_cities", "input": json.dumps("\u00e9" * 100_000, ensure_ascii=False)},
+         "$.input is 600,002 bytes as JSON in DTS; the limit is 524,288 bytes (MAX_INPUT_BYTES)"),
+        ({"orchestration": "workflow_with_retry", "input": '{"retry": {"max_attempts": 100}}'},
+         "max_attempts: 100 is out of bounds; the limit is 1 to 10 attempts"),
     ):
         page = web.request("POST", "/new", {**form, "instance_id": form.get("instance_id", f"{run_id}-x"),
                                             "csrf_token": token}, headers={"Origin": web.base})
         assert page.status == 400 and error in page.text, page.text[-2000:]
         assert '{nope' not in form["input"] or "{nope</textarea>" in page.text  # what was typed is kept
     assert dts.get_orchestration_state(f"{run_id}-x") is None
+    assert 'name="instance_id" maxlength="100"' in web.get("/new").text
 
 
 def test_resubmit_a_dead_letter_after_its_instance_exists(stack: Stack, sb: ServiceBusClient,

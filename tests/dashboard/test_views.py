@@ -158,8 +158,8 @@ def test_history_is_a_feed_of_events_with_times_and_payloads(stack: Stack, sb: S
 def test_timeline_draws_each_retry_as_its_own_bar(stack: Stack, sb: ServiceBusClient,
                                                   dts: DurableTaskSchedulerClient, web: Web, run_id: str) -> None:
     instance_id = f"{run_id}-retried"
-    start(sb, _queue(stack), "workflow_with_retry", {"fail_times": 2, "retry": {"first_retry_seconds": 0.2}},
-          instance_id=instance_id)
+    start(sb, _queue(stack), "workflow_with_retry",
+          {"fail_times": 2, "retry": {"first_retry_seconds": 1, "backoff": 1}}, instance_id=instance_id)
     assert finished(dts, instance_id).serialized_output == '"Service succeeded after 3 attempt(s)"'
     page = web.get(f"/instance/timeline?id={instance_id}")
     bars = re.findall(r'<g class="bar k-(\w+) o-(\w+)" data-kind="\w+" data-outcome="\w+" data-label="([^"]*)"'

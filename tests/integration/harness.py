@@ -26,6 +26,7 @@ from sbworker.core import clients, config, messages
 from sbworker.core.codes import PROP_RETRIES
 from sbworker.core.config import ListenerSettings, ServiceBusSettings
 from sbworker.core.entities import Source, queue_source, topic_source
+from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from tests.fixtures.target import ExternalBus
 
 QUEUE = "workflow-requests"
@@ -79,7 +80,7 @@ class Harness:
     def __init__(self, bus: LocalBus, dts_settings: config.DtsSettings, *, queue: str = QUEUE,
                  listener_settings: ListenerSettings = DEFAULT_LISTENER, dispatcher_retry_seconds: float = 2.0,
                  wrap_dispatcher: Callable[[Dispatcher], Dispatcher] | None = None,
-                 source: Source | None = None) -> None:
+                 source: Source | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
         """`source` (default: the queue `queue`) may be the topic form: then one listener per entity it reads,
         publishing goes to the topic, and the peeks cover the subscription and the retry queue."""
         self.bus = bus
@@ -89,6 +90,7 @@ class Harness:
         self.listener_settings = listener_settings
         self.retry_seconds = dispatcher_retry_seconds
         self.wrap_dispatcher = wrap_dispatcher
+        self.limits = limits
         self.stop_event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.listeners: list[Listener] = []
@@ -115,6 +117,8 @@ class Harness:
             settings=self.listener_settings,
             is_registered=registry.is_startable,
             registered_names=registry.orchestration_names,
+            bounds=self.limits,
+            input_problem=registry.input_problem,
         ) for entity in self.source.receive_from]
         self.client = ServiceBusClient.from_connection_string(self.bus.connection_string)
         await self.start_listener()

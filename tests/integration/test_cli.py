@@ -139,6 +139,11 @@ def test_list_json_and_filters(env: dict[str, str]) -> None:
     (["publish", "start", "hello_cities", "--start-at", "tomorrow"], "not an ISO-8601 time"),
     (["publish", "start", "hello_cities", "--start-at", "2030-01-01T09:00:00"], "needs a timezone"),
     (["publish", "start", "hello_cities", "--instance-id", ""], "instance_id"),
+    (["publish", "start", "hello_cities", "--instance-id", "i" * 101],
+     "instance_id is 101 characters; the limit is 100 characters"),
+    (["publish", "start", "workflow_with_retry", "--input", '{"retry": {"max_attempts": 100}}'],
+     "$.input.retry.max_attempts: 100 is out of bounds; the limit is 1 to 10 attempts (workflow_with_retry)"),
+    (["publish", "approve", "i" * 101], "instance_id is 101 characters"),
     (["publish", "approve"], "the following arguments are required: instance_id"),
     (["publish", "approve", "x", "--approver", ""], "approver"),
     (["list", "--status", "sleeping"], "invalid choice"),
@@ -153,6 +158,20 @@ def test_bad_arguments_give_one_line_and_exit_2(env: dict[str, str], args: list[
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("setting", "args", "message"), [
+    ("MAX_INPUT_BYTES", ["publish", "start", "hello_cities", "--input", json.dumps("x" * 2000)],
+     "$.input is 2,002 bytes as JSON in DTS; the limit is 1,024 bytes (MAX_INPUT_BYTES)"),
+    ("MAX_EVENT_BYTES", ["publish", "approve", "x", "--comment", "c" * 2000],
+     "the limit is 1,024 bytes (MAX_EVENT_BYTES)"),
+])
+def test_publish_refuses_what_the_settings_bound_before_sending(env: dict[str, str], setting: str, args: list[str],
+                                                                message: str) -> None:
+    result = sbworker(*args, env={**env, setting: "1024"})
+    assert result.returncode == 2, result
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_bad_configuration_gives_one_line_and_exit_2(env: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from orchestrations import registry
+from sbworker.core import contract
 from sbworker.core.errors import one_line
 from sbworker.core.times import utc_text
 from sbworker.dashboard.instances import form_time
@@ -93,6 +94,10 @@ async def _raise_event(request: web.Request, instance_id: str, form: MultiDictPr
     if not name or len(name) > 256:
         raise _Refused("An event needs a name (at most 256 characters).")
     data = _json_field(form, "event_data", "event data")
+    try:
+        contract.check_event_data(data, backend(request).settings.limits)
+    except ValueError as error:
+        raise _Refused(f"Not raised: {error}.") from None
     await backend(request).dts.raise_orchestration_event(instance_id, name, data=data)
     return redirect(instance_url(instance_id), f"Event {name} raised.")
 
@@ -109,7 +114,8 @@ async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[
     if state is None or not awaiting_approval(state):
         raise _Refused("This instance is not waiting for an approval.")
     try:
-        message = publish.approval_message(instance_id, decision == "approve", approver, comment)
+        message = publish.approval_message(instance_id, decision == "approve", approver, comment,
+                                           bounds=board.settings.limits)
     except ValueError as error:
         raise _Refused(f"Not sent: {error}") from None
     await board.queue.send(message)
@@ -145,7 +151,8 @@ async def new_start(request: web.Request) -> web.StreamResponse:
         data = _json_field(form, "input", "input")
         start_at = _start_at(values["start_at"])
         try:
-            message, instance_id = publish.start_message(name, data, values["instance_id"].strip() or None, start_at)
+            message, instance_id = publish.start_message(name, data, values["instance_id"].strip() or None, start_at,
+                                                         bounds=backend(request).settings.limits)
         except ValueError as error:
             raise _Refused(f"Not sent: {error}") from None
         await backend(request).queue.send(message)
