@@ -1,5 +1,5 @@
-"""`GET /healthz` (the process is alive), `GET /readyz` (receiver connected and DTS reachable) and `GET /metrics`
-(Prometheus text, when telemetry is enabled).
+"""`GET /healthz` (the process is alive), `GET /readyz` (receiver connected, DTS reachable, the co-hosted worker
+making progress; a 503 says why) and `GET /metrics` (Prometheus text, when telemetry is enabled).
 
 Served by aiohttp on a thread and event loop of its own (sbworker/core/site.py): a flood of probes (or a client
 that sends a 64 KiB header) is aiohttp's to refuse, and never queues behind, or in front of, message handling on
@@ -46,9 +46,11 @@ _BAD_REQUESTS = OneLineBadRequests()
 
 class HealthServer:
     def __init__(self, port: int, readiness: ReadinessCheck, *, host: str = "0.0.0.0", cache_seconds: float = 2.0,
-                 metrics: Callable[[], str] | None = None, details: Callable[[], dict[str, Any]] | None = None
-                 ) -> None:
-        """`details` adds facts to /readyz that do not decide readiness (the active SDK patches)."""
+                 metrics: Callable[[], str] | None = None, details: Callable[[], dict[str, Any]] | None = None,
+                 reasons: Callable[[], dict[str, str]] | None = None) -> None:
+        """`details` adds facts to /readyz that do not decide readiness (the active SDK patches); `reasons`
+        (thread-safe) explains failing checks in a 503's body, e.g. why the worker cannot make progress."""
+        self._reasons = reasons
         self._metrics = metrics
         self._details = details
         self._readiness = readiness
@@ -99,8 +101,12 @@ class HealthServer:
         checks = await self._checks()
         ok = all(checks.values())
         details = self._details() if self._details is not None else {}
-        return web.json_response({"status": "ready" if ok else "not ready", **checks, **details},
-                                 status=200 if ok else 503)
+        body: dict[str, Any] = {"status": "ready" if ok else "not ready", **checks, **details}
+        reasons = {name: why for name, why in (self._reasons() if self._reasons and not ok else {}).items()
+                   if checks.get(name) is False}
+        if reasons:
+            body["reasons"] = reasons
+        return web.json_response(body, status=200 if ok else 503)
 
     async def _checks(self) -> dict[str, bool]:
         assert self._check_lock is not None and self._checks_loop is not None

@@ -25,6 +25,7 @@ from orchestrations import registry
 from sbworker import patches
 from sbworker.core import clients
 from sbworker.core.config import DtsSettings, Settings
+from sbworker.core.worker_guard import WorkerGuard
 from sbworker.observability.metrics import NOOP, TimedDts
 from sbworker.observability.telemetry import Telemetry
 
@@ -64,6 +65,7 @@ class Service:
         self._dts_async_credential = dts_async_credential
         self._stop = asyncio.Event()
         self._worker: DurableTaskSchedulerWorker | None = None
+        self.guard = WorkerGuard()  # keeps one work item from stopping the worker; its health is in /readyz
         self._tasks: list[asyncio.Task[None]] = []
         self.dispatcher = Dispatcher(self._dts_client(), reconnect=self._dts_client)
         source = settings.servicebus.source
@@ -82,7 +84,7 @@ class Service:
         listen = settings.listener
         self.health = (HealthServer(listen.health_port, self._readiness, host=listen.health_host,
                                     metrics=self.telemetry.prometheus,
-                                    details=lambda: {"sdk_patches": patches.active()})
+                                    details=lambda: {"sdk_patches": patches.active()}, reasons=self._reasons)
                        if listen.health_port else None)
 
     def _dts_client(self) -> Any:
@@ -94,7 +96,7 @@ class Service:
         """Start the worker, the health endpoints and the listeners; returns without waiting for a connection."""
         patches.log_state()
         if self._with_worker:
-            self._worker = dts_worker(self.settings.dts, credential=self._dts_credential)
+            self._worker = dts_worker(self.settings.dts, credential=self._dts_credential, guard=self.guard)
             self._worker.start()
             log.info("DTS worker started (%s, task hub %r, %d orchestrations)", self.settings.dts.endpoint,
                      self.settings.dts.taskhub, len(registry.ORCHESTRATORS))
@@ -141,7 +143,14 @@ class Service:
         checks = {"dts": await _dts_reachable(self.dispatcher.client)}
         if self.listeners:
             checks["servicebus"] = all(listener.state.connected for listener in self.listeners)
+        if self._with_worker:
+            checks["worker"] = self.guard.health.problem() is None
         return checks
+
+    def _reasons(self) -> dict[str, str]:
+        """Why a failing check fails, where there is more to say than false (called on the health thread)."""
+        problem = self.guard.health.problem() if self._with_worker else None
+        return {"worker": problem} if problem else {}
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, telemetry: Telemetry | None = None,
@@ -159,9 +168,10 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, teleme
     return 0
 
 
-def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerWorker:
+def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None,
+               guard: WorkerGuard | None = None) -> DurableTaskSchedulerWorker:
     """The co-hosted worker: every registered orchestration and activity; not started."""
-    worker = clients.dts_worker(settings, credential=credential)
+    worker = clients.dts_worker(settings, credential=credential, guard=guard)
     registry.register(worker)
     return worker
 

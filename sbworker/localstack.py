@@ -73,8 +73,11 @@ def backends(environ: Mapping[str, str] | None = None, *, host: str = "127.0.0.1
         try:
             yield Backends(bus, dts, dataclasses.replace(
                 settings,
-                dts=config.parse_dts(f"Endpoint=http://localhost:{dts.port};Authentication=None",
+                # The local backend, with the DTS settings that are not about where it is.
+                dts=dataclasses.replace(
+                    config.parse_dts(f"Endpoint=http://localhost:{dts.port};Authentication=None",
                                      taskhub=settings.dts.taskhub),
+                    max_receive_bytes=settings.dts.max_receive_bytes, payload_storage=settings.dts.payload_storage),
                 servicebus=dataclasses.replace(settings.servicebus,
                                                access=config.ConnectionString(bus.connection_string)),
             ))

@@ -89,6 +89,8 @@ param maxMessageBytes int = 262144
 param maxInputBytes int = 524288
 @description('MAX_EVENT_BYTES')
 param maxEventBytes int = 65536
+@description('DTS_MAX_RECEIVE_BYTES')
+param dtsMaxReceiveBytes int = 16777216
 @description('APPROVAL_NOT_FOUND_WINDOW_SECONDS')
 param approvalNotFoundWindowSeconds int = 300
 @description('SHUTDOWN_GRACE_SECONDS')
@@ -281,6 +283,10 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             {
               name: 'MAX_EVENT_BYTES'
               value: string(maxEventBytes)
+            }
+            {
+              name: 'DTS_MAX_RECEIVE_BYTES'
+              value: string(dtsMaxReceiveBytes)
             }
             {
               name: 'APPROVAL_NOT_FOUND_WINDOW_SECONDS'

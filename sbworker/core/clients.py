@@ -20,7 +20,8 @@ from durabletask.grpc_options import GrpcChannelOptions
 
 from sbworker import patches
 from sbworker.core import credentials
-from sbworker.core.config import ConnectionString, DtsSettings, ServiceBusSettings
+from sbworker.core.config import ConnectionString, DtsSettings, PayloadStorage, ServiceBusSettings
+from sbworker.core.worker_guard import DTS_MESSAGE_BYTES, WorkerGuard
 
 # gRPC's default reconnect backoff grows to 120 s: after a DTS blip we would sit idle for minutes. Cap it.
 CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
@@ -40,33 +41,60 @@ CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
 ])
 
 
-def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerWorker:
-    """A worker with nothing registered yet (the service registers the orchestrations); not started."""
+def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None,
+               guard: WorkerGuard | None = None) -> DurableTaskSchedulerWorker:
+    """A worker with nothing registered yet (the service registers the orchestrations); not started.
+
+    Every worker runs behind a `WorkerGuard` (one work item cannot stop it); pass one to read its health.
+    """
     cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
-    return DurableTaskSchedulerWorker(token_credential=cred, **_dts_options(settings, "worker"))
+    return DurableTaskSchedulerWorker(token_credential=cred, interceptors=[guard or WorkerGuard()],
+                                      **_dts_options(settings, "worker", cred))
 
 
 def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerClient:
     cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
-    return DurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client"))
+    return DurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client", cred))
 
 
 def dts_async_client(
     settings: DtsSettings, *, credential: AsyncTokenCredential | None = None
 ) -> AsyncDurableTaskSchedulerClient:
     cred = credential or credentials.async_credential(settings.auth, settings.client_id)
-    return AsyncDurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client"))
+    store_cred = credentials.sync_credential(settings.auth, settings.client_id) if settings.payload_storage else None
+    return AsyncDurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client", store_cred))
 
 
-def _dts_options(settings: DtsSettings, component: str) -> dict[str, Any]:
-    return {
+def _dts_options(settings: DtsSettings, component: str, credential: Any) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "host_address": settings.endpoint,
         "taskhub": settings.taskhub,
         "secure_channel": settings.secure,
-        "channel_options": CHANNEL_OPTIONS,
+        "channel_options": channel_options(settings),
         # Their output goes through our logging configuration (durabletask at WARNING unless LOG_LEVEL=DEBUG).
         "logger": logging.getLogger(f"durabletask.{component}"),
     }
+    if settings.payload_storage is not None:
+        options["payload_store"] = payload_store(settings.payload_storage, credential)
+    return options
+
+
+def channel_options(settings: DtsSettings) -> GrpcChannelOptions:
+    """CHANNEL_OPTIONS, with DTS's message limits: send at most what DTS takes, receive what DTS may send."""
+    return GrpcChannelOptions(raw_options=list(CHANNEL_OPTIONS.raw_options),
+                              max_send_message_length=DTS_MESSAGE_BYTES,
+                              max_receive_message_length=settings.max_receive_bytes)
+
+
+def payload_store(storage: PayloadStorage, credential: Any) -> Any:
+    """The SDK's Azure Blob payload store (azure-storage-blob is imported only when storage is configured)."""
+    from durabletask.extensions.azure_blob_payloads import BlobPayloadStore, BlobPayloadStoreOptions
+
+    return BlobPayloadStore(BlobPayloadStoreOptions(
+        connection_string=storage.connection_string, account_url=storage.account_url,
+        credential=credential if storage.account_url else None, container_name=storage.container,
+        threshold_bytes=storage.threshold_bytes,
+    ))
 
 
 def servicebus_client(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
@@ -54,11 +54,18 @@ ENV_VARS: tuple[str, ...] = (
     "MAX_MESSAGE_BYTES",
     "MAX_INPUT_BYTES",
     "MAX_EVENT_BYTES",
+    "DTS_MAX_RECEIVE_BYTES",
     "APPROVAL_NOT_FOUND_WINDOW_SECONDS",
     "SHUTDOWN_GRACE_SECONDS",
     "HEALTH_PORT",
     "LOG_LEVEL",
 )
+
+#: Large-payload storage (the durabletask SDK's externalisation to Azure Blob storage): opt-in, so, like the OTEL_*
+#: variables, not in ENV_VARS; validated here, applied in sbworker/core/clients.py.
+PAYLOAD_ENV_VARS: tuple[str, ...] = ("DTS_PAYLOAD_STORAGE", "DTS_PAYLOAD_CONTAINER", "DTS_PAYLOAD_THRESHOLD_BYTES")
+#: The SDK's own cap on one externalised payload (LargePayloadStorageOptions.max_stored_payload_bytes).
+MAX_STORED_PAYLOAD_BYTES = 10 * 1024 * 1024
 
 class Auth(enum.StrEnum):
     """How we authenticate to DTS or Service Bus."""
@@ -70,6 +77,20 @@ class Auth(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class PayloadStorage:
+    """Where the SDK's large-payload externalisation keeps payloads over `threshold_bytes` (Azure Blob storage).
+
+    Exactly one of `connection_string` (a storage connection string, e.g. Azurite's) and `account_url` (then the
+    DTS credential signs in: managed identity or DefaultAzure) is set.
+    """
+
+    connection_string: str | None
+    account_url: str | None
+    container: str = "durabletask-payloads"
+    threshold_bytes: int = 262_144  # the SDK's default (and .NET's)
+
+
+@dataclass(frozen=True)
 class DtsSettings:
     """Where the Durable Task Scheduler is and how to authenticate to it."""
 
@@ -77,6 +98,10 @@ class DtsSettings:
     taskhub: str
     auth: Auth
     client_id: str | None  # user-assigned managed identity; None = system-assigned / not used
+    # The largest gRPC message a DTS channel receives (see README "Limits"): at least DTS's own 4 MiB, so anything
+    # DTS may send arrives; more, so that a history past it still reaches the worker instead of ending its stream.
+    max_receive_bytes: int = 16 * 1024 * 1024
+    payload_storage: PayloadStorage | None = None  # DTS_PAYLOAD_STORAGE: off unless configured
 
     @property
     def secure(self) -> bool:
@@ -151,19 +176,27 @@ class Settings:
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line (the log formatter removes them)."""
         access = self.servicebus.access
-        return access.secrets() if isinstance(access, ConnectionString) else []
+        found = access.secrets() if isinstance(access, ConnectionString) else []
+        storage = self.dts.payload_storage.connection_string if self.dts.payload_storage else None
+        if storage:  # a storage connection string holds an account key or a SAS
+            keys = key_values(storage, "DTS_PAYLOAD_STORAGE")
+            found += [keys[k] for k in ("accountkey", "sharedaccesssignature") if keys.get(k)]
+        return found
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad variable."""
     env = os.environ if environ is None else environ
     client_id = optional(env, "AZURE_CLIENT_ID")
+    dts = replace(
+        parse_dts(env.get("DTS_CONNECTION_STRING") or DEFAULT_DTS_CONNECTION_STRING, taskhub=_taskhub(env),
+                  default_client_id=client_id),
+        max_receive_bytes=integer(env, "DTS_MAX_RECEIVE_BYTES", 16 * 1024 * 1024, low=4 * 1024 * 1024,
+                                  high=256 * 1024 * 1024),
+        payload_storage=payload_storage(env),
+    )
     return Settings(
-        dts=parse_dts(
-            env.get("DTS_CONNECTION_STRING") or DEFAULT_DTS_CONNECTION_STRING,
-            taskhub=_taskhub(env),
-            default_client_id=client_id,
-        ),
+        dts=dts,
         servicebus=_servicebus(env, client_id),
         listener=ListenerSettings(
             max_concurrent_messages=integer(env, "MAX_CONCURRENT_MESSAGES", 64, low=1, high=1024),
@@ -176,15 +209,50 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             health_port=integer(env, "HEALTH_PORT", 8000, low=0, high=65535),
             log_level=_log_level(env),
         ),
-        limits=_limits(env),
+        limits=_limits(env, large_payloads=dts.payload_storage is not None),
     )
 
 
-def _limits(env: Mapping[str, str]) -> Limits:
-    """Up to DTS's own ceiling for one payload (1 MiB): beyond it DTS refuses the payload anyway."""
+def _limits(env: Mapping[str, str], *, large_payloads: bool) -> Limits:
+    """Up to DTS's own ceiling for one payload (1 MiB); up to the SDK's 10 MiB with large-payload storage."""
+    high = MAX_STORED_PAYLOAD_BYTES if large_payloads else DTS_PAYLOAD_BYTES
+    hint = "" if large_payloads else " (more needs large-payload storage, DTS_PAYLOAD_STORAGE)"
     return Limits(
-        max_input_bytes=integer(env, "MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, low=1024, high=DTS_PAYLOAD_BYTES),
-        max_event_bytes=integer(env, "MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES, low=1024, high=DTS_PAYLOAD_BYTES),
+        max_input_bytes=integer(env, "MAX_INPUT_BYTES", DEFAULT_MAX_INPUT_BYTES, low=1024, high=high, hint=hint),
+        max_event_bytes=integer(env, "MAX_EVENT_BYTES", DEFAULT_MAX_EVENT_BYTES, low=1024, high=high, hint=hint),
+    )
+
+
+def payload_storage(env: Mapping[str, str]) -> PayloadStorage | None:
+    """DTS_PAYLOAD_STORAGE: a storage connection string, or an https:// blob account URL (signed in as for DTS)."""
+    name = "DTS_PAYLOAD_STORAGE"
+    raw = optional(env, name)
+    if raw is None:
+        for other in PAYLOAD_ENV_VARS[1:]:
+            if optional(env, other) is not None:
+                raise ConfigError(other, f"only used with {name}")
+        return None
+    if raw.lower().startswith(("http://", "https://")):
+        parts = urlsplit(raw)
+        if not parts.hostname or parts.query:
+            raise ConfigError(name, "expected https://<account>.blob.core.windows.net or a storage connection string")
+        connection_string, account_url = None, raw
+    else:
+        fields = key_values(raw, name)  # never echoes the value: it holds an account key
+        if not ({"accountname", "blobendpoint", "usedevelopmentstorage"} & set(fields)):
+            raise ConfigError(name, "a storage connection string needs AccountName= or BlobEndpoint= "
+                              "(or an https:// account URL instead)")
+        connection_string, account_url = raw, None
+    container = optional(env, "DTS_PAYLOAD_CONTAINER") or "durabletask-payloads"
+    if not (3 <= len(container) <= 63 and container.replace("-", "").isalnum() and container == container.lower()
+            and not container.startswith("-") and "--" not in container):
+        raise ConfigError("DTS_PAYLOAD_CONTAINER", f"not a valid blob container name: {container[:80]!r}")
+    return PayloadStorage(
+        connection_string=connection_string,
+        account_url=account_url,
+        container=container,
+        # The .NET SDK refuses a threshold over 1 MiB; DTS would refuse such a payload anyway.
+        threshold_bytes=integer(env, "DTS_PAYLOAD_THRESHOLD_BYTES", 262_144, low=1024, high=DTS_PAYLOAD_BYTES),
     )
 
 
@@ -370,7 +438,7 @@ def optional(env: Mapping[str, str], name: str) -> str | None:
     return value.strip()
 
 
-def integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+def integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: int, hint: str = "") -> int:
     raw = optional(env, name)
     if raw is None:
         return default
@@ -379,7 +447,7 @@ def integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: 
     except ValueError:
         raise ConfigError(name, f"expected an integer, got {raw!r}") from None
     if not low <= value <= high:
-        raise ConfigError(name, f"must be between {low} and {high}, got {value}")
+        raise ConfigError(name, f"must be between {low} and {high}{hint}, got {value}")
     return value
 
 

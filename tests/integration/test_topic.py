@@ -188,7 +188,7 @@ def test_the_cli_publishes_to_the_topic_and_the_service_is_ready(stack: tuple[Lo
     assert status(env, iid, "Approved")["custom_status"]["approver"] == "ada"
     from tests.integration.test_service import _get
 
-    assert _get(port, "/readyz") == (200, {"status": "ready", "dts": True, "servicebus": True,
+    assert _get(port, "/readyz") == (200, {"status": "ready", "dts": True, "servicebus": True, "worker": True,
                                            "sdk_patches": patches.expected()})
     seen = [m for m in drain_subscription(bus, "audit") if iid in b"".join(m.body).decode()]
     assert [text(m.subject) for m in seen] == ["start", "approval"]

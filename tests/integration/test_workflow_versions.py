@@ -24,8 +24,9 @@ from durabletask.client import OrchestrationStatus
 
 from activities import services
 from activities.services import compensation_activity, unreliable_service
-from listener import clients
+from listener import service
 from orchestrations import registry
+from sbworker.core import clients
 from tests.fixtures.dts import DtsBackend, start_backend
 
 
@@ -93,7 +94,7 @@ def test_an_instance_half_way_through_the_old_retries_finishes_under_the_new_cod
         worker.stop()
     attempts_before = services.attempts(key)
     assert 5 <= attempts_before < 11
-    new = clients.dts_worker(backend.settings)
+    new = service.dts_worker(backend.settings)
     new.start()
     try:
         state = client.wait_for_orchestration_completion(iid, timeout=60)
@@ -108,7 +109,7 @@ def test_an_instance_half_way_through_the_old_retries_finishes_under_the_new_cod
 
 def test_version_2_hands_each_attempt_a_few_bytes_and_returns_the_input_s_result(backend: DtsBackend) -> None:
     client = clients.dts_client(backend.settings)
-    worker = clients.dts_worker(backend.settings)
+    worker = service.dts_worker(backend.settings)
     worker.start()
     big = "\u00e9" * 50_000  # 300 KB in DTS
     try:

@@ -81,8 +81,21 @@ def test_taskhub_from_env_and_from_string() -> None:
         ({"APPROVAL_NOT_FOUND_WINDOW_SECONDS": "soon"}, "APPROVAL_NOT_FOUND_WINDOW_SECONDS", "number of seconds"),
         ({"HEALTH_PORT": "70000"}, "HEALTH_PORT", "between 0 and 65535"),
         ({"MAX_INPUT_BYTES": "big"}, "MAX_INPUT_BYTES", "expected an integer"),
-        ({"MAX_INPUT_BYTES": "2000000"}, "MAX_INPUT_BYTES", "between 1024 and 1048576, got 2000000"),
-        ({"MAX_EVENT_BYTES": "10"}, "MAX_EVENT_BYTES", "between 1024 and 1048576, got 10"),
+        ({"MAX_INPUT_BYTES": "2000000"}, "MAX_INPUT_BYTES", "between 1024 and 1048576 (more needs large-payload "
+         "storage, DTS_PAYLOAD_STORAGE), got 2000000"),
+        ({"MAX_INPUT_BYTES": "20000000", "DTS_PAYLOAD_STORAGE": "UseDevelopmentStorage=true"}, "MAX_INPUT_BYTES",
+         "between 1024 and 10485760, got 20000000"),
+        ({"DTS_MAX_RECEIVE_BYTES": "1000000"}, "DTS_MAX_RECEIVE_BYTES", "between 4194304 and 268435456"),
+        ({"DTS_PAYLOAD_CONTAINER": "payloads"}, "DTS_PAYLOAD_CONTAINER", "only used with DTS_PAYLOAD_STORAGE"),
+        ({"DTS_PAYLOAD_STORAGE": "garbage"}, "DTS_PAYLOAD_STORAGE", "Key=Value"),
+        ({"DTS_PAYLOAD_STORAGE": "DefaultEndpointsProtocol=https;EndpointSuffix=core.windows.net"},
+         "DTS_PAYLOAD_STORAGE", "needs AccountName= or BlobEndpoint="),
+        ({"DTS_PAYLOAD_STORAGE": "https://"}, "DTS_PAYLOAD_STORAGE", "expected https://<account>"),
+        ({"DTS_PAYLOAD_STORAGE": "UseDevelopmentStorage=true", "DTS_PAYLOAD_CONTAINER": "Bad_Name"},
+         "DTS_PAYLOAD_CONTAINER", "not a valid blob container name"),
+        ({"DTS_PAYLOAD_STORAGE": "UseDevelopmentStorage=true", "DTS_PAYLOAD_THRESHOLD_BYTES": "2000000"},
+         "DTS_PAYLOAD_THRESHOLD_BYTES", "between 1024 and 1048576"),
+        ({"MAX_EVENT_BYTES": "10"}, "MAX_EVENT_BYTES", "between 1024 and 1048576 (more needs"),
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL", "expected DEBUG"),
         ({"SERVICEBUS_QUEUE": "a queue"}, "SERVICEBUS_QUEUE", "not a valid queue name"),
         ({"SERVICEBUS_QUEUE": "q", "SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "s"}, "SERVICEBUS_QUEUE",
@@ -152,3 +165,17 @@ def test_servicebus_namespace_selects_entra_id() -> None:
 def test_endpoint_for_logs_has_no_secret() -> None:
     s = load({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://host:5673;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"})
     assert s.servicebus.endpoint_for_logs == "sb://host:5673"
+
+
+def test_large_payload_storage_is_off_by_default_and_its_key_is_a_secret() -> None:
+    assert load({}).dts.payload_storage is None
+    key = "a2V5LWZvci10ZXN0cy1vbmx5LTEyMzQ1Ng=="
+    conn = f"DefaultEndpointsProtocol=http;AccountName=dev;AccountKey={key};BlobEndpoint=http://127.0.0.1:1/dev;"
+    settings = load({"DTS_PAYLOAD_STORAGE": conn, "DTS_PAYLOAD_THRESHOLD_BYTES": "4096", "MAX_INPUT_BYTES": "5000000"})
+    storage = settings.dts.payload_storage
+    assert storage is not None and storage.connection_string == conn and storage.account_url is None
+    assert (storage.container, storage.threshold_bytes) == ("durabletask-payloads", 4096)
+    assert settings.limits.max_input_bytes == 5_000_000
+    assert key in settings.secrets()
+    by_identity = load({"DTS_PAYLOAD_STORAGE": "https://acct.blob.core.windows.net"}).dts.payload_storage
+    assert by_identity is not None and by_identity.account_url == "https://acct.blob.core.windows.net"
