@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Generator, Iterator
@@ -127,7 +128,7 @@ async def test_a_work_item_the_worker_cannot_receive_makes_readyz_say_why_until_
             body = await eventually(unready, timeout=60, interval=0.5, what="readyz naming the stuck worker")
             assert body["dts"] is True and body["status"] == "not ready"
             reason = body["reasons"]["worker"]
-            assert "work-item stream failed 3 times in a row" in reason
+            assert re.search(r"work-item stream failed [3-9] times in a row", reason), reason
             assert "RESOURCE_EXHAUSTED" in reason and "larger than max" in reason
             # localdts ends an instance whose work item went unanswered 5 times: then the worker runs again.
             state = await asyncio.to_thread(client.wait_for_orchestration_completion, waiting, timeout=120)
