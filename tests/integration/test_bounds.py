@@ -53,11 +53,14 @@ CASES: list[tuple[str, str, dict[str, Any], list[str]]] = [
       "input": {"pad": PAD, "always_fail": True, "retry": {"max_attempts": 100, "first_retry_seconds": 0}}},
      ["max_attempts: 100 is out of bounds; the limit is 1 to 10 attempts", "first_retry_seconds: 0"]),
     ("EventTooLarge", "approval", {"instance_id": "x", "approved": True, "approver": "a", "comment": "c" * 2000},
-     ["2,1", "limit is 1,024 bytes (MAX_EVENT_BYTES)"]),
+     ["the data of event ApprovalEvent is 2,1", "limit is 1,024 bytes (MAX_EVENT_BYTES)"]),
+    ("EventTooLarge", "event", {"instance_id": "x", "name": "PaymentReceived", "data": {
+        "amount_cents": 1, "currency": "EUR", "reference": "r" * 128, "payer": "\u00e9" * 256}},
+     ["the data of event PaymentReceived is 1,", "limit is 1,024 bytes (MAX_EVENT_BYTES)"]),
 ]
 
 
-@pytest.mark.parametrize(("expected", "subject", "body", "named"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("expected", "subject", "body", "named"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 async def test_a_message_over_a_bound_is_dead_lettered_naming_the_limit_and_the_size(
         h: Harness, expected: str, subject: str, body: dict[str, Any], named: list[str]) -> None:
     mid = await h.send(None, subject=subject, raw=json.dumps(body, ensure_ascii=False).encode("utf-8"))

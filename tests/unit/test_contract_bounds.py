@@ -11,17 +11,21 @@ import pytest
 
 from localdts import limits as localdts_limits
 from orchestrations import registry
+from orchestrations.events import CATALOG
 from orchestrations.workflow_with_retry import RETRY_BOUNDS
 from sbworker.core import limits
 from sbworker.core.codes import Reason
 from sbworker.core.contract import (
     SUBJECT_APPROVAL,
+    SUBJECT_EVENT,
     SUBJECT_START,
     ApprovalRequest,
+    EventRequest,
     Invalid,
     StartRequest,
     approval_body,
     check_event_data,
+    event_body,
     parse,
     start_body,
 )
@@ -37,7 +41,7 @@ def run(body: Any, subject: str = SUBJECT_START, *, message_id: str | None = "ms
     raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
     return parse(raw, subject=subject, content_type="application/json", message_id=message_id,
                  is_registered=registry.is_startable, registered_names=registry.orchestration_names,
-                 bounds=bounds, input_problem=registry.input_problem)
+                 events=CATALOG, bounds=bounds, input_problem=registry.input_problem)
 
 
 def reason_of(result: object, reason: Reason) -> str:
@@ -53,10 +57,13 @@ def test_the_instance_id_limit_is_dts_s_and_localdts_enforces_the_same() -> None
     assert MAX_INSTANCE_ID_LENGTH == localdts_limits.MAX_INSTANCE_ID_LENGTH == 100
 
 
-@pytest.mark.parametrize("subject", [SUBJECT_START, SUBJECT_APPROVAL])
+@pytest.mark.parametrize("subject", [SUBJECT_START, SUBJECT_APPROVAL, SUBJECT_EVENT])
 def test_an_instance_id_over_100_characters_is_instance_id_too_long(subject: str) -> None:
-    body: dict[str, Any] = ({"orchestration": "hello_cities"} if subject == SUBJECT_START
-                            else {"approved": True, "approver": "a"})
+    body: dict[str, Any] = {
+        SUBJECT_START: {"orchestration": "hello_cities"},
+        SUBJECT_APPROVAL: {"approved": True, "approver": "a"},
+        SUBJECT_EVENT: {"name": "PaymentReceived", "data": {"amount_cents": 1, "currency": "EUR", "reference": "r"}},
+    }[subject]
     assert not isinstance(run({**body, "instance_id": "i" * 100}, subject), Invalid)
     description = reason_of(run({**body, "instance_id": "i" * 101}, subject), Reason.INSTANCE_ID_TOO_LONG)
     assert description == ("$.instance_id is 101 characters; the limit is 100 characters "
@@ -71,7 +78,7 @@ def test_a_defaulted_instance_id_obeys_the_same_limit() -> None:
 
 
 def test_the_schemas_publish_the_same_limit() -> None:
-    for name in ("start", "approval"):
+    for name in ("start", "approval", "event"):
         text = (resources.files("sbworker.core") / "schemas" / f"{name}.schema.json").read_text(encoding="utf-8")
         assert json.loads(text)["$defs"]["instanceId"]["maxLength"] == MAX_INSTANCE_ID_LENGTH
 
@@ -153,6 +160,25 @@ def test_an_approval_s_event_data_over_max_event_bytes_is_event_too_large() -> N
     description = reason_of(run(body, SUBJECT_APPROVAL, bounds=Limits(max_event_bytes=1024)), Reason.EVENT_TOO_LARGE)
     assert "the data of event ApprovalEvent is 2,07" in description
     assert "the limit is 1,024 bytes (MAX_EVENT_BYTES)" in description
+
+
+def test_a_declared_event_s_data_over_max_event_bytes_is_event_too_large() -> None:
+    data = {"amount_cents": 4500, "currency": "EUR", "reference": "r" * 128, "payer": "\u00e9" * 256}
+    body = {"instance_id": "invoice-1", "name": "PaymentReceived", "data": data}
+    raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+    def parse_event(bounds: Limits) -> object:
+        return parse(raw, subject=SUBJECT_EVENT, content_type="application/json", message_id="m-1",
+                     is_registered=registry.is_startable, events=CATALOG, bounds=bounds)
+
+    assert isinstance(parse_event(limits.DEFAULT_LIMITS), EventRequest)
+    description = reason_of(parse_event(Limits(max_event_bytes=1024)), Reason.EVENT_TOO_LARGE)
+    assert description.startswith("the data of event PaymentReceived is 1,")
+    assert description.endswith("the limit is 1,024 bytes (MAX_EVENT_BYTES)")
+    with pytest.raises(ValueError, match="MAX_EVENT_BYTES"):
+        event_body("invoice-1", "PaymentReceived", data, CATALOG, bounds=Limits(max_event_bytes=1024))
+    with pytest.raises(ValueError, match="limit is 100 characters"):
+        event_body("i" * 101, "PaymentReceived", data, CATALOG)
 
 
 def test_the_largest_approval_the_schema_allows_fits_the_default_event_bound() -> None:
