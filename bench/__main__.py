@@ -24,6 +24,7 @@ from bench import (
     breakdown,
     ceilings,
     compare,
+    dashboard_bench,
     end_to_end,
     latency,
     listener_throughput,
@@ -61,14 +62,18 @@ class Sizes:
     localdts_repeats: int  # row 8
     localdts_starts: int
     localdts_hellos: int
+    dashboard_instances: int  # row 10
+    dashboard_repeats: int
 
 
 FULL = Sizes(messages=3000, naive_async=1000, proxied=3000, proxied_naive=600, dts=3000, servicebus=2000,
              sweep=2000, latency_seconds=20, latency_rate=50, e2e=400, backlog=10_000, repeats=3, trace=2000,
-             localdts_repeats=3, localdts_starts=2000, localdts_hellos=200)
+             localdts_repeats=3, localdts_starts=2000, localdts_hellos=200, dashboard_instances=100_000,
+             dashboard_repeats=40)
 QUICK = Sizes(messages=400, naive_async=150, proxied=400, proxied_naive=100, dts=400, servicebus=300, sweep=300,
               latency_seconds=4, latency_rate=50, e2e=50, backlog=1000, repeats=1, trace=300,
-              localdts_repeats=1, localdts_starts=500, localdts_hellos=60)
+              localdts_repeats=1, localdts_starts=500, localdts_hellos=60, dashboard_instances=10_000,
+              dashboard_repeats=10)
 LOCALDTS_KINDS = ["sdk", "memory", "durable"]
 
 
@@ -81,6 +86,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--skip-sweep", action="store_true", help="skip the MAX_CONCURRENT x PREFETCH sweep")
     parser.add_argument("--skip-localdts", action="store_true",
                         help="skip row 8 (localdts against the SDK's in-memory backend)")
+    parser.add_argument("--skip-dashboard", action="store_true",
+                        help="skip row 10 (the dashboard at 100,000 instances in localdts)")
     parser.add_argument("--concurrency", type=int, default=MAX_CONCURRENT,
                         help=f"MAX_CONCURRENT_MESSAGES for rows 2-7, 9 (default {MAX_CONCURRENT})")
     parser.add_argument("--prefetch", type=int, default=PREFETCH,
@@ -198,6 +205,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         durable = comparison.ratio("durable")
         if durable is not None:
             say(f"   durable: {durable.starts_per_s:.2f}x starts/s, {durable.hellos_per_s:.2f}x hello_cities/s")
+    if not args.skip_dashboard:
+        say(f"10. the dashboard and `sbworker list` at {sizes.dashboard_instances:,} instances in localdts "
+            f"({sizes.dashboard_repeats} requests per page)")
+        results["dashboard"] = await asyncio.to_thread(dashboard_bench.run, sizes.dashboard_instances,
+                                                       sizes.dashboard_repeats, say)
+        worst = results["dashboard"].worst
+        say(f"   worst p95 {worst.p95_ms:.0f} ms ({worst.what})")
     results["total_seconds"] = time.perf_counter() - began
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, compare, localdts_bench
+from bench import breakdown, compare, dashboard_bench, localdts_bench
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PACKAGES = ("azure-servicebus", "durabletask", "durabletask-azuremanaged", "grpcio", "python-qpid-proton")
@@ -196,6 +196,13 @@ def table(results: dict[str, Any]) -> str:
         rows.append((f"9. Through a {r.get('proxy_delay_ms', 2):g} ms-each-way proxy", "; ".join(parts),
                      f"bench.delayproxy on both the Service Bus and the DTS connection of the listener; {how}",
                      target))
+    board = r.get("dashboard")
+    if board is not None:
+        worst = board.worst
+        rows.append((f"10. Dashboard at {board.instances:,} instances", f"worst p95 {worst.p95_ms:.0f} ms "
+                     f"({worst.what}); `sbworker list --limit 50` {board.list_ms:.0f} ms",
+                     "every list page, filter and the overview, over HTTP; table below",
+                     verdict(worst.p95_ms <= dashboard_bench.TARGET_P95_MS)))
     lines = ["| Row | Result | How | Target |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     sweep = r.get("sweep")
@@ -227,6 +234,8 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", f"Row 8, localdts against the SDK's in-memory backend ({localdts_bench.describe(ldts)}; "
                       "ratios of the medians, in brackets the range of the per-repeat ratios):", "",
                   *localdts_bench.table(ldts)]
+    if board is not None:
+        lines += ["", f"Row 10, the dashboard at {dashboard_bench.describe(board)}:", "", *dashboard_bench.table(board)]
     m = r["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
                   f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",

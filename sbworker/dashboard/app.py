@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 
 from aiohttp import web
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
 from sbworker.core import clients
 from sbworker.core.config import Settings
-from sbworker.dashboard import pages, security, traces
+from sbworker.dashboard import overview, pages, security, traces
 from sbworker.dashboard.access import Access
 from sbworker.dashboard.queue import Queue
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # aiohttp's limits for a page nobody should send much to: 8 KiB lines and fields, 64 headers, 1 MiB bodies.
 MAX_BODY_BYTES = 1024 * 1024
+TRAIL_SIZE = 10_000
 
 
 class Backend:
@@ -38,6 +40,10 @@ class Backend:
         self.queues = [Queue(settings.servicebus, entity) for entity in settings.servicebus.source.receive_from]
         self.queue = self.queues[0]
         self._dts: AsyncDurableTaskSchedulerClient | None = None
+        # (list, cursor of a page) → cursor of the page before it: the query API only goes forward, so "newer"
+        # links come from the way each visitor walked. Bounded; a link older than that leads to the first page.
+        self._trail: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self.sampler = overview.Sampler(lambda: self.dts, self._queue_depth)
 
     @property
     def dts(self) -> AsyncDurableTaskSchedulerClient:
@@ -45,7 +51,22 @@ class Backend:
             self._dts = clients.dts_async_client(self.settings.dts)
         return self._dts
 
+    def remember(self, key: str, page: str, previous: str) -> None:
+        self._trail[(key, page)] = previous
+        self._trail.move_to_end((key, page))
+        while len(self._trail) > TRAIL_SIZE:
+            self._trail.popitem(last=False)
+
+    def previous(self, key: str, page: str) -> str | None:
+        """The cursor of the page before `page` ("" for the first), or None when unknown."""
+        return self._trail.get((key, page))
+
+    async def _queue_depth(self) -> tuple[int, int]:
+        counted = await self.queue.counts()
+        return counted.active, counted.dead_letter
+
     async def close(self) -> None:
+        await self.sampler.stop()
         for queue in self.queues:
             await queue.close()
         if self._dts is not None:
@@ -65,7 +86,7 @@ def create_app(settings: Settings, *, access: Access | None = None, trace_link: 
     credentials). `trace_link` turns an instance into a link to its trace (see sbworker/dashboard/traces.py); with
     `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`.
     """
-    from sbworker.dashboard.views import actions, error_pages, instances, queue_views, trace_view
+    from sbworker.dashboard.views import actions, error_pages, instances, overview_view, queue_views, trace_view
 
     access = access or Access()
     app = web.Application(middlewares=[security.middleware(access), error_pages], client_max_size=MAX_BODY_BYTES)
@@ -77,6 +98,7 @@ def create_app(settings: Settings, *, access: Access | None = None, trace_link: 
     app.router.add_get("/login", security.login_form, name="login")
     app.router.add_post("/login", security.login)
     app.router.add_post("/logout", security.logout)
+    app.router.add_get("/overview", overview_view.overview_page, name="overview")
     app.router.add_get("/instances", instances.listing, name="instances")
     app.router.add_get("/instance", instances.detail, name="instance")
     app.router.add_get("/instance/{view:history|timeline|messages}", instances.detail)

@@ -1,9 +1,10 @@
-"""Reading instances from DTS for the pages: the filtered, paged list and one instance with its history.
+"""Reading instances from DTS for the pages: one page of the filtered list, and one instance with its history.
 
-DTS's query API filters by status, creation time and id prefix, and returns oldest first. The DTS dashboard
-shows newest first and also filters by name and free text, so every instance that passes the server-side
-filters is read (in pages of `QUERY_PAGE`, without inputs and outputs), then filtered, sorted and cut into pages
-here. With very many instances, narrow the list by status or creation time first.
+The list never reads every instance. DTS's query API filters by status, creation time and id prefix and answers
+one page at a time with a continuation token (sbworker/patches/dts_query.py); a page of the list is one such
+request. The filters DTS cannot apply (name, free-text search) are applied here to pages of `SCAN_PAGE`
+instances, and one page of the list reads at most `SCAN_LIMIT` of them: past that it shows what it found and lets
+you go on from where it stopped. Rows come in the backend's order (localdts: newest first; DTS documents none).
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 from durabletask import history as h
-from durabletask.client import OrchestrationQuery, OrchestrationState, OrchestrationStatus
+from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationQuery, OrchestrationState, OrchestrationStatus
 from multidict import MultiMapping
 
 from sbworker.core.codes import TAG_MESSAGE_ID
 from sbworker.core.times import utc_text
 from sbworker.operations.monitor import parse_json
+from sbworker.patches import dts_query
 
 STATUSES: tuple[str, ...] = tuple(s.name for s in OrchestrationStatus)
 PAGE_SIZES = (10, 25, 50, 100)
 REFRESH_CHOICES = (0, 2, 5, 10, 30)  # seconds; 0 = off
-QUERY_PAGE = 500  # instances per QueryInstances call
+SCAN_PAGE = 500  # instances per QueryInstances call when filtering by name or text here
+SCAN_LIMIT = 1000  # instances one page of the list reads at most when filtering here
 
 
 class FilterError(ValueError):
@@ -43,9 +46,10 @@ class Filters:
     search: str = ""
     created_from: datetime | None = None
     created_to: datetime | None = None
-    page: int = 1
+    page: int = 1  # shown only: where the list is, counted from the first page
     size: int = 25
     refresh: int = 0
+    after: str = ""  # the cursor of this page (see Cursor); "" for the first
 
     @classmethod
     def parse(cls, query: MultiMapping[str]) -> Filters:
@@ -64,6 +68,7 @@ class Filters:
             page=_choice_int(query.get("page", "1"), "page", low=1),
             size=_choice_int(query.get("size", "25"), "size", allowed=PAGE_SIZES),
             refresh=_choice_int(query.get("refresh", "0"), "refresh", allowed=REFRESH_CHOICES),
+            after=Cursor.check(query.get("after", "")),
         )
 
     def query_string(self, **changes: Any) -> str:
@@ -71,7 +76,7 @@ class Filters:
         values: dict[str, Any] = {
             "status": list(self.statuses), "name": self.name, "prefix": self.prefix, "q": self.search,
             "from": _local(self.created_from), "to": _local(self.created_to), "page": self.page,
-            "size": self.size, "refresh": self.refresh,
+            "size": self.size, "refresh": self.refresh, "after": self.after,
         }
         values.update(changes)
         defaults = {"page": 1, "size": 25, "refresh": 0}
@@ -82,12 +87,21 @@ class Filters:
             pairs.extend((key, v) for v in value) if isinstance(value, list) else pairs.append((key, value))
         return urlencode(pairs)
 
-    def dts_query(self) -> OrchestrationQuery:
+    @property
+    def scans(self) -> bool:
+        """Does this view filter by something DTS cannot (so pages are read and filtered here)?"""
+        return bool(self.name or self.search)
+
+    def key(self) -> str:
+        """What identifies the list regardless of where in it we are (for remembering the way back)."""
+        return self.query_string(page=1, after="", refresh=0)
+
+    def dts_query(self, page_size: int) -> OrchestrationQuery:
         return OrchestrationQuery(
             created_time_from=self.created_from,
             created_time_to=self.created_to,
             runtime_status=[OrchestrationStatus[s] for s in self.statuses] or None,
-            max_instance_count=QUERY_PAGE,
+            max_instance_count=page_size,
             fetch_inputs_and_outputs=False,
             instance_id_prefix=self.prefix or None,
         )
@@ -105,18 +119,72 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Cursor:
+    """Where a page of the list begins: the query API's continuation token (None: the first page) and how many
+    instances of the page it names were already shown (when a page of the list ended inside one)."""
+
+    token: str | None = None
+    skip: int = 0
+
+    def encode(self) -> str:
+        return f"{self.skip}~{self.token}" if self.token or self.skip else ""
+
+    @classmethod
+    def decode(cls, raw: str) -> Cursor:
+        skip, sep, token = raw.partition("~")
+        if not raw:
+            return cls()
+        if not sep or not skip.isdigit():
+            raise FilterError("this page's link is not one the dashboard made: start again from the newest")
+        return cls(token or None, int(skip))
+
+    @classmethod
+    def check(cls, raw: str) -> str:
+        if len(raw) > 1024:
+            raise FilterError("this page's link is too long: start again from the newest")
+        cls.decode(raw)
+        return raw
+
+
+@dataclass(frozen=True)
 class Listing:
     rows: list[OrchestrationState]
-    total: int  # matching instances, across all pages
-    pages: int
+    next: Cursor | None  # where the next (older) page begins; None: this is the last one
+    scanned: int  # instances read for this page
+    capped: bool  # SCAN_LIMIT reached before the page was full
 
 
-def page_of(states: Sequence[OrchestrationState], filters: Filters) -> Listing:
-    """Filter, sort newest first, cut out the requested page."""
-    matching = sorted((s for s in states if filters.matches(s)), key=lambda s: _aware(s.created_at), reverse=True)
-    pages = max(1, -(-len(matching) // filters.size))
-    begin = (min(filters.page, pages) - 1) * filters.size
-    return Listing(rows=list(matching[begin:begin + filters.size]), total=len(matching), pages=pages)
+async def read_page(dts: AsyncTaskHubGrpcClient, filters: Filters) -> Listing:
+    """One page of the list: one query, or (name and text filters) pages of SCAN_PAGE up to SCAN_LIMIT."""
+    cursor = Cursor.decode(filters.after)
+    if not filters.scans:
+        got = await dts_query.page_async(dts, filters.dts_query(filters.size), cursor.token)
+        following = Cursor(got.next_token) if got.next_token else None
+        return Listing(rows=_newest_first(got.states[cursor.skip:]), next=following, scanned=len(got.states),
+                       capped=False)
+    rows: list[OrchestrationState] = []
+    token, skip, scanned = cursor.token, cursor.skip, 0
+    while True:
+        got = await dts_query.page_async(dts, filters.dts_query(SCAN_PAGE), token)
+        for at in range(skip, len(got.states)):
+            scanned += 1
+            if not filters.matches(got.states[at]):
+                continue
+            rows.append(got.states[at])
+            if len(rows) == filters.size:
+                rest = Cursor(token, at + 1) if at + 1 < len(got.states) else \
+                    (Cursor(got.next_token) if got.next_token else None)
+                return Listing(rows=_newest_first(rows), next=rest, scanned=scanned, capped=False)
+        skip = 0
+        if got.next_token is None:
+            return Listing(rows=_newest_first(rows), next=None, scanned=scanned, capped=False)
+        token = got.next_token
+        if scanned >= SCAN_LIMIT:
+            return Listing(rows=_newest_first(rows), next=Cursor(token), scanned=scanned, capped=True)
+
+
+def _newest_first(states: list[OrchestrationState]) -> list[OrchestrationState]:
+    return sorted(states, key=lambda s: _aware(s.created_at), reverse=True)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from durabletask.client import OrchestrationQuery, OrchestrationState, Orchestra
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.text import clip
 from sbworker.core.times import utc_text
+from sbworker.patches import dts_query
 
 STATUS_NAMES = {s.name.lower(): s for s in OrchestrationStatus}
+LIST_PAGE = 500
 
 
 def parse_json(raw: str | None) -> Any:
@@ -65,10 +67,20 @@ def render(state: OrchestrationState) -> str:
 
 def list_instances(client: TaskHubGrpcClient, statuses: list[OrchestrationStatus] | None, limit: int
                    ) -> list[OrchestrationState]:
-    """Newest first. The query API pages through everything, so the limit is applied after sorting."""
-    query = OrchestrationQuery(runtime_status=statuses or None, max_instance_count=max(limit, 100),
-                               fetch_inputs_and_outputs=False)
-    states = client.get_all_orchestration_states(query)
+    """The first `limit` instances in the backend's order (localdts: newest first), shown newest first.
+
+    Pages of at most LIST_PAGE through the query API's continuation token: `--limit 50` reads 50 instances, not
+    every instance in the task hub."""
+    states: list[OrchestrationState] = []
+    token: str | None = None
+    while len(states) < limit:
+        query = OrchestrationQuery(runtime_status=statuses or None, max_instance_count=min(limit - len(states),
+                                   LIST_PAGE), fetch_inputs_and_outputs=False)
+        got = dts_query.page(client, query, token)
+        states += got.states
+        if got.next_token is None:
+            break
+        token = got.next_token
     states.sort(key=lambda s: s.created_at, reverse=True)
     return states[:limit]
 

@@ -28,7 +28,9 @@ def backend(request: web.Request) -> Backend:
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
     """A page with the frame every page shares. `context` values are escaped by the template engine."""
-    settings = backend(request).settings
+    board = backend(request)
+    board.sampler.start()  # the overview's history begins with the first page anyone opens
+    settings = board.settings
     notice = _notice(request)
     identity = request[security.IDENTITY]
     page = request.app[pages.TEMPLATES].get_template(template).render(

@@ -33,23 +33,29 @@ async def listing(request: web.Request) -> web.Response:
         filters = instances.Filters.parse(request.query)
     except instances.FilterError as error:
         return render(request, "instances.html", status=400, filters=instances.Filters(), listing=None,
-                      error=str(error), counts=None, counts_error=None, **_choices())
+                      error=str(error), counts=None, counts_error=None, newer=None, **_choices())
     board = backend(request)
-    states, counted = await asyncio.gather(board.dts.get_all_orchestration_states(filters.dts_query()),
-                                           board.queue.counts(), return_exceptions=True)
+    page, counted = await asyncio.gather(instances.read_page(board.dts, filters), board.queue.counts(),
+                                         return_exceptions=True)
     counts, counts_error = None, None
     if isinstance(counted, BaseException):
         log.warning("peeking the queue failed: %s", one_line(counted, 500))
         counts_error = f"Service Bus did not answer: {one_line(counted, 500)}"
     else:
         counts = counted
-    if isinstance(states, BaseException):
-        log.warning("listing instances failed: %s", one_line(states, 500))
-        return render(request, "instances.html", status=502, filters=filters, listing=None,
-                      error=f"DTS did not answer: {one_line(states, 500)}", counts=counts, counts_error=counts_error,
-                      **_choices())
-    return render(request, "instances.html", filters=filters, listing=instances.page_of(states, filters), error=None,
-                  counts=counts, counts_error=counts_error, **_choices())
+    if isinstance(page, BaseException):
+        log.warning("listing instances failed: %s", one_line(page, 500))
+        expired = isinstance(page, grpc.aio.AioRpcError) and page.code() == grpc.StatusCode.INVALID_ARGUMENT \
+            and filters.after
+        problem = ("This page's link has expired (the backend no longer knows where it was): start again from the "
+                   "newest." if expired else f"DTS did not answer: {one_line(page, 500)}")
+        return render(request, "instances.html", status=400 if expired else 502, filters=filters, listing=None,
+                      error=problem, counts=counts, counts_error=counts_error, newer=None, **_choices())
+    if page.next is not None:
+        board.remember(filters.key(), page.next.encode(), filters.after)
+    newer = board.previous(filters.key(), filters.after) if filters.after else None
+    return render(request, "instances.html", filters=filters, listing=page, error=None, counts=counts,
+                  counts_error=counts_error, newer=newer, **_choices())
 
 
 def _choices() -> dict[str, Any]:
