@@ -204,7 +204,7 @@ def _other_workflow_story(rng: random.Random, ids: _Story, at: float) -> list[Se
         # Fails once per worker process that runs it, then succeeds: ten attempts outlast any replica churn.
         result = f"ok-{ids.n}"
         data = {"fail_times": 1, "result": result,
-                "retry": {"first_retry_seconds": 0.5, "max_attempts": 10, "backoff": 1.5, "max_interval_seconds": 2}}
+                "retry": {"first_retry_seconds": 1, "max_attempts": 10, "backoff": 1.5, "max_interval_seconds": 2}}
         iid, start = _start(ids, rng, at, kind, data, output=result)
     out = [start]
     if rng.random() < 0.2:
