@@ -61,16 +61,26 @@ def _states(client: Any, response: Any) -> StatePage:
 
 def page(client: TaskHubGrpcClient, query: OrchestrationQuery, token: str | None = None) -> StatePage:
     """Up to `query.max_instance_count` states after `token` (None: from the start)."""
-    if not verified() or getattr(client, "_payload_store", None) is not None:
+    if not verified():
         return _everything(client.get_all_orchestration_states(query), query)
-    return _states(client, client._stub.QueryInstances(_request(query, token)))
+    response = client._stub.QueryInstances(_request(query, token))
+    if client._payload_store is not None:  # payloads kept in a store (DTS_PAYLOAD_STORAGE), as the SDK reads them
+        from durabletask.payload import helpers
+
+        helpers.deexternalize_payloads(response, client._payload_store)
+    return _states(client, response)
 
 
 async def page_async(client: AsyncTaskHubGrpcClient, query: OrchestrationQuery, token: str | None = None
                      ) -> StatePage:
-    if not verified() or getattr(client, "_payload_store", None) is not None:
+    if not verified():
         return _everything(await client.get_all_orchestration_states(query), query)
-    return _states(client, await client._get_stub().QueryInstances(_request(query, token)))
+    response = await client._get_stub().QueryInstances(_request(query, token))
+    if client._payload_store is not None:
+        from durabletask.payload import helpers
+
+        await helpers.deexternalize_payloads_async(response, client._payload_store)
+    return _states(client, response)
 
 
 def _everything(states: list[OrchestrationState], query: OrchestrationQuery) -> StatePage:
@@ -78,8 +88,8 @@ def _everything(states: list[OrchestrationState], query: OrchestrationQuery) -> 
     global _warned
     if not _warned:
         _warned = True
-        log.warning("%s %s is not a version sbworker.patches.dts_query was verified with (%s), or a payload store "
-                    "is configured: lists read every instance that matches instead of one page", SDK,
-                    sdk_version(), ", ".join(v + "x" for v in VERIFIED))
+        log.warning("%s %s is not a version sbworker.patches.dts_query was verified with (%s): lists read every "
+                    "instance that matches instead of one page", SDK, sdk_version(),
+                    ", ".join(v + "x" for v in VERIFIED))
     size = query.max_instance_count or len(states)
     return StatePage(states[:size], None, complete=len(states) <= size)

@@ -7,16 +7,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from html import unescape
+from pathlib import Path
 from typing import Any
 
 import pytest
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
-from durabletask.client import OrchestrationStatus
+from durabletask.client import OrchestrationQuery, OrchestrationStatus
 
 from sbworker.dashboard import instances
 from sbworker.operations import monitor
 from sbworker.patches import dts_query
-from tests.dashboard.conftest import Web
+from tests.dashboard.conftest import Stack, Web
 
 
 @pytest.fixture
@@ -138,3 +139,20 @@ def test_sbworker_list_reads_only_what_it_shows(dts: DurableTaskSchedulerClient,
     assert [r.created_at for r in rows] == sorted((r.created_at for r in rows), reverse=True)
     pending = monitor.list_instances(dts, [OrchestrationStatus.TERMINATED], 1000)
     assert all(r.runtime_status == OrchestrationStatus.TERMINATED for r in pending)
+
+
+def test_a_page_reads_payloads_kept_in_a_payload_store(stack: Stack, run_id: str, tmp_path: Path) -> None:
+    """With DTS_PAYLOAD_STORAGE the SDK keeps large payloads in a store and DTS only tokens: a page resolves them
+    as the SDK's own calls do."""
+    from tests.localdts.test_isolation import FolderPayloadStore
+
+    store = FolderPayloadStore(tmp_path)
+    with DurableTaskSchedulerClient(host_address=stack.settings.dts.endpoint, taskhub=stack.settings.dts.taskhub,
+                                    token_credential=None, secure_channel=False, payload_store=store) as client:
+        big = "p" * (300 * 1024)  # over the SDK's 256 KiB default: externalised
+        instance_id = client.schedule_new_orchestration("no_worker_runs_this", input=big,
+                                                        instance_id=f"{run_id}-big")
+        assert store.uploads == 1
+        got = dts_query.page(client, OrchestrationQuery(instance_id_prefix=instance_id, max_instance_count=5,
+                                                        fetch_inputs_and_outputs=True))
+    assert [s.serialized_input for s in got.states] == [f'"{big}"']
