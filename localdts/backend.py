@@ -53,12 +53,12 @@ from durabletask.testing.in_memory_backend import (
 
 from . import history as hist
 from . import limits, sdkcheck
-from .commits import GroupCommit, Ticket
+from .commits import CommitFailed, GroupCommit, Ticket
 from .instances import Instances
 from .limits import instance_id_problem
 from .pools import DEFAULT_CALL_WORKERS, OnCallPool
 from .queries import BadToken, CompletedQuery, InstanceQuery, PurgeFilter, encode_token
-from .store import Change, InstanceRow, Store
+from .store import Change, InstanceRow, Store, WriteFailed
 from .timers import TimerQueue
 
 log = logging.getLogger("localdts.backend")
@@ -177,7 +177,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         self._commits: GroupCommit[_Work] | None = None
         if store is not None:
             self._commits = GroupCommit(self._lock, self._changed, self._collect, partial(self._write, store),
-                                        self._committed)
+                                        self._committed, expected=(WriteFailed,))
         # Tokens of an earlier run (boot) can never match this run's, so a late answer is always stale.
         self._next_completion_token = (store.boot if store else 0) * 10**12 + 1
         if store is not None:
@@ -437,10 +437,26 @@ class DurableBackend(InMemoryOrchestrationBackend):
         """Under the lock, after a change: what to wait for (see :meth:`_settle`); None in memory mode."""
         return self._commits.ticket() if self._commits is not None else None
 
-    def _settle(self, ticket: Ticket | None) -> None:
-        """Without the lock: return once the change behind ``ticket`` is committed (raise if it could not be)."""
-        if self._commits is not None:
+    def _settle(self, ticket: Ticket | None, context: grpc.ServicerContext | None = None,
+                background: bool = False) -> None:
+        """Without the lock: return once the change behind ``ticket`` is committed.
+
+        If it could not be (the disk refused): a gRPC call ends UNAVAILABLE with the reason (not acknowledged;
+        the change is kept and written when the disk allows, so a retry is safe); a ``background`` change (a
+        timer) waits for the commit thread; anything else raises :class:`CommitFailed`.
+        """
+        if self._commits is None:
+            return
+        try:
             self._commits.wait(ticket)
+        except CommitFailed as exc:
+            if background:
+                return
+            if context is None:
+                raise
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"not acknowledged: localdts {exc.__cause__ or exc}. The change is kept and written when "
+                          "the disk allows; retrying is safe")
 
     def flush(self) -> None:
         """Commit everything changed so far and wake the waiters of what was committed; without the lock."""
@@ -448,13 +464,14 @@ class DurableBackend(InMemoryOrchestrationBackend):
             ticket = self._ticket()
         self._settle(ticket)
 
-    def _changing(self, call: Callable[[], R], instance_ids: Callable[[R], Iterable[str]]) -> R:
+    def _changing(self, context: grpc.ServicerContext, call: Callable[[], R],
+                  instance_ids: Callable[[R], Iterable[str]]) -> R:
         """Run a state-changing SDK call, stamp and mark what it touched, and commit before returning."""
         with self._lock:
             result = call()
             self._touch(instance_ids(result))
             ticket = self._ticket()
-        self._settle(ticket)
+        self._settle(ticket, context)
         return result
 
     # --- hooks of the SDK backend ----------------------------------------------------------------------------
@@ -668,7 +685,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             inst.last_updated_at = datetime.now(UTC)
             self._enqueue_orchestration(iid)
             ticket = self._ticket()
-        self._settle(ticket)
+        self._settle(ticket, background=True)
 
     def _begin(self, inst: OrchestrationInstance) -> None:
         """A scheduled start is due: let the instance be dispatched."""
@@ -681,7 +698,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             if inst.pending_events and not _is_terminal(inst.status):
                 self._enqueue_orchestration(iid)
             ticket = self._ticket()
-        self._settle(ticket)
+        self._settle(ticket, background=True)
 
     # --- gRPC: work items ------------------------------------------------------------------------------------
 
@@ -828,7 +845,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             if not _is_terminal(inst.status):
                 self._end_if_over_the_limit(inst)
             ticket = self._ticket()
-        self._settle(ticket)
+        self._settle(ticket, context)
         return response
 
     def CompleteActivityTask(self, request: pb.ActivityResponse,
@@ -854,7 +871,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             self._touch([iid])
             self._end_if_over_the_limit(inst)
             ticket = self._ticket()
-        self._settle(ticket)
+        self._settle(ticket, context)
         return response
 
     def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest,
@@ -881,7 +898,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             else:
                 response = super().AbandonTaskOrchestratorWorkItem(request, context)
                 return response
-        self._settle(ticket)
+        self._settle(ticket, context)
         return pb.AbandonOrchestrationTaskResponse()
 
     # --- gRPC: waits -----------------------------------------------------------------------------------------
@@ -1078,7 +1095,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
                     started.executionStarted.parentTraceContext.CopyFrom(request.parentTraceContext)
             self._touch([iid])
             ticket = self._ticket()
-        self._settle(ticket)
+        self._settle(ticket, context)
         return response
 
     def RaiseEvent(self, request: pb.RaiseEventRequest,
@@ -1097,7 +1114,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             if inst is not None:
                 self._check_room_for_event(inst, request, context)
             return base(request, context)
-        return self._changing(call, lambda _: [request.instanceId])
+        return self._changing(context, call, lambda _: [request.instanceId])
 
     def _check_room_for_event(self, inst: OrchestrationInstance, request: pb.RaiseEventRequest,
                               context: grpc.ServicerContext) -> None:
@@ -1125,27 +1142,27 @@ class DurableBackend(InMemoryOrchestrationBackend):
         def call() -> pb.TerminateResponse:
             self._start_at.pop(request.instanceId, None)  # terminating a scheduled instance does not wait
             return base(request, context)
-        return self._changing(call, lambda _: [request.instanceId])
+        return self._changing(context, call, lambda _: [request.instanceId])
 
     def SuspendInstance(self, request: pb.SuspendRequest,
                         context: grpc.ServicerContext) -> pb.SuspendResponse:
         base = super().SuspendInstance
-        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+        return self._changing(context, lambda: base(request, context), lambda _: [request.instanceId])
 
     def ResumeInstance(self, request: pb.ResumeRequest,
                        context: grpc.ServicerContext) -> pb.ResumeResponse:
         base = super().ResumeInstance
-        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+        return self._changing(context, lambda: base(request, context), lambda _: [request.instanceId])
 
     def RewindInstance(self, request: pb.RewindInstanceRequest,
                        context: grpc.ServicerContext) -> pb.RewindInstanceResponse:
         base = super().RewindInstance
-        return self._changing(lambda: base(request, context), lambda _: [request.instanceId])
+        return self._changing(context, lambda: base(request, context), lambda _: [request.instanceId])
 
     def RestartInstance(self, request: pb.RestartInstanceRequest,
                         context: grpc.ServicerContext) -> pb.RestartInstanceResponse:
         base = super().RestartInstance
-        return self._changing(lambda: base(request, context), lambda r: [request.instanceId, r.instanceId])
+        return self._changing(context, lambda: base(request, context), lambda r: [request.instanceId, r.instanceId])
 
     def PurgeInstances(self, request: pb.PurgeInstancesRequest,
                        context: grpc.ServicerContext) -> pb.PurgeInstancesResponse:
@@ -1174,7 +1191,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 self._state_waiters.pop(iid, None)
             gone.extend(found)
 
-        self._changing(call, lambda _: gone)
+        self._changing(context, call, lambda _: gone)
         log.info("purged %d instance(s)", len(gone))
         response = pb.PurgeInstancesResponse(deletedInstanceCount=len(gone))
         response.isComplete.value = complete

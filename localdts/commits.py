@@ -16,6 +16,7 @@ from __future__ import annotations
 import _thread
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -69,7 +70,10 @@ class GroupCommit(Generic[W]):
     """
 
     def __init__(self, lock: threading.RLock, changed: Callable[[], bool], collect: Callable[[], W | None],
-                 write: Callable[[W], None], committed: Callable[[W], None], name: str = "localdts-commit") -> None:
+                 write: Callable[[W], None], committed: Callable[[W], None], name: str = "localdts-commit",
+                 expected: tuple[type[BaseException], ...] = ()) -> None:
+        """``expected``: write errors that are the disk's, not a bug: logged as one line when they start (and
+        when their message changes), not with a traceback every retry."""
         self._lock = lock
         self._changed = changed
         self._cond = threading.Condition(lock)
@@ -82,6 +86,9 @@ class GroupCommit(Generic[W]):
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._retry = threading.Event()  # set to cut a retry pause short when stopping
+        self._expected = expected
+        self._failing_since: float | None = None
+        self._last_failure = ""
 
     def ticket(self) -> Ticket | None:
         """Under ``lock``, right after a change: the batch that will commit it (None: nothing changed).
@@ -165,10 +172,24 @@ class GroupCommit(Generic[W]):
             try:
                 self._write(work)
             except BaseException as exc:  # the callers of this batch get the error; nothing was acknowledged
-                log.exception("commit failed")
+                self._failed(exc)
                 batch.finish(exc)
                 return False
             with self._lock:
                 self._committed(work)
+            if self._failing_since is not None:
+                log.warning("localdts: writes work again after %.0f s; everything held meanwhile is now written",
+                            time.monotonic() - self._failing_since)
+                self._failing_since, self._last_failure = None, ""
         batch.finish()
         return True
+
+    def _failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, self._expected):
+            log.exception("commit failed")
+        elif str(exc) != self._last_failure:
+            log.error("localdts: %s; nothing is acknowledged until a write succeeds (changes are kept in memory and "
+                      "written when it can, retrying every %.0f s)", exc, RETRY_SECONDS)
+        self._last_failure = str(exc)
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()

@@ -62,6 +62,45 @@ class DataFileError(Exception):
     """The data file cannot be used (not ours, corrupt, newer, in use); the message is one line for a person."""
 
 
+class WriteFailed(Exception):
+    """A write did not reach the disk (full, read-only, failing fsync); nothing of it was committed. One line."""
+
+
+# What SQLite's error names mean for someone looking at the disk (Python >= 3.11 gives the name).
+_DISK_PROBLEMS = (
+    ("SQLITE_FULL", "the disk is full"),
+    ("SQLITE_IOERR_FSYNC", "fsync failed: the disk did not confirm the write"),
+    ("SQLITE_IOERR_DIR_FSYNC", "fsync failed: the disk did not confirm the write"),
+    ("SQLITE_READONLY", "the file or its directory is read-only"),
+    ("SQLITE_CANTOPEN", "the file cannot be opened for writing (read-only directory, or permissions)"),
+    ("SQLITE_PERM", "permission denied"),
+    ("SQLITE_IOERR", "the disk refused the write (a read-only file system, or a failing disk)"),
+)
+
+
+def disk_problem(exc: sqlite3.Error, path: Path | None = None) -> str | None:
+    """What is wrong with the disk, in a few words, if that is why ``exc`` happened (else None).
+
+    SQLite reports some writes that failed for lack of space (growing its shared-memory index, say) as plain
+    I/O errors, so an I/O error on a file system with no space left says so.
+    """
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith("SQLITE_IOERR") and "FSYNC" not in name and path is not None and _no_space(path):
+        return f"the disk is full ({exc})"
+    for prefix, meaning in _DISK_PROBLEMS:
+        if name.startswith(prefix):
+            return f"{meaning} ({exc})"
+    return None
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        stats = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 64 * 1024
+
+
 @dataclass
 class InstanceRow:
     """One instance as stored; blobs are serialized protobuf messages (see ``localdts.backend``)."""
@@ -125,9 +164,14 @@ class Store:
         except BaseException:
             self._release_lock()
             raise
-        self.boot = self._next_boot()
-        self._reader = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._reader.execute("PRAGMA query_only=1")
+        try:
+            self.boot = self._next_boot()
+            self._reader = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._reader.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            self._db.close()
+            self._release_lock()
+            raise DataFileError(f"cannot write {self.path}: {disk_problem(exc, self.path) or exc}") from None
         self._read_lock = threading.Lock()
 
     # --- opening ---------------------------------------------------------------------------------------------
@@ -167,6 +211,9 @@ class Store:
             db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         except sqlite3.DatabaseError as exc:
             db.close()
+            problem = disk_problem(exc, self.path)
+            if problem is not None:
+                raise DataFileError(f"cannot write {self.path}: {problem}") from None
             raise DataFileError(f"{self.path} is not a usable localdts data file ({exc})") from None
         except DataFileError:
             db.close()
@@ -301,16 +348,27 @@ class Store:
     # --- writing ---------------------------------------------------------------------------------------------
 
     def write(self, changes: Iterable[Change]) -> None:
-        """Apply the changes in one transaction; returns once committed (and fsynced, if so configured)."""
+        """Apply the changes in one transaction; returns once committed (and fsynced, if so configured).
+
+        Raises :class:`WriteFailed` when the disk refused (full, read-only, fsync failed): SQLite rolled the
+        transaction back, so the file holds exactly what it held before, and the same changes can be written
+        again later.
+        """
         db = self._db
+        if db.in_transaction:  # a rollback that failed last time
+            db.execute("ROLLBACK")
         db.execute("BEGIN")
         try:
             for change in changes:
                 self._apply(db, change)
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            problem = disk_problem(exc, self.path) if isinstance(exc, sqlite3.Error) else None
+            if problem is not None:
+                raise WriteFailed(f"cannot write {self.path}: {problem}") from exc
             raise
 
     def insert_many(self, rows: Iterable[InstanceRow]) -> None:

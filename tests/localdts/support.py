@@ -37,15 +37,16 @@ def _env() -> dict[str, str]:
 class Proc:
     """A child process that prints a first line when it is ready; killed for good at ``close()``."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log = log
+        self.env = env or {}
         self.popen: subprocess.Popen[str] | None = None
         self.first_line = ""
 
     def start(self, timeout: float = 30.0) -> Proc:
         err = self.log.open("a")
-        self.popen = subprocess.Popen([sys.executable, *self.args], cwd=ROOT, env=_env(), text=True,
+        self.popen = subprocess.Popen([sys.executable, *self.args], cwd=ROOT, env={**_env(), **self.env}, text=True,
                                       stdout=subprocess.PIPE, stderr=err)
         err.close()
         assert self.popen.stdout is not None

@@ -169,7 +169,8 @@ def test_a_start_whose_commit_fails_is_not_acknowledged_and_is_written_later(
         stub = stubs.TaskHubSidecarServiceStub(channel)
         with pytest.raises(grpc.RpcError) as refused:
             stub.StartInstance(pb.CreateInstanceRequest(instanceId="refused-1", name="hello_cities"))
-        assert refused.value.code() == grpc.StatusCode.UNKNOWN
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # retryable, and said so
+        assert "not acknowledged" in refused.value.details() and "disk I/O error" in refused.value.details()
         wait_for(lambda: len(writes) >= 2, WAIT, "the retried write")  # the change was kept for the next batch
     dts.stop(grace=0)
     dts.start()
