@@ -185,11 +185,14 @@ class GroupCommit(Generic[W]):
         return True
 
     def _failed(self, exc: BaseException) -> None:
+        """One line per episode of expected failures (its later, different messages at DEBUG only)."""
         if not isinstance(exc, self._expected):
             log.exception("commit failed")
-        elif str(exc) != self._last_failure:
+        elif self._failing_since is None:
             log.error("localdts: %s; nothing is acknowledged until a write succeeds (changes are kept in memory and "
                       "written when it can, retrying every %.0f s)", exc, RETRY_SECONDS)
+        elif str(exc) != self._last_failure:
+            log.debug("localdts: still failing: %s", exc)
         self._last_failure = str(exc)
         if self._failing_since is None:
             self._failing_since = time.monotonic()
