@@ -213,7 +213,7 @@ class Dispatcher:
             async with asyncio.timeout(self._call_timeout):  # unlike wait_for, no extra task per call
                 await self._client.schedule_new_orchestration(
                     request.orchestration, input=request.input, instance_id=request.instance_id,
-                    start_at=request.start_at, tags={TAG_MESSAGE_ID: message_id} if message_id else None,
+                    start_at=request.start_at, tags=_tags(request, message_id),
                     version=registry.version_of(request.orchestration),
                 )
         except Exception as error:
@@ -223,6 +223,8 @@ class Dispatcher:
         return Started(request.instance_id)
 
     async def _raise(self, request: RaiseRequest, message_id: str | None, redelivered: bool) -> Outcome:
+        if request.cloudevent is not None:  # the CloudEvents id is the idempotency key
+            message_id = request.cloudevent.id
         # Read first: a raise on a finished instance is accepted silently by some backends, and we want that
         # case visible in the dead-letter queue, not swallowed.
         state = await asyncio.wait_for(
@@ -302,6 +304,14 @@ class Dispatcher:
         if state.outcome is not None and isinstance(state.outcome.exception(), TimeoutError):
             self._timed_out()
         _log_retry(state)
+
+
+def _tags(request: StartRequest, message_id: str | None) -> dict[str, str] | None:
+    """The message that started an instance (the dashboard links them), and what its CloudEvent said."""
+    tags = {TAG_MESSAGE_ID: message_id} if message_id else {}
+    if request.cloudevent is not None:
+        tags.update(request.cloudevent.tags())
+    return tags or None
 
 
 def _log_retry(state: Any) -> None:

@@ -70,6 +70,8 @@ class Pipeline:
         message = delivery.message
         parsed = delivery.parsed = self.parse(message)
         delivery.trace.request(getattr(parsed, "orchestration", None), getattr(parsed, "instance_id", None))
+        if not isinstance(parsed, Invalid) and parsed.cloudevent is not None:
+            delivery.trace.cloudevent(parsed.cloudevent)
         outcome: Outcome | None = None
         if not isinstance(parsed, Invalid):
             outcome = await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id),
@@ -103,4 +105,6 @@ class Pipeline:
             events=self._events,
             bounds=self._bounds,
             input_problem=self._input_problem,
+            application_properties=message.application_properties,
+            cloudevent_types=self._settings.cloudevent_types,
         )

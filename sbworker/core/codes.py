@@ -33,6 +33,7 @@ class Reason(StrEnum):
     INPUT_TOO_LARGE = "InputTooLarge"
     INPUT_OUT_OF_BOUNDS = "InputOutOfBounds"
     EVENT_TOO_LARGE = "EventTooLarge"
+    INVALID_CLOUD_EVENT = "InvalidCloudEvent"
     # The message is fine, but its target is not.
     INSTANCE_NOT_FOUND = "InstanceNotFound"
     INSTANCE_NOT_RUNNING = "InstanceNotRunning"

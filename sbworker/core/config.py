@@ -9,11 +9,12 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
 
+from sbworker.core import cloudevents
 from sbworker.core.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
 from sbworker.core.errors import ConfigError
 from sbworker.core.limits import (
@@ -59,6 +60,7 @@ ENV_VARS: tuple[str, ...] = (
     "SHUTDOWN_GRACE_SECONDS",
     "HEALTH_PORT",
     "LOG_LEVEL",
+    "CLOUDEVENTS_TYPES",
 )
 
 #: Large-payload storage (the durabletask SDK's externalisation to Azure Blob storage): opt-in, so, like the OTEL_*
@@ -164,6 +166,8 @@ class ListenerSettings:
     # Where the health endpoint listens: every interface in a container (the probes come from outside it);
     # `sbworker dev` keeps it on loopback.
     health_host: str = "0.0.0.0"
+    # CloudEvents type -> the contract's subject: the defaults (sbworker.start, ...) plus CLOUDEVENTS_TYPES.
+    cloudevent_types: Mapping[str, str] = field(default_factory=lambda: dict(cloudevents.DEFAULT_TYPES))
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             shutdown_grace_seconds=number(env, "SHUTDOWN_GRACE_SECONDS", 30.0, low=0.0, high=3600.0),
             health_port=integer(env, "HEALTH_PORT", 8000, low=0, high=65535),
             log_level=_log_level(env),
+            cloudevent_types=cloudevent_types(env),
         ),
         limits=_limits(env, large_payloads=dts.payload_storage is not None),
     )
@@ -254,6 +259,28 @@ def payload_storage(env: Mapping[str, str]) -> PayloadStorage | None:
         # The .NET SDK refuses a threshold over 1 MiB; DTS would refuse such a payload anyway.
         threshold_bytes=integer(env, "DTS_PAYLOAD_THRESHOLD_BYTES", 262_144, low=1024, high=DTS_PAYLOAD_BYTES),
     )
+
+
+def cloudevent_types(env: Mapping[str, str]) -> dict[str, str]:
+    """CLOUDEVENTS_TYPES: `type=action` pairs separated by ',' (action: start, approval or event), added to the
+    default types; e.g. `com.dapr.event.sent=start` for a Dapr topic whose messages are starts."""
+    name = "CLOUDEVENTS_TYPES"
+    types = dict(cloudevents.DEFAULT_TYPES)
+    raw = optional(env, name)
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        event_type, sep, action = (part.strip() for part in item.partition("="))
+        if not sep or not event_type:
+            raise ConfigError(name, f"expected type=action pairs separated by ',', got {item.strip()!r}")
+        if action not in cloudevents.DEFAULT_TYPES.values():
+            raise ConfigError(name, f"{event_type}: the action must be start, approval or event, got {action!r}")
+        if event_type in cloudevents.DEFAULT_TYPES and cloudevents.DEFAULT_TYPES[event_type] != action:
+            raise ConfigError(name, f"{event_type} always means {cloudevents.DEFAULT_TYPES[event_type]}")
+        if len(event_type) > cloudevents.MAX_ATTRIBUTE_CHARS:
+            raise ConfigError(name, f"a type is at most {cloudevents.MAX_ATTRIBUTE_CHARS} characters")
+        types[event_type] = action
+    return types
 
 
 def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default_client_id: str | None = None

@@ -39,6 +39,11 @@ Decisions (and why):
   never starts a second instance. The message id must then satisfy the same rules as an explicit instance
   id; if it is missing, empty, not UTF-8 or unsuitable, the reason is ``MissingMessageId``.
 - ``start_at`` must be ISO-8601 with a zone (``Z`` or an offset); a naive time is ambiguous and rejected.
+- A CloudEvent (``sbworker.core.cloudevents``: structured or binary mode of the AMQP binding) is the same contract
+  in another envelope: its ``type`` stands for the subject (a Service Bus subject set as well is ignored), its
+  ``data`` is the body, and its ``id`` stands for the message id (the default instance id and the idempotency key).
+  Order: size, envelope (``InvalidCloudEvent``), data content type, type, then the rules above on the data. The
+  kept attributes ride on the request (``cloudevent``).
 - Descriptions name the field as a JSON path (``$.approved``), say what was expected, quote at most a short
   prefix of any value and never exceed ``MAX_DESCRIPTION`` characters: they end up in dead-letter headers.
 """
@@ -48,8 +53,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, Final, NoReturn, TypeAlias
@@ -57,7 +62,8 @@ from typing import Any, Final, NoReturn, TypeAlias
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from sbworker.core import limits
+from sbworker.core import cloudevents, limits
+from sbworker.core.cloudevents import CloudEvent
 from sbworker.core.codes import APPROVAL_EVENT, Reason
 from sbworker.core.events import RESERVED_KEY, EventCatalog
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
@@ -83,6 +89,7 @@ class StartRequest:
     input: Any
     start_at: datetime | None
     instance_id_from_message: bool
+    cloudevent: CloudEvent | None = None  # the envelope it came in, if any: its attributes become tags
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class ApprovalRequest:
     approved: bool
     approver: str
     comment: str | None
+    cloudevent: CloudEvent | None = None
 
     @property
     def event_name(self) -> str:
@@ -109,6 +117,7 @@ class EventRequest:
     instance_id: str
     name: str
     data: dict[str, Any]
+    cloudevent: CloudEvent | None = None
 
     @property
     def event_name(self) -> str:
@@ -175,11 +184,15 @@ def parse(
     events: EventCatalog | None = None,
     bounds: Limits = DEFAULT_LIMITS,
     input_problem: InputCheck | None = None,
+    application_properties: Mapping[Any, Any] | None = None,
+    cloudevent_types: Mapping[str, str] = cloudevents.DEFAULT_TYPES,
 ) -> Request | Invalid:
     """Turn one message into a request, or an ``Invalid`` for the caller to dead-letter.
 
     ``events`` declares the events subject ``event`` may raise (none when absent); ``input_problem(name, input)``
-    says why an orchestration refuses its input (``InputOutOfBounds``).
+    says why an orchestration refuses its input (``InputOutOfBounds``). ``application_properties`` (where a
+    binary-mode CloudEvent keeps its attributes) and ``cloudevent_types`` (CloudEvents type -> subject) serve
+    CloudEvents.
 
     Never raises because of the message's content; exceptions from the callables (caller bugs) propagate.
     """
@@ -195,6 +208,8 @@ def parse(
             events=events,
             bounds=bounds,
             input_problem=input_problem,
+            application_properties=application_properties,
+            cloudevent_types=cloudevent_types,
         )
     except _Reject as rejection:
         # A plain str, not the enum member: it crosses into logs and AMQP properties.
@@ -213,13 +228,35 @@ def _parse(
     events: EventCatalog | None,
     bounds: Limits,
     input_problem: InputCheck | None,
+    application_properties: Mapping[Any, Any] | None,
+    cloudevent_types: Mapping[str, str],
 ) -> Request:
     if len(body) > max_bytes:
         _reject(Reason.TOO_LARGE, f"body is {len(body)} bytes; the limit is {max_bytes} bytes")
-    kind = _check_subject(subject)
-    _check_content_type(content_type)
-    document = _load_json(_decode(body))
+    mode = cloudevents.content_mode(content_type, application_properties)
+    if mode is None:
+        kind = _check_subject(subject)
+        _check_content_type(content_type)
+        document = _load_json(_decode(body))
+        _check_instance_id_length(document)
+        return _request(kind, document, message_id, is_registered, registered_names, events, bounds, input_problem)
+    kind, document, cloudevent = _cloud_event(mode, body, content_type, application_properties or {},
+                                              cloudevent_types)
     _check_instance_id_length(document)
+    try:
+        request = _request(kind, document, cloudevent.id, is_registered, registered_names, events, bounds,
+                           input_problem)
+    except _Reject as rejection:
+        if rejection.reason in (Reason.MISSING_MESSAGE_ID, Reason.INSTANCE_ID_TOO_LONG):
+            # the CloudEvents id stood in for the message id
+            _reject(rejection.reason, rejection.description.replace("message_id", "CloudEvents id"))
+        raise
+    return replace(request, cloudevent=cloudevent)
+
+
+def _request(kind: str, document: Any, message_id: str | bytes | None, is_registered: Callable[[str], bool],
+             registered_names: Callable[[], Iterable[str]] | None, events: EventCatalog | None, bounds: Limits,
+             input_problem: InputCheck | None) -> Request:
     if kind == SUBJECT_START:
         return _start(document, message_id, is_registered, registered_names, bounds, input_problem)
     raised: RaiseRequest = _event(document, events) if kind == SUBJECT_EVENT else _approval(document)
@@ -253,6 +290,26 @@ def _check_event(request: RaiseRequest, message_id: str | bytes | None, bounds: 
     problem = limits.event_problem(data, bounds, f"the data of event {request.event_name}")
     if problem is not None:
         _reject(Reason.EVENT_TOO_LARGE, problem)
+
+
+def _cloud_event(mode: cloudevents.Mode, body: bytes, content_type: str | None, properties: Mapping[Any, Any],
+                 types: Mapping[str, str]) -> tuple[str, Any, CloudEvent]:
+    """The subject its type maps to, the data (parsed as a body is) and the kept attributes of a CloudEvent."""
+    try:
+        if mode == "structured":
+            cloudevents.check_structured_content_type(content_type)
+            text = _decode(body)
+            envelope = _load_json(text, max_depth=MAX_DEPTH + 1)  # the data nests one level below the envelope
+            event, data = cloudevents.from_structured(envelope, text)
+            kind = cloudevents.subject_for(event.type, types)
+            if "data" not in envelope:
+                _reject(Reason.SCHEMA_VIOLATION, "$.data: missing; the CloudEvent's data carries the message body")
+            return kind, data, event
+        event = cloudevents.from_binary(properties, content_type)
+        kind = cloudevents.subject_for(event.type, types)
+    except cloudevents.CloudEventError as error:
+        _reject(error.reason, error.description)
+    return kind, _load_json(_decode(body)), event
 
 
 def _check_subject(subject: str | None) -> str:
@@ -325,7 +382,7 @@ def _parse_float(literal: str) -> float | _NonFinite:
     return number if math.isfinite(number) else _NonFinite(literal)
 
 
-def _load_json(text: str) -> Any:
+def _load_json(text: str, max_depth: int = MAX_DEPTH) -> Any:
     if not text.strip():
         _reject(Reason.INVALID_JSON, "body is empty; expected a JSON object")
     try:
@@ -338,7 +395,7 @@ def _load_json(text: str) -> Any:
         _reject(Reason.INVALID_JSON, f"body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}")
     except ValueError as error:  # e.g. an integer beyond Python's digit limit
         _reject(Reason.INVALID_JSON, f"body is not valid JSON: {clip(str(error), 200)}")
-    _check_value(document)
+    _check_value(document, max_depth)
     return document
 
 
@@ -348,7 +405,7 @@ _Path: TypeAlias = tuple["_Path", str | int] | None
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
-def _check_value(value: Any) -> None:
+def _check_value(value: Any, max_depth: int = MAX_DEPTH) -> None:
     """Reject what JSON parsing let through but no JSON consumer downstream can handle.
 
     Iterative, not recursive: the point is to survive adversarial nesting. Also rejects non-JSON Python
@@ -357,7 +414,7 @@ def _check_value(value: Any) -> None:
     stack: list[tuple[Any, _Path, int]] = [(value, None, 0)]
     while stack:
         item, path, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth > max_depth:
             _reject(Reason.INVALID_JSON, f"{_render(path)}: nested deeper than {MAX_DEPTH} levels")
         if item is None or isinstance(item, bool | int):
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
@@ -36,10 +37,26 @@ def body_bytes(message: ServiceBusReceivedMessage) -> bytes:
                      f"{type(value).__name__}")
 
 
+# A CloudEvent's time in binary mode: the AMQP binding prefers an AMQP timestamp.
+_TIMESTAMP_KEYS = frozenset({"cloudEvents_time", "cloudEvents:time"})
+_INT32 = range(-(2**31), 2**31)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def properties(message: ServiceBusReceivedMessage) -> dict[str | bytes, Any]:
-    """Application properties with str keys and str (not bytes) string values."""
-    return {text(key) or "": text(value) if isinstance(value, bytes) else value
-            for key, value in (message.application_properties or {}).items()}
+    """Application properties with str keys and str (not bytes) string values, ready to be sent again.
+
+    azure-servicebus hands an AMQP timestamp back as epoch milliseconds (an int) and sends any int as a 32-bit AMQP
+    int, so a CloudEvents time would not fit in a copy: it goes back as the timestamp it was.
+    """
+    found: dict[str | bytes, Any] = {}
+    value: Any
+    for key, value in (message.application_properties or {}).items():
+        name = text(key) or ""
+        if name in _TIMESTAMP_KEYS and isinstance(value, int) and not isinstance(value, bool) and value not in _INT32:
+            value = _EPOCH + timedelta(milliseconds=value)  # exact, unlike a float of seconds
+        found[name] = text(value) if isinstance(value, bytes) else value
+    return found
 
 
 def copy(message: ServiceBusReceivedMessage, *, body: bytes, application_properties: dict[str | bytes, Any]

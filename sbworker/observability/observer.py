@@ -17,6 +17,7 @@ from sbworker.observability.metrics import NOOP, Metrics
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusReceivedMessage
 
+    from sbworker.core.cloudevents import CloudEvent
     from sbworker.observability.tracing import MessageTracer
 
 
@@ -32,6 +33,9 @@ class MessageTrace:
 
     def request(self, orchestration: str | None, instance_id: str | None) -> None:
         """What the message asked for, once parsed."""
+
+    def cloudevent(self, event: CloudEvent) -> None:
+        """The CloudEvent the message carried (its attributes, as the CloudEvents conventions name them)."""
 
     def settled(self, action: str, reason: str) -> None:
         """How it was settled; ends the span."""

@@ -17,11 +17,14 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from sbworker.core import cloudevents, messages
 from sbworker.core.text import clip
 from sbworker.observability.observer import MessageTrace
 
 if TYPE_CHECKING:
     from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
+
+    from sbworker.core.cloudevents import CloudEvent
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -63,8 +66,12 @@ class MessageTracer:
         self._subscription = subscription
 
     def start(self, message: ServiceBusReceivedMessage) -> trace.Span:
-        """A span whose parent is the publisher's trace context, when the message carries one."""
-        parent = _PROPAGATOR.extract(carrier(message.application_properties))
+        """A span whose parent is the publisher's trace context, when the message carries one.
+
+        The transport's context comes first (it names the last hop); without one, a CloudEvent's distributed-tracing
+        extension (`traceparent` in the envelope or as `cloudEvents_traceparent`) continues the trace it started.
+        """
+        parent = _PROPAGATOR.extract(carrier(message.application_properties) or _cloudevent_carrier(message))
         attributes: dict[str, Any] = {
             "messaging.system": "servicebus",
             "messaging.destination.name": self._queue,
@@ -110,6 +117,15 @@ class SpanTrace(MessageTrace):
         if instance_id:
             self._span.set_attribute("sbworker.instance_id", clip(instance_id, MAX_ATTRIBUTE_CHARS))
 
+    def cloudevent(self, event: CloudEvent) -> None:
+        span = self._span
+        span.set_attribute("cloudevents.event_id", clip(event.id, MAX_ATTRIBUTE_CHARS))
+        span.set_attribute("cloudevents.event_source", clip(event.source, MAX_ATTRIBUTE_CHARS))
+        span.set_attribute("cloudevents.event_type", clip(event.type, MAX_ATTRIBUTE_CHARS))
+        span.set_attribute("cloudevents.event_spec_version", cloudevents.SPECVERSION)
+        if event.subject is not None:
+            span.set_attribute("cloudevents.event_subject", clip(event.subject, MAX_ATTRIBUTE_CHARS))
+
     def settled(self, action: str, reason: str) -> None:
         """Record the settlement on the span and end it; a dead-letter or an abandon marks it as an error."""
         span = self._span
@@ -129,6 +145,14 @@ class SpanTrace(MessageTrace):
     def inject(self, properties: dict[str | bytes, Any]) -> None:
         # The copy's span becomes a child of this attempt's span: one trace from the publisher to the raise.
         inject(properties)
+
+
+def _cloudevent_carrier(message: ServiceBusReceivedMessage) -> dict[str, str]:
+    try:
+        body: bytes | None = messages.body_bytes(message)
+    except ValueError:
+        body = None
+    return cloudevents.trace_carrier(body, messages.text(message.content_type), message.application_properties)
 
 
 def inject(properties: dict[str | bytes, Any]) -> None:

@@ -47,9 +47,11 @@ COMPOSE_EXEMPT: dict[str, str] = {
     "SERVICEBUS_NAMESPACE": "the emulator is reached with a SAS connection string; setting both is a config error",
     "AZURE_CLIENT_ID": "no managed identity exists locally: both emulators are unauthenticated or use SAS",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "there is no Application Insights locally: traces go to the OTLP viewer",
+    "CLOUDEVENTS_TYPES": "optional: only publishers with CloudEvents types of their own (e.g. Dapr's) need a mapping",
 }
 CONTAINER_APP_EXEMPT: dict[str, str] = {
     "SERVICEBUS_CONNECTION_STRING": "Azure uses Entra ID (managed identity); the namespace has local/SAS auth disabled",
+    "CLOUDEVENTS_TYPES": "optional: only publishers with CloudEvents types of their own (e.g. Dapr's) need a mapping",
 }
 
 # Sample values for Bicep expressions that are only known at deploy time.

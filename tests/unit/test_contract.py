@@ -693,6 +693,7 @@ def test_reason_codes_are_the_documented_wire_strings() -> None:
             "InputTooLarge",
             "InputOutOfBounds",
             "EventTooLarge",
+            "InvalidCloudEvent",
         ]
     )
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
