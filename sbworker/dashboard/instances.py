@@ -20,6 +20,7 @@ from durabletask import history as h
 from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationQuery, OrchestrationState, OrchestrationStatus
 from multidict import MultiMapping
 
+from sbworker.core.cloudevents import TAG_PREFIX
 from sbworker.core.codes import TAG_MESSAGE_ID
 from sbworker.core.times import utc_text
 from sbworker.operations.monitor import parse_json
@@ -205,6 +206,7 @@ class Origins:
     started_by: str | None = None  # the start message's id (tag on ExecutionStarted)
     events: list[tuple[str, str, datetime]] = field(default_factory=list)  # (event name, message id, raised at)
     trace_parent: str | None = None  # W3C traceparent of the start, when the caller sent one
+    cloudevent: dict[str, str] = field(default_factory=dict)  # the start's CloudEvents attributes (source, time…)
 
     @property
     def message_ids(self) -> list[str]:
@@ -224,17 +226,20 @@ def history_items(events: Sequence[h.HistoryEvent]) -> list[HistoryItem]:
 def origins(events: Sequence[h.HistoryEvent]) -> Origins:
     started_by = None
     trace_parent = None
+    cloudevent: dict[str, str] = {}
     raised: list[tuple[str, str, datetime]] = []
     for event in events:
         if isinstance(event, h.ExecutionStartedEvent):
             started_by = (event.tags or {}).get(TAG_MESSAGE_ID) or started_by
+            cloudevent = {key.removeprefix(TAG_PREFIX): value for key, value in (event.tags or {}).items()
+                          if key.startswith(TAG_PREFIX)} or cloudevent
             if event.parent_trace_context is not None and event.parent_trace_context.trace_parent:
                 trace_parent = event.parent_trace_context.trace_parent
         elif isinstance(event, h.EventRaisedEvent):
             data = parse_json(event.input)
             if isinstance(data, dict) and isinstance(data.get("message_id"), str):
                 raised.append((event.name, data["message_id"], event.timestamp))
-    return Origins(started_by=started_by, events=raised, trace_parent=trace_parent)
+    return Origins(started_by=started_by, events=raised, trace_parent=trace_parent, cloudevent=cloudevent)
 
 
 def _summary(event: h.HistoryEvent) -> str:
