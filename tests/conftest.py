@@ -3,7 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.isolation",
     "tests.fixtures.target",
-    "tests.fixtures.ports",
     "tests.fixtures.dts",
     "tests.fixtures.localbus",
 ]

@@ -101,21 +101,22 @@ def servicebus_client(
     settings: ServiceBusSettings, *, credential: AsyncTokenCredential | None = None
 ) -> ServiceBusClient:
     """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace."""
-    patches.install()
-    access = settings.access
-    if isinstance(access, ConnectionString):
-        return ServiceBusClient.from_connection_string(access.connection_string)
-    return ServiceBusClient(access.namespace, credential or credentials.async_entra(access.auth, access.client_id),
-                            use_tls=access.use_tls)
+    client: ServiceBusClient = _servicebus(ServiceBusClient, settings, credential, credentials.async_entra)
+    return client
 
 
 def servicebus_sync_client(
     settings: ServiceBusSettings, *, credential: TokenCredential | None = None
 ) -> SyncServiceBusClient:
     """A blocking Service Bus client, for the publishing CLI."""
+    client: SyncServiceBusClient = _servicebus(SyncServiceBusClient, settings, credential, credentials.sync_entra)
+    return client
+
+
+def _servicebus(kind: Any, settings: ServiceBusSettings, credential: Any, entra: Any) -> Any:
+    """Both clients are made the same way (and see the SDK patches, installed on first use)."""
     patches.install()
     access = settings.access
     if isinstance(access, ConnectionString):
-        return SyncServiceBusClient.from_connection_string(access.connection_string)
-    return SyncServiceBusClient(access.namespace, credential or credentials.sync_entra(access.auth, access.client_id),
-                                use_tls=access.use_tls)
+        return kind.from_connection_string(access.connection_string)
+    return kind(access.namespace, credential or entra(access.auth, access.client_id), use_tls=access.use_tls)

@@ -18,11 +18,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from tests.fixtures.ports import free_port
 from tests.fixtures.processes import REPO, ListenerProcess, listener_env
 from tests.reliability import workload
 from tests.reliability.common import queue_settings
 from tests.reliability.faultproxy import FaultProxy
+from tests.support.ports import free_port
 
 LOCK = "PT5S"
 LOCK_SECONDS = 5.0

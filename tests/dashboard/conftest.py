@@ -7,7 +7,7 @@ import json
 import re
 import ssl
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html import unescape
 from typing import Any
@@ -26,7 +26,7 @@ from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.entities import queue_source
 from sbworker.dashboard import Dashboard, serve
 from sbworker.operations import publish
-from tests.reliability.common import wait_until
+from tests.support.wait import until
 
 # An approval for an instance that does not exist is dead-lettered at once: the DLQ tests need a valid message
 # that lands there (and can be resubmitted once its instance exists).
@@ -177,16 +177,12 @@ def send_raw(sb: ServiceBusClient, queue: str, body: Any, subject: str, message_
     return mid
 
 
-def wait_for(check: Callable[[], Any], *, timeout: float = 30.0, what: str = "condition") -> Any:
-    return wait_until(check, timeout=timeout, what=what, interval=0.05)
-
-
 def finished(dts: DurableTaskSchedulerClient, instance_id: str) -> OrchestrationState:
     def check() -> OrchestrationState | None:
         state = dts.get_orchestration_state(instance_id)
         return state if state is not None and state.runtime_status in TERMINAL_STATUSES else None
 
-    result: OrchestrationState = wait_for(check, what=f"{instance_id} to finish")
+    result: OrchestrationState = until(check, what=f"{instance_id} to finish")
     return result
 
 
@@ -195,5 +191,5 @@ def waiting_for_approval(dts: DurableTaskSchedulerClient, instance_id: str) -> O
         state = dts.get_orchestration_state(instance_id)
         return state if state is not None and "awaiting_approval" in (state.serialized_custom_status or "") else None
 
-    result: OrchestrationState = wait_for(check, what=f"{instance_id} to wait for approval")
+    result: OrchestrationState = until(check, what=f"{instance_id} to wait for approval")
     return result

@@ -23,7 +23,8 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from sbworker.core.errors import ConfigError
 from sbworker.dashboard import access, serve
 from sbworker.dashboard.server import Dashboard
-from tests.dashboard.conftest import Stack, Web, wait_for
+from tests.dashboard.conftest import Stack, Web
+from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "a-long-random-dashboard-token-0123456789"
@@ -64,7 +65,7 @@ def rules(**kwargs: Any) -> access.Access:
 def running(dts: DurableTaskSchedulerClient, run_id: str, name: str) -> str:
     instance_id = dts.schedule_new_orchestration("approval_workflow", input={"item": "x"},
                                                  instance_id=f"{run_id}-{name}")
-    wait_for(lambda: (s := dts.get_orchestration_state(instance_id)) and s.runtime_status.name == "RUNNING",
+    until(lambda: (s := dts.get_orchestration_state(instance_id)) and s.runtime_status.name == "RUNNING",
              what="running")
     return instance_id
 
@@ -119,7 +120,7 @@ def test_bearer_scripts_act_without_a_csrf_token(board: Board, dts: DurableTaskS
         assert refused.status == 401 and status(dts, victim) == "RUNNING"
         page = web.request("POST", "/instance/suspend", {"id": victim}, headers={"Authorization": f"Bearer {TOKEN}"})
         assert page.status == 303
-    wait_for(lambda: status(dts, victim) == "SUSPENDED", what="suspended")
+    until(lambda: status(dts, victim) == "SUSPENDED", what="suspended")
 
 
 def test_login_sets_an_http_only_strict_session_cookie_and_logout_ends_it(board: Board) -> None:
@@ -203,7 +204,7 @@ def test_entra_mode_trusts_the_platform_headers_and_needs_the_role_to_act(
         allowed = web.request("POST", "/instance/suspend", {"id": victim, "csrf_token": token},
                               headers={**entra_headers(OPERATOR), "Origin": web.base})
         assert allowed.status == 303
-    wait_for(lambda: status(dts, victim) == "SUSPENDED", what="suspended")
+    until(lambda: status(dts, victim) == "SUSPENDED", what="suspended")
 
 
 def test_identity_headers_are_ignored_outside_entra_mode(board: Board) -> None:

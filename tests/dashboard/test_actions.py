@@ -13,7 +13,8 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.history import EventRaisedEvent, ExecutionStartedEvent
 
 from sbworker.core.codes import TAG_MESSAGE_ID
-from tests.dashboard.conftest import Stack, Web, finished, send_raw, start, wait_for, waiting_for_approval
+from tests.dashboard.conftest import Stack, Web, finished, send_raw, start, waiting_for_approval
+from tests.support.wait import until
 
 
 def _queue(stack: Stack) -> str:
@@ -39,10 +40,10 @@ def test_suspend_resume_and_terminate_with_a_reason(stack: Stack, sb: ServiceBus
     waiting_for_approval(dts, instance_id)
     page = web.post("/instance/suspend", {"id": instance_id, "reason": "audit"})
     assert page.notice() == "Suspended."
-    wait_for(lambda: _status(dts, instance_id) == "SUSPENDED", what="suspended")
+    until(lambda: _status(dts, instance_id) == "SUSPENDED", what="suspended")
     assert 'id="resume"' in web.get(f"/instance?id={instance_id}").text
     assert web.post("/instance/resume", {"id": instance_id}).notice() == "Resumed."
-    wait_for(lambda: _status(dts, instance_id) == "RUNNING", what="running again")
+    until(lambda: _status(dts, instance_id) == "RUNNING", what="running again")
     page = web.post("/instance/terminate", {"id": instance_id, "reason": "ordered twice"})
     assert page.notice() == "Terminate requested (reason: ordered twice)."
     state = finished(dts, instance_id)
@@ -58,7 +59,7 @@ def test_restart_in_place_and_as_a_new_instance_then_purge(stack: Stack, sb: Ser
     first = finished(dts, instance_id)
     page = web.post("/instance/restart", {"id": instance_id})
     assert page.notice() == "Restarted."
-    wait_for(lambda: (s := dts.get_orchestration_state(instance_id)) is not None and s.created_at > first.created_at
+    until(lambda: (s := dts.get_orchestration_state(instance_id)) is not None and s.created_at > first.created_at
              and s.runtime_status.name == "COMPLETED", what="the restarted run to complete")
     page = web.post("/instance/restart", {"id": instance_id, "new_instance_id": "on"})
     new_id = re.search(r"Restarted as (\S+)\.", page.notice())
@@ -169,7 +170,7 @@ def test_new_orchestration_with_start_at_stays_pending(stack: Stack, dts: Durabl
     page = web.post("/new", {"orchestration": "hello_cities", "input": "", "instance_id": instance_id,
                              "start_at": "2099-01-01T09:00"}, token_from="/new")
     assert "to start at 2099-01-01T09:00:00.000Z" in page.notice()
-    wait_for(lambda: _status(dts, instance_id) == "PENDING", what="a pending instance")
+    until(lambda: _status(dts, instance_id) == "PENDING", what="a pending instance")
 
 
 def test_new_orchestration_refuses_bad_input_and_sends_nothing(stack: Stack, sb: ServiceBusClient,
@@ -202,7 +203,7 @@ def test_resubmit_a_dead_letter_after_its_instance_exists(stack: Stack, sb: Serv
     queue = _queue(stack)
     # The approval arrives before its instance: dead-lettered InstanceNotFound (the stack's window is 0 s).
     early = send_raw(sb, queue, {"instance_id": instance_id, "approved": True, "approver": "early bird"}, "approval")
-    seq = wait_for(lambda: _dead_letters(sb, queue).get(early), what="the early approval dead-lettered")
+    seq = until(lambda: _dead_letters(sb, queue).get(early), what="the early approval dead-lettered")
     assert "InstanceNotFound" in web.get("/queue").text
     start(sb, queue, "approval_workflow", {"item": "ticket"}, instance_id=instance_id)
     waiting_for_approval(dts, instance_id)
@@ -216,7 +217,7 @@ def test_delete_dead_letters_removes_only_the_chosen(stack: Stack, sb: ServiceBu
     queue = _queue(stack)
     doomed = send_raw(sb, queue, "not json at all", "start")
     kept = send_raw(sb, queue, {"hello": 1}, "start")
-    found = wait_for(lambda: (d := _dead_letters(sb, queue)) and doomed in d and kept in d and d,
+    found = until(lambda: (d := _dead_letters(sb, queue)) and doomed in d and kept in d and d,
                      what="both dead-lettered")
     page = web.post("/queue/dead-letters/delete", {"seq": str(found[doomed])}, token_from="/queue")
     assert page.notice() == f"Deleted 1 dead-lettered message(s): #{found[doomed]}."

@@ -18,7 +18,8 @@ import pytest
 from azure.servicebus import ServiceBusClient
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-from tests.dashboard.conftest import Stack, finished, send_raw, start, wait_for, waiting_for_approval
+from tests.dashboard.conftest import Stack, finished, send_raw, start, waiting_for_approval
+from tests.support.wait import until
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +125,7 @@ def test_resubmit_a_dead_letter(page: Any, stack: Stack, sb: ServiceBusClient,
         page.reload()
         return row.count() == 1
 
-    wait_for(arrived, what="the early approval in the dead-letter queue")
+    until(arrived, what="the early approval in the dead-letter queue")
     expect(row.locator("td.reason")).to_have_text("InstanceNotFound")
     start(sb, queue, "approval_workflow", {"item": "ticket"}, instance_id=instance_id)
     waiting_for_approval(dts, instance_id)

@@ -11,7 +11,8 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from sbworker.core.errors import ConfigError
 from sbworker.dashboard import serve
-from tests.dashboard.conftest import Stack, Web, wait_for
+from tests.dashboard.conftest import Stack, Web
+from tests.support.wait import until
 
 POSTS = ("/instance/terminate", "/instance/purge", "/instance/approve", "/new", "/queue/dead-letters/resubmit",
          "/queue/dead-letters/delete")
@@ -22,7 +23,7 @@ def victim(dts: DurableTaskSchedulerClient, run_id: str) -> str:
     """A running instance that a forged request would terminate."""
     instance_id = dts.schedule_new_orchestration("approval_workflow", input={"item": "x"},
                                                  instance_id=f"{run_id}-victim")
-    wait_for(lambda: (s := dts.get_orchestration_state(instance_id)) and s.runtime_status.name == "RUNNING",
+    until(lambda: (s := dts.get_orchestration_state(instance_id)) and s.runtime_status.name == "RUNNING",
              what="running")
     return instance_id
 
@@ -63,7 +64,7 @@ def test_cross_origin_posts_are_refused_even_with_a_valid_token(web: Web, dts: D
     assert _running(dts, victim)
     allowed = web.request("POST", "/instance/terminate", form, headers={"Origin": web.base})
     assert allowed.status == 303  # the same request from our own page works
-    wait_for(lambda: not _running(dts, victim), what="terminated")
+    until(lambda: not _running(dts, victim), what="terminated")
 
 
 def test_no_secret_is_rendered(stack: Stack, web: Web) -> None:

@@ -13,7 +13,8 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from orchestrations import registry
 from sbworker.operations import publish
-from tests.dashboard.conftest import Stack, Web, finished, send_raw, start, wait_for, waiting_for_approval
+from tests.dashboard.conftest import Stack, Web, finished, send_raw, start, waiting_for_approval
+from tests.support.wait import until
 
 
 def _queue(stack: Stack) -> str:
@@ -181,7 +182,7 @@ def test_messages_view_names_the_messages_that_acted_on_the_instance(stack: Stac
     finished(dts, instance_id)
     late = send_raw(sb, _queue(stack), {"instance_id": instance_id, "approved": False, "approver": "eve"},
                     "approval")  # the instance is over: dead-lettered InstanceNotRunning
-    page = wait_for(lambda: (p := web.get(f"/instance/messages?id={instance_id}")) and late in p.text and p,
+    page = until(lambda: (p := web.get(f"/instance/messages?id={instance_id}")) and late in p.text and p,
                     what="the late approval in the dead-letter queue")
     origins = re.search(r'<table class="plain" id="origins">(.*?)</table>', page.text, re.S).group(1)  # type: ignore[union-attr]
     assert started_by in origins and approval in origins and "event ApprovalEvent" in origins
@@ -212,7 +213,7 @@ def test_queue_page_counts_active_scheduled_and_dead_lettered(stack: Stack, sb: 
     with sb.get_queue_sender(_queue(stack)) as sender:
         sender.schedule_messages(message, datetime.now(UTC) + timedelta(days=7))
     bad = send_raw(sb, _queue(stack), "{not json", "start")
-    wait_for(lambda: counts()["dead-letter"] == before["dead-letter"] + 1, what="one more dead letter")
+    until(lambda: counts()["dead-letter"] == before["dead-letter"] + 1, what="one more dead letter")
     after = counts()
     assert after["scheduled"] == before["scheduled"] + 1
     assert after["active"] == before["active"]
@@ -224,7 +225,7 @@ def test_queue_page_counts_active_scheduled_and_dead_lettered(stack: Stack, sb: 
 
 def test_dead_letter_bodies_are_shown_as_text(stack: Stack, sb: ServiceBusClient, web: Web) -> None:
     bad = send_raw(sb, _queue(stack), '<script>alert("dlq")</script>', "start")
-    page = wait_for(lambda: (p := web.get("/queue")) and bad in p.text and p, what="the message in the DLQ")
+    page = until(lambda: (p := web.get("/queue")) and bad in p.text and p, what="the message in the DLQ")
     assert '<script>alert("dlq")' not in page.text
     assert "&lt;script&gt;alert(&#34;dlq&#34;)&lt;/script&gt;" in page.text
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +27,7 @@ from sbworker.core.config import ListenerSettings, ServiceBusSettings
 from sbworker.core.entities import Source, queue_source, topic_source
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from tests.fixtures.target import ExternalBus
+from tests.support.wait import eventually
 
 QUEUE = "workflow-requests"
 TOPIC = "workflow-events"
@@ -61,19 +61,6 @@ def topic_entities(subscription_settings: dict[str, Any], *, others: tuple[str, 
     subscriptions = [worker, *({"Name": name} for name in others)]
     return ({TOPIC_SOURCE.retry_queue: subscription_settings},
             {TOPIC: {"Properties": {}, "Subscriptions": subscriptions}})
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0, interval: float = 0.05,
-                     what: str = "condition") -> Any:
-    """Poll until `check` returns something truthy (an event we cannot subscribe to), or fail naming it."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Harness:

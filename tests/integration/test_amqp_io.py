@@ -17,7 +17,7 @@ from azure.servicebus.exceptions import ServiceBusError
 
 from sbworker import patches
 from tests.fixtures.localbus import LocalBusFactory
-from tests.integration.harness import eventually
+from tests.support.wait import eventually
 
 QUEUE = "io"
 

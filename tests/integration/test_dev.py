@@ -13,8 +13,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from sbworker.core import clients
 from sbworker.core.config import parse_dts
-from tests.fixtures.ports import free_port
 from tests.integration.procs import sbworker, service, stack_env
+from tests.support.ports import free_port
 
 
 def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.config import parse_dts
 from sbworker.operations.publish import approval_message, start_message
-from tests.fixtures.ports import free_port
 from tests.integration.procs import Service, stack_env
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 

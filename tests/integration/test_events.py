@@ -26,7 +26,8 @@ from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend
 from tests.fixtures.localbus import queue_bus
 from tests.fixtures.target import external_servicebus
-from tests.integration.harness import QUEUE, TOPIC_SOURCE, Harness, eventually, listener_settings, topic_entities
+from tests.integration.harness import QUEUE, TOPIC_SOURCE, Harness, listener_settings, topic_entities
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 

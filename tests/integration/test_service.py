@@ -26,10 +26,11 @@ from sbworker import patches
 from sbworker.core import config, credentials
 from sbworker.core.config import Auth
 from tests.fixtures.dts import DtsBackend
-from tests.fixtures.ports import free_port
-from tests.integration.harness import QUEUE, eventually
+from tests.integration.harness import QUEUE
 from tests.integration.procs import service as sbworker_service
 from tests.integration.procs import stack_env
+from tests.support.ports import free_port
+from tests.support.wait import eventually
 
 SECRET_KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY3ODk="
 

@@ -22,7 +22,6 @@ from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES
 from sbworker.core.entities import Entity
 from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend
-from tests.fixtures.ports import free_port
 from tests.fixtures.target import external_servicebus
 from tests.integration.harness import (
     SUBSCRIPTION,
@@ -33,6 +32,7 @@ from tests.integration.harness import (
     topic_entities,
 )
 from tests.integration.procs import Service, sbworker, stack_env
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 

@@ -10,6 +10,7 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.client import OrchestrationState, OrchestrationStatus
 
 from activities import services
+from tests.support.wait import until
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -57,15 +58,12 @@ def start_approval(client: DurableTaskSchedulerClient, input: object | None = No
 
 def wait_until_awaiting(client: DurableTaskSchedulerClient, instance_id: str) -> None:
     """Poll (not a wait_for_* stream: the backend's thread pool is small) until the wait has begun."""
-    import time
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    def awaiting() -> bool:
         state = client.get_orchestration_state(instance_id)
-        if state and state.serialized_custom_status and "awaiting_approval" in state.serialized_custom_status:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{instance_id} never reached awaiting_approval")
+        return bool(state and "awaiting_approval" in (state.serialized_custom_status or ""))
+
+    until(awaiting, what=f"{instance_id} to reach awaiting_approval", timeout=20, interval=0.02)
 
 
 def test_approval_approved_records_approver(dts_client: DurableTaskSchedulerClient) -> None:

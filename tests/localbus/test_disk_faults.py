@@ -23,7 +23,7 @@ from azure.servicebus.exceptions import ServiceBusError, ServiceBusQuotaExceeded
 from localbus import LocalBus
 from localbus import connection_string as connection_string_for
 from localbus.cli import main as cli_main
-from tests.fixtures.ports import free_port
+from tests.support.ports import free_port
 
 from .child import broker_process
 from .diskfaults import MiB, build_shim, fill, integrity, small_disk

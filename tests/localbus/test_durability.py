@@ -15,7 +15,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from localbus import connection_string as connection_string_for
 from tests.fixtures.localbus import LocalBusFactory
-from tests.fixtures.ports import free_port
+from tests.support.ports import free_port
 
 from .child import broker_process
 from .sdk import bodies, client, sender

@@ -22,6 +22,7 @@ from durabletask.client import OrchestrationState
 from activities import approvals
 from localbus import LocalBus
 from sbworker.core.messages import text
+from tests.support.wait import until
 
 if TYPE_CHECKING:
     from tests.reliability import workload
@@ -47,20 +48,6 @@ def durable_bus(tmp_path: Path, *, sas_key: str | None = None, **queue_kw: Any) 
         yield bus
     finally:
         bus.stop()
-
-
-def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1,
-               on_timeout: Callable[[], str] | None = None) -> T:
-    """Poll `check` until it returns something truthy; fail naming `what` (and extra diagnostics)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    extra = f"\n{on_timeout()}" if on_timeout else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r}){extra}")
 
 
 def body_bytes(message: ServiceBusReceivedMessage) -> bytes:
@@ -191,7 +178,7 @@ class Stack:
 
     def drained(self, timeout: float = 30) -> None:
         """Wait until the queue holds nothing in any state (every message settled for good)."""
-        wait_until(lambda: queue_total(self.bus) == 0, timeout=timeout, what="queue drained",
+        until(lambda: queue_total(self.bus) == 0, timeout=timeout, what="queue drained",
                    on_timeout=lambda: f"counts {self.bus.counts(QUEUE)}\n{self.listener.output()[-3000:]}")
         assert self.listener.alive, self.listener.output()[-4000:]
 
@@ -221,7 +208,7 @@ def wait_state(dts_client: Any, instance_id: str, predicate: Callable[[Orchestra
         state = dts_client.get_orchestration_state(instance_id)
         return state if state is not None and predicate(state) else None
 
-    result: OrchestrationState = wait_until(check, timeout=timeout, what=f"{what} of {instance_id}")
+    result: OrchestrationState = until(check, timeout=timeout, what=f"{what} of {instance_id}")
     return result
 
 

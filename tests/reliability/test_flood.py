@@ -32,8 +32,8 @@ from tests.reliability.common import (
     publish,
     running_stack,
     start_message,
-    wait_until,
 )
+from tests.support.wait import until
 
 APPROVALS = 5_000
 WINDOW = 30
@@ -78,7 +78,7 @@ def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Pat
         starter = threading.Thread(target=starts, daemon=True)
         starter.start()
         try:
-            wait_until(lambda: stack.bus.counts(QUEUE)["total"] == 0, timeout=WINDOW + 240, interval=0.5,
+            until(lambda: stack.bus.counts(QUEUE)["total"] == 0, timeout=WINDOW + 240, interval=0.5,
                        what="the flood to end in the DLQ",
                        on_timeout=lambda: f"{stack.bus.counts(QUEUE)}\n{stack.listener.output()[-2000:]}")
         finally:
@@ -94,7 +94,7 @@ def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Pat
 
         latencies = []
         for iid, sent in published.items():
-            state = wait_until(lambda iid=iid: dts_client.get_orchestration_state(iid), timeout=30,
+            state = until(lambda iid=iid: dts_client.get_orchestration_state(iid), timeout=30,
                                what=f"start {iid}")
             created = state.created_at if state.created_at.tzinfo else state.created_at.replace(tzinfo=UTC)
             latencies.append(max(0.0, (created - datetime.fromtimestamp(sent, UTC)).total_seconds()))

@@ -17,7 +17,8 @@ import pytest
 from tests.fixtures.dts import DtsBackend
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload
-from tests.reliability.common import Publisher, durable_bus, queue_total, wait_until
+from tests.reliability.common import Publisher, durable_bus, queue_total
+from tests.support.wait import until
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -54,7 +55,7 @@ def _kill_run(tmp_path: Path, dts_client: Any, dts_backend: DtsBackend, *, scale
                 return publisher.sent - queue_total(bus) >= n
 
             for threshold in kills:  # each kill each while messages are in flight and more keep coming
-                wait_until(lambda t=threshold: settled_at_least(t), timeout=120, what=f"{threshold} settled",
+                until(lambda t=threshold: settled_at_least(t), timeout=120, what=f"{threshold} settled",
                            on_timeout=lambda: verify.progress(bus, dts_client, w))
                 assert queue_total(bus) > 0 or publisher.is_alive(), "kill would not be mid-stream"
                 listener.kill9()
@@ -62,7 +63,7 @@ def _kill_run(tmp_path: Path, dts_client: Any, dts_backend: DtsBackend, *, scale
             publisher.join(120)
             assert publisher.error is None, publisher.error
             assert publisher.sent == len(w)
-            wait_until(lambda: verify.all_settled(bus, dts_client, w), timeout=240, interval=0.5,
+            until(lambda: verify.all_settled(bus, dts_client, w), timeout=240, interval=0.5,
                        what="every message settled and every approval applied",
                        on_timeout=lambda: verify.progress(bus, dts_client, w))
             assert listener.alive, listener.output()[-4000:]

@@ -23,10 +23,10 @@ from tests.reliability.common import (
     publish,
     queue_total,
     start_message,
-    wait_until,
 )
 from tests.reliability.faultproxy import FaultProxy
 from tests.reliability.netstack import NetStack, net_stack, started_more_than_once
+from tests.support.wait import until
 
 # A dead link must be noticed and replaced within this (generous on a shared 2-core machine): AMQP heartbeats or
 # gRPC keepalive at ~10 s, their timeout, the reconnect backoff and a 5 s lock expiry fit well inside.
@@ -53,7 +53,7 @@ def _run(tmp_path: Path, name: str, fault: Callable[[NetStack, Publisher], None]
         publisher.join(120)
         assert publisher.error is None, publisher.error
         assert publisher.sent == len(w)
-        wait_until(lambda: verify.all_settled(stack.bus, stack.client, w), timeout=CONVERGE_TIMEOUT, interval=0.5,
+        until(lambda: verify.all_settled(stack.bus, stack.client, w), timeout=CONVERGE_TIMEOUT, interval=0.5,
                    what="every message settled and every approval applied",
                    on_timeout=lambda: verify.progress(stack.bus, stack.client, w)
                    + "\n" + stack.listener.output()[-3000:])
@@ -81,7 +81,7 @@ def test_latency_and_jitter_on_both_links_lose_and_double_nothing(tmp_path: Path
 def test_connection_resets_on_both_links_lose_and_double_nothing(tmp_path: Path) -> None:
     """An RST on every open connection of both links, every 3 s, six times, while messages flow and settle."""
     def fault(stack: NetStack, publisher: Publisher) -> None:
-        wait_until(lambda: publisher.sent - queue_total(stack.bus) >= 100, timeout=60, what="100 settled")
+        until(lambda: publisher.sent - queue_total(stack.bus) >= 100, timeout=60, what="100 settled")
         for _ in range(6):
             stack.bus_proxy.reset()
             stack.dts_proxy.reset()
@@ -106,7 +106,7 @@ def test_bandwidth_cap_on_both_links_loses_and_doubles_nothing(tmp_path: Path) -
 def _half_open(proxy_of: Callable[[NetStack], FaultProxy], label: str, bound: float = RECOVERY_BOUND
                ) -> Callable[[NetStack, Publisher], None]:
     def fault(stack: NetStack, publisher: Publisher) -> None:
-        wait_until(lambda: publisher.sent - queue_total(stack.bus) >= 300, timeout=60, what="300 settled")
+        until(lambda: publisher.sent - queue_total(stack.bus) >= 300, timeout=60, what="300 settled")
         proxy = proxy_of(stack)
         stalled = proxy.stall()
         began = time.monotonic()
@@ -118,7 +118,7 @@ def _half_open(proxy_of: Callable[[NetStack], FaultProxy], label: str, bound: fl
             state = stack.client.get_orchestration_state(probe)
             return state is not None and awaiting_approval(state)
 
-        wait_until(recovered, timeout=bound, interval=0.25,
+        until(recovered, timeout=bound, interval=0.25,
                    what=f"a start published after the {label} link went half-open to reach its instance",
                    on_timeout=lambda: stack.listener.output()[-2500:])
         print(f"\n{label} link half-open ({stalled} connection(s) silenced, never closed): recovered in "

@@ -26,8 +26,8 @@ from tests.reliability.common import (
     queue_total,
     running_stack,
     start_message,
-    wait_until,
 )
+from tests.support.wait import until
 
 
 @dataclass
@@ -71,22 +71,22 @@ def test_dts_outage_of_10s_dead_letters_nothing_and_everything_is_processed_afte
                        MAX_CONCURRENT_MESSAGES=8) as stack:
         stack.publish([start_message("approval_workflow", input={"n": i}, instance_id=iid)
                        for i, iid in enumerate(waiting)])
-        wait_until(lambda: all((s := _get(dts, iid)) and awaiting_approval(s) for iid in waiting), timeout=60,
+        until(lambda: all((s := _get(dts, iid)) and awaiting_approval(s) for iid in waiting), timeout=60,
                    what="instances waiting for approval")
         own_dts.backend.stop()
         outage_began = time.monotonic()
         stack.publish([approval_message(iid, i % 2 == 0, f"approver-{i}") for i, iid in enumerate(waiting)]
                       + [start_message("approval_workflow", input={"n": i}, instance_id=iid)
                          for i, iid in enumerate(during)])
-        wait_until(lambda: time.monotonic() - outage_began >= 10 or not stack.listener.alive, timeout=15,
+        until(lambda: time.monotonic() - outage_began >= 10 or not stack.listener.alive, timeout=15,
                    what="the outage", interval=0.2)
         assert stack.listener.alive, stack.listener.output()[-4000:]
         assert dead_letters(stack.connection_string) == [], "dead-lettered because DTS was down"
         own_dts.backend.restart()
-        wait_until(lambda: queue_total(stack.bus) == 0, timeout=90, what="everything processed after recovery",
+        until(lambda: queue_total(stack.bus) == 0, timeout=90, what="everything processed after recovery",
                    on_timeout=lambda: stack.listener.output()[-3000:])
         for i, iid in enumerate(waiting):
-            state = wait_until(lambda iid=iid: (s := _get(dts, iid)) and decision(s) and s, timeout=30,
+            state = until(lambda iid=iid: (s := _get(dts, iid)) and decision(s) and s, timeout=30,
                                what=f"approval of {iid} applied")
             assert json.loads(state.serialized_output) == ("Approved" if i % 2 == 0 else "Rejected")
             assert decision(state)["approver"] == f"approver-{i}"
@@ -107,11 +107,11 @@ def test_handling_that_outlives_the_lock_keeps_it_and_settles_once(tmp_path: Pat
     with running_stack(tmp_path, own_dts.backend.connection_string, queue={"lock": "PT5S"}) as stack:
         own_dts.backend.stop()
         stack.publish([start_message("hello_cities", message_id=iid) for iid in ids])
-        wait_until(lambda: stack.bus.counts("workflow-requests")["locked"] == len(ids), timeout=10,
+        until(lambda: stack.bus.counts("workflow-requests")["locked"] == len(ids), timeout=10,
                    what="all locked by the listener")
         locked_at = time.monotonic()
         # Two whole lock durations later the same deliveries are still locked: renewed, never expired.
-        wait_until(lambda: time.monotonic() - locked_at >= 11, timeout=15, what="two lock durations", interval=0.2)
+        until(lambda: time.monotonic() - locked_at >= 11, timeout=15, what="two lock durations", interval=0.2)
         held = {str(m.message_id): m for m in peek_all(stack.connection_string)}
         assert set(held) == set(ids)
         assert all(m.delivery_count == 0 for m in held.values()), {k: m.delivery_count for k, m in held.items()}
@@ -134,13 +134,13 @@ def test_localbus_restart_mid_stream_loses_nothing(tmp_path: Path, dts_backend: 
     with running_stack(tmp_path, dts_backend.connection_string, queue={"lock": "PT5S"},
                        MAX_MESSAGE_BYTES=workload.MAX_MESSAGE_BYTES, APPROVAL_NOT_FOUND_WINDOW_SECONDS=120) as stack:
         stack.publish(w.messages)
-        wait_until(lambda: len(w) - queue_total(stack.bus) >= 60, timeout=60, what="60 settled")
+        until(lambda: len(w) - queue_total(stack.bus) >= 60, timeout=60, what="60 settled")
         assert queue_total(stack.bus) > 0
         stack.bus.stop()  # connections cut mid-settlement; sqlite keeps the messages, not the locks
         stack.bus.start()  # same port
         # Reconnection is judged by outcomes only: sometimes the SDK re-opens its links by itself and the listener
         # never sees an error (no new "listening on queue" line), sometimes the listener's session restarts.
-        wait_until(lambda: verify.all_settled(stack.bus, dts_client, w), timeout=150, interval=0.5,
+        until(lambda: verify.all_settled(stack.bus, dts_client, w), timeout=150, interval=0.5,
                    what="everything settled after the restart",
                    on_timeout=lambda: verify.progress(stack.bus, dts_client, w))
         found = verify.problems(stack.bus, dts_client, w, run)

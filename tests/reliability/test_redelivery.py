@@ -25,9 +25,9 @@ from tests.reliability.common import (
     running_stack,
     start_message,
     wait_state,
-    wait_until,
 )
 from tests.reliability.netstack import net_stack
+from tests.support.wait import until
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -86,7 +86,7 @@ def test_an_approval_waiting_for_hours_keeps_being_reenqueued(tmp_path: Path, dt
             counts = stack.bus.counts("workflow-requests")
             return (counts["scheduled"] == 1 and counts["total"] == 1) or stack.dead_letter(f"{iid}-approval")
 
-        wait_until(settled, timeout=30, what="re-enqueued or dead-lettered")
+        until(settled, timeout=30, what="re-enqueued or dead-lettered")
         assert stack.dead_letter(f"{iid}-approval") is None
         [copy] = [m for m in _peek(stack) if str(m.message_id) == f"{iid}-approval"]
         assert copy.application_properties[b"sbworker-retries"] == 1101
@@ -103,11 +103,11 @@ def test_concurrent_early_approvals_never_cost_a_delivery_attempt(tmp_path: Path
     with running_stack(tmp_path, dts_backend.connection_string, queue={"max_delivery": 10},
                        MAX_CONCURRENT_MESSAGES=24, PREFETCH_COUNT=24) as stack:
         stack.publish([approval_message(iid, True, "early-bird") for iid in ids])
-        wait_until(lambda: stack.bus.counts("workflow-requests")["scheduled"] + len(_dead(stack)) >= len(ids),
+        until(lambda: stack.bus.counts("workflow-requests")["scheduled"] + len(_dead(stack)) >= len(ids),
                    timeout=30, what="every early approval handled once")
         stack.publish([start_message("approval_workflow", input={"n": i}, instance_id=iid)
                        for i, iid in enumerate(ids)])
-        wait_until(lambda: queue_total(stack.bus) == 0, timeout=60, what="queue drained")
+        until(lambda: queue_total(stack.bus) == 0, timeout=60, what="queue drained")
         assert _dead(stack) == []
         for iid in ids:
             state = wait_state(dts_client, iid, lambda s: decision(s) is not None, what="decision", timeout=5)
@@ -137,7 +137,7 @@ def test_an_approval_whose_complete_fails_after_its_copy_was_scheduled_waits_onc
         stack.dts_proxy.stall(new_too=True)  # the listener's DTS calls hang until they time out (10 s)
         approval = approval_message(iid, True, "ada", message_id=f"{iid}-approval")
         publish(stack.bus.connection_string, [approval])
-        wait_until(lambda: stack.bus.counts("workflow-requests")["locked"] == 1, timeout=15,
+        until(lambda: stack.bus.counts("workflow-requests")["locked"] == 1, timeout=15,
                    what="the approval held by the listener")
         assert stack.listener.proc is not None
         os.kill(stack.listener.proc.pid, signal.SIGSTOP)
@@ -146,7 +146,7 @@ def test_an_approval_whose_complete_fails_after_its_copy_was_scheduled_waits_onc
             stack.dts_proxy.heal()
         finally:
             os.kill(stack.listener.proc.pid, signal.SIGCONT)
-        wait_until(lambda: queue_total(stack.bus) == 0, timeout=90, interval=0.5, what="the approval settled for good",
+        until(lambda: queue_total(stack.bus) == 0, timeout=90, interval=0.5, what="the approval settled for good",
                    on_timeout=lambda: stack.listener.output()[-3000:])
         log = stack.listener.output()
         assert f"could not settle message {iid}-approval (RetryLater)" in log, log[-3000:]

@@ -21,8 +21,9 @@ from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload
-from tests.reliability.common import Publisher, durable_bus, queue_total, wait_until
+from tests.reliability.common import Publisher, durable_bus, queue_total
 from tests.reliability.netstack import started_more_than_once
+from tests.support.wait import until
 
 # A final settlement; `retrylater` is not one: the early approval's copy is a new message with the same id.
 SETTLED = re.compile(r"settled message_id=(\S+) .*? action=(?!retrylater)\S+ .*? delivery_count=(\d+)")
@@ -47,15 +48,15 @@ def test_three_replicas_one_killed_one_terminated_settle_everything_once(tmp_pat
                 publisher = Publisher(bus.connection_string, w, batch=50, pause=0.05)
                 publisher.start()
                 # Mid-stream: 300 settled and a backlog, so the victim holds prefetched and in-flight messages.
-                wait_until(lambda: publisher.sent - queue_total(bus) >= 300 and queue_total(bus) >= 20, timeout=90,
+                until(lambda: publisher.sent - queue_total(bus) >= 300 and queue_total(bus) >= 20, timeout=90,
                            what="300 settled with a backlog", interval=0.02)
                 killed.kill9()
-                wait_until(lambda: publisher.sent - queue_total(bus) >= 600, timeout=90, what="600 settled")
+                until(lambda: publisher.sent - queue_total(bus) >= 600, timeout=90, what="600 settled")
                 assert terminated.terminate() == 0, terminated.output()[-3000:]
                 publisher.join(120)
                 assert publisher.error is None, publisher.error
                 assert publisher.sent == len(w)
-                wait_until(lambda: verify.all_settled(bus, client, w), timeout=150, interval=0.5,
+                until(lambda: verify.all_settled(bus, client, w), timeout=150, interval=0.5,
                            what="every message settled and every approval applied",
                            on_timeout=lambda: verify.progress(bus, client, w) + "\n" + survivor.output()[-3000:])
                 assert survivor.alive, survivor.output()[-4000:]

@@ -14,7 +14,6 @@ from urllib.parse import unquote
 
 from localbus import connection_string as connection_string_for
 from tests.fixtures.dts import DtsBackend
-from tests.fixtures.ports import free_port
 from tests.fixtures.processes import REPO, ListenerProcess, listener_env
 from tests.reliability.common import (
     QUEUE,
@@ -24,8 +23,9 @@ from tests.reliability.common import (
     queue_total,
     running_stack,
     start_message,
-    wait_until,
 )
+from tests.support.ports import free_port
+from tests.support.wait import until
 
 SAS_KEY = "rEliAbIlItY-" + uuid.uuid4().hex  # distinctive, so a leak cannot hide behind a common string
 WRONG_KEY = "wRoNgKeY-" + uuid.uuid4().hex
@@ -65,7 +65,7 @@ def test_wrong_sas_key_is_refused_reported_once_and_not_retried_in_a_storm(tmp_p
             assert attempts <= 6, f"{attempts} token attempts before the refusal was reported"
             refused_at = time.monotonic()
             # The documented behaviour: stay up, report, and back off (60 s) instead of hammering the broker.
-            wait_until(lambda: time.monotonic() - refused_at > 8 or not lp.alive, timeout=15, what="8 s", interval=0.5)
+            until(lambda: time.monotonic() - refused_at > 8 or not lp.alive, timeout=15, what="8 s", interval=0.5)
             assert lp.alive, lp.output()[-3000:]
             assert len(bus.tokens) - attempts <= 1, f"{len(bus.tokens) - attempts} token attempts in 8 s"
             assert lp.output().count(REFUSED) == 1

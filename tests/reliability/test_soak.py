@@ -28,7 +28,8 @@ from localdts import LocalDts
 from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from tests.fixtures.processes import ListenerProcess, listener_env
-from tests.reliability.common import QUEUE, approval_message, dead_letters, durable_bus, start_message, wait_until
+from tests.reliability.common import QUEUE, approval_message, dead_letters, durable_bus, start_message
+from tests.support.wait import until
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
 SAMPLE_SECONDS = 10.0
@@ -149,7 +150,7 @@ def test_soak_steady_mixed_load_leaks_nothing(tmp_path: Path) -> None:
                     stop.set()
                     load.join(10)
                 assert load.error is None, load.error
-                wait_until(lambda: bus.counts(QUEUE)["total"] == 0, timeout=180, interval=1, what="the queue drained",
+                until(lambda: bus.counts(QUEUE)["total"] == 0, timeout=180, interval=1, what="the queue drained",
                            on_timeout=lambda: f"{bus.counts(QUEUE)}\n{service.output()[-3000:]}")
                 dead = dead_letters(bus.connection_string)
                 bad = [d for d in dead if d.reason == "InvalidJson"]

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -50,18 +49,6 @@ async def running(service_settings: config.Settings, telemetry: Telemetry) -> As
         yield service.listeners[0]
     finally:
         await asyncio.wait_for(service.stop(), 60)
-
-
-async def wait_until(check: Callable[[], bool], *, what: str, timeout: float = 20.0,
-                     task: asyncio.Task[Any] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if task is not None and task.done():
-            task.result()  # raises what the service raised
-            raise AssertionError(f"the service ended before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def in_trace(exporter: InMemorySpanExporter, trace_id: int) -> list[ReadableSpan]:

@@ -21,7 +21,8 @@ from localdts import LocalDts
 from sbworker.observability import config as observability_config
 from sbworker.observability import telemetry
 from sbworker.observability.observer import NO_TRACE
-from tests.fixtures.ports import free_port
+from tests.support.ports import free_port
+from tests.support.wait import eventually
 from tests.telemetry import support
 
 QUEUE = "workflow-requests"
@@ -59,10 +60,10 @@ async def test_metrics_count_what_was_settled(localbus: LocalBus, dts: LocalDts)
                 await sender.send_messages(ServiceBusMessage(json.dumps(body), subject=subject,
                                                              content_type="application/json"))
             # The second start of the same instance arrives after the first one's is settled: a duplicate.
-            await support.wait_until(lambda: _settled(port) >= len(bodies), what="every message settled")
+            await eventually(lambda: _settled(port) >= len(bodies), what="every message settled")
             await sender.send_messages(ServiceBusMessage(json.dumps(bodies[3][1]), subject="start",
                                                          content_type="application/json"))
-            await support.wait_until(lambda: _settled(port) >= len(bodies) + 1, what="the duplicate settled")
+            await eventually(lambda: _settled(port) >= len(bodies) + 1, what="the duplicate settled")
         await asyncio.sleep(0.2)  # a late, wrong settlement would show up here
         status, content_type, text = get(port, "/metrics")
 

@@ -4,28 +4,19 @@ OTLP/HTTP to a receiver the test runs: one trace from the publisher's PRODUCER s
 
 from __future__ import annotations
 
-import time
 import urllib.request
-from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from localbus import LocalBus
 from localdts import LocalDts
-from tests.fixtures.ports import free_port
 from tests.integration.procs import sbworker, service, stack_env
+from tests.support.ports import free_port
+from tests.support.wait import until
 from tests.telemetry.otlp_receiver import OtlpReceiver, Span
 
 QUEUE = "workflow-requests"
 PRODUCER, CONSUMER = 4, 5  # OTLP Span.SpanKind
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def named(spans: list[Span], name: str) -> list[Span]:
@@ -45,12 +36,12 @@ def test_publish_and_service_export_one_trace_over_otlp_http(localbus: LocalBus,
             assert published.returncode == 0, published.stderr
             fields = dict(line.split(":", 1) for line in published.stdout.splitlines())
             trace_id, instance_id = fields["trace_id"].strip(), fields["instance_id"].strip()
-            wait_for(lambda: len(named(otlp.in_trace(trace_id), "activity:say_hello")) == 6
-                     and bool(named(otlp.in_trace(trace_id), "orchestration:hello_cities")),
-                     "the worker's spans in the publisher's trace")
+            until(lambda: len(named(otlp.in_trace(trace_id), "activity:say_hello")) == 6
+                  and bool(named(otlp.in_trace(trace_id), "orchestration:hello_cities")),
+                  what="the worker's spans in the publisher's trace")
             with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5) as reply:
                 content_type, text = reply.headers["Content-Type"], reply.read().decode()
-            wait_for(lambda: "sbworker.messages.settled" in otlp.metric_names, "metrics over OTLP")
+            until(lambda: "sbworker.messages.settled" in otlp.metric_names, what="metrics over OTLP")
             assert run.terminate() == 0, run.output[-3000:]
 
     spans = otlp.in_trace(trace_id)

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from localbus import LocalBus
 from localdts import LocalDts
+from tests.support.wait import eventually
 from tests.telemetry import support
 
 QUEUE = "workflow-requests"
@@ -60,7 +61,7 @@ async def test_a_start_message_and_its_orchestration_form_one_trace(localbus: Lo
     header, trace_id, publisher_span = traceparent()
     async with support.running(support.settings(localbus, dts), support.tracing_only()):
         message_id = await send(localbus, {"orchestration": "hello_cities"}, "start", {"traceparent": header})
-        await support.wait_until(
+        await eventually(
             lambda: sum(s.name == "activity:say_hello" for s in support.in_trace(exporter, trace_id)) == 6
             and any(s.name == "orchestration:hello_cities" for s in support.in_trace(exporter, trace_id)),
             what="the worker's spans in the publisher's trace")
@@ -99,7 +100,7 @@ async def test_diagnostic_id_is_a_parent_too_and_a_dead_letter_names_its_trace(
     header, trace_id, publisher_span = traceparent()
     async with support.running(support.settings(localbus, dts), support.tracing_only()):
         message_id = await send(localbus, {"orchestration": "no_such_workflow"}, "start", {"Diagnostic-Id": header})
-        await support.wait_until(lambda: bool(support.in_trace(exporter, trace_id)), what="the consumer span")
+        await eventually(lambda: bool(support.in_trace(exporter, trace_id)), what="the consumer span")
         async with ServiceBusClient.from_connection_string(localbus.connection_string) as client, \
                 client.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
             dead = await dlq.peek_messages(max_message_count=50)
@@ -123,11 +124,11 @@ async def test_an_early_approval_keeps_its_trace_through_every_reenqueue(localbu
     async with support.running(support.settings(localbus, dts), support.tracing_only()):
         await send(localbus, {"instance_id": instance_id, "approved": True, "approver": "ada"}, "approval",
                    {"traceparent": header})
-        await support.wait_until(
+        await eventually(
             lambda: any(dict(s.attributes or {}).get("sbworker.settlement.action") == "reenqueue"
                         for s in support.in_trace(exporter, trace_id)), what="the approval re-enqueued")
         await send(localbus, {"orchestration": "approval_workflow", "instance_id": instance_id}, "start", {})
-        await support.wait_until(
+        await eventually(
             lambda: any(dict(s.attributes or {}).get("sbworker.settlement.reason") == "raised"
                         for s in support.in_trace(exporter, trace_id)), what="the approval raised")
 
