@@ -33,8 +33,8 @@ from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from sbworker.core.messages import text
 from sbworker.operations.publish import start_message
-from tests.fixtures.ports import free_port
 from tests.integration.procs import Service, stack_env
+from tests.support.ports import free_port
 
 QUEUE = "workflow-requests"
 GREETINGS = "Hello Tokyo!, Hello Seattle!, Hello London!"

@@ -25,8 +25,8 @@ from localdts import LocalDts
 from sbworker.core import clients, config
 from sbworker.core.worker_guard import DTS_MESSAGE_BYTES, ERROR_TYPE, WorkerGuard
 from tests.fixtures.dts import DtsBackend, start_backend
-from tests.fixtures.ports import free_port
 from tests.integration.harness import eventually
+from tests.support.ports import free_port
 
 FIVE_MIB = 5 * 1024 * 1024
 
