@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sbworker import LOCAL_CONFIG
 from sbworker.core import config
@@ -102,8 +102,11 @@ def build_parser() -> Parser:
 
 
 def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
-    publish = sub.add_parser("publish", help="publish a start or an approval message to the queue",
-                             description="Send a message that follows the contract to SERVICEBUS_QUEUE.")
+    publish = sub.add_parser("publish", help="publish a start, an approval or a declared event to the queue",
+                             description="Send a message that follows the contract to SERVICEBUS_QUEUE (or the "
+                                         "topic). It is checked by the listener's own parser first: what the "
+                                         "listener would dead-letter is refused here, with its reason.")
+    _cloudevents_option(publish, default=False)
     kinds = publish.add_subparsers(dest="kind", required=True, metavar="KIND", parser_class=Parser)
     start = kinds.add_parser(
         "start", help="start an orchestration",
@@ -114,6 +117,7 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--input", help="JSON input, or @file.json to read it from a file")
     start.add_argument("--instance-id", help="instance id (default: the message id)")
     start.add_argument("--start-at", help="ISO-8601 UTC time to start at, e.g. 2026-12-01T09:00:00Z")
+    _cloudevents_option(start)
     approve = kinds.add_parser(
         "approve", help="approve (or --reject) a waiting approval_workflow instance",
         description="Publish an approval message for an instance waiting for ApprovalEvent.",
@@ -123,6 +127,18 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     approve.add_argument("--reject", action="store_true", help="reject instead of approve")
     approve.add_argument("--approver", help="who decides (default: your user name)")
     approve.add_argument("--comment", help="an optional comment")
+    _cloudevents_option(approve)
+    event = kinds.add_parser(
+        "event", help="raise a declared event (see orchestrations/events.py) on a waiting instance",
+        description="Publish an event message: the event must be declared, and its data must satisfy the event's "
+                    "JSON Schema.",
+        epilog="example: sbworker publish event invoice-42 PaymentReceived "
+               "--data '{\"amount_cents\": 4500, \"currency\": \"EUR\", \"reference\": \"psp-1\"}'",
+    )
+    event.add_argument("instance_id", help="the instance waiting for the event")
+    event.add_argument("name", help="the declared event name, e.g. PaymentReceived")
+    event.add_argument("--data", default="{}", help="the event's data as JSON, or @file.json (default {})")
+    _cloudevents_option(event)
 
     status = sub.add_parser("status", help="show one instance (exit code 1 when it does not exist)",
                             description="Show an instance's status, custom status, input, output and failure.",
@@ -164,6 +180,13 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     resubmit.add_argument("--all", action="store_true", help="resubmit every dead-lettered message")
     resubmit.add_argument("--retry-queue", action="store_true", default=argparse.SUPPRESS,
                           help="topic form: the sequence numbers are the retry queue's")
+
+
+def _cloudevents_option(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    """Before or after KIND: `publish --cloudevents start ...` and `publish start ... --cloudevents` both work."""
+    parser.add_argument("--cloudevents", action="store_true", default=default,
+                        help="send it as a CloudEvent (structured mode, application/cloudevents+json; the message "
+                             "id is the event id)")
 
 
 def monitor_status_names() -> list[str]:

@@ -14,11 +14,13 @@ from orchestrations import registry
 from sbworker.core import clients
 from sbworker.core.codes import Exit
 from sbworker.core.config import Settings
+from sbworker.core.contract import Rejected
 from sbworker.core.entities import Entity
 from sbworker.core.errors import UsageError, one_line
 from sbworker.observability import telemetry
 from sbworker.observability.config import TelemetrySettings
-from sbworker.operations import dlq, monitor, publish
+from sbworker.operations import dlq, monitor
+from sbworker.operations.publisher import Publisher
 
 
 def dispatch(args: argparse.Namespace, settings: Settings, telemetry_settings: TelemetrySettings) -> int:
@@ -46,47 +48,46 @@ def dispatch(args: argparse.Namespace, settings: Settings, telemetry_settings: T
 
 
 def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: TelemetrySettings) -> int:
-    if args.kind == "start":
-        if not registry.is_startable(args.orchestration):
-            raise UsageError(f"unknown orchestration {args.orchestration!r}; valid names: "
-                             f"{', '.join(registry.orchestration_names())}")
-        input_value = _input(args.input)
-        start_at = _start_at(args.start_at)
-        try:
-            message, instance_id = publish.start_message(args.orchestration, input_value, args.instance_id, start_at,
-                                                         bounds=settings.limits)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        trace_id = _send(settings, telemetry_settings, message)
-        print(f"instance_id: {instance_id}\nmessage_id:  {message.message_id}")
-        if trace_id:
-            print(f"trace_id:    {trace_id}")
-        return Exit.OK
-    approver = _user() if args.approver is None else args.approver
+    """Build with the Publisher (the listener's own checks), then send, traced when an exporter is configured."""
+    if args.kind == "start" and not registry.is_startable(args.orchestration):
+        raise UsageError(f"unknown orchestration {args.orchestration!r}; valid names: "
+                         f"{', '.join(registry.orchestration_names())}")
+    approver = (_user() if args.approver is None else args.approver) if args.kind == "approve" else ""
+    observed = telemetry.setup(telemetry_settings, metrics=False)
     try:
-        message = publish.approval_message(args.instance_id, not args.reject, approver, args.comment,
-                                           bounds=settings.limits)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    trace_id = _send(settings, telemetry_settings, message)
-    verdict = "rejection" if args.reject else "approval"
-    print(f"{verdict} by {approver} sent for instance {args.instance_id}\nmessage_id:  {message.message_id}")
-    if trace_id:
-        print(f"trace_id:    {trace_id}")
+        with Publisher.from_settings(settings, cloudevents="structured" if args.cloudevents else None,
+                                     traced=observed.tracer is not None) as publisher:
+            try:
+                if args.kind == "start":
+                    outgoing = publisher.messages.start(args.orchestration, _json_option(args.input, "--input"),
+                                                        instance_id=args.instance_id,
+                                                        start_at=_start_at(args.start_at))
+                elif args.kind == "approve":
+                    outgoing = publisher.messages.approval(args.instance_id, not args.reject, approver, args.comment)
+                else:
+                    outgoing = publisher.messages.event(args.instance_id, args.name,
+                                                        _json_option(args.data, "--data"))
+            except Rejected as rejected:
+                raise UsageError(f"{rejected} ({rejected.reason})") from None
+            sent = publisher.send(outgoing)
+    finally:
+        observed.shutdown()
+    if args.kind == "approve":
+        print(f"{'rejection' if args.reject else 'approval'} by {approver} sent for instance {sent.instance_id}")
+    elif args.kind == "event":
+        print(f"event {args.name} sent for instance {sent.instance_id}")
+    else:
+        print(f"instance_id: {sent.instance_id}")
+    print(f"message_id:  {sent.message_id}")
+    if sent.event_id:
+        print(f"event_id:    {sent.event_id} (CloudEvents, structured)")
+    if sent.trace_id:
+        print(f"trace_id:    {sent.trace_id}")
     return Exit.OK
 
 
-def _send(settings: Settings, telemetry_settings: TelemetrySettings, message: Any) -> str | None:
-    """Send with a PRODUCER span when a trace exporter is configured; the span is flushed before we return."""
-    observed = telemetry.setup(telemetry_settings, metrics=False)
-    try:
-        with clients.servicebus_sync_client(settings.servicebus) as client:
-            return publish.send(client, settings.servicebus.source, message, traced=observed.tracer is not None)
-    finally:
-        observed.shutdown()
-
-
-def _input(raw: str | None) -> Any:
+def _json_option(raw: str | None, option: str) -> Any:
+    """JSON given inline, or @file.json."""
     if raw is None:
         return None
     text = raw
@@ -94,11 +95,11 @@ def _input(raw: str | None) -> Any:
         try:
             text = Path(raw[1:]).read_text(encoding="utf-8")
         except OSError as error:
-            raise UsageError(f"--input: cannot read {raw[1:]!r}: {error.strerror}") from None
+            raise UsageError(f"{option}: cannot read {raw[1:]!r}: {error.strerror}") from None
     try:
         return json.loads(text)
     except ValueError as error:
-        raise UsageError(f"--input is not valid JSON: {error}") from None
+        raise UsageError(f"{option} is not valid JSON: {error}") from None
 
 
 def _start_at(raw: str | None) -> datetime | None:

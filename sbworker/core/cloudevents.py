@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from cloudevents.core.base import BaseCloudEvent
@@ -207,7 +207,39 @@ def trace_carrier(body: bytes | None, content_type: str | None, properties: Mapp
     return {name: value for name, value in found.items() if isinstance(value, str) and 0 < len(value) <= 512}
 
 
+# --- writing (publishers) ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """A CloudEvent as an AMQP message's parts: body, content type and application properties."""
+
+    body: bytes
+    content_type: str
+    properties: dict[str, Any]
+
+
+def write(mode: Mode, attributes: Mapping[str, Any], data: Any) -> Written:
+    """`data` (JSON) with `attributes` (specversion, time default to 1.0 and now), in either content mode.
+
+    The SDK writes both; in binary mode its AMQP timestamp (epoch milliseconds, an int) goes back to a datetime,
+    which azure-servicebus sends as an AMQP timestamp (an int it would send as a 32-bit AMQP int).
+    """
+    event = SdkCloudEvent({"datacontenttype": "application/json", **attributes}, data)
+    if mode == "structured":
+        structured = amqp.to_structured_event(event)
+        return Written(structured.application_data, str(structured.properties[amqp.CONTENT_TYPE_PROPERTY]), {})
+    binary = amqp.to_binary_event(event)
+    time_key = PREFIXES[0] + "time"
+    properties = dict(binary.application_properties)
+    if isinstance(properties.get(time_key), int):
+        properties[time_key] = _EPOCH + timedelta(milliseconds=properties[time_key])
+    return Written(binary.application_data, str(binary.properties[amqp.CONTENT_TYPE_PROPERTY]), properties)
+
+
 # --- helpers ----------------------------------------------------------------------------------------------
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _require(attributes: Mapping[str, Any], where: str) -> None:

@@ -159,6 +159,15 @@ _EVENT: Final = Draft202012Validator(_EVENT_SCHEMA)
 _INSTANCE_ID: Final = Draft202012Validator(_START_SCHEMA["$defs"]["instanceId"])
 
 
+class Rejected(ValueError):
+    """A body the builders refuse because ``parse`` would: ``reason`` is the dead-letter reason it would give."""
+
+    def __init__(self, reason: str, description: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+
+
 class _Reject(Exception):
     """Internal: carries a rejection out of nested helpers to ``parse``."""
 
@@ -678,7 +687,10 @@ def start_body(
     if instance_id is not None:
         body["instance_id"] = instance_id
     if start_at is not None:
-        body["start_at"] = _format_utc(start_at)
+        try:
+            body["start_at"] = _format_utc(start_at)
+        except ValueError as error:
+            raise Rejected(Reason.SCHEMA_VIOLATION.value, str(error)) from None
     _check_body(_START, body, lambda: _check_input(orchestration, input, bounds, input_problem))
     return body
 
@@ -707,7 +719,7 @@ def event_body(instance_id: str, name: str, data: Any, events: EventCatalog, *, 
         _check_instance_id_length(body)
         _check_event(_event(body, events), _LONGEST_MESSAGE_ID, bounds)
     except _Reject as rejection:
-        raise ValueError(_clip(rejection.description)) from None
+        raise Rejected(rejection.reason.value, _clip(rejection.description)) from None
     return body
 
 
@@ -735,4 +747,4 @@ def _check_body(validator: Draft202012Validator, body: dict[str, Any], bounds: C
         _validate(validator, body)
         bounds()
     except _Reject as rejection:
-        raise ValueError(_clip(rejection.description)) from None
+        raise Rejected(rejection.reason.value, _clip(rejection.description)) from None

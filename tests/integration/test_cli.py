@@ -217,3 +217,37 @@ def test_dead_letter_fix_resubmit_round_trip(env: dict[str, str]) -> None:
 def test_resubmit_unknown_sequence_number_exits_1(env: dict[str, str]) -> None:
     result = sbworker("dlq", "resubmit", "987654321", env=env)
     assert result.returncode == 1 and "not found in the dead-letter queue: 987654321" in result.stderr
+
+
+def test_publish_event_and_cloudevents(env: dict[str, str]) -> None:
+    """`sbworker publish event` raises a declared event; `--cloudevents` (before or after KIND) sends any kind as a
+    structured CloudEvent whose id is the message id."""
+    invoice = field(ok("publish", "--cloudevents", "start", "invoice_payment", "--input",
+                       '{"invoice": "I-CLI", "amount_cents": 500, "currency": "EUR"}', env=env), "instance_id")
+    wait_status(env, invoice, "awaiting_payment")
+    out = ok("publish", "event", invoice, "PaymentReceived", "--data",
+             '{"amount_cents": 200, "currency": "EUR", "reference": "cli-1"}', env=env)
+    assert out.startswith(f"event PaymentReceived sent for instance {invoice}\n") and "event_id" not in out
+    wait_status(env, invoice, '"paid_cents": 200')
+    out = ok("publish", "event", invoice, "PaymentReceived", "--cloudevents", "--data",
+             '{"amount_cents": 300, "currency": "EUR", "reference": "cli-2"}', env=env)
+    assert field(out, "event_id").startswith(field(out, "message_id"))
+    status = wait_status(env, invoice, '"status": "Paid"')
+    assert status["output"]["payments"] == ["cli-1", "cli-2"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["publish", "event", "x", "Shipped"], "is not a declared event; declared: ApprovalEvent, PaymentReceived "
+                                           "(UnknownEvent)"),
+    (["publish", "event", "x", "PaymentReceived", "--data", '{"amount_cents": "1", "currency": "EUR",'
+                                                             ' "reference": "r"}'],
+     '$.data.amount_cents: expected integer, got string "1" (SchemaViolation)'),
+    (["publish", "event", "x", "PaymentReceived", "--data", "{nope"], "--data is not valid JSON"),
+    (["publish", "event", "x"], "the following arguments are required: name"),
+    (["publish", "--cloudevents", "start", "say_hello"], "unknown orchestration 'say_hello'"),
+])
+def test_publish_event_refuses_what_the_listener_would_dead_letter(env: dict[str, str], args: list[str],
+                                                                    message: str) -> None:
+    result = sbworker(*args, env=env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
