@@ -22,7 +22,8 @@ from sbworker.core.codes import TAG_MESSAGE_ID
 from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend
 from tests.fixtures.localbus import queue_bus
-from tests.integration.harness import QUEUE, Harness, eventually, listener_settings
+from tests.integration.harness import QUEUE, Harness, listener_settings
+from tests.support.wait import eventually
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 

@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from localbus import LocalBus
 from localdts import LocalDts
+from tests.support.wait import eventually
 from tests.telemetry import support
 from tests.telemetry.test_traces import QUEUE, one, parent_of, traceparent
 
@@ -45,7 +46,7 @@ async def test_the_extension_traceparent_continues_the_trace(localbus: LocalBus,
     header, trace_id, origin = traceparent()
     async with support.running(support.settings(localbus, dts), support.tracing_only()):
         event_id = await publish(localbus, mode, header)
-        await support.wait_until(
+        await eventually(
             lambda: any(s.name == "orchestration:hello_cities" for s in support.in_trace(span_exporter, trace_id)),
             what="the orchestration in the event's trace")
     spans = support.in_trace(span_exporter, trace_id)
@@ -64,7 +65,7 @@ async def test_a_transport_traceparent_wins_over_the_extension(localbus: LocalBu
     hop_header, hop_trace, hop_span = traceparent()
     async with support.running(support.settings(localbus, dts), support.tracing_only()):
         await publish(localbus, "structured", origin_header, transport=hop_header)
-        await support.wait_until(lambda: bool(support.in_trace(span_exporter, hop_trace)), what="the consumer span")
+        await eventually(lambda: bool(support.in_trace(span_exporter, hop_trace)), what="the consumer span")
     consumer = one(support.in_trace(span_exporter, hop_trace), f"process {QUEUE}")
     assert parent_of(consumer) == hop_span
     assert not support.in_trace(span_exporter, origin_trace)
