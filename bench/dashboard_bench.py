@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.request import urlopen
 
 from bench.localdts_history import FILL_BATCH, template
@@ -122,6 +123,72 @@ def older_link(url: str, pages: int) -> str:
     return url
 
 
+DEAD_LETTERS = 50  # in the dead-letter queue while one in the middle is acted on
+
+
+def dead_letter_rows(base: str, settings: Any, repeats: int) -> list[Row]:
+    """Delete, then resubmit, the 25th of DEAD_LETTERS dead letters: the confirmed POST, timed."""
+    import re
+    from http.cookiejar import CookieJar
+    from urllib.parse import urlencode
+    from urllib.request import HTTPCookieProcessor, HTTPRedirectHandler, Request, build_opener
+
+    from azure.servicebus import ServiceBusMessage
+
+    from sbworker.core import clients
+
+    queue = settings.servicebus.source.entity.name
+    with clients.servicebus_sync_client(settings.servicebus) as sb:
+        wanted = DEAD_LETTERS + 2 * repeats + 1
+        with sb.get_queue_sender(queue) as sender:
+            sender.send_messages([ServiceBusMessage(f"dead letter {n}") for n in range(wanted)])
+        with sb.get_queue_receiver(queue) as receiver:
+            moved = 0
+            while moved < wanted:
+                for message in receiver.receive_messages(max_message_count=100, max_wait_time=5):
+                    receiver.dead_letter_message(message, reason="Bench", error_description="for the bench")
+                    moved += 1
+
+    class Stay(HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    browser = build_opener(HTTPCookieProcessor(CookieJar()), Stay())
+
+    def middle() -> tuple[str, int]:
+        with browser.open(base + "/queue", timeout=60) as response:
+            text = response.read().decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', text)
+        numbers = [int(n) for n in re.findall(r'<tr data-seq="(\d+)"', text)]
+        assert token is not None and len(numbers) > DEAD_LETTERS // 2
+        return token.group(1), numbers[DEAD_LETTERS // 2]
+
+    def post(action: str, token: str, seq: int, confirm: bool) -> float:
+        fields = {"seq": str(seq), "csrf_token": token, **({"confirmed": "yes"} if confirm else {})}
+        request = Request(f"{base}/queue/dead-letters/{action}", data=urlencode(fields).encode(),
+                          headers={"Origin": base}, method="POST")
+        began = time.perf_counter()
+        try:
+            with browser.open(request, timeout=60) as response:
+                response.read()
+        except Exception as answer:  # the 303 the form answers with (not followed)
+            if getattr(answer, "code", None) != 303:
+                raise
+        return (time.perf_counter() - began) * 1000
+
+    rows = []
+    for action in ("delete", "resubmit"):
+        times = []
+        for _ in range(repeats):
+            token, seq = middle()
+            post(action, token, seq, confirm=False)  # the confirmation page (it opens the links)
+            times.append(post(action, token, seq, confirm=True))
+        times.sort()
+        rows.append(Row(f"dead letter {action}, the 25th of {DEAD_LETTERS} (confirmed POST)", "/queue",
+                        statistics.median(times), times[int(0.95 * (len(times) - 1))]))
+    return rows
+
+
 def measure(dts_port: int, count: int, repeats: int) -> tuple[list[Row], dict[str, float]]:
     from durabletask.client import OrchestrationQuery
 
@@ -153,6 +220,7 @@ def measure(dts_port: int, count: int, repeats: int) -> tuple[list[Row], dict[st
             rows = [Row(what, url, *timed(base + url, repeats)) for what, url in pages]
             deep = older_link(base + "/instances", 40)
             rows.insert(1, Row("page 41 (after 40 older clicks)", deep[len(base):], *timed(deep, repeats)))
+            rows += dead_letter_rows(base, settings, min(repeats, 20))
         finally:
             board.stop()
         cli: dict[str, float] = {}

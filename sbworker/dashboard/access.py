@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from aiohttp import web
+
 from sbworker.core.errors import ConfigError
 from sbworker.core.net import is_loopback
 
@@ -182,3 +184,16 @@ def principal_roles(encoded: str) -> frozenset[str]:
     kinds = {"roles", principal.get("role_typ") or "roles"}
     return frozenset(str(c.get("val")) for c in principal["claims"]
                      if isinstance(c, dict) and c.get("typ") in kinds and c.get("val"))
+
+
+IDENTITY = web.RequestKey("identity", Identity)
+ACCESS = web.AppKey("access", Access)
+
+
+def remote_address(access: Access, request: web.Request) -> str:
+    """The client's address; behind Container Apps (entra mode) the first X-Forwarded-For hop, which it sets."""
+    if access.mode == "entra":
+        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.remote or ""

@@ -86,7 +86,15 @@ def create_app(settings: Settings, *, access: Access | None = None, trace_link: 
     credentials). `trace_link` turns an instance into a link to its trace (see sbworker/dashboard/traces.py); with
     `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`.
     """
-    from sbworker.dashboard.views import actions, error_pages, instances, overview_view, queue_views, trace_view
+    from sbworker.dashboard.views import (
+        actions,
+        entities_view,
+        error_pages,
+        instances,
+        overview_view,
+        queue_views,
+        trace_view,
+    )
 
     access = access or Access()
     app = web.Application(middlewares=[security.middleware(access), error_pages], client_max_size=MAX_BODY_BYTES)
@@ -103,9 +111,11 @@ def create_app(settings: Settings, *, access: Access | None = None, trace_link: 
     app.router.add_get("/instance", instances.detail, name="instance")
     app.router.add_get("/instance/{view:history|timeline|messages}", instances.detail)
     app.router.add_post("/instance/{action}", actions.instance_action)
+    app.router.add_post("/instances/bulk/{action:terminate|purge|rewind|suspend|resume}", actions.bulk_action)
     app.router.add_get("/new", actions.new_form, name="new")
     app.router.add_post("/new", actions.new_start)
     app.router.add_get("/queue", queue_views.queue_page, name="queue")
+    app.router.add_get("/entities", entities_view.entities_page, name="entities")
     app.router.add_get("/trace", trace_view.waterfall, name="trace")
     app.router.add_post("/queue/dead-letters/{action:resubmit|delete}", queue_views.dead_letter_action)
     app.router.add_get("/healthz", _healthz)

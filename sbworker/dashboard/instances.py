@@ -213,6 +213,27 @@ class Origins:
         return ([self.started_by] if self.started_by else []) + [mid for _, mid, _ in self.events]
 
 
+@dataclass(frozen=True)
+class Family:
+    """The orchestration that started this one as a sub-orchestration, and those this one started."""
+
+    parent: tuple[str, str] | None = None  # (instance id, name)
+    children: list[tuple[str, str]] = field(default_factory=list)  # (instance id, name), in the order started
+
+
+def family(events: Sequence[h.HistoryEvent]) -> Family:
+    parent = None
+    children: dict[str, str] = {}
+    for event in events:
+        if isinstance(event, h.ExecutionStartedEvent) and event.parent_instance is not None:
+            info = event.parent_instance
+            if info.orchestration_instance is not None and info.orchestration_instance.instance_id:
+                parent = (info.orchestration_instance.instance_id, info.name or "")
+        elif isinstance(event, h.SubOrchestrationInstanceCreatedEvent) and event.instance_id:
+            children.setdefault(event.instance_id, event.name or "")
+    return Family(parent=parent, children=list(children.items()))
+
+
 def history_items(events: Sequence[h.HistoryEvent]) -> list[HistoryItem]:
     items = []
     for event in events:

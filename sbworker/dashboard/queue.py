@@ -3,9 +3,9 @@
 One `Queue` per entity the listener reads (sbworker/core/entities.py): the queue; or, in the topic form, the
 subscription and the worker's retry queue (where early approvals wait). Publishing goes to the queue or topic.
 
-Everything here reads by peeking (nothing is locked, nothing moves), except `delete_dead_letters`, which
-receives from the dead-letter queue and completes the chosen messages, and resubmission, which is the command
-line's own `sbworker.operations.dlq.resubmit` (the same code, so both behave alike).
+Everything here reads by peeking (nothing is locked, nothing moves), except resubmitting and deleting dead
+letters, which is the command line's own code (`sbworker.operations.dlq.DeadLetterQueue`, so both behave alike)
+on links kept open: acting on the chosen messages leaves every other one as it was.
 
 Counts come from peeking the whole queue, because the management plane that reports counts (ARM, or the
 emulator's HTTP port) is not something every configuration reaches. Peeking stops after `PEEK_LIMIT` messages;
@@ -18,11 +18,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.servicebus import ServiceBusClient as SyncServiceBusClient
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageState, ServiceBusReceivedMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
@@ -80,6 +82,14 @@ class Queue:
         self._client: ServiceBusClient | None = None
         self._peekers: dict[ServiceBusSubQueue | None, ServiceBusReceiver] = {}
         self._locks: dict[ServiceBusSubQueue | None, asyncio.Lock] = {}
+        self._dlq: dlq.DeadLetterQueue | None = None
+        self._sync_client: SyncServiceBusClient | None = None
+        self._dlq_lock = threading.Lock()
+        self._preparing: set[asyncio.Task[dlq.Settled]] = set()
+
+    def _dead_letters_closed(self) -> None:
+        with self._dlq_lock:
+            self._close_dead_letters()
 
     def _sb(self) -> ServiceBusClient:
         if self._client is None:
@@ -87,6 +97,7 @@ class Queue:
         return self._client
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._dead_letters_closed)
         peekers, self._peekers = list(self._peekers.values()), {}
         await asyncio.gather(*(p.close() for p in peekers), return_exceptions=True)
         if self._client is not None:
@@ -150,38 +161,50 @@ class Queue:
         async with self.settings.source.sender(self._sb()) as sender:
             await sender.send_messages(message)
 
-    async def delete_dead_letters(self, sequence_numbers: set[int], *, max_wait: float = 1.0) -> list[int]:
-        """Receive from the dead-letter queue and complete the chosen messages; the others are put back.
+    async def resubmit(self, sequence_numbers: set[int] | None) -> dlq.Settled:
+        """`sbworker dlq resubmit`'s code, on links this queue keeps open (see dlq.DeadLetterQueue)."""
+        return await asyncio.to_thread(self._dead_letters, lambda dead: dead.resubmit(sequence_numbers))
 
-        Service Bus cannot receive a given sequence number (only deferred ones), so this reads until it has seen
-        every chosen message or the dead-letter queue has nothing more to give. Returns what was deleted.
-        """
-        done: list[int] = []
-        seen: set[int] = set()
-        async with self.entity.receiver(self._sb(), sub_queue=ServiceBusSubQueue.DEAD_LETTER,
-                                        prefetch_count=0) as receiver:
-            while len(done) < len(sequence_numbers):
-                batch = await receiver.receive_messages(max_message_count=50, max_wait_time=max_wait)
-                if not batch:
-                    break
-                fresh = False
-                for message in batch:
-                    seq = int(message.sequence_number or 0)
-                    fresh = fresh or seq not in seen
-                    seen.add(seq)
-                    if seq in sequence_numbers and seq not in done:
-                        await receiver.complete_message(message)
-                        done.append(seq)
-                    else:
-                        await receiver.abandon_message(message)
-                if not fresh:
-                    break  # only messages we already put back: the chosen ones are not there
-        return done
+    async def delete_dead_letters(self, sequence_numbers: set[int]) -> dlq.Settled:
+        """Complete the chosen dead letters; the others are handed back untouched (see dlq.DeadLetterQueue)."""
+        return await asyncio.to_thread(self._dead_letters, lambda dead: dead.delete(sequence_numbers))
 
-    def resubmit(self, sequence_numbers: set[int] | None) -> dlq.Resubmitted:
-        """Blocking: `sbworker dlq resubmit`'s code with its own client; call it in a thread."""
-        with clients.servicebus_sync_client(self.settings) as client:
-            return dlq.resubmit(client, self.settings.source, self.entity, sequence_numbers)
+    def prepare(self, *, resubmit: bool) -> None:
+        """Open the dead-letter links in the background (while the confirmation page is read), so that the
+        action itself takes milliseconds; a failure here is the action's to report."""
+        def open_links(dead: dlq.DeadLetterQueue) -> dlq.Settled:
+            dead.open(resubmit=resubmit)
+            return dlq.Settled([], [])
+
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._dead_letters, open_links))
+        self._preparing.add(task)
+        task.add_done_callback(self._prepared)
+
+    def _prepared(self, task: asyncio.Task[dlq.Settled]) -> None:
+        self._preparing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("opening the dead-letter links failed (the action will retry): %s", task.exception())
+
+    def _dead_letters(self, work: Callable[[dlq.DeadLetterQueue], dlq.Settled]) -> dlq.Settled:
+        """Blocking, one at a time: the synchronous SDK's links are not shared between threads."""
+        with self._dlq_lock:
+            if self._dlq is None:
+                self._sync_client = clients.servicebus_sync_client(self.settings)
+                self._dlq = dlq.DeadLetterQueue(self._sync_client, self.settings.source, self.entity)
+            try:
+                return work(self._dlq)
+            except BaseException:
+                self._close_dead_letters()  # reopened by the next action
+                raise
+
+    def _close_dead_letters(self) -> None:
+        if self._dlq is not None:
+            self._dlq.close()
+            self._dlq = None
+        if self._sync_client is not None:
+            with contextlib.suppress(Exception):
+                self._sync_client.close()
+            self._sync_client = None
 
 
 def is_scheduled(message: ServiceBusReceivedMessage, now: datetime) -> bool:

@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from sbworker.dashboard import access as a
-from sbworker.dashboard import pages
+from sbworker.dashboard import audit, pages
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ FAILED_LOGIN_DELAY = 0.5  # seconds: guessing a 16-character token online is hop
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN_KEY = web.RequestKey("csrf_token", str)
-IDENTITY = web.RequestKey("identity", a.Identity)
-ACCESS = web.AppKey("access", a.Access)
+IDENTITY = a.IDENTITY
+ACCESS = a.ACCESS
+remote_address = a.remote_address
 
 
 def middleware(access: a.Access) -> Middleware:
@@ -76,6 +77,8 @@ def middleware(access: a.Access) -> Middleware:
                 refusal = read_only_reason(access)
             if refusal:
                 log.warning("refused %s %s from %s: %s", request.method, request.path[:200], identity.name, refusal)
+                if "read-only" in refusal or "app role" in refusal:
+                    audit.record(request, request.path, audit.REFUSED, detail=refusal)
                 text = f"Refused: {refusal}." + (" Reload the page and try again." if "CSRF" in refusal
                                                  or "cross-" in refusal else "")
                 return _finish(request, pages.bare(request, 403, text), token if fresh else None)
@@ -100,15 +103,6 @@ def identify(access: a.Access, request: web.Request) -> a.Identity | None:
             return a.Identity(name="token (signed in)", method="session", can_act=access.actions)
         return None
     return a.Identity(name="local user", method="local", can_act=access.actions)
-
-
-def remote_address(access: a.Access, request: web.Request) -> str:
-    """The client's address; behind Container Apps (entra mode) the first X-Forwarded-For hop, which it sets."""
-    if access.mode == "entra":
-        forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-        if forwarded:
-            return forwarded[:64]
-    return request.remote or ""
 
 
 def read_only_reason(access: a.Access) -> str:

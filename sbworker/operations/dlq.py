@@ -8,10 +8,20 @@ topic would deliver it to every other subscription again.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceivedMessage, ServiceBusSubQueue
+from azure.servicebus import (
+    ServiceBusClient,
+    ServiceBusMessage,
+    ServiceBusReceivedMessage,
+    ServiceBusReceiver,
+    ServiceBusSender,
+    ServiceBusSubQueue,
+)
 
+from sbworker import patches
 from sbworker.core import messages
 from sbworker.core.codes import DEAD_LETTER_PROPS, PROP_FIRST_ATTEMPT, PROP_RETRIES
 from sbworker.core.entities import Entity, Source
@@ -62,65 +72,146 @@ def peek(client: ServiceBusClient, entity: Entity, count: int) -> list[DeadLette
 
 
 @dataclass(frozen=True)
-class Resubmitted:
-    """What `resubmit` did: sent back, asked for but absent, and dead-lettered after it started (left alone)."""
+class Settled:
+    """What a resubmit or delete did: done, asked for but absent, and dead-lettered after it started (left alone)."""
 
     done: list[int]
     missing: list[int]
-    arrived_since: int
+    arrived_since: int = 0
 
 
-def snapshot(client: ServiceBusClient, entity: Entity, *, limit: int = 100_000) -> set[int]:
-    """Sequence numbers in the dead-letter queue right now (peeked, nothing locked)."""
-    seen: set[int] = set()
-    with entity.receiver(client, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+Resubmitted = Settled  # the name `sbworker dlq resubmit` has always used
+
+
+RECEIVE_WAIT = 1.0  # seconds a receive waits for messages that peeking said are there (normally they are at once)
+
+
+class DeadLetterQueue:
+    """The dead-letter queue of one entity, its links opened when first needed and kept until `close`.
+
+    Service Bus receives a dead-letter queue only from its head, and by sequence number only deferred messages.
+    So acting on chosen messages receives from the head up to the last chosen one (peeking first says how far
+    that is), acts on the chosen, and hands every other one back with AMQP `released`, which is not a delivery:
+    their delivery counts do not change and they are never left locked (sbworker.patches.release; on an SDK
+    version it was not verified with, they are abandoned instead, which counts one). Only what was there when
+    the call began is considered, each message at most once, so a call always ends.
+
+    `sbworker dlq` opens one per command; the dashboard keeps one per entity, so acting on one message costs a
+    peek and a receive, not three new connections.
+    """
+
+    def __init__(self, client: ServiceBusClient, source: Source, entity: Entity) -> None:
+        self._client = client
+        self._source = source
+        self._entity = entity
+        self._peeker: ServiceBusReceiver | None = None
+        self._receiver: ServiceBusReceiver | None = None
+        self._sender: ServiceBusSender | None = None
+
+    def __enter__(self) -> DeadLetterQueue:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for link in (self._peeker, self._receiver, self._sender):
+            if link is not None:
+                with contextlib.suppress(Exception):
+                    link.close()
+        self._peeker = self._receiver = self._sender = None
+
+    def open(self, *, resubmit: bool) -> None:
+        """Open the links an action will need now (each costs a connection and a token exchange, about half a
+        second), so the action itself takes milliseconds: the dashboard does this while asking for confirmation."""
+        self._peek_link().__enter__()
+        self._lock_link().__enter__()
+        if resubmit:
+            self._send_link().__enter__()
+
+    def _peek_link(self) -> ServiceBusReceiver:
+        if self._peeker is None:
+            self._peeker = self._entity.receiver(self._client, sub_queue=ServiceBusSubQueue.DEAD_LETTER)
+        return self._peeker
+
+    def _lock_link(self) -> ServiceBusReceiver:
+        if self._receiver is None:
+            self._receiver = self._entity.receiver(self._client, sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+                                                   prefetch_count=0)
+        return self._receiver
+
+    def _send_link(self) -> ServiceBusSender:
+        if self._sender is None:
+            self._sender = self._source.retry_sender(self._client)
+        return self._sender
+
+    def snapshot(self, limit: int = 100_000) -> list[int]:
+        """Sequence numbers in the dead-letter queue right now, in order (peeked, nothing locked)."""
+        peeker = self._peek_link()
+        seen: list[int] = []
         next_seq = 1
         while len(seen) < limit:
-            batch = receiver.peek_messages(max_message_count=250, sequence_number=next_seq)
+            batch = peeker.peek_messages(max_message_count=250, sequence_number=next_seq)
             if not batch:
                 break
             numbers = [int(m.sequence_number or 0) for m in batch]
-            seen.update(numbers)
+            seen += numbers
             next_seq = max(numbers) + 1
-    return seen
+        return seen
 
+    def resubmit(self, wanted: set[int] | None) -> Settled:
+        """Send copies of the chosen (None: all) to the source's retry queue, then complete the dead letters. Each
+        copy keeps its message id (so a start stays idempotent) and loses the dead-letter properties."""
+        sender = self._send_link()
 
-def resubmit(client: ServiceBusClient, source: Source, entity: Entity, sequence_numbers: set[int] | None, *,
-             max_wait: float = 2.0) -> Resubmitted:
-    """Send messages dead-lettered on `entity` back to the source's retry queue, then complete their DLQ copies.
+        def send_back(receiver: ServiceBusReceiver, message: ServiceBusReceivedMessage) -> None:
+            sender.send_messages(_copy(message))
+            receiver.complete_message(message)
 
-    Only what was in the dead-letter queue when the call started is considered, each at most once: a message that
-    the listener dead-letters again meanwhile (a permanently invalid one, resubmitted by `--all`) gets a new
-    sequence number and is left for the next look, so the call always ends. `None` means all. Each copy keeps
-    its message id (so a start stays idempotent) and loses the dead-letter properties; others are abandoned
-    untouched.
-    """
-    present = snapshot(client, entity)
-    wanted = present if sequence_numbers is None else present & sequence_numbers
-    done: list[int] = []
-    arrived: set[int] = set()
-    with entity.receiver(client, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0) as receiver, \
-            source.retry_sender(client) as sender:
-        idle_batches = 0
-        while len(done) < len(wanted) and idle_batches < 3:
-            batch = receiver.receive_messages(max_message_count=50, max_wait_time=max_wait)
-            if not batch:
-                break
-            progress = False
-            for message in batch:
-                seq = int(message.sequence_number or 0)
-                if seq in wanted and seq not in done:
-                    sender.send_messages(_copy(message))
-                    receiver.complete_message(message)
-                    done.append(seq)
-                    progress = True
-                else:
-                    if seq not in present:
-                        arrived.add(seq)
+        return self._take(wanted, send_back)
+
+    def delete(self, wanted: set[int]) -> Settled:
+        return self._take(wanted, lambda receiver, message: receiver.complete_message(message))
+
+    def _take(self, wanted: set[int] | None,
+              act: Callable[[ServiceBusReceiver, ServiceBusReceivedMessage], None]) -> Settled:
+        present = self.snapshot()
+        chosen = set(present) if wanted is None else set(present) & wanted
+        missing = sorted((wanted or set()) - chosen)
+        if not chosen:
+            return Settled([], missing)
+        reach = max(i for i, seq in enumerate(present) if seq in chosen) + 1  # the head up to the last chosen one
+        receiver = self._lock_link()
+        done: list[int] = []
+        held: list[ServiceBusReceivedMessage] = []
+        arrived = 0
+        try:
+            received = 0
+            while len(done) < len(chosen) and received < reach:
+                batch = receiver.receive_messages(max_message_count=min(reach - received, 100),
+                                                  max_wait_time=RECEIVE_WAIT)
+                if not batch:
+                    break  # the rest are gone, or locked by someone else
+                for message in batch:
+                    received += 1
+                    seq = int(message.sequence_number or 0)
+                    if seq in chosen and seq not in done:
+                        act(receiver, message)
+                        done.append(seq)
+                    else:
+                        arrived += seq not in present
+                        held.append(message)
+        finally:
+            for message in held:
+                if not patches.release(receiver, message):
                     receiver.abandon_message(message)
-            idle_batches = 0 if progress else idle_batches + 1
-    missing = sorted((sequence_numbers or set()) - set(done))
-    return Resubmitted(done=done, missing=missing, arrived_since=len(arrived))
+        return Settled(done, sorted(missing + [s for s in chosen if s not in done]), arrived)
+
+
+def resubmit(client: ServiceBusClient, source: Source, entity: Entity, sequence_numbers: set[int] | None) -> Settled:
+    """`sbworker dlq resubmit`: see DeadLetterQueue.resubmit."""
+    with DeadLetterQueue(client, source, entity) as dead:
+        return dead.resubmit(sequence_numbers)
 
 
 def _copy(message: ServiceBusReceivedMessage) -> ServiceBusMessage:

@@ -8,7 +8,10 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
 - two reads of private state: how many messages the receiver has prefetched (`buffered`, so a receive call asks
   only for what is there), and whether a message is already settled (`settled`, so the lock keeper lets it go);
   plus a 20 ms socket timeout for the receiver (`receiver_options`), which shortens how long a settlement waits
-  for the one lock the SDK shares between reads and writes.
+  for the one lock the SDK shares between reads and writes;
+- `release`: hands a received message back with AMQP `released`, which Service Bus does not count as a delivery
+  (the SDK does the same to its unread buffer on close, but offers no call for a message it handed out). Acting
+  on one dead letter means receiving those ahead of it; they go back untouched.
 
 All of it was read against, and measured with, the versions in VERIFIED. On any other version nothing is
 installed and nothing private is read: the SDK keeps its own behaviour (correct; slower, and without the
@@ -30,6 +33,7 @@ VERIFIED = ("7.15.",)
 BUFFERED = "receiver.buffered"
 SETTLED = "message.settled"
 SOCKET_TIMEOUT = "receiver.socket_timeout"
+RELEASE = "message.release"
 # The SDK settles a message only between two socket reads of the receive call in progress; its default read
 # timeout (0.2 s) therefore added 100-200 ms to every settlement while we wait for new messages. 20 ms keeps
 # that wait short for about 3% of a core when idle (measured against localbus).
@@ -43,7 +47,7 @@ def expected() -> list[str]:
     from sbworker.patches import amqp_decoding, amqp_io
 
     return [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_io.WRITE_LOCK, amqp_io.OUTCOME_WAIT, BUFFERED,
-            SETTLED, SOCKET_TIMEOUT]
+            SETTLED, SOCKET_TIMEOUT, RELEASE]
 
 
 def sdk_version() -> str:
@@ -66,7 +70,7 @@ def install() -> list[str]:
         return []
     from sbworker.patches import amqp_decoding, amqp_io
 
-    _active = [*amqp_decoding.install(), *amqp_io.install(), BUFFERED, SETTLED, SOCKET_TIMEOUT]
+    _active = [*amqp_decoding.install(), *amqp_io.install(), BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE]
     return list(_active)
 
 
@@ -108,3 +112,13 @@ def buffered(receiver: Any) -> int:
 def settled(message: Any) -> bool:
     """Whether the SDK has settled `message`; False when not verified (its holder releases it explicitly)."""
     return SETTLED in active() and bool(getattr(message, "_settled", False))
+
+
+def release(receiver: Any, message: Any) -> bool:
+    """Give a peek-locked message back without counting a delivery (sync receiver); False when not verified (the
+    caller then abandons it, which the broker counts)."""
+    if not verified():  # a call, not a change: nothing to install, only the version to trust
+        return False
+    receiver._handler.settle_messages(message._delivery_id, message._delivery_tag, "released")
+    message._settled = True
+    return True

@@ -2,13 +2,14 @@
 
 `QueryInstances` takes a page size (`maxInstanceCount`) and a continuation token and answers one page plus the
 token of the next; `get_all_orchestration_states` keeps asking until the token runs out, so a list of 25 rows out
-of 100,000 instances read all 100,000. `page` / `page_async` send one request, through the client's own stub (its
-channel, credentials, task hub header and retry policy), with the SDK's own request builder and state parser.
+of 100,000 instances read all 100,000 (`get_all_entities` does the same with `QueryEntities`). `page`,
+`page_async` and `entity_page_async` send one request, through the client's own stub (its channel, credentials,
+task hub header and retry policy), with the SDK's own request builders and parsers.
 
-Those three are private to durabletask and were read against the versions in VERIFIED. On any other version
-nothing private is touched: the query walks every page with the public call (correct, slow with many instances),
-and a WARNING says so once. tests/dashboard/test_paging.py fails on an unverified version, so an upgrade cannot
-skip the re-check.
+Those are private to durabletask and were read against the versions in VERIFIED. On any other version nothing
+private is touched: the query walks every page with the public call (correct, slow with many instances), and a
+WARNING says so once. tests/dashboard/test_paging.py fails on an unverified version, so an upgrade cannot skip
+the re-check.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from durabletask.client import AsyncTaskHubGrpcClient, OrchestrationQuery, OrchestrationState, TaskHubGrpcClient
+from durabletask.client import (
+    AsyncTaskHubGrpcClient,
+    EntityQuery,
+    OrchestrationQuery,
+    OrchestrationState,
+    TaskHubGrpcClient,
+)
+from durabletask.entities.entity_metadata import EntityMetadata
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +33,12 @@ SDK = "durabletask"
 VERIFIED = ("1.12.",)
 
 _warned = False
+
+
+@dataclass(frozen=True)
+class EntityPage:
+    entities: list[EntityMetadata]
+    next_token: str | None
 
 
 @dataclass(frozen=True)
@@ -93,3 +107,24 @@ def _everything(states: list[OrchestrationState], query: OrchestrationQuery) -> 
                     ", ".join(v + "x" for v in VERIFIED))
     size = query.max_instance_count or len(states)
     return StatePage(states[:size], None, complete=len(states) <= size)
+
+
+async def entity_page_async(client: AsyncTaskHubGrpcClient, query: EntityQuery, token: str | None = None
+                            ) -> EntityPage:
+    """One page of `QueryEntities` (`query.page_size` entities after `token`), as `page_async` is for instances."""
+    if not verified():
+        entities = await client.get_all_entities(query)
+        return EntityPage(entities[:query.page_size or len(entities)], None)
+    from durabletask.internal.client_helpers import build_query_entities_req
+    from durabletask.internal.helpers import get_string_value
+
+    request = build_query_entities_req(query, get_string_value(token))
+    response = await client._get_stub().QueryEntities(request)
+    if client._payload_store is not None:
+        from durabletask.payload import helpers
+
+        await helpers.deexternalize_payloads_async(response, client._payload_store)
+    entities = [EntityMetadata.from_entity_metadata(e, query.include_state, client._data_converter)
+                for e in response.entities]
+    next_token = response.continuationToken.value if response.HasField("continuationToken") else ""
+    return EntityPage(entities, next_token or None)

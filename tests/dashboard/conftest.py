@@ -162,6 +162,27 @@ class Web:
         return page
 
 
+def confirmed(web: Web, path: str, data: dict[str, Any] | list[tuple[str, str]], *, token_from: str = "/new"
+              ) -> tuple[Page, Page]:
+    """POST a form whose action asks first (terminate, purge, delete, resubmit, every bulk action): check that
+    the first answer is the confirmation page, then submit its form as the browser would. (asked, result)."""
+    form = dict(data) if isinstance(data, dict) else list(data)
+    pairs = list(form.items()) if isinstance(form, dict) else form
+    pairs = [*pairs, ("csrf_token", web.get(token_from).token())]
+    asked = web.request("POST", path, pairs, headers={"Origin": web.base})
+    assert asked.status == 200 and 'id="confirm"' in asked.text, (asked.status, asked.text[:300])
+    block = re.search(r'<form method="post" action="([^"]+)"[^>]*id="confirm-form">(.*?)</form>', asked.text, re.S)
+    assert block is not None and unescape(block.group(1)) == path
+    fields = [(unescape(k), unescape(v)) for k, v in
+              re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', block.group(2))]
+    assert ("confirmed", "yes") in fields
+    done = web.request("POST", path, fields, headers={"Origin": web.base})
+    if done.status == 303:
+        location = done.headers["Location"]
+        done = web.get(location if location.startswith("/") else urlsplit(location).path)
+    return asked, done
+
+
 def start(sb: ServiceBusClient, queue: str, name: str, data: Any = None, instance_id: str | None = None) -> str:
     """Publish a start message, as `sbworker publish start` does; returns the message id."""
     message, _ = publish.start_message(name, data, instance_id)

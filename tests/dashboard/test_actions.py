@@ -13,7 +13,7 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.history import EventRaisedEvent, ExecutionStartedEvent
 
 from sbworker.core.codes import TAG_MESSAGE_ID
-from tests.dashboard.conftest import Stack, Web, finished, send_raw, start, waiting_for_approval
+from tests.dashboard.conftest import Stack, Web, confirmed, finished, send_raw, start, waiting_for_approval
 from tests.support.wait import until
 
 
@@ -44,7 +44,8 @@ def test_suspend_resume_and_terminate_with_a_reason(stack: Stack, sb: ServiceBus
     assert 'id="resume"' in web.get(f"/instance?id={instance_id}").text
     assert web.post("/instance/resume", {"id": instance_id}).notice() == "Resumed."
     until(lambda: _status(dts, instance_id) == "RUNNING", what="running again")
-    page = web.post("/instance/terminate", {"id": instance_id, "reason": "ordered twice"})
+    asked, page = confirmed(web, "/instance/terminate", {"id": instance_id, "reason": "ordered twice"})
+    assert "will be terminated" in asked.text and "ordered twice" in asked.text
     assert page.notice() == "Terminate requested (reason: ordered twice)."
     state = finished(dts, instance_id)
     assert state.runtime_status.name == "TERMINATED" and json.loads(state.serialized_output or "null") == \
@@ -66,7 +67,8 @@ def test_restart_in_place_and_as_a_new_instance_then_purge(stack: Stack, sb: Ser
     assert new_id is not None and new_id.group(1) != instance_id
     assert unescape(re.search(r'id="instance-id">(.*?)<', page.text).group(1)) == new_id.group(1)  # type: ignore[union-attr]
     assert finished(dts, new_id.group(1)).serialized_output == first.serialized_output
-    page = web.post("/instance/purge", {"id": instance_id})
+    asked, page = confirmed(web, "/instance/purge", {"id": instance_id})
+    assert "will be deleted with its history" in asked.text and 'data-affected="1"' in asked.text
     assert page.notice() == f"Purged {instance_id}." and page.url == "/instances"
     assert dts.get_orchestration_state(instance_id) is None
 
@@ -207,7 +209,8 @@ def test_resubmit_a_dead_letter_after_its_instance_exists(stack: Stack, sb: Serv
     assert "InstanceNotFound" in web.get("/queue").text
     start(sb, queue, "approval_workflow", {"item": "ticket"}, instance_id=instance_id)
     waiting_for_approval(dts, instance_id)
-    page = web.post("/queue/dead-letters/resubmit", {"seq": str(seq)}, token_from="/queue")
+    asked, page = confirmed(web, "/queue/dead-letters/resubmit", {"seq": str(seq)}, token_from="/queue")
+    assert early in asked.text and "InstanceNotFound" in asked.text
     assert page.notice() == f"Resubmitted 1 message(s) to 'workflow-requests': #{seq}."
     assert finished(dts, instance_id).serialized_output == '"Approved"'
     assert early not in _dead_letters(sb, queue)
@@ -219,10 +222,12 @@ def test_delete_dead_letters_removes_only_the_chosen(stack: Stack, sb: ServiceBu
     kept = send_raw(sb, queue, {"hello": 1}, "start")
     found = until(lambda: (d := _dead_letters(sb, queue)) and doomed in d and kept in d and d,
                      what="both dead-lettered")
-    page = web.post("/queue/dead-letters/delete", {"seq": str(found[doomed])}, token_from="/queue")
+    asked, page = confirmed(web, "/queue/dead-letters/delete", {"seq": str(found[doomed])}, token_from="/queue")
+    assert doomed in asked.text and kept not in asked.text
     assert page.notice() == f"Deleted 1 dead-lettered message(s): #{found[doomed]}."
     left = _dead_letters(sb, queue)
     assert doomed not in left and kept in left
     assert f'data-message-id="{doomed}"' not in page.text and f'data-message-id="{kept}"' in page.text
-    page = web.post("/queue/dead-letters/delete", {"seq": str(found[doomed])}, token_from="/queue")
+    page = web.post("/queue/dead-letters/delete", {"seq": str(found[doomed]), "confirmed": "yes"},
+                    token_from="/queue")
     assert page.notice() == f"Deleted 0 dead-lettered message(s): none. Not found: #{found[doomed]}."

@@ -56,7 +56,7 @@ def test_a_token_without_its_cookie_is_refused(web: Web, dts: DurableTaskSchedul
 def test_cross_origin_posts_are_refused_even_with_a_valid_token(web: Web, dts: DurableTaskSchedulerClient,
                                                                 victim: str) -> None:
     token = web.get("/new").token()
-    form = {"id": victim, "csrf_token": token}
+    form = {"id": victim, "csrf_token": token, "confirmed": "yes"}
     for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
                     {"Referer": "http://evil.example/page"}, {"Origin": web.base, "Sec-Fetch-Site": "cross-site"}):
         page = web.request("POST", "/instance/terminate", form, headers=headers)

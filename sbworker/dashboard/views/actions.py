@@ -8,6 +8,7 @@ goes straight to DTS, as in the DTS dashboard. Every handler ends in a 303 to a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import datetime
@@ -21,6 +22,7 @@ from orchestrations import registry
 from sbworker.core import contract
 from sbworker.core.errors import one_line
 from sbworker.core.times import utc_text
+from sbworker.dashboard import audit
 from sbworker.dashboard.instances import form_time
 from sbworker.dashboard.views import backend, redirect, render
 from sbworker.dashboard.views.instances import awaiting_approval
@@ -45,14 +47,125 @@ async def instance_action(request: web.Request) -> web.StreamResponse:
     handler = _ACTIONS.get(action)
     if handler is None:
         raise web.HTTPNotFound(text=f"no action {action!r}\n")
+    if action in CONFIRMED and form.get("confirmed") != "yes":
+        return await confirm_instances(request, action, [instance_id], form, f"/instance/{action}",
+                                       instance_url(instance_id))
     here = instance_url(instance_id)
     try:
-        return await handler(request, instance_id, form)
+        response = await handler(request, instance_id, form)
     except _Refused as refused:
+        audit.record(request, action, audit.REFUSED, instances=[instance_id], detail=str(refused))
         return redirect(here, str(refused), error=True)
     except Exception as error:
         log.warning("%s of instance %r failed: %s", action, instance_id[:128], one_line(error, 500))
+        audit.record(request, action, audit.FAILED, instances=[instance_id], detail=one_line(error, 500))
         return redirect(here, f"{action} failed: {one_line(error, 500)}", error=True)
+    audit.record(request, action, audit.OK, instances=[instance_id])
+    return response
+
+
+# Actions whose form first shows what they will affect and asks again (every bulk action does too).
+CONFIRMED = frozenset({"terminate", "purge"})
+BULK_LIMIT = 100  # instances one bulk action takes: a page of the list at most
+BULK_PARALLEL = 8
+
+
+async def confirm_instances(request: web.Request, action: str, instance_ids: list[str], form: MultiDictProxy[Any],
+                            post_to: str, back: str) -> web.Response:
+    """The confirmation step: each instance as it is now, and what the action will do to it."""
+    dts = backend(request).dts
+    states = await asyncio.gather(*(dts.get_orchestration_state(i, fetch_payloads=False) for i in instance_ids),
+                                  return_exceptions=True)
+    items = []
+    for instance_id, state in zip(instance_ids, states, strict=True):
+        if isinstance(state, BaseException):
+            items.append({"id": instance_id, "name": "", "status": "", "note": f"not read: {one_line(state, 200)}"})
+        elif state is None:
+            items.append({"id": instance_id, "name": "", "status": "", "note": "no such instance: nothing to do"})
+        else:
+            items.append({"id": instance_id, "name": state.name, "status": state.runtime_status.name,
+                          "note": _effect(action, state.runtime_status.name)})
+    fields = [(k, v) for k, v in form.items() if isinstance(v, str) and k not in ("csrf_token", "confirmed")]
+    affected = sum(1 for item in items if not item["note"].startswith(("no such", "skipped", "not read")))
+    return render(request, "confirm.html", action=action, items=items, fields=fields, post_to=post_to, back=back,
+                  affected=affected, reason=_text(form, "reason").strip(), kind="instance", target="")
+
+
+def _effect(action: str, status: str) -> str:
+    running = status not in ("COMPLETED", "FAILED", "TERMINATED")
+    if action == "terminate":
+        return "will be terminated" if running else f"skipped: already {status.lower()}"
+    if action == "purge":
+        return "will be deleted with its history" if not running else f"skipped: still {status.lower()}"
+    if action == "rewind":
+        return "will be rewound to retry its failed work" if status == "FAILED" else "skipped: not failed"
+    if action == "suspend":
+        return "will be suspended" if status in ("RUNNING", "PENDING") else f"skipped: {status.lower()}"
+    if action == "resume":
+        return "will be resumed" if status == "SUSPENDED" else f"skipped: {status.lower()}"
+    return ""
+
+
+async def bulk_action(request: web.Request) -> web.StreamResponse:
+    """The list's multi-select: one action on every chosen instance, after the confirmation step."""
+    form = await request.post()
+    action = request.match_info["action"]
+    back = _back(_text(form, "back"))
+    ids = list(dict.fromkeys(v for v in form.getall("id", []) if isinstance(v, str) and v))
+    if not ids:
+        return redirect(back, "Choose at least one instance.", error=True)
+    if len(ids) > BULK_LIMIT:
+        return redirect(back, f"At most {BULK_LIMIT} instances at once.", error=True)
+    if form.get("confirmed") != "yes":
+        return await confirm_instances(request, action, ids, form, f"/instances/bulk/{action}", back)
+    try:
+        reason = _reason(form)
+    except _Refused as refused:
+        return redirect(back, str(refused), error=True)
+    dts = backend(request).dts
+    gate = asyncio.Semaphore(BULK_PARALLEL)
+
+    async def one(instance_id: str) -> str:
+        async with gate:
+            try:
+                state = await dts.get_orchestration_state(instance_id, fetch_payloads=False)
+                if state is None:
+                    return "skipped: no such instance"
+                effect = _effect(action, state.runtime_status.name)
+                if effect.startswith("skipped"):  # as the confirmation said: only what the action applies to
+                    return effect
+                if action == "terminate":
+                    await dts.terminate_orchestration(instance_id, output=reason)
+                elif action == "purge":
+                    purged = await dts.purge_orchestration(instance_id)
+                    if not purged.deleted_instance_count:
+                        return "not purged (not ended, or gone)"
+                elif action == "rewind":
+                    await dts.rewind_orchestration(instance_id, reason=reason)
+                elif action == "suspend":
+                    await dts.suspend_orchestration(instance_id, reason=reason)
+                else:
+                    await dts.resume_orchestration(instance_id, reason=reason)
+            except Exception as error:
+                return one_line(error, 200)
+            return audit.OK
+
+    results = dict(zip(ids, await asyncio.gather(*(one(i) for i in ids)), strict=True))
+    done = [i for i, r in results.items() if r == audit.OK]
+    result = audit.OK if len(done) == len(ids) else audit.PARTLY if done else audit.FAILED
+    audit.record(request, f"bulk {action}", result, instances=ids, outcomes=results)
+    verb = {"terminate": "Terminate requested for", "purge": "Purged", "rewind": "Rewind requested for",
+            "suspend": "Suspended", "resume": "Resumed"}[action]
+    text = f"{verb} {len(done)} of {len(ids)} instance(s)."
+    failed = [f"{i}: {r}" for i, r in results.items() if r != audit.OK]
+    if failed:
+        text += " Not done: " + "; ".join(failed[:10]) + (" …" if len(failed) > 10 else "")
+    return redirect(back, text, error=bool(failed))
+
+
+def _back(raw: str) -> str:
+    """Where a bulk action returns: the list the instances were chosen on (this server's /instances only)."""
+    return raw if raw.startswith("/instances") and "//" not in raw and len(raw) < 4000 else "/instances"
 
 
 class _Refused(Exception):
@@ -124,7 +237,14 @@ async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[
                     f"{verb} sent through {board.queue.publish_target} as message {message.message_id}.")
 
 
+async def _rewind(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    """Rewind a failed instance: its failed work runs again, what succeeded is kept (DTS and localdts)."""
+    await backend(request).dts.rewind_orchestration(instance_id, reason=_reason(form))
+    return redirect(instance_url(instance_id), "Rewind requested: the failed work runs again.")
+
+
 _ACTIONS = {
+    "rewind": _rewind,
     "suspend": _suspend,
     "resume": _resume,
     "terminate": _terminate,
@@ -157,12 +277,15 @@ async def new_start(request: web.Request) -> web.StreamResponse:
             raise _Refused(f"Not sent: {error}") from None
         await backend(request).queue.send(message)
     except _Refused as refused:
+        audit.record(request, "start", audit.REFUSED, detail=str(refused))
         return render(request, "new.html", status=400, names=registry.orchestration_names(), values=values,
                       error=str(refused))
     except Exception as error:
         log.warning("publishing a start failed: %s", one_line(error, 500))
+        audit.record(request, "start", audit.FAILED, detail=one_line(error, 500))
         return render(request, "new.html", status=502, names=registry.orchestration_names(), values=values,
                       error=f"Service Bus did not take the message: {one_line(error, 500)}")
+    audit.record(request, "start", audit.OK, instances=[instance_id], detail=f"message {message.message_id}")
     when = f", to start at {utc_text(start_at)}" if start_at else ""
     return redirect(instance_url(instance_id),
                     f"Start message {message.message_id} sent through {backend(request).queue.publish_target}{when}.")

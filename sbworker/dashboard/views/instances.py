@@ -91,6 +91,7 @@ async def detail(request: web.Request) -> web.Response:
         "custom_status": instances.pretty(state.serialized_custom_status),
         "failure": state.failure_details,
         "origins": origins,
+        "family": instances.family(events),
         "awaiting_approval": awaiting_approval(state),
         "running": running,
         "refresh": _refresh(request, running),
@@ -110,7 +111,8 @@ async def detail(request: web.Request) -> web.Response:
 
 def _empty_detail() -> dict[str, Any]:
     return {"runtime_status": None, "input": "", "output": "", "custom_status": "", "failure": None,
-            "origins": instances.Origins(), "awaiting_approval": False, "running": False, "refresh": 0,
+            "origins": instances.Origins(), "family": instances.Family(), "awaiting_approval": False, "running": False,
+            "refresh": 0,
             "trace_id": None, "trace_url": None, "history": [], "timeline": None, "ticks": [], "queued": [],
             "queue_error": None}
 
