@@ -56,7 +56,10 @@ class Service:
     def __init__(self, settings: Settings, *, telemetry: Telemetry | None = None, with_worker: bool = True,
                  with_listener: bool = True, servicebus_credential: AsyncTokenCredential | None = None,
                  dts_credential: TokenCredential | None = None,
-                 dts_async_credential: AsyncTokenCredential | None = None) -> None:
+                 dts_async_credential: AsyncTokenCredential | None = None,
+                 dispatcher: Dispatcher | None = None) -> None:
+        """`dispatcher` (tests wrap one to inject DTS failures) replaces the one built from the settings; the
+        Service then leaves closing it, and its client, to the caller."""
         self.settings = settings
         # Set up by the caller before the worker starts: its spans use the global tracer provider setup installs.
         self.telemetry = telemetry if telemetry is not None else Telemetry()
@@ -67,7 +70,8 @@ class Service:
         self._worker: DurableTaskSchedulerWorker | None = None
         self.guard = WorkerGuard()  # keeps one work item from stopping the worker; its health is in /readyz
         self._tasks: list[asyncio.Task[None]] = []
-        self.dispatcher = Dispatcher(self._dts_client(), reconnect=self._dts_client)
+        self._owns_dispatcher = dispatcher is None
+        self.dispatcher = dispatcher or Dispatcher(self._dts_client(), reconnect=self._dts_client)
         source = settings.servicebus.source
         self.listeners = [Listener(
             client_factory=lambda: clients.servicebus_client(settings.servicebus, credential=servicebus_credential),
@@ -126,8 +130,9 @@ class Service:
         finally:
             if self.health is not None:
                 await self.health.stop()
-            with contextlib.suppress(Exception):
-                await self.dispatcher.close()
+            if self._owns_dispatcher:
+                with contextlib.suppress(Exception):
+                    await self.dispatcher.close()
             if self._worker is not None:
                 worker_log = logging.getLogger("durabletask.worker")
                 worker_log.addFilter(_OUR_CANCELLATION)

@@ -1,4 +1,5 @@
-"""A listener running in the test's event loop against a real localbus and the in-memory DTS backend.
+"""The service's listeners (listener.service.Service, without its worker) in the test's event loop, against a real
+localbus and the session's DTS backend.
 
 Outcomes are read back from DTS and from the dead-letter queue through the real SDKs, never from our counters.
 """
@@ -19,8 +20,8 @@ from durabletask.client import OrchestrationState
 
 from listener.dispatch import Dispatcher, is_transient
 from listener.receiver import Listener
+from listener.service import Service
 from localbus import LocalBus
-from orchestrations import registry
 from sbworker.core import clients, config, messages
 from sbworker.core.codes import PROP_RETRIES
 from sbworker.core.config import ListenerSettings, ServiceBusSettings
@@ -78,10 +79,7 @@ class Harness:
         self.retry_seconds = dispatcher_retry_seconds
         self.wrap_dispatcher = wrap_dispatcher
         self.limits = limits
-        self.stop_event = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        self.listeners: list[Listener] = []
-        self.tasks: list[asyncio.Task[None]] = []
+        self.service: Service
         self.dts: AsyncDurableTaskSchedulerClient | None = None
         self.client: ServiceBusClient | None = None
         self._sender: Any = None
@@ -95,42 +93,19 @@ class Harness:
         dispatcher = Dispatcher(self.dts, retry_seconds=self.retry_seconds, call_timeout=5.0)
         if self.wrap_dispatcher:
             dispatcher = self.wrap_dispatcher(dispatcher)
-        sb = servicebus_settings(self.bus, self.source)
-        self.listeners = [Listener(
-            client_factory=lambda: clients.servicebus_client(sb),
-            source=self.source,
-            entity=entity,
-            dispatcher=dispatcher,
-            settings=self.listener_settings,
-            is_registered=registry.is_startable,
-            registered_names=registry.orchestration_names,
-            bounds=self.limits,
-            input_problem=registry.input_problem,
-        ) for entity in self.source.receive_from]
+        # The service as `sbworker run --no-worker` runs it (the session's worker runs the orchestrations).
+        settings = config.Settings(dts=self.dts_settings, servicebus=servicebus_settings(self.bus, self.source),
+                                   listener=self.listener_settings, limits=self.limits)
+        self.service = Service(settings, with_worker=False, dispatcher=dispatcher)
         self.client = ServiceBusClient.from_connection_string(self.bus.connection_string)
-        await self.start_listener()
+        await self.service.start()
+        await self.service.ready(20)
         return self
 
     @property
     def listener(self) -> Listener:
         """The listener of the queue or subscription (the topic form has a second one, on the retry queue)."""
-        return self.listeners[0]
-
-    async def start_listener(self) -> None:
-        self.stop_event = asyncio.Event()
-        self.tasks = [asyncio.create_task(listener.run(self.stop_event)) for listener in self.listeners]
-        self.task = self.tasks[0]
-        await eventually(self._connected, what="listener connected")
-
-    async def _connected(self) -> bool:
-        return all(listener.state.connected for listener in self.listeners)
-
-    async def stop_listener(self) -> None:
-        self.stop_event.set()
-        if self.tasks:
-            await asyncio.wait_for(asyncio.gather(*self.tasks), 60)
-        self.tasks = []
-        self.task = None
+        return self.service.listeners[0]
 
     async def reset_client(self) -> None:
         """A fresh Service Bus client (after the broker restarted under the old one)."""
@@ -147,7 +122,7 @@ class Harness:
         self._peekers = {}
 
     async def __aexit__(self, *exc: object) -> None:
-        await asyncio.gather(self.stop_listener(), self._close_links(), return_exceptions=True)
+        await asyncio.gather(asyncio.wait_for(self.service.stop(), 60), self._close_links(), return_exceptions=True)
         if self.client is not None:
             await self.client.close()
         if self.dts is not None:
