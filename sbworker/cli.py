@@ -95,6 +95,9 @@ def build_parser() -> Parser:
     dashboard.add_argument("--action-role", metavar="ROLE",
                            help="with --auth entra: the app role a user needs for changes (default "
                                 "Dashboard.Operator)")
+    dashboard.add_argument("--taskhub", action="append", default=[], metavar="NAME",
+                           help="also offer this task hub in a selector (repeatable; default DASHBOARD_TASKHUBS, "
+                                "comma-separated); the configured TASKHUB_NAME comes first")
     dashboard.add_argument("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     dashboard.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's private key (PEM)")
     _add_operator_commands(sub)
@@ -261,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return dev.run_dashboard(settings, host=args.host, port=args.port, allow_remote=args.allow_remote,
                                      auth=args.auth, allowed_hosts=args.allowed_host, actions=args.allow_actions,
-                                     action_role=args.action_role, tls_cert=args.tls_cert, tls_key=args.tls_key)
+                                     action_role=args.action_role, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                     taskhubs=args.taskhub)
         from sbworker import commands
 
         return commands.dispatch(args, settings, telemetry_settings)

@@ -128,7 +128,7 @@ def _dashboard(settings: Settings, host: str, port: int, spans: Any = None, **op
 
 def run_dashboard(settings: Settings, *, host: str, port: int, allow_remote: bool = False, auth: str | None = None,
                   allowed_hosts: list[str] | None = None, actions: bool | None = None, action_role: str | None = None,
-                  tls_cert: Path | None = None, tls_key: Path | None = None) -> int:
+                  tls_cert: Path | None = None, tls_key: Path | None = None, taskhubs: list[str] | None = None) -> int:
     """`sbworker dashboard`: serve until SIGINT/SIGTERM, then exit 0. Bad access settings: ConfigError (exit 2)."""
     from sbworker.dashboard import access
 
@@ -138,7 +138,9 @@ def run_dashboard(settings: Settings, *, host: str, port: int, allow_remote: boo
     rules = access.configure(host=host, allow_remote=allow_remote, auth=auth, token=os.environ.get("DASHBOARD_TOKEN"),
                              extra_hosts=allowed_hosts or [], actions=actions, action_role=action_role)
     tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
-    board = _dashboard(settings, host, port, access=rules, tls=tls)
+    hubs = taskhubs or [h.strip() for h in os.environ.get("DASHBOARD_TASKHUBS", "").split(",") if h.strip()]
+    hubs = [config.check_taskhub(h, "--taskhub" if taskhubs else "DASHBOARD_TASKHUBS") for h in hubs]
+    board = _dashboard(settings, host, port, access=rules, tls=tls, taskhubs=hubs)
     print(f"dashboard: {board.url}  (task hub {settings.dts.taskhub!r}, {settings.servicebus.source})",
           flush=True)
     stop = threading.Event()

@@ -441,9 +441,13 @@ def _auth(raw: str, var: str, *, allowed: tuple[Auth, ...]) -> Auth:
 
 
 def _taskhub(env: Mapping[str, str]) -> str:
-    hub = optional(env, "TASKHUB_NAME") or DEFAULT_TASKHUB
-    if len(hub) > 64 or not all(c.isalnum() or c in "-_" for c in hub):
-        raise ConfigError("TASKHUB_NAME", f"use letters, digits, '-' or '_' (max 64), got {hub!r}")
+    return check_taskhub(optional(env, "TASKHUB_NAME") or DEFAULT_TASKHUB, "TASKHUB_NAME")
+
+
+def check_taskhub(hub: str, setting: str) -> str:
+    """A task hub name as DTS takes it, or ConfigError naming `setting`."""
+    if not hub or len(hub) > 64 or not all(c.isalnum() or c in "-_" for c in hub):
+        raise ConfigError(setting, f"use letters, digits, '-' or '_' (max 64), got {hub!r}")
     return hub
 
 

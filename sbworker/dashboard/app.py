@@ -9,8 +9,10 @@ client belong to the loop that creates them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from aiohttp import web
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
@@ -31,25 +33,37 @@ TRAIL_SIZE = 10_000
 class Backend:
     """The clients and settings the views share: one per application."""
 
-    def __init__(self, settings: Settings, trace_link: traces.TraceLink, spans: traces.SpanSource | None = None
-                 ) -> None:
+    def __init__(self, settings: Settings, trace_link: traces.TraceLink, spans: traces.SpanSource | None = None,
+                 taskhubs: Sequence[str] = ()) -> None:
         self.settings = settings
+        # The service's task hub first (the queue feeds it), then any other the dashboard was told to show.
+        self.hubs = list(dict.fromkeys([settings.dts.taskhub, *taskhubs]))
+        self._hub_clients: dict[str, AsyncDurableTaskSchedulerClient] = {}
+        self._samplers: dict[str, overview.Sampler] = {}
         self.trace_link = trace_link
         self.spans = spans
         # The queue, or the subscription and then the retry queue: `queue` is the first, where messages arrive.
         self.queues = [Queue(settings.servicebus, entity) for entity in settings.servicebus.source.receive_from]
         self.queue = self.queues[0]
-        self._dts: AsyncDurableTaskSchedulerClient | None = None
         # (list, cursor of a page) → cursor of the page before it: the query API only goes forward, so "newer"
         # links come from the way each visitor walked. Bounded; a link older than that leads to the first page.
         self._trail: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self.sampler = overview.Sampler(lambda: self.dts, self._queue_depth)
 
     @property
     def dts(self) -> AsyncDurableTaskSchedulerClient:
-        if self._dts is None:
-            self._dts = clients.dts_async_client(self.settings.dts)
-        return self._dts
+        """The client of the service's task hub."""
+        return self.dts_for(self.hubs[0])
+
+    def dts_for(self, hub: str) -> AsyncDurableTaskSchedulerClient:
+        if hub not in self._hub_clients:
+            self._hub_clients[hub] = clients.dts_async_client(dataclasses.replace(self.settings.dts, taskhub=hub))
+        return self._hub_clients[hub]
+
+    def sampler(self, hub: str) -> overview.Sampler:
+        """The overview's sampler of one task hub (the queue's figures are the same in each)."""
+        if hub not in self._samplers:
+            self._samplers[hub] = overview.Sampler(lambda: self.dts_for(hub), self._queue_depth)
+        return self._samplers[hub]
 
     def remember(self, key: str, page: str, previous: str) -> None:
         self._trail[(key, page)] = previous
@@ -66,28 +80,31 @@ class Backend:
         return counted.active, counted.dead_letter
 
     async def close(self) -> None:
-        await self.sampler.stop()
+        for sampler in self._samplers.values():
+            await sampler.stop()
         for queue in self.queues:
             await queue.close()
-        if self._dts is not None:
+        hub_clients, self._hub_clients = list(self._hub_clients.values()), {}
+        for client in hub_clients:
             with contextlib.suppress(Exception):
-                await self._dts.close()
-            self._dts = None
+                await client.close()
 
 
 BACKEND = web.AppKey("backend", Backend)
 
 
 def create_app(settings: Settings, *, access: Access | None = None, trace_link: traces.TraceLink = traces.no_traces,
-               spans: traces.SpanSource | None = None) -> web.Application:
+               spans: traces.SpanSource | None = None, taskhubs: Sequence[str] = ()) -> web.Application:
     """The dashboard for the task hub and queue in `settings`.
 
     `access` says who may come in and change things (sbworker/dashboard/access.py; default: loopback, no
     credentials). `trace_link` turns an instance into a link to its trace (see sbworker/dashboard/traces.py); with
-    `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`.
+    `spans` (the process's own, in memory) the dashboard draws the trace itself at `/trace`. `taskhubs` names
+    task hubs to offer besides the service's own (`sbworker dashboard --taskhub`).
     """
     from sbworker.dashboard.views import (
         actions,
+        choose_hub,
         entities_view,
         error_pages,
         instances,
@@ -100,12 +117,13 @@ def create_app(settings: Settings, *, access: Access | None = None, trace_link: 
     app = web.Application(middlewares=[security.middleware(access), error_pages], client_max_size=MAX_BODY_BYTES)
     app[security.ACCESS] = access
     app[BACKEND] = Backend(settings, traces.local_traces if spans is not None and trace_link is traces.no_traces
-                           else trace_link, spans)
+                           else trace_link, spans, taskhubs)
     app[pages.TEMPLATES] = pages.environment()
     app.router.add_get("/", instances.home)
     app.router.add_get("/login", security.login_form, name="login")
     app.router.add_post("/login", security.login)
     app.router.add_post("/logout", security.logout)
+    app.router.add_post("/hub", choose_hub)
     app.router.add_get("/overview", overview_view.overview_page, name="overview")
     app.router.add_get("/instances", instances.listing, name="instances")
     app.router.add_get("/instance", instances.detail, name="instance")

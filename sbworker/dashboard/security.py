@@ -113,7 +113,7 @@ def read_only_reason(access: a.Access) -> str:
 
 def unauthenticated(request: web.Request, access: a.Access) -> web.Response:
     if access.mode == "token":
-        page = login_page(request, 401, "", _local_path(request.path_qs))
+        page = login_page(request, 401, "", local_path(request.path_qs))
         page.headers["WWW-Authenticate"] = 'Bearer realm="sbworker dashboard"'
         return page
     return pages.bare(request, 401, "Not signed in: this dashboard expects Container Apps authentication "
@@ -129,7 +129,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     access = request.app[ACCESS]
     if access.mode != "token":
         raise web.HTTPFound("/instances")
-    return login_page(request, 200, "", _local_path(request.query.get("next", "/instances")))
+    return login_page(request, 200, "", local_path(request.query.get("next", "/instances")))
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -138,7 +138,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if access.mode != "token":
         raise web.HTTPFound("/instances")
     form = await request.post()
-    typed, next_path = form.get("token"), _local_path(str(form.get("next") or "/instances"))
+    typed, next_path = form.get("token"), local_path(str(form.get("next") or "/instances"))
     if not isinstance(typed, str) or not a.token_ok(access, typed):
         log.warning("failed sign-in from %s", remote_address(access, request))
         await asyncio.sleep(FAILED_LOGIN_DELAY)
@@ -155,7 +155,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _local_path(raw: str) -> str:
+def local_path(raw: str) -> str:
     """Where to go after signing in: a path on this server only (never `//evil.example` or a full URL)."""
     parts = urlsplit(raw)
     if parts.scheme or parts.netloc or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:

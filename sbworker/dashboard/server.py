@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import logging
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -28,8 +29,9 @@ class Dashboard:
 
     def __init__(self, settings: Settings, host: str, port: int, trace_link: traces.TraceLink,
                  spans: traces.SpanSource | None = None, access: a.Access | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, taskhubs: Sequence[str] = ()) -> None:
         self.host = host
+        self._taskhubs = list(taskhubs)
         self.access = access or a.Access()
         self._settings = settings
         self._trace_link = trace_link
@@ -60,24 +62,27 @@ class Dashboard:
         self._site.stop()
 
     async def _app(self) -> web.Application:
-        return create_app(self._settings, access=self.access, trace_link=self._trace_link, spans=self._spans)
+        return create_app(self._settings, access=self.access, trace_link=self._trace_link, spans=self._spans,
+                          taskhubs=self._taskhubs)
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8082, *,
           trace_link: traces.TraceLink = traces.no_traces, spans: traces.SpanSource | None = None,
-          access: a.Access | None = None, tls: tuple[Path, Path] | None = None) -> Dashboard:
+          access: a.Access | None = None, tls: tuple[Path, Path] | None = None,
+          taskhubs: Sequence[str] = ()) -> Dashboard:
     """Start the dashboard for `settings`' task hub and queue; returns once it listens.
 
     `access` (sbworker/dashboard/access.py: `configure`) decides who may use it; without it only loopback is
     allowed, without credentials. `tls` is (certificate file, key file) to serve HTTPS. Raises ConfigError (one
     line) for a port in use, a non-loopback `host` that `access` does not allow, or unreadable TLS files.
+    `taskhubs`: other task hubs to offer in a selector, besides `settings`' own.
     """
     access = access or a.configure(host=host, allow_remote=False, auth=None, token=None, extra_hosts=[],
                                    actions=None)
     if not is_loopback(host):
         log.warning("the dashboard listens on %s (%s authentication, %s): answering only to %s", host, access.mode,
                     "changes allowed" if access.actions else "read-only", ", ".join(access.allowed_hosts))
-    board = Dashboard(settings, host, port, trace_link, spans, access, tls_context(tls)).start()
+    board = Dashboard(settings, host, port, trace_link, spans, access, tls_context(tls), taskhubs).start()
     log.info("dashboard on %s (task hub %r, %s)", board.url, settings.dts.taskhub, settings.servicebus.source)
     return board
 

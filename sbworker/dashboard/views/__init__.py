@@ -13,6 +13,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
 from sbworker.dashboard import pages, security
 from sbworker.dashboard.app import BACKEND, Backend
@@ -22,14 +23,43 @@ log = logging.getLogger(__name__)
 FLASH_COOKIE = "sbw_notice"
 
 
+HUB_COOKIE = "sbw_hub"
+
+
 def backend(request: web.Request) -> Backend:
     return request.app[BACKEND]
+
+
+def hub(request: web.Request) -> str:
+    """The task hub this request looks at: `?hub=`, else the one chosen before (a cookie), else the service's."""
+    hubs = backend(request).hubs
+    for candidate in (request.query.get("hub"), request.cookies.get(HUB_COOKIE)):
+        if candidate in hubs:
+            return candidate
+    return hubs[0]
+
+
+def dts(request: web.Request) -> AsyncDurableTaskSchedulerClient:
+    return backend(request).dts_for(hub(request))
+
+
+async def choose_hub(request: web.Request) -> web.StreamResponse:
+    """The header's task hub selector: remembered in a cookie (this browser only), then back to the page."""
+    form = await request.post()
+    chosen = form.get("hub")
+    back = security.local_path(str(form.get("next") or "/instances"))
+    if not isinstance(chosen, str) or chosen not in backend(request).hubs:
+        return redirect(back, "Unknown task hub.", error=True)
+    response = redirect(back, f"Task hub {chosen}.")
+    response.set_cookie(HUB_COOKIE, chosen, httponly=True, samesite="Strict", path="/")
+    return response
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
     """A page with the frame every page shares. `context` values are escaped by the template engine."""
     board = backend(request)
-    board.sampler.start()  # the overview's history begins with the first page anyone opens
+    chosen = hub(request)
+    board.sampler(chosen).start()  # the overview's history begins with the first page anyone opens
     settings = board.settings
     notice = _notice(request)
     identity = request[security.IDENTITY]
@@ -40,7 +70,10 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
         read_only_reason=security.read_only_reason(request.app[security.ACCESS]),
         csrf_token=request[security.TOKEN_KEY],
         csrf_field=security.CSRF_FIELD,
-        taskhub=settings.dts.taskhub,
+        taskhub=chosen,
+        hubs=board.hubs,
+        service_hub=chosen == board.hubs[0],
+        here=request.path_qs,
         dts_endpoint=settings.dts.endpoint,
         queue_name=settings.servicebus.source.entity.path,
         queue_title=backend(request).queue.title,

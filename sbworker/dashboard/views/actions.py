@@ -24,7 +24,7 @@ from sbworker.core.errors import one_line
 from sbworker.core.times import utc_text
 from sbworker.dashboard import audit
 from sbworker.dashboard.instances import form_time
-from sbworker.dashboard.views import backend, redirect, render
+from sbworker.dashboard.views import backend, dts, redirect, render
 from sbworker.dashboard.views.instances import awaiting_approval
 from sbworker.operations import publish
 
@@ -73,8 +73,8 @@ BULK_PARALLEL = 8
 async def confirm_instances(request: web.Request, action: str, instance_ids: list[str], form: MultiDictProxy[Any],
                             post_to: str, back: str) -> web.Response:
     """The confirmation step: each instance as it is now, and what the action will do to it."""
-    dts = backend(request).dts
-    states = await asyncio.gather(*(dts.get_orchestration_state(i, fetch_payloads=False) for i in instance_ids),
+    client = dts(request)
+    states = await asyncio.gather(*(client.get_orchestration_state(i, fetch_payloads=False) for i in instance_ids),
                                   return_exceptions=True)
     items = []
     for instance_id, state in zip(instance_ids, states, strict=True):
@@ -122,30 +122,30 @@ async def bulk_action(request: web.Request) -> web.StreamResponse:
         reason = _reason(form)
     except _Refused as refused:
         return redirect(back, str(refused), error=True)
-    dts = backend(request).dts
+    client = dts(request)
     gate = asyncio.Semaphore(BULK_PARALLEL)
 
     async def one(instance_id: str) -> str:
         async with gate:
             try:
-                state = await dts.get_orchestration_state(instance_id, fetch_payloads=False)
+                state = await client.get_orchestration_state(instance_id, fetch_payloads=False)
                 if state is None:
                     return "skipped: no such instance"
                 effect = _effect(action, state.runtime_status.name)
                 if effect.startswith("skipped"):  # as the confirmation said: only what the action applies to
                     return effect
                 if action == "terminate":
-                    await dts.terminate_orchestration(instance_id, output=reason)
+                    await client.terminate_orchestration(instance_id, output=reason)
                 elif action == "purge":
-                    purged = await dts.purge_orchestration(instance_id)
+                    purged = await client.purge_orchestration(instance_id)
                     if not purged.deleted_instance_count:
                         return "not purged (not ended, or gone)"
                 elif action == "rewind":
-                    await dts.rewind_orchestration(instance_id, reason=reason)
+                    await client.rewind_orchestration(instance_id, reason=reason)
                 elif action == "suspend":
-                    await dts.suspend_orchestration(instance_id, reason=reason)
+                    await client.suspend_orchestration(instance_id, reason=reason)
                 else:
-                    await dts.resume_orchestration(instance_id, reason=reason)
+                    await client.resume_orchestration(instance_id, reason=reason)
             except Exception as error:
                 return one_line(error, 200)
             return audit.OK
@@ -173,30 +173,30 @@ class _Refused(Exception):
 
 
 async def _suspend(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
-    await backend(request).dts.suspend_orchestration(instance_id, reason=_reason(form))
+    await dts(request).suspend_orchestration(instance_id, reason=_reason(form))
     return redirect(instance_url(instance_id), "Suspended.")
 
 
 async def _resume(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
-    await backend(request).dts.resume_orchestration(instance_id, reason=_reason(form))
+    await dts(request).resume_orchestration(instance_id, reason=_reason(form))
     return redirect(instance_url(instance_id), "Resumed.")
 
 
 async def _terminate(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
     reason = _reason(form)
     # DTS has no separate reason for a termination: the DTS dashboard, too, records it as the output.
-    await backend(request).dts.terminate_orchestration(instance_id, output=reason)
+    await dts(request).terminate_orchestration(instance_id, output=reason)
     return redirect(instance_url(instance_id), "Terminate requested" + (f" (reason: {reason})." if reason else "."))
 
 
 async def _restart(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
     new_id = _text(form, "new_instance_id") == "on"
-    restarted = await backend(request).dts.restart_orchestration(instance_id, restart_with_new_instance_id=new_id)
+    restarted = await dts(request).restart_orchestration(instance_id, restart_with_new_instance_id=new_id)
     return redirect(instance_url(restarted), f"Restarted as {restarted}." if new_id else "Restarted.")
 
 
 async def _purge(request: web.Request, instance_id: str, _form: MultiDictProxy[Any]) -> web.StreamResponse:
-    result = await backend(request).dts.purge_orchestration(instance_id)
+    result = await dts(request).purge_orchestration(instance_id)
     if not result.deleted_instance_count:
         raise _Refused("Nothing purged: only completed, failed or terminated instances can be purged.")
     return redirect("/instances", f"Purged {instance_id}.")
@@ -211,7 +211,7 @@ async def _raise_event(request: web.Request, instance_id: str, form: MultiDictPr
         contract.check_event_data(data, backend(request).settings.limits)
     except ValueError as error:
         raise _Refused(f"Not raised: {error}.") from None
-    await backend(request).dts.raise_orchestration_event(instance_id, name, data=data)
+    await dts(request).raise_orchestration_event(instance_id, name, data=data)
     return redirect(instance_url(instance_id), f"Event {name} raised.")
 
 
@@ -223,7 +223,7 @@ async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[
         raise _Refused("Choose Approve or Reject.")
     approver = _text(form, "approver").strip()
     comment = _text(form, "comment").strip() or None
-    state = await board.dts.get_orchestration_state(instance_id, fetch_payloads=True)
+    state = await dts(request).get_orchestration_state(instance_id, fetch_payloads=True)
     if state is None or not awaiting_approval(state):
         raise _Refused("This instance is not waiting for an approval.")
     try:
@@ -239,7 +239,7 @@ async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[
 
 async def _rewind(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
     """Rewind a failed instance: its failed work runs again, what succeeded is kept (DTS and localdts)."""
-    await backend(request).dts.rewind_orchestration(instance_id, reason=_reason(form))
+    await dts(request).rewind_orchestration(instance_id, reason=_reason(form))
     return redirect(instance_url(instance_id), "Rewind requested: the failed work runs again.")
 
 

@@ -11,7 +11,7 @@ from durabletask.client import EntityQuery
 
 from sbworker.core.errors import one_line
 from sbworker.dashboard import instances
-from sbworker.dashboard.views import backend, render
+from sbworker.dashboard.views import dts, render
 from sbworker.patches import dts_query
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ async def entities_page(request: web.Request) -> web.Response:
     query = EntityQuery(instance_id_starts_with=_entity_prefix(prefix), include_state=True, include_transient=True,
                         page_size=PAGE)
     try:
-        got = await dts_query.entity_page_async(backend(request).dts, query, after)
+        got = await dts_query.entity_page_async(dts(request), query, after)
     except grpc.aio.AioRpcError as error:
         if error.code() == grpc.StatusCode.UNIMPLEMENTED:
             return render(request, "entities.html", **{**context, "unsupported": True})

@@ -16,7 +16,7 @@ from orchestrations.approval_workflow import APPROVAL_EVENT
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.errors import one_line
 from sbworker.dashboard import instances, timeline, traces
-from sbworker.dashboard.views import backend, render
+from sbworker.dashboard.views import backend, dts, render
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ async def listing(request: web.Request) -> web.Response:
         return render(request, "instances.html", status=400, filters=instances.Filters(), listing=None,
                       error=str(error), counts=None, counts_error=None, newer=None, **_choices())
     board = backend(request)
-    page, counted = await asyncio.gather(instances.read_page(board.dts, filters), board.queue.counts(),
+    page, counted = await asyncio.gather(instances.read_page(dts(request), filters), board.queue.counts(),
                                          return_exceptions=True)
     counts, counts_error = None, None
     if isinstance(counted, BaseException):
@@ -70,8 +70,8 @@ async def detail(request: web.Request) -> web.Response:
         raise web.HTTPFound("/instances")
     board = backend(request)
     try:
-        state, events = await asyncio.gather(board.dts.get_orchestration_state(instance_id),
-                                             _history(board.dts, instance_id))
+        state, events = await asyncio.gather(dts(request).get_orchestration_state(instance_id),
+                                             _history(dts(request), instance_id))
     except Exception as error:
         log.warning("reading instance %r failed: %s", instance_id[:128], one_line(error, 500))
         return render(request, "instance.html", status=502, instance_id=instance_id, view=view, state=None,

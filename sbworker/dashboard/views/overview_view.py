@@ -11,7 +11,7 @@ from aiohttp import web
 
 from sbworker.core.errors import one_line
 from sbworker.dashboard import overview
-from sbworker.dashboard.views import backend, render
+from sbworker.dashboard.views import backend, dts, hub, render
 
 log = logging.getLogger(__name__)
 
@@ -25,23 +25,23 @@ async def overview_page(request: web.Request) -> web.Response:
     if window not in WINDOWS:
         raise web.HTTPBadRequest(text=f"window: one of {', '.join(WINDOWS)}")
     span = WINDOWS[window]
-    board.sampler.start()
+    board.sampler(hub(request)).start()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(board.sampler.first_sample.wait(), FIRST_SAMPLE_WAIT)
+        await asyncio.wait_for(board.sampler(hub(request)).first_sample.wait(), FIRST_SAMPLE_WAIT)
     now = datetime.now(UTC)
     counts, error = None, None
     try:
-        counts = await overview.counts(board.dts, now - span if span else None)
+        counts = await overview.counts(dts(request), now - span if span else None)
     except Exception as problem:
         log.warning("counting instances failed: %s", one_line(problem, 500))
         error = f"DTS did not answer: {one_line(problem, 500)}"
-    minutes = board.sampler.history.window(now)
+    minutes = board.sampler(hub(request)).history.window(now)
     return render(request, "overview.html", status=502 if error else 200, counts=counts, error=error,
                   window=window, windows=list(WINDOWS), count_page=overview.COUNT_PAGE,
                   statuses=[s.name for s in overview.STATUSES],
                   throughput=overview.chart(minutes, ("starts", "completions")),
                   depth=overview.chart(minutes, ("active", "dead_letter")),
                   capped_minutes=any(m.starts_capped or m.completions_capped for _, m in minutes),
-                  sampler_errors=board.sampler.errors, sample_seconds=overview.SAMPLE_SECONDS,
+                  sampler_errors=board.sampler(hub(request)).errors, sample_seconds=overview.SAMPLE_SECONDS,
                   chart_height=overview.HEIGHT, chart_width=overview.WIDTH, chart_left=overview.LEFT,
                   chart_bottom=overview.BOTTOM)
