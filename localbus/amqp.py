@@ -20,9 +20,28 @@ from proton import Array, Condition, Delivery, Endpoint, Link, Message, Terminus
 
 from . import codec
 from .auth import TokenAuthority, audience_path, scope_covers
-from .broker import DEAD_LETTER_QUEUE, SUBSCRIPTION, TOPIC, Broker, Entity, LockLost, MoveFailed, Record, parse_transfer
-from .management import Management, storage_condition
+from .broker import (
+    DEAD_LETTER_QUEUE,
+    SUBSCRIPTION,
+    TOPIC,
+    Broker,
+    Entity,
+    LockLost,
+    MoveFailed,
+    Record,
+    Waiter,
+    parse_transfer,
+)
+from .management import Management, as_text, storage_condition
 from .properties import InvalidProperty, encode_properties
+from .sessions import (
+    SESSION_CANNOT_BE_LOCKED,
+    SESSION_LOCK_LOST,
+    TIMEOUT,
+    Session,
+    SessionCannotBeLocked,
+    SessionRequired,
+)
 from .store import StorageError
 
 log = logging.getLogger("localbus.amqp")
@@ -39,7 +58,11 @@ LOCK_LOST = symbol("com.microsoft:message-lock-lost")
 DEAD_LETTER = "com.microsoft:dead-letter"
 DEAD_LETTER_KEYS = frozenset({"DeadLetterReason", "DeadLetterErrorDescription"})
 SESSION_FILTER = "com.microsoft:session-filter"
-SESSION_CANNOT_BE_LOCKED = "com.microsoft:session-cannot-be-locked"
+LOCKED_UNTIL_UTC = symbol("com.microsoft:locked-until-utc")
+OPERATION_TIMEOUT = "com.microsoft:timeout"
+# How long a receiver asking for the next available session waits when it gives no com.microsoft:timeout.
+SESSION_WAIT = 60.0
+TICKS_AT_EPOCH = 621_355_968_000_000_000  # .NET ticks (100 ns since 0001-01-01) of 1970-01-01
 _RD_TAGS = itertools.count(1)
 
 
@@ -70,13 +93,25 @@ def address_path(address: str | None) -> str:
 
 
 class LinkConsumer:
-    """A server→client link reading from one entity (a receiver in the SDK)."""
+    """A server→client link reading from one entity (a receiver in the SDK), or from one session of it."""
 
-    def __init__(self, link: Link, entity: Entity, peek_lock: bool) -> None:
+    def __init__(self, link: Link, entity: Entity, peek_lock: bool, client: ConnectionHandler | None = None
+                 ) -> None:
         self.link = link
         self.entity = entity
         self.peek_lock = peek_lock
         self.closed = False
+        self.client = client
+        self.session: Session | None = None  # the session it holds the lock of
+        self.waiter: Waiter | None = None  # while it waits for the next available session
+        self.waiting_until = 0.0
+        self.wait_seconds = 0.0
+
+    def session_lost(self, description: str) -> None:
+        """Its session lock expired: detach the link, as Service Bus does (the SDKs raise SessionLockLost)."""
+        self.closed = True
+        if self.client is not None:
+            self.client.detach(self.link, SESSION_LOCK_LOST, description)
 
     def credit(self) -> int:
         return 0 if self.closed else int(self.link.credit)
@@ -154,18 +189,26 @@ class ConnectionHandler:
         """Drop this connection's consumers; its locks stay until they expire, as in Service Bus."""
         self.gone = True
         for consumer in self.consumers:
-            consumer.closed = True
-            if consumer in consumer.entity.consumers:
-                consumer.entity.consumers.remove(consumer)
+            self._drop_consumer(consumer)
         self.consumers.clear()
         self.reply_links.clear()
 
+    def _drop_consumer(self, consumer: LinkConsumer) -> None:
+        """A receiving link is gone: it reads no more; a session it held is released (its messages are
+        available again, delivery count unchanged, as when a Service Bus session receiver closes)."""
+        consumer.closed = True
+        if consumer in consumer.entity.consumers:
+            consumer.entity.consumers.remove(consumer)
+        if consumer.waiter is not None:
+            self.broker.stop_waiting(consumer.entity, consumer.waiter)
+            consumer.waiter = None
+        if consumer.session is not None and consumer.session.holder is consumer:
+            self.broker.release_session(consumer.session)
+
     def _forget_link(self, link: Link) -> None:
         for consumer in [c for c in self.consumers if c.link == link]:
-            consumer.closed = True
             self.consumers.remove(consumer)
-            if consumer in consumer.entity.consumers:
-                consumer.entity.consumers.remove(consumer)
+            self._drop_consumer(consumer)
         for key in [k for k, v in self.reply_links.items() if v == link]:
             del self.reply_links[key]
 
@@ -214,13 +257,18 @@ class ConnectionHandler:
             self._refuse(link, *refusal)
             return
         link.lb_kind = "data"
+        if not is_sender:
+            self._accept(link)
+            return
+        peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
+        consumer = LinkConsumer(link, entity, peek_lock, self)
+        link.lb_consumer = consumer
+        self.consumers.append(consumer)
+        if entity.sessionful:
+            self._accept_session(link, consumer, session_filter(link.remote_source)[1])
+            return
         self._accept(link)
-        if is_sender:
-            peek_lock = link.remote_snd_settle_mode != Link.SND_SETTLED
-            consumer = LinkConsumer(link, entity, peek_lock)
-            link.lb_consumer = consumer
-            self.consumers.append(consumer)
-            entity.consumers.append(consumer)
+        entity.consumers.append(consumer)
 
     @staticmethod
     def _data_link_refusal(link: Link, entity: Entity, is_sender: bool) -> tuple[str, str] | None:
@@ -233,19 +281,66 @@ class ConnectionHandler:
         if entity.kind == TOPIC:
             return ("amqp:not-allowed", f"Cannot receive from topic '{entity.name}': receive from one of its "
                                         "subscriptions ('<topic>/Subscriptions/<name>').")
-        if SESSION_FILTER in source_filters(link.remote_source):
-            return (SESSION_CANNOT_BE_LOCKED, f"localbus does not support sessions: no session of "
-                                              f"'{entity.name}' can be locked. Use a queue without "
-                                              "RequiresSession, or the Service Bus emulator, for sessions.")
-        if entity.settings.requires_session:
+        sessionful_receiver = session_filter(link.remote_source)[0]
+        if sessionful_receiver and not entity.sessionful:
+            return ("amqp:not-allowed", f"A sessionful message receiver cannot be created on an entity that does not "
+                                        f"require sessions ('{entity.name}'). Ensure RequiresSession is set to true "
+                                        "when creating a Queue or Subscription to enable sessionful behavior.")
+        if entity.sessionful and not sessionful_receiver:
             return ("amqp:not-allowed", f"It is not possible for an entity that requires sessions to create a "
-                                        f"non-sessionful message receiver ('{entity.name}'); localbus does not "
-                                        "support sessions.")
+                                        f"non-sessionful message receiver ('{entity.name}').")
         return None
 
-    def _accept(self, link: Link) -> None:
+    def _accept_session(self, link: Link, consumer: LinkConsumer, session_id: str | None) -> None:
+        """Lock the named session, or the next available one, for this receiver and answer its attach; with no
+        session available, the attach waits (as Service Bus holds it) until one is, or the receiver's timeout."""
+        try:
+            session = self.broker.accept_session(consumer.entity, session_id, consumer)
+        except SessionCannotBeLocked as exc:
+            self._refuse(link, SESSION_CANNOT_BE_LOCKED, str(exc))
+            return
+        if session is not None:
+            self._open_session_link(link, consumer, session)
+            return
+        timeout_ms = _lookup(link.remote_properties or {}, OPERATION_TIMEOUT)
+        wait = int(timeout_ms) / 1000 if isinstance(timeout_ms, int) and timeout_ms > 0 else SESSION_WAIT
+        consumer.waiting_until = time.monotonic() + wait
+        consumer.wait_seconds = wait
+        consumer.waiter = Waiter(consumer, lambda found: self._open_session_link(link, consumer, found))
+        self.broker.wait_for_session(consumer.entity, consumer.waiter)
+
+    def _open_session_link(self, link: Link, consumer: LinkConsumer, session: Session) -> None:
+        """Answer a session receiver's attach: the source's session filter names the session it got, and the
+        link property com.microsoft:locked-until-utc says until when (in .NET ticks), as Service Bus answers."""
+        consumer.waiter = None
+        consumer.session = session
+        link.properties = {LOCKED_UNTIL_UTC: TICKS_AT_EPOCH + session.locked_until_ms * 10_000}
+        self._accept(link, session_id=session.session_id)
+
+    def check_waiting(self) -> None:
+        """Refuse the receivers whose wait for the next available session is over (com.microsoft:timeout)."""
+        now = time.monotonic()
+        for consumer in [c for c in self.consumers if c.waiter is not None and c.waiting_until <= now]:
+            self.consumers.remove(consumer)
+            self._drop_consumer(consumer)
+            self._refuse(consumer.link, TIMEOUT, f"The operation did not complete within the allotted timeout of "
+                                                 f"{consumer.wait_seconds:g} s: no session of "
+                                                 f"'{consumer.entity.name}' was available.")
+
+    def detach(self, link: Link, condition: str, description: str) -> None:
+        """Detach one link with an error (the rest of the connection goes on)."""
+        if link.state & Endpoint.LOCAL_CLOSED:
+            return
+        self._forget_link(link)
+        link.condition = error(condition, description)
+        link.close()
+
+    def _accept(self, link: Link, session_id: str | None = None) -> None:
         link.source.copy(link.remote_source)
         link.target.copy(link.remote_target)
+        if session_id is not None:
+            link.source.filter.clear()
+            link.source.filter.put_dict({symbol(SESSION_FILTER): session_id})
         link.snd_settle_mode = link.remote_snd_settle_mode
         link.rcv_settle_mode = link.remote_rcv_settle_mode
         link.max_message_size = MAX_MESSAGE_SIZE
@@ -298,7 +393,11 @@ class ConnectionHandler:
     def on_link_flow(self, event: Any) -> None:
         link = event.link
         if link.is_sender and getattr_safe(link, "lb_kind") == "data":
-            self.broker.dirty.add(link.lb_entity)
+            consumer = getattr_safe(link, "lb_consumer")
+            if consumer is not None and consumer.session is not None:
+                self.broker.dirty_sessions.add(consumer.session)
+            else:
+                self.broker.dirty.add(link.lb_entity)
 
     # --- transfers -----------------------------------------------------------------------------------------
 
@@ -374,6 +473,8 @@ class ConnectionHandler:
                 condition = error("amqp:invalid-field", str(failure))
             elif isinstance(failure, StorageError):
                 condition = error(storage_condition(failure), str(failure))
+            elif isinstance(failure, SessionRequired):
+                condition = error("amqp:not-allowed", str(failure))
             else:  # a bug must cost this transfer, not the connection or the loop
                 log.error("rejecting a transfer on %s after an internal error", link.name, exc_info=failure)
                 condition = error("amqp:internal-error", f"internal error: {type(failure).__name__}")
@@ -438,7 +539,9 @@ class ConnectionHandler:
         try:
             self._apply(token, state, delivery)
         except LockLost as exc:
-            delivery.local.condition = error(LOCK_LOST, str(exc))
+            consumer = getattr_safe(link, "lb_consumer")
+            lost = SESSION_LOCK_LOST if consumer is not None and consumer.session is not None else LOCK_LOST
+            delivery.local.condition = error(lost, str(exc))
             delivery.update(Delivery.REJECTED)
             delivery.settle()
             return
@@ -483,8 +586,8 @@ class ConnectionHandler:
             info = (condition.info if condition is not None else None) or {}
             modify = encode_properties(_copy({str(k): v for k, v in info.items()}) if isinstance(info, dict)
                                        else None, skip=DEAD_LETTER_KEYS)
-            reason = _text(_lookup(info, "DeadLetterReason"))
-            description = _text(_lookup(info, "DeadLetterErrorDescription"))
+            reason = as_text(_lookup(info, "DeadLetterReason"))
+            description = as_text(_lookup(info, "DeadLetterErrorDescription"))
             if reason is None and condition is not None and str(condition.name) != DEAD_LETTER:
                 reason = str(condition.name)
             if description is None and condition is not None and condition.description:
@@ -574,7 +677,8 @@ class ConnectionHandler:
         request.decode(raw)
         request.body = _copy(request.body)
         self.ctx.management.handle(entity, request,
-                                   lambda reply: self._reply(request.reply_to, f"{entity.key}/$management", reply))
+                                   lambda reply: self._reply(request.reply_to, f"{entity.key}/$management", reply),
+                                   client=self)
 
 
 def error(condition: str | symbol, description: str, info: dict[Any, Any] | None = None) -> Condition:
@@ -583,17 +687,24 @@ def error(condition: str | symbol, description: str, info: dict[Any, Any] | None
     return Condition(condition, description, info if info else {symbol("detail"): description})
 
 
-def source_filters(terminus: Terminus) -> set[str]:
-    """Names of the filters in a source terminus (a session receiver sends ``com.microsoft:session-filter``)."""
+def session_filter(terminus: Terminus) -> tuple[bool, str | None]:
+    """(whether the source carries ``com.microsoft:session-filter``, the session it names: None for the next
+    available one). A session receiver always sends the filter, with a null value for next-available."""
     data = terminus.filter
     data.rewind()
     if data.next() is None:
-        return set()
+        return False, None
     try:
         value = data.get_object()
     except Exception:  # an undecodable filter set: no filter we act on
-        return set()
-    return {str(k) for k in value} if isinstance(value, dict) else set()
+        return False, None
+    if not isinstance(value, dict):
+        return False, None
+    for key, session_id in value.items():
+        if str(key) == SESSION_FILTER:
+            named = as_text(session_id.value if hasattr(session_id, "descriptor") else session_id)
+            return True, named
+    return False, None
 
 
 def getattr_safe(obj: Any, name: str) -> Any:
@@ -611,14 +722,6 @@ def _lookup(info: Any, key: str) -> Any:
         if str(k) == key:
             return v
     return None
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
 
 
 def _copy(value: Any) -> Any:

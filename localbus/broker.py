@@ -21,6 +21,15 @@ from . import codec
 from .config import QueueSettings
 from .properties import check_application_properties, check_value
 from .routing import INLINE_BUDGET, RoutingWorker, matching, message_cost, rules_cost
+from .sessions import (
+    NO_SESSION_DESCRIPTION,
+    NO_SESSION_REASON,
+    Holder,
+    Session,
+    SessionCannotBeLocked,
+    SessionLockLost,
+    check_session_ids,
+)
 from .sqlfilter import MessageView
 from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence, StorageError
 from .topics import Rule, TopicSpec, message_view, subscription_path
@@ -79,6 +88,7 @@ class Record:
     locked_until_ms: int = 0
     gone: bool = False
     stuck: bool = False  # a move failed and was logged: it stays here, and is not retried by timers
+    session: Session | None = None  # on an entity that requires sessions: the session it belongs to
 
 
 class Consumer(Protocol):
@@ -91,6 +101,14 @@ class Consumer(Protocol):
     def push(self, record: Record, token: uuid.UUID | None, wire: bytes) -> None: ...
 
     def idle(self) -> None: ...
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A receiver asking for the next available session while none is: ``accepted`` is called once one is."""
+
+    holder: Holder
+    accepted: Callable[[Session], None]
 
 
 QUEUE, DEAD_LETTER_QUEUE, TOPIC, SUBSCRIPTION = "queue", "dead-letter queue", "topic", "subscription"
@@ -114,10 +132,17 @@ class Entity:
     rr: int = 0
     route_cost: tuple[int, int] = (0, 0)  # a topic's (filter steps, LIKE pattern length): see .routing
     routing: collections.deque[Routing] = field(default_factory=collections.deque)  # a topic's sends, in order
+    sessions: dict[str, Session] = field(default_factory=dict)  # with RequiresSession: its sessions by id
+    waiting: list[Waiter] = field(default_factory=list)  # receivers waiting for the next available session
 
     @property
     def key(self) -> str:
         return self.name.lower()
+
+    @property
+    def sessionful(self) -> bool:
+        """Whether messages here belong to sessions (a queue or subscription with RequiresSession)."""
+        return self.settings.requires_session and self.kind in (QUEUE, SUBSCRIPTION)
 
 
 Outcome = Callable[[list[int] | Exception], None]
@@ -147,8 +172,10 @@ class Broker:
         self.entities: dict[str, Entity] = {}
         self.locks: dict[uuid.UUID, Record] = {}
         self._timers: list[tuple[int, int, int, Record, uuid.UUID | None]] = []
+        self._session_timers: list[tuple[int, int, Session, int]] = []  # (when, tie, session, generation)
         self._tie = itertools.count()
         self.dirty: set[Entity] = set()
+        self.dirty_sessions: set[Session] = set()  # held sessions that may have something to hand out
         self.worker: RoutingWorker | None = None  # set by the server: expensive routing leaves the loop
         for name, settings in queues.items():
             self._add_queue(name, settings, QUEUE)
@@ -191,17 +218,20 @@ class Broker:
             rec = Record(entity, row.seq, msg, row.enqueued_ms, row.delivery_count, row.state, row.expires_ms)
             entity.records[row.seq] = rec
             entity.last_seq = max(entity.last_seq, row.seq)
+            self._join_session(rec)
             restored += 1
             if row.state == SCHEDULED:
                 self._timer(row.enqueued_ms, 0, rec)
             elif row.state == ACTIVE:
-                heapq.heappush(entity.ready, row.seq)
-                self.dirty.add(entity)
+                self._make_ready(rec)
             if rec.expires_ms is not None and row.state != SCHEDULED:
                 self._timer(rec.expires_ms, 2, rec)
         for key, message_id, expires_ms in p.dedup_entries():
             if key in self.entities and expires_ms > now:
                 self.entities[key].dedup[message_id] = expires_ms
+        for key, session_id, state in p.session_states():
+            if key in self.entities and self.entities[key].sessionful:
+                self._session(self.entities[key], session_id).state = state
         if restored:
             log.info("restored %d messages from %s", restored, getattr(p, "path", "storage"))
 
@@ -209,13 +239,17 @@ class Broker:
         """Forget every message, lock, timer and consumer held in memory; the store keeps what was committed."""
         self.locks.clear()
         self._timers.clear()
+        self._session_timers.clear()
         self.dirty.clear()
+        self.dirty_sessions.clear()
         for entity in self.entities.values():
             entity.records.clear()
             entity.ready.clear()
             entity.dedup.clear()
             entity.consumers.clear()
             entity.routing.clear()
+            entity.sessions.clear()
+            entity.waiting.clear()
             entity.last_seq = 0
 
     def reload(self) -> None:
@@ -231,6 +265,11 @@ class Broker:
         """Forget locks, consumers and unacknowledged sends, as a broker restart does (messages are kept)."""
         for entity in self.entities.values():
             entity.routing.clear()
+        for entity in self.entities.values():
+            entity.waiting.clear()
+            for session in entity.sessions.values():
+                session.holder = None
+                session.generation += 1
         for rec in list(self.locks.values()):
             self._unlock(rec)
             if rec.state == ACTIVE:
@@ -246,11 +285,19 @@ class Broker:
         heapq.heappush(self._timers, (when_ms, next(self._tie), kind, record, token))
 
     def next_deadline_ms(self) -> int | None:
-        return self._timers[0][0] if self._timers else None
+        due = [heap[0][0] for heap in (self._timers, self._session_timers) if heap]
+        return min(due) if due else None
 
     def run_timers(self) -> None:
-        """Fire every due deadline (scheduled messages, lock expiry, TTL expiry)."""
+        """Fire every due deadline (scheduled messages, lock expiry, TTL expiry, session lock expiry)."""
         now = self.clock()
+        while self._session_timers and self._session_timers[0][0] <= now and self.persistence.failure is None:
+            _, _, session, generation = heapq.heappop(self._session_timers)
+            if session.generation == generation and session.holder is not None and session.locked_until_ms <= now:
+                try:
+                    self.release_session(session, expired=True)
+                except StorageError:
+                    return
         while self._timers and self._timers[0][0] <= now and self.persistence.failure is None:
             _, _, kind, rec, token = heapq.heappop(self._timers)
             if rec.gone:
@@ -271,7 +318,7 @@ class Broker:
             self._failed_delivery(rec)
         elif kind == 2 and rec.state != SCHEDULED and rec.expires_ms is not None and rec.expires_ms <= now:
             if rec.lock_token is not None:  # expiry waits for the lock to end, as in Service Bus
-                self._timer(rec.locked_until_ms + 1, 2, rec)
+                self._timer(max(self._lock_end(rec), now) + 1, 2, rec)
             else:
                 self._expire(rec)
 
@@ -294,7 +341,12 @@ class Broker:
         duplicate) or the exception that stopped them: at once, or, on a topic whose rules are expensive for
         these messages, once the routing worker has evaluated them. A topic stores its messages in the order
         they were submitted. While :meth:`refusal` gives a reason, nothing is taken and ``done`` gets it."""
-        refused = self.refusal()
+        refused: Exception | None = self.refusal()
+        if refused is None:
+            try:
+                check_session_ids(entity.name, [msg for msg, _ in messages], required=entity.sessionful)
+            except Exception as exc:
+                refused = exc
         if refused is not None:
             done(refused)
             return
@@ -362,7 +414,13 @@ class Broker:
             if matches is None:
                 matches = matching([rules for _, rules in entity.routes], message_view(msg))
             for index in matches:
-                self._store(entity.routes[index][0], self._topic_ttl(entity, msg), seq, scheduled_ms, now)
+                subscription, copy = entity.routes[index][0], self._topic_ttl(entity, msg)
+                if subscription.sessionful and msg.session_id is None and subscription.dlq is not None:
+                    self._store(subscription.dlq, copy.with_application_properties({
+                        "DeadLetterReason": NO_SESSION_REASON, "DeadLetterErrorDescription": NO_SESSION_DESCRIPTION}),
+                        seq, None, now)
+                else:
+                    self._store(subscription, copy, seq, scheduled_ms, now)
             return seq
         self._store(entity, msg, seq, scheduled_ms, now)
         return seq
@@ -384,6 +442,7 @@ class Broker:
         if not scheduled:
             rec.expires_ms = self._expiry(entity, msg, enqueued)
         entity.records[seq] = rec
+        self._join_session(rec)
         self._persist_insert(rec)
         if scheduled:
             self._timer(enqueued, 0, rec)
@@ -436,12 +495,22 @@ class Broker:
     # --- receiving ------------------------------------------------------------------------------------------
 
     def _make_ready(self, rec: Record) -> None:
-        heapq.heappush(rec.entity.ready, rec.seq)
-        self.dirty.add(rec.entity)
+        session = rec.session
+        if session is None:
+            heapq.heappush(rec.entity.ready, rec.seq)
+            self.dirty.add(rec.entity)
+        else:
+            session.push(rec.seq)
+            if session.holder is not None:
+                self.dirty_sessions.add(session)
+            elif rec.entity.waiting:
+                self.dirty.add(rec.entity)
 
-    def _next_ready(self, entity: Entity, now: int) -> Record | None:
-        while entity.ready:
-            seq = heapq.heappop(entity.ready)
+    def _next_ready(self, entity: Entity, now: int, ready: list[int] | None = None) -> Record | None:
+        """Pop the next available record from ``ready`` (the entity's heap, or a session's)."""
+        ready = entity.ready if ready is None else ready
+        while ready:
+            seq = heapq.heappop(ready)
             rec = entity.records.get(seq)
             if rec is None or rec.state != ACTIVE or rec.lock_token is not None:
                 continue  # stale heap entry
@@ -454,25 +523,35 @@ class Broker:
             return rec
         return None
 
-    def take(self, entity: Entity, peek_lock: bool) -> tuple[Record, uuid.UUID | None, bytes] | None:
-        """Hand the next available message to a receiver: locked (PEEK_LOCK) or removed (RECEIVE_AND_DELETE)."""
+    def take(self, entity: Entity, peek_lock: bool, session: Session | None = None
+             ) -> tuple[Record, uuid.UUID | None, bytes] | None:
+        """Hand the next available message (of ``session``, if given) to a receiver: locked (PEEK_LOCK) or
+        removed (RECEIVE_AND_DELETE)."""
         now = self.clock()
-        rec = self._next_ready(entity, now)
+        rec = self._next_ready(entity, now, session.ready if session is not None else None)
         if rec is None:
             return None
         if not peek_lock:
             self._remove(rec)
             return rec, None, self._wire(rec, None)
         token = self._lock(rec, now)
-        return rec, token, self._wire(rec, rec.locked_until_ms)
+        return rec, token, self._wire(rec, self._lock_end(rec))
 
     def _lock(self, rec: Record, now: int) -> uuid.UUID:
+        """Lock a record. In a session, the session's lock covers it (no lock of its own to expire)."""
         token = uuid.uuid4()
         rec.lock_token = token
-        rec.locked_until_ms = now + int(rec.entity.settings.lock_duration * 1000)
         self.locks[token] = rec
+        if rec.session is not None:
+            rec.session.locked.add(rec.seq)
+            return token
+        rec.locked_until_ms = now + int(rec.entity.settings.lock_duration * 1000)
         self._timer(rec.locked_until_ms, 1, rec, token)
         return token
+
+    @staticmethod
+    def _lock_end(rec: Record) -> int:
+        return rec.session.locked_until_ms if rec.session is not None else rec.locked_until_ms
 
     def _wire(self, rec: Record, locked_until_ms: int | None) -> bytes:
         extra = [_SEQ + codec.enc_long(rec.seq), _ENQ + codec.enc_timestamp(rec.enqueued_ms),
@@ -481,10 +560,22 @@ class Broker:
             extra.append(_LOCKED + codec.enc_timestamp(locked_until_ms))
         return rec.msg.wire(rec.delivery_count, extra)
 
+    @property
+    def busy(self) -> bool:
+        """Whether :meth:`pump` has something to look at."""
+        return bool(self.dirty or self.dirty_sessions)
+
     def pump(self) -> None:
-        """Give available messages to consumers with credit, round-robin across links."""
-        while self.dirty:
+        """Give available messages to consumers with credit, round-robin across links; a held session's
+        messages go to its holder only; waiting receivers get sessions that became available."""
+        while self.dirty or self.dirty_sessions:
+            if self.dirty_sessions:
+                self._pump_session(self.dirty_sessions.pop())
+                continue
             entity = self.dirty.pop()
+            if entity.sessionful:
+                self._offer_sessions(entity)
+                continue
             consumers = entity.consumers
             while entity.ready and consumers:
                 n = len(consumers)
@@ -502,29 +593,45 @@ class Broker:
             for consumer in list(consumers):
                 consumer.idle()
 
-    def peek(self, entity: Entity, from_seq: int, count: int, max_bytes: int | None = None) -> list[bytes]:
-        """Messages from ``from_seq`` on, in order, without locking (any state); at most ``max_bytes`` of them
-        in total, but always the first one."""
-        seqs = sorted(s for s in entity.records if s >= from_seq)[:max(count, 0)]
+    def _pump_session(self, session: Session) -> None:
+        holder = session.holder
+        if holder is None:
+            return
+        while session.ready and holder.credit() > 0:
+            item = self.take(session.entity, holder.peek_lock, session)
+            if item is None:
+                break
+            holder.push(*item)
+        holder.idle()
+
+    def peek(self, entity: Entity, from_seq: int, count: int, max_bytes: int | None = None,
+             session_id: str | None = None) -> list[bytes]:
+        """Messages from ``from_seq`` on (of one session, if given), in order, without locking (any state); at
+        most ``max_bytes`` of them in total, but always the first one."""
+        seqs = sorted(s for s, rec in entity.records.items() if s >= from_seq and (
+            session_id is None or (rec.session is not None and rec.session.session_id == session_id)))
+        seqs = seqs[:max(count, 0)]
         out: list[bytes] = []
         size = 0
         for seq in seqs:
             rec = entity.records[seq]
-            wire = self._wire(rec, rec.locked_until_ms if rec.lock_token else None)
+            wire = self._wire(rec, self._lock_end(rec) if rec.lock_token else None)
             size += len(wire)
             if out and max_bytes is not None and size > max_bytes:
                 break
             out.append(wire)
         return out
 
-    def receive_deferred(self, entity: Entity, seqs: list[int], peek_lock: bool
-                         ) -> list[tuple[uuid.UUID | None, bytes]]:
-        """Take deferred messages by sequence number (``receive_deferred_messages``)."""
+    def receive_deferred(self, entity: Entity, seqs: list[int], peek_lock: bool, session_id: str | None = None,
+                         client: object = None) -> list[tuple[uuid.UUID | None, bytes]]:
+        """Take deferred messages by sequence number (``receive_deferred_messages``); on an entity with sessions,
+        only of the session the asking client holds."""
         now = self.clock()
+        session = self.held_session(entity, session_id, client) if entity.sessionful else None
         recs = []
         for seq in seqs:
             rec = entity.records.get(seq)
-            if rec is None or rec.state != DEFERRED or rec.lock_token is not None:
+            if rec is None or rec.state != DEFERRED or rec.lock_token is not None or rec.session is not session:
                 raise MessageNotFound(f"deferred message {seq} not found in {entity.name}")
             recs.append(rec)
         out: list[tuple[uuid.UUID | None, bytes]] = []
@@ -533,7 +640,7 @@ class Broker:
             self._persist_update(rec)
             if peek_lock:
                 token = self._lock(rec, now)
-                out.append((token, self._wire(rec, rec.locked_until_ms)))
+                out.append((token, self._wire(rec, self._lock_end(rec))))
             else:
                 self._remove(rec)
                 out.append((None, self._wire(rec, None)))
@@ -543,7 +650,7 @@ class Broker:
 
     def _locked(self, token: uuid.UUID) -> Record:
         rec = self.locks.get(token)
-        if rec is None or rec.gone or rec.lock_token != token or rec.locked_until_ms <= self.clock():
+        if rec is None or rec.gone or rec.lock_token != token or self._lock_end(rec) <= self.clock():
             raise LockLost(f"the lock {token} is lost or has expired")
         return rec
 
@@ -551,6 +658,8 @@ class Broker:
         if rec.lock_token is not None:
             self.locks.pop(rec.lock_token, None)
             rec.lock_token = None
+            if rec.session is not None:
+                rec.session.locked.discard(rec.seq)
 
     def complete(self, token: uuid.UUID) -> None:
         self._remove(self._locked(token))
@@ -599,6 +708,8 @@ class Broker:
     def renew(self, token: uuid.UUID) -> int:
         """Extend a lock by the queue's lock duration; returns the new expiry (ms)."""
         rec = self._locked(token)
+        if rec.session is not None:
+            raise LockLost(f"message {rec.seq} is locked by its session: renew the session lock instead")
         rec.locked_until_ms = self.clock() + int(rec.entity.settings.lock_duration * 1000)
         self._timer(rec.locked_until_ms, 1, rec, token)
         return rec.locked_until_ms
@@ -658,6 +769,134 @@ class Broker:
         rec.gone = True
         rec.entity.records.pop(rec.seq, None)
         self.persistence.delete(rec.entity.key, rec.seq)
+        if rec.session is not None:
+            rec.session.messages -= 1
+            self._forget_if_idle(rec.session)
+
+    # --- sessions (see .sessions) ---------------------------------------------------------------------------
+
+    def _session(self, entity: Entity, session_id: str) -> Session:
+        session = entity.sessions.get(session_id)
+        if session is None:
+            session = entity.sessions[session_id] = Session(entity, session_id)
+        return session
+
+    def _join_session(self, rec: Record) -> None:
+        if rec.entity.sessionful:
+            rec.session = self._session(rec.entity, rec.msg.session_id or "")
+            rec.session.messages += 1
+
+    @staticmethod
+    def _forget_if_idle(session: Session) -> None:
+        """A session exists while it has messages, a holder or a state (as in Service Bus)."""
+        if (session.messages <= 0 and session.holder is None and session.state is None
+                and session.entity.sessions.get(session.session_id) is session):
+            del session.entity.sessions[session.session_id]
+
+    def _head(self, session: Session) -> int | None:
+        """Sequence number of the session's next available message (stale heap entries dropped), or None."""
+        records = session.entity.records
+        while session.ready:
+            rec = records.get(session.ready[0])
+            if rec is not None and rec.state == ACTIVE and rec.lock_token is None:
+                return session.ready[0]
+            heapq.heappop(session.ready)
+        return None
+
+    def _next_available(self, entity: Entity) -> Session | None:
+        """The unheld session whose next available message is the oldest (sessions with none are skipped)."""
+        best: tuple[int, Session] | None = None
+        for session in entity.sessions.values():
+            if session.holder is None and (head := self._head(session)) is not None and (
+                    best is None or head < best[0]):
+                best = (head, session)
+        return best[1] if best is not None else None
+
+    def accept_session(self, entity: Entity, session_id: str | None, holder: Holder) -> Session | None:
+        """Lock a session for ``holder``: the named one (raises :class:`SessionCannotBeLocked` if another holds
+        it), or with ``None`` the next available one (None when there is none: see :meth:`wait_for_session`)."""
+        if session_id is None:
+            session = self._next_available(entity)
+            if session is None:
+                return None
+        else:
+            session = self._session(entity, session_id)
+            if session.holder is not None:
+                raise SessionCannotBeLocked(f"The requested session '{session_id}' cannot be accepted. It may be "
+                                            "locked by another receiver.")
+        self._hold(session, holder)
+        return session
+
+    def _hold(self, session: Session, holder: Holder) -> None:
+        session.holder = holder
+        session.generation += 1
+        self._extend(session)
+        self.dirty_sessions.add(session)
+
+    def _extend(self, session: Session) -> int:
+        session.locked_until_ms = self.clock() + int(session.entity.settings.lock_duration * 1000)
+        heapq.heappush(self._session_timers, (session.locked_until_ms, next(self._tie), session, session.generation))
+        return session.locked_until_ms
+
+    def wait_for_session(self, entity: Entity, waiter: Waiter) -> None:
+        entity.waiting.append(waiter)
+
+    def stop_waiting(self, entity: Entity, waiter: Waiter) -> None:
+        if waiter in entity.waiting:
+            entity.waiting.remove(waiter)
+
+    def _offer_sessions(self, entity: Entity) -> None:
+        while entity.waiting and (session := self._next_available(entity)) is not None:
+            waiter = entity.waiting.pop(0)
+            self._hold(session, waiter.holder)
+            waiter.accepted(session)
+
+    def release_session(self, session: Session, expired: bool = False) -> None:
+        """End a session's lock. Closed by its holder: its locked messages are available again as they were.
+        Expired: each counts a delivery (and may be dead-lettered), and the holder's link is detached."""
+        holder = session.holder
+        if holder is None:
+            return
+        session.holder = None
+        session.generation += 1
+        records = session.entity.records
+        for seq in sorted(session.locked):
+            rec = records.get(seq)
+            if rec is None or rec.lock_token is None:
+                continue
+            self._unlock(rec)
+            if expired:
+                self._failed_delivery(rec)
+            elif rec.state == ACTIVE:
+                self._make_ready(rec)
+        session.locked.clear()
+        if expired:
+            log.debug("session %r of %s: lock expired", session.session_id, session.entity.name)
+            holder.session_lost(f"The session lock has expired on the MessageSession '{session.session_id}'. "
+                                "Accept a new MessageSession.")
+        self.dirty.add(session.entity)  # a waiting receiver may take it now
+        self._forget_if_idle(session)
+
+    def held_session(self, entity: Entity, session_id: str | None, client: object) -> Session:
+        """The session ``client`` (a connection) holds, or :class:`SessionLockLost`."""
+        session = entity.sessions.get(session_id or "") if session_id is not None else None
+        if session is None or not session.held_by(client) or session.locked_until_ms <= self.clock():
+            raise SessionLockLost(f"The session lock has expired on the MessageSession '{session_id}', or it is not "
+                                  "held by this client. Accept the session again.")
+        return session
+
+    def renew_session(self, entity: Entity, session_id: str | None, client: object) -> int:
+        """Extend the session lock by the entity's lock duration; returns the new expiry (ms)."""
+        return self._extend(self.held_session(entity, session_id, client))
+
+    def session_state(self, entity: Entity, session_id: str | None, client: object) -> bytes | None:
+        return self.held_session(entity, session_id, client).state
+
+    def set_session_state(self, entity: Entity, session_id: str | None, state: bytes | None, client: object) -> None:
+        """Keep ``state`` (None clears it) until it is set again, across restarts."""
+        session = self.held_session(entity, session_id, client)
+        self.persistence.set_session_state(entity.key, session.session_id, state)
+        session.state = state
 
     # --- persistence helpers --------------------------------------------------------------------------------
 

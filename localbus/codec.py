@@ -234,6 +234,7 @@ class StoredMessage:
     annotations: list[bytes] = field(default_factory=list)  # encoded key+value pairs, broker keys removed
     scheduled_ms: int | None = None
     message_id: str | None = None
+    session_id: str | None = None  # the properties' group-id, as Service Bus reads it
     properties: bytes = b""
     application_properties: bytes = b""
     body: bytes = b""  # body sections and footer, in order
@@ -312,6 +313,7 @@ def parse_message(buf: bytes) -> StoredMessage:
             msg.properties = section
             fields = _list_fields(section)
             msg.message_id = _id_text(fields[0]) if fields else None
+            msg.session_id = fields[10] if len(fields) > 10 and isinstance(fields[10], str) else None
         elif code == APPLICATION_PROPERTIES:
             msg.application_properties = section
         elif code == DELIVERY_ANNOTATIONS:

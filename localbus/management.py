@@ -17,6 +17,7 @@ from proton import UNDESCRIBED, Array, Data, Message, timestamp
 from . import codec
 from .broker import Broker, Entity, LockLost, MessageNotFound, MoveFailed, parse_incoming
 from .properties import InvalidProperty, encode_properties
+from .sessions import MAX_SESSION_STATE_BYTES, SESSION_LOCK_LOST, SessionLockLost, SessionRequired
 from .store import StorageError
 
 log = logging.getLogger("localbus.management")
@@ -71,6 +72,18 @@ def _get(body: dict[Any, Any], key: str) -> Any:
     return None
 
 
+Reply = tuple[int, dict[str, Any] | None]  # status code and body of a successful operation
+
+
+def as_text(value: Any) -> str | None:
+    """A decoded AMQP value as text (strings may arrive as bytes, and proton hands out memoryviews)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
 def _long_array(values: list[int]) -> Array:
     return Array(_UNDESCRIBED, Data.LONG, *values)
 
@@ -80,22 +93,27 @@ class Management:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self._ops: dict[str, Callable[[Entity, dict[Any, Any]], tuple[int, dict[str, Any] | None]]] = {
+        self._ops: dict[str, Callable[[Entity, dict[Any, Any], object], Reply]] = {
             "com.microsoft:renew-lock": self._renew_lock,
+            "com.microsoft:renew-session-lock": self._renew_session_lock,
+            "com.microsoft:get-session-state": self._get_session_state,
+            "com.microsoft:set-session-state": self._set_session_state,
             "com.microsoft:cancel-scheduled-message": self._cancel,
             "com.microsoft:peek-message": self._peek,
             "com.microsoft:receive-by-sequence-number": self._receive_deferred,
             "com.microsoft:update-disposition": self._update_disposition,
         }
 
-    def handle(self, entity: Entity, request: Message, respond: Callable[[Message], None]) -> None:
+    def handle(self, entity: Entity, request: Message, respond: Callable[[Message], None], client: object = None
+               ) -> None:
         """Execute a request message and give ``respond`` the reply, at once or (a schedule on a topic whose
-        rules are expensive) once the message is routed. Client errors become error replies, never exceptions."""
+        rules are expensive) once the message is routed. Client errors become error replies, never exceptions.
+        ``client`` is the connection it came on: session operations are for the session's holder only."""
         properties: dict[Any, Any] = request.properties or {}
         operation = str(properties.get("operation", ""))
         body = request.body if isinstance(request.body, dict) else {}
 
-        def finish(outcome: tuple[int, dict[str, Any] | None] | Exception) -> None:
+        def finish(outcome: Reply | Exception) -> None:
             respond(self._reply(request, operation, outcome))
         try:
             if operation == "com.microsoft:schedule-message":
@@ -104,13 +122,13 @@ class Management:
             op = self._ops.get(operation)
             if op is None:
                 raise OperationError(501, "amqp:not-implemented", f"operation {operation!r} is not supported")
-            outcome: tuple[int, dict[str, Any] | None] | Exception = op(entity, body)
+            outcome: Reply | Exception = op(entity, body, client)
         except Exception as exc:
             outcome = exc
         finish(outcome)
 
     @staticmethod
-    def _reply(request: Message, operation: str, outcome: tuple[int, dict[str, Any] | None] | Exception) -> Message:
+    def _reply(request: Message, operation: str, outcome: Reply | Exception) -> Message:
         reply_body: dict[str, Any] | None = None
         if not isinstance(outcome, Exception):
             status, reply_body = outcome
@@ -118,6 +136,10 @@ class Management:
         elif isinstance(outcome, OperationError):
             props = {"statusCode": outcome.status, "statusDescription": outcome.description,
                      "errorCondition": outcome.condition}
+        elif isinstance(outcome, SessionLockLost):
+            props = {"statusCode": 410, "statusDescription": str(outcome), "errorCondition": SESSION_LOCK_LOST}
+        elif isinstance(outcome, SessionRequired):
+            props = {"statusCode": 400, "statusDescription": str(outcome), "errorCondition": "amqp:not-allowed"}
         elif isinstance(outcome, LockLost | MessageNotFound):
             lost = isinstance(outcome, LockLost)
             props = {"statusCode": 410 if lost else 404, "statusDescription": str(outcome),
@@ -138,12 +160,31 @@ class Management:
                      "errorCondition": "amqp:internal-error"}
         return Message(body=reply_body, correlation_id=request.id, properties=props)
 
-    def _renew_lock(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _renew_lock(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
         expirations = [timestamp(self.broker.renew(_uuid(t))) for t in _items(_get(body, "lock-tokens"))]
         return 200, {"expirations": Array(_UNDESCRIBED, Data.TIMESTAMP, *expirations)}
 
+    def _renew_session_lock(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
+        until = self.broker.renew_session(entity, as_text(_get(body, "session-id")), client)
+        return 200, {"expiration": timestamp(until)}
+
+    def _get_session_state(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
+        state = self.broker.session_state(entity, as_text(_get(body, "session-id")), client)
+        return 200, {"session-state": state}
+
+    def _set_session_state(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
+        state = _get(body, "session-state")
+        if state is not None and not isinstance(state, bytes | bytearray | memoryview):
+            raise OperationError(400, ARGUMENT_ERROR, f"session-state must be binary, got {type(state).__name__}")
+        state = None if state is None else bytes(state)
+        if state is not None and len(state) > MAX_SESSION_STATE_BYTES:
+            raise OperationError(400, ARGUMENT_ERROR, f"the session state is {len(state):,} bytes; it may hold at "
+                                                      f"most {MAX_SESSION_STATE_BYTES:,} (the size of one message)")
+        self.broker.set_session_state(entity, as_text(_get(body, "session-id")), state, client)
+        return 200, {}
+
     def _schedule(self, entity: Entity, body: dict[Any, Any],
-                  finish: Callable[[tuple[int, dict[str, Any] | None] | Exception], None]) -> None:
+                  finish: Callable[[Reply | Exception], None]) -> None:
         parsed = []
         for item in _items(_get(body, "messages")):
             raw = _get(item, "message") if isinstance(item, dict) else None
@@ -155,22 +196,23 @@ class Management:
             finish(outcome if isinstance(outcome, Exception) else (200, {"sequence-numbers": _long_array(outcome)}))
         self.broker.submit(entity, [(msg, msg.scheduled_ms) for msg in parsed], scheduled)
 
-    def _cancel(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _cancel(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
         self.broker.cancel_scheduled(entity, [int(s) for s in _items(_get(body, "sequence-numbers"))])
         return 200, {}
 
-    def _peek(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _peek(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
         start = int(_get(body, "from-sequence-number") or 0)
         count = int(_get(body, "message-count") or 1)
-        found = self.broker.peek(entity, start, count, max_bytes=MAX_PEEK_REPLY_BYTES)
+        found = self.broker.peek(entity, start, count, max_bytes=MAX_PEEK_REPLY_BYTES,
+                                 session_id=as_text(_get(body, "session-id")))
         if not found:
             return 204, None
         return 200, {"messages": [{"message": raw} for raw in found]}
 
-    def _receive_deferred(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _receive_deferred(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
         seqs = [int(s) for s in _items(_get(body, "sequence-numbers"))]
         peek_lock = int(_get(body, "receiver-settle-mode") or 0) != 0
-        taken = self.broker.receive_deferred(entity, seqs, peek_lock)
+        taken = self.broker.receive_deferred(entity, seqs, peek_lock, as_text(_get(body, "session-id")), client)
         messages = []
         for token, raw in taken:
             entry: dict[str, Any] = {"message": raw}
@@ -179,7 +221,7 @@ class Management:
             messages.append(entry)
         return 200, {"messages": messages}
 
-    def _update_disposition(self, entity: Entity, body: dict[Any, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _update_disposition(self, entity: Entity, body: dict[Any, Any], client: object) -> Reply:
         status = str(_get(body, "disposition-status") or "")
         tokens = [_uuid(t) for t in _items(_get(body, "lock-tokens"))]
         reason = _get(body, "deadletter-reason")

@@ -174,7 +174,8 @@ class Server:
             self._shutdown()
 
     def _check_tokens(self) -> None:
-        """Detach links whose token expired (at most every 0.2 s: the loop wakes at least once a second)."""
+        """Detach links whose token expired, refuse session receivers whose wait is over (at most every 0.2 s:
+        the loop wakes at least once a second)."""
         now = time.monotonic()
         if now - self._tokens_checked < 0.2:
             return
@@ -182,6 +183,7 @@ class Server:
         for conn in list(self.conns.values()):
             try:
                 conn.handler.check_tokens()
+                conn.handler.check_waiting()
             except Exception:
                 log.exception("token check failed; closing the connection")
                 self._abort(conn)
@@ -312,7 +314,7 @@ class Server:
             for conn in list(self.conns.values()):
                 busy = self._events(conn) or busy
             broker.run_timers()  # guards each timer itself
-            if broker.dirty:
+            if broker.busy:
                 try:
                     broker.pump()
                 except StorageError:

@@ -89,6 +89,12 @@ class Persistence:
     def dedup_entries(self) -> Iterator[tuple[str, str, int]]:
         return iter(())
 
+    def session_states(self) -> Iterator[tuple[str, str, bytes]]:
+        return iter(())
+
+    def set_session_state(self, entity: str, session_id: str, state: bytes | None) -> None:
+        pass
+
     def insert(self, entity: str, seq: int, state: int, delivery_count: int, enqueued_ms: int,
                expires_ms: int | None, blob: bytes) -> None:
         pass
@@ -126,6 +132,9 @@ CREATE TABLE IF NOT EXISTS dedup (
     entity TEXT NOT NULL, message_id TEXT NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (entity, message_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, written_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS session_state (
+    entity TEXT NOT NULL, session_id TEXT NOT NULL, state BLOB NOT NULL, PRIMARY KEY (entity, session_id)
+) WITHOUT ROWID;
 """
 
 
@@ -246,6 +255,16 @@ class SqlitePersistence(Persistence):
 
     def dedup_entries(self) -> Iterator[tuple[str, str, int]]:
         yield from self._conn().execute("SELECT entity, message_id, expires_ms FROM dedup ORDER BY expires_ms")
+
+    def session_states(self) -> Iterator[tuple[str, str, bytes]]:
+        for entity, session_id, state in self._conn().execute("SELECT entity, session_id, state FROM session_state"):
+            yield entity, session_id, bytes(state)
+
+    def set_session_state(self, entity: str, session_id: str, state: bytes | None) -> None:
+        if state is None:
+            self._write("DELETE FROM session_state WHERE entity = ? AND session_id = ?", (entity, session_id))
+        else:
+            self._write("INSERT OR REPLACE INTO session_state VALUES (?, ?, ?)", (entity, session_id, state))
 
     def insert(self, entity: str, seq: int, state: int, delivery_count: int, enqueued_ms: int,
                expires_ms: int | None, blob: bytes) -> None:

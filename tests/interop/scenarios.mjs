@@ -29,6 +29,16 @@ function failure(e) {
   return { name: e?.name ?? null, code: e?.code ?? null, message: String(e?.message ?? e) };
 }
 
+// What a call came to: `ok` when it succeeded, its error (as data) when it threw.
+async function outcome(call, ok) {
+  try {
+    await call();
+    return ok;
+  } catch (e) {
+    return { error: failure(e) };
+  }
+}
+
 async function receiveAll(receiver, count, waitMs = 3000) {
   const got = [];
   for (let attempt = 0; attempt < 10 && got.length < count; attempt++) {
@@ -168,21 +178,67 @@ async function topics(topic, subscriptions, messages) {
   }
 }
 
+// Sessions: sending without a session id, a named session in order with state and renewal, exclusivity,
+// next-available, abandon and dead-letter inside a session, and next-available with nothing left.
 async function sessions(queue) {
   const sb = client();
   try {
     const result = {};
-    for (const [name, fn] of [
-      ["acceptNext", () => sb.acceptNextSession(queue, { maxAutoLockRenewalDurationInMs: 0 })],
-      ["acceptNamed", () => sb.acceptSession(queue, "s1", { maxAutoLockRenewalDurationInMs: 0 })],
-    ]) {
-      try {
-        await fn();
-        result[name] = { accepted: true };
-      } catch (e) {
-        result[name] = { error: failure(e) };
-      }
-    }
+    const sender = sb.createSender(queue);
+    result.sendWithoutSession = await outcome(() => sender.sendMessages({ body: "no session" }), { sent: true });
+    await sender.sendMessages(["1", "2", "3"].flatMap((n) => [
+      { body: `s1-${n}`, sessionId: "s1" }, { body: `s2-${n}`, sessionId: "s2" }]));
+    const s1 = await sb.acceptSession(queue, "s1");
+    result.named = { sessionId: s1.sessionId, lockedUntil: s1.sessionLockedUntilUtc?.toISOString() ?? null };
+    result.named.bodies = (await receiveAll(s1, 3)).map((m) => {
+      result.named.sessionIds = [...(result.named.sessionIds ?? []), m.sessionId];
+      return m;
+    });
+    for (const m of result.named.bodies) await s1.completeMessage(m);
+    result.named.bodies = result.named.bodies.map((m) => m.body);
+    await s1.setSessionState("checkpoint-1");
+    result.named.state = await s1.getSessionState();
+    const before = s1.sessionLockedUntilUtc.getTime();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    result.named.renewed = (await s1.renewSessionLock()).getTime() > before;
+    result.second = await outcome(
+      () => sb.acceptSession(queue, "s1", { maxAutoLockRenewalDurationInMs: 0 }), { accepted: true });
+    await s1.close();
+    const next = await sb.acceptNextSession(queue);
+    result.next = { sessionId: next.sessionId };
+    const [first] = await next.receiveMessages(1, { maxWaitTimeInMs: 3000 });
+    await next.abandonMessage(first);
+    const again = await receiveAll(next, 3);
+    result.next.afterAbandon = again.map((m) => [m.body, m.deliveryCount]);
+    await next.deadLetterMessage(again[0], { deadLetterReason: "Bad", deadLetterErrorDescription: "in a session" });
+    for (const m of again.slice(1)) await next.completeMessage(m);
+    await next.close();
+    const dlq = sb.createReceiver(queue, { subQueueType: "deadLetter" });
+    result.deadLettered = (await receiveAll(dlq, 1)).map((m) => ({ ...describe(m), sessionId: m.sessionId }));
+    result.nextWhenEmpty = await outcome(() => sb.acceptNextSession(queue, {
+      maxAutoLockRenewalDurationInMs: 0, abortSignal: AbortSignal.timeout(5000) }), { accepted: true });
+    return result;
+  } finally {
+    await sb.close();
+  }
+}
+
+// A session lock that is not renewed expires: settling fails with SessionLockLost, and the message comes back
+// to the next receiver of the session with its delivery count raised.
+async function sessionLockExpiry(queue) {
+  const sb = client();
+  try {
+    await sb.createSender(queue).sendMessages({ body: "slow", sessionId: "x" });
+    const held = await sb.acceptSession(queue, "x", { maxAutoLockRenewalDurationInMs: 0 });
+    const [m] = await held.receiveMessages(1, { maxWaitTimeInMs: 3000 });
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const result = { lateComplete: await outcome(() => held.completeMessage(m), { completed: true }) };
+    await held.close();
+    const again = await sb.acceptSession(queue, "x");
+    const [m2] = await again.receiveMessages(1, { maxWaitTimeInMs: 3000 });
+    result.again = [m2.body, m2.deliveryCount];
+    await again.completeMessage(m2);
+    await again.close();
     return result;
   } finally {
     await sb.close();
@@ -207,6 +263,7 @@ const scenarios = {
   managementFirst: () => managementFirst(options.queue),
   topics: () => topics(options.topic, options.subscriptions, options.messages),
   sessions: () => sessions(options.queue),
+  sessionLockExpiry: () => sessionLockExpiry(options.queue),
   sendToDeadLetterQueue: () => sendToDeadLetterQueue(options.queue),
 };
 

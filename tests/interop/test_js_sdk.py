@@ -22,8 +22,10 @@ HERE = Path(__file__).resolve().parent
 Q = "interop"
 LIMITED = "interop-limited"
 SESSIONS = "interop-sessions"
+SHORT_SESSIONS = "interop-sessions-short"
 QUEUES: dict[str, Any] = {Q: {"LockDuration": "PT30S"}, LIMITED: {"MaxDeliveryCount": 3},
-                          SESSIONS: {"RequiresSession": True}}
+                          SESSIONS: {"RequiresSession": True, "LockDuration": "PT30S"},
+                          SHORT_SESSIONS: {"RequiresSession": True, "LockDuration": "PT1S"}}
 TOPICS: dict[str, Any] = {"orders": {"Subscriptions": [
     {"Name": "all"},
     {"Name": "red", "Rules": [{"Name": "red-only", "Properties": {
@@ -121,10 +123,29 @@ def test_js_topic_fans_out_by_correlation_and_sql_filters(node: str, bus: LocalB
     assert "sending to a subscription is not allowed" in out["sendToSubscription"]["error"]["message"]
 
 
-def test_js_session_receivers_are_refused_cleanly(node: str, bus: LocalBus) -> None:
+def test_js_sessions_named_and_next_available_in_order_with_state_renewal_and_dead_letters(
+        node: str, bus: LocalBus) -> None:
     out = run(node, bus, "sessions", queue=SESSIONS)
-    assert out["acceptNext"]["error"]["code"] == "SessionCannotBeLocked"
-    assert out["acceptNamed"]["error"]["code"] == "SessionCannotBeLocked"
+    assert "The SessionId was not set on a message" in out["sendWithoutSession"]["error"]["message"]
+    named = out["named"]
+    assert (named["sessionId"], named["bodies"], named["sessionIds"]) == ("s1", ["s1-1", "s1-2", "s1-3"], ["s1"] * 3)
+    assert named["lockedUntil"] is not None and named["renewed"] is True
+    assert named["state"] == "checkpoint-1"
+    assert out["second"]["error"]["code"] == "SessionCannotBeLocked"
+    assert out["next"]["sessionId"] == "s2"
+    assert out["next"]["afterAbandon"] == [["s2-1", 1], ["s2-2", 0], ["s2-3", 0]]  # abandoned: first again
+    [dead] = out["deadLettered"]
+    assert (dead["body"], dead["sessionId"], dead["deadLetterReason"]) == ("s2-1", "s2", "Bad")
+    assert "error" in out["nextWhenEmpty"]
+    assert bus.counts(SESSIONS)["total"] == 0
+    state = bus.call(lambda b: b.entity(SESSIONS).sessions["s1"].state)
+    assert state is not None and b"checkpoint-1" in state  # what the JavaScript SDK stored, as bytes
+
+
+def test_js_session_lock_expiry_loses_the_lock_and_counts_a_delivery(node: str, bus: LocalBus) -> None:
+    out = run(node, bus, "sessionLockExpiry", queue=SHORT_SESSIONS)
+    assert out["lateComplete"]["error"]["code"] == "SessionLockLost"
+    assert out["again"] == ["slow", 1]
 
 
 def test_js_sending_to_a_dead_letter_queue_is_refused(node: str, bus: LocalBus) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,14 +29,16 @@ def test_parse_duration_rejects_garbage(text: object) -> None:
         parse_duration(text)  # type: ignore[arg-type]
 
 
-def test_repo_config_defines_the_queue_and_the_topic_forms_retry_queue_alike() -> None:
+def test_repo_config_defines_the_queues_of_both_forms_alike_with_and_without_sessions() -> None:
     queues = load_config(REPO_CONFIG)
     expected = QueueSettings(
         lock_duration=60.0, max_delivery_count=10, default_message_ttl=3600.0,
         dead_lettering_on_message_expiration=True, requires_duplicate_detection=False,
         duplicate_detection_window=20.0,
     )
-    assert queues == {"workflow-requests": expected, "workflow-events-sbworker-retry": expected}
+    sessions = replace(expected, requires_session=True)
+    assert queues == {"workflow-requests": expected, "workflow-events-sbworker-retry": expected,
+                      "workflow-requests-sessions": sessions, "workflow-events-sbworker-sessions-retry": sessions}
 
 
 def test_unknown_keys_warn_but_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,10 +12,10 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusMessage, ServiceBusMessageState, ServiceBusSubQueue
 from azure.servicebus import ServiceBusClient as SyncClient
+from azure.servicebus import ServiceBusMessage, ServiceBusMessageState, ServiceBusSubQueue
 from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient
-from azure.servicebus.exceptions import ServiceBusError, SessionCannotBeLockedError
+from azure.servicebus.exceptions import ServiceBusError
 from proton import Delivery, Message, uint
 from proton.utils import BlockingReceiver, LinkDetached
 
@@ -29,7 +29,7 @@ from .rawframes import CLOSE, DETACH, FLOW, RECEIVER, SENDER, Frame, RawConnecti
 from .sdk import client, sender
 
 Q = "conformance"
-QUEUES: dict[str, Any] = {Q: {"MaxDeliveryCount": 3}, "sessions": {"RequiresSession": True}}
+QUEUES: dict[str, Any] = {Q: {"MaxDeliveryCount": 3}}
 
 
 @pytest.fixture
@@ -124,23 +124,7 @@ def test_deferred_and_scheduled_messages_report_their_state_and_a_deferred_recei
             r.complete_message(got)
 
 
-# --- sessions, dead-letter queue, dead-letter source -----------------------------------------------------
-
-@pytest.mark.parametrize("session_id", ["s1", "NEXT"])
-def test_session_receivers_are_refused_with_session_cannot_be_locked(bus: LocalBus, session_id: str) -> None:
-    wanted = NEXT_AVAILABLE_SESSION if session_id == "NEXT" else session_id
-    with (client(bus, retry_total=0) as sb, pytest.raises(SessionCannotBeLockedError) as caught,
-          sb.get_queue_receiver("sessions", session_id=wanted, max_wait_time=5) as r):
-        r.receive_messages(max_wait_time=1)
-    assert "localbus does not support sessions" in str(caught.value)
-
-
-def test_a_plain_receiver_on_a_session_queue_is_refused(bus: LocalBus) -> None:
-    with (client(bus, retry_total=0) as sb, pytest.raises(ServiceBusError) as caught,
-          sb.get_queue_receiver("sessions") as r):
-        r.receive_messages(max_wait_time=1)
-    assert "requires sessions" in str(caught.value)
-
+# --- dead-letter queue, dead-letter source (sessions: test_sessions.py) ---------------------------------------------
 
 def test_sending_to_a_dead_letter_queue_is_refused(bus: LocalBus) -> None:
     with (client(bus, retry_total=0) as sb, pytest.raises(ServiceBusError) as caught,
