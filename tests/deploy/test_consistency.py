@@ -34,6 +34,11 @@ TOPIC = "workflow-events"
 SUBSCRIPTION = "sbworker"
 RETRY_QUEUE = f"{TOPIC}-{SUBSCRIPTION}-retry"  # the code's default: <topic>-<subscription>-retry
 OTHER_SUBSCRIPTION = "audit"  # another consumer of the topic; local only, it shows retries never reach it
+# The session-enabled entities (issue 24), local only until the Bicep gets its requiresSession option: a queue,
+# a subscription that takes only messages with a session id, and that subscription's retry queue.
+SESSION_QUEUE = "workflow-requests-sessions"
+SESSION_SUBSCRIPTION = "sbworker-sessions"
+SESSION_RETRY_QUEUE = f"{TOPIC}-{SESSION_SUBSCRIPTION}-retry"
 
 # The variables of each form; a target sets exactly one form's (the code refuses a mix).
 SOURCE_VARS: dict[str, tuple[str, ...]] = {
@@ -250,7 +255,7 @@ def test_the_retry_queue_is_a_queue_of_its_own(emulator_queues: dict[str, dict],
 def test_other_subscription_stands_in_for_another_consumer(emulator_subscriptions: dict[str, dict]) -> None:
     """`audit` is a second consumer of the topic in the local emulators only: nothing deploys it."""
     assert OTHER_SUBSCRIPTION in emulator_subscriptions
-    assert set(emulator_subscriptions) == {SUBSCRIPTION, OTHER_SUBSCRIPTION}
+    assert set(emulator_subscriptions) == {SUBSCRIPTION, OTHER_SUBSCRIPTION, SESSION_SUBSCRIPTION}
     text = df.read_bicep(df.SERVICEBUS_BICEP)
     subscriptions = [n for n, t in df.resources(text).items()
                      if t.startswith("Microsoft.ServiceBus/namespaces/topics/subscriptions@")]
@@ -322,16 +327,21 @@ def test_config_json_stays_within_the_emulator_limits(emulator_namespace: dict) 
 
 
 def test_localbus_loads_every_entity() -> None:
-    """localbus (`sbworker dev`) reads the same file: both queues, the topic and both subscriptions."""
+    """localbus (`sbworker dev`) reads the same file: the queues, the topic and its subscriptions."""
     from localbus.config import load_config
     from localbus.topics import load_topics
 
-    assert set(load_config(df.EMULATOR_CONFIG)) == {config.DEFAULT_QUEUE, RETRY_QUEUE}
+    queues = load_config(df.EMULATOR_CONFIG)
+    assert set(queues) == {config.DEFAULT_QUEUE, RETRY_QUEUE, SESSION_QUEUE, SESSION_RETRY_QUEUE}
+    assert {name for name, settings in queues.items() if settings.requires_session} == {
+        SESSION_QUEUE, SESSION_RETRY_QUEUE}
     topics = load_topics(df.EMULATOR_CONFIG)
     assert set(topics) == {TOPIC}
-    assert set(topics[TOPIC].subscriptions) == {SUBSCRIPTION, OTHER_SUBSCRIPTION}
-    for subscription in topics[TOPIC].subscriptions.values():
-        assert [rule.name for rule in subscription.rules] == ["$Default"]
+    assert set(topics[TOPIC].subscriptions) == {SUBSCRIPTION, OTHER_SUBSCRIPTION, SESSION_SUBSCRIPTION}
+    for name, subscription in topics[TOPIC].subscriptions.items():
+        rules = ["with-session-id"] if name == SESSION_SUBSCRIPTION else ["$Default"]
+        assert [rule.name for rule in subscription.rules] == rules
+        assert subscription.settings.requires_session == (name == SESSION_SUBSCRIPTION)
 
 
 # --- environment variables ------------------------------------------------------------------------
