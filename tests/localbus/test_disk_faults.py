@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from localbus import LocalBus
 from localbus import connection_string as connection_string_for
 from localbus.cli import main as cli_main
 from tests.support.ports import free_port
+from tests.support.wait import until
 
 from .child import broker_process
 from .diskfaults import MiB, build_shim, fill, integrity, small_disk
@@ -57,17 +57,13 @@ def _send(s: Any, numbers: range, acked: list[str]) -> None:
         acked.append(f"m{n:04d}")
 
 
-def _eventually(attempt: Callable[[], None], timeout: float = 20.0) -> None:
-    """Retry ``attempt`` (a send with a fresh client) until it stops raising ServiceBusError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            attempt()
-            return
-        except ServiceBusError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+def _sent(attempt: Callable[[], None]) -> bool:
+    """Whether a send (with a fresh client) goes through now."""
+    try:
+        attempt()
+    except ServiceBusError:
+        return False
+    return True
 
 
 def test_a_filling_disk_refuses_sends_as_quota_exceeded_and_takes_them_again_once_space_returns(
@@ -86,7 +82,8 @@ def test_a_filling_disk_refuses_sends_as_quota_exceeded_and_takes_them_again_onc
                     [first] = r.receive_messages(max_wait_time=5)
                     r.complete_message(first)
                 filler.unlink()
-                _eventually(lambda: s.send_messages(_message(999)))
+                until(lambda: _sent(lambda: s.send_messages(_message(999))), what="a send once space returned",
+                      timeout=20, interval=0.2)
                 acked.append("m0999")
             assert "MiB free, less than the 2.0 MiB localbus keeps free" in str(refused.value)
             assert integrity(disk / "data" / "localbus.sqlite3") == "ok"
@@ -120,7 +117,7 @@ def test_a_disk_full_at_commit_answers_nothing_of_that_batch_loses_nothing_and_r
             def send_after() -> None:
                 with client(bus, retry_total=0) as sb, sender(sb, Q) as s:
                     s.send_messages(_message(999))
-            _eventually(send_after)  # recovered by itself
+            until(lambda: _sent(send_after), what="a send once space returned", timeout=20, interval=0.2)
             acked.append("m0999")
             assert integrity(disk / "data" / "localbus.sqlite3") == "ok"
             bus.stop()
@@ -160,7 +157,7 @@ def test_a_failing_fsync_or_read_only_writes_answer_server_busy_lose_nothing_and
         def send_after() -> None:
             with ServiceBusClient.from_connection_string(connection, retry_total=0) as sb, sender(sb, Q) as s:
                 s.send_messages(_message(999))
-        _eventually(send_after)
+        until(lambda: _sent(send_after), what="a send once the fault is gone", timeout=20, interval=0.2)
         acked.append("m0999")
         proc.kill()  # -9: only what is on disk counts
         proc.wait(10)

@@ -32,7 +32,7 @@ from proton import Message
 
 from localbus import LocalBus
 from localbus import connection_string as connection_string_for
-from tests.fixtures.ports import free_port
+from tests.support.ports import free_port
 
 from .child import broker_process
 from .rawclient import RawClient
@@ -277,11 +277,11 @@ def test_session_state_is_kept_across_restarts_until_cleared(tmp_path: Path) -> 
         assert r.session.get_state() is None
 
 
-def test_session_state_needs_the_session_lock(sb: ServiceBusClient) -> None:
+def test_session_state_needs_the_session_lock(sb: ServiceBusClient, bus: LocalBus) -> None:
     _send(sb, SQ, ("a", "A"))
     with sb.get_queue_receiver(SQ, session_id="A") as r:
         r.receive_messages(max_wait_time=5)
-        time.sleep(1.5)  # the lock expires
+        bus.wait_for(lambda b: b.entity(SQ).sessions["A"].holder is None, timeout=10)  # the lock expired
         with pytest.raises(SessionLockLostError):
             r.session.set_state("late")
 
