@@ -65,8 +65,9 @@ def serve(kind: str, port: int, data: Path) -> int:
     return 0
 
 
-def _quiet() -> logging.Logger:
-    """The SDK clients' logger here: they would otherwise log every call (and warn about log_handler)."""
+def quiet() -> logging.Logger:
+    """The SDK clients' logger in these benches: they would otherwise log every call (and warn about
+    log_handler). Shared with bench.localdts_history and bench.localdts_isolation, as are the helpers below."""
     logger = logging.getLogger("bench.localdts.sdk")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
@@ -79,7 +80,7 @@ def work(endpoint: str) -> int:
     from orchestrations import registry
 
     worker = DurableTaskSchedulerWorker(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                        secure_channel=False, logger=_quiet())
+                                        secure_channel=False, logger=quiet())
     registry.register(worker)
     worker.start()
     print("ready", flush=True)
@@ -90,7 +91,7 @@ def work(endpoint: str) -> int:
 
 # --- the driver ------------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -98,18 +99,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """``python ARGS`` in the repository, returned once it printed its first line (``ready``, or localdts's
+    connection string)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "bench.localdts_bench", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
+    if not proc.stdout.readline().strip():
         proc.kill()
         raise RuntimeError(f"{args} did not start")
     return proc
 
 
-def _end(proc: subprocess.Popen[str]) -> None:
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return spawn("-m", "bench.localdts_bench", *args)
+
+
+def end(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(20)
@@ -123,7 +130,7 @@ async def _starts(endpoint: str, count: int, name: str, in_flight: int = 64) -> 
     from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
     client = AsyncDurableTaskSchedulerClient(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                             secure_channel=False, logger=_quiet())
+                                             secure_channel=False, logger=quiet())
     gate = asyncio.Semaphore(in_flight)
     await client.schedule_new_orchestration(name)  # warm the channel up
 
@@ -142,7 +149,7 @@ def _wait_all(endpoint: str, ids: list[str]) -> None:
     from durabletask.client import OrchestrationStatus
 
     client = DurableTaskSchedulerClient(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                        secure_channel=False, logger=_quiet())
+                                        secure_channel=False, logger=quiet())
     for iid in ids:
         state = client.wait_for_orchestration_completion(iid, timeout=300)
         if state is None or state.runtime_status != OrchestrationStatus.COMPLETED:
@@ -191,15 +198,15 @@ class Comparison:
 def run_once(kind: str, starts: int, hellos: int) -> Figures:
     """One repeat: starts/s on a fresh backend, then hello_cities/s on another fresh one with a worker."""
     with tempfile.TemporaryDirectory() as tmp:
-        port = _free_port()
+        port = free_port()
         endpoint = f"http://localhost:{port}"
         backend = _spawn("--serve", kind, str(port), str(Path(tmp) / "starts"))
         try:
             _, start_seconds = asyncio.run(_starts(endpoint, starts, "hello_cities"))
         finally:
-            _end(backend)
+            end(backend)
 
-        port = _free_port()
+        port = free_port()
         endpoint = f"http://localhost:{port}"
         backend = _spawn("--serve", kind, str(port), str(Path(tmp) / "hellos"))
         try:
@@ -210,9 +217,9 @@ def run_once(kind: str, starts: int, hellos: int) -> Figures:
                 _wait_all(endpoint, ids)
                 hello_seconds = time.perf_counter() - began
             finally:
-                _end(worker)
+                end(worker)
         finally:
-            _end(backend)
+            end(backend)
     return Figures(starts / start_seconds, hellos / hello_seconds)
 
 

@@ -20,14 +20,11 @@ one, over gRPC with the SDK's client:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import platform
 import random
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,11 +35,10 @@ from pathlib import Path
 
 import durabletask.internal.orchestrator_service_pb2 as pb
 
+from bench.localdts_bench import TASKHUB, end, free_port, quiet, spawn
 from localdts.queries import InstanceQuery
 from localdts.store import InstanceRow, Store
 
-ROOT = Path(__file__).resolve().parents[1]
-TASKHUB = "default"
 FILL_BATCH = 20_000
 SIZES = (0, 10_000, 100_000, 1_000_000)
 
@@ -59,11 +55,11 @@ def template() -> InstanceRow:
 
     with tempfile.TemporaryDirectory() as tmp, LocalDts(port=0, data_path=Path(tmp)) as dts:
         worker = DurableTaskSchedulerWorker(host_address=dts.endpoint, taskhub=TASKHUB, token_credential=None,
-                                            secure_channel=False, logger=_quiet())
+                                            secure_channel=False, logger=quiet())
         registry.register(worker)
         worker.start()
         client = DurableTaskSchedulerClient(host_address=dts.endpoint, taskhub=TASKHUB, token_credential=None,
-                                            secure_channel=False, logger=_quiet())
+                                            secure_channel=False, logger=quiet())
         try:
             iid = client.schedule_new_orchestration("hello_cities")
             client.wait_for_orchestration_completion(iid, timeout=60)
@@ -118,21 +114,6 @@ def fill(path: Path, base: InstanceRow, count: int, progress: Callable[[str], No
 
 # --- measuring -------------------------------------------------------------------------------------------------
 
-def _quiet() -> logging.Logger:
-    logger = logging.getLogger("bench.localdts_history.sdk")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -168,19 +149,14 @@ def _timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
 def measure(path: Path, size: int, completed_ids: list[str], repeats: int) -> Cost:
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
-    port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    port = free_port()
     began = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "localdts", "--port", str(port), "--data", str(path)],
-                            cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = spawn("-m", "localdts", "--port", str(port), "--data", str(path))  # back once it printed its endpoint
     try:
-        assert proc.stdout is not None
-        if not proc.stdout.readline().startswith("Endpoint="):
-            raise RuntimeError(f"localdts did not start on {path}")
         startup = time.perf_counter() - began
         rss_start = _rss_mib(proc.pid)
         client = DurableTaskSchedulerClient(host_address=f"http://localhost:{port}", taskhub=TASKHUB,
-                                            token_credential=None, secure_channel=False, logger=_quiet())
+                                            token_credential=None, secure_channel=False, logger=quiet())
         try:
             client.get_orchestration_state("warm-up")
 
@@ -210,12 +186,7 @@ def measure(path: Path, size: int, completed_ids: list[str], repeats: int) -> Co
             client.close()
         rss_end = _rss_mib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end(proc)
     file_mib = sum(f.stat().st_size for f in path.parent.glob(path.name + "*")) / 2**20
     return Cost(size, file_mib, startup, rss_start, rss_end, start_status, completed_status, newest,
                 newest_failed, deep)

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,16 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-TASKHUB = "default"
+from bench.localdts_bench import TASKHUB, end, free_port, quiet, spawn
+
 BIG_INPUT = "\u00e9" * 80_000
-
-
-def _quiet() -> logging.Logger:
-    logger = logging.getLogger("bench.localdts_isolation.sdk")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
 
 
 # --- the worker's extra workflows ------------------------------------------------------------------------------
@@ -70,7 +61,7 @@ def work(endpoint: str) -> int:
     from orchestrations import registry
 
     worker = DurableTaskSchedulerWorker(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                        secure_channel=False, logger=_quiet())
+                                        secure_channel=False, logger=quiet())
     registry.register(worker)
     worker.add_orchestrator(retries_with_its_input)
     worker.add_orchestrator(collects_events)
@@ -86,26 +77,6 @@ def work(endpoint: str) -> int:
 
 
 # --- the driver ------------------------------------------------------------------------------------------------
-
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    if not proc.stdout.readline().strip():
-        proc.kill()
-        raise RuntimeError(f"{args} did not start")
-    return proc
-
-
-def _end(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
 
 def _background(kind: str, client: Any, stop: threading.Event) -> None:
     import grpc
@@ -125,18 +96,14 @@ def run_once(kind: str, runs: int) -> list[float]:
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
     with tempfile.TemporaryDirectory() as tmp:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()
         endpoint = f"http://localhost:{port}"
-        backend = _spawn(["-m", "localdts", "--port", str(port), "--data", str(Path(tmp) / "data")])
-        worker = _spawn(["-m", "bench.localdts_isolation", "--work", endpoint])
+        backend = spawn("-m", "localdts", "--port", str(port), "--data", str(Path(tmp) / "data"))
+        worker = spawn("-m", "bench.localdts_isolation", "--work", endpoint)
         client = DurableTaskSchedulerClient(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                            secure_channel=False, logger=_quiet())
+                                            secure_channel=False, logger=quiet())
         side = DurableTaskSchedulerClient(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
-                                          secure_channel=False, logger=_quiet())
+                                          secure_channel=False, logger=quiet())
         stop = threading.Event()
         noise = threading.Thread(target=_background, args=(kind, side, stop), daemon=True)
         try:
@@ -155,8 +122,8 @@ def run_once(kind: str, runs: int) -> list[float]:
             noise.join(5)
             client.close()
             side.close()
-            _end(worker)
-            _end(backend)
+            end(worker)
+            end(backend)
     return times
 
 

@@ -49,6 +49,39 @@ def _page_size(asked: int) -> int:
     return DEFAULT_PAGE_SIZE if asked <= 0 else min(asked, MAX_PAGE_SIZE)
 
 
+def _ended(requested: Any) -> tuple[int, ...]:
+    """The asked statuses that are ended ones; all ended ones when none is asked."""
+    return tuple(sorted(set(requested) & set(TERMINAL_STATUSES))) if requested else TERMINAL_STATUSES
+
+
+def _within(value: int, low: int | None, high: int | None) -> bool:
+    return (low is None or value >= low) and (high is None or value < high)
+
+
+class _Where:
+    """An SQL condition built term by term, with its parameters."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = ["1"]
+        self.params: list[Any] = []
+
+    def add(self, term: str, *params: Any) -> None:
+        self.terms.append(term)
+        self.params.extend(params)
+
+    def range(self, column: str, low: int | None, high: int | None) -> None:
+        if low is not None:
+            self.add(f"{column} >= ?", low)
+        if high is not None:
+            self.add(f"{column} < ?", high)
+
+    def statuses(self, statuses: tuple[int, ...]) -> None:
+        self.add(f"status IN ({','.join('?' * len(statuses)) or 'NULL'})", *statuses)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        return " AND ".join(self.terms), self.params
+
+
 def _prefix_end(prefix: str) -> str:
     """The smallest string after every string that starts with ``prefix`` (for a range on the id)."""
     return prefix + "\U0010ffff"
@@ -81,28 +114,19 @@ class InstanceQuery:
     def matches(self, status: int, created_us: int, instance_id: str) -> bool:
         """Python's reading of :meth:`sql_conditions` (and of the status filter), for memory mode."""
         return ((not self.statuses or status in self.statuses)
-                and (self.created_from_us is None or created_us >= self.created_from_us)
-                and (self.created_to_us is None or created_us < self.created_to_us)
+                and _within(created_us, self.created_from_us, self.created_to_us)
                 and (self.prefix is None or instance_id.startswith(self.prefix))
                 and (self.after is None or (created_us, instance_id) < self.after))
 
     def sql_conditions(self) -> tuple[str, list[Any]]:
         """The filters except the status (the store runs one query per status), as SQL and parameters."""
-        terms: list[str] = ["1"]
-        params: list[Any] = []
-        if self.created_from_us is not None:
-            terms.append("created_us >= ?")
-            params.append(self.created_from_us)
-        if self.created_to_us is not None:
-            terms.append("created_us < ?")
-            params.append(self.created_to_us)
+        where = _Where()
+        where.range("created_us", self.created_from_us, self.created_to_us)
         if self.prefix is not None:
-            terms.append("instance_id >= ? AND instance_id < ?")
-            params += [self.prefix, _prefix_end(self.prefix)]
+            where.add("instance_id >= ? AND instance_id < ?", self.prefix, _prefix_end(self.prefix))
         if self.after is not None:
-            terms.append("(created_us, instance_id) < (?, ?)")
-            params += list(self.after)
-        return " AND ".join(terms), params
+            where.add("(created_us, instance_id) < (?, ?)", *self.after)
+        return where.sql()
 
 
 @dataclass(frozen=True)
@@ -118,10 +142,8 @@ class CompletedQuery:
     @classmethod
     def from_request(cls, r: pb.ListInstanceIdsRequest) -> CompletedQuery:
         token = r.lastInstanceKey.value if r.HasField("lastInstanceKey") else ""
-        statuses = tuple(sorted(set(r.runtimeStatus) & set(TERMINAL_STATUSES))) if r.runtimeStatus else \
-            TERMINAL_STATUSES
         return cls(
-            statuses=statuses,
+            statuses=_ended(r.runtimeStatus),
             completed_from_us=_us(r.completedTimeFrom) if r.HasField("completedTimeFrom") else None,
             completed_to_us=_us(r.completedTimeTo) if r.HasField("completedTimeTo") else None,
             page_size=_page_size(r.pageSize),
@@ -130,23 +152,17 @@ class CompletedQuery:
 
     def matches(self, status: int, completed_us: int | None, instance_id: str) -> bool:
         return (completed_us is not None and status in self.statuses
-                and (self.completed_from_us is None or completed_us >= self.completed_from_us)
-                and (self.completed_to_us is None or completed_us < self.completed_to_us)
+                and _within(completed_us, self.completed_from_us, self.completed_to_us)
                 and (self.after is None or (completed_us, instance_id) > self.after))
 
     def sql_conditions(self) -> tuple[str, list[Any]]:
-        marks = ",".join("?" * len(self.statuses)) or "NULL"
-        terms, params = [f"completed_us IS NOT NULL AND status IN ({marks})"], list[Any](self.statuses)
-        if self.completed_from_us is not None:
-            terms.append("completed_us >= ?")
-            params.append(self.completed_from_us)
-        if self.completed_to_us is not None:
-            terms.append("completed_us < ?")
-            params.append(self.completed_to_us)
+        where = _Where()
+        where.add("completed_us IS NOT NULL")
+        where.statuses(self.statuses)
+        where.range("completed_us", self.completed_from_us, self.completed_to_us)
         if self.after is not None:
-            terms.append("(completed_us, instance_id) > (?, ?)")
-            params += list(self.after)
-        return " AND ".join(terms), params
+            where.add("(completed_us, instance_id) > (?, ?)", *self.after)
+        return where.sql()
 
 
 @dataclass(frozen=True)
@@ -159,24 +175,15 @@ class PurgeFilter:
 
     @classmethod
     def from_request(cls, f: pb.PurgeInstanceFilter) -> PurgeFilter:
-        statuses = tuple(sorted(set(f.runtimeStatus) & set(TERMINAL_STATUSES))) if f.runtimeStatus else \
-            TERMINAL_STATUSES
-        return cls(statuses,
+        return cls(_ended(f.runtimeStatus),
                    _us(f.createdTimeFrom) if f.HasField("createdTimeFrom") else None,
                    _us(f.createdTimeTo) if f.HasField("createdTimeTo") else None)
 
     def matches(self, status: int, created_us: int) -> bool:
-        return (status in self.statuses
-                and (self.created_from_us is None or created_us >= self.created_from_us)
-                and (self.created_to_us is None or created_us < self.created_to_us))
+        return status in self.statuses and _within(created_us, self.created_from_us, self.created_to_us)
 
     def sql_conditions(self) -> tuple[str, list[Any]]:
-        marks = ",".join("?" * len(self.statuses)) or "NULL"
-        terms, params = [f"status IN ({marks})"], list[Any](self.statuses)
-        if self.created_from_us is not None:
-            terms.append("created_us >= ?")
-            params.append(self.created_from_us)
-        if self.created_to_us is not None:
-            terms.append("created_us < ?")
-            params.append(self.created_to_us)
-        return " AND ".join(terms), params
+        where = _Where()
+        where.statuses(self.statuses)
+        where.range("created_us", self.created_from_us, self.created_to_us)
+        return where.sql()

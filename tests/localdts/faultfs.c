@@ -81,25 +81,27 @@ int fdatasync(int fd) {
     return real(fd);
 }
 
+/* A full disk has no space left: say so to statvfs (and statvfs64) about the faulty directory. */
+#define NO_SPACE_WHEN_FULL(path, buf)                                                       \
+    do {                                                                                    \
+        const char *dir = getenv("FAULTFS_DIR");                                            \
+        if (dir && strncmp(path, dir, strlen(dir)) == 0 && fault_on("enospc")) {            \
+            (buf)->f_bavail = 0;                                                            \
+            (buf)->f_bfree = 0;                                                             \
+        }                                                                                   \
+    } while (0)
+
 int statvfs(const char *path, struct statvfs *buf) {
     static int (*real)(const char *, struct statvfs *);
     if (!real) real = dlsym(RTLD_NEXT, "statvfs");
     int rc = real(path, buf);
-    const char *dir = getenv("FAULTFS_DIR");
-    if (rc == 0 && dir && strncmp(path, dir, strlen(dir)) == 0 && fault_on("enospc")) {
-        buf->f_bavail = 0;
-        buf->f_bfree = 0;
-    }
+    if (rc == 0) NO_SPACE_WHEN_FULL(path, buf);
     return rc;
 }
 int statvfs64(const char *path, struct statvfs64 *buf) {
     static int (*real)(const char *, struct statvfs64 *);
     if (!real) real = dlsym(RTLD_NEXT, "statvfs64");
     int rc = real(path, buf);
-    const char *dir = getenv("FAULTFS_DIR");
-    if (rc == 0 && dir && strncmp(path, dir, strlen(dir)) == 0 && fault_on("enospc")) {
-        buf->f_bavail = 0;
-        buf->f_bfree = 0;
-    }
+    if (rc == 0) NO_SPACE_WHEN_FULL(path, buf);
     return rc;
 }

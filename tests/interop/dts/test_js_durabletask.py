@@ -10,8 +10,6 @@ set), where a missing client stack must not pass silently.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,34 +18,16 @@ from typing import Any
 import pytest
 
 from localdts import LocalDts
+from tests.fixtures.node import node_with_packages
 from tests.localdts.worker_proc import build_worker
 
 HERE = Path(__file__).resolve().parent
 
 
-def _missing(what: str) -> None:
-    message = f"{what} is needed for the JavaScript Durable Task interop tests (apt-get install nodejs npm)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node binary, with @microsoft/durabletask-js installed from package-lock.json (npm ci, once)."""
-    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
-    if node_bin is None:
-        _missing("node")
-    if npm_bin is None:
-        _missing("npm")
-    assert node_bin is not None and npm_bin is not None
-    marker = HERE / "node_modules" / ".package-lock.json"
-    lock = HERE / "package-lock.json"
-    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
-        result = subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-    return node_bin
+    return node_with_packages(HERE, "the JavaScript Durable Task interop tests")
 
 
 @pytest.fixture
