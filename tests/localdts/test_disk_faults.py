@@ -23,6 +23,7 @@ import grpc
 import pytest
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
+from localdts.store import Store
 from tests.localdts import support
 
 HERE = Path(__file__).resolve().parent
@@ -175,7 +176,7 @@ def test_kill9_while_the_disk_is_full_loses_nothing_acknowledged(faulty: Faulty)
 
 @pytest.mark.parametrize("kind", ["enospc", "erofs"])
 def test_a_disk_that_cannot_be_written_at_start_is_one_line_and_exit_2(faulty: Faulty, kind: str) -> None:
-    faulty.start(faults=False).terminate()  # an existing data file: the start itself writes (its boot counter)
+    Store(faulty.data).close()  # an existing data file: starting on it writes (its boot counter)
     faulty.fault(kind, True)
     env = {**support._env(), "LD_PRELOAD": str(faulty.shim), "FAULTFS_CONTROL": str(faulty.control),
            "FAULTFS_DIR": str(faulty.data.resolve())}
