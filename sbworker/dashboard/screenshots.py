@@ -42,6 +42,11 @@ LIST_PNG = "dashboard-instances.png"
 TIMELINE_PNG = "dashboard-timeline.png"
 APPROVAL_PNG = "dashboard-approval.png"
 DLQ_PNG = "dashboard-dlq.png"
+OVERVIEW_PNG = "dashboard-overview.png"
+CONFIRM_PNG = "dashboard-confirm.png"
+NARROW_PNG = "dashboard-narrow.png"
+ALL_PNGS = (LIST_PNG, TIMELINE_PNG, APPROVAL_PNG, DLQ_PNG, OVERVIEW_PNG, CONFIRM_PNG, NARROW_PNG)
+NARROW_WIDTH = 400
 
 
 def populate(settings: Settings, run: str) -> dict[str, str]:
@@ -133,6 +138,28 @@ def photograph(base: str, ids: dict[str, str], out: Path, chromium: str) -> list
         expect(page.locator("#dead-letters tbody tr")).to_have_count(2)
         expect(page.locator("#count-scheduled")).to_have_text("1")
         taken.append(_shot(page, out / DLQ_PNG))
+
+        page.goto(f"{base}/overview")
+        expect(page.locator("#status-counts a[data-status=COMPLETED]")).to_be_visible()
+        expect(page.locator("#throughput-chart rect[data-series=starts]").first).to_be_visible()
+        taken.append(_shot(page, out / OVERVIEW_PNG))
+
+        # The confirmation step of a bulk terminate (cancelled: the pictures above must stay true).
+        page.goto(f"{base}/instances?{urlencode({'status': ['RUNNING', 'PENDING']}, doseq=True)}")
+        expect(page.locator("#instances tbody tr")).to_have_count(2)
+        page.check("#pick-all")
+        page.fill("#bulk-reason", "duplicate orders")
+        page.click("#bulk-terminate")
+        expect(page.locator("#confirm-items tbody tr")).to_have_count(2)
+        taken.append(_shot(page, out / CONFIRM_PNG))
+        page.click("#confirm-cancel")
+
+        narrow = browser.new_page(viewport={"width": NARROW_WIDTH, "height": VIEWPORT_HEIGHT}, device_scale_factor=1)
+        narrow.goto(f"{base}/instances")
+        expect(narrow.locator("#instances tbody tr")).to_have_count(8)
+        if narrow.evaluate("document.documentElement.scrollWidth") > NARROW_WIDTH:
+            raise RuntimeError(f"the instance list is wider than {NARROW_WIDTH} px")
+        taken.append(_shot(narrow, out / NARROW_PNG))
         browser.close()
     return taken
 

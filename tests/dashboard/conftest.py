@@ -18,6 +18,7 @@ from urllib.request import HTTPRedirectHandler, HTTPSHandler, Request, build_ope
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.client import OrchestrationState
 
 from sbworker import localstack
@@ -26,6 +27,7 @@ from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.entities import queue_source
 from sbworker.dashboard import Dashboard, serve
 from sbworker.operations import publish
+from tests.dashboard import lab
 from tests.support.wait import until
 
 # An approval for an instance that does not exist is dead-lettered at once: the DLQ tests need a valid message
@@ -61,6 +63,31 @@ def stack() -> Iterator[Stack]:
             yield Stack(running, board)
         finally:
             board.stop()
+
+
+@dataclass
+class Lab:
+    client: DurableTaskSchedulerClient
+    web: Web
+
+
+@pytest.fixture(scope="module")
+def lab_stack() -> Iterator[Lab]:
+    """The embedded backends with a worker of our own (tests/dashboard/lab.py) and a dashboard, no service."""
+    with localstack.backends({"HEALTH_PORT": "0"}) as parts:
+        worker = DurableTaskSchedulerWorker(host_address=parts.settings.dts.endpoint,
+                                            taskhub=parts.settings.dts.taskhub, token_credential=None,
+                                            secure_channel=False)
+        lab.register(worker)
+        worker.start()
+        board: Dashboard = serve(parts.settings, port=0)
+        client = clients.dts_client(parts.settings.dts)
+        try:
+            yield Lab(client, Web(f"http://127.0.0.1:{board.port}"))
+        finally:
+            client.close()
+            board.stop()
+            worker.stop()
 
 
 @pytest.fixture(scope="module")

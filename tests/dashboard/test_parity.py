@@ -7,46 +7,16 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from html import unescape
 from typing import Any
 
 import pytest
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
-from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.entities import EntityInstanceId
 
-from sbworker import localstack
-from sbworker.core import clients
-from sbworker.dashboard import Dashboard, serve
 from tests.dashboard import lab
-from tests.dashboard.conftest import Stack, Web, confirmed, finished
+from tests.dashboard.conftest import Lab, Stack, Web, confirmed, finished
 from tests.support.wait import until
-
-
-@dataclass
-class Lab:
-    client: DurableTaskSchedulerClient
-    web: Web
-
-
-@pytest.fixture(scope="module")
-def lab_stack() -> Iterator[Lab]:
-    with localstack.backends({"HEALTH_PORT": "0"}) as parts:
-        worker = DurableTaskSchedulerWorker(host_address=parts.settings.dts.endpoint,
-                                            taskhub=parts.settings.dts.taskhub, token_credential=None,
-                                            secure_channel=False)
-        lab.register(worker)
-        worker.start()
-        board: Dashboard = serve(parts.settings, port=0)
-        client = clients.dts_client(parts.settings.dts)
-        try:
-            yield Lab(client, Web(f"http://127.0.0.1:{board.port}"))
-        finally:
-            client.close()
-            board.stop()
-            worker.stop()
 
 
 def audit_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
