@@ -6,9 +6,10 @@ A durable ``python -m localdts`` and one worker process (``--work``); this proce
 after the other and measures each from start to completion, in three situations, interleaved per repeat:
 
 - alone;
-- while bad instances outgrow the work-item limit: one started every 0.5 s, each retrying an always-failing
-  activity with an input of 80,000 "é" (480 KB once JSON-escaped), so each ends FAILED (WorkItemTooLarge) after
-  about nine retries and a history of 4 MiB;
+- while bad instances outgrow the work-item limit: one started every ``--bad-every`` seconds (default 2), each
+  retrying an always-failing activity with an input of 80,000 "é" (480 KB once JSON-escaped), so each ends
+  FAILED (WorkItemTooLarge) after about nine retries, having cost some 18 MiB of work items (history shipped to
+  the worker and replayed there) on the same cores;
 - while events of 256 KiB are raised, one every 0.2 s, at one instance until it refuses them (FAILED_PRECONDITION).
 
 Before the bounds, the first of these stalled every other orchestration for minutes (issue 23).
@@ -78,11 +79,11 @@ def work(endpoint: str) -> int:
 
 # --- the driver ------------------------------------------------------------------------------------------------
 
-def _background(kind: str, client: Any, stop: threading.Event) -> None:
+def _background(kind: str, client: Any, stop: threading.Event, bad_every: float) -> None:
     import grpc
 
     if kind == "history":
-        while not stop.wait(0.5):
+        while not stop.wait(bad_every):
             client.schedule_new_orchestration("retries_with_its_input", input=BIG_INPUT)
     elif kind == "events":
         target = client.schedule_new_orchestration("collects_events", input=1000)
@@ -91,7 +92,7 @@ def _background(kind: str, client: Any, stop: threading.Event) -> None:
                 client.raise_orchestration_event(target, "data", data="d" * (256 * 1024))
 
 
-def run_once(kind: str, runs: int) -> list[float]:
+def run_once(kind: str, runs: int, bad_every: float) -> list[float]:
     """Seconds from start to completion of ``runs`` hello_cities, one after the other, beside ``kind``."""
     from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
@@ -105,7 +106,7 @@ def run_once(kind: str, runs: int) -> list[float]:
         side = DurableTaskSchedulerClient(host_address=endpoint, taskhub=TASKHUB, token_credential=None,
                                           secure_channel=False, logger=quiet())
         stop = threading.Event()
-        noise = threading.Thread(target=_background, args=(kind, side, stop), daemon=True)
+        noise = threading.Thread(target=_background, args=(kind, side, stop, bad_every), daemon=True)
         try:
             client.wait_for_orchestration_completion(client.schedule_new_orchestration("hello_cities"), timeout=60)
             noise.start()
@@ -127,7 +128,7 @@ def run_once(kind: str, runs: int) -> list[float]:
     return times
 
 
-KINDS = {"alone": "alone", "history": "bad instances outgrowing 4 MiB, one every 0.5 s",
+KINDS = {"alone": "alone", "history": "bad instances outgrowing 4 MiB, one every {bad_every:g} s",
          "events": "256 KiB events raised at one instance, one every 0.2 s"}
 
 
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bad-every", type=float, default=2.0, metavar="SECONDS",
+                        help="how often a bad instance is started in the second situation (default 2)")
     parser.add_argument("--work", metavar="ENDPOINT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.work:
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[float]] = {k: [] for k in KINDS}
     for repeat in range(args.repeats):
         for kind in KINDS:
-            times = run_once(kind, args.runs)
+            times = run_once(kind, args.runs, args.bad_every)
             results[kind] += times
             say(f"  repeat {repeat + 1} {kind:8} median {statistics.median(times) * 1000:.0f} ms")
     print(f"localdts isolation, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
@@ -155,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     for kind, label in KINDS.items():
         t = sorted(results[kind])
         median = statistics.median(t)
-        print(f"| {label} | {median * 1000:.0f} | {t[int(0.95 * (len(t) - 1))] * 1000:.0f} | {t[-1] * 1000:.0f} | "
-              f"{median / alone:.2f}x |")
+        p95 = t[int(0.95 * (len(t) - 1))]
+        print(f"| {label.format(bad_every=args.bad_every)} | {median * 1000:.0f} | {p95 * 1000:.0f} | "
+              f"{t[-1] * 1000:.0f} | {median / alone:.2f}x |")
     return 0
 
 
