@@ -153,9 +153,12 @@ def test_over_the_limit_after_kill9_and_a_restart_ends_and_the_others_flow(
     backends.start("--max-work-item-bytes", str(16 * 1024 * 1024))
     big_worker = support.Proc(["-m", "tests.localdts.worker_proc", support.endpoint(backends.port),
                                str(32 * 1024 * 1024)], tmp_path / "worker.log").start()
-    bad = proc_client.schedule_new_orchestration(wf.retries_with_its_input, input=BIG_INPUT)
-    support.wait_for(lambda: _retries(proc_client, bad) >= 12, 60, "the history to pass 4 MiB")
-    big_worker.kill9()
+    try:
+        bad = proc_client.schedule_new_orchestration(wf.retries_with_its_input, input=BIG_INPUT)
+        support.wait_for(lambda: _retries(proc_client, bad) >= 12, 60, "the history to pass 4 MiB")
+        big_worker.kill9()
+    finally:
+        big_worker.close()
     backends.kill9()
 
     backends.start()
