@@ -143,6 +143,16 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     event.add_argument("--data", default="{}", help="the event's data as JSON, or @file.json (default {})")
     _cloudevents_option(event)
 
+    described = sub.add_parser(
+        "contract", help="the message contract as a document (AsyncAPI 3.0)",
+        description="Print the message contract as an AsyncAPI 3.0 document (YAML), generated from the schemas the "
+                    "listener validates with; docs/asyncapi.yaml is this output.",
+        epilog="example: sbworker contract --asyncapi --output docs/asyncapi.yaml",
+    )
+    described.add_argument("--asyncapi", action="store_true", required=True,
+                           help="AsyncAPI 3.0, as YAML (the one format there is)")
+    described.add_argument("--output", type=Path, metavar="FILE", help="write it to FILE instead of stdout")
+
     status = sub.add_parser("status", help="show one instance (exit code 1 when it does not exist)",
                             description="Show an instance's status, custom status, input, output and failure.",
                             epilog="example: sbworker status 3f2a... --json")
@@ -239,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             rest = ["--config", str(LOCAL_CONFIG), *rest]
         return localbus_cli.main(rest)
     args = build_parser().parse_args(args_list)
+    if args.command == "contract":  # needs no configuration: it describes the contract, not a deployment
+        from sbworker import commands
+
+        return commands.contract(args)
     try:
         settings = config.load()
         telemetry_settings = observability_config.load()

@@ -86,6 +86,24 @@ def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: T
     return Exit.OK
 
 
+def contract(args: argparse.Namespace) -> int:
+    """`sbworker contract --asyncapi [--output FILE]`."""
+    from sbworker.operations import asyncapi
+
+    text = asyncapi.to_yaml(asyncapi.document())
+    if args.output is None:
+        sys.stdout.write(text)
+        return Exit.OK
+    try:
+        args.output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        print(f"sbworker contract: error: --output: cannot write {str(args.output)!r}: {error.strerror}",
+              file=sys.stderr)
+        return Exit.USAGE
+    print(f"wrote {args.output}")
+    return Exit.OK
+
+
 def _json_option(raw: str | None, option: str) -> Any:
     """JSON given inline, or @file.json."""
     if raw is None:
