@@ -107,6 +107,9 @@ class _Size:
 class _Pending:
     dirty: set[str] = field(default_factory=set)
     notify: set[str] = field(default_factory=set)
+    # Purged: the only changes that delete. A changed instance that is merely not in memory (it ended and left
+    # memory, then a no-op touched it) is not deleted: it is already on disk as it is.
+    deleted: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -352,11 +355,12 @@ class DurableBackend(InMemoryOrchestrationBackend):
             unstamped.append(event)
         hist.stamp(unstamped)
 
-    def _snapshot(self, iid: str) -> Change:
-        inst = self._live.in_memory(iid)  # a changed instance no longer in memory was deleted (purged)
+    def _snapshot(self, iid: str, deleted: set[str]) -> Change | None:
+        """The row to write for a changed instance, a deletion if it was purged, None if there is nothing to write."""
+        inst = self._live.in_memory(iid)
         if inst is None:
             self._saved.pop(iid, None)
-            return Change(iid, None)
+            return Change(iid, None) if iid in deleted else None
         events = inst.history
         saved = self._saved.get(iid)
         if saved is not None and saved.instance is inst and hist.extends(events, saved.length, saved.last):
@@ -388,7 +392,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if not self._changed():
             return None
         pending, self._pending = self._pending, _Pending()
-        return _Work(pending, [self._snapshot(iid) for iid in pending.dirty])
+        changes = (self._snapshot(iid, pending.deleted) for iid in pending.dirty)
+        return _Work(pending, [change for change in changes if change is not None])
 
     def _write(self, store: Store, work: _Work) -> None:
         try:
@@ -400,6 +405,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
                     self._saved.pop(iid, None)
                 self._pending.dirty |= work.pending.dirty
                 self._pending.notify |= work.pending.notify
+                self._pending.deleted |= work.pending.deleted
             raise
 
     def _committed(self, work: _Work) -> None:
@@ -1189,6 +1195,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
                     del self._instances[iid]
                 self._forget(iid)
                 self._state_waiters.pop(iid, None)
+                if self._store is not None:
+                    self._pending.deleted.add(iid)
             gone.extend(found)
 
         self._changing(context, call, lambda _: gone)

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from durabletask import client as dt_client
 from durabletask import history as dt_history
@@ -85,6 +86,21 @@ def backend_proc(port: int, data: Path, log: Path, *extra: str) -> Proc:
 
 def worker_proc(port: int, log: Path) -> Proc:
     return Proc(["-m", "tests.localdts.worker_proc", endpoint(port)], log)
+
+
+T = TypeVar("T")
+
+
+def retrying(call: Callable[[], T], timeout: float = 30) -> T:
+    """Client calls right after a restart may meet a channel still backing off: try again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,18 +22,6 @@ from tests.localdts.conftest import Backends
 T = TypeVar("T")
 PER_WORKFLOW = 75
 HELLO = "Hello Tokyo!, Hello Seattle!, Hello London!"
-
-
-def _retrying(call: Callable[[], T], timeout: float = 30) -> T:
-    """Client calls right after a restart may meet a channel still backing off: try again."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _plan() -> list[tuple[str, Any, Any, dict[type[h.HistoryEvent], int]]]:
@@ -66,7 +53,7 @@ def _terminal(client: DurableTaskSchedulerClient, ids: list[str]) -> int:
 
 def _approve(client: DurableTaskSchedulerClient, iid: str, index: int) -> None:
     decision = {"approved": index % 2 == 0, "approver": f"tester-{index}"}
-    _retrying(lambda: client.raise_orchestration_event(iid, "ApprovalEvent", data=decision))
+    support.retrying(lambda: client.raise_orchestration_event(iid, "ApprovalEvent", data=decision))
 
 
 @pytest.mark.slow
@@ -99,7 +86,7 @@ def test_kill9_twice_with_300_orchestrations_in_flight_completes_each_once(
         worker.close()
 
     for (name, _, expected, counts), iid in zip(plan, ids, strict=True):
-        state = _retrying(lambda iid=iid: proc_client.get_orchestration_state(iid))  # type: ignore[misc]
+        state = support.retrying(lambda iid=iid: proc_client.get_orchestration_state(iid))  # type: ignore[misc]
         assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED, (name, iid, state)
         assert json.loads(state.serialized_output or "null") == expected, (name, iid)
         events = proc_client.get_orchestration_history(iid)

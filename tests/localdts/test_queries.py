@@ -299,3 +299,28 @@ def _fill_without_indexes(path: Path, made: list[Made]) -> None:
     db.commit()
     db.close()
 
+
+
+@pytest.mark.parametrize("left_memory", [False, True], ids=["at-once", "after-it-left-memory"])
+def test_an_event_raised_at_an_ended_instance_keeps_it(dts: LocalDts, client: DurableTaskSchedulerClient,
+                                                       worker: DurableTaskSchedulerWorker, left_memory: bool) -> None:
+    """Chaos finding F3: the raise marked the ended instance changed, and the flush took 'changed but not in
+    memory' for 'purged' and deleted it, history and all."""
+    iid = client.schedule_new_orchestration(wf.quick, input=5)
+    assert _ended_state(client, iid) == OrchestrationStatus.COMPLETED
+    if left_memory:
+        support.wait_for(lambda: iid not in set(dts.backend._instances), 10, "the instance to leave memory")
+    client.raise_orchestration_event(iid, "Anything", data={"late": True})
+    client.terminate_orchestration(iid)  # also a no-op on an ended instance
+    dts.backend.flush()
+    state = client.get_orchestration_state(iid)
+    assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
+    assert len(client.get_orchestration_history(iid)) > 2
+    dts.stop()
+    dts.start()
+    support.wait_for(lambda: support.state(client, iid) is not None, 10, "the instance after a restart")
+
+
+def _ended_state(client: DurableTaskSchedulerClient, iid: str) -> OrchestrationStatus | None:
+    state = client.wait_for_orchestration_completion(iid, timeout=30)
+    return state.runtime_status if state is not None else None

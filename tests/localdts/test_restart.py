@@ -41,7 +41,7 @@ def test_pending_approval_survives_two_restarts(backends: Backends, proc_client:
 
     assert backends.current.terminate() == 0  # the second restart is a clean one
     backends.start()
-    proc_client.raise_orchestration_event(iid, "ApprovalEvent", data=APPROVE)
+    support.retrying(lambda: proc_client.raise_orchestration_event(iid, "ApprovalEvent", data=APPROVE))
 
     done = support.wait_status(proc_client, iid, OrchestrationStatus.COMPLETED)
     assert done.serialized_output == '"Approved"'
