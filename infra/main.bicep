@@ -81,6 +81,19 @@ param minReplicas int = 1
 @description('Maximum worker replicas.')
 param maxReplicas int = 10
 
+@description('Also deploy the dashboard as a container app of its own, behind Entra ID (azd: DEPLOY_DASHBOARD).')
+param deployDashboard bool = false
+
+@description('Client id of the Entra ID app registration people sign in to the dashboard with (DASHBOARD_ENTRA_CLIENT_ID); needed with deployDashboard.')
+param dashboardEntraClientId string = ''
+
+@secure()
+@description('A client secret of that app registration (DASHBOARD_ENTRA_CLIENT_SECRET).')
+param dashboardEntraClientSecret string = ''
+
+@description('Let the dashboard change things (terminate, purge, resubmit, starts, approvals) for users with the Dashboard.Operator app role; read-only when false (DASHBOARD_ALLOW_ACTIONS).')
+param dashboardAllowActions bool = false
+
 var abbrs = {
   resourceGroup: 'rg-'
   identity: 'id-'
@@ -160,6 +173,7 @@ module monitoring 'modules/monitoring.bicep' = {
     workspaceName: '${abbrs.workspace}${token}'
     appInsightsName: '${abbrs.appInsights}${token}'
     environmentName: '${abbrs.environment}${token}'
+    publisherPrincipalId: identity.outputs.workerPrincipalId
   }
 }
 
@@ -204,6 +218,35 @@ module worker 'modules/containerapp.bicep' = {
   }
 }
 
+module dashboard 'modules/dashboard.bicep' = if (deployDashboard) {
+  name: 'dashboard'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: '${abbrs.app}dashboard-${token}'
+    identityName: '${abbrs.identity}dashboard-${token}'
+    environmentId: monitoring.outputs.environmentId
+    environmentDefaultDomain: monitoring.outputs.environmentDefaultDomain
+    registryServer: registry.outputs.loginServer
+    registryName: registry.outputs.name
+    image: workerImageName
+    schedulerName: '${abbrs.scheduler}${token}'
+    taskHubName: dts.outputs.taskHubName
+    dtsEndpoint: dts.outputs.endpoint
+    serviceBusNamespaceName: serviceBus.outputs.namespaceName
+    serviceBusNamespaceFqdn: serviceBus.outputs.namespaceFqdn
+    serviceBusSource: serviceBus.outputs.source
+    queueName: serviceBus.outputs.queueName
+    topicName: serviceBus.outputs.topicName
+    subscriptionName: serviceBus.outputs.subscriptionName
+    retryQueueName: serviceBus.outputs.retryQueueName
+    entraClientId: dashboardEntraClientId
+    entraClientSecret: dashboardEntraClientSecret
+    allowActions: dashboardAllowActions
+  }
+}
+
 // azd reads these (AZURE_CONTAINER_REGISTRY_ENDPOINT is where it pushes the image).
 output AZURE_LOCATION string = location
 output AZURE_RESOURCE_GROUP string = rg.name
@@ -218,3 +261,5 @@ output SERVICEBUS_TOPIC string = serviceBus.outputs.topicName
 output SERVICEBUS_SUBSCRIPTION string = serviceBus.outputs.subscriptionName
 output SERVICEBUS_RETRY_QUEUE string = serviceBus.outputs.retryQueueName
 output WORKER_APP_NAME string = worker.outputs.name
+// The dashboard's address when deployDashboard is true (Container Apps authentication in front of it).
+output DASHBOARD_URL string = deployDashboard ? dashboard.outputs.url : ''

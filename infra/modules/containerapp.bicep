@@ -3,7 +3,8 @@
 // scale rules that authenticate with a managed identity instead of a connection string.
 // Queue form: SERVICEBUS_QUEUE and one rule on the queue. Topic form: SERVICEBUS_TOPIC, SERVICEBUS_SUBSCRIPTION
 // and SERVICEBUS_RETRY_QUEUE, and one rule on the subscription plus one on the retry queue.
-// Its one secret is the Application Insights connection string (traces and metrics, see README#observability).
+// Its one secret is the Application Insights connection string (traces and metrics, see README#observability);
+// the resource takes Entra ID only, so the exporters authenticate with the worker identity.
 
 @description('Location of the app.')
 param location string
@@ -307,6 +308,11 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             {
               name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
               secretRef: appInsightsSecret
+            }
+            {
+              // Application Insights has local authentication disabled: the exporters sign in as AZURE_CLIENT_ID.
+              name: 'APPLICATIONINSIGHTS_AUTHENTICATION'
+              value: 'ManagedIdentity'
             }
           ])
           probes: realImage ? probes : []

@@ -432,6 +432,11 @@ def key_values(value: str, var: str) -> dict[str, str]:
     return fields
 
 
+def parse_auth(raw: str, var: str, *, allowed: tuple[Auth, ...]) -> Auth:
+    """One of `allowed`, named case-insensitively, or ConfigError naming `var`."""
+    return _auth(raw, var, allowed=allowed)
+
+
 def _auth(raw: str, var: str, *, allowed: tuple[Auth, ...]) -> Auth:
     for auth in allowed:
         if raw.strip().lower() == auth.value.lower():

@@ -1,4 +1,4 @@
-"""The OpenTelemetry variables (OTEL_*) and APPLICATIONINSIGHTS_CONNECTION_STRING → one frozen TelemetrySettings.
+"""The OpenTelemetry variables (OTEL_*) and Application Insights' two → one frozen TelemetrySettings.
 
 Read with the same rules as every other setting (sbworker/core/config.py): a bad value is refused in one line
 naming the variable, where the OpenTelemetry SDK would log a warning and quietly send nothing.
@@ -16,7 +16,7 @@ from sbworker.core.errors import ConfigError
 
 #: Read wherever the service runs in Azure: deployment files must set it (tests/deploy checks, with
 #: sbworker.core.config.ENV_VARS).
-ENV_VARS: tuple[str, ...] = ("APPLICATIONINSIGHTS_CONNECTION_STRING",)
+ENV_VARS: tuple[str, ...] = ("APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION")
 #: The OpenTelemetry SDK's standard variables that this service acts on (validated here, applied in
 #: sbworker/observability/telemetry.py). They are optional everywhere, so they are not in ENV_VARS: deployments set
 #: only the ones they need (docker-compose points OTEL_EXPORTER_OTLP_ENDPOINT at its trace viewer).
@@ -53,6 +53,10 @@ class TelemetrySettings:
     otlp_metrics_endpoint: str | None = None  # full URL, .../v1/metrics
     otlp_headers: tuple[tuple[str, str], ...] = ()
     azure_monitor_connection_string: str | None = None
+    # How the exporter signs in: None = the connection string's instrumentation key (local authentication);
+    # ManagedIdentity / DefaultAzure = an Entra ID token, for a resource with local authentication disabled.
+    azure_monitor_auth: config.Auth | None = None
+    azure_monitor_client_id: str | None = None
     sampler: str = "parentbased_always_on"
     sampler_arg: float = 1.0
     metric_export_interval_ms: int = 60_000
@@ -94,6 +98,8 @@ def load(environ: Mapping[str, str] | None = None) -> TelemetrySettings:
         otlp_metrics_endpoint=metrics if metrics_on else None,
         otlp_headers=_pairs(env, "OTEL_EXPORTER_OTLP_HEADERS"),
         azure_monitor_connection_string=_app_insights(env),
+        azure_monitor_auth=_app_insights_auth(env),
+        azure_monitor_client_id=config.optional(env, "AZURE_CLIENT_ID"),
         sampler=sampler,
         sampler_arg=sampler_arg,
         metric_export_interval_ms=config.integer(env, "OTEL_METRIC_EXPORT_INTERVAL", 60_000, low=100, high=3_600_000),
@@ -149,3 +155,16 @@ def _app_insights(env: Mapping[str, str]) -> str | None:
     if ingestion and urlsplit(ingestion).scheme not in ("http", "https"):
         raise ConfigError(name, "IngestionEndpoint must be an http:// or https:// URL")
     return raw
+
+
+def _app_insights_auth(env: Mapping[str, str]) -> config.Auth | None:
+    """APPLICATIONINSIGHTS_AUTHENTICATION: ManagedIdentity (AZURE_CLIENT_ID picks a user-assigned one) or
+    DefaultAzure, for an Application Insights resource that accepts Entra ID only (DisableLocalAuth)."""
+    name = "APPLICATIONINSIGHTS_AUTHENTICATION"
+    raw = config.optional(env, name)
+    if raw is None:
+        return None
+    auth = config.parse_auth(raw, name, allowed=(config.Auth.MANAGED_IDENTITY, config.Auth.DEFAULT_AZURE))
+    if config.optional(env, "APPLICATIONINSIGHTS_CONNECTION_STRING") is None:
+        raise ConfigError(name, "is set, but APPLICATIONINSIGHTS_CONNECTION_STRING is not: set both")
+    return auth

@@ -125,7 +125,7 @@ def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
         from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
 
         provider.add_span_processor(BatchSpanProcessor(AzureMonitorTraceExporter(
-            connection_string=settings.azure_monitor_connection_string)))
+            connection_string=settings.azure_monitor_connection_string, **_azure_monitor_auth(settings))))
     if recent_spans is not None:
         provider.add_span_processor(BatchSpanProcessor(recent_spans, schedule_delay_millis=200))
     trace.set_tracer_provider(provider)
@@ -135,6 +135,17 @@ def _tracing(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
     def message_tracer(destination: str, subscription: str | None) -> MessageTracer:
         return MessageTracer(tracer, destination, subscription)
     return message_tracer
+
+
+def _azure_monitor_auth(settings: TelemetrySettings) -> dict[str, Any]:
+    """The exporter's `credential` when Application Insights accepts Entra ID only (APPLICATIONINSIGHTS_
+    AUTHENTICATION); without one it sends the connection string's instrumentation key, which such a resource
+    refuses."""
+    if settings.azure_monitor_auth is None:
+        return {}
+    from sbworker.core import credentials
+
+    return {"credential": credentials.sync_entra(settings.azure_monitor_auth, settings.azure_monitor_client_id)}
 
 
 def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry) -> None:
@@ -162,7 +173,8 @@ def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
         from azure.monitor.opentelemetry.exporter import AzureMonitorMetricExporter
 
         readers.append(PeriodicExportingMetricReader(AzureMonitorMetricExporter(
-            connection_string=settings.azure_monitor_connection_string), export_interval_millis=interval))
+            connection_string=settings.azure_monitor_connection_string, **_azure_monitor_auth(settings)),
+            export_interval_millis=interval))
     # Not made global: the listener holds its meter, and tests build one provider per listener.
     provider = MeterProvider(resource=resource, metric_readers=readers)
     telemetry.metrics = OtelMetrics(provider.get_meter("sbworker"))

@@ -317,10 +317,16 @@ def _scan(text: str) -> Iterator[tuple[int, str, int, bool]]:
             depth -= 1
 
 
+def module_condition(text: str, symbolic_name: str) -> str | None:
+    """The `if (...)` condition of a module declaration, or None."""
+    match = re.search(rf"^module\s+{symbolic_name}\s+'[^']+'\s*=\s*if\s*\(([^)]*)\)", text, re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
 def modules(text: str) -> dict[str, tuple[str, str]]:
-    """symbolic name → (module path, `{...}` body) of every `module` declaration."""
+    """symbolic name → (module path, `{...}` body) of every `module` declaration (with or without `if (...)`)."""
     out = {}
-    for match in re.finditer(r"^module\s+(\w+)\s+'([^']+)'\s*=\s*", text, re.MULTILINE):
+    for match in re.finditer(r"^module\s+(\w+)\s+'([^']+)'\s*=\s*(?:if\s*\([^)]*\)\s*)?", text, re.MULTILINE):
         if text[match.end()] != "{":
             raise FormatError(f"module {match.group(1)}: expected an object body")
         out[match.group(1)] = (match.group(2), _balanced(text, match.end()))

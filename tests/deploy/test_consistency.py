@@ -52,6 +52,7 @@ COMPOSE_EXEMPT: dict[str, str] = {
     "SERVICEBUS_NAMESPACE": "the emulator is reached with a SAS connection string; setting both is a config error",
     "AZURE_CLIENT_ID": "no managed identity exists locally: both emulators are unauthenticated or use SAS",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "there is no Application Insights locally: traces go to the OTLP viewer",
+    "APPLICATIONINSIGHTS_AUTHENTICATION": "there is no Application Insights locally, so nothing to sign in to",
     "CLOUDEVENTS_TYPES": "optional: only publishers with CloudEvents types of their own (e.g. Dapr's) need a mapping",
 }
 CONTAINER_APP_EXEMPT: dict[str, str] = {
@@ -420,6 +421,9 @@ def test_container_app_settings_load_with_managed_identity(app_env_values: dict[
     assert _source(settings) == (None, config.DEFAULT_QUEUE, config.DEFAULT_QUEUE)
     telemetry = observability_config.load(app_env_values)
     assert telemetry.tracing and telemetry.azure_monitor_connection_string
+    # Application Insights takes Entra ID only (monitoring.bicep): the exporters sign in as the worker identity.
+    assert telemetry.azure_monitor_auth is config.Auth.MANAGED_IDENTITY
+    assert telemetry.azure_monitor_client_id == BICEP_SAMPLES["workerClientId"]
 
 
 def test_container_app_topic_form_sets_the_deployed_entities(app_topic_env_values: dict[str, str]) -> None:

@@ -44,7 +44,42 @@ def test_application_insights_alone_turns_tracing_on_and_headers_are_secrets() -
     assert "s3cr3t-value" in settings.secrets()
 
 
+ENTRA_EXPORTERS = """
+from azure.monitor.opentelemetry.exporter import AzureMonitorMetricExporter, AzureMonitorTraceExporter
+from sbworker.observability import config, telemetry
+settings = config.load({"APPLICATIONINSIGHTS_CONNECTION_STRING": %r,
+                        "APPLICATIONINSIGHTS_AUTHENTICATION": "ManagedIdentity", "AZURE_CLIENT_ID": "client-aa"})
+options = telemetry._azure_monitor_auth(settings)
+for exporter in (AzureMonitorTraceExporter, AzureMonitorMetricExporter):
+    built = exporter(connection_string=settings.azure_monitor_connection_string, **options)
+    print(exporter.__name__, type(built._credential).__name__, built._credential is options["credential"])
+"""
+
+
+def test_application_insights_by_entra_id_gives_both_exporters_the_managed_identity() -> None:
+    """With local authentication disabled on the resource (the deployment does), the instrumentation key is
+    refused: the exporters must sign in with the managed identity, the user-assigned one AZURE_CLIENT_ID names.
+    (In a process of its own: the exporters set process-wide logging on creation.)"""
+    settings = observability_config.load({"APPLICATIONINSIGHTS_CONNECTION_STRING": APP_INSIGHTS,
+                                          "APPLICATIONINSIGHTS_AUTHENTICATION": "managedidentity"})
+    assert settings.azure_monitor_auth is not None and settings.azure_monitor_auth.value == "ManagedIdentity"
+    done = subprocess.run([sys.executable, "-c", ENTRA_EXPORTERS % APP_INSIGHTS], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+                                                      "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["AzureMonitorTraceExporter ManagedIdentityCredential True",
+                                           "AzureMonitorMetricExporter ManagedIdentityCredential True"]
+    from sbworker.observability import telemetry
+
+    assert telemetry._azure_monitor_auth(observability_config.load(
+        {"APPLICATIONINSIGHTS_CONNECTION_STRING": APP_INSIGHTS})) == {}  # the key, as before
+    with pytest.raises(ConfigError) as alone:
+        observability_config.load({"APPLICATIONINSIGHTS_AUTHENTICATION": "ManagedIdentity"})
+    assert alone.value.variable == "APPLICATIONINSIGHTS_AUTHENTICATION" and "set both" in alone.value.problem
+
+
 @pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("APPLICATIONINSIGHTS_AUTHENTICATION", "Key", "unsupported authentication"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "expected an http:// or https:// URL"),
     ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:99999", "invalid port"),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "only http/protobuf is supported"),
