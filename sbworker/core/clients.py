@@ -66,6 +66,7 @@ def dts_async_client(
 
 
 def _dts_options(settings: DtsSettings, component: str, credential: Any) -> dict[str, Any]:
+    patches.install()  # every DTS client and worker is made here: its paging patch is in force before the first list
     options: dict[str, Any] = {
         "host_address": settings.endpoint,
         "taskhub": settings.taskhub,

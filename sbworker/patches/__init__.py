@@ -13,10 +13,14 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
   (the SDK does the same to its unread buffer on close, but offers no call for a message it handed out). Acting
   on one dead letter means receiving those ahead of it; they go back untouched.
 
-All of it was read against, and measured with, the versions in VERIFIED. On any other version nothing is
-installed and nothing private is read: the SDK keeps its own behaviour (correct; slower, and without the
+durabletask 1.12's clients only walk every page of DTS's query API; `dts_query` sends one page's request through
+the client's own stub with the SDK's private request builders (the dashboard's and `sbworker list`'s pages).
+
+Each SDK's patches were read against, and measured with, the versions in VERIFIED. On any other version nothing
+of that SDK is installed and nothing private is read: it keeps its own behaviour (correct; slower, and without the
 decoding fix), the service's start-up line says so in a WARNING, and /readyz lists what is active.
-tests/integration/test_amqp_io.py fails on an unverified version, so an upgrade cannot skip the re-check.
+tests/integration/test_amqp_io.py and tests/dashboard/test_paging.py fail on an unverified version, so an upgrade
+cannot skip the re-check.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# The SDK and the version prefixes whose private code every patch here was read against.
-SDK = "azure-servicebus"
-VERIFIED = ("7.15.",)
+SERVICEBUS = "azure-servicebus"
+DURABLETASK = "durabletask"
+# Each SDK, and the version prefixes whose private code its patches here were read against.
+VERIFIED: dict[str, tuple[str, ...]] = {SERVICEBUS: ("7.15.",), DURABLETASK: ("1.12.",)}
+# What an SDK loses without its patches (the start-up WARNING says it).
+_WITHOUT = {SERVICEBUS: "settlement is slower and a message with an AMQP char or decimal property stops the receiver",
+            DURABLETASK: "lists read every instance that matches instead of one page"}
 
 BUFFERED = "receiver.buffered"
 SETTLED = "message.settled"
@@ -42,35 +50,42 @@ RECEIVER_SOCKET_TIMEOUT = 0.02
 _active: list[str] | None = None
 
 
-def expected() -> list[str]:
-    """Every patch this module knows, in the order `install` reports them."""
-    from sbworker.patches import amqp_decoding, amqp_io
+def expected(sdk: str | None = None) -> list[str]:
+    """Every patch this module knows (of one SDK, or of all), in the order `install` reports them."""
+    from sbworker.patches import amqp_decoding, amqp_io, dts_query
 
-    return [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_io.WRITE_LOCK, amqp_io.OUTCOME_WAIT, BUFFERED,
-            SETTLED, SOCKET_TIMEOUT, RELEASE]
-
-
-def sdk_version() -> str:
-    from azure.servicebus import __version__
-
-    return str(__version__)
+    known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_io.WRITE_LOCK,
+                          amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE],
+             DURABLETASK: [dts_query.QUERY_PAGE]}
+    return [name for each, names in known.items() if sdk in (None, each) for name in names]
 
 
-def verified(version: str | None = None) -> bool:
-    return (version or sdk_version()).startswith(VERIFIED)
+def sdk_version(sdk: str) -> str:
+    from importlib.metadata import version
+
+    return version(sdk)
+
+
+def verified(sdk: str, version: str | None = None) -> bool:
+    """Whether `version` (default: the installed one) of `sdk` is one its patches were read against."""
+    return (version or sdk_version(sdk)).startswith(VERIFIED[sdk])
 
 
 def install() -> list[str]:
-    """Install every patch once, if the installed SDK is a verified one; returns the names of those active."""
+    """Install every patch once, for each SDK whose installed version is a verified one; returns those active."""
     global _active
     if _active is not None:
         return list(_active)
-    if not verified():
-        _active = []
-        return []
-    from sbworker.patches import amqp_decoding, amqp_io
+    active: list[str] = []
+    if verified(SERVICEBUS):
+        from sbworker.patches import amqp_decoding, amqp_io
 
-    _active = [*amqp_decoding.install(), *amqp_io.install(), BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE]
+        active += [*amqp_decoding.install(), *amqp_io.install(), BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE]
+    if verified(DURABLETASK):
+        from sbworker.patches import dts_query
+
+        active += dts_query.install()
+    _active = active
     return list(_active)
 
 
@@ -80,19 +95,25 @@ def active() -> list[str]:
 
 
 def log_state() -> None:
-    """The service's start-up line: which patches are active; a WARNING when any is not (a fix is switched off)."""
+    """The service's start-up line: which patches are active; a WARNING per SDK when any is not (a fix is off)."""
     names = install()
-    version = sdk_version()
     missing = [name for name in expected() if name not in names]
+    versions = {sdk: sdk_version(sdk) for sdk in VERIFIED}
     if not missing:
-        log.info("%s %s: SDK patches active: %s", SDK, version, ", ".join(names))
-    elif not names:
-        log.warning("%s %s is not a version sbworker.patches was verified with (%s): no SDK patch is active, so "
-                    "settlement is slower and a message with an AMQP char or decimal property stops the receiver",
-                    SDK, version, ", ".join(v + "x" for v in VERIFIED))
-    else:
-        log.warning("%s %s: SDK patches active: %s; NOT active (the SDK no longer has what they change): %s", SDK,
-                    version, ", ".join(names), ", ".join(missing))
+        log.info("SDK patches active: %s", "; ".join(f"{sdk} {versions[sdk]}: {', '.join(expected(sdk))}"
+                                                      for sdk in VERIFIED))
+        return
+    for sdk in VERIFIED:
+        ours = expected(sdk)
+        on = [name for name in ours if name in names]
+        if len(on) == len(ours):
+            log.info("%s %s: SDK patches active: %s", sdk, versions[sdk], ", ".join(on))
+        elif not on:
+            log.warning("%s %s is not a version sbworker.patches was verified with (%s): no patch of it is active, "
+                        "so %s", sdk, versions[sdk], ", ".join(v + "x" for v in VERIFIED[sdk]), _WITHOUT[sdk])
+        else:
+            log.warning("%s %s: SDK patches active: %s; NOT active (the SDK no longer has what they change): %s",
+                        sdk, versions[sdk], ", ".join(on), ", ".join(n for n in ours if n not in on))
 
 
 def receiver_options() -> dict[str, Any]:
@@ -117,7 +138,7 @@ def settled(message: Any) -> bool:
 def release(receiver: Any, message: Any) -> bool:
     """Give a peek-locked message back without counting a delivery (sync receiver); False when not verified (the
     caller then abandons it, which the broker counts)."""
-    if not verified():  # a call, not a change: nothing to install, only the version to trust
+    if RELEASE not in active():  # a call, not a change: nothing to install, only the version to trust
         return False
     receiver._handler.settle_messages(message._delivery_id, message._delivery_tag, "released")
     message._settled = True

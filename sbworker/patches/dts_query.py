@@ -6,10 +6,11 @@ of 100,000 instances read all 100,000 (`get_all_entities` does the same with `Qu
 `page_async` and `entity_page_async` send one request, through the client's own stub (its channel, credentials,
 task hub header and retry policy), with the SDK's own request builders and parsers.
 
-Those are private to durabletask and were read against the versions in VERIFIED. On any other version nothing
-private is touched: the query walks every page with the public call (correct, slow with many instances), and a
-WARNING says so once. tests/dashboard/test_paging.py fails on an unverified version, so an upgrade cannot skip
-the re-check.
+Those are private to durabletask: `sbworker.patches.install` turns this on only for the versions in its VERIFIED
+(the one gate), and only when the SDK still has every name it reads. Otherwise nothing private is touched: the
+query walks every page with the public call (correct, slow with many instances), the service's start-up line and
+/readyz say it is off, and the first such list logs a WARNING. tests/dashboard/test_paging.py fails when a page
+stops being one request.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from durabletask.entities.entity_metadata import EntityMetadata
 
 log = logging.getLogger(__name__)
 
-SDK = "durabletask"
-VERIFIED = ("1.12.",)
+QUERY_PAGE = "dts_query.page"
 
+_installed = False
 _warned = False
 
 
@@ -45,17 +46,23 @@ class EntityPage:
 class StatePage:
     states: list[OrchestrationState]
     next_token: str | None  # None: this was the last page
-    complete: bool = True  # False when the SDK could not be asked for one page (see `verified`)
+    complete: bool = True  # False when the SDK could not be asked for one page (see `install`)
 
 
-def sdk_version() -> str:
-    from importlib.metadata import version
+def install() -> list[str]:
+    """Read one page at a time from now on, if the SDK still has what that reads; returns the name if so.
 
-    return version(SDK)
+    Called once, by `sbworker.patches.install`, and only on a verified durabletask version.
+    """
+    global _installed
+    from durabletask import client
+    from durabletask.internal import client_helpers, helpers
 
-
-def verified(version: str | None = None) -> bool:
-    return (version or sdk_version()).startswith(VERIFIED)
+    needed = [(client_helpers, "build_query_instances_req"), (client_helpers, "build_query_entities_req"),
+              (helpers, "get_string_value"), (client, "parse_orchestration_state"),
+              (client.AsyncTaskHubGrpcClient, "_get_stub")]
+    _installed = all(callable(getattr(owner, name, None)) for owner, name in needed)
+    return [QUERY_PAGE] if _installed else []
 
 
 def _request(query: OrchestrationQuery, token: str | None) -> Any:
@@ -75,7 +82,7 @@ def _states(client: Any, response: Any) -> StatePage:
 
 def page(client: TaskHubGrpcClient, query: OrchestrationQuery, token: str | None = None) -> StatePage:
     """Up to `query.max_instance_count` states after `token` (None: from the start)."""
-    if not verified():
+    if not _installed:
         return _everything(client.get_all_orchestration_states(query), query)
     response = client._stub.QueryInstances(_request(query, token))
     if client._payload_store is not None:  # payloads kept in a store (DTS_PAYLOAD_STORAGE), as the SDK reads them
@@ -87,7 +94,7 @@ def page(client: TaskHubGrpcClient, query: OrchestrationQuery, token: str | None
 
 async def page_async(client: AsyncTaskHubGrpcClient, query: OrchestrationQuery, token: str | None = None
                      ) -> StatePage:
-    if not verified():
+    if not _installed:
         return _everything(await client.get_all_orchestration_states(query), query)
     response = await client._get_stub().QueryInstances(_request(query, token))
     if client._payload_store is not None:
@@ -102,9 +109,8 @@ def _everything(states: list[OrchestrationState], query: OrchestrationQuery) -> 
     global _warned
     if not _warned:
         _warned = True
-        log.warning("%s %s is not a version sbworker.patches.dts_query was verified with (%s): lists read every "
-                    "instance that matches instead of one page", SDK, sdk_version(),
-                    ", ".join(v + "x" for v in VERIFIED))
+        log.warning("sbworker.patches.dts_query is not active (see the start-up line): lists read every instance "
+                    "that matches instead of one page")
     size = query.max_instance_count or len(states)
     return StatePage(states[:size], None, complete=len(states) <= size)
 
@@ -112,7 +118,7 @@ def _everything(states: list[OrchestrationState], query: OrchestrationQuery) -> 
 async def entity_page_async(client: AsyncTaskHubGrpcClient, query: EntityQuery, token: str | None = None
                             ) -> EntityPage:
     """One page of `QueryEntities` (`query.page_size` entities after `token`), as `page_async` is for instances."""
-    if not verified():
+    if not _installed:
         entities = await client.get_all_entities(query)
         return EntityPage(entities[:query.page_size or len(entities)], None)
     from durabletask.internal.client_helpers import build_query_entities_req

@@ -14,6 +14,7 @@ import pytest
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.client import OrchestrationQuery, OrchestrationStatus
 
+from sbworker import patches
 from sbworker.dashboard import instances
 from sbworker.operations import monitor
 from sbworker.patches import dts_query
@@ -42,7 +43,44 @@ def link(page_text: str, rel: str) -> str | None:
 
 def test_the_installed_durabletask_is_one_the_paging_was_verified_with() -> None:
     """The one-page query reads the SDK's private request builder and stub: an upgrade must re-check them."""
-    assert dts_query.verified(), f"durabletask {dts_query.sdk_version()} is not in {dts_query.VERIFIED}"
+    sdk = patches.DURABLETASK
+    assert patches.verified(sdk), f"{sdk} {patches.sdk_version(sdk)} is not in {patches.VERIFIED[sdk]}"
+    assert dts_query.QUERY_PAGE in patches.install() and patches.expected(sdk) == [dts_query.QUERY_PAGE]
+
+
+def test_a_page_is_one_request_that_hands_back_where_to_go_on(dts: DurableTaskSchedulerClient, run_id: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The patch's effect: without it the SDK's walk reads every page and leaves no token to go on from."""
+    for n in range(5):
+        dts.schedule_new_orchestration("hello_cities", instance_id=f"{run_id}-{n}")
+    requests: list[int] = []
+    stub = dts._stub
+    monkeypatch.setattr(dts, "_stub", Counting(stub, requests))
+    query = OrchestrationQuery(instance_id_prefix=run_id, max_instance_count=2)
+    first = dts_query.page(dts, query)
+    assert len(first.states) == 2 and first.next_token is not None and first.complete and len(requests) == 1
+    seen, token = [s.instance_id for s in first.states], first.next_token
+    while token is not None:
+        got = dts_query.page(dts, query, token)
+        seen, token = seen + [s.instance_id for s in got.states], got.next_token
+    assert sorted(seen) == [f"{run_id}-{n}" for n in range(5)] and len(requests) == 3  # pages of 2, 2 and 1
+    monkeypatch.setattr(dts_query, "_installed", False)  # what an unverified SDK gets: the walk, cut to one page
+    walked = dts_query.page(dts, query)
+    assert len(walked.states) == 2 and walked.next_token is None and not walked.complete
+
+
+class Counting:
+    """The client's gRPC stub, counting its QueryInstances calls."""
+
+    def __init__(self, stub: Any, calls: list[int]) -> None:
+        self._stub, self._calls = stub, calls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def QueryInstances(self, *args: Any, **kwargs: Any) -> Any:
+        self._calls.append(1)
+        return self._stub.QueryInstances(*args, **kwargs)
 
 
 def test_pages_follow_the_continuation_token_with_every_filter_in_the_links(

@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -40,8 +41,9 @@ def test_every_runtime_dependency_is_pinned_within_its_range() -> None:
                                                                             f"within {requirement.specifier}"
 
 
-def test_the_pinned_service_bus_sdk_is_one_the_patches_were_verified_with() -> None:
-    assert patches.verified(pins()["azure-servicebus"])
+@pytest.mark.parametrize("sdk", sorted(patches.VERIFIED))
+def test_each_pinned_sdk_is_one_its_patches_were_verified_with(sdk: str) -> None:
+    assert patches.verified(sdk, pins()[sdk])
 
 
 def test_the_image_and_the_venv_install_through_the_constraints() -> None:

@@ -29,9 +29,10 @@ def installed() -> None:
 
 def test_the_installed_sdk_is_a_verified_one_and_every_patch_applies() -> None:
     """An azure-servicebus upgrade must come with a fresh look at its private code (see patches.VERIFIED)."""
-    assert patches.verified(), f"azure-servicebus {patches.sdk_version()}: re-check sbworker/patches/, then add it"
+    sdk = patches.SERVICEBUS
+    assert patches.verified(sdk), f"{sdk} {patches.sdk_version(sdk)}: re-check sbworker/patches/, then add it"
     assert patches.install() == patches.expected()
-    assert not patches.verified("7.16.0")
+    assert not patches.verified(sdk, "7.16.0")
     assert patches.receiver_options() == {"socket_timeout": patches.RECEIVER_SOCKET_TIMEOUT}
 
 
