@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 
 from sbworker.dashboard import pages, security
-from sbworker.dashboard.app import BACKEND, Backend
+from sbworker.dashboard.backend import BACKEND, Backend
 
 log = logging.getLogger(__name__)
 
