@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sbworker.observability.metrics import NOOP, Metrics
 
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from azure.servicebus import ServiceBusReceivedMessage
 
     from sbworker.core.cloudevents import CloudEvent
-    from sbworker.observability.tracing import MessageTracer
 
 
 class MessageTrace:
@@ -50,10 +49,16 @@ class MessageTrace:
 NO_TRACE = MessageTrace()
 
 
+class Tracer(Protocol):
+    """What makes a message's trace (tracing.MessageTracer, which builds on this module, not the other way)."""
+
+    def trace(self, message: ServiceBusReceivedMessage) -> MessageTrace: ...
+
+
 class Observer:
     """What one listener reports: each message's trace and settlement, and the metrics' other hooks."""
 
-    def __init__(self, metrics: Metrics = NOOP, tracer: MessageTracer | None = None) -> None:
+    def __init__(self, metrics: Metrics = NOOP, tracer: Tracer | None = None) -> None:
         self.metrics = metrics
         self._tracer = tracer
 
