@@ -14,13 +14,13 @@ import heapq
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .codec import StoredMessage
 from .properties import InvalidProperty
 
-if TYPE_CHECKING:
-    from .broker import Entity
+# The broker's Entity: broker.py imports this module, so this one names the type only as a parameter.
+EntityT = TypeVar("EntityT")
 
 SESSION_CANNOT_BE_LOCKED = "com.microsoft:session-cannot-be-locked"
 SESSION_LOCK_LOST = "com.microsoft:session-lock-lost"
@@ -81,10 +81,10 @@ class Holder(Protocol):
 
 
 @dataclass(eq=False)
-class Session:
+class Session(Generic[EntityT]):
     """One session of one entity: its available messages (a heap of sequence numbers), its lock, its state."""
 
-    entity: Entity
+    entity: EntityT
     session_id: str
     ready: list[int] = field(default_factory=list)
     holder: Holder | None = None
