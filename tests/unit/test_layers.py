@@ -1,7 +1,9 @@
-"""Imports point only downward: each layer uses the ones below it, never one above (README, Development).
+"""Imports point only downward: each layer uses the ones below it, never one above (README, Development), and no
+two modules import each other, directly or round a longer circle.
 
 Every import statement counts, wherever it stands (inside a function, under TYPE_CHECKING): a lazy import is an
-arrow all the same. localbus and localdts import nothing of the product, so either can be lifted out.
+arrow all the same, and an import moved into a function to dodge a circle is still one. localbus and localdts
+import nothing of the product, so either can be lifted out.
 """
 
 from __future__ import annotations
@@ -98,6 +100,68 @@ def test_the_local_stack_imports_nothing_of_the_product(package: str) -> None:
     leaks = [f"{path.relative_to(REPO)}:{line}: {imported}" for path in sources(package)
              for line, imported in imports(path) if imported.split(".")[0] in PRODUCT]
     assert not leaks, f"{package} must stay independent of the product:\n" + "\n".join(leaks)
+
+
+def import_graph(*roots: str) -> dict[str, dict[str, int]]:
+    """module → {module it imports: line of the first such import}, for every module under `roots`."""
+    graph: dict[str, dict[str, int]] = {}
+    for path in sources(*roots):
+        here = module_name(path)
+        arrows = graph.setdefault(here, {})
+        for line, imported in imports(path):
+            arrows.setdefault(target(imported), line)
+    return {module: {to: line for to, line in arrows.items() if to in graph and to != module}
+            for module, arrows in graph.items()}
+
+
+def circles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan's algorithm), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_modules_import_each_other() -> None:
+    """A circle works only in the order Python happens to load it, and means neither module is below the other."""
+    graph = import_graph(*PRODUCT, *INDEPENDENT)
+    described = []
+    for group in circles(graph):
+        arrows = [f"  {module} -> {other} (line {graph[module][other]})" for module in group
+                  for other in group if other in graph[module]]
+        described.append(" <-> ".join(group) + "\n" + "\n".join(arrows))
+    assert not described, "modules importing each other:\n" + "\n".join(described)
+
+
+def test_a_circle_is_caught() -> None:
+    """The check itself: a circle of three, beside modules outside it, is one group."""
+    graph = {"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1, "d": 1}, "d": {}, "e": {"a": 1}}
+    assert circles(graph) == [["a", "b", "c"]]
+    assert circles({"a": {"b": 1}, "b": {}}) == []
 
 
 def test_an_upward_import_is_caught() -> None:
