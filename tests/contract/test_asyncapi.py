@@ -2,15 +2,13 @@
 `sbworker contract --asyncapi` generates, each example message is accepted by the listener's parser and satisfies
 the document's own schemas, and every dead-letter reason is in it.
 
-The parser is npm's @asyncapi/parser, run by validate.mjs from this folder's own package.json and lock (npm ci once;
-node_modules is not committed). Without node or npm the parser test skips locally and fails in CI (`CI` set).
+The parser is npm's @asyncapi/parser, run by validate.mjs from this folder's own package.json and lock (npm ci once,
+tests/fixtures/node.py; node_modules is not committed).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from sbworker.core import cloudevents
 from sbworker.core.codes import Reason
 from sbworker.operations import asyncapi
 from sbworker.operations.publish import verify
+from tests.fixtures.node import node_with_packages
 
 HERE = Path(__file__).resolve().parent
 DOCUMENT = HERE.parents[1] / "docs" / "asyncapi.yaml"
@@ -112,27 +111,9 @@ def test_the_payloads_are_the_listeners_schema_files(committed: dict[str, Any]) 
         assert schemas[name]["properties"] == source["properties"] and schemas[name]["required"] == source["required"]
 
 
-def _missing(what: str) -> None:
-    message = f"{what} is needed to validate docs/asyncapi.yaml with @asyncapi/parser (apt-get install nodejs npm)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
-    """node, with this folder's package-lock.json installed (npm ci, once)."""
-    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
-    if node_bin is None or npm_bin is None:
-        _missing("node" if node_bin is None else "npm")
-    assert node_bin is not None and npm_bin is not None
-    marker = HERE / "node_modules" / ".package-lock.json"
-    lock = HERE / "package-lock.json"
-    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
-        result = subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True, text=True,
-                                timeout=600)
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-    return node_bin
+    return node_with_packages(HERE, "validating docs/asyncapi.yaml with @asyncapi/parser")
 
 
 def parse_with_asyncapi_parser(node_bin: str, path: Path) -> dict[str, Any]:

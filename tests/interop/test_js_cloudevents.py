@@ -2,7 +2,7 @@
 real listener from localbus: structured and binary starts (tagged with their attributes), a binary approval, a
 structured declared event, and two broken envelopes dead-lettered with their bodies intact.
 
-The node side is cloudevents.mjs; npm ci and the skip/fail rule without node are test_js_sdk.py's `node` fixture.
+The node side is cloudevents.mjs (npm ci once, and the skip/fail rule without node: tests/fixtures/node.py).
 """
 
 from __future__ import annotations
@@ -21,11 +21,16 @@ from localbus import LocalBus
 from sbworker.core.codes import TAG_MESSAGE_ID
 from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend
+from tests.fixtures.node import node_with_packages
 from tests.integration.harness import QUEUE, Harness
-from tests.interop.test_js_sdk import node  # noqa: F401 - the fixture: npm ci once, node's path
 
 HERE = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("dts_worker")
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    return node_with_packages(HERE, "the JavaScript interop tests")
 
 
 @pytest.fixture
@@ -48,8 +53,7 @@ def send_from_node(node_bin: str, bus: LocalBus, options: dict[str, object]) -> 
     return sent
 
 
-async def test_cloudevents_from_the_javascript_sdk(node: str, h: Harness,  # noqa: F811 - the fixture
-                                                   bus: LocalBus) -> None:
+async def test_cloudevents_from_the_javascript_sdk(node: str, h: Harness, bus: LocalBus) -> None:
     run = uuid.uuid4().hex[:10]
     order, invoice = f"js-order-{run}", f"js-invoice-{run}"
     await h.start("approval_workflow", {"item": "x"}, instance_id=order)
