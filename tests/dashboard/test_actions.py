@@ -84,26 +84,30 @@ def test_a_refused_action_says_why_and_changes_nothing(stack: Stack, sb: Service
     assert 'class="notice error"' in page.text
     page = web.post("/instance/raise", {"id": instance_id, "event_name": "ApprovalEvent", "event_data": "{oops"})
     assert page.notice().startswith("The event data is not valid JSON")
-    # 20 events of 256 KiB (the issue) cannot come from here: one over MAX_EVENT_BYTES is refused, naming it.
+    # 20 events of 256 KiB (the issue) cannot come from here: only declared events, with data their schema allows.
     page = web.post("/instance/raise", {"id": instance_id, "event_name": "Bulk",
                                         "event_data": json.dumps("x" * 70_000)})
-    assert page.notice() == ("Not raised: event data is 70,002 bytes as JSON in DTS; the limit is 65,536 bytes "
-                             "(MAX_EVENT_BYTES).")
+    assert page.notice() == "Not sent: approval_workflow waits for ApprovalEvent, not 'Bulk'."
+    page = web.post("/instance/raise", {"id": instance_id, "event_name": "ApprovalEvent",
+                                        "event_data": json.dumps({"approved": True, "approver": "x" * 70_000})})
+    assert page.notice() == "Not sent: $.data.approver: must be at most 256 characters, got 70000 (SchemaViolation)."
     assert not [e for e in dts.get_orchestration_history(instance_id) if isinstance(e, EventRaisedEvent)]
     assert _status(dts, instance_id) == "RUNNING"
 
 
-def test_raise_event_goes_straight_to_dts(stack: Stack, sb: ServiceBusClient, dts: DurableTaskSchedulerClient,
-                                          web: Web, run_id: str) -> None:
+def test_raise_event_is_sent_through_the_queue(stack: Stack, sb: ServiceBusClient, dts: DurableTaskSchedulerClient,
+                                               web: Web, run_id: str) -> None:
     instance_id = f"{run_id}-raised"
     start(sb, _queue(stack), "approval_workflow", {"item": "bike"}, instance_id=instance_id)
     waiting_for_approval(dts, instance_id)
     page = web.post("/instance/raise", {"id": instance_id, "event_name": "ApprovalEvent",
                                         "event_data": '{"approved": true, "approver": "direct"}'})
-    assert page.notice() == "Event ApprovalEvent raised."
+    sent = re.fullmatch(r"Event ApprovalEvent sent through queue 'workflow-requests' as message (\w+)\.", page.notice())
+    assert sent is not None, page.notice()
     assert finished(dts, instance_id).serialized_output == '"Approved"'
     raised = [e for e in dts.get_orchestration_history(instance_id) if isinstance(e, EventRaisedEvent)]
-    assert [json.loads(e.input or "null") for e in raised] == [{"approved": True, "approver": "direct"}]
+    assert [json.loads(e.input or "null") for e in raised] == [{"approved": True, "approver": "direct",
+                                                                "message_id": sent.group(1)}]
 
 
 def test_approve_is_sent_through_the_queue_and_completes_the_workflow(stack: Stack, sb: ServiceBusClient,

@@ -1,9 +1,9 @@
-"""State-changing requests: DTS management calls, and the two that go through the queue (approve, start).
+"""State-changing requests: DTS management calls, and the three that go through the queue (approve, raise, start).
 
-Approvals and new orchestrations are *published*, exactly as `sbworker publish` does, and the listener turns them
-into DTS calls: the dashboard exercises the product's path and its contract checks instead of bypassing them.
-Management that has no message in the contract (suspend, resume, terminate, restart, purge, raise any event)
-goes straight to DTS, as in the DTS dashboard. Every handler ends in a 303 to a page that is safe to reload.
+Approvals, declared events and new orchestrations are *published*, exactly as `sbworker publish` does, and the
+listener turns them into DTS calls: the dashboard exercises the product's path and its contract checks instead of
+bypassing them. Management that has no message in the contract (suspend, resume, terminate, restart, purge) goes
+straight to DTS, as in the DTS dashboard. Every handler ends in a 303 to a page that is safe to reload.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from orchestrations import registry
-from sbworker.core import contract
+from sbworker.core.contract import Rejected
 from sbworker.core.errors import one_line
 from sbworker.core.times import utc_text
 from sbworker.dashboard import audit
@@ -203,16 +203,24 @@ async def _purge(request: web.Request, instance_id: str, _form: MultiDictProxy[A
 
 
 async def _raise_event(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:
+    """Publish an event message, as `sbworker publish event` does: one the instance's orchestration declares, its
+    data checked against the event's schema (and every other rule of the listener) before anything is sent."""
+    board = backend(request)
     name = _text(form, "event_name").strip()
-    if not name or len(name) > 256:
-        raise _Refused("An event needs a name (at most 256 characters).")
     data = _json_field(form, "event_data", "event data")
+    state = await dts(request).get_orchestration_state(instance_id, fetch_payloads=False)
+    orchestration = state.name if state is not None else None
+    declared = registry.events_of(orchestration)
+    if name not in declared:
+        waits = f"waits for {', '.join(declared)}" if declared else "waits for no declared event"
+        raise _Refused(f"Not sent: {orchestration or 'this instance'} {waits}, not {name!r}.")
     try:
-        contract.check_event_data(data, backend(request).settings.limits)
-    except ValueError as error:
-        raise _Refused(f"Not raised: {error}.") from None
-    await dts(request).raise_orchestration_event(instance_id, name, data=data)
-    return redirect(instance_url(instance_id), f"Event {name} raised.")
+        message = publish.event_message(instance_id, name, data, bounds=board.settings.limits)
+    except Rejected as rejected:
+        raise _Refused(f"Not sent: {rejected} ({rejected.reason}).") from None
+    await board.queue.send(message)
+    return redirect(instance_url(instance_id),
+                    f"Event {name} sent through {board.queue.publish_target} as message {message.message_id}.")
 
 
 async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[Any]) -> web.StreamResponse:

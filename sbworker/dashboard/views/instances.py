@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +14,7 @@ from durabletask.client import OrchestrationState, OrchestrationStatus
 
 from orchestrations import registry
 from orchestrations.approval_workflow import APPROVAL_EVENT
+from orchestrations.events import CATALOG
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.errors import one_line
 from sbworker.dashboard import instances, timeline, traces
@@ -93,6 +95,7 @@ async def detail(request: web.Request) -> web.Response:
         "origins": origins,
         "family": instances.family(events),
         "awaiting_approval": awaiting_approval(state),
+        "declared_events": _declared_events(state.name),
         "running": running,
         "refresh": _refresh(request, running),
         "trace_id": traces.trace_id(origins.trace_parent),
@@ -111,7 +114,8 @@ async def detail(request: web.Request) -> web.Response:
 
 def _empty_detail() -> dict[str, Any]:
     return {"runtime_status": None, "input": "", "output": "", "custom_status": "", "failure": None,
-            "origins": instances.Origins(), "family": instances.Family(), "awaiting_approval": False, "running": False,
+            "origins": instances.Origins(), "family": instances.Family(), "awaiting_approval": False,
+            "declared_events": [], "running": False,
             "refresh": 0,
             "trace_id": None, "trace_url": None, "history": [], "timeline": None, "ticks": [], "queued": [],
             "queue_error": None}
@@ -135,6 +139,16 @@ async def _queued(request: web.Request, instance_id: str, message_ids: list[str]
     except Exception as error:
         log.warning("peeking the queue failed: %s", one_line(error, 500))
         return {"queued": [], "queue_error": f"Service Bus did not answer: {one_line(error, 500)}"}
+
+
+def _declared_events(orchestration: str | None) -> list[tuple[str, str]]:
+    """(name, an example of its data) for each event the orchestration declares: the raise form's choices."""
+    found = []
+    for name in registry.events_of(orchestration):
+        declared = CATALOG.get(name)
+        examples = declared.schema.get("examples", []) if declared is not None else []
+        found.append((name, json.dumps(examples[0]) if examples else "{}"))
+    return found
 
 
 def awaiting_approval(state: OrchestrationState) -> bool:
