@@ -142,21 +142,25 @@ BROKEN: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("mode", "envelope", "reason", "named"), BROKEN,
-                         ids=[f"{m}-{r}-{i}" for i, (m, _, r, _) in enumerate(BROKEN)])
-async def test_a_broken_envelope_is_dead_lettered_and_nothing_is_lost(h: Harness, mode: str, envelope: dict[str, Any],
-                                                                      reason: str, named: str) -> None:
-    if mode == "structured":
-        raw = json.dumps(envelope).encode()
-        mid = await h.send(None, raw=raw, subject="start", content_type=STRUCTURED)
-    else:
-        raw = json.dumps({"orchestration": "hello_cities"}).encode()
-        mid = await h.send(None, raw=raw, subject="start", application_properties=envelope)
-    [dead] = await h.dead_letters(1)
-    assert (dead.message_id, text(dead.dead_letter_reason)) == (mid, reason)
-    assert named in (text(dead.dead_letter_error_description) or "")
-    assert b"".join(dead.body) == raw  # the original, for a fix and a resubmit
-    if mode == "binary":
-        kept = {text(k): text(v) for k, v in (dead.application_properties or {}).items()}
-        assert envelope.items() <= kept.items()
+async def test_broken_envelopes_are_dead_lettered_and_nothing_is_lost(h: Harness) -> None:
+    """All of them at once (each its own message): a reason, a description naming the problem, the original body and
+    properties kept for a fix and a resubmit."""
+    sent: dict[str, tuple[str, str, str, bytes, dict[str, Any]]] = {}
+    for mode, envelope, reason, named in BROKEN:
+        if mode == "structured":
+            raw, properties = json.dumps(envelope).encode(), {}
+            mid = await h.send(None, raw=raw, subject="start", content_type=STRUCTURED)
+        else:
+            raw, properties = json.dumps({"orchestration": "hello_cities"}).encode(), envelope
+            mid = await h.send(None, raw=raw, subject="start", application_properties=envelope)
+        sent[mid] = (mode, reason, named, raw, properties)
+    dead = {str(m.message_id): m for m in await h.dead_letters(len(BROKEN))}
+    assert set(dead) == set(sent)
+    for mid, (mode, reason, named, raw, properties) in sent.items():
+        message = dead[mid]
+        assert text(message.dead_letter_reason) == reason, (mode, named)
+        assert named in (text(message.dead_letter_error_description) or "")
+        assert b"".join(message.body) == raw
+        kept = {text(k): text(v) for k, v in (message.application_properties or {}).items()}
+        assert properties.items() <= kept.items()
     await h.queue_drained()

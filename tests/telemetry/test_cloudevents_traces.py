@@ -9,7 +9,6 @@ import json
 import uuid
 from typing import Any
 
-import pytest
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -40,32 +39,28 @@ async def publish(bus: LocalBus, mode: str, header: str, *, transport: str | Non
     return event_id
 
 
-@pytest.mark.parametrize("mode", ["structured", "binary"])
-async def test_the_extension_traceparent_continues_the_trace(localbus: LocalBus, dts: LocalDts,
-                                                             span_exporter: InMemorySpanExporter, mode: str) -> None:
-    header, trace_id, origin = traceparent()
-    async with support.running(support.settings(localbus, dts), support.tracing_only()):
-        event_id = await publish(localbus, mode, header)
-        await eventually(
-            lambda: any(s.name == "orchestration:hello_cities" for s in support.in_trace(span_exporter, trace_id)),
-            what="the orchestration in the event's trace")
-    spans = support.in_trace(span_exporter, trace_id)
-    consumer = one(spans, f"process {QUEUE}")
-    assert parent_of(consumer) == origin, support.tree(spans)
-    attributes = dict(consumer.attributes or {})
-    assert attributes["cloudevents.event_id"] == event_id == attributes["sbworker.instance_id"]
-    assert (attributes["cloudevents.event_source"], attributes["cloudevents.event_type"],
-            attributes["cloudevents.event_subject"], attributes["cloudevents.event_spec_version"]) == (
-        "/tests", "sbworker.start", "traced", "1.0")
-
-
-async def test_a_transport_traceparent_wins_over_the_extension(localbus: LocalBus, dts: LocalDts,
-                                                               span_exporter: InMemorySpanExporter) -> None:
+async def test_the_extension_traceparent_continues_the_trace_unless_the_transport_has_one(
+        localbus: LocalBus, dts: LocalDts, span_exporter: InMemorySpanExporter) -> None:
+    """One service run, three messages: the extension's trace continued in structured and in binary mode, and a
+    transport traceparent (the last hop) winning over the extension's."""
+    origins = {mode: traceparent() for mode in ("structured", "binary")}
     origin_header, origin_trace, _ = traceparent()
     hop_header, hop_trace, hop_span = traceparent()
     async with support.running(support.settings(localbus, dts), support.tracing_only()):
+        event_ids = {mode: await publish(localbus, mode, header) for mode, (header, _, _) in origins.items()}
         await publish(localbus, "structured", origin_header, transport=hop_header)
-        await eventually(lambda: bool(support.in_trace(span_exporter, hop_trace)), what="the consumer span")
-    consumer = one(support.in_trace(span_exporter, hop_trace), f"process {QUEUE}")
-    assert parent_of(consumer) == hop_span
+        await eventually(lambda: all(
+            any(s.name == "orchestration:hello_cities" for s in support.in_trace(span_exporter, trace_id))
+            for _, trace_id, _ in [*origins.values(), (None, hop_trace, None)]),
+            what="each orchestration in its trace")
+    for mode, (_, trace_id, origin) in origins.items():
+        spans = support.in_trace(span_exporter, trace_id)
+        consumer = one(spans, f"process {QUEUE}")
+        assert parent_of(consumer) == origin, (mode, support.tree(spans))
+        attributes = dict(consumer.attributes or {})
+        assert attributes["cloudevents.event_id"] == event_ids[mode] == attributes["sbworker.instance_id"]
+        assert (attributes["cloudevents.event_source"], attributes["cloudevents.event_type"],
+                attributes["cloudevents.event_subject"], attributes["cloudevents.event_spec_version"]) == (
+            "/tests", "sbworker.start", "traced", "1.0")
+    assert parent_of(one(support.in_trace(span_exporter, hop_trace), f"process {QUEUE}")) == hop_span
     assert not support.in_trace(span_exporter, origin_trace)
