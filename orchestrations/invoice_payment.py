@@ -28,7 +28,7 @@ MAX_DUE_SECONDS = 366 * 24 * 3600
 def invoice_terms(invoice: Any) -> tuple[str, int, str, timedelta]:
     """(invoice id, amount in cents, currency, time until due) from the input; ValueError naming the field."""
     if not isinstance(invoice, dict):
-        raise ValueError('input must be an object: {"invoice", "amount_cents", "currency", "due_seconds"?}')
+        raise ValueError('expected an object {"invoice", "amount_cents", "currency", "due_seconds"?}')
     number, amount, currency = invoice.get("invoice"), invoice.get("amount_cents"), invoice.get("currency")
     if not isinstance(number, str) or not number:
         raise ValueError("invoice: expected a non-empty string")
@@ -42,6 +42,17 @@ def invoice_terms(invoice: Any) -> tuple[str, int, str, timedelta]:
     if not isinstance(due, int | float) or isinstance(due, bool) or not 0 < due <= MAX_DUE_SECONDS:
         raise ValueError(f"due_seconds: expected a number of seconds between 0 and {MAX_DUE_SECONDS}")
     return number, amount, currency, timedelta(seconds=due)
+
+
+def input_problem(invoice: Any) -> str | None:
+    """The message contract's check (registry.INPUT_CHECKS): a start with unusable terms is dead-lettered as
+    InputOutOfBounds, naming the field, instead of starting an instance that would fail at once."""
+    try:
+        invoice_terms(invoice)
+    except ValueError as error:
+        field, sep, problem = str(error).partition(": ")
+        return f"$.input.{field}: {problem}" if sep and field.isidentifier() else f"$.input: {error}"
+    return None
 
 
 def payment_of(data: Any) -> tuple[str | None, int, str, str] | None:

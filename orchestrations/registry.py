@@ -18,6 +18,7 @@ from orchestrations.approval_workflow import APPROVAL_EVENT, approval_workflow
 from orchestrations.events import CATALOG
 from orchestrations.fan_out_fan_in import fan_out_fan_in
 from orchestrations.hello_cities import hello_cities
+from orchestrations.invoice_payment import input_problem as invoice_input_problem
 from orchestrations.invoice_payment import invoice_payment
 from orchestrations.workflow_with_retry import VERSION as RETRY_VERSION
 from orchestrations.workflow_with_retry import input_problem as retry_input_problem
@@ -42,6 +43,7 @@ VERSIONS: Mapping[str, str] = MappingProxyType({
 #: returns why the input is out of bounds (naming the field and the limit), or None.
 INPUT_CHECKS: Mapping[str, Callable[[Any], str | None]] = MappingProxyType({
     "workflow_with_retry": retry_input_problem,
+    "invoice_payment": invoice_input_problem,
 })
 
 #: Orchestrations that wait for `ApprovalEvent` (declared in orchestrations/events.py): an approval message for an
