@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from aiohttp import web
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
@@ -26,6 +27,7 @@ class Backend:
     def __init__(self, settings: Settings, trace_link: traces.TraceLink, spans: traces.SpanSource | None = None,
                  taskhubs: Sequence[str] = ()) -> None:
         self.settings = settings
+        self.started = datetime.now(UTC)  # this process keeps the spans it saw since then
         # The service's task hub first (the queue feeds it), then any other the dashboard was told to show.
         self.hubs = list(dict.fromkeys([settings.dts.taskhub, *taskhubs]))
         self._hub_clients: dict[str, AsyncDurableTaskSchedulerClient] = {}

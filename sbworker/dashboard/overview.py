@@ -30,7 +30,7 @@ from sbworker.patches import dts_query
 
 log = logging.getLogger(__name__)
 
-COUNT_PAGE = 500
+COUNT_PAGE = 300
 SAMPLE_SECONDS = 15.0
 HISTORY_MINUTES = 60
 WINDOW_PAGE = 1000

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from sbworker.dashboard import timeline
+from sbworker.dashboard import serve, timeline
 from sbworker.observability.recent_spans import RecentSpans
+from tests.dashboard.conftest import Stack, Web
 
 
 def traced() -> tuple[RecentSpans, str]:
@@ -44,3 +47,15 @@ def test_only_the_newest_traces_are_kept() -> None:
         with tracer.start_as_current_span(name) as span:
             ids.append(format(span.get_span_context().trace_id, "032x"))
     assert crowded.trace(ids[0]) == [] and [s.name for s in crowded.trace(ids[1])] == ["two"]
+
+
+def test_a_trace_from_before_a_restart_says_why_it_is_gone(stack: Stack) -> None:
+    """The spans live in the process's memory: after a restart the old trace links must explain, not lead nowhere."""
+    board = serve(stack.settings, port=0, spans=RecentSpans())  # a process that has seen no span yet
+    try:
+        page = Web(f"http://127.0.0.1:{board.port}").get("/trace?id=" + "ab" * 16)
+    finally:
+        board.stop()
+    assert page.status == 404
+    assert re.search(r"since it started at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(the newest 500 traces\), so a "
+                     r"trace from before a restart is gone", page.text)

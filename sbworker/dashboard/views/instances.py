@@ -99,7 +99,8 @@ async def detail(request: web.Request) -> web.Response:
         "running": running,
         "refresh": _refresh(request, running),
         "trace_id": traces.trace_id(origins.trace_parent),
-        "trace_url": board.trace_link(instance_id, traces.trace_id(origins.trace_parent)),
+        "trace_url": _trace_url(board, instance_id, traces.trace_id(origins.trace_parent)),
+        "spans_since": board.started if board.spans is not None else None,
         "history": instances.history_items(events) if view == "history" else [],
         "timeline": _timeline(state, events) if view == "timeline" else None,
         "ticks": [],
@@ -112,13 +113,23 @@ async def detail(request: web.Request) -> web.Response:
     return render(request, "instance.html", **context)
 
 
+def _trace_url(board: Any, instance_id: str, trace: str | None) -> str | None:
+    """The link to the trace, except to our own waterfall when this process no longer holds its spans (a trace
+    from before a restart): the page then says why there is no link instead of leading to nothing."""
+    url: str | None = board.trace_link(instance_id, trace)
+    if url is not None and trace is not None and board.trace_link is traces.local_traces and board.spans is not None \
+            and not board.spans.trace(trace):
+        return None
+    return url
+
+
 def _empty_detail() -> dict[str, Any]:
     return {"runtime_status": None, "input": "", "output": "", "custom_status": "", "failure": None,
             "origins": instances.Origins(), "family": instances.Family(), "awaiting_approval": False,
             "declared_events": [], "running": False,
             "refresh": 0,
-            "trace_id": None, "trace_url": None, "history": [], "timeline": None, "ticks": [], "queued": [],
-            "queue_error": None}
+            "trace_id": None, "trace_url": None, "spans_since": None, "history": [], "timeline": None, "ticks": [],
+            "queued": [], "queue_error": None}
 
 
 async def _history(dts: Any, instance_id: str) -> list[Any]:

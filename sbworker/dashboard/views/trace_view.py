@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from sbworker.core.times import utc_text
 from sbworker.dashboard import timeline
 from sbworker.dashboard.views import backend, render
 
@@ -19,6 +20,8 @@ async def waterfall(request: web.Request) -> web.Response:
                       error="A trace id is 32 hexadecimal digits.")
     chart = timeline.from_spans(spans.trace(trace_id))
     if not chart.bars:
+        since = utc_text(backend(request).started)
         return render(request, "trace.html", status=404, trace_id=trace_id, chart=None, ticks=[],
-                      error="No span of this trace is in memory (the newest 500 traces are kept).")
+                      error=f"No span of this trace is in memory: this process keeps the spans it saw since it "
+                            f"started at {since} (the newest 500 traces), so a trace from before a restart is gone.")
     return render(request, "trace.html", trace_id=trace_id, chart=chart, ticks=timeline.ticks(chart), error=None)
