@@ -17,7 +17,6 @@ import argparse
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
+from bench.localdts_bench import end
 from bench.localdts_history import FILL_BATCH, template
 from bench.stack import Broker, free_port
 from localdts.store import InstanceRow, Store
@@ -87,12 +87,7 @@ def localdts(path: Path) -> Iterator[int]:
             raise RuntimeError(f"localdts did not start on {path}")
         yield port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end(proc)
 
 
 def timed(url: str, repeats: int) -> tuple[float, float]:

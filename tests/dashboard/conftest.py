@@ -241,3 +241,11 @@ def waiting_for_approval(dts: DurableTaskSchedulerClient, instance_id: str) -> O
 
     result: OrchestrationState = until(check, what=f"{instance_id} to wait for approval")
     return result
+
+
+def running(dts: DurableTaskSchedulerClient, instance_id: str) -> str:
+    """Start an approval_workflow (it waits for its decision) and return once it runs: something to act on."""
+    dts.schedule_new_orchestration("approval_workflow", input={"item": "x"}, instance_id=instance_id)
+    until(lambda: (s := dts.get_orchestration_state(instance_id)) and s.runtime_status.name == "RUNNING",
+          what=f"{instance_id} to run")
+    return instance_id

@@ -23,7 +23,7 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from sbworker.core.errors import ConfigError
 from sbworker.dashboard import access, serve
 from sbworker.dashboard.server import Dashboard
-from tests.dashboard.conftest import Stack, Web
+from tests.dashboard.conftest import Stack, Web, running
 from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,19 +40,19 @@ def board(stack: Stack) -> Iterator[Board]:
 
     @contextmanager
     def make(rules: access.Access, host: str = "127.0.0.1", tls: tuple[Path, Path] | None = None) -> Iterator[Web]:
-        running = serve(stack.settings, host=host, port=0, access=rules, tls=tls)
-        started.append(running)
+        served = serve(stack.settings, host=host, port=0, access=rules, tls=tls)
+        started.append(served)
         scheme = "https" if tls else "http"
         context = None
         if tls:
             context = ssl.create_default_context()
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        yield Web(f"{scheme}://127.0.0.1:{running.port}", tls=context)
+        yield Web(f"{scheme}://127.0.0.1:{served.port}", tls=context)
 
     yield make
-    for running in started:
-        running.stop()
+    for served in started:
+        served.stop()
 
 
 def rules(**kwargs: Any) -> access.Access:
@@ -60,14 +60,6 @@ def rules(**kwargs: Any) -> access.Access:
                                "extra_hosts": [], "actions": None}
     options.update(kwargs)
     return access.configure(**options)
-
-
-def running(dts: DurableTaskSchedulerClient, run_id: str, name: str) -> str:
-    instance_id = dts.schedule_new_orchestration("approval_workflow", input={"item": "x"},
-                                                 instance_id=f"{run_id}-{name}")
-    until(lambda: (s := dts.get_orchestration_state(instance_id)) and s.runtime_status.name == "RUNNING",
-             what="running")
-    return instance_id
 
 
 def status(dts: DurableTaskSchedulerClient, instance_id: str) -> str:
@@ -114,7 +106,7 @@ def test_token_mode_wrong_host_is_421_even_with_the_token(board: Board) -> None:
 
 
 def test_bearer_scripts_act_without_a_csrf_token(board: Board, dts: DurableTaskSchedulerClient, run_id: str) -> None:
-    victim = running(dts, run_id, "bearer")
+    victim = running(dts, f"{run_id}-bearer")
     with board(rules(token=TOKEN)) as web:
         refused = web.request("POST", "/instance/suspend", {"id": victim})
         assert refused.status == 401 and status(dts, victim) == "RUNNING"
@@ -189,7 +181,7 @@ def test_under_tls_every_cookie_is_secure(board: Board, certificate: tuple[Path,
 
 def test_entra_mode_trusts_the_platform_headers_and_needs_the_role_to_act(
         board: Board, dts: DurableTaskSchedulerClient, run_id: str) -> None:
-    victim = running(dts, run_id, "entra")
+    victim = running(dts, f"{run_id}-entra")
     with board(rules(auth="entra", actions=True)) as web:
         page = web.get("/instances")
         assert page.status == 401 and "Container Apps authentication" in page.text
@@ -217,7 +209,7 @@ def test_identity_headers_are_ignored_outside_entra_mode(board: Board) -> None:
 
 def test_a_remote_bind_answers_only_allowed_hosts_and_is_read_only_by_default(
         board: Board, dts: DurableTaskSchedulerClient, run_id: str) -> None:
-    victim = running(dts, run_id, "remote")
+    victim = running(dts, f"{run_id}-remote")
     remote = rules(host="0.0.0.0", allow_remote=True, token=TOKEN, extra_hosts=["ops.example.com"])
     assert not remote.actions
     bearer = {"Authorization": f"Bearer {TOKEN}"}

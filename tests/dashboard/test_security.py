@@ -11,7 +11,7 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from sbworker.core.errors import ConfigError
 from sbworker.dashboard import serve
-from tests.dashboard.conftest import Stack, Web
+from tests.dashboard.conftest import Stack, Web, running
 from tests.support.wait import until
 
 POSTS = ("/instance/terminate", "/instance/purge", "/instance/approve", "/new", "/queue/dead-letters/resubmit",
@@ -21,11 +21,7 @@ POSTS = ("/instance/terminate", "/instance/purge", "/instance/approve", "/new", 
 @pytest.fixture
 def victim(dts: DurableTaskSchedulerClient, run_id: str) -> str:
     """A running instance that a forged request would terminate."""
-    instance_id = dts.schedule_new_orchestration("approval_workflow", input={"item": "x"},
-                                                 instance_id=f"{run_id}-victim")
-    until(lambda: (s := dts.get_orchestration_state(instance_id)) and s.runtime_status.name == "RUNNING",
-             what="running")
-    return instance_id
+    return running(dts, f"{run_id}-victim")
 
 
 def _running(dts: DurableTaskSchedulerClient, instance_id: str) -> bool:
