@@ -140,6 +140,49 @@ def _grpc_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def open_server(servicer: object, host: str, port: int, max_workers: int = DEFAULT_MAX_WORKERS,
+                call_workers: int = DEFAULT_CALL_WORKERS
+                ) -> tuple[grpc.Server, list[futures.ThreadPoolExecutor], int]:
+    """A gRPC server for ``servicer`` bound to ``host:port`` (not started yet), its two pools, and the port.
+
+    Raises OSError if the port cannot be bound.
+    """
+    pools = [
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="localdts-grpc"),
+        futures.ThreadPoolExecutor(max_workers=call_workers, thread_name_prefix="localdts-call"),
+    ]
+    server = grpc.server(pools[0], options=[
+        ("grpc.so_reuseport", 0),
+        # Our clients ping every 10 s to find half-open links (sbworker.core.clients): allow it, idle or not.
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC's BDP probes come on top of those pings; with the default of 2 "strikes" a busy machine saw a
+        # worker's stream closed with GOAWAY too_many_pings mid-test. A local backend never hangs up on a
+        # client for pinging.
+        ("grpc.http2.max_ping_strikes", 0),
+        # And we ping them: a worker stream on a half-open link ends within 15 s, so the work item it held is
+        # offered to another stream instead of waiting for an answer that cannot come.
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.max_receive_message_length", limits.SERVER_MAX_RECEIVE_BYTES),
+    ])
+    add = cast(Callable[[Any, grpc.Server], None], stubs.add_TaskHubSidecarServiceServicer_to_server)
+    add(OnCallPool(servicer, pools[1]), server)
+    address = f"{_grpc_host(host)}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        bound, error = 0, f": {exc}"
+    else:
+        error = ""
+    if not bound:
+        server.stop(None)
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise OSError(f"cannot listen on {address}{error}")
+    return server, pools, bound
+
+
 class DurableBackend(InMemoryOrchestrationBackend):
     """The SDK backend plus durability, scheduled starts, trace context, timestamps and re-dispatch.
 
@@ -194,47 +237,26 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def start(self) -> str:
         """Bind ``host:port`` (port 0: any free one) and serve; raises OSError if the port cannot be bound."""
-        self._shutdown_event.clear()
-        self._pools = [
-            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="localdts-grpc"),
-            futures.ThreadPoolExecutor(max_workers=self._call_workers, thread_name_prefix="localdts-call"),
-        ]
-        server = grpc.server(self._pools[0], options=[
-            ("grpc.so_reuseport", 0),
-            # Our clients ping every 10 s to find half-open links (sbworker.core.clients): allow it, idle or not.
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            # gRPC's BDP probes come on top of those pings; with the default of 2 "strikes" a busy machine saw a
-            # worker's stream closed with GOAWAY too_many_pings mid-test. A local backend never hangs up on a
-            # client for pinging.
-            ("grpc.http2.max_ping_strikes", 0),
-            # And we ping them: a worker stream on a half-open link ends within 15 s, so the work item it held is
-            # offered to another stream instead of waiting for an answer that cannot come.
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_timeout_ms", 5_000),
-            ("grpc.max_receive_message_length", limits.SERVER_MAX_RECEIVE_BYTES),
-        ])
-        add = cast(Callable[[Any, grpc.Server], None], stubs.add_TaskHubSidecarServiceServicer_to_server)
-        add(OnCallPool(self, self._pools[1]), server)
-        address = f"{_grpc_host(self._host)}:{self._port}"
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            server.stop(None)
-            self._shutdown_pools()
-            raise OSError(f"cannot listen on {address}: {exc}") from None
-        if not port:
-            server.stop(None)
-            self._shutdown_pools()
-            raise OSError(f"cannot listen on {address}")
-        self._port = port
+        server, self._pools, self._port = open_server(self, self._host, self._port, self._max_workers,
+                                                      self._call_workers)
         self._server = server
+        self.activate()
+        server.start()
+        log.info("localdts backend serving on %s:%d", self._host, self._port)
+        return f"localhost:{self._port}"
+
+    def activate(self) -> None:
+        """Start what runs beside the gRPC calls (commits, timers); ``start`` does it, or whoever serves this
+        backend's calls (:class:`~localdts.hubs.TaskHubs`, one backend per task hub)."""
+        self._shutdown_event.clear()
         if self._commits is not None:
             self._commits.start()
-        server.start()
         self._timers.start()
-        log.info("localdts backend serving on %s:%d", self._host, port)
-        return f"localhost:{port}"
+
+    def quiesce(self) -> None:
+        """End this backend's work-item streams (the server is about to stop)."""
+        self._shutdown_event.set()
+        self._work_available.set()
 
     def stop(self, grace: float | None = None) -> None:
         super().stop(grace)

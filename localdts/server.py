@@ -5,9 +5,13 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from concurrent import futures
 from pathlib import Path
 
-from .backend import DEFAULT_MAX_WORKERS, DurableBackend
+import grpc
+
+from .backend import DEFAULT_MAX_WORKERS, DurableBackend, open_server
+from .hubs import DEFAULT_HUB, TaskHubs, hub_file, stored_hubs
 from .limits import MAX_WORK_ITEM_BYTES
 from .store import Store, resolve
 
@@ -47,9 +51,10 @@ class LocalDts:
 
     With ``data_path`` (a directory, ``dts.sqlite3`` inside, or a ``.sqlite3`` file) every instance survives a
     restart or a crash; without it, state lives in memory and survives ``stop()``/``start()`` on this object
-    only. ``start()`` raises :class:`~localdts.store.DataFileError` for an unusable data file and ``OSError``
-    when the port is taken. ``port=0`` picks a free port once and keeps it across restarts. A ``host`` other
-    than loopback needs ``allow_remote=True`` (:class:`ExposureError` otherwise).
+    only. Task hubs are kept apart (:mod:`localdts.hubs`). ``start()`` raises
+    :class:`~localdts.store.DataFileError` for an unusable data file and ``OSError`` when the port is taken.
+    ``port=0`` picks a free port once and keeps it across restarts. A ``host`` other than loopback needs
+    ``allow_remote=True`` (:class:`ExposureError` otherwise).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, data_path: str | Path | None = None, *,
@@ -63,45 +68,64 @@ class LocalDts:
         self.fsync = fsync
         self.max_workers = max_workers
         self._lock = threading.Lock()
-        self._backend: DurableBackend | None = None
-        self._memory_backend: DurableBackend | None = None
-        self._store: Store | None = None
+        self._hubs: TaskHubs | None = None
+        self._stores: list[Store] = []
+        self._server: grpc.Server | None = None
+        self._pools: list[futures.ThreadPoolExecutor] = []
         self._running = False
+
+    def _make(self, hub: str) -> DurableBackend:
+        """One task hub's backend (with its own data file, when durable)."""
+        store = Store(hub_file(resolve(self.data_path), hub), fsync=self.fsync) if self.data_path is not None \
+            else None
+        try:
+            backend = DurableBackend(host=self.host, port=self._port, store=store, max_workers=self.max_workers,
+                                     max_work_item_bytes=self.max_work_item_bytes)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        if store is not None:
+            self._stores.append(store)
+        return backend
 
     def start(self) -> LocalDts:
         """Load the data (if any), bind and serve; returns self. A no-op while running."""
         with self._lock:
             if self._running:
                 return self
-            store = Store(self.data_path, fsync=self.fsync) if self.data_path is not None else None
+            if self._hubs is None or self.data_path is not None:  # memory mode keeps its hubs across restarts
+                self._hubs = TaskHubs(self._make)
+            hubs = self._hubs
             try:
-                if store is None and self._memory_backend is not None:
-                    backend = self._memory_backend
-                else:
-                    backend = DurableBackend(host=self.host, port=self._port, store=store,
-                                             max_workers=self.max_workers,
-                                             max_work_item_bytes=self.max_work_item_bytes)
-                backend.start()
+                hubs.open([DEFAULT_HUB, *(stored_hubs(resolve(self.data_path)) if self.data_path else [])])
+                self._server, self._pools, self._port = open_server(hubs, self.host, self._port, self.max_workers)
             except BaseException:
-                if store is not None:
-                    store.close()
+                self._close_stores()
                 raise
-            if store is None:
-                self._memory_backend = backend
-            self._backend, self._store = backend, store
-            self._port = backend.port
+            hubs.activate()
+            self._server.start()
+            log.info("localdts serving on %s:%d", self.host, self._port)
             self._running = True
             return self
+
+    def _close_stores(self) -> None:
+        for store in self._stores:
+            store.close()
+        self._stores = []
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Stop serving (open streams end, their work is offered again on the next start). Safe to call twice."""
         with self._lock:
-            if not self._running or self._backend is None:
+            if not self._running or self._hubs is None or self._server is None:
                 return
-            self._backend.stop(grace)
-            if self._store is not None:
-                self._store.close()
-            self._store = None
+            self._hubs.quiesce()
+            self._server.stop(grace).wait()
+            self._hubs.stop()
+            for pool in self._pools:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self._pools, self._server = [], None
+            self._close_stores()
             self._running = False
 
     def __enter__(self) -> LocalDts:
@@ -134,7 +158,11 @@ class LocalDts:
 
     @property
     def backend(self) -> DurableBackend:
-        """The running servicer, for tests that look inside; RuntimeError when stopped."""
-        if self._backend is None or not self._running:
+        """The default task hub's backend, for tests that look inside; RuntimeError when stopped."""
+        return self.hub(DEFAULT_HUB)
+
+    def hub(self, name: str) -> DurableBackend:
+        """A task hub's backend (made if new), for tests that look inside; RuntimeError when stopped."""
+        if self._hubs is None or not self._running:
             raise RuntimeError("localdts is not running")
-        return self._backend
+        return self._hubs.get(name)

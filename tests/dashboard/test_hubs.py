@@ -43,9 +43,6 @@ def test_the_selector_switches_and_remembers_the_hub(two_hubs: Web, stack: Stack
     assert refused.notice() == "Unknown task hub." and chosen(refused.text) == "other-hub"
 
 
-@pytest.mark.xfail(strict=True, reason="localdts serves one task hub whatever the taskhub header names (DTS keeps "
-                                       "each hub apart): asked of the localdts owner in the team's "
-                                       "localdts-requests.md; remove this mark when it lands")
 def test_each_hub_lists_only_its_own_instances(two_hubs: Web, stack: Stack, dts: DurableTaskSchedulerClient,
                                                run_id: str) -> None:
     finished(dts, dts.schedule_new_orchestration("hello_cities", instance_id=f"{run_id}-home"))

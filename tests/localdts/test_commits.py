@@ -154,7 +154,7 @@ def test_stop_writes_what_is_left(harness: Harness) -> None:
 
 def test_a_start_whose_commit_fails_is_not_acknowledged_and_is_written_later(
         dts: LocalDts, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = dts._store
+    store = dts.backend._store
     assert store is not None
     real_write = store.write
     writes: list[int] = []
