@@ -69,7 +69,9 @@ class Proc:
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(10)
 
-    def terminate(self, timeout: float = 15.0) -> int:
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and the exit code. The bound is generous: with the shared machine's load at 10-14, a clean exit
+        twice took over 15 s (unloaded, and under two busy loops, 25 exits took at most 2.8 s)."""
         assert self.popen is not None
         self.popen.send_signal(signal.SIGTERM)
         return self.popen.wait(timeout)
