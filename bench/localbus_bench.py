@@ -2,6 +2,7 @@
 
     python -m bench.localbus_bench [--messages 2000] [--store memory|sqlite|both]
     python -m bench.localbus_bench --filters
+    python -m bench.localbus_bench --backlog [--sizes 10000,100000,1000000]
 
 Measures messages/s for sending in batches and for receive + complete with concurrency 1 and 32 and prefetch 0
 and 100. Concurrency C means one receiver asking for up to C messages at a time and completing them concurrently,
@@ -16,6 +17,11 @@ same applies against the real service); the extra rows show it.
 characters (medians of 7; the plain ``.*`` translation localbus once used, on 200 and 400 characters, for
 comparison), and how long the I/O loop takes to answer while a topic's 2,000 filters take seconds to
 evaluate for one message.
+
+``--backlog`` fills a store with N queued messages through the store's own code (``SqlitePersistence.insert``,
+one transaction per 50,000), starts ``python -m localbus --data`` on it in a child process, and prints the
+child's start-up time and RSS, and the receive + complete rate of 5,000 messages (aio SDK, prefetch 100, 32 at a
+time), beside the same figures for a queue holding only those 5,000: medians (and range) of rotated rounds.
 """
 
 from __future__ import annotations
@@ -23,19 +29,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
+from proton import Message
 
-from localbus import LocalBus
+from bench.stack import free_port, proc_status_kib
+from localbus import LocalBus, codec
 from localbus.sqlfilter import LikePattern
+from localbus.store import ACTIVE, SqlitePersistence
 
 QUEUE = "bench"
 BATCH = 100
@@ -202,12 +215,114 @@ def loop_during_heavy_routing() -> str:
             f"median {statistics.median(pings):.2f} ms, max {max(pings):.1f} ms")
 
 
+BACKLOG_RECEIVE = 5_000
+
+
+def fill_store(data: Path, queue: str, count: int, first: int = 1) -> None:
+    """``count`` messages in ``queue``'s store, written as the broker writes them (same rows, same blobs)."""
+    store = SqlitePersistence(data, synchronous="OFF", min_free_bytes=0)
+    template = codec.parse_message(bytes(Message(id="m", body=PAYLOAD).encode()))
+    now = int(time.time() * 1000)
+    key = queue.lower()
+    try:
+        for start in range(first, first + count, 50_000):
+            stop = min(first + count, start + 50_000)
+            for seq in range(start, stop):
+                store.insert(key, seq, ACTIVE, 0, now, None, template.with_message_id(f"m{seq}").wire(0, []))
+            store.set_last_sequence(key, stop - 1)
+            store.commit()
+    finally:
+        store.close()
+
+
+@dataclass
+class BacklogRun:
+    start_s: float
+    rss_start: float
+    rss_after: float
+    rate: float
+
+
+async def _receive_backlog(connection: str, count: int) -> float:
+    async with ServiceBusClient.from_connection_string(connection) as sb, sb.get_queue_receiver(
+            QUEUE, prefetch_count=100, socket_timeout=0.02) as receiver:
+        done = 0
+        started = 0.0
+        while done < count:
+            batch = await receiver.receive_messages(max_message_count=min(32, count - done), max_wait_time=10)
+            if not batch:
+                raise RuntimeError(f"only {done} of {count} messages arrived")
+            if not started:
+                started = time.perf_counter()  # from the first message on: link set-up is not measured
+            await asyncio.gather(*(receiver.complete_message(m) for m in batch))
+            done += len(batch)
+        return (count - 32) / (time.perf_counter() - started)
+
+
+def backlog_round(data: Path, config: Path) -> BacklogRun:
+    """Start localbus on ``data`` in a child process; its start-up, RSS, and the rate of receiving 5,000."""
+    port = free_port()
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "localbus", "--port", str(port), "--config", str(config),
+                              "--data", str(data), "--min-free-mb", "0"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert child.stdout is not None
+        connection = child.stdout.readline().strip()
+        start_s = time.perf_counter() - started
+        rss_start = proc_status_kib(child.pid, "VmRSS") / 1024
+        rate = asyncio.run(_receive_backlog(connection, BACKLOG_RECEIVE))
+        return BacklogRun(start_s, rss_start, proc_status_kib(child.pid, "VmRSS") / 1024, rate)
+    finally:
+        child.terminate()
+        child.wait(60)
+
+
+def backlog_rows(sizes: list[int], rounds: int = 3) -> list[str]:
+    """One store per size, filled once; rounds rotate through the sizes (so that the machine's drift falls on all
+    of them alike), each receiving 5,000 (the baseline's store is refilled)."""
+    lines = ["| queued messages | start-up, s | RSS at start, MiB | RSS after, MiB | receive + complete, msg/s | "
+             "vs. a queue of 5,000 |", "|---|---|---|---|---|---|"]
+    all_sizes = [BACKLOG_RECEIVE, *sizes]
+    runs: dict[int, list[BacklogRun]] = {size: [] for size in all_sizes}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "Config.json"
+        config.write_text(json.dumps({"UserConfig": {"Namespaces": [{"Name": "ns", "Queues": [
+            {"Name": QUEUE, "Properties": {"LockDuration": "PT5M"}}]}]}}))
+        stores = {size: Path(tmp) / f"data-{size}" for size in all_sizes}
+        for size, data in stores.items():
+            fill_store(data, QUEUE, size if size == BACKLOG_RECEIVE else size + (rounds - 1) * BACKLOG_RECEIVE)
+        for n in range(rounds):
+            for size in all_sizes if n % 2 == 0 else all_sizes[::-1]:
+                if size == BACKLOG_RECEIVE and runs[size]:
+                    fill_store(stores[size], QUEUE, size, first=len(runs[size]) * size + 1)
+                runs[size].append(backlog_round(stores[size], config))
+    print("\n".join(lines), flush=True)
+    baseline: BacklogRun | None = None
+    for size in all_sizes:
+        run = BacklogRun(*(statistics.median(getattr(r, f) for r in runs[size])
+                           for f in ("start_s", "rss_start", "rss_after", "rate")))
+        baseline = baseline or run
+        spread = f"{min(r.rate for r in runs[size]):,.0f}-{max(r.rate for r in runs[size]):,.0f}"
+        lines.append(f"| {size:,} | {run.start_s:.1f} | {run.rss_start:.0f} | {run.rss_after:.0f} | "
+                     f"{run.rate:,.0f} ({spread}) | {run.rate / baseline.rate:.2f}x |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.localbus_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per measurement (default: 2000)")
     parser.add_argument("--store", choices=["memory", "sqlite", "both"], default="both")
     parser.add_argument("--filters", action="store_true", help="time the filter engine instead (see above)")
+    parser.add_argument("--backlog", action="store_true", help="cost of a long queue instead (see above)")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="backlog sizes (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="backlog rounds per size (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.backlog:
+        print(f"localbus backlog, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
+        backlog_rows([int(n) for n in args.sizes.split(",")], args.rounds)
+        return 0
     if args.filters:
         print(f"localbus filters, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
         print("\n".join(like_rows()))

@@ -2,7 +2,8 @@
 
 Everything here runs on the server's single I/O thread, so no locking is needed and two receivers can never
 hold the same message. Time is wall-clock milliseconds (Service Bus reports lock expiry and enqueue time as
-timestamps); deadlines are kept in one heap with lazy invalidation.
+timestamps); deadlines are kept in one heap with lazy invalidation. With a store, a long queue's tail stays on
+disk (see HOT_MESSAGES), so memory does not grow with the number of queued messages.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .sessions import (
     check_session_ids,
 )
 from .sqlfilter import MessageView
-from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence, StorageError
+from .store import ACTIVE, DEFERRED, SCHEDULED, Persistence, StorageError, StoredRow
 from .topics import Rule, TopicSpec, message_view, subscription_path
 
 log = logging.getLogger("localbus.broker")
@@ -42,6 +43,11 @@ _SEQ = codec.enc_symbol(b"x-opt-sequence-number")
 _ENQ = codec.enc_symbol(b"x-opt-enqueued-time")
 _LOCKED = codec.enc_symbol(b"x-opt-locked-until")
 _STATE = codec.enc_symbol(b"x-opt-message-state")  # 0 active, 1 deferred, 2 scheduled: our store's numbering
+
+# A long queue stays on disk: with a store, an entity without sessions keeps at most HOT_MESSAGES available
+# messages in memory (locked, deferred and scheduled ones always are); the rest are read back half as many at a
+# time, in sequence order, once fewer than a fifth are left. So memory does not grow with the queue's length.
+HOT_MESSAGES = 10_000  # PAGE is half of it, REFILL_BELOW a fifth
 
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
 TTL_EXPIRED = "TTLExpiredException"
@@ -133,6 +139,8 @@ class Entity:
     route_cost: tuple[int, int] = (0, 0)  # a topic's (filter steps, LIKE pattern length): see .routing
     routing: collections.deque[Routing] = field(default_factory=collections.deque)  # a topic's sends, in order
     sessions: dict[str, Session] = field(default_factory=dict)  # with RequiresSession: its sessions by id
+    horizon: int | None = None  # available messages from this sequence number on may be on disk only...
+    cold: int = 0  # ...and this many of them are
     waiting: list[Waiter] = field(default_factory=list)  # receivers waiting for the next available session
 
     @property
@@ -166,8 +174,11 @@ class Broker:
     """All entities, locks and timers of one localbus instance."""
 
     def __init__(self, queues: dict[str, QueueSettings], persistence: Persistence | None = None,
-                 clock: Callable[[], int] = now_ms, topics: Mapping[str, TopicSpec] | None = None) -> None:
+                 clock: Callable[[], int] = now_ms, topics: Mapping[str, TopicSpec] | None = None,
+                 hot_messages: int = HOT_MESSAGES) -> None:
         self.persistence = persistence or Persistence()
+        self.hot_messages = max(hot_messages, 10)
+        self.page = self.hot_messages // 2
         self.clock = clock
         self.entities: dict[str, Entity] = {}
         self.locks: dict[uuid.UUID, Record] = {}
@@ -209,23 +220,23 @@ class Broker:
                 self.entities[key].last_seq = max(self.entities[key].last_seq, seq)
         now = self.clock()
         restored = 0
-        for row in p.rows():
-            entity = self.entities.get(row.entity)
+        for key in p.entities():
+            entity = self.entities.get(key)
             if entity is None:
-                log.warning("data file has messages for unknown entity %r: kept on disk, not served", row.entity)
+                log.warning("data file has messages for unknown entity %r: kept on disk, not served", key)
                 continue
-            msg = codec.parse_message(row.blob)
-            rec = Record(entity, row.seq, msg, row.enqueued_ms, row.delivery_count, row.state, row.expires_ms)
-            entity.records[row.seq] = rec
-            entity.last_seq = max(entity.last_seq, row.seq)
-            self._join_session(rec)
-            restored += 1
-            if row.state == SCHEDULED:
-                self._timer(row.enqueued_ms, 0, rec)
-            elif row.state == ACTIVE:
-                self._make_ready(rec)
-            if rec.expires_ms is not None and row.state != SCHEDULED:
-                self._timer(rec.expires_ms, 2, rec)
+            for row in p.rows(key, active=False):  # scheduled and deferred: all of them
+                self._restore(entity, row)
+                restored += 1
+            if not self._pages(entity):
+                for row in p.rows(key, active=True):
+                    self._restore(entity, row)
+                    restored += 1
+                continue
+            entity.horizon = 0
+            restored += self._page_in(entity, self.hot_messages)
+            entity.cold = p.count_active(key, entity.horizon) if entity.horizon is not None else 0
+            restored += entity.cold
         for key, message_id, expires_ms in p.dedup_entries():
             if key in self.entities and expires_ms > now:
                 self.entities[key].dedup[message_id] = expires_ms
@@ -234,6 +245,53 @@ class Broker:
                 self._session(self.entities[key], session_id).state = state
         if restored:
             log.info("restored %d messages from %s", restored, getattr(p, "path", "storage"))
+
+    def _restore(self, entity: Entity, row: StoredRow) -> Record:
+        """A stored message back in memory, with its place (ready, or its timer)."""
+        rec = Record(entity, row.seq, codec.parse_message(row.blob), row.enqueued_ms, row.delivery_count, row.state,
+                     row.expires_ms)
+        entity.records[row.seq] = rec
+        entity.last_seq = max(entity.last_seq, row.seq)
+        self._join_session(rec)
+        if row.state == SCHEDULED:
+            self._timer(row.enqueued_ms, 0, rec)
+        elif row.state == ACTIVE:
+            self._make_ready(rec)
+        if rec.expires_ms is not None and row.state != SCHEDULED:
+            self._timer(rec.expires_ms, 2, rec)
+        return rec
+
+    # --- a long queue stays on disk -------------------------------------------------------------------------
+
+    def _pages(self, entity: Entity) -> bool:
+        """Whether this entity may keep available messages on disk only (a store; no sessions)."""
+        return self.persistence.durable and not entity.sessionful and entity.kind != TOPIC
+
+    def _spill(self, entity: Entity, seq: int) -> bool:
+        """Whether a message that became available should stay on disk only (it is already written there)."""
+        if not self._pages(entity) or (entity.horizon is None and len(entity.ready) < self.hot_messages):
+            return False
+        entity.horizon = seq if entity.horizon is None else min(entity.horizon, seq)
+        entity.cold += 1
+        return True
+
+    def _page_in(self, entity: Entity, limit: int | None = None) -> int:
+        """Read the next available messages from disk, in sequence order; returns how many came back."""
+        if entity.horizon is None:
+            return 0
+        limit = limit or self.page
+        rows = list(self.persistence.rows(entity.key, active=True, from_seq=entity.horizon, limit=limit))
+        loaded = 0
+        for row in rows:
+            if row.seq not in entity.records:  # not one that came back to memory some other way
+                self._restore(entity, row)
+                loaded += 1
+        entity.cold = max(0, entity.cold - loaded)
+        if len(rows) < limit:
+            entity.horizon, entity.cold = None, 0
+        else:
+            entity.horizon = rows[-1].seq + 1
+        return loaded
 
     def reset(self) -> None:
         """Forget every message, lock, timer and consumer held in memory; the store keeps what was committed."""
@@ -251,6 +309,7 @@ class Broker:
             entity.sessions.clear()
             entity.waiting.clear()
             entity.last_seq = 0
+            entity.horizon, entity.cold = None, 0
 
     def reload(self) -> None:
         """Make memory what the store holds, as a restart would (after a failed write: see server.py)."""
@@ -441,9 +500,11 @@ class Broker:
         rec = Record(entity, seq, msg, enqueued, 0, SCHEDULED if scheduled else ACTIVE, None)
         if not scheduled:
             rec.expires_ms = self._expiry(entity, msg, enqueued)
+        self._persist_insert(rec)
+        if not scheduled and self._spill(entity, seq):
+            return
         entity.records[seq] = rec
         self._join_session(rec)
-        self._persist_insert(rec)
         if scheduled:
             self._timer(enqueued, 0, rec)
         else:
@@ -507,9 +568,15 @@ class Broker:
                 self.dirty.add(rec.entity)
 
     def _next_ready(self, entity: Entity, now: int, ready: list[int] | None = None) -> Record | None:
-        """Pop the next available record from ``ready`` (the entity's heap, or a session's)."""
+        """Pop the next available record from ``ready`` (the entity's heap, or a session's); the entity's own heap
+        is refilled from disk as it runs low (stale entries count, so it may also run dry first)."""
+        paged = ready is None
         ready = entity.ready if ready is None else ready
-        while ready:
+        while True:
+            if paged and entity.horizon is not None and len(ready) < self.hot_messages // 5:
+                self._page_in(entity)
+            if not ready:
+                return None
             seq = heapq.heappop(ready)
             rec = entity.records.get(seq)
             if rec is None or rec.state != ACTIVE or rec.lock_token is not None:
@@ -521,7 +588,6 @@ class Broker:
                 except MoveFailed:
                     pass  # logged; deliver it rather than hide it
             return rec
-        return None
 
     def take(self, entity: Entity, peek_lock: bool, session: Session | None = None
              ) -> tuple[Record, uuid.UUID | None, bytes] | None:
@@ -577,7 +643,7 @@ class Broker:
                 self._offer_sessions(entity)
                 continue
             consumers = entity.consumers
-            while entity.ready and consumers:
+            while (entity.ready or entity.horizon is not None) and consumers:
                 n = len(consumers)
                 for i in range(n):
                     consumer = consumers[(entity.rr + i) % n]
@@ -608,13 +674,19 @@ class Broker:
              session_id: str | None = None) -> list[bytes]:
         """Messages from ``from_seq`` on (of one session, if given), in order, without locking (any state); at
         most ``max_bytes`` of them in total, but always the first one."""
-        seqs = sorted(s for s, rec in entity.records.items() if s >= from_seq and (
-            session_id is None or (rec.session is not None and rec.session.session_id == session_id)))
-        seqs = seqs[:max(count, 0)]
+        count = max(count, 0)
+        found = {s: rec for s, rec in entity.records.items() if s >= from_seq and (
+            session_id is None or (rec.session is not None and rec.session.session_id == session_id))}
+        if entity.horizon is not None and session_id is None:  # and those still on disk only
+            for row in self.persistence.rows(entity.key, active=True, from_seq=max(from_seq, entity.horizon),
+                                             limit=count):
+                if row.seq not in found:
+                    found[row.seq] = Record(entity, row.seq, codec.parse_message(row.blob), row.enqueued_ms,
+                                            row.delivery_count, row.state, row.expires_ms)
         out: list[bytes] = []
         size = 0
-        for seq in seqs:
-            rec = entity.records[seq]
+        for seq in sorted(found)[:count]:
+            rec = found[seq]
             wire = self._wire(rec, self._lock_end(rec) if rec.lock_token else None)
             size += len(wire)
             if out and max_bytes is not None and size > max_bytes:
@@ -760,9 +832,10 @@ class Broker:
             rec.gone = True
         else:
             self._remove(rec)
-        target.records[rec.seq] = moved
         target.last_seq = max(target.last_seq, rec.seq)
-        self._make_ready(moved)
+        if not self._spill(target, rec.seq):
+            target.records[rec.seq] = moved
+            self._make_ready(moved)
 
     def _remove(self, rec: Record) -> None:
         self._unlock(rec)
@@ -916,9 +989,9 @@ class Broker:
             raise KeyError(path)
         recs = list(entity.records.values())
         return {
-            "active": sum(1 for r in recs if r.state == ACTIVE and r.lock_token is None),
+            "active": sum(1 for r in recs if r.state == ACTIVE and r.lock_token is None) + entity.cold,
             "locked": sum(1 for r in recs if r.lock_token is not None),
             "deferred": sum(1 for r in recs if r.state == DEFERRED and r.lock_token is None),
             "scheduled": sum(1 for r in recs if r.state == SCHEDULED),
-            "total": len(recs),
+            "total": len(recs) + entity.cold,
         }

@@ -25,7 +25,7 @@ from proton import Collector, Connection, Transport
 
 from .amqp import INCOMING_CREDIT, ConnectionHandler, ServerContext
 from .auth import LOCAL_HOSTS, TokenAuthority
-from .broker import Broker
+from .broker import HOT_MESSAGES, Broker
 from .config import DEFAULT_CONFIG_PATH, QueueSettings, load_config, queue_settings
 from .deliveryids import DeliveryIdRewriter
 from .routing import RoutingWorker
@@ -515,6 +515,7 @@ class LocalBus:
     verified here and are refused unless ``accept_jwt=True``. ``idle_timeout`` (advertised in Open, Service
     Bus's 120 s), ``handshake_timeout`` and ``link_credit`` exist so tests can exercise the limits quickly.
     ``min_free_bytes``: with ``data_path``, sends are refused while the disk has less free space than this.
+    ``hot_messages``: with ``data_path``, available messages an entity keeps in memory (the rest wait on disk).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, config_path: str | Path | None = None,
@@ -524,7 +525,8 @@ class LocalBus:
                  key: str | None = None, key_name: str = DEFAULT_KEY_NAME, *, sas_key: str | None = None,
                  accept_jwt: bool = False, hostnames: Iterable[str] = (), allow_remote: bool = False,
                  idle_timeout: float = IDLE_TIMEOUT, handshake_timeout: float = HANDSHAKE_TIMEOUT,
-                 link_credit: int = INCOMING_CREDIT, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+                 link_credit: int = INCOMING_CREDIT, min_free_bytes: int = MIN_FREE_BYTES,
+                 hot_messages: int = HOT_MESSAGES) -> None:
         key = key or sas_key or DEFAULT_SAS_KEY  # sas_key: the older name of the same setting
         check_exposure(host, key, allow_remote)
         self.host = host
@@ -547,6 +549,7 @@ class LocalBus:
         self.handshake_timeout = handshake_timeout
         self.link_credit = link_credit
         self.min_free_bytes = min_free_bytes
+        self.hot_messages = hot_messages
         self.auth = TokenAuthority(key_name, self.key, accept_jwt=accept_jwt,
                                    hosts=namespace_hosts(host, hostnames))
         self._lock = threading.Lock()
@@ -571,7 +574,7 @@ class LocalBus:
                 raise
             self._port = int(listener.getsockname()[1])
             if self.data_path is not None:
-                broker = Broker(self.queues, persistence, topics=self.topics)
+                broker = Broker(self.queues, persistence, topics=self.topics, hot_messages=self.hot_messages)
             elif self._memory_broker is not None:
                 broker = self._memory_broker
                 broker.restart()

@@ -80,8 +80,18 @@ class Persistence:
         """After a failure: reopen the store and check that a write succeeds; True once it does."""
         return True
 
-    def rows(self) -> Iterator[StoredRow]:
+    def rows(self, entity: str | None = None, *, active: bool | None = None, from_seq: int = 0,
+             limit: int | None = None) -> Iterator[StoredRow]:
+        """Stored messages in (entity, sequence) order: of one entity or all, active ones only (``active=True``),
+        the others only (``False``) or all, from a sequence number on, at most ``limit`` of them."""
         return iter(())
+
+    def count_active(self, entity: str, from_seq: int = 0) -> int:
+        return 0
+
+    def entities(self) -> list[str]:
+        """Entities with stored messages."""
+        return []
 
     def last_sequences(self) -> dict[str, int]:
         return {}
@@ -132,6 +142,8 @@ CREATE TABLE IF NOT EXISTS dedup (
     entity TEXT NOT NULL, message_id TEXT NOT NULL, expires_ms INTEGER NOT NULL, PRIMARY KEY (entity, message_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS health (id INTEGER PRIMARY KEY, written_ms INTEGER NOT NULL);
+-- Scheduled and deferred messages, which start-up loads whatever the queue's length (see Broker._load).
+CREATE INDEX IF NOT EXISTS messages_held ON messages (entity, seq) WHERE state != 0;
 CREATE TABLE IF NOT EXISTS session_state (
     entity TEXT NOT NULL, session_id TEXT NOT NULL, state BLOB NOT NULL, PRIMARY KEY (entity, session_id)
 ) WITHOUT ROWID;
@@ -244,11 +256,31 @@ class SqlitePersistence(Persistence):
         self._db, self.failure = db, None
         return True
 
-    def rows(self) -> Iterator[StoredRow]:
-        cursor = self._conn().execute("SELECT entity, seq, state, delivery_count, enqueued_ms, expires_ms, blob "
-                                      "FROM messages ORDER BY entity, seq")
-        for row in cursor:
+    def rows(self, entity: str | None = None, *, active: bool | None = None, from_seq: int = 0,
+             limit: int | None = None) -> Iterator[StoredRow]:
+        where, params = ["seq >= ?"], [from_seq]
+        if entity is not None:
+            where.append("entity = ?")
+            params.append(entity)  # type: ignore[arg-type]
+        if active is not None:
+            where.append("state = 0" if active else "state != 0")
+        sql = ("SELECT entity, seq, state, delivery_count, enqueued_ms, expires_ms, blob FROM messages WHERE "
+               + " AND ".join(where) + " ORDER BY entity, seq" + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        for row in self._conn().execute(sql, params):
             yield StoredRow(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]))
+
+    def count_active(self, entity: str, from_seq: int = 0) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM messages WHERE entity = ? AND seq >= ? AND state = 0",
+                                        (entity, from_seq)).fetchone()[0])
+
+    def entities(self) -> list[str]:
+        found: list[str] = []
+        while True:  # one index step per entity, however many messages each has
+            row = self._conn().execute("SELECT entity FROM messages WHERE entity > ? ORDER BY entity LIMIT 1",
+                                       (found[-1] if found else "",)).fetchone()
+            if row is None:
+                return found
+            found.append(row[0])
 
     def last_sequences(self) -> dict[str, int]:
         return {entity: seq for entity, seq in self._conn().execute("SELECT entity, last_seq FROM sequences")}
