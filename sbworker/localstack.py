@@ -51,12 +51,15 @@ def backends(environ: Mapping[str, str] | None = None, *, host: str = "127.0.0.1
     """Start localdts, then localbus (a data file that is not ours is refused before anything else runs); stop
     both on exit. `environ` is read as `sbworker run` reads the environment, then pointed at the two."""
     from localbus import ConfigError as BusConfigError
-    from localbus import LocalBus
+    from localbus import LocalBus, StorageError
     from localdts import DataFileError, LocalDts
 
     settings = config.load(environ or {})
     if data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError("--data", f"cannot create the data directory {data_dir}: {error.strerror}") from None
     try:
         bus = LocalBus(host=host, port=servicebus_port, config_path=config_path, key=key, allow_remote=allow_remote,
                        data_path=data_dir / "servicebus.sqlite3" if data_dir else None)
@@ -69,7 +72,10 @@ def backends(environ: Mapping[str, str] | None = None, *, host: str = "127.0.0.1
     except DataFileError as error:  # `sbworker dev --data` names a file that is not localdts's
         raise ConfigError("--data", str(error)) from None
     try:
-        bus.start()
+        try:
+            bus.start()
+        except StorageError as error:  # `sbworker dev --data` where the message store cannot be written
+            raise ConfigError("--data", str(error)) from None
         try:
             yield Backends(bus, dts, dataclasses.replace(
                 settings,

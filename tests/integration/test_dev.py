@@ -217,3 +217,17 @@ def test_dev_with_data_that_is_not_ours_is_one_line_and_exit_2(tmp_path: Path) -
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("configuration error: --data:"), done.stderr
     assert (tmp_path / "dts.sqlite3").read_bytes() == b"this is not a database" * 100
+
+
+def test_dev_with_data_it_cannot_write_or_create_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """The message store that cannot be opened and the data directory that cannot be created were tracebacks."""
+    (tmp_path / "store" / "servicebus.sqlite3").mkdir(parents=True)  # a directory where the message store goes
+    (tmp_path / "a-file").write_text("")
+    for data, problem in ((tmp_path / "store", "cannot write the message store"),
+                          (tmp_path / "a-file" / "sub", "cannot create the data directory")):
+        done = sbworker("dev", "--servicebus-port", str(free_port()), "--dts-port", str(free_port()),
+                        "--data", str(data), "--no-demo", "--dashboard-port", "0", env=_dev_env())
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("configuration error: --data:") and problem in last, done.stderr
