@@ -28,6 +28,9 @@ def test_an_installed_sbworker_dev_runs_outside_the_repository(tmp_path: Path) -
     [wheel] = wheels.glob("sbworker-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "sbworker/Config.json" in names
+    # The contract's schema files: the listener validates with them, and the AsyncAPI document is built from them.
+    schemas = {"sbworker/core/schemas/event.schema.json", "orchestrations/schemas/PaymentReceived.schema.json"}
+    assert schemas <= set(names)
     assert not [n for n in names if n.startswith(("bench/", "tests/"))], "bench/ and tests/ are not shipped"
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site),
@@ -57,3 +60,6 @@ def test_an_installed_sbworker_dev_runs_outside_the_repository(tmp_path: Path) -
     imported = subprocess.run([sys.executable, "-c", "import sbworker; print(sbworker.LOCAL_CONFIG)"], cwd=elsewhere,
                               env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert imported.startswith(str(site)), imported
+    described = subprocess.run([sys.executable, "-m", "sbworker", "contract", "--asyncapi"], cwd=elsewhere, env=env,
+                               capture_output=True, text=True, check=True).stdout
+    assert described == (REPO / "docs" / "asyncapi.yaml").read_text(encoding="utf-8")
