@@ -57,12 +57,12 @@ class Pipeline:
                 try:
                     action = await self._decide(delivery)
                 except asyncio.CancelledError:
-                    await asyncio.shield(self._settler.settle(delivery, Abandon(AbandonReason.SHUTDOWN)))
+                    await self._settler.settle(delivery, Abandon(AbandonReason.SHUTDOWN))
                     raise
                 except Exception:
                     log.exception("unexpected error handling message %s; abandoning it", field(message.message_id))
                     action = Abandon(AbandonReason.UNEXPECTED_ERROR)
-                await asyncio.shield(self._settler.settle(delivery, action))
+                await self._settler.settle(delivery, action)
         finally:
             renewer.release(message)
 

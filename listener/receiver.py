@@ -159,7 +159,7 @@ class Listener:
             renewer = LockKeeper(receiver, max_hold=MAX_LOCK_RENEWAL_SECONDS, metrics=self._observer.metrics)
             slots = Slots(self._settings.max_concurrent_messages, prefetch=self._settings.prefetch_count,
                           metrics=self._observer.metrics)
-            self._settler.open(client)
+            self._settler.open(client, receiver)
             try:
                 async with receiver:  # opens the link: from here on we are connected
                     self._connected()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -16,17 +17,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.servicebus.aio import ServiceBusClient, ServiceBusSender
+from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
 from azure.servicebus.exceptions import MessageLockLostError
 
 from listener.delivery import Delivery
 from listener.settlement import Abandon, Action, Complete, DeadLetter, RetryHistory, RetryLater
+from sbworker import patches
 from sbworker.core import messages
 from sbworker.core.codes import AbandonReason, Reason
 from sbworker.core.entities import Source
 from sbworker.core.errors import one_line
 from sbworker.core.text import clip
 from sbworker.observability.observer import Observer
+from sbworker.patches.settle_batch import SettlementBatch
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +50,14 @@ class Settler:
         self._alive = alive
         self._client: ServiceBusClient | None = None
         self._sender: ServiceBusSender | None = None
+        self._batch: SettlementBatch | None = None
         # One shared sender for re-enqueues: the SDK does not guard a link's concurrent first use, so serialise.
         self._sender_lock = asyncio.Lock()
 
-    def open(self, client: ServiceBusClient) -> None:
-        """The client of the session now starting (its retry-queue sender is made on first use)."""
+    def open(self, client: ServiceBusClient, receiver: ServiceBusReceiver) -> None:
+        """The client and receiver of the session now starting (its retry-queue sender is made on first use)."""
         self._client = client
+        self._batch = patches.settlement_batch(receiver)
 
     async def close(self) -> None:
         if self._sender is not None:
@@ -60,8 +65,23 @@ class Settler:
                 await self._sender.close()
             self._sender = None
         self._client = None
+        self._batch = None
 
     async def settle(self, delivery: Delivery, action: Action) -> None:
+        """Apply `action`; never raises. Cancelling the caller does not stop the settlement, nor its log line and
+        metrics: they belong to the settlement, which runs on (the lock is only released by the broker's answer)."""
+        batch = self._batch
+        settling: asyncio.Future[tuple[Action, BaseException | None]]
+        if isinstance(action, Complete) and batch is not None:
+            # No task of its own: the batch's one task per frame does the work (sbworker/patches/settle_batch.py).
+            settling = _with_action(batch.complete(delivery.message), action)
+        else:
+            settling = asyncio.ensure_future(self._apply(delivery, action))
+        settling.add_done_callback(functools.partial(self._report, delivery))
+        await asyncio.shield(settling)
+
+    async def _apply(self, delivery: Delivery, action: Action) -> tuple[Action, BaseException | None]:
+        """Apply `action` through the SDK; returns what was applied, and the error if it failed."""
         message, receiver = delivery.message, delivery.receiver
         applied: Action = action
         try:
@@ -86,9 +106,17 @@ class Settler:
             else:
                 await receiver.abandon_message(message)
         except Exception as error:
+            return applied, error
+        return applied, None
+
+    def _report(self, delivery: Delivery, settling: asyncio.Future[tuple[Action, BaseException | None]]) -> None:
+        if settling.cancelled():  # only when the loop itself is torn down
+            return
+        applied, error = settling.result()
+        if error is not None:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
-            log.warning("could not settle message %s (%s): %s; it will be redelivered", field(message.message_id),
-                        type(applied).__name__, one_line(error))
+            log.warning("could not settle message %s (%s): %s; it will be redelivered",
+                        field(delivery.message.message_id), type(applied).__name__, one_line(error))
             delivery.trace.unsettled(one_line(error))
             return
         self._alive()
@@ -134,6 +162,18 @@ class Settler:
             except Exception as error:
                 log.warning("could not withdraw the re-enqueued copy of message %s: %s; it may wait twice",
                             field(delivery.message.message_id), one_line(error))
+
+
+def _with_action(outcome: asyncio.Future[BaseException | None], action: Action
+                 ) -> asyncio.Future[tuple[Action, BaseException | None]]:
+    """The batch's outcome as `_apply` reports one: (the action, the error or None)."""
+    paired: asyncio.Future[tuple[Action, BaseException | None]] = outcome.get_loop().create_future()
+
+    def done(future: asyncio.Future[BaseException | None]) -> None:
+        if not paired.done():
+            paired.set_result((action, future.result()))
+    outcome.add_done_callback(done)
+    return paired
 
 
 def _action_label(action: Action) -> str:

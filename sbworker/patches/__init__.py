@@ -12,6 +12,8 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
 - `release`: hands a received message back with AMQP `released`, which Service Bus does not count as a delivery
   (the SDK does the same to its unread buffer on close, but offers no call for a message it handed out). Acting
   on one dead letter means receiving those ahead of it; they go back untouched.
+- `settle_batch`: completions asked for while a batch of them is on its way go out as one disposition frame per
+  run of consecutive delivery ids, with one wait for all their outcomes (`settlement_batch`).
 
 durabletask 1.12's clients only walk every page of DTS's query API; `dts_query` sends one page's request through
 the client's own stub with the SDK's private request builders (the dashboard's and `sbworker list`'s pages).
@@ -26,7 +28,10 @@ cannot skip the re-check.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sbworker.patches.settle_batch import SettlementBatch
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +57,11 @@ _active: list[str] | None = None
 
 def expected(sdk: str | None = None) -> list[str]:
     """Every patch this module knows (of one SDK, or of all), in the order `install` reports them."""
-    from sbworker.patches import amqp_decoding, amqp_io, dts_query
+    from sbworker.patches import amqp_decoding, amqp_io, dts_query, settle_batch
 
     known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_io.WRITE_LOCK,
-                          amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE],
+                          amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE,
+                          settle_batch.BATCHED_SETTLEMENT],
              DURABLETASK: [dts_query.QUERY_PAGE]}
     return [name for each, names in known.items() if sdk in (None, each) for name in names]
 
@@ -78,9 +84,11 @@ def install() -> list[str]:
         return list(_active)
     active: list[str] = []
     if verified(SERVICEBUS):
-        from sbworker.patches import amqp_decoding, amqp_io
+        from sbworker.patches import amqp_decoding, amqp_io, settle_batch
 
         active += [*amqp_decoding.install(), *amqp_io.install(), BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE]
+        if settle_batch.available():
+            active.append(settle_batch.BATCHED_SETTLEMENT)
     if verified(DURABLETASK):
         from sbworker.patches import dts_query
 
@@ -143,3 +151,11 @@ def release(receiver: Any, message: Any) -> bool:
     receiver._handler.settle_messages(message._delivery_id, message._delivery_tag, "released")
     message._settled = True
     return True
+
+
+def settlement_batch(receiver: Any) -> SettlementBatch | None:
+    """Batched completions for `receiver` (sbworker/patches/settle_batch.py); None when not verified (the caller
+    then completes each message with the SDK's own `complete_message`)."""
+    from sbworker.patches.settle_batch import BATCHED_SETTLEMENT, SettlementBatch
+
+    return SettlementBatch(receiver) if BATCHED_SETTLEMENT in active() else None

@@ -119,11 +119,15 @@ def _listen(original: Any) -> Any:
         if wait is False and arrived is not None:
             lock = getattr(getattr(self, "_transport", None), "socket_lock", None)
             if isinstance(lock, asyncio.Lock) and lock.locked():
-                # Another coroutine is reading: sleep until a read brings our outcome (or a short while passes),
-                # then let the caller check, instead of queueing for a read of our own.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(OUTCOME_READ_WAIT):
-                        await arrived.wait()
+                # Another coroutine is reading: sleep until a read brings one of our outcomes (or a short while
+                # passes), then let the caller check, instead of queueing for a read of our own. The event is
+                # cleared each time: a wait for several outcomes (sbworker/patches/settle_batch.py) would otherwise
+                # find it set after the first and spin without ever yielding to the read it waits for.
+                if not arrived.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(OUTCOME_READ_WAIT):
+                            await arrived.wait()
+                arrived.clear()
                 return None
             wait = OUTCOME_READ_WAIT
         return await original(self, wait, batch, **kwargs)
