@@ -67,6 +67,7 @@ from sbworker.core.cloudevents import CloudEvent
 from sbworker.core.codes import APPROVAL_EVENT, Reason
 from sbworker.core.events import RESERVED_KEY, EventCatalog
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
+from sbworker.core.schema_check import Schema
 from sbworker.core.text import clip
 
 SUBJECT_START: Final = "start"
@@ -152,11 +153,11 @@ def _load_schema(name: str) -> dict[str, Any]:
 _START_SCHEMA: Final = _load_schema("start.schema.json")
 _APPROVAL_SCHEMA: Final = _load_schema("approval.schema.json")
 _EVENT_SCHEMA: Final = _load_schema("event.schema.json")
-_START: Final = Draft202012Validator(_START_SCHEMA)
-_APPROVAL: Final = Draft202012Validator(_APPROVAL_SCHEMA)
-_EVENT: Final = Draft202012Validator(_EVENT_SCHEMA)
+_START: Final = Schema(_START_SCHEMA)
+_APPROVAL: Final = Schema(_APPROVAL_SCHEMA)
+_EVENT: Final = Schema(_EVENT_SCHEMA)
 # The defaulted instance id obeys the same rules as an explicit one: validate it with the schema's own $def.
-_INSTANCE_ID: Final = Draft202012Validator(_START_SCHEMA["$defs"]["instanceId"])
+_INSTANCE_ID: Final = Schema(_START_SCHEMA["$defs"]["instanceId"])
 
 
 class Rejected(ValueError):
@@ -494,12 +495,12 @@ def _event(document: Any, events: EventCatalog | None) -> EventRequest:
         listing = "declared: " + clip(", ".join(known), 600) if known else "no events are declared"
         _reject(Reason.UNKNOWN_EVENT, f"$.name: {_show(name)} is not a declared event; {listing}")
     data = document["data"]
-    _check_event_data(declared.validator, data, "$.data")
+    _check_event_data(declared.schema_check, data, "$.data")
     return EventRequest(document["instance_id"], name, data)
 
 
-def _check_event_data(validator: Draft202012Validator, data: Any, root: str) -> None:
-    problems = _describe_all(validator.iter_errors(data), root=root)
+def _check_event_data(schema: Schema, data: Any, root: str) -> None:
+    problems = _describe_all(schema.errors(data), root=root)
     if problems:
         _reject(Reason.SCHEMA_VIOLATION, problems)
     if RESERVED_KEY in data:  # the schema made sure it is an object
@@ -543,15 +544,15 @@ def _instance_id_from(message_id: str | bytes | None) -> str:
     too_long = limits.instance_id_problem(message_id, "the message_id")
     if too_long is not None:
         _reject(Reason.INSTANCE_ID_TOO_LONG, f"{absent}, but {too_long}")
-    problems = _describe_all(_INSTANCE_ID.iter_errors(message_id), root="message_id")
+    problems = _describe_all(_INSTANCE_ID.errors(message_id), root="message_id")
     if problems:
         _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but it is not a usable instance id: {problems}")
     return message_id
 
 
-def _validate(validator: Draft202012Validator, document: Any) -> None:
+def _validate(schema: Schema, document: Any) -> None:
     try:
-        problems = _describe_all(validator.iter_errors(document))
+        problems = _describe_all(schema.errors(document))
     except RecursionError:  # unreachable after the depth check; kept so parse can never crash
         _reject(Reason.INVALID_JSON, f"body is nested too deeply; at most {MAX_DEPTH} levels allowed")
     if problems:
@@ -740,11 +741,11 @@ def _format_utc(moment: datetime) -> str:
     return utc.isoformat().removesuffix("+00:00") + "Z"
 
 
-def _check_body(validator: Draft202012Validator, body: dict[str, Any], bounds: Callable[[], None]) -> None:
+def _check_body(schema: Schema, body: dict[str, Any], bounds: Callable[[], None]) -> None:
     try:
         _check_value(body)
         _check_instance_id_length(body)
-        _validate(validator, body)
+        _validate(schema, body)
         bounds()
     except _Reject as rejection:
         raise Rejected(rejection.reason.value, _clip(rejection.description)) from None

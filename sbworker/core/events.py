@@ -24,6 +24,8 @@ from typing import Any, Final
 
 from jsonschema import Draft202012Validator
 
+from sbworker.core.schema_check import Schema
+
 #: The key the listener adds to every raised event's data (and that a publisher may not set).
 RESERVED_KEY: Final = "message_id"
 #: Longest event name: DTS keeps names in its history; the schemas of the contract say the same.
@@ -37,6 +39,7 @@ class EventType:
     name: str
     schema: dict[str, Any]  # never changed after loading: the validator holds it
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+    schema_check: Schema = field(init=False, repr=False, compare=False)  # the validator, a compiled check first
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > MAX_NAME_LENGTH or self.name != self.name.strip():
@@ -47,7 +50,9 @@ class EventType:
                              f"{RESERVED_KEY!r} to the data)")
         if RESERVED_KEY in self.schema.get("properties", {}):
             raise ValueError(f"event {self.name}: {RESERVED_KEY!r} is reserved for the listener")
-        object.__setattr__(self, "validator", Draft202012Validator(self.schema))
+        checked = Schema(self.schema)
+        object.__setattr__(self, "validator", checked.validator)
+        object.__setattr__(self, "schema_check", checked)
 
     @classmethod
     def from_package(cls, name: str, package: str, filename: str) -> EventType:
