@@ -74,6 +74,7 @@ def install() -> None:
     from listener.dispatch import Dispatcher
     from listener.pipeline import Pipeline
     from listener.settler import Settler
+    from sbworker.patches.settle_batch import SettlementBatch
 
     # A transfer frame reaches one of these two callbacks (the second only without prefetch).
     arrived_client = ReceiveClientAsync._message_received_async
@@ -109,12 +110,12 @@ def install() -> None:
 
     parse_original = Pipeline.parse
 
-    def parse(self: Any, message: Any) -> Any:
-        _mark(_tag(message), "parse_start")
+    def parse(self: Any, delivery: Any) -> Any:
+        _mark(_tag(delivery.message), "parse_start")
         try:
-            return parse_original(self, message)
+            return parse_original(self, delivery)
         finally:
-            _mark(_tag(message), "parse_end")
+            _mark(_tag(delivery.message), "parse_end")
 
     Pipeline.parse = parse  # type: ignore[method-assign]
 
@@ -138,7 +139,15 @@ def install() -> None:
                          *_a: Any, **_k: Any) -> None:
         _mark(bytes(delivery_tag), "disposition_sent")
 
+    # The SDK's own settlements (dead-letters, abandons, and every settlement on an unverified SDK)...
     _wrap_async(ReceiverLink, "_outgoing_disposition", after=disposition_sent)
+
+    def batch_sent(_result: Any, _self: Any, _link: Any, messages: list[Any]) -> None:
+        for message in messages:
+            _mark(_tag(message), "disposition_sent")
+
+    # ...and the batched completions, whose frames name only the first delivery of each run.
+    _wrap_async(SettlementBatch, "_send", after=batch_sent)
 
 
 def _dump() -> None:

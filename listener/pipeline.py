@@ -49,7 +49,8 @@ class Pipeline:
 
     async def handle(self, receiver: ServiceBusReceiver, renewer: LockKeeper, message: ServiceBusReceivedMessage
                      ) -> None:
-        delivery = Delivery(message, receiver, self._observer.message(message))
+        delivery = Delivery(message, receiver, self._observer.message(message), message_id=message.message_id,
+                            subject=messages.text(message.subject))
         renewer.hold(message)
         try:
             # The trace is current for the DTS calls (the SDK's spans become its children) and the settlement.
@@ -60,7 +61,7 @@ class Pipeline:
                     await self._settler.settle(delivery, Abandon(AbandonReason.SHUTDOWN))
                     raise
                 except Exception:
-                    log.exception("unexpected error handling message %s; abandoning it", field(message.message_id))
+                    log.exception("unexpected error handling message %s; abandoning it", field(delivery.message_id))
                     action = Abandon(AbandonReason.UNEXPECTED_ERROR)
                 await self._settler.settle(delivery, action)
         finally:
@@ -68,13 +69,13 @@ class Pipeline:
 
     async def _decide(self, delivery: Delivery) -> Action:
         message = delivery.message
-        parsed = delivery.parsed = self.parse(message)
+        parsed = delivery.parsed = self.parse(delivery)
         delivery.trace.request(getattr(parsed, "orchestration", None), getattr(parsed, "instance_id", None))
         if not isinstance(parsed, Invalid) and parsed.cloudevent is not None:
             delivery.trace.cloudevent(parsed.cloudevent)
         outcome: Outcome | None = None
         if not isinstance(parsed, Invalid):
-            outcome = await self._dispatcher.dispatch(parsed, message_id=messages.text(message.message_id),
+            outcome = await self._dispatcher.dispatch(parsed, message_id=messages.text(delivery.message_id),
                                                       redelivered=bool(message.delivery_count))
         # Only an approval still waiting for its instance needs its retry history read.
         window = self._settings.approval_not_found_window_seconds
@@ -84,9 +85,10 @@ class Pipeline:
             history = RetryHistory.of(message, window, now)
             retries, since = history.retries, history.seconds_since_first(now)
         return decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
-                      not_found_window=window, message_id_length=len(str(message.message_id or "")))
+                      not_found_window=window, message_id_length=len(str(delivery.message_id or "")))
 
-    def parse(self, message: ServiceBusReceivedMessage) -> Request | Invalid:
+    def parse(self, delivery: Delivery) -> Request | Invalid:
+        message = delivery.message
         undecodable = messages.prop(message, PROP_UNDECODABLE)
         if undecodable is not None:
             return Invalid(Reason.UNDECODABLE_MESSAGE, str(undecodable))
@@ -96,9 +98,9 @@ class Pipeline:
             return Invalid(Reason.UNSUPPORTED_BODY, str(error))
         return contract.parse(
             body,
-            subject=messages.text(message.subject),
+            subject=delivery.subject,
             content_type=messages.text(message.content_type),
-            message_id=message.message_id,
+            message_id=delivery.message_id,
             is_registered=self._is_registered,
             registered_names=self._registered_names,
             max_bytes=self._settings.max_message_bytes,

@@ -115,8 +115,8 @@ class Settler:
         applied, error = settling.result()
         if error is not None:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
-            log.warning("could not settle message %s (%s): %s; it will be redelivered",
-                        field(delivery.message.message_id), type(applied).__name__, one_line(error))
+            log.warning("could not settle message %s (%s): %s; it will be redelivered", field(delivery.message_id),
+                        type(applied).__name__, one_line(error))
             delivery.trace.unsettled(one_line(error))
             return
         self._alive()
@@ -194,16 +194,18 @@ def _description(description: str, trace_id: str | None) -> str:
 
 
 def _log_settled(delivery: Delivery, action: Action) -> None:
+    level = logging.WARNING if isinstance(action, DeadLetter | Abandon) else logging.INFO
+    if not log.isEnabledFor(level):  # one line per message: not built when it would not be written
+        return
     message = delivery.message
     instance_id = getattr(delivery.parsed, "instance_id", None)
     reason = action.note if isinstance(action, Complete) else action.reason
     if isinstance(action, Abandon) and action.detail:
         reason = f"{action.reason} ({action.detail})"
-    level = logging.WARNING if isinstance(action, DeadLetter | Abandon) else logging.INFO
     log.log(
         level,
         "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f",
-        field(message.message_id), field(messages.text(message.subject)), field(instance_id),
+        field(delivery.message_id), field(delivery.subject), field(instance_id),
         type(action).__name__.lower(), field(reason) or "-", message.delivery_count,
         (time.monotonic() - delivery.started) * 1000,
     )

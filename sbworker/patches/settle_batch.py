@@ -136,10 +136,13 @@ class SettlementBatch:
                 and message._delivery_tag in link._received_delivery_tags)
 
     async def _settle_on_link(self, link: Any, messages: list[Any]) -> set[int]:
-        """One unsettled disposition frame per run of consecutive delivery ids, then the SDK's wait for every
-        outcome. Returns the ids (id()) of the messages whose outcome is a confirmed `accepted`."""
+        """Returns the ids (id()) of the messages whose outcome is a confirmed `accepted`."""
+        return await self._confirm(link, messages, await self._send(link, messages))
+
+    async def _send(self, link: Any, messages: list[Any]) -> dict[int, dict[str, Any]]:
+        """One unsettled disposition frame per run of consecutive delivery ids; returns the outcome entries the
+        SDK fills in as they arrive, by delivery id."""
         from azure.servicebus._pyamqp.outcomes import Accepted
-        from azure.servicebus._pyamqp.receiver import DEFAULT_SETTLEMENT_OUTCOME_TIMEOUT, check_disposition_outcome
 
         by_id = {m._delivery_id: m for m in messages}
         ids = sorted(by_id)
@@ -159,11 +162,19 @@ class SettlementBatch:
             for i in ids:
                 link._pending_dispositions.pop(i, None)
             raise
+        return entries
+
+    async def _confirm(self, link: Any, messages: list[Any], entries: dict[int, dict[str, Any]]) -> set[int]:
+        """The SDK's wait for every outcome, then each checked on its own."""
+        from azure.servicebus._pyamqp.receiver import DEFAULT_SETTLEMENT_OUTCOME_TIMEOUT, check_disposition_outcome
+
+        by_id = {m._delivery_id: m for m in messages}
         timeout = getattr(getattr(self._receiver, "_config", None), "timeout", None)
         try:
             # Returns once every outcome arrived, and raises on the first that is not `accepted` (each one is
             # checked again below) or when none came in time or the link detached (those are left unconfirmed).
-            await link._wait_for_disposition_outcome(ids, timeout or DEFAULT_SETTLEMENT_OUTCOME_TIMEOUT, ACCEPTED)
+            await link._wait_for_disposition_outcome(list(entries), timeout or DEFAULT_SETTLEMENT_OUTCOME_TIMEOUT,
+                                                     ACCEPTED)
         except Exception as error:
             log.debug("batched settlement outcome: %s", error)
         confirmed = set()
