@@ -22,14 +22,19 @@ from tests.dashboard.conftest import Stack, Web
 
 
 @pytest.fixture
-def fetched(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """How many instances each query-API call of the dashboard returned."""
+def fetched(monkeypatch: pytest.MonkeyPatch, run_id: str) -> Iterator[list[int]]:
+    """How many instances each query-API call for this test's instances returned.
+
+    Only queries for the test's own prefix count: the overview's sampler, started by whichever test opened the
+    overview first on this shared dashboard, reads pages of every instance in the background.
+    """
     sizes: list[int] = []
     original = dts_query.page_async
 
-    async def counting(*args: Any, **kwargs: Any) -> dts_query.StatePage:
-        got = await original(*args, **kwargs)
-        sizes.append(len(got.states))
+    async def counting(client: Any, query: OrchestrationQuery, *args: Any, **kwargs: Any) -> dts_query.StatePage:
+        got = await original(client, query, *args, **kwargs)
+        if query.instance_id_prefix == run_id:
+            sizes.append(len(got.states))
         return got
 
     monkeypatch.setattr(dts_query, "page_async", counting)
