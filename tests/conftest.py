@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.isolation",
+    "tests.fixtures.hypothesis_profile",
     "tests.fixtures.target",
     "tests.fixtures.dts",
     "tests.fixtures.localbus",
