@@ -168,7 +168,13 @@ LISTENER_COMMANDS = {
 
 class ListenerProcess:
     """`sbworker run` as it runs in production (or one of the reference listeners), configured through the
-    environment only; with `proxy`, its Service Bus and DTS connections go through the delay proxy."""
+    environment only; with `proxy`, its Service Bus and DTS connections go through the delay proxy.
+
+    Not the tests' `tests.support.processes.Process`: the bench runs without the test suite (`python -m bench`, and
+    bench/ must not import tests/), starts argv the tests never do (the reference listeners, the console script's
+    entry point through -c from a scratch checkout, bench.msgtrace), and reads what they never need (pause/resume,
+    peak RSS, CPU seconds from /proc).
+    """
 
     def __init__(self, broker: Broker, backend: Backend, *, max_concurrent: int, prefetch: int,
                  worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,

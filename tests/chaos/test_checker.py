@@ -14,7 +14,7 @@ import pytest
 
 from tests.chaos import checker
 from tests.chaos.plan import HELLO
-from tests.fixtures.processes import REPO
+from tests.support.processes import REPO
 
 WINDOW = 30.0
 P = "c99-"

@@ -8,7 +8,7 @@ import sys
 
 from tests.chaos.plan import make_plan
 from tests.chaos.schedule import LINK_KINDS, PROCESS_KINDS, make_schedule
-from tests.fixtures.processes import REPO
+from tests.support.processes import REPO
 
 
 def test_the_same_seed_gives_the_same_schedule_and_workload_in_another_process() -> None:

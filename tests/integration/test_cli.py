@@ -19,15 +19,15 @@ import pytest
 from localbus import LocalBus
 from tests.fixtures.dts import DtsBackend
 from tests.integration.harness import QUEUE
-from tests.integration.procs import REPO, Service, sbworker, stack_env
+from tests.support.processes import REPO, Process, sbworker, sbworker_env
 
 
 @pytest.fixture(scope="module")
 def env(dts_backend: DtsBackend) -> Iterator[dict[str, str]]:
     with LocalBus(port=0, queues={QUEUE: {"LockDuration": "PT30S", "MaxDeliveryCount": 5}}) as bus:
-        environment = stack_env(bus.connection_string, dts_backend.connection_string,
+        environment = sbworker_env(bus.connection_string, dts_backend.connection_string,
                                 APPROVAL_NOT_FOUND_WINDOW_SECONDS="1")
-        svc = Service(["run"], environment)
+        svc = Process(["run"], environment).start()
         try:
             svc.wait_for_output("listening on queue")
             yield environment

@@ -13,17 +13,17 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
 from sbworker.core import clients
 from sbworker.core.config import parse_dts
-from tests.integration.procs import sbworker, service, stack_env
 from tests.support.ports import free_port
+from tests.support.processes import Process, sbworker, sbworker_env
 
 
 def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> None:
     sb_port, dts_port, board_port = free_port(), free_port(), free_port()
     args = ["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
             "--dashboard-port", str(board_port)]
-    env = stack_env("ignored", "ignored")
+    env = sbworker_env("ignored", "ignored")
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
-    with service(args, env) as dev:
+    with Process(args, env).start() as dev:
         dev.wait_for_output("listening on queue", timeout=60)
         printed = re.search(r"Service Bus \(localbus\):\s+(\S+)", dev.output)
         assert printed is not None
@@ -78,11 +78,11 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
 def test_dev_topic_runs_the_demo_through_the_topic_subscription(tmp_path: Path) -> None:
     """`sbworker dev --topic`: the shipped Config.json's topic, the worker's subscription and its retry queue."""
     sb_port, dts_port, board_port = free_port(), free_port(), free_port()
-    env = stack_env("ignored", "ignored")
+    env = sbworker_env("ignored", "ignored")
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
     args = ["dev", "--topic", "--memory", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port),
             "--dashboard-port", str(board_port)]
-    with service(args, env) as dev:
+    with Process(args, env).start() as dev:
         dev.wait_for_output("Ready for your own messages", timeout=90)
         out = dev.output
         assert "listening on subscription 'sbworker' of topic 'workflow-events'" in out
@@ -110,10 +110,10 @@ def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = stack_env("x", "y")
+        env = sbworker_env("x", "y")
         del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
-        with service(["dev", "--servicebus-port", str(port), "--data", str(tmp_path), "--dashboard-port", "0"],
-                     env) as dev:
+        with Process(["dev", "--servicebus-port", str(port), "--data", str(tmp_path), "--dashboard-port", "0"],
+                     env).start() as dev:
             assert dev.proc.wait(60) == 2
             assert f"configuration error: --servicebus-port: port {port} is in use" in dev.output
             assert "Traceback" not in dev.output
@@ -123,7 +123,7 @@ def test_dev_with_a_missing_or_broken_config_file_is_one_line_and_exit_2(tmp_pat
     """It used to end in a traceback with exit code 1: localbus's own ConfigError escaped the CLI."""
     broken = tmp_path / "Config.json"
     broken.write_text("{not json", encoding="utf-8")
-    env = stack_env("x", "y")
+    env = sbworker_env("x", "y")
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
     for path in (tmp_path / "nonexistent.json", broken):
         done = sbworker("dev", "--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory",
@@ -167,7 +167,7 @@ LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFF
 
 
 def _dev_env() -> dict[str, str]:
-    env = stack_env("x", "y")
+    env = sbworker_env("x", "y")
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
     return env
 
@@ -177,8 +177,8 @@ def test_dev_listens_on_loopback_only(tmp_path: Path) -> None:
     sb_port, dts_port, health_port = free_port(), free_port(), free_port()
     env = {**_dev_env(), "HEALTH_PORT": str(health_port)}
     board_port = free_port()
-    with service(["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
-                  "--no-demo", "--dashboard-port", str(board_port)], env) as dev:
+    with Process(["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
+                  "--no-demo", "--dashboard-port", str(board_port)], env).start() as dev:
         dev.wait_for_output("listening on queue", timeout=60)
         for port in (sb_port, dts_port, health_port, board_port):
             addresses = _listening_addresses(port)
@@ -200,9 +200,9 @@ def test_dev_elsewhere_than_loopback_needs_allow_remote_and_a_key_of_your_own(tm
 def test_dev_keeps_its_dashboard_on_loopback_when_the_rest_listens_elsewhere(tmp_path: Path) -> None:
     """The dashboard to share is `sbworker dashboard`, with authentication; dev's own has none."""
     board_port = free_port()
-    with service(["dev", "--host", "0.0.0.0", "--allow-remote", "--key", "a-key-of-our-own-for-this-test",
+    with Process(["dev", "--host", "0.0.0.0", "--allow-remote", "--key", "a-key-of-our-own-for-this-test",
                   "--servicebus-port", str(free_port()), "--dts-port", str(free_port()), "--memory", "--no-demo",
-                  "--dashboard-port", str(board_port)], {**_dev_env(), "HEALTH_PORT": "0"}) as dev:
+                  "--dashboard-port", str(board_port)], {**_dev_env(), "HEALTH_PORT": "0"}).start() as dev:
         dev.wait_for_output("listening on queue", timeout=60)
         addresses = _listening_addresses(board_port)
         assert addresses and addresses <= LOOPBACK, addresses

@@ -18,8 +18,8 @@ from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.config import parse_dts
 from sbworker.operations.publish import approval_message, start_message
-from tests.integration.procs import Service, stack_env
 from tests.support.ports import free_port
+from tests.support.processes import Process, sbworker_env
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def test_kill9_of_sbworker_dev_twice_loses_and_doubles_nothing(tmp_path: Path) -
     sb_port, dts_port = free_port(), free_port()
     args = ["dev", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port), "--data", str(tmp_path),
             "--no-demo", "--dashboard-port", "0"]
-    env = stack_env("x", "y")
+    env = sbworker_env("x", "y")
     del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
     connection = (f"Endpoint=sb://localhost:{sb_port};SharedAccessKeyName=RootManageSharedAccessKey;"
                   "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
@@ -45,8 +45,8 @@ def test_kill9_of_sbworker_dev_twice_loses_and_doubles_nothing(tmp_path: Path) -
     run = uuid.uuid4().hex[:6]
     expected = {f"{name}-{run}-{i}": name for name in WORKLOAD for i in range(75)}
 
-    def start_dev() -> Service:
-        dev = Service(args, env)
+    def start_dev() -> Process:
+        dev = Process(args, env).start()
         dev.wait_for_output("listening on queue", timeout=90)
         return dev
 

@@ -19,7 +19,7 @@ from sbworker.core import clients
 from tests.fixtures.dts import start_backend
 from tests.fixtures.localbus import REPO_CONFIG
 from tests.integration.harness import QUEUE
-from tests.integration.procs import REPO
+from tests.support.processes import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES
 from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend
 from tests.integration.harness import QUEUE, Harness, listener_settings
-from tests.integration.procs import sbworker, stack_env
 from tests.localbus.rawclient import RawClient
+from tests.support.processes import sbworker, sbworker_env
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -76,7 +76,7 @@ async def test_dlq_shows_resubmits_and_ends_while_the_listener_dead_letters_agai
     for _ in range(4):
         await h.send({"orchestration": "hello_cities"}, subject="nope")
     await h.dead_letters(5)
-    env = stack_env(bus.connection_string, "Endpoint=http://localhost:1;Authentication=None")
+    env = sbworker_env(bus.connection_string, "Endpoint=http://localhost:1;Authentication=None")
     shown = sbworker("dlq", "--json", "--peek", "50", env=env)
     assert shown.returncode == 0, shown.stderr
     assert len(json.loads(shown.stdout)) == 5

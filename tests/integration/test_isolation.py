@@ -33,8 +33,8 @@ from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from sbworker.core.messages import text
 from sbworker.operations.publish import start_message
-from tests.integration.procs import Service, stack_env
 from tests.support.ports import free_port
+from tests.support.processes import Process, sbworker_env
 
 QUEUE = "workflow-requests"
 GREETINGS = "Hello Tokyo!, Hello Seattle!, Hello London!"
@@ -51,16 +51,16 @@ class Stack:
         self.sb_port, self.dts_port, self.health_port = free_port(), free_port(), free_port()
         self.args = ["dev", "--servicebus-port", str(self.sb_port), "--dts-port", str(self.dts_port),
                      "--data", str(data), "--no-demo", "--dashboard-port", "0"]
-        self.env = stack_env("x", "y", HEALTH_PORT=str(self.health_port))
+        self.env = sbworker_env("x", "y", HEALTH_PORT=str(self.health_port))
         del self.env["SERVICEBUS_CONNECTION_STRING"], self.env["DTS_CONNECTION_STRING"]
         self.connection = (f"Endpoint=sb://localhost:{self.sb_port};SharedAccessKeyName=RootManageSharedAccessKey;"
                            "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;")
         self.dts = clients.dts_client(parse_dts(f"Endpoint=http://localhost:{self.dts_port};Authentication=None"))
-        self.proc: Service | None = None
+        self.proc: Process | None = None
         self.worker_reports: list[Any] = []
 
     def start(self) -> None:
-        self.proc = Service(self.args, self.env)
+        self.proc = Process(self.args, self.env).start()
         self.proc.wait_for_output("listening on queue", timeout=90)
 
     def kill9(self) -> None:

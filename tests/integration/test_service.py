@@ -27,9 +27,8 @@ from sbworker.core import config, credentials
 from sbworker.core.config import Auth
 from tests.fixtures.dts import DtsBackend
 from tests.integration.harness import QUEUE
-from tests.integration.procs import service as sbworker_service
-from tests.integration.procs import stack_env
 from tests.support.ports import free_port
+from tests.support.processes import Process, sbworker_env
 from tests.support.wait import eventually
 
 SECRET_KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY3ODk="
@@ -67,9 +66,9 @@ START = json.dumps({"orchestration": "hello_cities"}).encode()
 
 def test_sigterm_settles_everything_in_flight_exactly_once(bus: LocalBus, dts_backend: DtsBackend,
                                                           dts_client: DurableTaskSchedulerClient) -> None:
-    env = stack_env(bus.connection_string, dts_backend.connection_string, MAX_CONCURRENT_MESSAGES="4",
+    env = sbworker_env(bus.connection_string, dts_backend.connection_string, MAX_CONCURRENT_MESSAGES="4",
                     PREFETCH_COUNT="20", SHUTDOWN_GRACE_SECONDS="20")
-    with sbworker_service(["run"], env) as svc:
+    with Process(["run"], env).start() as svc:
         svc.wait_for_output("listening on queue")
         ids = publish(bus, [("start", START)] * 300)
         deadline = time.monotonic() + 30
@@ -95,8 +94,8 @@ def test_sigterm_settles_everything_in_flight_exactly_once(bus: LocalBus, dts_ba
 
 def test_health_endpoints(bus: LocalBus, dts_backend: DtsBackend) -> None:
     port = free_port()
-    env = stack_env(bus.connection_string, dts_backend.connection_string, HEALTH_PORT=str(port))
-    with sbworker_service(["run", "--no-worker"], env) as svc:
+    env = sbworker_env(bus.connection_string, dts_backend.connection_string, HEALTH_PORT=str(port))
+    with Process(["run", "--no-worker"], env).start() as svc:
         svc.wait_for_output("listening on queue")
         assert _get(port, "/healthz") == (200, {"status": "alive"})
         status, body = _get(port, "/readyz")
@@ -111,8 +110,8 @@ def test_health_port_refuses_huge_headers_and_a_probe_flood_does_not_stop_messag
         bus: LocalBus, dts_backend: DtsBackend, dts_client: DurableTaskSchedulerClient) -> None:
     """A 64 KiB+ header used to log a traceback each time, and probes ran on the listener's own event loop."""
     port = free_port()
-    env = stack_env(bus.connection_string, dts_backend.connection_string, HEALTH_PORT=str(port))
-    with sbworker_service(["run", "--no-worker"], env) as svc:
+    env = sbworker_env(bus.connection_string, dts_backend.connection_string, HEALTH_PORT=str(port))
+    with Process(["run", "--no-worker"], env).start() as svc:
         svc.wait_for_output("listening on queue")
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
@@ -138,8 +137,8 @@ def test_health_port_refuses_huge_headers_and_a_probe_flood_does_not_stop_messag
 def test_readyz_reports_dts_unreachable(bus: LocalBus) -> None:
     port = free_port()
     dead_dts = f"Endpoint=http://localhost:{free_port()};Authentication=None"
-    env = stack_env(bus.connection_string, dead_dts, HEALTH_PORT=str(port))
-    with sbworker_service(["run", "--no-worker"], env) as svc:
+    env = sbworker_env(bus.connection_string, dead_dts, HEALTH_PORT=str(port))
+    with Process(["run", "--no-worker"], env).start() as svc:
         svc.wait_for_output("listening on queue")
         status, body = _get(port, "/readyz")
         assert status == 503 and body["dts"] is False and body["servicebus"] is True
@@ -219,8 +218,8 @@ def test_managed_identity_credential_uses_the_client_id() -> None:
 
 
 def test_logs_never_contain_the_key_or_a_token(bus: LocalBus, dts_backend: DtsBackend, tmp_path: Path) -> None:
-    env = stack_env(bus.connection_string, dts_backend.connection_string, LOG_LEVEL="DEBUG")
-    with sbworker_service(["run"], env) as svc:
+    env = sbworker_env(bus.connection_string, dts_backend.connection_string, LOG_LEVEL="DEBUG")
+    with Process(["run"], env).start() as svc:
         svc.wait_for_output("listening on queue")
         ids = publish(bus, [("start", START), ("start", b"{broken"), ("approval", b'{"instance_id": 1}')])
         for mid in ids:
@@ -239,8 +238,8 @@ def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
     backend = start_backend()  # no other worker attached: only the subprocess can run this orchestration
     port = free_port()
     try:
-        env = stack_env(bus.connection_string, backend.connection_string, HEALTH_PORT=str(port))
-        with sbworker_service(["run", "--no-listener"], env) as svc:
+        env = sbworker_env(bus.connection_string, backend.connection_string, HEALTH_PORT=str(port))
+        with Process(["run", "--no-listener"], env).start() as svc:
             svc.wait_for_output("DTS worker started")
             with DurableTaskSchedulerClient(host_address=f"localhost:{backend.port}", taskhub="default",
                                             token_credential=None, secure_channel=False) as client:

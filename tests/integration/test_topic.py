@@ -31,8 +31,8 @@ from tests.integration.harness import (
     listener_settings,
     topic_entities,
 )
-from tests.integration.procs import Service, sbworker, stack_env
 from tests.support.ports import free_port
+from tests.support.processes import Process, sbworker, sbworker_env
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -147,10 +147,10 @@ async def test_a_subscription_filter_routes_only_matching_messages_to_the_worker
 def stack(dts_backend: DtsBackend) -> Iterator[tuple[LocalBus, dict[str, str], int]]:
     port = free_port()
     with topic_bus() as bus:
-        env = stack_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
+        env = sbworker_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
                         SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, APPROVAL_NOT_FOUND_WINDOW_SECONDS="1",
                         HEALTH_PORT=str(port))
-        svc = Service(["run"], env)
+        svc = Process(["run"], env).start()
         try:
             svc.wait_for_output(f"listening on queue '{TOPIC_SOURCE.retry_queue}'")
             svc.wait_for_output(f"listening on subscription '{SUBSCRIPTION}' of topic '{TOPIC}'")
@@ -239,10 +239,10 @@ def test_dlq_lists_both_dead_letter_queues_and_resubmits_to_the_retry_queue(
 def test_a_missing_retry_queue_is_named_in_the_log_and_readyz(dts_backend: DtsBackend) -> None:
     port = free_port()
     with topic_bus() as bus:
-        env = stack_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
+        env = sbworker_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
                         SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, SERVICEBUS_RETRY_QUEUE="nobody-made-this",
                         HEALTH_PORT=str(port))
-        svc = Service(["run", "--no-worker"], env)
+        svc = Process(["run", "--no-worker"], env).start()
         try:
             svc.wait_for_output("queue 'nobody-made-this' does not exist (SERVICEBUS_RETRY_QUEUE)")
             from tests.integration.test_service import _get
@@ -272,10 +272,10 @@ def test_sigterm_on_a_subscription_settles_everything_in_flight_exactly_once(dts
 
     with topic_bus() as bus, clients.dts_client(dts_backend.settings) as dts:
         assert isinstance(dts, DurableTaskSchedulerClient)
-        env = stack_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
+        env = sbworker_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
                         SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, MAX_CONCURRENT_MESSAGES="4", PREFETCH_COUNT="20",
                         SHUTDOWN_GRACE_SECONDS="20")
-        svc = Service(["run", "--no-worker"], env)
+        svc = Process(["run", "--no-worker"], env).start()
         try:
             svc.wait_for_output(f"listening on subscription '{SUBSCRIPTION}'")
             ids = [uuid.uuid4().hex for _ in range(200)]

@@ -12,6 +12,7 @@ from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from localdts import LocalDts
 from tests.localdts import support
 from tests.localdts.worker_proc import build_worker
+from tests.support.processes import Process
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,10 +55,10 @@ class Backends:
         self.port = port
         self.data = data
         self.log = log
-        self.current: support.Proc | None = None
-        self._all: list[support.Proc] = []
+        self.current: Process | None = None
+        self._all: list[Process] = []
 
-    def start(self, *extra: str) -> support.Proc:
+    def start(self, *extra: str) -> Process:
         proc = support.backend_proc(self.port, self.data, self.log, *extra)
         self._all.append(proc)
         self.current = proc.start()

@@ -1,19 +1,19 @@
-"""Real processes and real SDK clients against localdts: the backend and workers as subprocesses, polling helpers."""
+"""Real processes and real SDK clients against localdts: the backend and workers as subprocesses (the tests' one
+Process), polling helpers."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 from durabletask import client as dt_client
 from durabletask import history as dt_history
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
+from tests.support.processes import Process
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKHUB = "default"
@@ -35,59 +35,22 @@ def _env() -> dict[str, str]:
     return env
 
 
-class Proc:
-    """A child process that prints a first line when it is ready; killed for good at ``close()``."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.args = args
-        self.log = log
-        self.env = env or {}
-        self.popen: subprocess.Popen[str] | None = None
-        self.first_line = ""
-
-    def start(self, timeout: float = 30.0) -> Proc:
-        err = self.log.open("a")
-        self.popen = subprocess.Popen([sys.executable, *self.args], cwd=ROOT, env={**_env(), **self.env}, text=True,
-                                      stdout=subprocess.PIPE, stderr=err)
-        err.close()
-        assert self.popen.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = self.popen.stdout.readline()  # blocks until ready or the process exits
-        if not line or time.monotonic() > deadline:
-            self.popen.wait(5)
-            raise RuntimeError(f"{self.args} did not start (exit {self.popen.returncode}): {self.log.read_text()}")
-        self.first_line = line.strip()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def kill9(self) -> None:
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(10)
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM and the exit code. The bound is generous: with the shared machine's load at 10-14, a clean exit
-        twice took over 15 s (unloaded, and under two busy loops, 25 exits took at most 2.8 s)."""
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout)
-
-    def close(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(10)
+READY = "Endpoint="  # localdts prints its connection string once it serves
 
 
-def backend_proc(port: int, data: Path, log: Path, *extra: str) -> Proc:
-    return Proc(["-m", "localdts", "--port", str(port), "--data", str(data), *extra], log)
+def localdts_proc(args: list[str], log: Path, env: Mapping[str, str] | None = None) -> Process:
+    """`python -m localdts ARGS`, ready once it printed its connection string (`ready_line`); `env` adds
+    variables to this process's environment."""
+    return Process(args, {**_env(), **(env or {})}, log, module="localdts", ready=READY)
 
 
-def worker_proc(port: int, log: Path) -> Proc:
-    return Proc(["-m", "tests.localdts.worker_proc", endpoint(port)], log)
+def backend_proc(port: int, data: Path, log: Path, *extra: str, env: Mapping[str, str] | None = None) -> Process:
+    return localdts_proc(["--port", str(port), "--data", str(data), *extra], log, env)
+
+
+def worker_proc(port: int, log: Path, *extra: str) -> Process:
+    """tests/localdts/worker_proc.py: a durabletask worker of its own, ready once it printed `ready`."""
+    return Process([endpoint(port), *extra], _env(), log, module="tests.localdts.worker_proc", ready="ready")
 
 
 T = TypeVar("T")

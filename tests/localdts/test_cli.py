@@ -4,7 +4,6 @@ refuses a data file that is not its own with one line and exit code 2, leaving t
 from __future__ import annotations
 
 import hashlib
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from durabletask.client import OrchestrationStatus
 from localdts import DataFileError, ExposureError, LocalDts
 from localdts.store import APPLICATION_ID, SCHEMA_VERSION
 from tests.localdts import support
+from tests.support.processes import Process
 
 
 def _run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def test_serves_prints_its_connection_string_and_exits_0_on_sigterm(tmp_path: Pa
     port = support.free_port()
     proc = support.backend_proc(port, tmp_path / "data", tmp_path / "err.log").start()
     try:
-        assert proc.first_line == f"Endpoint=http://localhost:{port};Authentication=None"
+        assert proc.ready_line == f"Endpoint=http://localhost:{port};Authentication=None"
         client = support.new_client(port)
         iid = client.schedule_new_orchestration("hello_cities")
         client.close()
@@ -118,14 +118,11 @@ def test_bad_arguments_print_one_line_and_exit_2(args: list[str], says: str) -> 
 
 def test_memory_mode_writes_no_data_file(tmp_path: Path) -> None:
     port = support.free_port()
-    proc = support.Proc(["-m", "localdts", "--port", str(port), "--memory"], tmp_path / "err.log")
-    proc.popen = subprocess.Popen([sys.executable, *proc.args], cwd=tmp_path, env=support._env(), text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = Process(["--port", str(port), "--memory"], support._env(), tmp_path / "err.log", module="localdts",
+                   ready=support.READY, cwd=tmp_path)
     try:
-        assert proc.popen.stdout is not None
-        assert proc.popen.stdout.readline().startswith("Endpoint=http://localhost:")
-        proc.popen.send_signal(signal.SIGTERM)
-        assert proc.popen.wait(15) == 0
+        assert proc.start().ready_line.startswith("Endpoint=http://localhost:")
+        assert proc.terminate() == 0
         assert not (tmp_path / ".localdata").exists()  # the default data directory is not used
     finally:
         proc.close()
@@ -147,10 +144,10 @@ def test_a_host_other_than_loopback_needs_allow_remote(command: list[str], host:
 
 def test_allow_remote_binds_all_interfaces_with_a_warning(tmp_path: Path) -> None:
     port = support.free_port()
-    proc = support.Proc(["-m", "localdts", "--host", "0.0.0.0", "--allow-remote", "--port", str(port), "--memory"],
-                        tmp_path / "err.log").start()
+    proc = support.localdts_proc(["--host", "0.0.0.0", "--allow-remote", "--port", str(port), "--memory"],
+                                 tmp_path / "err.log").start()
     try:
-        assert proc.first_line == f"Endpoint=http://localhost:{port};Authentication=None"
+        assert proc.ready_line == f"Endpoint=http://localhost:{port};Authentication=None"
         client = support.new_client(port)
         assert client.get_orchestration_state("nobody") is None  # it answers
         client.close()

@@ -25,6 +25,7 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from localdts.store import Store
 from tests.localdts import support
+from tests.support.processes import Process
 
 HERE = Path(__file__).resolve().parent
 FAULTS = {
@@ -56,13 +57,12 @@ class Faulty:
     log: Path
     port: int
     shim: Path
-    proc: support.Proc | None = None
+    proc: Process | None = None
 
-    def start(self, faults: bool = True) -> support.Proc:
+    def start(self, faults: bool = True) -> Process:
         env = {"LD_PRELOAD": str(self.shim), "FAULTFS_CONTROL": str(self.control),
                "FAULTFS_DIR": str(self.data.resolve())} if faults else {}
-        self.proc = support.Proc(["-m", "localdts", "--port", str(self.port), "--data", str(self.data)], self.log,
-                                 env).start()
+        self.proc = support.backend_proc(self.port, self.data, self.log, env=env).start()
         return self.proc
 
     def fault(self, kind: str, on: bool) -> None:

@@ -151,8 +151,7 @@ def test_over_the_limit_after_kill9_and_a_restart_ends_and_the_others_flow(
     """A store holding a history past 4 MiB (written with a higher limit, as by the version before this bound),
     the whole stack killed -9, then started again with the default limit."""
     backends.start("--max-work-item-bytes", str(16 * 1024 * 1024))
-    big_worker = support.Proc(["-m", "tests.localdts.worker_proc", support.endpoint(backends.port),
-                               str(32 * 1024 * 1024)], tmp_path / "worker.log").start()
+    big_worker = support.worker_proc(backends.port, tmp_path / "worker.log", str(32 * 1024 * 1024)).start()
     try:
         bad = proc_client.schedule_new_orchestration(wf.retries_with_its_input, input=BIG_INPUT)
         support.wait_for(lambda: _retries(proc_client, bad) >= 12, 60, "the history to pass 4 MiB")

@@ -167,7 +167,7 @@ class Stack:
     """A durable localbus and a listener process against a DTS backend."""
 
     bus: LocalBus
-    listener: Any  # tests.fixtures.processes.ListenerProcess
+    listener: Any  # tests.support.processes.Process
 
     @property
     def connection_string(self) -> str:
@@ -179,8 +179,8 @@ class Stack:
     def drained(self, timeout: float = 30) -> None:
         """Wait until the queue holds nothing in any state (every message settled for good)."""
         until(lambda: queue_total(self.bus) == 0, timeout=timeout, what="queue drained",
-                   on_timeout=lambda: f"counts {self.bus.counts(QUEUE)}\n{self.listener.output()[-3000:]}")
-        assert self.listener.alive, self.listener.output()[-4000:]
+                   on_timeout=lambda: f"counts {self.bus.counts(QUEUE)}\n{self.listener.output[-3000:]}")
+        assert self.listener.alive, self.listener.output[-4000:]
 
     def dead_letter(self, message_id: str) -> DeadLetter | None:
         found = [d for d in dead_letters(self.bus.connection_string) if d.message_id == message_id]
@@ -191,13 +191,13 @@ class Stack:
 @contextmanager
 def running_stack(tmp_path: Path, dts_connection: str, *, queue: dict[str, Any] | None = None,
                   sas_key: str | None = None, **env: Any) -> Iterator[Stack]:
-    from tests.fixtures.processes import ListenerProcess, listener_env
+    from tests.support.processes import LISTENING, Process, sbworker_env
 
     settings: dict[str, Any] = {"MAX_CONCURRENT_MESSAGES": 16, "PREFETCH_COUNT": 0,
                                 "APPROVAL_NOT_FOUND_WINDOW_SECONDS": 30, "SHUTDOWN_GRACE_SECONDS": 5, **env}
     with durable_bus(tmp_path, sas_key=sas_key, **(queue or {})) as bus, \
-            ListenerProcess(listener_env(bus.connection_string, dts_connection, **settings),
-                            tmp_path / "listener.log") as listener:
+            Process(["run", "--no-worker"], sbworker_env(bus.connection_string, dts_connection, **settings),
+                    tmp_path / "listener.log", ready=LISTENING) as listener:
         listener.start()
         yield Stack(bus, listener)
 

@@ -23,10 +23,10 @@ from localbus import LocalBus
 from localdts import LocalDts
 from sbworker.core import clients
 from sbworker.core.config import parse_dts
-from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import workload
 from tests.reliability.common import durable_bus
 from tests.reliability.faultproxy import FaultProxy
+from tests.support.processes import LISTENING, Process, sbworker_env
 
 
 def dts_connection(port: int) -> str:
@@ -39,7 +39,7 @@ class NetStack:
     dts: LocalDts
     bus_proxy: FaultProxy
     dts_proxy: FaultProxy
-    listener: ListenerProcess
+    listener: Process
     client: DurableTaskSchedulerClient  # direct to localdts
 
     @property
@@ -62,8 +62,8 @@ def net_stack(tmp_path: Path, **env: Any) -> Iterator[NetStack]:
                                         "APPROVAL_NOT_FOUND_WINDOW_SECONDS": 180, "SHUTDOWN_GRACE_SECONDS": 5,
                                         **env}
             try:
-                with ListenerProcess(listener_env(sb, dts_connection(dts_proxy.port), **settings),
-                                     tmp_path / "listener.log") as listener:
+                with Process(["run", "--no-worker"], sbworker_env(sb, dts_connection(dts_proxy.port), **settings),
+                             tmp_path / "listener.log", ready=LISTENING) as listener:
                     listener.start()
                     yield NetStack(bus, dts, bus_proxy, dts_proxy, listener, client)
             finally:

@@ -225,7 +225,7 @@ def test_fuzzed_messages_are_all_settled_and_invalid_ones_explained(stack: Stack
         out.append(ServiceBusMessage(body, subject=subject, content_type=content_type, message_id=mid,
                                      application_properties=props))
     dead = _settle_all(stack, out)  # every message left the queue: completed or dead-lettered, none stuck
-    assert stack.listener.alive, stack.listener.output()[-4000:]
+    assert stack.listener.alive, stack.listener.output[-4000:]
     for mid, (body, subject, content_type, props) in sent.items():
         # What the listener knows too: the declared events, the orchestrations' own input checks, and the
         # application properties (where a binary-mode CloudEvent keeps its attributes).

@@ -80,7 +80,7 @@ def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Pat
         try:
             until(lambda: stack.bus.counts(QUEUE)["total"] == 0, timeout=WINDOW + 240, interval=0.5,
                        what="the flood to end in the DLQ",
-                       on_timeout=lambda: f"{stack.bus.counts(QUEUE)}\n{stack.listener.output()[-2000:]}")
+                       on_timeout=lambda: f"{stack.bus.counts(QUEUE)}\n{stack.listener.output[-2000:]}")
         finally:
             flood_done.set()
             starter.join(10)
@@ -90,7 +90,7 @@ def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Pat
         dead = dead_letters(stack.connection_string)
         reasons = {d.reason for d in dead}
         assert len(dead) == APPROVALS and reasons == {"InstanceNotFound"}, (len(dead), reasons)
-        assert {d.message_id for d in dead} == {str(m) for m in _ids(stack.listener.output(), run)}
+        assert {d.message_id for d in dead} == {str(m) for m in _ids(stack.listener.output, run)}
 
         latencies = []
         for iid, sent in published.items():
@@ -99,7 +99,7 @@ def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Pat
             created = state.created_at if state.created_at.tzinfo else state.created_at.replace(tzinfo=UTC)
             latencies.append(max(0.0, (created - datetime.fromtimestamp(sent, UTC)).total_seconds()))
         handlings = len(re.findall(rf"settled message_id=\S+ subject=approval instance_id=ghost-{run}-",
-                                   stack.listener.output()))
+                                   stack.listener.output))
         print(f"\nflood of {APPROVALS} approvals: ended in the DLQ after {flood_seconds:.0f}s; "
               f"{handlings / APPROVALS:.1f} handlings per approval; listener CPU {cpu:.0f}s; "
               f"starts during it: {_summary(latencies)} (bound p99 <= {START_P99_BOUND:.0f}s)")

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.fixtures.dts import DtsBackend
-from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload
 from tests.reliability.common import Publisher, durable_bus, queue_total
+from tests.support.processes import LISTENING, Process, sbworker_env
 from tests.support.wait import until
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
@@ -43,10 +43,10 @@ def _kill_run(tmp_path: Path, dts_client: Any, dts_backend: DtsBackend, *, scale
     w = workload.mixed(run, starts=400 * scale, duplicates=200 * scale, approvals=200 * scale, invalid=200 * scale)
     assert len(w) == 1000 * scale
     with durable_bus(tmp_path, lock="PT5S") as bus:
-        env = listener_env(bus.connection_string, dts_backend.connection_string, MAX_CONCURRENT_MESSAGES=16,
+        env = sbworker_env(bus.connection_string, dts_backend.connection_string, MAX_CONCURRENT_MESSAGES=16,
                            PREFETCH_COUNT=10, MAX_MESSAGE_BYTES=workload.MAX_MESSAGE_BYTES,
                            APPROVAL_NOT_FOUND_WINDOW_SECONDS=180, SHUTDOWN_GRACE_SECONDS=5)
-        with ListenerProcess(env, tmp_path / "listener.log") as listener:
+        with Process(["run", "--no-worker"], env, tmp_path / "listener.log", ready=LISTENING) as listener:
             listener.start()
             publisher = Publisher(bus.connection_string, w, pause=0.05)  # kills land mid-stream
             publisher.start()
@@ -66,7 +66,7 @@ def _kill_run(tmp_path: Path, dts_client: Any, dts_backend: DtsBackend, *, scale
             until(lambda: verify.all_settled(bus, dts_client, w), timeout=240, interval=0.5,
                        what="every message settled and every approval applied",
                        on_timeout=lambda: verify.progress(bus, dts_client, w))
-            assert listener.alive, listener.output()[-4000:]
+            assert listener.alive, listener.output[-4000:]
             assert listener.kills == len(kills) and listener.starts == len(kills) + 1
             found = verify.problems(bus, dts_client, w, run)
             assert not found, "\n".join(found[:40])

@@ -56,14 +56,14 @@ def _run(tmp_path: Path, name: str, fault: Callable[[NetStack, Publisher], None]
         until(lambda: verify.all_settled(stack.bus, stack.client, w), timeout=CONVERGE_TIMEOUT, interval=0.5,
                    what="every message settled and every approval applied",
                    on_timeout=lambda: verify.progress(stack.bus, stack.client, w)
-                   + "\n" + stack.listener.output()[-3000:])
+                   + "\n" + stack.listener.output[-3000:])
         found = verify.problems(stack.bus, stack.client, w, run)
         if activity_reruns:
             reruns = [p for p in found if "its first activity ran" in p]
             found = [p for p in found if p not in reruns] + started_more_than_once(stack.client, w.start_inputs)
             print(f"\n{len(reruns)} activities ran again after their answer was lost on a reset link")
         assert not found, "\n".join(found[:40])
-        assert stack.listener.alive, stack.listener.output()[-4000:]
+        assert stack.listener.alive, stack.listener.output[-4000:]
         assert stack.listener.terminate() == 0
 
 
@@ -120,7 +120,7 @@ def _half_open(proxy_of: Callable[[NetStack], FaultProxy], label: str, bound: fl
 
         until(recovered, timeout=bound, interval=0.25,
                    what=f"a start published after the {label} link went half-open to reach its instance",
-                   on_timeout=lambda: stack.listener.output()[-2500:])
+                   on_timeout=lambda: stack.listener.output[-2500:])
         print(f"\n{label} link half-open ({stalled} connection(s) silenced, never closed): recovered in "
               f"{time.monotonic() - began:.1f}s (bound {bound:.0f}s)")
     return fault

@@ -80,11 +80,11 @@ def test_dts_outage_of_10s_dead_letters_nothing_and_everything_is_processed_afte
                          for i, iid in enumerate(during)])
         until(lambda: time.monotonic() - outage_began >= 10 or not stack.listener.alive, timeout=15,
                    what="the outage", interval=0.2)
-        assert stack.listener.alive, stack.listener.output()[-4000:]
+        assert stack.listener.alive, stack.listener.output[-4000:]
         assert dead_letters(stack.connection_string) == [], "dead-lettered because DTS was down"
         own_dts.backend.restart()
         until(lambda: queue_total(stack.bus) == 0, timeout=90, what="everything processed after recovery",
-                   on_timeout=lambda: stack.listener.output()[-3000:])
+                   on_timeout=lambda: stack.listener.output[-3000:])
         for i, iid in enumerate(waiting):
             state = until(lambda iid=iid: (s := _get(dts, iid)) and decision(s) and s, timeout=30,
                                what=f"approval of {iid} applied")
@@ -120,7 +120,7 @@ def test_handling_that_outlives_the_lock_keeps_it_and_settles_once(tmp_path: Pat
         stack.drained(timeout=40)
         assert all(_get(own_dts.client, iid) is not None for iid in ids)
         assert dead_letters(stack.connection_string) == []
-        log = stack.listener.output()
+        log = stack.listener.output
         for iid in ids:
             assert log.count(f"settled message_id={iid} ") == 1, log[-3000:]
         assert "could not settle" not in log and "delivery_count=1" not in log

@@ -147,8 +147,8 @@ def test_an_approval_whose_complete_fails_after_its_copy_was_scheduled_waits_onc
         finally:
             os.kill(stack.listener.proc.pid, signal.SIGCONT)
         until(lambda: queue_total(stack.bus) == 0, timeout=90, interval=0.5, what="the approval settled for good",
-                   on_timeout=lambda: stack.listener.output()[-3000:])
-        log = stack.listener.output()
+                   on_timeout=lambda: stack.listener.output[-3000:])
+        log = stack.listener.output
         assert f"could not settle message {iid}-approval (RetryLater)" in log, log[-3000:]
         dead = [d for d in dead_letters(stack.bus.connection_string) if d.message_id == f"{iid}-approval"]
         assert [d.reason for d in dead] == ["InstanceNotFound"], f"dead-lettered {len(dead)} times: {dead}"

@@ -19,10 +19,10 @@ import pytest
 from localdts import LocalDts
 from sbworker.core import clients
 from sbworker.core.config import parse_dts
-from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability import verify, workload
 from tests.reliability.common import Publisher, durable_bus, queue_total
 from tests.reliability.netstack import started_more_than_once
+from tests.support.processes import LISTENING, Process, sbworker_env
 from tests.support.wait import until
 
 # A final settlement; `retrylater` is not one: the early approval's copy is a new message with the same id.
@@ -37,10 +37,10 @@ def test_three_replicas_one_killed_one_terminated_settle_everything_once(tmp_pat
     client = clients.dts_client(parse_dts(dts.connection_string))
     try:
         with durable_bus(tmp_path, lock="PT5S") as bus:
-            env = listener_env(bus.connection_string, dts.connection_string, MAX_CONCURRENT_MESSAGES=16,
+            env = sbworker_env(bus.connection_string, dts.connection_string, MAX_CONCURRENT_MESSAGES=16,
                                PREFETCH_COUNT=10, MAX_MESSAGE_BYTES=workload.MAX_MESSAGE_BYTES,
                                APPROVAL_NOT_FOUND_WINDOW_SECONDS=180, SHUTDOWN_GRACE_SECONDS=10)
-            replicas = [ListenerProcess(env, tmp_path / f"replica{i}.log", args=("run",)) for i in range(3)]
+            replicas = [Process(["run"], env, tmp_path / f"replica{i}.log", ready=LISTENING) for i in range(3)]
             try:
                 for replica in replicas:
                     replica.start()
@@ -52,20 +52,20 @@ def test_three_replicas_one_killed_one_terminated_settle_everything_once(tmp_pat
                            what="300 settled with a backlog", interval=0.02)
                 killed.kill9()
                 until(lambda: publisher.sent - queue_total(bus) >= 600, timeout=90, what="600 settled")
-                assert terminated.terminate() == 0, terminated.output()[-3000:]
+                assert terminated.terminate() == 0, terminated.output[-3000:]
                 publisher.join(120)
                 assert publisher.error is None, publisher.error
                 assert publisher.sent == len(w)
                 until(lambda: verify.all_settled(bus, client, w), timeout=150, interval=0.5,
                            what="every message settled and every approval applied",
-                           on_timeout=lambda: verify.progress(bus, client, w) + "\n" + survivor.output()[-3000:])
-                assert survivor.alive, survivor.output()[-4000:]
+                           on_timeout=lambda: verify.progress(bus, client, w) + "\n" + survivor.output[-3000:])
+                assert survivor.alive, survivor.output[-4000:]
                 # The workers ran in the replicas: "no instance twice" is read from each history instead.
                 found = [p for p in verify.problems(bus, client, w, run) if "its first activity ran" not in p]
                 found += started_more_than_once(client, w.start_inputs)
                 assert not found, "\n".join(found[:40])
 
-                settled = {i: [(m, int(d)) for m, d in SETTLED.findall(r.output())] for i, r in enumerate(replicas)}
+                settled = {i: [(m, int(d)) for m, d in SETTLED.findall(r.output)] for i, r in enumerate(replicas)}
                 ids = Counter(str(m.message_id) for m in w.messages)
                 unique = {mid for mid, n in ids.items() if n == 1}  # a publisher retry reuses its message id
                 per_message = Counter(m for lines in settled.values() for m, _ in lines if m in unique)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +12,6 @@ from urllib.parse import unquote
 
 from localbus import connection_string as connection_string_for
 from tests.fixtures.dts import DtsBackend
-from tests.fixtures.processes import REPO, ListenerProcess, listener_env
 from tests.reliability.common import (
     QUEUE,
     dead_letters,
@@ -25,6 +22,7 @@ from tests.reliability.common import (
     start_message,
 )
 from tests.support.ports import free_port
+from tests.support.processes import LISTENING, Process, sbworker, sbworker_env
 from tests.support.wait import until
 
 SAS_KEY = "rEliAbIlItY-" + uuid.uuid4().hex  # distinctive, so a leak cannot hide behind a common string
@@ -57,22 +55,23 @@ def test_wrong_sas_key_is_refused_reported_once_and_not_retried_in_a_storm(tmp_p
     with durable_bus(tmp_path, sas_key=SAS_KEY) as bus:
         publish(bus.connection_string, [start_message("hello_cities")])  # with the right key: accepted
         wrong = connection_string_for(bus.port, key=WRONG_KEY)
-        with ListenerProcess(listener_env(wrong, dts_backend.connection_string), tmp_path / "listener.log") as lp:
+        with Process(["run", "--no-worker"], sbworker_env(wrong, dts_backend.connection_string),
+                     tmp_path / "listener.log", ready=LISTENING) as lp:
             lp.start(wait_ready=False)
-            lp.wait_for_line(REFUSED, timeout=30)
+            lp.wait_for_output(REFUSED, timeout=30)
             attempts = len(bus.tokens)
             # one publisher token, then one connection attempt by the listener (the SDK itself retries it 3 times)
             assert attempts <= 6, f"{attempts} token attempts before the refusal was reported"
             refused_at = time.monotonic()
             # The documented behaviour: stay up, report, and back off (60 s) instead of hammering the broker.
             until(lambda: time.monotonic() - refused_at > 8 or not lp.alive, timeout=15, what="8 s", interval=0.5)
-            assert lp.alive, lp.output()[-3000:]
+            assert lp.alive, lp.output[-3000:]
             assert len(bus.tokens) - attempts <= 1, f"{len(bus.tokens) - attempts} token attempts in 8 s"
-            assert lp.output().count(REFUSED) == 1
-            assert "listening on queue" not in lp.output()
+            assert lp.output.count(REFUSED) == 1
+            assert "listening on queue" not in lp.output
             assert queue_total(bus) == 1, "nothing may be received with a refused key"
             assert lp.terminate(timeout=30) == 0
-            out = lp.output()
+            out = lp.output
         assert not _leaks(out, [SAS_KEY, WRONG_KEY, wrong, *_token_secrets(bus)]), out[-3000:]
 
 
@@ -87,13 +86,13 @@ def test_no_secret_in_any_log_line_error_or_dead_letter(tmp_path: Path, dts_back
         stack.drained()
         stack.bus.stop()  # connection errors get logged, with whatever the SDK puts in them
         stack.bus.start()
-        stack.listener.wait_for_line("listening on queue", timeout=60)
+        stack.listener.wait_for_output("listening on queue", timeout=60)
         stack.listener.kill9()
         stack.listener.env["DTS_CONNECTION_STRING"] = dead_dts  # DTS errors get logged too
         stack.listener.start()
         stack.publish([start_message("hello_cities")])
-        stack.listener.wait_for_line("DTS call failed", timeout=30)
-        out = stack.listener.output()
+        stack.listener.wait_for_output("DTS call failed", timeout=30)
+        out = stack.listener.output
         secrets = [SAS_KEY, stack.connection_string, *_token_secrets(stack.bus)]
         descriptions = " ".join(d.description or "" for d in dead_letters(stack.connection_string))
     assert len(out) > 10_000, "DEBUG logging should have produced plenty to scan"
@@ -109,9 +108,8 @@ def test_configuration_errors_never_echo_the_key() -> None:
         f"Endpoint=http://nope;SharedAccessKeyName=k;SharedAccessKey={SAS_KEY}",  # wrong scheme
     ]
     for connection in bad:
-        env = listener_env(connection, base["DTS_CONNECTION_STRING"])
-        done = subprocess.run([sys.executable, "-m", "sbworker", "run", "--no-worker"], env=env, cwd=REPO,
-                              capture_output=True, text=True, timeout=60)
+        env = sbworker_env(connection, base["DTS_CONNECTION_STRING"])
+        done = sbworker("run", "--no-worker", env=env)
         assert done.returncode == 2, done.stderr
         assert "SERVICEBUS_CONNECTION_STRING" in done.stderr
         assert SAS_KEY not in done.stderr + done.stdout, done.stderr

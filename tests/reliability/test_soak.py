@@ -27,8 +27,8 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from localdts import LocalDts
 from sbworker.core import clients
 from sbworker.core.config import parse_dts
-from tests.fixtures.processes import ListenerProcess, listener_env
 from tests.reliability.common import QUEUE, approval_message, dead_letters, durable_bus, start_message
+from tests.support.processes import LISTENING, Process, sbworker_env
 from tests.support.wait import until
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
@@ -123,11 +123,11 @@ def test_soak_steady_mixed_load_leaks_nothing(tmp_path: Path) -> None:
     samples = Samples()
     try:
         with durable_bus(tmp_path, lock="PT30S") as bus:
-            env = listener_env(bus.connection_string, dts.connection_string, APPROVAL_NOT_FOUND_WINDOW_SECONDS=60,
+            env = sbworker_env(bus.connection_string, dts.connection_string, APPROVAL_NOT_FOUND_WINDOW_SECONDS=60,
                                SOAK_PROBE_FILE=str(probe), SOAK_PROBE_SECONDS=SAMPLE_SECONDS,
                                PYTHONPATH=os.pathsep.join(filter(None, [str(PROBE_DIR),
                                                                         os.environ.get("PYTHONPATH")])))
-            with ListenerProcess(env, tmp_path / "service.log", args=("run",)) as service:
+            with Process(["run"], env, tmp_path / "service.log", ready=LISTENING) as service:
                 service.start()
                 assert service.proc is not None
                 pid = service.proc.pid
@@ -138,7 +138,7 @@ def test_soak_steady_mixed_load_leaks_nothing(tmp_path: Path) -> None:
                 try:
                     while time.monotonic() - began < MINUTES * 60:
                         time.sleep(SAMPLE_SECONDS)
-                        assert service.alive and load.is_alive(), (load.error, service.output()[-3000:])
+                        assert service.alive and load.is_alive(), (load.error, service.output[-3000:])
                         tasks = _tasks(probe)
                         if tasks is None:
                             continue
@@ -151,7 +151,7 @@ def test_soak_steady_mixed_load_leaks_nothing(tmp_path: Path) -> None:
                     load.join(10)
                 assert load.error is None, load.error
                 until(lambda: bus.counts(QUEUE)["total"] == 0, timeout=180, interval=1, what="the queue drained",
-                           on_timeout=lambda: f"{bus.counts(QUEUE)}\n{service.output()[-3000:]}")
+                           on_timeout=lambda: f"{bus.counts(QUEUE)}\n{service.output[-3000:]}")
                 dead = dead_letters(bus.connection_string)
                 bad = [d for d in dead if d.reason == "InvalidJson"]
                 assert len(bad) == load.invalid, (len(bad), load.invalid)

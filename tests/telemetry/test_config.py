@@ -10,7 +10,7 @@ import pytest
 
 from sbworker.core.errors import ConfigError
 from sbworker.observability import config as observability_config
-from tests.integration.procs import REPO, sbworker, stack_env
+from tests.support.processes import REPO, sbworker, sbworker_env
 
 APP_INSIGHTS = ("InstrumentationKey=00000000-0000-0000-0000-000000000000;"
                 "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/")
@@ -104,7 +104,7 @@ def test_a_ratio_sampler_takes_its_argument_in_range() -> None:
 
 
 def test_the_command_line_refuses_a_bad_value_in_one_line_with_exit_2() -> None:
-    env = stack_env("Endpoint=sb://localhost:1;SharedAccessKeyName=k;SharedAccessKey=v",
+    env = sbworker_env("Endpoint=sb://localhost:1;SharedAccessKeyName=k;SharedAccessKey=v",
                     "Endpoint=http://localhost:1;Authentication=None",
                     OTEL_EXPORTER_OTLP_HEADERS="leaked-api-key")
     result = sbworker("run", env=env, timeout=60)

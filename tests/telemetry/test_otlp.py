@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from localbus import LocalBus
 from localdts import LocalDts
-from tests.integration.procs import sbworker, service, stack_env
 from tests.support.ports import free_port
+from tests.support.processes import Process, sbworker, sbworker_env
 from tests.support.wait import until
 from tests.telemetry.otlp_receiver import OtlpReceiver, Span
 
@@ -26,11 +26,11 @@ def named(spans: list[Span], name: str) -> list[Span]:
 def test_publish_and_service_export_one_trace_over_otlp_http(localbus: LocalBus, dts: LocalDts) -> None:
     health_port = free_port()
     with OtlpReceiver() as otlp:
-        env = stack_env(localbus.connection_string, dts.connection_string,
+        env = sbworker_env(localbus.connection_string, dts.connection_string,
                         OTEL_EXPORTER_OTLP_ENDPOINT=otlp.endpoint, OTEL_SERVICE_NAME="sbworker-under-test",
                         OTEL_TRACES_SAMPLER="always_on", OTEL_BSP_SCHEDULE_DELAY="100",
                         OTEL_METRIC_EXPORT_INTERVAL="500", HEALTH_PORT=str(health_port))
-        with service(["run"], env) as run:
+        with Process(["run"], env).start() as run:
             run.wait_for_output("listening on queue")
             published = sbworker("publish", "start", "hello_cities", env=env)
             assert published.returncode == 0, published.stderr
