@@ -12,6 +12,7 @@ from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from localdts import LocalDts
 from tests.localdts import support
 from tests.localdts.worker_proc import build_worker
+from tests.support.ports import free_port
 from tests.support.processes import Process
 
 
@@ -75,7 +76,7 @@ class Backends:
 
 @pytest.fixture
 def backends(tmp_path: Path) -> Iterator[Backends]:
-    b = Backends(support.free_port(), tmp_path / "data", tmp_path / "backend.log")
+    b = Backends(free_port(), tmp_path / "data", tmp_path / "backend.log")
     yield b
     b.close()
 

@@ -1,5 +1,5 @@
 """Real processes and real SDK clients against localdts: the backend and workers as subprocesses (the tests' one
-Process), polling helpers."""
+Process), waits for an instance's status (through the tests' one wait-until)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from durabletask import history as dt_history
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from tests.support.processes import Process
+from tests.support.wait import until
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKHUB = "default"
@@ -68,14 +69,6 @@ def retrying(call: Callable[[], T], timeout: float = 30) -> T:
             time.sleep(0.2)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 def state(client: DurableTaskSchedulerClient, instance_id: str) -> dt_client.OrchestrationState | None:
     """The instance's state, or None while the backend is unreachable (it may be restarting)."""
     try:
@@ -94,7 +87,7 @@ def wait_status(client: DurableTaskSchedulerClient, instance_id: str, status: dt
             found.append(s)
             return True
         return False
-    wait_for(reached, timeout, f"{instance_id} to be {status.name}")
+    until(reached, what=f"{instance_id} to be {status.name}", timeout=timeout)
     return found[-1]
 
 
@@ -103,15 +96,7 @@ def wait_custom_status(client: DurableTaskSchedulerClient, instance_id: str, nee
     def has() -> bool:
         s = state(client, instance_id)
         return s is not None and needle in (s.serialized_custom_status or "")
-    wait_for(has, timeout, f"{instance_id} custom status containing {needle!r}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    until(has, what=f"{instance_id} custom status containing {needle!r}", timeout=timeout)
 
 
 def count(events: list[dt_history.HistoryEvent], kind: type[dt_history.HistoryEvent]) -> int:

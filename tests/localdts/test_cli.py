@@ -15,6 +15,7 @@ from durabletask.client import OrchestrationStatus
 from localdts import DataFileError, ExposureError, LocalDts
 from localdts.store import APPLICATION_ID, SCHEMA_VERSION
 from tests.localdts import support
+from tests.support.ports import free_port
 from tests.support.processes import Process
 
 
@@ -28,7 +29,7 @@ def _digest(path: Path) -> str:
 
 
 def test_serves_prints_its_connection_string_and_exits_0_on_sigterm(tmp_path: Path) -> None:
-    port = support.free_port()
+    port = free_port()
     proc = support.backend_proc(port, tmp_path / "data", tmp_path / "err.log").start()
     try:
         assert proc.ready_line == f"Endpoint=http://localhost:{port};Authentication=None"
@@ -117,7 +118,7 @@ def test_bad_arguments_print_one_line_and_exit_2(args: list[str], says: str) -> 
 
 
 def test_memory_mode_writes_no_data_file(tmp_path: Path) -> None:
-    port = support.free_port()
+    port = free_port()
     proc = Process(["--port", str(port), "--memory"], support._env(), tmp_path / "err.log", module="localdts",
                    ready=support.READY, cwd=tmp_path)
     try:
@@ -143,7 +144,7 @@ def test_a_host_other_than_loopback_needs_allow_remote(command: list[str], host:
 
 
 def test_allow_remote_binds_all_interfaces_with_a_warning(tmp_path: Path) -> None:
-    port = support.free_port()
+    port = free_port()
     proc = support.localdts_proc(["--host", "0.0.0.0", "--allow-remote", "--port", str(port), "--memory"],
                                  tmp_path / "err.log").start()
     try:

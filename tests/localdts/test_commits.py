@@ -15,7 +15,8 @@ import pytest
 from localdts import LocalDts
 from localdts.commits import CommitFailed, GroupCommit
 from localdts.store import Change
-from tests.localdts.support import new_client, wait_for
+from tests.localdts.support import new_client
+from tests.support.wait import until
 
 WAIT = 10.0
 
@@ -108,7 +109,7 @@ def test_changes_made_during_a_write_share_the_next_one(harness: Harness) -> Non
     assert harness.writing.wait(WAIT)
     keys = {f"k{i}" for i in range(5)}
     waiting, errors = _in_threads(harness, sorted(keys))
-    wait_for(lambda: _changed(harness) == keys, WAIT, "five changes waiting for the next write")
+    until(lambda: _changed(harness) == keys, what="five changes waiting for the next write", timeout=WAIT)
     assert all(t.is_alive() for t in first + waiting)  # nobody is acknowledged before its write returns
     assert harness.written == []
     harness.hold.set()
@@ -171,7 +172,8 @@ def test_a_start_whose_commit_fails_is_not_acknowledged_and_is_written_later(
             stub.StartInstance(pb.CreateInstanceRequest(instanceId="refused-1", name="hello_cities"))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # retryable, and said so
         assert "not acknowledged" in refused.value.details() and "disk I/O error" in refused.value.details()
-        wait_for(lambda: len(writes) >= 2, WAIT, "the retried write")  # the change was kept for the next batch
+        # the change was kept for the next batch
+        until(lambda: len(writes) >= 2, what="the retried write", timeout=WAIT)
     dts.stop(grace=0)
     dts.start()
     client = new_client(dts.port)

@@ -25,7 +25,9 @@ from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 
 from localdts.store import Store
 from tests.localdts import support
+from tests.support.ports import free_port
 from tests.support.processes import Process
+from tests.support.wait import until
 
 HERE = Path(__file__).resolve().parent
 FAULTS = {
@@ -76,7 +78,7 @@ class Faulty:
 @pytest.fixture
 def faulty(tmp_path: Path, faultfs: Path) -> Iterator[Faulty]:
     (tmp_path / "control").mkdir()
-    f = Faulty(tmp_path / "data", tmp_path / "control", tmp_path / "backend.log", support.free_port(), faultfs)
+    f = Faulty(tmp_path / "data", tmp_path / "control", tmp_path / "backend.log", free_port(), faultfs)
     yield f
     if f.proc is not None:
         f.proc.close()
@@ -109,7 +111,7 @@ def _intact(data: Path) -> None:
 def _present(port: int, ids: list[str]) -> list[str]:
     client = support.new_client(port)
     try:
-        support.wait_for(lambda: _answers(client), 15, "the backend to answer")
+        until(lambda: _answers(client), what="the backend to answer", timeout=15)
         return [iid for iid in ids if client.get_orchestration_state(iid) is not None]
     finally:
         client.close()
@@ -138,7 +140,7 @@ def test_a_disk_fault_is_refused_clearly_and_writes_resume_by_themselves(faulty:
         assert client.get_orchestration_state("before-3") is not None  # reads still work
         time.sleep(2.5)  # the commit thread retries (about once a second) meanwhile
         faulty.fault(kind, False)
-        support.wait_for(lambda: _starts_again(client, "after-0"), 15, "writes to work again by themselves")
+        until(lambda: _starts_again(client, "after-0"), what="writes to work again by themselves", timeout=15)
         acked.append("after-0")
     finally:
         client.close()

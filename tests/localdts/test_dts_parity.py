@@ -22,6 +22,7 @@ from durabletask.client import OrchestrationStatus
 from localdts import LocalDts
 from localdts.limits import MAX_INSTANCE_ID_LENGTH
 from tests.localdts import support
+from tests.support.wait import until
 
 
 def child(ctx: task.OrchestrationContext, _: Any) -> Any:
@@ -116,7 +117,7 @@ def test_a_sub_orchestration_reports_to_its_parent_across_a_restart(
     support.wait_status(client, "restart-child", OrchestrationStatus.RUNNING)
     dts.stop()
     dts.start()
-    support.wait_for(lambda: support.state(client, "restart-child") is not None, 10, "the client to reconnect")
+    until(lambda: support.state(client, "restart-child") is not None, what="the client to reconnect", timeout=10)
     client.raise_orchestration_event("restart-child", "go", data="after")
     state = client.wait_for_orchestration_completion(iid, timeout=30)
     assert state is not None and state.serialized_output == '"after"'
@@ -139,9 +140,9 @@ def test_clean_entity_storage_reports_what_dts_reports(client: DurableTaskSchedu
     emptied = entities.EntityInstanceId("Box", "emptied")
     client.signal_entity(kept, "put", input=1)
     client.signal_entity(emptied, "put", input=2)
-    support.wait_for(lambda: client.get_entity(emptied) is not None, 10, "the entity to exist")
+    until(lambda: client.get_entity(emptied) is not None, what="the entity to exist", timeout=10)
     client.signal_entity(emptied, "delete")
-    support.wait_for(lambda: client.get_entity(emptied) is None, 10, "the emptied entity to be gone")
+    until(lambda: client.get_entity(emptied) is None, what="the emptied entity to be gone", timeout=10)
 
     result = client.clean_entity_storage(remove_empty_entities=True, release_orphaned_locks=True)
     assert (result.empty_entities_removed, result.orphaned_locks_released) == (0, 0)

@@ -23,6 +23,7 @@ from localdts import LocalDts, limits
 from tests.localdts import isolation_workflows as wf
 from tests.localdts import support, worker_proc
 from tests.localdts.conftest import Backends
+from tests.support.wait import until
 
 # Others must finish well within this (normally well under a second each); the issue saw minutes.
 OTHERS_BOUND_SECONDS = 20
@@ -154,7 +155,7 @@ def test_over_the_limit_after_kill9_and_a_restart_ends_and_the_others_flow(
     big_worker = support.worker_proc(backends.port, tmp_path / "worker.log", str(32 * 1024 * 1024)).start()
     try:
         bad = proc_client.schedule_new_orchestration(wf.retries_with_its_input, input=BIG_INPUT)
-        support.wait_for(lambda: _retries(proc_client, bad) >= 12, 60, "the history to pass 4 MiB")
+        until(lambda: _retries(proc_client, bad) >= 12, what="the history to pass 4 MiB", timeout=60)
         big_worker.kill9()
     finally:
         big_worker.close()

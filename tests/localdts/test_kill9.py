@@ -18,6 +18,7 @@ from durabletask.client import OrchestrationStatus
 
 from tests.localdts import support
 from tests.localdts.conftest import Backends
+from tests.support.wait import until
 
 T = TypeVar("T")
 PER_WORKFLOW = 75
@@ -81,7 +82,8 @@ def test_kill9_twice_with_300_orchestrations_in_flight_completes_each_once(
         for n, iid in approvals[half:]:
             _approve(proc_client, iid, n // 4)
 
-        support.wait_for(lambda: _terminal(proc_client, ids) == len(ids), 240, "every instance to finish", 1.0)
+        until(lambda: _terminal(proc_client, ids) == len(ids), what="every instance to finish", timeout=240,
+              interval=1.0)
     finally:
         worker.close()
 

@@ -25,6 +25,7 @@ from localdts.queries import MAX_PAGE_SIZE
 from localdts.store import _INDEXES, _SCHEMA, APPLICATION_ID, InstanceRow, Store
 from tests.localdts import isolation_workflows as wf
 from tests.localdts import support
+from tests.support.wait import until
 
 BASE_US = 1_780_000_000_000_000  # 2026-05-28
 STATUSES = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
@@ -243,11 +244,11 @@ def test_instances_leave_memory_when_they_end_and_only_running_ones_are_loaded(
     for iid in done:
         client.wait_for_orchestration_completion(iid, timeout=30)
     support.wait_status(client, waiting, OrchestrationStatus.RUNNING)
-    support.wait_for(lambda: set(dts.backend._instances) == {waiting}, 10, "the ended instances to leave memory")
+    until(lambda: set(dts.backend._instances) == {waiting}, what="the ended instances to leave memory", timeout=10)
     dts.stop()
     dts.start()
     assert set(dts.backend._instances) == {waiting}
-    support.wait_for(lambda: support.state(client, waiting) is not None, 10, "the client to reconnect")
+    until(lambda: support.state(client, waiting) is not None, what="the client to reconnect", timeout=10)
     client.raise_orchestration_event(waiting, "data", data="x")
     assert support.wait_status(client, waiting, OrchestrationStatus.COMPLETED).serialized_output == "[1]"
     assert client.get_orchestration_state(done[7]) is not None  # from the store
@@ -309,7 +310,7 @@ def test_an_event_raised_at_an_ended_instance_keeps_it(dts: LocalDts, client: Du
     iid = client.schedule_new_orchestration(wf.quick, input=5)
     assert _ended_state(client, iid) == OrchestrationStatus.COMPLETED
     if left_memory:
-        support.wait_for(lambda: iid not in set(dts.backend._instances), 10, "the instance to leave memory")
+        until(lambda: iid not in set(dts.backend._instances), what="the instance to leave memory", timeout=10)
     client.raise_orchestration_event(iid, "Anything", data={"late": True})
     client.terminate_orchestration(iid)  # also a no-op on an ended instance
     dts.backend.flush()
@@ -318,7 +319,7 @@ def test_an_event_raised_at_an_ended_instance_keeps_it(dts: LocalDts, client: Du
     assert len(client.get_orchestration_history(iid)) > 2
     dts.stop()
     dts.start()
-    support.wait_for(lambda: support.state(client, iid) is not None, 10, "the instance after a restart")
+    until(lambda: support.state(client, iid) is not None, what="the instance after a restart", timeout=10)
 
 
 def _ended_state(client: DurableTaskSchedulerClient, iid: str) -> OrchestrationStatus | None:

@@ -13,6 +13,7 @@ from durabletask.client import OrchestrationStatus
 
 from localdts import LocalDts
 from tests.localdts import support
+from tests.support.wait import until
 
 
 def test_worker_killed_mid_activity_has_its_activity_run_again_by_a_new_worker(
@@ -24,11 +25,11 @@ def test_worker_killed_mid_activity_has_its_activity_run_again_by_a_new_worker(
     second = None
     try:
         iid = client.schedule_new_orchestration("run_marked", input=str(marks))
-        support.wait_for(lambda: runs.exists() and runs.read_text().count("\n") == 1, 30, "the first run")
+        until(lambda: runs.exists() and runs.read_text().count("\n") == 1, what="the first run", timeout=30)
         first.kill9()  # mid-activity: it is blocked waiting for the release file
 
         second = support.worker_proc(dts.port, tmp_path / "worker2.log").start()
-        support.wait_for(lambda: runs.read_text().count("\n") == 2, 30, "the activity to be offered again")
+        until(lambda: runs.read_text().count("\n") == 2, what="the activity to be offered again", timeout=30)
         (marks / "release").touch()
 
         done = support.wait_status(client, iid, OrchestrationStatus.COMPLETED)

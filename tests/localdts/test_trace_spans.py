@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from localdts import LocalDts
 from tests.fixtures.isolation import session_tracer_provider
 from tests.localdts import support
+from tests.support.wait import until
 
 
 def test_sdk_spans_of_caller_orchestration_and_activities_share_one_trace(
@@ -30,9 +31,9 @@ def test_sdk_spans_of_caller_orchestration_and_activities_share_one_trace(
         iid = client.schedule_new_orchestration("hello_cities")
     trace_id = caller.get_span_context().trace_id
     support.wait_status(client, iid, OrchestrationStatus.COMPLETED)
-    support.wait_for(lambda: sum("say_hello" in s.name for s in exporter.get_finished_spans()) >= 3
-                     and any("hello_cities" in s.name and s.kind == trace.SpanKind.SERVER
-                             for s in exporter.get_finished_spans()), 10, "the worker's spans")
+    until(lambda: sum("say_hello" in s.name for s in exporter.get_finished_spans()) >= 3
+          and any("hello_cities" in s.name and s.kind == trace.SpanKind.SERVER for s in exporter.get_finished_spans()),
+          what="the worker's spans", timeout=10)
 
     spans = [s for s in exporter.get_finished_spans() if s.name != "caller"]
     names = sorted({s.name for s in spans})
