@@ -8,8 +8,6 @@ npm the tests skip locally, and fail in CI (``CI`` set), where a missing client 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 from localbus import LocalBus
+from tests.fixtures.node import node_with_packages
 
 HERE = Path(__file__).resolve().parent
 Q = "interop"
@@ -37,29 +36,10 @@ TOPICS: dict[str, Any] = {"orders": {"Subscriptions": [
 ]}}
 
 
-def _missing(what: str) -> None:
-    message = f"{what} is needed for the JavaScript interop tests (apt-get install nodejs npm)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node binary, with @azure/service-bus installed from package-lock.json (npm ci, once)."""
-    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
-    if node_bin is None:
-        _missing("node")
-    if npm_bin is None:
-        _missing("npm")
-    assert node_bin is not None and npm_bin is not None
-    marker = HERE / "node_modules" / ".package-lock.json"
-    lock = HERE / "package-lock.json"
-    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
-        result = subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
-    return node_bin
+    return node_with_packages(HERE, "the JavaScript interop tests")
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from localbus import LocalBus
 from localdts import LocalDts
 from orchestrations import registry
 from sbworker.core import clients, config
+from tests.fixtures.node import node_with_packages
 
 pytestmark = pytest.mark.slow
 
@@ -40,26 +39,10 @@ ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
-def _missing(what: str) -> None:
-    message = f"{what} is needed to run Azurite for the large-payload test (apt-get install nodejs npm)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A blob service on a free port; yields its connection string."""
-    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
-    if node_bin is None or npm_bin is None:
-        _missing("node" if node_bin is None else "npm")
-    assert npm_bin is not None
-    marker = HERE / "node_modules" / ".package-lock.json"
-    lock = HERE / "package-lock.json"
-    if not marker.exists() or marker.stat().st_mtime < lock.stat().st_mtime:
-        result = subprocess.run([npm_bin, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_output=True,
-                                text=True, timeout=600)
-        assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+    node_with_packages(HERE, "running Azurite for the large-payload test")
     location = tmp_path_factory.mktemp("azurite")
     proc = subprocess.Popen([str(HERE / "node_modules" / ".bin" / "azurite-blob"), "--blobHost", "127.0.0.1",
                              "--blobPort", "0", "--location", str(location), "--skipApiVersionCheck", "--loose",
