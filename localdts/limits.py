@@ -7,6 +7,9 @@ and activity inputs and outputs, external event data, custom status and entity s
 A worker receives its work items over gRPC, whose default maximum message size is 4 MiB (grpc's
 ``GRPC_DEFAULT_MAX_RECV_MESSAGE_LENGTH``, kept by durabletask-python and durabletask-js): a larger work item
 cannot be delivered, so an instance whose history grows past it must end instead of being offered for ever.
+Instance ids starting with "@" are entity ids ("@name@key"), reserved by the Durable Task SDKs (durabletask-dotnet
+`Check.NotEntity`: "Instance IDs starting with '@' are reserved for entities"; durabletask-python
+`EntityInstanceId.parse`): an orchestration with one would collide with an entity of that name and key.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def instance_id_problem(instance_id: str) -> str | None:
     if len(instance_id) > MAX_INSTANCE_ID_LENGTH:
         return (f"instance id of {len(instance_id)} characters is longer than {MAX_INSTANCE_ID_LENGTH} characters "
                 "(the Durable Task Scheduler's limit)")
+    if instance_id.startswith("@"):
+        return (f"instance id {instance_id[:40]!r} starts with '@', which is reserved for entity ids ('@name@key'): "
+                "an orchestration's instance id must not start with '@'")
     return None
 
 

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     UNKNOWN_EVENT = "UnknownEvent"
     # The message is well formed but asks for more than the bounds allow (README "Limits").
     INSTANCE_ID_TOO_LONG = "InstanceIdTooLong"
+    RESERVED_INSTANCE_ID = "ReservedInstanceId"
     INPUT_TOO_LARGE = "InputTooLarge"
     INPUT_OUT_OF_BOUNDS = "InputOutOfBounds"
     EVENT_TOO_LARGE = "EventTooLarge"

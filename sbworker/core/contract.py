@@ -10,11 +10,12 @@ here and stated in the schema descriptions.
 Decisions (and why):
 
 - Checks run in this order, and the first failure wins: size (``TooLarge``, before any decoding so a huge
-  body costs nothing), subject, content type, UTF-8, JSON, instance id length, schema, start time, orchestration
-  registration, input size, the orchestration's own input bounds, message id, event data size. A message
-  therefore gets the most basic reason that applies.
+  body costs nothing), subject, content type, UTF-8, JSON, instance id (length, then the entity prefix), schema,
+  start time, orchestration registration, input size, the orchestration's own input bounds, message id, event
+  data size. A message therefore gets the most basic reason that applies.
 - Bounds (``sbworker.core.limits``) are checked here, before anything reaches DTS: an instance id DTS would
-  refuse (``InstanceIdTooLong``), an input or event data larger as JSON in DTS than the configured limit
+  refuse (``InstanceIdTooLong``), one starting with "@", which the Durable Task SDKs reserve for entity ids
+  (``ReservedInstanceId``), an input or event data larger as JSON in DTS than the configured limit
   (``InputTooLarge``, ``EventTooLarge``), and what an orchestration refuses in its own input
   (``InputOutOfBounds``, e.g. workflow_with_retry's retry overrides). Each description names the limit and the
   actual size.
@@ -248,16 +249,16 @@ def _parse(
         kind = _check_subject(subject)
         _check_content_type(content_type)
         document = _load_json(_decode(body))
-        _check_instance_id_length(document)
+        _check_instance_id(document)
         return _request(kind, document, message_id, is_registered, registered_names, events, bounds, input_problem)
     kind, document, cloudevent = _cloud_event(mode, body, content_type, application_properties or {},
                                               cloudevent_types)
-    _check_instance_id_length(document)
+    _check_instance_id(document)
     try:
         request = _request(kind, document, cloudevent.id, is_registered, registered_names, events, bounds,
                            input_problem)
     except _Reject as rejection:
-        if rejection.reason in (Reason.MISSING_MESSAGE_ID, Reason.INSTANCE_ID_TOO_LONG):
+        if rejection.reason in (Reason.MISSING_MESSAGE_ID, Reason.INSTANCE_ID_TOO_LONG, Reason.RESERVED_INSTANCE_ID):
             # the CloudEvents id stood in for the message id
             _reject(rejection.reason, rejection.description.replace("message_id", "CloudEvents id"))
         raise
@@ -274,12 +275,21 @@ def _request(kind: str, document: Any, message_id: str | bytes | None, is_regist
     return raised
 
 
-def _check_instance_id_length(document: Any) -> None:
-    """Before the schema, so an id DTS would refuse gets its own reason rather than a schema clause."""
+def _check_instance_id(document: Any) -> None:
+    """Before the schema, so an id DTS would refuse, or an entity's, gets its own reason rather than a schema
+    clause."""
     instance_id = document.get("instance_id") if isinstance(document, dict) else None
-    problem = limits.instance_id_problem(instance_id, "$.instance_id") if isinstance(instance_id, str) else None
+    if isinstance(instance_id, str):
+        _check_id(instance_id, "$.instance_id")
+
+
+def _check_id(instance_id: str, what: str, prefix: str = "") -> None:
+    problem = limits.instance_id_problem(instance_id, what)
     if problem is not None:
-        _reject(Reason.INSTANCE_ID_TOO_LONG, problem)
+        _reject(Reason.INSTANCE_ID_TOO_LONG, prefix + problem)
+    problem = limits.reserved_id_problem(instance_id, what)
+    if problem is not None:
+        _reject(Reason.RESERVED_INSTANCE_ID, prefix + problem)
 
 
 def _check_input(name: str, value: Any, bounds: Limits, input_problem: InputCheck | None) -> None:
@@ -541,9 +551,7 @@ def _instance_id_from(message_id: str | bytes | None) -> str:
         message_id = str(message_id)  # e.g. uuid.UUID from the SDK
     if not message_id:
         _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but the message has no message_id")
-    too_long = limits.instance_id_problem(message_id, "the message_id")
-    if too_long is not None:
-        _reject(Reason.INSTANCE_ID_TOO_LONG, f"{absent}, but {too_long}")
+    _check_id(message_id, "the message_id", f"{absent}, but ")
     problems = _describe_all(_INSTANCE_ID.errors(message_id), root="message_id")
     if problems:
         _reject(Reason.MISSING_MESSAGE_ID, f"{absent}, but it is not a usable instance id: {problems}")
@@ -717,7 +725,7 @@ def event_body(instance_id: str, name: str, data: Any, events: EventCatalog, *, 
     body: dict[str, Any] = {"instance_id": instance_id, "name": name, "data": data}
     try:
         _check_value(body)
-        _check_instance_id_length(body)
+        _check_instance_id(body)
         _check_event(_event(body, events), _LONGEST_MESSAGE_ID, bounds)
     except _Reject as rejection:
         raise Rejected(rejection.reason.value, _clip(rejection.description)) from None
@@ -744,7 +752,7 @@ def _format_utc(moment: datetime) -> str:
 def _check_body(schema: Schema, body: dict[str, Any], bounds: Callable[[], None]) -> None:
     try:
         _check_value(body)
-        _check_instance_id_length(body)
+        _check_instance_id(body)
         _validate(schema, body)
         bounds()
     except _Reject as rejection:

@@ -13,6 +13,10 @@ Why these defaults (README "Limits"; sources in the README and in the team's DTS
   dozens of events raised by hand before its history nears a work item's limit.
 - Instance ids: DTS refuses ids longer than 100 characters ("Durable Task Scheduler", Limitations and
   considerations, learn.microsoft.com), so the contract does too, rather than dead-ending such a start in DTS.
+  An id starting with "@" is an entity's ("@name@key"): the Durable Task SDKs reserve that prefix for entities
+  (durabletask-dotnet `Check.NotEntity`: "Instance IDs starting with '@' are reserved for entities";
+  durabletask-python `EntityInstanceId.parse` and `send_event`), so an orchestration given one would share the
+  entities' namespace.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any, Final
 from durabletask.serialization import JsonDataConverter
 
 MAX_INSTANCE_ID_LENGTH: Final = 100
+#: The prefix of every entity id ("@name@key"); an orchestration's instance id must not start with it.
+ENTITY_ID_PREFIX: Final = "@"
 DEFAULT_MAX_INPUT_BYTES: Final = 512 * 1024
 DEFAULT_MAX_EVENT_BYTES: Final = 64 * 1024
 #: DTS's own ceiling for one payload; beyond it only large-payload storage helps.
@@ -54,6 +60,14 @@ def instance_id_problem(instance_id: str, what: str = "instance_id") -> str | No
         return None
     return (f"{what} is {len(instance_id)} characters; the limit is {MAX_INSTANCE_ID_LENGTH} characters "
             "(the Durable Task Scheduler's)")
+
+
+def reserved_id_problem(instance_id: str, what: str = "instance_id") -> str | None:
+    """Why this id belongs to the entities' namespace, naming the rule; None if an orchestration may have it."""
+    if not instance_id.startswith(ENTITY_ID_PREFIX):
+        return None
+    return (f"{what} starts with '{ENTITY_ID_PREFIX}', which the Durable Task SDKs reserve for entity ids "
+            f"('@name@key'): an orchestration's instance id must not start with '{ENTITY_ID_PREFIX}'")
 
 
 def input_problem(value: Any, limits: Limits) -> str | None:

@@ -49,6 +49,8 @@ REASON_MEANINGS: Final[dict[str, str]] = {
                                 "re-enqueued to wait for its instance.",
     Reason.UNKNOWN_EVENT: "The event name is not declared, or the instance's orchestration does not wait for it.",
     Reason.INSTANCE_ID_TOO_LONG: "The instance id is longer than the Durable Task Scheduler's 100 characters.",
+    Reason.RESERVED_INSTANCE_ID: "The instance id starts with \"@\", which the Durable Task SDKs reserve for "
+                                 "entity ids (\"@name@key\").",
     Reason.INPUT_TOO_LARGE: "The input is larger than MAX_INPUT_BYTES as JSON in DTS.",
     Reason.INPUT_OUT_OF_BOUNDS: "The orchestration refuses its input (e.g. workflow_with_retry's retry overrides).",
     Reason.EVENT_TOO_LARGE: "The event data (with the message_id the listener adds) is larger than MAX_EVENT_BYTES.",

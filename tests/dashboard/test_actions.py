@@ -189,6 +189,8 @@ def test_new_orchestration_refuses_bad_input_and_sends_nothing(stack: Stack, sb:
         ({"orchestration": "hello_cities", "input": "", "start_at": "tomorrow"}, "start_at is not an ISO-8601 time"),
         ({"orchestration": "hello_cities", "input": "", "instance_id": "i" * 101},
          "instance_id is 101 characters; the limit is 100 characters"),
+        ({"orchestration": "hello_cities", "input": "", "instance_id": "@counter@1"},
+         "instance_id starts with &#39;@&#39;, which the Durable Task SDKs reserve for entity ids"),
         ({"orchestration": "hello_cities", "input": json.dumps("\u00e9" * 100_000, ensure_ascii=False)},
          "$.input is 600,002 bytes as JSON in DTS; the limit is 524,288 bytes (MAX_INPUT_BYTES)"),
         ({"orchestration": "workflow_with_retry", "input": '{"retry": {"max_attempts": 100}}'},

@@ -1,7 +1,8 @@
 """Where localdts answered differently from DTS (issue 23, item 4), each case as another client found it.
 
 A sub-orchestration knows its parent; a wait without a gRPC deadline (or with a huge one) waits; cleaning entity
-storage reports what DTS reports; an instance id DTS would refuse is refused with INVALID_ARGUMENT.
+storage reports what DTS reports; an instance id DTS would refuse (too long, or an entity's: a leading "@") is
+refused with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def test_clean_entity_storage_reports_what_dts_reports(client: DurableTaskSchedu
 @pytest.mark.parametrize(("instance_id", "reason"), [
     ("x" * (MAX_INSTANCE_ID_LENGTH + 1), f"longer than {MAX_INSTANCE_ID_LENGTH} characters"),
     ("x" * 100_000, f"longer than {MAX_INSTANCE_ID_LENGTH} characters"),
+    ("@counter@1", "starts with '@', which is reserved for entity ids"),  # an entity's id (the SDKs reserve '@')
 ])
 def test_an_instance_id_dts_would_refuse_is_invalid_argument(client: DurableTaskSchedulerClient, instance_id: str,
                                                              reason: str) -> None:

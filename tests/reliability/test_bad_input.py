@@ -44,6 +44,7 @@ NAMES_THE_PROBLEM: dict[str, tuple[str, ...]] = {
     "UnknownEvent": ("$.name", "does not wait for"),
     "InvalidCloudEvent": ("CloudEvent", "attribute", "specversion", "envelope", "data", "time", "prefixes"),
     "InstanceIdTooLong": ("characters",),
+    "ReservedInstanceId": ("'@'",),
     "InputTooLarge": ("bytes",),
     "InputOutOfBounds": ("$.input",),
     "EventTooLarge": ("bytes",),

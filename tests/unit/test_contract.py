@@ -690,6 +690,7 @@ def test_reason_codes_are_the_documented_wire_strings() -> None:
             "InstanceNotRunning",
             "UnknownEvent",
             "InstanceIdTooLong",
+            "ReservedInstanceId",
             "InputTooLarge",
             "InputOutOfBounds",
             "EventTooLarge",

@@ -77,6 +77,51 @@ def test_a_defaulted_instance_id_obeys_the_same_limit() -> None:
     assert "limit is 100" in description
 
 
+# --- instance id: "@" starts an entity's id, which the Durable Task SDKs reserve -------------------------------
+
+
+@pytest.mark.parametrize("subject", [SUBJECT_START, SUBJECT_APPROVAL, SUBJECT_EVENT])
+def test_an_instance_id_starting_with_at_is_reserved_instance_id(subject: str) -> None:
+    body: dict[str, Any] = {
+        SUBJECT_START: {"orchestration": "hello_cities"},
+        SUBJECT_APPROVAL: {"approved": True, "approver": "a"},
+        SUBJECT_EVENT: {"name": "PaymentReceived", "data": {"amount_cents": 1, "currency": "EUR", "reference": "r"}},
+    }[subject]
+    assert not isinstance(run({**body, "instance_id": "order@42"}, subject), Invalid)  # "@" elsewhere is fine
+    description = reason_of(run({**body, "instance_id": "@counter@42"}, subject), Reason.RESERVED_INSTANCE_ID)
+    assert description == ("$.instance_id starts with '@', which the Durable Task SDKs reserve for entity ids "
+                           "('@name@key'): an orchestration's instance id must not start with '@'")
+
+
+def test_a_defaulted_or_cloudevents_instance_id_obeys_the_same_rule() -> None:
+    description = reason_of(run({"orchestration": "hello_cities"}, message_id="@counter@42"),
+                            Reason.RESERVED_INSTANCE_ID)
+    assert description.startswith("$.instance_id is absent, so it defaults to the message_id, but the message_id "
+                                  "starts with '@'")
+    event = {"specversion": "1.0", "id": "@counter@42", "source": "/s", "type": "sbworker.start",
+             "data": {"orchestration": "hello_cities"}}
+    cloud = parse(json.dumps(event).encode(), subject=None, content_type="application/cloudevents+json",
+                  message_id="m-1", is_registered=registry.is_startable)
+    assert "the CloudEvents id starts with '@'" in reason_of(cloud, Reason.RESERVED_INSTANCE_ID)
+
+
+def test_the_reserved_prefix_comes_before_the_schema_and_the_builders_refuse_it() -> None:
+    reason_of(run({"orchestration": "hello_cities", "instance_id": "@x@y", "bogus": 1}),
+              Reason.RESERVED_INSTANCE_ID)
+    for build in (lambda: start_body("hello_cities", instance_id="@x@y"),
+                  lambda: approval_body("@x@y", True, "a"),
+                  lambda: event_body("@x@y", "PaymentReceived",
+                                     {"amount_cents": 1, "currency": "EUR", "reference": "r"}, CATALOG)):
+        with pytest.raises(ValueError, match="reserve for entity ids") as raised:
+            build()
+        assert getattr(raised.value, "reason", None) == Reason.RESERVED_INSTANCE_ID
+
+
+def test_localdts_refuses_the_same_ids() -> None:
+    assert localdts_limits.instance_id_problem("@counter@42") is not None
+    assert localdts_limits.instance_id_problem("order@42") is None
+
+
 def test_the_schemas_publish_the_same_limit() -> None:
     for name in ("start", "approval", "event"):
         text = (resources.files("sbworker.core") / "schemas" / f"{name}.schema.json").read_text(encoding="utf-8")

@@ -40,8 +40,9 @@ json_values = st.recursive(
 
 # Exactly the documented instance id rules: 1-100 characters (DTS's limit), no control characters (Unicode
 # category Cc is U+0000-U+001F and U+007F-U+009F), not only whitespace.
+# Valid ids: no control character, not only whitespace, no leading "@" (an entity's id, ReservedInstanceId).
 instance_ids = st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=100).filter(
-    lambda text: not text.isspace()
+    lambda text: not text.isspace() and not text.startswith("@")
 )
 approvers = st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=256)
 comments = st.none() | st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=300)

@@ -76,6 +76,7 @@ def test_a_binary_cloudevent_carries_its_attributes_as_properties() -> None:
 @pytest.mark.parametrize(("build", "reason", "named"), [
     (lambda m: m.start("say_hello"), "UnknownOrchestration", "registered: approval_workflow"),
     (lambda m: m.start("hello_cities", instance_id="i" * 101), "InstanceIdTooLong", "101 characters"),
+    (lambda m: m.start("hello_cities", instance_id="@counter@1"), "ReservedInstanceId", "reserve for entity ids"),
     (lambda m: m.start("workflow_with_retry", {"retry": {"max_attempts": 100}}), "InputOutOfBounds", "max_attempts"),
     (lambda m: m.start("hello_cities", {"x": float("nan")}), "InvalidJson", "finite number"),
     (lambda m: m.approval("i", True, ""), "SchemaViolation", "$.approver"),
