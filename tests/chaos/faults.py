@@ -13,6 +13,7 @@ from typing import Any
 from tests.chaos.history import History
 from tests.chaos.schedule import Fault, Schedule
 from tests.chaos.stack import Stack, send_signal
+from tests.support.processes import Process
 
 TERM_WAIT = 30.0  # a SIGTERMed replica settles in SHUTDOWN_GRACE_SECONDS (5 s); a server stops at once
 
@@ -118,7 +119,7 @@ class FaultPlayer(threading.Thread):
         self._restart(fault.target, process)
         self._record(fault, "end", **extra)
 
-    def _restart(self, name: str, process: Any) -> None:
+    def _restart(self, name: str, process: Process) -> None:
         if name.startswith("replica"):
             process.start(wait_ready=False)
         else:

@@ -13,7 +13,6 @@ import os
 import signal
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from tests.reliability import workload
 from tests.reliability.common import queue_settings
@@ -65,8 +64,8 @@ class Stack:
         self._exit = ExitStack()
 
     @property
-    def processes(self) -> dict[str, Any]:
-        out: dict[str, Any] = {f"replica{i}": r for i, r in enumerate(self.replicas)}
+    def processes(self) -> dict[str, Process]:
+        out: dict[str, Process] = {f"replica{i}": r for i, r in enumerate(self.replicas)}
         out.update({"localbus": self.bus, "localdts": self.dts})
         return out
 
