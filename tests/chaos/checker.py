@@ -44,11 +44,11 @@ RAISE_KINDS = ("approval", "event")  # messages that raise an event on an instan
 # Open findings that campaigns still hit: each is reported under its own rule, with its minimal history, and
 # counted, but does not fail a campaign while it stays listed here (the README's Guarantees section says why).
 KNOWN: dict[str, str] = {
-    "reenqueue-doubled": "an early approval's scheduled copy and the complete of the message it replaces are not "
-                         "one transaction; the copy is withdrawn when the complete is refused for a lost lock, but "
-                         "after an ambiguous failure (a dropped link, a paused broker) or a kill between the two, the "
-                         "message comes back and waits twice: applied once, yet dead-lettered twice if its instance "
-                         "never comes",
+    "reenqueue-doubled": "an early approval's (or event's) scheduled copy and the complete of the message it "
+                         "replaces are not one transaction; the copy is withdrawn when the complete is refused for a "
+                         "lost lock, but after an ambiguous failure (a dropped link, a paused broker) or a kill "
+                         "between the two, the message comes back and waits twice: applied once, yet dead-lettered "
+                         "twice if its instance never comes",
 }
 
 
@@ -165,8 +165,8 @@ def check(records: list[dict[str, Any]]) -> Report:
     for m in sorted(messages.values(), key=lambda m: m.mid):
         copies = dead.get(m.mid, [])
         if len(copies) > m.attempts:
-            rule = ("reenqueue-doubled" if m.kind == "approval" and all(d.get("reason") == "InstanceNotFound"
-                                                                         for d in copies) else "dead-letter-doubled")
+            rule = ("reenqueue-doubled" if m.kind in RAISE_KINDS and all(d.get("reason") == "InstanceNotFound"
+                                                                          for d in copies) else "dead-letter-doubled")
             out.append(Violation(rule, f"{m.role} {m.mid}: {len(copies)} copies in the DLQ, but only {m.attempts} "
                                  "publish attempt(s)", frozenset({m.mid}), frozenset({m.iid or ""})))
         if m.kind == "start":
