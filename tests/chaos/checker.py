@@ -46,9 +46,9 @@ RAISE_KINDS = ("approval", "event")  # messages that raise an event on an instan
 KNOWN: dict[str, str] = {
     "reenqueue-doubled": "an early approval's (or event's) scheduled copy and the complete of the message it "
                          "replaces are not one transaction; the copy is withdrawn when the complete is refused for a "
-                         "lost lock, but after an ambiguous failure (a dropped link, a paused broker) or a kill "
-                         "between the two, the message comes back and waits twice: applied once, yet dead-lettered "
-                         "twice if its instance never comes",
+                         "lost lock, but after an ambiguous failure (a dropped link, a paused broker, a receiver "
+                         "shut down) or a kill between the two, the message comes back and waits twice: its effect "
+                         "happens once, yet it may also end in the DLQ (twice, or once besides being applied)",
 }
 
 
@@ -152,6 +152,10 @@ def check(records: list[dict[str, Any]]) -> Report:
     messages, instances, dead, left = _load(records)
     out: list[Violation] = []
     stats: Counter[str] = Counter()
+    if not any(r.get("k") == "end" for r in records):
+        out.append(Violation("history-incomplete", "no end record: the campaign stopped (or is still running) "
+                             "before it read the outcomes, so nothing else can be judged"))
+        return Report(campaign, schedule, out, _stats(records, messages, instances, dead, stats))
 
     by_instance: dict[str, list[Message]] = {}
     for m in messages.values():
@@ -164,11 +168,9 @@ def check(records: list[dict[str, Any]]) -> Report:
             out += _judge_instance(iid, starts, related, instances.get(iid), dead, window, slack, stats)
     for m in sorted(messages.values(), key=lambda m: m.mid):
         copies = dead.get(m.mid, [])
-        if len(copies) > m.attempts:
-            rule = ("reenqueue-doubled" if m.kind in RAISE_KINDS and all(d.get("reason") == "InstanceNotFound"
-                                                                          for d in copies) else "dead-letter-doubled")
-            out.append(Violation(rule, f"{m.role} {m.mid}: {len(copies)} copies in the DLQ, but only {m.attempts} "
-                                 "publish attempt(s)", frozenset({m.mid}), frozenset({m.iid or ""})))
+        if len(copies) > m.attempts and m.kind not in RAISE_KINDS:  # those are judged in _judge_raise
+            out.append(Violation("dead-letter-doubled", f"{m.role} {m.mid}: {len(copies)} copies in the DLQ, but "
+                                 f"only {m.attempts} publish attempt(s)", frozenset({m.mid}), frozenset({m.iid or ""})))
         if m.kind == "start":
             out += [Violation("valid-dead-lettered", f"start {m.mid} (instance {m.iid}) dead-lettered "
                               f"{d.get('reason')}: {d.get('description')}", frozenset({m.mid}),
@@ -321,12 +323,14 @@ def _judge_raise(m: Message, inst: Instance | None, copies: list[dict[str, Any]]
     if raised > 1:
         stats[f"{m.kind}s raised more than once while their instance ran (the workflow takes one per message id)"] += 1
     out: list[Violation] = []
-    if applied:
-        return [Violation("applied-and-dead-lettered", f"{m.role} {m.mid} was applied to {m.iid}, yet a copy was "
-                          f"dead-lettered {d.get('reason')}: {d.get('description')}", mids, ids) for d in copies]
+    waits = inst is not None and m.expect.get("name", "ApprovalEvent") in DECLARED.get(str(inst.name), ())
     for d in copies:
         reason = d.get("reason")
-        waits = inst is not None and m.expect.get("name", "ApprovalEvent") in DECLARED.get(str(inst.name), ())
+        if applied:  # only a copy whose window closed before the instance appeared may also be dead-lettered
+            if reason != "InstanceNotFound" or not _not_found_fits(inst, m, window, slack):
+                out.append(Violation("applied-and-dead-lettered", f"{m.role} {m.mid} was applied to {m.iid}, yet a "
+                                     f"copy was dead-lettered {reason}: {d.get('description')}", mids, ids))
+            continue
         fits = {
             "InstanceNotRunning": waits and inst is not None and inst.status in TERMINAL,
             "NotAnApprovalWorkflow": m.kind == "approval" and inst is not None and not waits,
@@ -344,9 +348,15 @@ def _judge_raise(m: Message, inst: Instance | None, copies: list[dict[str, Any]]
                                                          else ""))
             out.append(Violation(f"wrong-{str(reason)[0].lower()}{str(reason)[1:]}",
                                  f"{m.role} {m.mid} dead-lettered {reason}, but DTS says: {state}", mids, ids))
-    if raised == 0 and len(copies) < m.acks:
+    landed = applied or raised >= 1
+    if not landed and len(copies) < m.acks:
         out.append(Violation("acknowledged-and-lost", f"{m.role} {m.mid} for {m.iid}: acknowledged {m.acks} time(s), "
                              f"never raised on the instance and only {len(copies)} dead-lettered", mids, ids))
+    outcomes = len(copies) + landed  # each needs a copy of its own: more than were published means it doubled
+    if not out and outcomes > m.attempts:
+        out.append(Violation("reenqueue-doubled", f"{m.role} {m.mid}: {len(copies)} dead letter(s)"
+                             + (" and raised on its instance" if landed else "")
+                             + f", from {m.attempts} publish attempt(s)", mids, ids))
     return out
 
 

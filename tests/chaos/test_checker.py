@@ -221,6 +221,7 @@ INJECTED: dict[str, tuple[Callable[[list[dict[str, Any]]], None], str, str]] = {
                                                               "wrong-unknownEvent", f"{P}p4"),
     "an approval refused as NotAnApprovalWorkflow by an approval workflow": (
         _set("dead", {"mid": f"{P}a3"}, reason="NotAnApprovalWorkflow"), "wrong-notAnApprovalWorkflow", f"{P}a3"),
+    "a campaign that stopped before its outcomes were read": (_drop("end"), "history-incomplete", "no end record"),
     "a replica that crashed": (_add(k="crash", target="replica1", exit_code=-11, at=12.0), "process-crashed",
                                "replica1"),
 }
@@ -240,7 +241,7 @@ def test_each_injected_violation_is_reported_with_its_minimal_history(name: str)
     assert "kill9     replica0" in text  # the schedule is printed with it
     assert shows in text
     span = checker.minimal_history(records, violation)
-    if rule != "process-crashed":
+    if rule not in ("process-crashed", "history-incomplete"):
         assert span, "a violation about messages must show the records about them"
     unrelated = {f"{P}bad2", f"{P}x1", f"{P}never"} - {shows}
     assert not [r for r in span if r.get("mid") in unrelated], "the minimal history holds only what it is about"
@@ -273,3 +274,32 @@ def test_a_known_open_finding_is_reported_but_does_not_fail_the_campaign() -> No
     text = checker.render(report, records)
     assert "0 VIOLATION(S), 1 of a known open finding" in text
     assert "KNOWN OPEN FINDING [reenqueue-doubled]" in text and f"{P}u1" in text
+
+
+def _late_instance(republished: bool) -> list[dict[str, Any]]:
+    """An approval whose first copy expired (the instance appeared after the window) and that was applied too."""
+    b = Builder()
+    first = b.approval(f"{P}r1", f"{P}late", True, role="approval-early")
+    if republished:
+        b.approval(f"{P}r1", f"{P}late", True, role="approval-republish")
+    b.start(f"{P}m-late", "approval_workflow", iid=f"{P}late", data={"item": f"{P}late"})
+    b.decided(f"{P}late", f"{P}r1", True, created=first + WINDOW + 2.0, raised=(f"{P}r1",))
+    b.dead(f"{P}r1", "InstanceNotFound")
+    b.records.append({"k": "end", "t": b.tick(), "converged": True})
+    return b.records
+
+
+def test_a_republished_approval_may_expire_once_and_be_applied_once() -> None:
+    assert checker.check(_late_instance(republished=True)).violations == []
+
+
+def test_one_publish_both_expired_and_applied_is_the_known_doubled_reenqueue() -> None:
+    report = checker.check(_late_instance(republished=False))
+    assert [v.rule for v in report.violations] == ["reenqueue-doubled"] and report.ok
+
+
+def test_one_publish_dead_lettered_twice_as_too_late_is_the_known_doubled_reenqueue() -> None:
+    records = clean()
+    records.append({"k": "dead", "t": 9999.0, "mid": f"{P}a3", "reason": "InstanceNotRunning", "description": "x"})
+    report = checker.check(records)
+    assert [v.rule for v in report.violations] == ["reenqueue-doubled"] and report.ok
