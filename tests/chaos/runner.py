@@ -239,14 +239,15 @@ class _Drive:
         running = [s for s in states if s.runtime_status.name not in FINISHED]
         if not running:
             return True
-        # Left waiting for good only if it is an approval workflow whose every approval is in the DLQ already.
-        dead = {d.message_id for d in await asyncio.to_thread(dead_letters, self.stack.bus_connection)}
-        approvals: dict[str, set[str]] = {}
+        # With the queue empty nothing more can reach it: it waits for good if an approval or event it needed
+        # expired before it appeared (in the DLQ already); a workflow left to time out has none and is waited for.
+        dead = {d.message_id for d in await asyncio.to_thread(dead_letters, self.stack.bus_connection)
+                if d.reason == "InstanceNotFound"}
+        aimed: dict[str, set[str]] = {}
         for send in self.plan:
-            if send.role.startswith("approval") and send.instance_id:
-                approvals.setdefault(send.instance_id, set()).add(send.message_id)
-        return all(s.name == "approval_workflow" and approvals.get(s.instance_id) and
-                   approvals[s.instance_id] <= dead for s in running)
+            if send.instance_id and not send.role.startswith(("start", "invalid")):
+                aimed.setdefault(send.instance_id, set()).add(send.message_id)
+        return all(aimed.get(s.instance_id, set()) & dead for s in running)
 
     async def _observe(self) -> None:
         """Write what DTS and the broker hold now: each instance with its history's summary, each dead letter,
