@@ -243,6 +243,11 @@ def resource_condition(text: str, symbolic_name: str) -> str | None:
     return _resource_parts(text, symbolic_name)[1]
 
 
+def is_existing(text: str, symbolic_name: str) -> bool:
+    """Whether `resource <name> '<type>' existing = ...` only refers to a resource another module deploys."""
+    return re.search(rf"^resource\s+{re.escape(symbolic_name)}\s+'[^']+'\s+existing\b", text, re.MULTILINE) is not None
+
+
 def resources(text: str) -> dict[str, str]:
     """symbolic name → 'type@apiVersion' for every resource declaration."""
     return dict(re.findall(r"^resource\s+(\w+)\s+'([^']+)'", text, re.MULTILINE))

@@ -13,17 +13,18 @@ from sbworker.core import config
 from sbworker.dashboard import access
 from tests.deploy import deployfiles as df
 from tests.deploy.test_consistency import BICEP_SAMPLES, _evaluate, _main_param
+from tests.deploy.test_invariants import (
+    ACR_PULL,
+    DURABLE_TASK_DATA_CONTRIBUTOR,
+    DURABLE_TASK_DATA_READER,
+    MONITORING_METRICS_PUBLISHER,
+    SERVICE_BUS_DATA_RECEIVER,
+    SERVICE_BUS_DATA_SENDER,
+)
 
 DASHBOARD_BICEP = df.INFRA / "modules" / "dashboard.bicep"
 MONITORING_BICEP = df.INFRA / "modules" / "monitoring.bicep"
 
-# Built-in role ids, https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
-DURABLE_TASK_DATA_READER = "d6a5505f-6ebb-45a4-896e-ac8274cfc0ac"
-DURABLE_TASK_DATA_CONTRIBUTOR = "0ad04412-c4d5-4796-b79c-f76d14c8d402"
-SERVICE_BUS_DATA_RECEIVER = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0"
-SERVICE_BUS_DATA_SENDER = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39"
-ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
-MONITORING_METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 
 SAMPLES = {**BICEP_SAMPLES, "clientId": "00000000-0000-0000-0000-0000000000d5",
            "host": "ca-dashboard-sample.kindhill-123.westus2.azurecontainerapps.io"}

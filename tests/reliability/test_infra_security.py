@@ -12,13 +12,17 @@ from tests.deploy import deployfiles as df
 from tests.deploy.test_invariants import (
     ACR_PULL,
     DURABLE_TASK_DATA_CONTRIBUTOR,
+    DURABLE_TASK_DATA_READER,
+    MONITORING_METRICS_PUBLISHER,
     SERVICE_BUS_DATA_OWNER,
     SERVICE_BUS_DATA_RECEIVER,
     SERVICE_BUS_DATA_SENDER,
 )
 
 BICEP_FILES = sorted(df.INFRA.rglob("*.bicep"))
-# (principal parameter, role) pairs the Deploy issue grants — nothing else, in any file.
+# (principal, role) pairs the Deploy issue grants, plus the dashboard's own identity (issue 26: read roles, and the
+# senders only with DASHBOARD_ALLOW_ACTIONS) and the worker's telemetry publisher — nothing else, in any file.
+DASHBOARD_IDENTITY = "identity.properties.principalId"
 GRANTED = {
     ("workerPrincipalId", SERVICE_BUS_DATA_RECEIVER),
     ("workerPrincipalId", SERVICE_BUS_DATA_SENDER),
@@ -27,6 +31,12 @@ GRANTED = {
     ("workerPrincipalId", DURABLE_TASK_DATA_CONTRIBUTOR),
     ("userPrincipalId", DURABLE_TASK_DATA_CONTRIBUTOR),
     ("pullPrincipalId", ACR_PULL),
+    ("publisherPrincipalId", MONITORING_METRICS_PUBLISHER),
+    (DASHBOARD_IDENTITY, ACR_PULL),
+    (DASHBOARD_IDENTITY, DURABLE_TASK_DATA_READER),
+    (DASHBOARD_IDENTITY, DURABLE_TASK_DATA_CONTRIBUTOR),
+    (DASHBOARD_IDENTITY, SERVICE_BUS_DATA_RECEIVER),
+    (DASHBOARD_IDENTITY, SERVICE_BUS_DATA_SENDER),
 }
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
@@ -78,7 +88,7 @@ def test_every_service_bus_namespace_has_local_auth_disabled_and_no_sas_policy()
         text = _text(path)
         for name, rtype in df.resources(text).items():
             assert "/authorizationRules@" not in rtype, f"{path.name}:{name}: SAS policy ({rtype})"
-            if rtype.startswith("Microsoft.ServiceBus/namespaces@"):
+            if rtype.startswith("Microsoft.ServiceBus/namespaces@") and not df.is_existing(text, name):
                 namespaces += 1
                 _t, body = df.resource_body(text, name)
                 properties = df.object_property(body, "properties")
