@@ -5,8 +5,11 @@ the flood must end there with the queue empty, and it must not starve the real s
 listener runs with the production defaults (32 concurrent, prefetch 100) but a 30 s window, so the whole flood
 plays out in about a minute (the default 300 s window multiplies the handlings, not the shape).
 
-Printed (`-s`): start latency p50/p99 during the flood (publish → instance created in DTS; one start every
-0.25 s), handlings per approval, and listener CPU seconds.
+Not starving the starts is checked as an order, not a time: every start published in the first half of the flood
+has its instance before the flood's last approval is dead-lettered (a start never waits behind the whole retry
+churn, as it would if copies falling due were served first). Printed (`-s`): start latency p50/p99 during the
+flood (publish → instance created in DTS; one start every 0.25 s), handlings per approval, and listener CPU
+seconds — figures, never asserted.
 """
 
 from __future__ import annotations
@@ -37,11 +40,9 @@ from tests.support.wait import until
 
 APPROVALS = 5_000
 WINDOW = 30
-# Service Bus is FIFO: a start published behind the burst waits for the burst ahead of it (5,000 DTS lookups and
-# re-enqueues at ~350 handlings/s here, plus the copies that fall due meanwhile), whatever the listener does. The
-# bound is that wait with room for a shared 2-core machine; measured p99 ~17 s (a start alone: ~10 ms, README
-# Performance row 5; the baseline before the re-enqueue backoff: p50 22 s in the first minute).
-START_P99_BOUND = 45.0
+# About 40 s on an idle 2-core machine (2026-12-06). The wait allows far more, so a slow machine is not a failure;
+# a flood that never ends (copies restarting their window) still is, and then the report says where it stood.
+FLOOD_WAIT = 600
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -49,7 +50,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(FLOOD_WAIT + 200)
 def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Path, dts_backend: DtsBackend,
                                                                      dts_client: Any) -> None:
     run = uuid.uuid4().hex[:6]
@@ -78,9 +79,8 @@ def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Pat
         starter = threading.Thread(target=starts, daemon=True)
         starter.start()
         try:
-            until(lambda: stack.bus.counts(QUEUE)["total"] == 0, timeout=WINDOW + 240, interval=0.5,
-                       what="the flood to end in the DLQ",
-                       on_timeout=lambda: f"{stack.bus.counts(QUEUE)}\n{stack.listener.output[-2000:]}")
+            until(lambda: stack.bus.counts(QUEUE)["total"] == 0, timeout=FLOOD_WAIT, interval=0.5,
+                  what="the flood to end in the DLQ", on_timeout=lambda: _where_it_stood(stack, run, cpu_before))
         finally:
             flood_done.set()
             starter.join(10)
@@ -92,20 +92,41 @@ def test_approval_flood_ends_in_the_dlq_and_does_not_starve_starts(tmp_path: Pat
         assert len(dead) == APPROVALS and reasons == {"InstanceNotFound"}, (len(dead), reasons)
         assert {d.message_id for d in dead} == {str(m) for m in _ids(stack.listener.output, run)}
 
-        latencies = []
+        last_dead_letter = max(_dead_lettered_at(stack.listener.output, run))
+        half = last_dead_letter - flood_seconds / 2
+        latencies, waited_behind_the_churn = [], []
         for iid, sent in published.items():
             state = until(lambda iid=iid: dts_client.get_orchestration_state(iid), timeout=30,
-                               what=f"start {iid}")
+                          what=f"start {iid}")
             created = state.created_at if state.created_at.tzinfo else state.created_at.replace(tzinfo=UTC)
             latencies.append(max(0.0, (created - datetime.fromtimestamp(sent, UTC)).total_seconds()))
+            if sent < half and created.timestamp() > last_dead_letter:
+                waited_behind_the_churn.append(iid)
         handlings = len(re.findall(rf"settled message_id=\S+ subject=approval instance_id=ghost-{run}-",
                                    stack.listener.output))
         print(f"\nflood of {APPROVALS} approvals: ended in the DLQ after {flood_seconds:.0f}s; "
               f"{handlings / APPROVALS:.1f} handlings per approval; listener CPU {cpu:.0f}s; "
-              f"starts during it: {_summary(latencies)} (bound p99 <= {START_P99_BOUND:.0f}s)")
+              f"starts during it: {_summary(latencies)}")
         assert stack.listener.alive
         assert len(latencies) >= 20, "too few starts during the flood to judge"
-        assert _p99(latencies) <= START_P99_BOUND, f"start p99 {_p99(latencies):.2f}s during the flood"
+        assert not waited_behind_the_churn, f"starts that waited for the whole flood: {waited_behind_the_churn}"
+
+
+def _dead_lettered_at(log: str, run: str) -> list[float]:
+    """When the listener dead-lettered each ghost approval (the timestamps of its settle lines)."""
+    stamps = re.findall(rf"^(\S+Z) \w+ +listener\.settler: settled message_id=\S+ subject=approval "
+                        rf"instance_id=ghost-{run}-\S+ action=deadletter", log, re.MULTILINE)
+    return [datetime.fromisoformat(stamp).timestamp() for stamp in stamps]
+
+
+def _where_it_stood(stack: Any, run: str, cpu_before: float) -> str:
+    """What a flood that did not end was doing: counts, outcomes so far, the listener's CPU and the machine's load."""
+    log = stack.listener.output
+    outcomes = re.findall(rf"subject=approval instance_id=ghost-{run}-\S+ action=(\w+)", log)
+    tally = {action: outcomes.count(action) for action in sorted(set(outcomes))}
+    cpu = _cpu_seconds(stack.listener.proc.pid) - cpu_before if stack.listener.alive else float("nan")
+    return (f"counts {stack.bus.counts(QUEUE)}; ghost approval handlings {tally}; listener CPU {cpu:.0f}s; "
+            f"load average {os.getloadavg()}\nlistener start:\n{log[:1500]}\nlatest:\n{log[-1500:]}")
 
 
 def _p99(values: list[float]) -> float:
