@@ -24,7 +24,7 @@ from listener.receiver import Listener
 from orchestrations import registry
 from sbworker import patches
 from sbworker.core import clients
-from sbworker.core.config import DtsSettings, Settings
+from sbworker.core.config import DtsSettings, Settings, WorkerSettings
 from sbworker.core.worker_guard import WorkerGuard
 from sbworker.observability.metrics import NOOP, TimedDts
 from sbworker.observability.telemetry import Telemetry
@@ -100,7 +100,8 @@ class Service:
         """Start the worker, the health endpoints and the listeners; returns without waiting for a connection."""
         patches.log_state()
         if self._with_worker:
-            self._worker = dts_worker(self.settings.dts, credential=self._dts_credential, guard=self.guard)
+            self._worker = dts_worker(self.settings.dts, credential=self._dts_credential, guard=self.guard,
+                                      concurrency=self.settings.worker)
             self._worker.start()
             log.info("DTS worker started (%s, task hub %r, %d orchestrations)", self.settings.dts.endpoint,
                      self.settings.dts.taskhub, len(registry.ORCHESTRATORS))
@@ -174,9 +175,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, teleme
 
 
 def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None,
-               guard: WorkerGuard | None = None) -> DurableTaskSchedulerWorker:
-    """The co-hosted worker: every registered orchestration and activity; not started."""
-    worker = clients.dts_worker(settings, credential=credential, guard=guard)
+               guard: WorkerGuard | None = None, concurrency: WorkerSettings | None = None
+               ) -> DurableTaskSchedulerWorker:
+    """The co-hosted worker: every registered orchestration and activity; not started (`concurrency` None: the
+    SDK's defaults)."""
+    worker = clients.dts_worker(settings, credential=credential, guard=guard, concurrency=concurrency)
     registry.register(worker)
     return worker
 

@@ -84,6 +84,12 @@ param messagesPerReplica int = 20
 param maxConcurrentMessages int = 64
 @description('PREFETCH_COUNT')
 param prefetchCount int = 100
+@description('WORKER_THREADS')
+param workerThreads int = 64
+@description('WORKER_MAX_CONCURRENT_ORCHESTRATIONS')
+param workerMaxConcurrentOrchestrations int = 128
+@description('WORKER_MAX_CONCURRENT_ACTIVITIES')
+param workerMaxConcurrentActivities int = 128
 @description('MAX_MESSAGE_BYTES')
 param maxMessageBytes int = 262144
 @description('MAX_INPUT_BYTES')
@@ -272,6 +278,18 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
             {
               name: 'PREFETCH_COUNT'
               value: string(prefetchCount)
+            }
+            {
+              name: 'WORKER_THREADS'
+              value: string(workerThreads)
+            }
+            {
+              name: 'WORKER_MAX_CONCURRENT_ORCHESTRATIONS'
+              value: string(workerMaxConcurrentOrchestrations)
+            }
+            {
+              name: 'WORKER_MAX_CONCURRENT_ACTIVITIES'
+              value: string(workerMaxConcurrentActivities)
             }
             {
               name: 'MAX_MESSAGE_BYTES'

@@ -17,10 +17,11 @@ from azure.servicebus.aio import ServiceBusClient
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions
+from durabletask.worker import ConcurrencyOptions
 
 from sbworker import patches
 from sbworker.core import credentials
-from sbworker.core.config import ConnectionString, DtsSettings, PayloadStorage, ServiceBusSettings
+from sbworker.core.config import ConnectionString, DtsSettings, PayloadStorage, ServiceBusSettings, WorkerSettings
 from sbworker.core.worker_guard import DTS_MESSAGE_BYTES, WorkerGuard
 
 # gRPC's default reconnect backoff grows to 120 s: after a DTS blip we would sit idle for minutes. Cap it.
@@ -42,14 +43,21 @@ CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
 
 
 def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = None,
-               guard: WorkerGuard | None = None) -> DurableTaskSchedulerWorker:
+               guard: WorkerGuard | None = None, concurrency: WorkerSettings | None = None
+               ) -> DurableTaskSchedulerWorker:
     """A worker with nothing registered yet (the service registers the orchestrations); not started.
 
     Every worker runs behind a `WorkerGuard` (one work item cannot stop it); pass one to read its health.
+    `concurrency` None keeps the SDK's own defaults.
     """
     cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
+    options = None if concurrency is None else ConcurrencyOptions(
+        maximum_concurrent_orchestration_work_items=concurrency.max_concurrent_orchestrations,
+        maximum_concurrent_activity_work_items=concurrency.max_concurrent_activities,
+        maximum_thread_pool_workers=concurrency.threads,
+    )
     return DurableTaskSchedulerWorker(token_credential=cred, interceptors=[guard or WorkerGuard()],
-                                      **_dts_options(settings, "worker", cred))
+                                      concurrency_options=options, **_dts_options(settings, "worker", cred))
 
 
 def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerClient:

@@ -61,6 +61,9 @@ ENV_VARS: tuple[str, ...] = (
     "HEALTH_PORT",
     "LOG_LEVEL",
     "CLOUDEVENTS_TYPES",
+    "WORKER_MAX_CONCURRENT_ORCHESTRATIONS",
+    "WORKER_MAX_CONCURRENT_ACTIVITIES",
+    "WORKER_THREADS",
 )
 
 #: Large-payload storage (the durabletask SDK's externalisation to Azure Blob storage): opt-in, so, like the OTEL_*
@@ -171,11 +174,26 @@ class ListenerSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """How much the co-hosted DTS worker runs at once: the durabletask SDK's ConcurrencyOptions (the
+    README's Performance section says why these defaults)."""
+
+    # The SDK runs each work item, and the gRPC call that completes it, on a thread of this pool: a round trip
+    # to DTS holds a thread, so through real latency the pool, not the CPU, bounds the work items per second.
+    threads: int = 64
+    # How many work items DTS hands this worker at once: twice the threads keeps every thread fed while others wait
+    # for their round trip, without one replica holding work that another could start sooner.
+    max_concurrent_orchestrations: int = 128
+    max_concurrent_activities: int = 128
+
+
+@dataclass(frozen=True)
 class Settings:
     dts: DtsSettings
     servicebus: ServiceBusSettings
     listener: ListenerSettings
     limits: Limits = DEFAULT_LIMITS  # what a message may carry into DTS (sbworker.core.limits)
+    worker: WorkerSettings = WorkerSettings()
 
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line (the log formatter removes them)."""
@@ -215,6 +233,18 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             cloudevent_types=cloudevent_types(env),
         ),
         limits=_limits(env, large_payloads=dts.payload_storage is not None),
+        worker=_worker(env),
+    )
+
+
+def _worker(env: Mapping[str, str]) -> WorkerSettings:
+    default = WorkerSettings()
+    return WorkerSettings(
+        max_concurrent_orchestrations=integer(env, "WORKER_MAX_CONCURRENT_ORCHESTRATIONS",
+                                              default.max_concurrent_orchestrations, low=1, high=10_000),
+        max_concurrent_activities=integer(env, "WORKER_MAX_CONCURRENT_ACTIVITIES", default.max_concurrent_activities,
+                                          low=1, high=10_000),
+        threads=integer(env, "WORKER_THREADS", default.threads, low=1, high=1024),
     )
 
 

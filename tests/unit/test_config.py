@@ -76,6 +76,10 @@ def test_taskhub_from_env_and_from_string() -> None:
         ({"TASKHUB_NAME": "bad hub!"}, "TASKHUB_NAME", "letters, digits"),
         ({"MAX_CONCURRENT_MESSAGES": "lots"}, "MAX_CONCURRENT_MESSAGES", "expected an integer"),
         ({"MAX_CONCURRENT_MESSAGES": "0"}, "MAX_CONCURRENT_MESSAGES", "between 1 and 1024"),
+        ({"WORKER_THREADS": "0"}, "WORKER_THREADS", "between 1 and 1024"),
+        ({"WORKER_MAX_CONCURRENT_ORCHESTRATIONS": "many"}, "WORKER_MAX_CONCURRENT_ORCHESTRATIONS",
+         "expected an integer"),
+        ({"WORKER_MAX_CONCURRENT_ACTIVITIES": "-1"}, "WORKER_MAX_CONCURRENT_ACTIVITIES", "between 1 and 10000"),
         ({"PREFETCH_COUNT": "-1"}, "PREFETCH_COUNT", "between 0"),
         ({"SHUTDOWN_GRACE_SECONDS": "nan"}, "SHUTDOWN_GRACE_SECONDS", "between"),
         ({"APPROVAL_NOT_FOUND_WINDOW_SECONDS": "soon"}, "APPROVAL_NOT_FOUND_WINDOW_SECONDS", "number of seconds"),
@@ -179,3 +183,22 @@ def test_large_payload_storage_is_off_by_default_and_its_key_is_a_secret() -> No
     assert key in settings.secrets()
     by_identity = load({"DTS_PAYLOAD_STORAGE": "https://acct.blob.core.windows.net"}).dts.payload_storage
     assert by_identity is not None and by_identity.account_url == "https://acct.blob.core.windows.net"
+
+
+def test_the_worker_concurrency_settings_reach_the_sdks_worker() -> None:
+    from durabletask.worker import ConcurrencyOptions
+
+    from listener import service
+
+    settings = config.load({})
+    assert (settings.worker.threads, settings.worker.max_concurrent_orchestrations,
+            settings.worker.max_concurrent_activities) == (64, 128, 128)
+    tuned = config.load({"WORKER_THREADS": "7", "WORKER_MAX_CONCURRENT_ORCHESTRATIONS": "11",
+                         "WORKER_MAX_CONCURRENT_ACTIVITIES": "13"})
+    options = service.dts_worker(tuned.dts, concurrency=tuned.worker).concurrency_options
+    assert (options.maximum_thread_pool_workers, options.maximum_concurrent_orchestration_work_items,
+            options.maximum_concurrent_activity_work_items) == (7, 11, 13)
+    # Without settings (the tests' fixtures, bench.plain_worker's equivalent): the SDK's own defaults.
+    sdk = ConcurrencyOptions()
+    assert service.dts_worker(tuned.dts).concurrency_options.maximum_thread_pool_workers == \
+        sdk.maximum_thread_pool_workers
