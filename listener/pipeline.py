@@ -79,13 +79,15 @@ class Pipeline:
                                                       redelivered=bool(message.delivery_count))
         # Only an approval still waiting for its instance needs its retry history read.
         window = self._settings.approval_not_found_window_seconds
-        retries, since = 0, 0.0
+        retries, since, uncopyable = 0, 0.0, None
         if isinstance(outcome, InstanceNotFound):
             now = datetime.now(UTC)
             history = RetryHistory.of(message, window, now)
             retries, since = history.retries, history.seconds_since_first(now)
+            uncopyable = messages.uncopyable(messages.properties(message))
         return decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,
-                      not_found_window=window, message_id_length=len(str(delivery.message_id or "")))
+                      not_found_window=window, message_id_length=len(str(delivery.message_id or "")),
+                      uncopyable=uncopyable)
 
     def parse(self, delivery: Delivery) -> Request | Invalid:
         message = delivery.message

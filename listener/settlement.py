@@ -73,8 +73,10 @@ def decide(
     seconds_since_first_attempt: float = 0.0,
     not_found_window: float = 300.0,
     message_id_length: int = 0,
+    uncopyable: str | None = None,
 ) -> Action:
-    """What to do with a message, given what it said and what DTS answered."""
+    """What to do with a message, given what it said and what DTS answered; `uncopyable` says why a copy of it
+    could not be sent (messages.uncopyable), which an early event's wait needs."""
     if isinstance(parsed, Invalid):
         return DeadLetter(parsed.reason, parsed.description)
     if outcome is None:
@@ -102,6 +104,10 @@ def decide(
             return DeadLetter(Reason.MESSAGE_ID_TOO_LONG,
                               f"no instance {iid!r} yet, and the message id is {message_id_length} characters: "
                               f"it cannot wait for one (re-enqueued ids are limited to {MAX_REENQUEUE_MESSAGE_ID})")
+        case InstanceNotFound(instance_id=iid) if uncopyable:
+            return DeadLetter(Reason.UNCOPYABLE_PROPERTIES,
+                              f"no instance {iid!r} yet, and it cannot wait for one in a re-enqueued copy: "
+                              f"{uncopyable}")
         case InstanceNotFound(instance_id=iid):
             # The exponent is capped: 2.0 ** 1024 overflows, and the cap is reached long before that anyway.
             delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_FIRST_DELAY * 2.0 ** min(retries_so_far, 16))

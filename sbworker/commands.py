@@ -192,6 +192,7 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         # Sequence numbers belong to one entity: without --all they name the subscription's (or the queue's).
         chosen = entities if args.all else entities[:1]
         missing: list[int] = []
+        refused: dict[int, str] = {}
         with clients.servicebus_sync_client(settings.servicebus) as client:
             for entity in chosen:
                 result = dlq.resubmit(client, source, entity, wanted)
@@ -202,10 +203,12 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"left {result.arrived_since} message(s) dead-lettered after the resubmit started "
                           "(run it again to include them)")
                 missing = result.missing
+                refused.update(result.refused)
+        for seq, why in sorted(refused.items()):
+            print(f"left {seq} in the dead-letter queue: it {why}", file=sys.stderr)
         if missing:
             print(f"not found in the dead-letter queue: {' '.join(map(str, missing))}", file=sys.stderr)
-            return Exit.FAILED
-        return Exit.OK
+        return Exit.FAILED if missing or refused else Exit.OK
     with clients.servicebus_sync_client(settings.servicebus) as client:
         found = [(entity, dlq.peek(client, entity, args.peek)) for entity in entities]
     if args.json:

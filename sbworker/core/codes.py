@@ -27,6 +27,7 @@ class Reason(StrEnum):
     UNSUPPORTED_BODY = "UnsupportedBody"
     UNDECODABLE_MESSAGE = "UndecodableMessage"
     MESSAGE_ID_TOO_LONG = "MessageIdTooLong"
+    UNCOPYABLE_PROPERTIES = "UncopyableProperties"
     UNKNOWN_EVENT = "UnknownEvent"
     # The message is well formed but asks for more than the bounds allow (README "Limits").
     INSTANCE_ID_TOO_LONG = "InstanceIdTooLong"

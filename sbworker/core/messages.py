@@ -8,6 +8,8 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage, ServiceBusReceivedMessage
 from azure.servicebus.amqp import AmqpMessageBodyType
 
+from sbworker import patches
+
 
 def text(value: Any) -> str | None:
     """The SDK hands some string fields back as bytes; normalise them."""
@@ -44,19 +46,42 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def properties(message: ServiceBusReceivedMessage) -> dict[str | bytes, Any]:
-    """Application properties with str keys and str (not bytes) string values, ready to be sent again.
+    """Application properties with str keys, ready to be sent again: each exactly as it arrived.
 
-    azure-servicebus hands an AMQP timestamp back as epoch milliseconds (an int) and sends any int as a 32-bit AMQP
-    int, so a CloudEvents time would not fit in a copy: it goes back as the timestamp it was.
+    azure-servicebus hands every integer width and a timestamp back as an int, and a string or binary as bytes,
+    then sends every int as a 32-bit AMQP int and bytes as a string: a plain copy changes types, and one carrying
+    a long or a timestamp past 32 bits cannot be sent at all. sbworker.patches keeps each received encoding for
+    the copy. Without it (an unverified SDK) the decoded values are copied, and only a CloudEvents time is
+    restored as the timestamp it was, since the contract itself expects one there; `uncopyable` then names a
+    value that cannot be sent.
     """
+    received = message.application_properties or {}
+    as_sent = patches.properties_as_sent(received)
+    if as_sent is not None:
+        return {text(key) or "": value for key, value in as_sent.items()}
     found: dict[str | bytes, Any] = {}
     value: Any
-    for key, value in (message.application_properties or {}).items():
+    for key, value in received.items():
         name = text(key) or ""
-        if name in _TIMESTAMP_KEYS and isinstance(value, int) and not isinstance(value, bool) and value not in _INT32:
+        if name in _TIMESTAMP_KEYS and _integer(value) and value not in _INT32:
             value = _EPOCH + timedelta(milliseconds=value)  # exact, unlike a float of seconds
         found[name] = text(value) if isinstance(value, bytes) else value
     return found
+
+
+def uncopyable(copied: dict[str | bytes, Any]) -> str | None:
+    """Why the SDK cannot send these `properties` of a received message (None: it can). Only an integer past 32
+    bits, and only without sbworker.patches: the SDK sends any int as a 32-bit AMQP int, and refuses a wider one."""
+    for key, value in copied.items():
+        if _integer(value) and value not in _INT32:
+            return (f"its application property {text(key)!r} is an integer past 32 bits ({value}), which this "
+                    f"azure-servicebus version cannot send again (sbworker.patches copies it only on a verified "
+                    f"version)")
+    return None
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def copy(message: ServiceBusReceivedMessage, *, body: bytes, application_properties: dict[str | bytes, Any]

@@ -47,6 +47,9 @@ REASON_MEANINGS: Final[dict[str, str]] = {
     Reason.UNDECODABLE_MESSAGE: "The Service Bus SDK could not decode a section of the message.",
     Reason.MESSAGE_ID_TOO_LONG: "An early approval or event whose message id is over 128 characters: it cannot be "
                                 "re-enqueued to wait for its instance.",
+    Reason.UNCOPYABLE_PROPERTIES: "An early approval or event with an application property the Service Bus SDK "
+                                  "cannot send again (an integer past 32 bits, on an SDK version sbworker.patches "
+                                  "was not verified with): it cannot be re-enqueued to wait for its instance.",
     Reason.UNKNOWN_EVENT: "The event name is not declared, or the instance's orchestration does not wait for it.",
     Reason.INSTANCE_ID_TOO_LONG: "The instance id is longer than the Durable Task Scheduler's 100 characters.",
     Reason.RESERVED_INSTANCE_ID: "The instance id starts with \"@\", which the Durable Task SDKs reserve for "

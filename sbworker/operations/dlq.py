@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from azure.servicebus import (
     ServiceBusClient,
@@ -71,13 +71,19 @@ def peek(client: ServiceBusClient, entity: Entity, count: int) -> list[DeadLette
         return [describe(m) for m in receiver.peek_messages(max_message_count=count)]
 
 
+class Refused(Exception):
+    """A chosen dead letter that cannot be acted on: it stays in the dead-letter queue, and `str()` says why."""
+
+
 @dataclass(frozen=True)
 class Settled:
-    """What a resubmit or delete did: done, asked for but absent, and dead-lettered after it started (left alone)."""
+    """What a resubmit or delete did: done, asked for but absent, dead-lettered after it started (left alone), and
+    refused (left in the dead-letter queue: sequence number -> why)."""
 
     done: list[int]
     missing: list[int]
     arrived_since: int = 0
+    refused: dict[int, str] = field(default_factory=dict)
 
 
 Resubmitted = Settled  # the name `sbworker dlq resubmit` has always used
@@ -183,11 +189,12 @@ class DeadLetterQueue:
         reach = max(i for i, seq in enumerate(present) if seq in chosen) + 1  # the head up to the last chosen one
         receiver = self._lock_link()
         done: list[int] = []
+        refused: dict[int, str] = {}
         held: list[ServiceBusReceivedMessage] = []
         arrived = 0
         try:
             received = 0
-            while len(done) < len(chosen) and received < reach:
+            while len(done) + len(refused) < len(chosen) and received < reach:
                 batch = receiver.receive_messages(max_message_count=min(reach - received, 100),
                                                   max_wait_time=RECEIVE_WAIT)
                 if not batch:
@@ -195,9 +202,14 @@ class DeadLetterQueue:
                 for message in batch:
                     received += 1
                     seq = int(message.sequence_number or 0)
-                    if seq in chosen and seq not in done:
-                        act(receiver, message)
-                        done.append(seq)
+                    if seq in chosen and seq not in done and seq not in refused:
+                        try:
+                            act(receiver, message)
+                        except Refused as why:
+                            refused[seq] = str(why)
+                            held.append(message)
+                        else:
+                            done.append(seq)
                     else:
                         arrived += seq not in present
                         held.append(message)
@@ -205,7 +217,8 @@ class DeadLetterQueue:
             for message in held:
                 if not patches.release(receiver, message):
                     receiver.abandon_message(message)
-        return Settled(done, sorted(missing + [s for s in chosen if s not in done]), arrived)
+        absent = [s for s in chosen if s not in done and s not in refused]
+        return Settled(done, sorted(missing + absent), arrived, refused)
 
 
 def resubmit(client: ServiceBusClient, source: Source, entity: Entity, sequence_numbers: set[int] | None) -> Settled:
@@ -216,4 +229,7 @@ def resubmit(client: ServiceBusClient, source: Source, entity: Entity, sequence_
 
 def _copy(message: ServiceBusReceivedMessage) -> ServiceBusMessage:
     props = {k: v for k, v in messages.properties(message).items() if k not in STRIPPED_PROPS}
+    why = messages.uncopyable(props)
+    if why is not None:
+        raise Refused(f"cannot be resubmitted: {why}")
     return messages.copy(message, body=_body(message), application_properties=props)

@@ -3,6 +3,9 @@
 azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), and three of our fixes need it:
 - `amqp_decoding`: decoders for the AMQP types its table lacks, and a decode that reports an undecodable section
   instead of raising inside the link (one odd message otherwise stops the receiver);
+- `amqp_types`: a received message keeps the encoding of each application property, and a copy (a re-enqueued
+  early approval, a resubmitted dead letter) sends it unchanged (the SDK sends every int as a 32-bit AMQP int, so
+  a long or a timestamp could not be copied at all, and every other type but string, bool and double changed);
 - `amqp_io`: settlement writes that do not wait behind idle reads, and outcome waits that do not queue for a read
   (together 20 of the 21 ms from receipt to settlement);
 - two reads of private state: how many messages the receiver has prefetched (`buffered`, so a receive call asks
@@ -28,6 +31,7 @@ cannot skip the re-check.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,7 +44,9 @@ DURABLETASK = "durabletask"
 # Each SDK, and the version prefixes whose private code its patches here were read against.
 VERIFIED: dict[str, tuple[str, ...]] = {SERVICEBUS: ("7.15.",), DURABLETASK: ("1.12.",)}
 # What an SDK loses without its patches (the start-up WARNING says it).
-_WITHOUT = {SERVICEBUS: "settlement is slower and a message with an AMQP char or decimal property stops the receiver",
+_WITHOUT = {SERVICEBUS: "settlement is slower, a message with an AMQP char or decimal property stops the receiver, and "
+                        "a copy (re-enqueue, resubmit) changes property types; one with an integer past 32 bits "
+                        "cannot be copied at all (UncopyableProperties)",
             DURABLETASK: "lists read every instance that matches instead of one page"}
 
 BUFFERED = "receiver.buffered"
@@ -57,10 +63,10 @@ _active: list[str] | None = None
 
 def expected(sdk: str | None = None) -> list[str]:
     """Every patch this module knows (of one SDK, or of all), in the order `install` reports them."""
-    from sbworker.patches import amqp_decoding, amqp_io, dts_query, settle_batch
+    from sbworker.patches import amqp_decoding, amqp_io, amqp_types, dts_query, settle_batch
 
-    known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_io.WRITE_LOCK,
-                          amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE,
+    known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_types.TYPED_PROPERTIES,
+                          amqp_io.WRITE_LOCK, amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE,
                           settle_batch.BATCHED_SETTLEMENT],
              DURABLETASK: [dts_query.QUERY_PAGE]}
     return [name for each, names in known.items() if sdk in (None, each) for name in names]
@@ -84,9 +90,10 @@ def install() -> list[str]:
         return list(_active)
     active: list[str] = []
     if verified(SERVICEBUS):
-        from sbworker.patches import amqp_decoding, amqp_io, settle_batch
+        from sbworker.patches import amqp_decoding, amqp_io, amqp_types, settle_batch
 
-        active += [*amqp_decoding.install(), *amqp_io.install(), BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE]
+        active += [*amqp_decoding.install(), *amqp_types.install(), *amqp_io.install(), BUFFERED, SETTLED,
+                   SOCKET_TIMEOUT, RELEASE]
         if settle_batch.available():
             active.append(settle_batch.BATCHED_SETTLEMENT)
     if verified(DURABLETASK):
@@ -122,6 +129,15 @@ def log_state() -> None:
         else:
             log.warning("%s %s: SDK patches active: %s; NOT active (the SDK no longer has what they change): %s",
                         sdk, versions[sdk], ", ".join(on), ", ".join(n for n in ours if n not in on))
+
+
+def properties_as_sent(properties: Mapping[Any, Any] | None) -> dict[bytes, Any] | None:
+    """A received message's application properties for a copy, each sent exactly as it arrived
+    (sbworker/patches/amqp_types.py); None when that patch is not active (the caller then copies the decoded
+    values, which the SDK sends with its default types)."""
+    from sbworker.patches import amqp_types
+
+    return amqp_types.as_sent(properties) if amqp_types.TYPED_PROPERTIES in active() else None
 
 
 def receiver_options() -> dict[str, Any]:

@@ -8,7 +8,8 @@ every reconnect the same message came back: up to a hundred prefetched messages 
 
 `install()` does two things, both limited to what the SDK cannot do at all:
 1. it adds decoders for the three missing primitive types (`char` → str, `decimal32`/`decimal64` → Decimal);
-2. it wraps `decode_payload`: if a section of a message still fails to decode, the other sections are kept and
+2. it wraps `decode_payload`: if a section of a message still fails to decode, the other sections are kept (of
+   the application properties, every one but the failing ones: a dead letter keeps its DeadLetterReason) and
    the application properties carry `PROP_UNDECODABLE` with the error. The delivery stays settleable, the
    listener dead-letters it as `UndecodableMessage`, and the broker keeps the original bytes in the DLQ.
 """
@@ -65,6 +66,8 @@ MISSING_DECODERS: dict[int, Callable[..., tuple[memoryview, Any]]] = {
 }
 # Fixed widths of AMQP encodings by the constructor's high nibble (AMQP 1.0, 1.2 "Type encodings").
 _FIXED_WIDTH = {0x4: 0, 0x5: 1, 0x6: 2, 0x7: 4, 0x8: 8, 0x9: 16}
+_APPLICATION_PROPERTIES = 0x74  # the section's descriptor code
+_STRING_KEYS = {0xA1: 1, 0xA3: 1, 0xB1: 4, 0xB3: 4}  # str8, sym8, str32, sym32: the width of their length
 _SECTIONS = {0x70: "header", 0x71: "delivery_annotations", 0x72: "message_annotations", 0x73: "properties",
              0x74: "application_properties", 0x75: "data", 0x76: "sequence", 0x77: "value", 0x78: "footer"}
 
@@ -82,6 +85,48 @@ def skip_value(buffer: memoryview, offset: int = 0) -> int:
     if nibble in (0xB, 0xD, 0xF):
         return offset + 5 + int.from_bytes(buffer[offset + 1:offset + 5], "big")
     raise ValueError(f"0x{constructor:02x} is not an AMQP type constructor")
+
+
+def properties_map(buffer: memoryview) -> memoryview | None:
+    """The encoded map of the application properties in an encoded message (None: it has none)."""
+    offset = 0
+    while offset < len(buffer):
+        end = skip_value(buffer, offset)
+        # A section is a described value: 0x00, its descriptor (smallulong 0x53 + code, or ulong 0x80 + 8 bytes).
+        if buffer[offset] == 0x00 and buffer[offset + 1] in (0x53, 0x80):
+            code_end = offset + (3 if buffer[offset + 1] == 0x53 else 10)
+            if int.from_bytes(buffer[offset + 2:code_end], "big") == _APPLICATION_PROPERTIES:
+                return buffer[code_end:end]
+        offset = end
+    return None
+
+
+def property_encodings(buffer: memoryview) -> dict[bytes, bytes] | None:
+    """Key -> the value's encoding (its constructor included) of the application properties in an encoded
+    message; None when it has none, or a key that is not a string (which Service Bus never delivers)."""
+    found = properties_map(buffer)
+    return None if found is None else map_entries(found)
+
+
+def map_entries(buffer: memoryview) -> dict[bytes, bytes] | None:
+    """Key -> value encoding of an encoded map of string keys (None: another value, or a key of another type)."""
+    constructor = buffer[0]
+    if constructor == 0xC1:  # map8: size, count
+        count, item = buffer[2], 3
+    elif constructor == 0xD1:  # map32
+        count, item = int.from_bytes(buffer[5:9], "big"), 9
+    else:
+        return None
+    found: dict[bytes, bytes] = {}
+    for _ in range(count // 2):
+        width = _STRING_KEYS.get(buffer[item])
+        if width is None:
+            return None
+        key_end = skip_value(buffer, item)
+        value_end = skip_value(buffer, key_end)
+        found[bytes(buffer[item + 1 + width:key_end])] = bytes(buffer[key_end:value_end])
+        item = value_end
+    return found
 
 
 def tolerant(decode_payload: Callable[[memoryview], Any]) -> Callable[[memoryview], Any]:
@@ -108,7 +153,12 @@ def _salvage(decode_payload: Callable[[memoryview], Any], buffer: memoryview, er
             try:
                 part = decode_payload(buffer[offset:end])
             except Exception as section_error:
-                problems.append(f"{section}: {type(section_error).__name__}: {section_error}")
+                kept = _one_by_one(buffer[offset:end], problems) if buffer[offset + 2] == _APPLICATION_PROPERTIES \
+                    else None
+                if kept is None:
+                    problems.append(f"{section}: {type(section_error).__name__}: {section_error}")
+                else:  # the others, DeadLetterReason among them when a dead letter is peeked
+                    fields["application_properties"] = kept
             else:
                 for name, value in part._asdict().items():
                     if value is None:
@@ -132,14 +182,34 @@ def _salvage(decode_payload: Callable[[memoryview], Any], buffer: memoryview, er
     return Message(**fields)
 
 
+def _one_by_one(section: memoryview, problems: list[str]) -> dict[bytes, Any] | None:
+    """The application properties the SDK can decode, each failing one named in `problems`; None if the section
+    itself cannot be read."""
+    from azure.servicebus._pyamqp._decode import _DECODE_BY_CONSTRUCTOR
+
+    try:
+        encodings = property_encodings(section)
+    except (ValueError, IndexError):
+        return None
+    if encodings is None:
+        return None
+    kept: dict[bytes, Any] = {}
+    for key, encoding in encodings.items():
+        try:
+            kept[key] = _DECODE_BY_CONSTRUCTOR[encoding[0]](memoryview(encoding)[1:])[1]
+        except Exception as error:
+            problems.append(f"application property {key.decode('utf-8', 'replace')!r}: "
+                            f"{type(error).__name__}: {error}")
+    return kept
+
+
 def install() -> list[str]:
     """Patch the SDK's decoder; returns the names of the parts installed.
 
     Called once, by `sbworker.patches.install`, and only on a verified SDK version: the listener, the CLI and the
-    dashboard all receive through it.
+    dashboard all receive (and peek) through it.
     """
-    from azure.servicebus._pyamqp import _decode, receiver
-    from azure.servicebus._pyamqp.aio import _receiver_async
+    from azure.servicebus._pyamqp import _decode
 
     installed = []
     table = getattr(_decode, "_DECODE_BY_CONSTRUCTOR", None)
@@ -148,9 +218,21 @@ def install() -> list[str]:
             if table[constructor] is None:
                 table[constructor] = decoder
         installed.append(MISSING_TYPES)
-    if all(hasattr(module, "decode_payload") for module in (_decode, receiver, _receiver_async)):
+    modules = decoder_modules()
+    if all(hasattr(module, "decode_payload") for module in modules):
         wrapped = tolerant(_decode.decode_payload)
-        for module in (_decode, receiver, _receiver_async):
-            module.decode_payload = wrapped  # type: ignore[attr-defined]
+        for module in modules:
+            module.decode_payload = wrapped
         installed.append(TOLERANT)
     return installed
+
+
+def decoder_modules() -> list[Any]:
+    """The SDK's modules that call `decode_payload` by a name of their own, `_decode` first: the receive links
+    (sync and aio), and the management replies (peek, received deferred messages), which `sbworker dlq` and the
+    dashboard's dead-letter page read: one undecodable dead letter there made every peek fail."""
+    from azure.servicebus._pyamqp import _decode, receiver
+    from azure.servicebus._pyamqp.aio import _receiver_async
+    from azure.servicebus._transport import _pyamqp_transport
+
+    return [_decode, receiver, _receiver_async, _pyamqp_transport]

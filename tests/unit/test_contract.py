@@ -685,6 +685,7 @@ def test_reason_codes_are_the_documented_wire_strings() -> None:
             "UnsupportedBody",
             "UndecodableMessage",
             "MessageIdTooLong",
+            "UncopyableProperties",
             "NotAnApprovalWorkflow",
             "InstanceNotFound",
             "InstanceNotRunning",

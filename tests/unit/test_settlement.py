@@ -113,6 +113,13 @@ def test_approval_waiting_for_its_instance_with_an_id_too_long_to_re_enqueue_is_
     assert isinstance(decide(APPROVAL, InstanceNotFound("i1"), message_id_length=128), RetryLater)
 
 
+def test_approval_waiting_for_its_instance_that_cannot_be_copied_is_dead_lettered_at_once() -> None:
+    why = "its application property 'n' is an integer past 32 bits (1099511627776), which …"
+    action = decide(APPROVAL, InstanceNotFound("i1"), uncopyable=why)
+    assert isinstance(action, DeadLetter) and action.reason == "UncopyableProperties" and why in action.description
+    assert isinstance(decide(APPROVAL, InstanceNotFound("i1"), uncopyable=None), RetryLater)
+
+
 class Received:
     """The two fields of a received message that the retry bookkeeping reads."""
 

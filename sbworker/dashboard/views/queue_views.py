@@ -61,6 +61,7 @@ async def dead_letter_action(request: web.Request) -> web.StreamResponse:
                 text += f" Not in the dead-letter queue: {_numbers(result.missing)}."
             if result.arrived_since:
                 text += f" {result.arrived_since} message(s) dead-lettered meanwhile were left for the next look."
+            text += "".join(f" Left {seq} in the dead-letter queue: it {why}." for seq, why in result.refused.items())
         else:
             result = await queue.delete_dead_letters(chosen)
             text = f"Deleted {len(result.done)} dead-lettered message(s): {_numbers(sorted(result.done))}."
@@ -71,10 +72,12 @@ async def dead_letter_action(request: web.Request) -> web.StreamResponse:
         audit.record(request, f"dead letters {action}", audit.FAILED, messages=sorted(chosen), entity=queue.name,
                      detail=one_line(error, 500))
         return redirect(back, f"{action} failed: {one_line(error, 500)}", error=True)
-    outcome = audit.OK if not result.missing else audit.PARTLY if result.done else audit.FAILED
+    failed = result.missing + sorted(result.refused)
+    outcome = audit.OK if not failed else audit.PARTLY if result.done else audit.FAILED
     audit.record(request, f"dead letters {action}", outcome, messages=sorted(result.done), entity=queue.name,
-                 detail=f"not found: {_numbers(result.missing)}" if result.missing else "")
-    return redirect(back, text, error=bool(result.missing))
+                 detail=f"not found: {_numbers(result.missing)}" if result.missing else
+                 f"refused: {_numbers(sorted(result.refused))}" if result.refused else "")
+    return redirect(back, text, error=bool(failed))
 
 
 async def _confirm(request: web.Request, queue: Queue, action: str, wanted: set[int] | None,
