@@ -156,7 +156,7 @@ def run_dashboard(settings: Settings, *, host: str, port: int, allow_remote: boo
 def _demo(settings: Settings) -> None:
     from sbworker.operations.demo import run_demo
 
-    lines = ["", "The four workflows, started through the queue (sbworker dev --no-demo skips this):"]
+    lines = ["", "The five workflows, started through the queue (sbworker dev --no-demo skips this):"]
     try:
         run_demo(settings, lines.append)
     except Exception as error:  # the demo must never take the dev stack down

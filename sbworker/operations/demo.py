@@ -1,7 +1,8 @@
-"""What `make run` shows first: each of the four workflows, started through the queue, with its result.
+"""What `make run` shows first: each of the five workflows, started through the queue, with its result.
 
 It goes the real way (a start message → the listener → DTS → the worker; an approval message for the approval
-workflow), so a newcomer sees the whole path work before publishing anything themselves.
+workflow, a declared `PaymentReceived` event for the invoice), so a newcomer sees the whole path work before
+publishing anything themselves.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from azure.servicebus import ServiceBusMessage
+
+from orchestrations.invoice_payment import PAYMENT_EVENT
 from sbworker.core import clients
 from sbworker.core.codes import TERMINAL_STATUSES
 from sbworker.core.config import Settings
@@ -23,18 +27,27 @@ DEMO_INPUTS: dict[str, Any] = {
     "approval_workflow": {"item": "demo laptop", "amount": 1200},
     # One failure, then success after a 1 s retry: the durable retry policy at work without the 5 s default wait.
     "workflow_with_retry": {"fail_times": 1, "retry": {"first_retry_seconds": 1}},
+    "invoice_payment": {"invoice": "DEMO-1", "amount_cents": 4500, "currency": "EUR"},
+}
+# What a waiting workflow is sent, once, when its custom status shows that stage: its approval, its payment.
+WAITING: dict[str, tuple[str, Callable[[str], ServiceBusMessage]]] = {
+    "approval_workflow": ("awaiting_approval", lambda iid: publish.approval_message(
+        iid, True, "make-run-demo", "approved by the demo")),
+    "invoice_payment": ("awaiting_payment", lambda iid: publish.event_message(
+        iid, PAYMENT_EVENT, {"amount_cents": 4500, "currency": "EUR", "reference": "demo-payment-1"})),
 }
 
 
 def run_demo(settings: Settings, emit: Callable[[str], None], *, timeout: float = 60.0) -> bool:
-    """Start the four workflows via the queue, approve the approval one, print each result. True if all finished."""
+    """Start the five workflows via the queue, send the waiting ones their event, print each result. True if all
+    finished."""
     run = uuid.uuid4().hex[:6]
     ids = {name: f"demo-{name}-{run}" for name in DEMO_INPUTS}
     with clients.servicebus_sync_client(settings.servicebus) as sb:
         for name, value in DEMO_INPUTS.items():
             message, _ = publish.start_message(name, value, ids[name])
             publish.send(sb, settings.servicebus.source, message)
-        approved = False
+        sent: set[str] = set()
         pending = dict(ids)
         deadline = time.monotonic() + timeout
         with clients.dts_client(settings.dts) as dts:
@@ -43,11 +56,10 @@ def run_demo(settings: Settings, emit: Callable[[str], None], *, timeout: float 
                     state = dts.get_orchestration_state(iid)
                     if state is None:
                         continue
-                    if name == "approval_workflow" and not approved and \
-                            "awaiting_approval" in (state.serialized_custom_status or ""):
-                        publish.send(sb, settings.servicebus.source,
-                                     publish.approval_message(iid, True, "make-run-demo", "approved by the demo"))
-                        approved = True
+                    stage, event = WAITING.get(name, ("", None))
+                    if event is not None and name not in sent and stage in (state.serialized_custom_status or ""):
+                        publish.send(sb, settings.servicebus.source, event(iid))
+                        sent.add(name)
                     if state.runtime_status in TERMINAL_STATUSES:
                         result = json.loads(state.serialized_output) if state.serialized_output else None
                         emit(f"  {name:<20} {state.runtime_status.name:<9} {json.dumps(result)}")

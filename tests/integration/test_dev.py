@@ -34,7 +34,7 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
         assert f"Dashboard:               http://localhost:{board_port}" in dev.output, dev.output
         with urllib.request.urlopen(f"http://127.0.0.1:{board_port}/", timeout=10) as page:
             assert page.status == 200
-        # make run first shows the four workflows going the real way: queue → listener → DTS → worker.
+        # make run first shows the five workflows going the real way: queue → listener → DTS → worker.
         dev.wait_for_output("Ready for your own messages", timeout=60)
         out = dev.output
         assert re.search(r'hello_cities\s+COMPLETED\s+"Hello Tokyo!, Hello Seattle!, Hello London!"', out), out
@@ -42,6 +42,8 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
                          r'"Hello Paris!", "Hello Berlin!"\]', out), out
         assert re.search(r'approval_workflow\s+COMPLETED\s+"Approved"', out), out
         assert re.search(r'workflow_with_retry\s+COMPLETED\s+"Service succeeded after 2 attempt\(s\)"', out), out
+        assert re.search(r'invoice_payment\s+COMPLETED\s+\{"status": "Paid", "invoice": "DEMO-1", "paid_cents": 4500, '
+                         r'"payments": \["demo-payment-1"\], "receipt": "R-DEMO-1"\}', out), out
         # A plain SDK client and the printed string are all a newcomer needs.
         with ServiceBusClient.from_connection_string(connection) as sb, \
                 sb.get_queue_sender("workflow-requests") as sender:
@@ -88,16 +90,16 @@ def test_dev_topic_runs_the_demo_through_the_topic_subscription(tmp_path: Path) 
         assert "listening on subscription 'sbworker' of topic 'workflow-events'" in out
         assert "listening on queue 'workflow-events-sbworker-retry'" in out
         assert "export SERVICEBUS_TOPIC=workflow-events SERVICEBUS_SUBSCRIPTION=sbworker" in out
-        for name in ("hello_cities", "fan_out_fan_in", "workflow_with_retry"):
+        for name in ("hello_cities", "fan_out_fan_in", "workflow_with_retry", "invoice_payment"):
             assert re.search(rf"{name}\s+COMPLETED", out), out
         assert re.search(r'approval_workflow\s+COMPLETED\s+"Approved"', out), out
         connection = f"Endpoint=sb://localhost:{sb_port};SharedAccessKeyName=RootManageSharedAccessKey;" \
                      "SharedAccessKey=SAS_KEY_VALUE;UseDevelopmentEmulator=true;"
-        # The demo published to the topic: the other subscription got the four starts and the approval.
+        # The demo published to the topic: the other subscription got the five starts, the approval and the payment.
         with ServiceBusClient.from_connection_string(connection) as sb, \
                 sb.get_subscription_receiver("workflow-events", "audit") as audit:
             subjects = [str(m.subject) for m in audit.peek_messages(max_message_count=50, sequence_number=1)]
-        assert sorted(subjects) == ["approval", "start", "start", "start", "start"]
+        assert sorted(subjects) == ["approval", "event", "start", "start", "start", "start", "start"]
         page = _page(f"http://localhost:{board_port}/queue")
         assert "Subscription workflow-events/Subscriptions/sbworker" in page and "Retry queue" in page
         assert dev.terminate(signal.SIGINT) == 0
