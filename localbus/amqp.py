@@ -363,7 +363,7 @@ class ConnectionHandler:
 
     def _authorized(self, path: str) -> bool:
         """Whether an unexpired token on this connection covers ``path`` (a link's entity path)."""
-        now = time.time()
+        now = self.ctx.auth.clock()
         return any(scope_covers(scope, path) and (expires is None or expires > now)
                    for scope, expires in self.grants.items())
 

@@ -513,7 +513,8 @@ class LocalBus:
     and a ``key`` other than the emulator's well-known one. SAS tokens must be signed with ``key``/``key_name``
     and name this namespace (loopback names, the bound address, ``hostnames``). Entra ID (jwt) tokens cannot be
     verified here and are refused unless ``accept_jwt=True``. ``idle_timeout`` (advertised in Open, Service
-    Bus's 120 s), ``handshake_timeout`` and ``link_credit`` exist so tests can exercise the limits quickly.
+    Bus's 120 s), ``handshake_timeout`` and ``link_credit`` exist so tests can exercise the limits quickly, and
+    ``auth.clock`` (epoch seconds, ``time.time`` by default) so that they can make a token lapse at a chosen step.
     ``min_free_bytes``: with ``data_path``, sends are refused while the disk has less free space than this.
     ``hot_messages``: with ``data_path``, available messages an entity keeps in memory (the rest wait on disk).
     """

@@ -232,15 +232,31 @@ def _wait_detached(raw: RawClient, link: Any) -> Condition:
     return condition
 
 
-def test_link_is_detached_when_its_token_expires_unless_renewed(localbus: LocalBus) -> None:
+class Clock:
+    """Epoch seconds that move only when the test moves them (the broker's token clock, `TokenAuthority.clock`)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_link_is_detached_when_its_token_expires_unless_renewed(localbus: LocalBus,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The token lapses when the test says, after every step that needs it valid: with the wall clock and a 2 s
+    # token (1 s after int() rounding), a slow machine let it lapse before the renewal and the send.
+    clock = Clock()
+    monkeypatch.setattr(localbus.auth, "clock", clock)
     uri = f"sb://localhost:{localbus.port}/{Q}"
-    expiry = int(time.time()) + 2
+    expiry = int(clock.now) + 60
     with RawClient(localbus) as lapsing, RawClient(localbus) as renewing:
         assert lapsing.put_token(uri, sas_token(uri, localbus.key, expiry=expiry))[0] == 202
         assert renewing.put_token(uri, sas_token(uri, localbus.key, expiry=expiry))[0] == 202
         doomed, kept = lapsing.conn.create_sender(Q), renewing.conn.create_sender(Q)
         assert lapsing.send(doomed, Message(body=b"before")).remote_state == Delivery.ACCEPTED
-        assert renewing.put_token(uri, sas_token(uri, localbus.key, ttl=3600))[0] == 202  # renewal
+        assert renewing.put_token(uri, sas_token(uri, localbus.key, expiry=expiry + 3600))[0] == 202  # renewal
+        clock.now = expiry + 1
         condition = _wait_detached(lapsing, doomed.link)
         assert condition.name == "amqp:unauthorized-access" and "expired" in str(condition.description)
         with pytest.raises(LinkDetached):  # and nothing new is allowed with the stale token
