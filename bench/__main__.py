@@ -30,7 +30,9 @@ from bench import (
     listener_throughput,
     localdts_bench,
     memory,
+    replicas,
     report,
+    workflows,
 )
 from bench.stack import Backend, Broker, DelayProxy
 
@@ -64,16 +66,18 @@ class Sizes:
     localdts_hellos: int
     dashboard_instances: int  # row 10
     dashboard_repeats: int
+    workflows: int  # row 11, each run
+    replicas: int  # row 12, each run
 
 
 FULL = Sizes(messages=3000, naive_async=1000, proxied=3000, proxied_naive=600, dts=3000, servicebus=2000,
              sweep=2000, latency_seconds=20, latency_rate=50, e2e=400, backlog=10_000, repeats=3, trace=2000,
              localdts_repeats=3, localdts_starts=2000, localdts_hellos=200, dashboard_instances=100_000,
-             dashboard_repeats=40)
+             dashboard_repeats=40, workflows=200, replicas=150)
 QUICK = Sizes(messages=400, naive_async=150, proxied=400, proxied_naive=100, dts=400, servicebus=300, sweep=300,
               latency_seconds=4, latency_rate=50, e2e=50, backlog=1000, repeats=1, trace=300,
               localdts_repeats=1, localdts_starts=500, localdts_hellos=60, dashboard_instances=10_000,
-              dashboard_repeats=10)
+              dashboard_repeats=10, workflows=40, replicas=30)
 LOCALDTS_KINDS = ["sdk", "memory", "durable"]
 
 
@@ -83,7 +87,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run of every row")
     parser.add_argument("--messages", type=int, metavar="N", help="row 3 backlog per run (default 3,000)")
     parser.add_argument("--repeats", type=int, metavar="N", help="repeats of each comparison (default 3)")
-    parser.add_argument("--skip-sweep", action="store_true", help="skip the MAX_CONCURRENT x PREFETCH sweep")
+    parser.add_argument("--skip-sweep", action="store_true",
+                        help="skip the MAX_CONCURRENT x PREFETCH sweep and the worker's WORKER_THREADS sweep")
+    parser.add_argument("--skip-workflows", action="store_true",
+                        help="skip row 11 (workflows through 2 and 10 ms of DTS latency)")
+    parser.add_argument("--skip-replicas", action="store_true",
+                        help="skip row 12 (1, 2 and 4 replicas through 10 ms)")
     parser.add_argument("--skip-localdts", action="store_true",
                         help="skip row 8 (localdts against the SDK's in-memory backend)")
     parser.add_argument("--skip-dashboard", action="store_true",
@@ -186,6 +195,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                                    seconds=sizes.latency_seconds, max_concurrent=c, prefetch=p)
         lat = results["latency"].ms
         say(f"   p50 {lat.p50:.1f} ms, p95 {lat.p95:.1f} ms, p99 {lat.p99:.1f} ms")
+
+        if not args.skip_workflows:
+            say(f"11. workflows through DTS latency, {repeats} rotated round(s) of {sizes.workflows:,} per cell")
+            results["workflows"] = await workflows.measure(broker, backend, sizes.workflows, repeats,
+                                                           max_concurrent=c, prefetch=p,
+                                                           sweep=not args.skip_sweep, say=say)
+            results["workflows_summary"] = workflows.summary(results["workflows"])
+
+        if not args.skip_replicas:
+            say(f"12. replicas through {replicas.DELAY * 1000:g} ms, {repeats} rotated round(s) of "
+                f"{sizes.replicas:,} hello_cities per run")
+            results["replicas"] = await replicas.measure(broker, backend, sizes.replicas, repeats, max_concurrent=c,
+                                                         prefetch=p, say=say)
+            results["replicas_summary"] = replicas.summary(results["replicas"])
 
         say(f"7. peak RSS with a {sizes.backlog:,}-message backlog")
         results["memory"] = await memory.measure(broker, backend, sizes.backlog, max_concurrent=c, prefetch=p)

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from durabletask.client import OrchestrationStatus
+
 from bench.common import Dts, preload, run_prefix, start_messages, wait_until
 from bench.stack import Backend, Broker, DelayProxy, ListenerProcess, cpu_seconds
 
@@ -39,12 +41,13 @@ class Throughput:
 
 async def start_listener(broker: Broker, backend: Backend, dts: Dts, *, max_concurrent: int, prefetch: int,
                          worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
-                         kind: str = "sbworker", proxy: DelayProxy | None = None,
-                         timeout: float = 60.0) -> ListenerProcess:
+                         kind: str = "sbworker", proxy: DelayProxy | None = None, proxy_servicebus: bool = True,
+                         extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> ListenerProcess:
     """Start `sbworker run` (or a reference listener), and return once it has turned a first message into an
     instance."""
     listener = ListenerProcess(broker, backend, max_concurrent=max_concurrent, prefetch=prefetch, worker=worker,
-                               log_path=log_path, trace_path=trace_path, kind=kind, proxy=proxy)
+                               log_path=log_path, trace_path=trace_path, kind=kind, proxy=proxy,
+                               proxy_servicebus=proxy_servicebus, extra_env=extra_env)
     try:
         prefix = run_prefix("warm")
         await preload(broker.connection_string, start_messages(prefix, 1))
@@ -60,6 +63,33 @@ async def start_listener(broker: Broker, backend: Backend, dts: Dts, *, max_conc
         listener.stop()
         raise
     return listener
+
+
+async def start_replicas(broker: Broker, backend: Backend, dts: Dts, count: int, *, max_concurrent: int,
+                         prefetch: int, proxy: DelayProxy | None = None, extra_env: dict[str, str] | None = None,
+                         timeout: float = 120.0) -> list[ListenerProcess]:
+    """Start `count` co-hosted `sbworker run` at once, and return once each has attached its receiver and their
+    warm-up workflows have completed (localbus deals messages round-robin over the links with credit, so each
+    replica takes some of the 4 per replica)."""
+    replicas = [ListenerProcess(broker, backend, max_concurrent=max_concurrent, prefetch=prefetch, worker=True,
+                                proxy=proxy, extra_env=extra_env) for _ in range(count)]
+    try:
+        deadline = time.perf_counter() + timeout
+        while await asyncio.to_thread(broker.receivers) < count:
+            if not all(r.alive() for r in replicas):
+                raise RuntimeError("a replica exited during start-up")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"fewer than {count} replicas attached a receiver")
+            await asyncio.sleep(0.1)
+        prefix = run_prefix("warm")
+        await preload(broker.connection_string, start_messages(prefix, 4 * count))
+        await dts.wait_for(prefix, 4 * count, status=OrchestrationStatus.COMPLETED, timeout=timeout)
+        await wait_until(broker, empty=True, timeout=timeout)
+    except BaseException:
+        for replica in replicas:
+            replica.stop()
+        raise
+    return replicas
 
 
 async def measure(broker: Broker, backend: Backend, n: int, *, max_concurrent: int, prefetch: int,

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, compare, dashboard_bench, localdts_bench
+from bench import breakdown, compare, dashboard_bench, localdts_bench, replicas, workflows
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Issue 28's targets for the listener (rows 4 and 9).
@@ -231,6 +231,12 @@ def table(results: dict[str, Any]) -> str:
                      f"({worst.what}); `sbworker list --limit 50` {board.list_ms:.0f} ms",
                      "every list page, filter and the overview, over HTTP; table below",
                      verdict(worst.p95_ms <= dashboard_bench.TARGET_P95_MS)))
+    flows = r.get("workflows")
+    if flows is not None:
+        rows.append(workflows.row(flows, how))
+    scaled = r.get("replicas")
+    if scaled is not None:
+        rows.append(replicas.row(scaled, how))
     lines = ["| Row | Result | How | Target |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     sweep = r.get("sweep")
@@ -262,6 +268,10 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", f"Row 8, localdts against the SDK's in-memory backend ({localdts_bench.describe(ldts)}; "
                       "ratios of the medians, in brackets the range of the per-repeat ratios):", "",
                   *localdts_bench.table(ldts)]
+    if flows is not None and flows.sweep:
+        lines += ["", *workflows.table(flows)]
+    if scaled is not None:
+        lines += ["", f"Row 12 ({replicas.describe(scaled)}; medians):", "", *replicas.table(scaled)]
     if board is not None:
         lines += ["", f"Row 10, the dashboard at {dashboard_bench.describe(board)}:", "", *dashboard_bench.table(board)]
     m = r["machine"]

@@ -96,6 +96,10 @@ class Broker(Child):
     def purge(self, queue: str = QUEUE) -> int:
         return int(self.ask("purge", queue=queue)["n"])
 
+    def receivers(self, queue: str = QUEUE) -> int:
+        """Receive links attached to the queue: how the bench knows that every replica has connected."""
+        return int(self.ask("receivers", queue=queue)["n"])
+
 
 class Backend(Child):
     def __init__(self) -> None:
@@ -166,9 +170,14 @@ LISTENER_COMMANDS = {
 }
 
 
+INHERITED_SETTINGS = ("SERVICEBUS_NAMESPACE", "SERVICEBUS_AUTHENTICATION", "TASKHUB_NAME", "AZURE_CLIENT_ID",
+                      "WORKER_THREADS", "WORKER_MAX_CONCURRENT_ORCHESTRATIONS", "WORKER_MAX_CONCURRENT_ACTIVITIES")
+
+
 class ListenerProcess:
     """`sbworker run` as it runs in production (or one of the reference listeners), configured through the
-    environment only; with `proxy`, its Service Bus and DTS connections go through the delay proxy.
+    environment only; with `proxy`, its DTS connections go through the delay proxy, and its Service Bus connection
+    too unless `proxy_servicebus` is False.
 
     Not the tests' `tests.support.processes.Process`: the bench runs without the test suite (`python -m bench`, and
     bench/ must not import tests/), starts argv the tests never do (the reference listeners, the console script's
@@ -178,11 +187,13 @@ class ListenerProcess:
 
     def __init__(self, broker: Broker, backend: Backend, *, max_concurrent: int, prefetch: int,
                  worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
-                 kind: str = "sbworker", proxy: DelayProxy | None = None,
+                 kind: str = "sbworker", proxy: DelayProxy | None = None, proxy_servicebus: bool = True,
                  extra_env: dict[str, str] | None = None) -> None:
+        # Nothing from the caller's shell that would change what is measured: the settings are the bench's.
+        inherited = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
         env = {
-            **os.environ,
-            "SERVICEBUS_CONNECTION_STRING": (proxy.servicebus_connection_string if proxy
+            **inherited,
+            "SERVICEBUS_CONNECTION_STRING": (proxy.servicebus_connection_string if proxy and proxy_servicebus
                                              else broker.connection_string),
             "SERVICEBUS_QUEUE": QUEUE,
             "DTS_CONNECTION_STRING": proxy.dts_connection_string if proxy else backend.connection_string,
@@ -192,8 +203,6 @@ class ListenerProcess:
             "LOG_LEVEL": "WARNING",
             **(extra_env or {}),
         }
-        for var in ("SERVICEBUS_NAMESPACE", "SERVICEBUS_AUTHENTICATION", "TASKHUB_NAME", "AZURE_CLIENT_ID"):
-            env.pop(var, None)
         self.kind = kind
         argv = [sys.executable, *LISTENER_COMMANDS[kind]]
         if kind == "sbworker":
@@ -297,6 +306,10 @@ def _serve_localbus() -> None:
             entity.ready.clear()
         return n
 
+    def receivers(b: LocalBroker, queue: str) -> int:
+        entity = b.entity(queue)
+        return len(entity.consumers) if entity is not None else -1
+
     try:
         for line in sys.stdin:
             request = json.loads(line)
@@ -304,6 +317,8 @@ def _serve_localbus() -> None:
             try:
                 if request["cmd"] == "remaining":
                     _reply(n=bus.call(functools.partial(remaining, queue=queue)))
+                elif request["cmd"] == "receivers":
+                    _reply(n=bus.call(functools.partial(receivers, queue=queue)))
                 elif request["cmd"] == "counts":
                     _reply(counts=bus.counts(queue))
                 elif request["cmd"] == "purge":

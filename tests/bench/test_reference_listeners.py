@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import end_to_end, listener_throughput
+from bench import end_to_end, listener_throughput, replicas, workflows
 from bench.stack import REPO_ROOT, Backend, Broker, DelayProxy
+from sbworker.core.config import WorkerSettings
 
 pytestmark = pytest.mark.slow  # each listener process starts in ~2 s: ~20 s, and the quick bench ~90 s
 
@@ -54,12 +55,38 @@ async def test_split_end_to_end_runs_the_orchestrations_in_the_plain_worker(stac
     assert result.split and result.n == 5
 
 
+async def test_the_workflows_row_completes_every_workflow_in_each_contender(stack: tuple[Broker, Backend]) -> None:
+    """Row 11, one cell: co-hosted, plain worker and the SDK alone each complete all 6 fan_out_fan_in through the
+    proxy (end_to_end waits for COMPLETED, and times out otherwise); the SDK alone runs with sbworker's settings."""
+    broker, backend = stack
+    result = await workflows.measure(broker, backend, 6, 1, max_concurrent=8, prefetch=10, sweep=False,
+                                     say=lambda _text: None, delays=(0.002,), orchestrations=("fan_out_fan_in",))
+    [cell] = result.cells
+    assert set(cell.runs) == {"cohosted", "plain", "sdk"}
+    assert all(run.n == 6 and run.delay_ms == 2.0 and run.orchestration == "fan_out_fan_in"
+               for runs in cell.runs.values() for run in runs)
+    [sdk] = cell.runs["sdk"]
+    assert dict(sdk.worker_env) == workflows.settings_env(WorkerSettings())
+
+
+async def test_replicas_each_attach_a_receiver_and_share_the_backlog(stack: tuple[Broker, Backend]) -> None:
+    broker, backend = stack
+    result = await replicas.measure(broker, backend, 8, 1, max_concurrent=8, prefetch=10, say=lambda _text: None,
+                                    counts=(1, 2))
+    assert [cell.setup.name for cell in result.cells] == ["defaults", "latency-bound"]
+    for cell in result.cells:
+        assert {count: [run.replicas for run in runs] for count, runs in cell.runs.items()} == {1: [1], 2: [2]}
+    assert broker.receivers() == 0 and broker.remaining() == 0
+
+
 @pytest.mark.timeout(400)
 def test_quick_bench_prints_every_row(tmp_path: Path) -> None:
-    """`python -m bench --quick` end to end (without the sweep and row 8, which have tests of their own)."""
+    """`python -m bench --quick` end to end (without the sweep and rows 8, 11 and 12, which have tests of their
+    own)."""
     out = tmp_path / "latest.json"
     done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--skip-sweep", "--skip-localdts",
-                           "--output", str(out)], capture_output=True, text=True, timeout=380, cwd=REPO_ROOT)
+                           "--skip-workflows", "--skip-replicas", "--output", str(out)],
+                          capture_output=True, text=True, timeout=380, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     for row in ("| 1. Raw DTS ceiling", "| 3. Listener throughput, loopback", "| 4. sbworker ÷ references",
                 "| 5. Latency", "| 6. End to end", "| 7. Peak RSS", "| 9. Through a 2 ms-each-way proxy",

@@ -93,3 +93,48 @@ def test_ratios_are_of_the_medians_and_the_table_names_each_target() -> None:
     assert "| MISSED |" in block.split("| 4. ")[1].split("\n")[0]
     assert "sbworker ÷ naive sync 12.0x (target 20x) |" in block
 
+
+def test_the_workflows_row_judges_the_ratio_at_10_ms() -> None:
+    from bench import workflows
+
+    def e2e(per_second: float, **kwargs: Any) -> SimpleNamespace:
+        return SimpleNamespace(per_second=per_second, n=300, process_cpu_s=2.4, seconds=300 / per_second,
+                               backend_cpu_s=1.0, worker_env=tuple(kwargs.items()))
+
+    def cell(name: str, delay: float, ours: float, plain: float, sdk: float | None = None) -> Any:
+        # three rounds each, in an order that is not sorted: the row shows the median, then the range
+        runs = {"cohosted": [e2e(ours + 5), e2e(ours - 5), e2e(ours)],
+                "plain": [e2e(plain), e2e(plain + 2), e2e(plain - 2)]}
+        if sdk is not None:
+            runs["sdk"] = [e2e(sdk)] * 3
+        return workflows.Cell(name, delay, runs)
+
+    met = workflows.Workflows(300, 3, [cell("hello_cities", 2.0, 90, 70), cell("hello_cities", 10.0, 90, 30, 120),
+                                       cell("fan_out_fan_in", 10.0, 80, 40)], [e2e(30, WORKER_THREADS="6")])
+    name, result, _how, verdict = workflows.row(met, "median (min-max) of 3 rotated rounds")
+    assert name.startswith("11. ") and "target 2x at 10 ms" in name
+    assert ("hello_cities 10 ms: 3.00x plain, 0.75x SDK alone (co-hosted 90.0 (85.0-95.0)/s, plain 30.0 (28.0-32.0)/s, "
+            "SDK alone 120.0 (120.0-120.0)/s)") in result and verdict == "met"
+    assert "fan_out_fan_in 10 ms: 2.00x plain (co-hosted 80.0 (75.0-85.0)/s, plain 40.0 (38.0-42.0)/s)" in result
+    assert workflows.table(met)[-1] == "| 6 | 30.0 | 8.0 | 0.10 |"
+    missed = workflows.Workflows(300, 3, [cell("fan_out_fan_in", 10.0, 70, 40)], [])
+    assert workflows.row(missed, "")[3] == "MISSED" and workflows.table(missed) == []
+
+
+def test_the_replicas_row_divides_by_one_replica_and_the_table_shows_each_run() -> None:
+    from bench import replicas
+
+    def e2e(per_second: float, count: int) -> SimpleNamespace:
+        return SimpleNamespace(per_second=per_second, n=150, process_cpu_s=1.5, seconds=150 / per_second,
+                               backend_cpu_s=0.5 * 150 / per_second, replicas=count)
+
+    bound = replicas.Cell(replicas.LATENCY_BOUND, {1: [e2e(10, 1), e2e(12, 1), e2e(11, 1)],
+                                                   2: [e2e(22, 2)] * 3, 4: [e2e(33, 4)] * 3})
+    result = replicas.Replicas(150, 3, [bound])
+    name, text, _how, verdict = replicas.row(result, "median (min-max) of 3 rotated rounds")
+    assert name.startswith("12. Replicas through 10 ms") and verdict == ""
+    assert text == "latency-bound: 1 replica 11.0 (10.0-12.0)/s; 2: 2.00x, 4: 3.00x"
+    assert replicas.table(result)[2:] == ["| latency-bound | 1 | 11.0 (10.0-12.0) | 1.00x | 10.0 | 0.50 |",
+                                          "| latency-bound | 2 | 22.0 (22.0-22.0) | 2.00x | 10.0 | 0.50 |",
+                                          "| latency-bound | 4 | 33.0 (33.0-33.0) | 3.00x | 10.0 | 0.50 |"]
+    assert "4 messages, prefetch 10, 2 worker threads" in replicas.describe(result)
