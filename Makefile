@@ -56,7 +56,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(MAKE) lint-infra
 
-# About 6 minutes. BENCH_ARGS passes options (`make bench BENCH_ARGS=--quick`); `make bench-readme` also rewrites
+# About 15 minutes. BENCH_ARGS passes options (`make bench BENCH_ARGS=--quick`); `make bench-readme` also rewrites
 # the README's generated Performance tables from that one run.
 BENCH_ARGS ?=
 bench: $(STAMP)

@@ -1,4 +1,4 @@
-"""`python -m bench` (`make bench`, about 6 minutes): every row, one process tree, bench/results/latest.json.
+"""`python -m bench` (`make bench`, about 15 minutes): every row, one process tree, bench/results/latest.json.
 
 Processes: localbus, the in-memory DTS backend, each listener under test (`sbworker run` or a reference listener
 written as the SDK docs would have it) and the delay proxy get their own interpreter; this process is the load
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -125,6 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": report.machine(), "config": {"max_concurrent": c, "prefetch": p},
                                "dts_in_flight": ceilings.DTS_IN_FLIGHT, "quick": args.quick, "repeats": repeats,
                                "proxy_delay_ms": PROXY_DELAY * 1000}
+    results["load"] = {"start": os.getloadavg()[0]}
     began = time.perf_counter()
     broker, backend = Broker(), Backend()
     proxy = DelayProxy(broker, backend, PROXY_DELAY)
@@ -236,6 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         worst = results["dashboard"].worst
         say(f"   worst p95 {worst.p95_ms:.0f} ms ({worst.what})")
     results["total_seconds"] = time.perf_counter() - began
+    results["load"]["end"] = os.getloadavg()[0]
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
 

@@ -277,8 +277,15 @@ def table(results: dict[str, Any]) -> str:
     m = r["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
                   f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",
-              f"Whole run: {r.get('total_seconds', 0):.0f} s."]
+              f"Whole run: {r.get('total_seconds', 0):.0f} s" + _load(r.get("load")) + "."]
     return "\n".join(lines)
+
+
+def _load(load: dict[str, float] | None) -> str:
+    """The machine's 1-minute load average around the run: on shared cores it explains a slow run."""
+    if not load:
+        return ""
+    return f"; load average (1 min) {load['start']:.1f} at the start, {load['end']:.1f} at the end"
 
 
 README = Path(__file__).resolve().parent.parent / "README.md"
