@@ -6,6 +6,11 @@ of keywords. `compile_check` turns a schema into nested closures for exactly tho
 keyword it does not know, or a `$ref` outside `#/$defs/`, compiles to None, and the caller keeps asking
 jsonschema. jsonschema still words every rejection: this check only spares it the messages that have nothing to
 reject. tests/unit/test_schema_check.py holds the two to the same verdict on generated documents.
+
+Not fastjsonschema (tried 2026-12-06): it was 3.3 against 7.2 µs per valid start message, about 1% of the
+listener's CPU per message, but it stops at draft 7, where a `$ref` hides its sibling keywords and `prefixItems` or
+`dependentRequired` mean nothing, so it accepts documents that draft 2020-12 rejects (an event's declared schema
+may use any of them); it also fetches a remote `$ref` over the network when compiling.
 """
 
 from __future__ import annotations
