@@ -18,20 +18,23 @@ ARGS ?=
 run: $(STAMP)
 	$(BIN)/sbworker dev $(ARGS)
 
-# The fast default (a few minutes): everything but the suites marked slow. The tests mostly wait on sockets, so
-# three pytest-xdist workers share the two cores well; each test file stays on one worker (--dist loadfile).
+# The fast default: everything but the suites marked slow. The tests mostly wait on sockets and subprocesses (a run
+# uses about 3.5 CPU-minutes), so six pytest-xdist workers share the two cores; --dist worksteal hands out single
+# tests and lets an idle worker take queued ones, so no long file holds the end of the run.
 # pytest-randomly shuffles the order on every run and prints its seed ("Using --randomly-seed=N"); replay an order
-# with PYTEST_ARGS=--randomly-seed=N, or keep the file order with PYTEST_ARGS=-p no:randomly.
-TEST_WORKERS ?= 3
+# with PYTEST_ARGS=--randomly-seed=N, or keep the file order with PYTEST_ARGS=-p no:randomly (TEST_WORKERS=1: serial).
+TEST_WORKERS ?= 6
 PYTEST_ARGS  ?=
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
-# The long suites: reliability (kill -9, outages, fuzzing), packaging, big restarts. CI runs them after `make test`.
-# Serial on purpose: they measure recovery under load and kill processes. The ten longest are listed at the end
-# (the place to look when CI gets slow).
+# The long suites: reliability (kill -9, outages, fuzzing, network faults), chaos campaigns, packaging, big
+# restarts, the quick bench. Three workers: the suites are heavier on the CPU, and none asserts a time (each waits
+# for its outcome with a liveness bound), so sharing the cores slows them without changing what they prove. The ten
+# longest are listed at the end (the place to look when CI gets slow). SLOW_WORKERS=1 runs them one at a time.
+SLOW_WORKERS ?= 3
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow --durations=10 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m slow -n $(SLOW_WORKERS) --dist worksteal --durations=10 $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
