@@ -16,7 +16,7 @@ from azure.servicebus import ServiceBusClient as SyncServiceBusClient
 from azure.servicebus.aio import ServiceBusClient
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
-from durabletask.grpc_options import GrpcChannelOptions
+from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 from durabletask.worker import ConcurrencyOptions
 
 from sbworker import patches
@@ -56,8 +56,12 @@ def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = No
         maximum_concurrent_activity_work_items=concurrency.max_concurrent_activities,
         maximum_thread_pool_workers=concurrency.threads,
     )
+    cap = settings.worker_reconnect_cap_seconds
+    resiliency = None if cap is None else GrpcWorkerResiliencyOptions(
+        reconnect_backoff_base_seconds=min(1.0, cap), reconnect_backoff_cap_seconds=cap)
     return DurableTaskSchedulerWorker(token_credential=cred, interceptors=[guard or WorkerGuard()],
-                                      concurrency_options=options, **_dts_options(settings, "worker", cred))
+                                      concurrency_options=options, resiliency_options=resiliency,
+                                      **_dts_options(settings, "worker", cred))
 
 
 def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerClient:

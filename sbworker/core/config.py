@@ -107,6 +107,9 @@ class DtsSettings:
     # DTS may send arrives; more, so that a history past it still reaches the worker instead of ending its stream.
     max_receive_bytes: int = 16 * 1024 * 1024
     payload_storage: PayloadStorage | None = None  # DTS_PAYLOAD_STORAGE: off unless configured
+    # The longest wait of the worker between two attempts to open its work-item stream; None keeps the SDK's (1 s
+    # doubling up to 30 s, with jitter). Not an environment variable: tests that end the stream on purpose set it.
+    worker_reconnect_cap_seconds: float | None = None
 
     @property
     def secure(self) -> bool:

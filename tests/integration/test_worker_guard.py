@@ -94,7 +94,9 @@ async def test_a_work_item_the_worker_cannot_receive_makes_readyz_say_why_until_
     with LocalDts(port=0) as dts:
         settings = config.load({"DTS_CONNECTION_STRING": dts.connection_string, "HEALTH_PORT": str(port)})
         # A worker that receives less than localdts sends: the case of a DTS that sends what a worker cannot take.
-        settings = replace(settings, dts=replace(settings.dts, max_receive_bytes=1024 * 1024))
+        # It reopens its stream within half a second (the SDK waits up to 30 s): five offers of the item, not minutes.
+        settings = replace(settings, dts=replace(settings.dts, max_receive_bytes=1024 * 1024,
+                                                 worker_reconnect_cap_seconds=0.5))
         assert settings.dts.max_receive_bytes < DTS_MESSAGE_BYTES
         stop = asyncio.Event()
         served = asyncio.create_task(service.serve(settings, with_listener=False, stop=stop))
