@@ -7,8 +7,11 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import durabletask.internal.orchestrator_service_pb2 as pb
+import durabletask.internal.orchestrator_service_pb2_grpc as stubs
+import grpc
 from durabletask import client as dt_client
 from durabletask import history as dt_history
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
@@ -101,3 +104,45 @@ def wait_custom_status(client: DurableTaskSchedulerClient, instance_id: str, nee
 
 def count(events: list[dt_history.HistoryEvent], kind: type[dt_history.HistoryEvent]) -> int:
     return sum(1 for e in events if isinstance(e, kind))
+
+
+class RawWorker:
+    """A worker driven by hand over a raw ``GetWorkItems`` stream: it takes items one by one, answers some and
+    goes away holding others, as a lost or crashing worker does. The stream ends by itself after ``timeout``."""
+
+    def __init__(self, port: int, timeout: float = 60.0, orchestrations: tuple[str, ...] | None = None) -> None:
+        """``orchestrations``: take only orchestrations of these names (work item filters; then no activities)."""
+        self.channel = grpc.insecure_channel(f"localhost:{port}")
+        self.stub = stubs.TaskHubSidecarServiceStub(self.channel)
+        request = pb.GetWorkItemsRequest()
+        if orchestrations is not None:
+            request.workItemFilters.orchestrations.extend(pb.OrchestrationFilter(name=n) for n in orchestrations)
+        self._items: Any = self.stub.GetWorkItems(request, timeout=timeout)
+
+    def take(self) -> pb.WorkItem:
+        """The next work item (grpc.RpcError DEADLINE_EXCEEDED if none comes before the stream's timeout)."""
+        item: pb.WorkItem = next(self._items)
+        return item
+
+    def complete(self, item: pb.WorkItem, token: str | None = None) -> None:
+        """Answer an orchestration work item: the orchestration completes (``token``: answer with another one)."""
+        done = pb.CompleteOrchestrationAction(orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED)
+        self.stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
+            instanceId=item.orchestratorRequest.instanceId, completionToken=token or item.completionToken,
+            actions=[pb.OrchestratorAction(id=-1, completeOrchestration=done)]))
+
+    def schedule(self, item: pb.WorkItem, activity: str, value: str) -> None:
+        """Answer an orchestration work item: it schedules ``activity`` (task id 0) with input ``value``."""
+        task = pb.ScheduleTaskAction(name=activity)
+        task.input.value = value
+        self.stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
+            instanceId=item.orchestratorRequest.instanceId, completionToken=item.completionToken,
+            actions=[pb.OrchestratorAction(id=0, scheduleTask=task)]))
+
+    def go_away(self) -> None:
+        """End the stream without answering what it holds."""
+        self._items.cancel()
+
+    def close(self) -> None:
+        self._items.cancel()
+        self.channel.close()

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import durabletask.internal.orchestrator_service_pb2 as pb
-import durabletask.internal.orchestrator_service_pb2_grpc as stubs
-import grpc
 from durabletask.azuremanaged.client import DurableTaskSchedulerClient
 from durabletask.client import OrchestrationStatus
 
@@ -41,43 +37,29 @@ def test_worker_killed_mid_activity_has_its_activity_run_again_by_a_new_worker(
             second.close()
 
 
-def _work_items(port: int) -> tuple[grpc.Channel, Any, stubs.TaskHubSidecarServiceStub]:
-    """A hand-driven worker: a raw GetWorkItems stream (its iterator) and a stub to answer on."""
-    channel = grpc.insecure_channel(f"localhost:{port}")
-    stub = stubs.TaskHubSidecarServiceStub(channel)
-    return channel, stub.GetWorkItems(pb.GetWorkItemsRequest()), stub
-
-
 def test_orchestration_taken_by_a_vanished_stream_is_offered_again_and_the_late_answer_is_stale(
         dts: LocalDts, client: DurableTaskSchedulerClient) -> None:
     iid = client.schedule_new_orchestration("hello_cities")
 
-    channel1, stream1, stub1 = _work_items(dts.port)
-    taken = next(stream1)
+    first = support.RawWorker(dts.port)
+    taken = first.take()
     assert taken.orchestratorRequest.instanceId == iid
-    stream1.cancel()  # the worker goes away without answering
+    first.go_away()  # without answering
 
-    channel2, stream2, stub2 = _work_items(dts.port)
-    again = next(stream2)
+    second = support.RawWorker(dts.port)
+    again = second.take()
     assert again.orchestratorRequest.instanceId == iid
     assert [e.WhichOneof("eventType") for e in again.orchestratorRequest.newEvents][:2] == \
         ["orchestratorStarted", "executionStarted"]
     assert again.completionToken != taken.completionToken
 
     # The first worker's late answer would complete the instance; it must be ignored as stale.
-    late = pb.OrchestratorResponse(instanceId=iid, completionToken=taken.completionToken, actions=[
-        pb.OrchestratorAction(id=-1, completeOrchestration=pb.CompleteOrchestrationAction(
-            orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED))])
-    stub1.CompleteOrchestratorTask(late)
+    first.complete(again, token=taken.completionToken)
     state = client.get_orchestration_state(iid)
     assert state is not None and state.runtime_status == OrchestrationStatus.PENDING
 
-    answer = pb.OrchestratorResponse(instanceId=iid, completionToken=again.completionToken, actions=[
-        pb.OrchestratorAction(id=-1, completeOrchestration=pb.CompleteOrchestrationAction(
-            orchestrationStatus=pb.ORCHESTRATION_STATUS_COMPLETED))])
-    stub2.CompleteOrchestratorTask(answer)
+    second.complete(again)
     state = client.get_orchestration_state(iid)
     assert state is not None and state.runtime_status == OrchestrationStatus.COMPLETED
-    stream2.cancel()
-    channel1.close()
-    channel2.close()
+    first.close()
+    second.close()
