@@ -18,7 +18,8 @@ What changes against ``durabletask.testing.InMemoryOrchestrationBackend``:
 - **Timestamps**: every history event gets the time it happened, not 1970-01-01.
 - **Re-dispatch**: work items are leased to the stream that took them; when that stream ends before the work is
   completed, the work is offered again (an orchestration with a fresh completion token, so a late answer of the
-  lost worker is ignored as stale; an activity answered twice counts once).
+  lost worker is ignored as stale; an activity answered twice counts once), alone: which of a stream's items
+  ended it is unknown, so only a stream that ends holding one counts against it (:mod:`localdts.suspects`).
 - One timer thread for all timers instead of a thread per timer; no ``SO_REUSEPORT``; a big gRPC pool for
   streams and waits and a small one for short calls (:mod:`localdts.pools`).
 
@@ -59,6 +60,7 @@ from .limits import instance_id_problem
 from .pools import DEFAULT_CALL_WORKERS, OnCallPool
 from .queries import BadToken, CompletedQuery, InstanceQuery, PurgeFilter, encode_token
 from .store import Change, InstanceRow, Store, WriteFailed
+from .suspects import Stream, Suspect, Suspects, Turn, turn
 from .timers import TimerQueue
 
 log = logging.getLogger("localdts.backend")
@@ -71,16 +73,8 @@ _TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, 
 
 
 @dataclass
-class _Stream:
-    """One ``GetWorkItems`` call; closed once the worker behind it is gone."""
-
-    number: int
-    closed: bool = False
-
-
-@dataclass
 class _ActivityLease:
-    stream: _Stream
+    stream: Stream
     item: ActivityWorkItem
 
 
@@ -138,6 +132,21 @@ def _is_terminal(status: int) -> bool:
 
 def _grpc_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class _Gate:
+    """A work-item call's context as the SDK's dispatch loop sees it: active only while the stream's turn is to
+    take queued work, so that the loop returns (to offer a suspect alone, or to wait) instead of taking more."""
+
+    def __init__(self, context: grpc.ServicerContext, open_: Callable[[], bool]) -> None:
+        self._context = context
+        self._open = open_
+
+    def is_active(self) -> bool:
+        return bool(self._context.is_active()) and self._open()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def open_server(servicer: object, host: str, port: int, max_workers: int = DEFAULT_MAX_WORKERS,
@@ -215,7 +224,11 @@ class DurableBackend(InMemoryOrchestrationBackend):
         self._start_at: dict[str, datetime] = {}
         self._orch_trace: dict[str, pb.OrchestrationTraceContext] = {}
         self._streams = itertools.count(1)
-        self._orch_leases: dict[str, tuple[_Stream, str]] = {}
+        self._open_streams: set[Stream] = set()
+        self._suspects = Suspects()
+        # Notified when a stream may take something it had to wait for (a lease went, a suspect came).
+        self._dispatch_changed = threading.Condition(self._lock)
+        self._orch_leases: dict[str, tuple[Stream, str]] = {}
         self._activity_leases: dict[str, _ActivityLease] = {}
         self._activity_tokens = itertools.count(1)
         # Sub-orchestration id -> (parent id, task id) of the parents waiting for its end (see _report_to_parents).
@@ -257,6 +270,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
         """End this backend's work-item streams (the server is about to stop)."""
         self._shutdown_event.set()
         self._work_available.set()
+        with self._lock:
+            self._dispatch_changed.notify_all()
 
     def stop(self, grace: float | None = None) -> None:
         super().stop(grace)
@@ -444,7 +459,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             inst = self._live.in_memory(iid)
             if inst is None or not _is_terminal(inst.status) or iid in self._pending.dirty \
                     or iid in self._orchestration_in_flight or iid in self._orchestration_queue_set \
-                    or iid in self._state_waiters:
+                    or iid in self._suspects or iid in self._state_waiters:
                 continue
             self._live.evict(iid)
             self._forget(iid)
@@ -516,6 +531,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 self._commits.nudge()
         if instance_id in self._start_at:
             return  # not before its scheduled start; _begin enqueues it then
+        if instance_id in self._suspects:
+            return  # offered alone, by GetWorkItems
         super()._enqueue_orchestration(instance_id)
 
     def _notify_waiters(self, instance_id: str) -> None:
@@ -673,6 +690,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
         inst.pending_events.clear()
         self._orchestration_in_flight.discard(iid)
         self._orch_leases.pop(iid, None)
+        self._suspects.withdraw(iid)
+        self._dispatch_changed.notify_all()
         self._unanswered.pop(iid, None)
         inst.completion_token = self._new_token()
         queued = [a for a in self._activity_queue if a.instance_id != iid]
@@ -732,17 +751,107 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def GetWorkItems(self, request: pb.GetWorkItemsRequest,
                      context: grpc.ServicerContext) -> Iterator[pb.WorkItem]:
-        stream = _Stream(next(self._streams))
+        """Queued work through the SDK's dispatch loop; suspects alone, by ours (:mod:`localdts.suspects`)."""
+        orchestrations, activities, _ = self._parse_work_item_filters(request)
+        stream = Stream(next(self._streams), orchestrations, activities)
+        with self._lock:
+            self._open_streams.add(stream)
         context.add_callback(lambda: self._release(stream))
+        gate = _Gate(context, lambda: self._may_take_queued(stream))
         try:
-            for item in super().GetWorkItems(request, context):
+            while context.is_active() and not self._shutdown_event.is_set():
                 with self._lock:
-                    if self._undeliverable(item):
-                        continue
-                    self._lease(item, stream)
-                yield item
+                    now = self._turn(stream)
+                    item = self._offer_alone(stream) if now is Turn.SUSPECT else None
+                    if now is Turn.WAIT:
+                        self._dispatch_changed.wait(timeout=1.0)
+                if item is not None:
+                    yield item
+                elif now is Turn.QUEUED:
+                    yield from self._offer_queued(request, gate, stream)
         finally:
             self._release(stream)
+
+    def _offer_queued(self, request: pb.GetWorkItemsRequest, gate: _Gate,
+                      stream: Stream) -> Iterator[pb.WorkItem]:
+        """Queued work items, until the stream's turn is no longer to take them (the gate closes)."""
+        for item in super().GetWorkItems(request, cast(grpc.ServicerContext, gate)):
+            with self._lock:
+                if self._undeliverable(item):
+                    continue
+                self._lease(item, stream)
+            yield item
+
+    def _may_take_queued(self, stream: Stream) -> bool:
+        """The gate's check, before each dispatch of the SDK's loop: without the lock while nobody is a suspect (the
+        stream's own ``alone`` mark is set by this same thread; a suspect that comes meanwhile waits one item)."""
+        if not self._suspects and not stream.alone:
+            return True
+        return self._turn(stream) is Turn.QUEUED
+
+    def _turn(self, stream: Stream) -> Turn:
+        with self._lock:
+            return turn(stream, self._open_streams, self._held, self._wants)
+
+    def _held(self, stream: Stream) -> int:
+        """Under the lock: how many work items the stream took and has not answered."""
+        held = sum(1 for lease in self._activity_leases.values() if lease.stream is stream)
+        return held + sum(1 for iid, (holder, token) in self._orch_leases.items()
+                          if holder is stream and self._holds(iid, token))
+
+    def _holds(self, iid: str, token: str) -> bool:
+        """Under the lock: whether the orchestration work item leased with ``token`` still awaits its answer."""
+        inst = self._live.in_memory(iid)
+        return inst is not None and iid in self._orchestration_in_flight and str(inst.completion_token) == token
+
+    def _wants(self, stream: Stream) -> bool:
+        return self._suspects.any_for(partial(self._accepts, stream))
+
+    def _accepts(self, stream: Stream, suspect: Suspect) -> bool:
+        """Whether the stream's worker filters let the suspect through (an instance gone: yes, to drop it)."""
+        if isinstance(suspect, ActivityWorkItem):
+            return self._matches_filter(suspect.name, suspect.version, stream.activities)
+        inst = self._live.in_memory(suspect)
+        return inst is None or self._matches_filter(inst.name, inst.version, stream.orchestrations)
+
+    def _offer_alone(self, stream: Stream) -> pb.WorkItem | None:
+        """Under the lock: the first suspect the stream accepts, leased to it alone; None if none is left."""
+        while not stream.closed:
+            suspect = self._suspects.take(partial(self._accepts, stream))
+            if suspect is None:
+                return None
+            item = self._suspect_item(suspect)
+            if item is None or self._undeliverable(item):
+                continue
+            self._lease(item, stream)
+            stream.alone = True
+            self._dispatch_changed.notify_all()  # a stream emptying itself for it may go on
+            return item
+        return None
+
+    def _suspect_item(self, suspect: Suspect) -> pb.WorkItem | None:
+        """Under the lock: the work item for a suspect, dispatched as the SDK's loop does; None if nothing is owed."""
+        if isinstance(suspect, ActivityWorkItem):
+            if self._owing(suspect) is None:
+                return None
+            request = pb.ActivityRequest(name=suspect.name, taskId=suspect.task_id,
+                                         orchestrationInstance=pb.OrchestrationInstance(instanceId=suspect.instance_id))
+            if suspect.input is not None:
+                request.input.value = suspect.input
+            return pb.WorkItem(completionToken=str(suspect.completion_token), activityRequest=request)
+        inst = self._live.in_memory(suspect)
+        if inst is None or _is_terminal(inst.status) or not inst.pending_events:
+            return None
+        if suspect in self._orchestration_in_flight:  # not a suspect's state; let the SDK's loop take it later
+            self._enqueue_orchestration(suspect)
+            return None
+        inst.dispatched_events = list(inst.pending_events)
+        inst.pending_events.clear()
+        if inst.history and not inst.dispatched_events[0].HasField("orchestratorStarted"):
+            inst.dispatched_events.insert(0, helpers.new_orchestrator_started_event(datetime.now(UTC)))
+        self._orchestration_in_flight.add(suspect)
+        return pb.WorkItem(completionToken=str(inst.completion_token), orchestratorRequest=pb.OrchestratorRequest(
+            instanceId=suspect, pastEvents=list(inst.history), newEvents=list(inst.dispatched_events)))
 
     def _undeliverable(self, item: pb.WorkItem) -> bool:
         """Under the lock: an orchestration work item no worker could receive ends its instance instead.
@@ -759,7 +868,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         self._end(inst, limits.WORK_ITEM_TOO_LARGE, limits.work_item_message(size, self._max_work_item_bytes))
         return True
 
-    def _lease(self, item: pb.WorkItem, stream: _Stream) -> None:
+    def _lease(self, item: pb.WorkItem, stream: Stream) -> None:
         """Record who holds the work item and add what the SDK backend leaves out (under the lock)."""
         if item.HasField("orchestratorRequest"):
             iid = item.orchestratorRequest.instanceId
@@ -793,41 +902,76 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if stream.closed:
             self._release(stream)
 
-    def _release(self, stream: _Stream) -> None:
-        """The stream ended: offer again whatever it took and did not complete."""
+    def _release(self, stream: Stream) -> None:
+        """The stream ended: offer again, alone, whatever it took and did not answer. Only what it held by itself
+        counts as unanswered: a stream that ends holding several items does not say which one ended it."""
         with self._lock:
             stream.closed = True
+            self._open_streams.discard(stream)
+            lost: list[OrchestrationInstance | ActivityWorkItem] = []
             for iid, (holder, token) in list(self._orch_leases.items()):
-                if holder is not stream:
-                    continue
-                del self._orch_leases[iid]
-                inst = self._instances.get(iid)
-                if inst is None or iid not in self._orchestration_in_flight or str(inst.completion_token) != token:
-                    continue
-                count = self._unanswered_again(iid)
-                if count >= limits.MAX_UNANSWERED_DELIVERIES:
-                    self._never_answered(inst, count)
-                    continue
-                inst.pending_events = [*inst.dispatched_events, *inst.pending_events]
-                inst.dispatched_events.clear()
-                self._orchestration_in_flight.discard(iid)
-                inst.completion_token = self._new_token()  # the lost worker's late answer is now stale
-                self._enqueue_orchestration(iid)
-                log.info("re-dispatching orchestration %s: its worker went away", iid)
+                if holder is stream:
+                    del self._orch_leases[iid]
+                    if self._holds(iid, token):
+                        lost.append(self._instances[iid])
             for token, lease in list(self._activity_leases.items()):
                 if lease.stream is stream:
                     del self._activity_leases[token]
-                    if self._requeue_activity(lease.item):
-                        log.info("re-dispatching activity %s#%d of %s: its worker went away",
-                                 lease.item.name, lease.item.task_id, lease.item.instance_id)
+                    if self._owing(lease.item) is not None:
+                        lost.append(lease.item)
+            counted = len(lost) == 1
+            for work in lost:
+                if isinstance(work, ActivityWorkItem):
+                    if self._requeue_activity(work, counted=counted, alone=True):
+                        log.info("re-dispatching activity %s#%d of %s alone: its worker's stream ended%s", work.name,
+                                 work.task_id, work.instance_id, "" if counted else " (holding others too)")
+                else:
+                    self._redeliver(work, counted)
+            self._dispatch_changed.notify_all()
 
-    def _requeue_activity(self, work: ActivityWorkItem) -> bool:
-        """Under the lock: a delivery of the activity got no answer; offer it again, or fail it after too many."""
+    def _redeliver(self, inst: OrchestrationInstance, counted: bool) -> None:
+        """Under the lock: the orchestration's work item was lost with its stream; offer it again alone (or, counted
+        as unanswered once too often, end the instance)."""
+        iid = inst.instance_id
+        count = self._unanswered_again(iid) if counted else 0
+        if count >= limits.MAX_UNANSWERED_DELIVERIES:
+            self._never_answered(inst, count)
+            return
+        inst.pending_events = [*inst.dispatched_events, *inst.pending_events]
+        inst.dispatched_events.clear()
+        self._orchestration_in_flight.discard(iid)
+        inst.completion_token = self._new_token()  # the lost worker's late answer is now stale
+        self._suspect(iid)
+        self._enqueue_orchestration(iid)  # marked for the next flush; kept out of the queue as a suspect
+        log.info("re-dispatching orchestration %s alone: its worker's stream ended%s", iid,
+                 "" if counted else " (holding others too)")
+
+    def _suspect(self, suspect: Suspect) -> None:
+        """Under the lock: offer this one alone next time (and not the ordinary way)."""
+        if isinstance(suspect, str) and suspect in self._orchestration_queue_set:
+            self._orchestration_queue_set.discard(suspect)
+            self._orchestration_queue.remove(suspect)
+        self._suspects.add(suspect)
+        self._work_available.set()  # streams waiting in the SDK's loop look at their turn again
+        self._dispatch_changed.notify_all()
+
+    def _owing(self, work: ActivityWorkItem) -> OrchestrationInstance | None:
+        """Under the lock: the running instance still waiting for this activity's answer, if any."""
         inst = self._live.in_memory(work.instance_id)
         if inst is None or _is_terminal(inst.status) or self._answered(inst, work.task_id):
+            return None
+        return inst
+
+    def _requeue_activity(self, work: ActivityWorkItem, *, counted: bool, alone: bool) -> bool:
+        """Under the lock: a delivery of the activity got no answer; offer it again (``alone``: as a suspect),
+        or fail it once too many deliveries in a row were ``counted`` as unanswered."""
+        inst = self._owing(work)
+        if inst is None:
             return False
         key = (work.instance_id, work.task_id)
-        count = self._unanswered_activities[key] = self._unanswered_activities.get(key, 0) + 1
+        count = 0
+        if counted:
+            count = self._unanswered_activities[key] = self._unanswered_activities.get(key, 0) + 1
         if count >= limits.MAX_UNANSWERED_DELIVERIES:
             del self._unanswered_activities[key]
             message = (f"activity {work.name!r} was offered {count} times in a row and never answered (the "
@@ -839,8 +983,11 @@ class DurableBackend(InMemoryOrchestrationBackend):
             inst.last_updated_at = datetime.now(UTC)
             self._enqueue_orchestration(work.instance_id)
             return False
-        self._activity_queue.append(work)
-        self._work_available.set()
+        if alone:
+            self._suspect(work)
+        else:
+            self._activity_queue.append(work)
+            self._work_available.set()
         return True
 
     @staticmethod
@@ -859,6 +1006,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 log.info("ignoring a stale orchestrator completion for %s", iid)
                 return pb.CompleteTaskResponse()
             self._orch_leases.pop(iid, None)
+            self._dispatch_changed.notify_all()
             self._unanswered.pop(iid, None)
             if request.HasField("orchestrationTraceContext"):
                 trace = pb.OrchestrationTraceContext()
@@ -881,6 +1029,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         iid = request.instanceId
         with self._lock:
             self._activity_leases.pop(request.completionToken, None)
+            self._dispatch_changed.notify_all()
             inst = self._live.in_memory(iid)
             if inst is None or _is_terminal(inst.status) or self._answered(inst, request.taskId):
                 log.info("ignoring a repeated or late answer of activity #%d of %s", request.taskId, iid)
@@ -907,8 +1056,9 @@ class DurableBackend(InMemoryOrchestrationBackend):
         """The SDK backend drops an abandoned activity; offer it again instead (a few times)."""
         with self._lock:
             lease = self._activity_leases.pop(request.completionToken, None)
-            if lease is not None:
-                self._requeue_activity(lease.item)
+            if lease is not None:  # it names its item: always counted
+                self._requeue_activity(lease.item, counted=True, alone=False)
+                self._dispatch_changed.notify_all()
         return pb.AbandonActivityTaskResponse()
 
     def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest,
@@ -917,6 +1067,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
             for iid, (_, token) in list(self._orch_leases.items()):
                 if token == request.completionToken:
                     del self._orch_leases[iid]
+            self._dispatch_changed.notify_all()
             held = next((self._instances[i] for i in self._orchestration_in_flight if i in self._instances
                          and str(self._instances[i].completion_token) == request.completionToken), None)
             count = self._unanswered_again(held.instance_id) if held is not None else 0

@@ -23,8 +23,9 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_WORK_ITEM_BYTES = 4 * 1024 * 1024
 # Events raised at one instance and not yet handed to its orchestrator: more are refused (RESOURCE_EXHAUSTED).
 MAX_PENDING_RAISED_EVENTS = 1000
-# A work item offered this many times in a row without an answer (its worker's stream ended, or it abandoned
-# the item) ends its instance (orchestration: FAILED) or its activity (failed) instead of being offered again.
+# A work item offered this many times in a row without an answer (its worker's stream ended holding only that
+# item, or it abandoned the item) ends its instance (orchestration: FAILED) or its activity (failed) instead of
+# being offered again. A stream that ends holding several counts against none of them (localdts.suspects).
 MAX_UNANSWERED_DELIVERIES = 5
 # History is streamed to clients in chunks of at most this (or one event, if larger): readable under 4 MiB.
 HISTORY_CHUNK_BYTES = 1024 * 1024

@@ -37,15 +37,19 @@ HOOKS: dict[str, tuple[str, ...]] = {
     "_process_create_sub_orchestration_action": ("self", "instance", "action"),
     "_process_complete_orchestration_action": ("self", "instance", "complete_action"),
     "_build_instance_response": ("self", "instance", "include_payloads"),
+    # Work item filters, read for the suspects DurableBackend offers alone (its own dispatch).
+    "_parse_work_item_filters": ("request",),
+    "_matches_filter": ("name", "version", "filt"),
 }
 # Which of them DurableBackend overrides (the SDK must keep calling these for them to have any effect).
-OVERRIDDEN = tuple(name for name in HOOKS if name != "_build_instance_response")
+OVERRIDDEN = tuple(name for name in HOOKS
+                   if name not in ("_build_instance_response", "_parse_work_item_filters", "_matches_filter"))
 
 # Private state of the SDK backend that DurableBackend reads or changes.
 STATE = (
     "_lock", "_instances", "_activity_queue", "_orchestration_in_flight", "_state_waiters", "_work_available",
     "_next_completion_token", "_port", "_server", "_shutdown_event", "_entities", "_entity_in_flight",
-    "_entity_queue_set",
+    "_entity_queue_set", "_orchestration_queue", "_orchestration_queue_set",
 )
 
 _warned = False

@@ -25,6 +25,7 @@ from tests.localdts import support, worker_proc
 from tests.localdts.conftest import Backends
 from tests.support.wait import until
 
+INNOCENT = 20  # orchestrations sharing a stream with one their worker cannot receive
 # Others must finish well within this (normally well under a second each); the issue saw minutes.
 OTHERS_BOUND_SECONDS = 20
 BIG_INPUT = "\u00e9" * 80_000  # 480 KB once JSON-escaped: the history passes 4 MiB after about nine retries
@@ -124,9 +125,8 @@ def test_payloads_over_dts_1_mib_are_refused_or_fail_their_orchestration(
     _others_complete(client)
 
 
-def test_a_work_item_its_worker_cannot_receive_ends_after_five_offers_and_the_others_flow(
-        dts: LocalDts, client: DurableTaskSchedulerClient) -> None:
-    """A worker that accepts smaller messages than localdts's limit: each offer ends its stream."""
+def _small_worker(dts: LocalDts) -> DurableTaskSchedulerWorker:
+    """A worker that accepts smaller messages (256 KiB) than localdts's limit: an offer over it ends its stream."""
     small = DurableTaskSchedulerWorker(
         host_address=dts.endpoint, taskhub=support.TASKHUB, token_credential=None, secure_channel=False,
         channel_options=GrpcChannelOptions(max_receive_message_length=256 * 1024,
@@ -134,14 +134,43 @@ def test_a_work_item_its_worker_cannot_receive_ends_after_five_offers_and_the_ot
         resiliency_options=GrpcWorkerResiliencyOptions(reconnect_backoff_base_seconds=0.2,
                                                        reconnect_backoff_cap_seconds=1.0))
     wf.register(small)
+    return small
+
+
+def _never_answered(client: DurableTaskSchedulerClient, iid: str) -> None:
+    state = _ended(client, iid)
+    assert state.runtime_status == OrchestrationStatus.FAILED and state.failure_details is not None
+    assert state.failure_details.error_type == limits.NEVER_ANSWERED
+    assert f"offered {limits.MAX_UNANSWERED_DELIVERIES} times in a row" in state.failure_details.message
+
+
+def test_a_work_item_its_worker_cannot_receive_ends_after_five_offers_and_the_others_flow(
+        dts: LocalDts, client: DurableTaskSchedulerClient) -> None:
+    small = _small_worker(dts)
     small.start()
     try:
         bad = client.schedule_new_orchestration(wf.quick, input="q" * (300 * 1024))
         _others_complete(client)
-        state = _ended(client, bad)
-        assert state.runtime_status == OrchestrationStatus.FAILED and state.failure_details is not None
-        assert state.failure_details.error_type == limits.NEVER_ANSWERED
-        assert f"offered {limits.MAX_UNANSWERED_DELIVERIES} times in a row" in state.failure_details.message
+        _never_answered(client, bad)
+        _others_complete(client)
+    finally:
+        small.stop()
+
+
+def test_work_items_sharing_a_stream_with_one_it_cannot_receive_are_not_blamed_for_its_end(
+        dts: LocalDts, client: DurableTaskSchedulerClient) -> None:
+    """Started before the worker is there, all of them reach its first stream together, the oversize one last:
+    each stream it ends held innocent items too. Only the oversize one may fail."""
+    innocent = [client.schedule_new_orchestration(wf.quick, input=n) for n in range(INNOCENT)]
+    bad = client.schedule_new_orchestration(wf.quick, input="q" * (300 * 1024))
+    small = _small_worker(dts)
+    small.start()
+    try:
+        for n, iid in enumerate(innocent):
+            state = _ended(client, iid)
+            assert state.runtime_status == OrchestrationStatus.COMPLETED, (iid, state.failure_details)
+            assert state.serialized_output == str(n)
+        _never_answered(client, bad)
         _others_complete(client)
     finally:
         small.stop()
