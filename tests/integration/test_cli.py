@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from localbus import LocalBus
+from sbworker.core.entities import Entity
 from tests.fixtures.dts import DtsBackend
 from tests.integration.harness import QUEUE
 from tests.support.processes import REPO, Process, sbworker, sbworker_env
+from tests.support.state import dead_lettered, instance_shows
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +50,13 @@ def field(output: str, name: str) -> str:
     raise AssertionError(f"no {name!r} in {output!r}")
 
 
-def wait_status(env: dict[str, str], instance_id: str, predicate: str, timeout: float = 20) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = sbworker("status", instance_id, "--json", env=env)
-        if result.returncode == 0:
-            status = json.loads(result.stdout)
-            if predicate in json.dumps(status):
-                return dict(status)
-        time.sleep(0.2)
-    raise AssertionError(f"{instance_id} never showed {predicate!r}")
+def wait_status(env: dict[str, str], instance_id: str, predicate: str, timeout: float = 30) -> dict[str, object]:
+    """`sbworker status --json` once the instance shows `predicate` (awaited in this process, not by a command per
+    poll)."""
+    instance_shows(env, instance_id, predicate, timeout=timeout)
+    status = json.loads(ok("status", instance_id, "--json", env=env))
+    assert predicate in json.dumps(status), status
+    return dict(status)
 
 
 def test_first_run_walkthrough(env: dict[str, str]) -> None:
@@ -196,13 +194,10 @@ def test_dead_letter_fix_resubmit_round_trip(env: dict[str, str]) -> None:
     iid = f"fix-{uuid.uuid4().hex[:8]}"
     # An approval for an instance that does not exist yet: after the (1 s) window it is dead-lettered.
     ok("publish", "approve", iid, "--approver", "carol", env=env)
-    deadline = time.monotonic() + 30
-    entry = None
-    while entry is None and time.monotonic() < deadline:
-        entries = json.loads(ok("dlq", "--json", "--peek", "100", env=env))
-        entry = next((e for e in entries if iid in e["body_preview"]), None)
-        time.sleep(0.3)
-    assert entry is not None, "the approval never reached the dead-letter queue"
+    dead_lettered(env, Entity(QUEUE), iid)
+    entries = json.loads(ok("dlq", "--json", "--peek", "100", env=env))
+    entry = next((e for e in entries if iid in e["body_preview"]), None)
+    assert entry is not None, entries
     assert entry["reason"] == "InstanceNotFound" and iid in entry["description"]
     human = ok("dlq", env=env)
     assert f"#{entry['sequence_number']}" in human and "InstanceNotFound" in human

@@ -33,6 +33,7 @@ from tests.integration.harness import (
 )
 from tests.support.ports import free_port
 from tests.support.processes import Process, sbworker, sbworker_env
+from tests.support.state import dead_lettered, instance_shows
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -168,14 +169,13 @@ def ok(*args: str, env: dict[str, str]) -> str:
 
 
 def status(env: dict[str, str], instance_id: str, wanted: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = sbworker("status", instance_id, "--json", env=env)
-        if result.returncode == 0 and wanted in result.stdout:
-            found: dict[str, Any] = json.loads(result.stdout)
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"{instance_id} never showed {wanted!r}")
+    """`sbworker status --json` once the instance shows `wanted` (awaited in this process, not by a command per
+    poll)."""
+    instance_shows(env, instance_id, wanted, timeout=timeout)
+    out = ok("status", instance_id, "--json", env=env)
+    assert wanted in out, out
+    found: dict[str, Any] = json.loads(out)
+    return found
 
 
 def test_the_cli_publishes_to_the_topic_and_the_service_is_ready(stack: tuple[LocalBus, dict[str, str], int]
@@ -205,17 +205,10 @@ def test_dlq_lists_both_dead_letter_queues_and_resubmits_to_the_retry_queue(
         bad = uuid.uuid4().hex
         sender.send_messages(ServiceBusMessage(b"{not json", subject="start", message_id=bad))
 
-    def entries() -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = json.loads(ok("dlq", "--json", "--peek", "100", env=env))
-        return found
-
-    def ours() -> dict[str, dict[str, Any]]:
-        return {e["entity"]: e for e in entries() if e["message_id"] == bad or iid in e["body_preview"]}
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(ours()) < 2:
-        time.sleep(0.3)
-    by_entity = ours()
+    dead_lettered(env, TOPIC_SOURCE.entity, bad)
+    dead_lettered(env, RETRY_DLQ, iid)
+    entries = json.loads(ok("dlq", "--json", "--peek", "100", env=env))
+    by_entity = {e["entity"]: e for e in entries if e["message_id"] == bad or iid in e["body_preview"]}
     assert set(by_entity) == {TOPIC_SOURCE.entity.path, TOPIC_SOURCE.retry_queue}
     assert by_entity[TOPIC_SOURCE.retry_queue]["reason"] == "InstanceNotFound"
     assert by_entity[TOPIC_SOURCE.entity.path]["reason"] == "InvalidJson"
