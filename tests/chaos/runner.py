@@ -60,6 +60,11 @@ class Campaign:
     def schedule(self) -> Schedule:
         return make_schedule(self.seed, self.duration, self.replicas)
 
+    @property
+    def replay(self) -> str:
+        """The `make chaos` command that runs this campaign again: same schedule, same workload."""
+        return self.schedule().replay_command() + (f" WINDOW={self.window:g}" if self.window != 30 else "")
+
     def run(self, echo: Callable[[str], None] = print) -> checker.Report:
         schedule = self.schedule()
         plan = make_plan(self.seed, self.duration)
@@ -71,7 +76,7 @@ class Campaign:
         with History(self.history_path) as history:
             history.write("campaign", seed=self.seed, duration=self.duration, replicas=schedule.replicas,
                           window=self.window, lock=LOCK_SECONDS, max_delivery=MAX_DELIVERY, prefix=self.prefix,
-                          replay=schedule.replay_command() + (f" WINDOW={self.window:g}" if self.window != 30 else ""))
+                          replay=self.replay)
             history.write("schedule", **schedule.as_record())
             with Stack(self.out, replicas=schedule.replicas, window=self.window) as stack:
                 t0 = time.monotonic()
