@@ -60,13 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if len(reports) > 1:
         faults: Counter[str] = Counter()
+        known: Counter[str] = Counter()
         for r in reports:
             faults.update(r.stats.get("faults", {}))
+            known.update(r.known)
         print(f"{len(reports)} seeds x {args.duration:g}s: {sum(r.stats['faults_total'] for r in reports)} faults "
               f"({', '.join(f'{k} {v}' for k, v in sorted(faults.items()))}); "
               f"{sum(r.stats['messages'] for r in reports)} messages; "
               f"{sum(len(r.failures) for r in reports)} violations, "
-              f"{sum(len(r.violations) - len(r.failures) for r in reports)} of known open findings "
+              f"{sum(known.values())} of known open findings {dict(known)} "
               f"(seeds with any: {[r.campaign.get('seed') for r in reports if not r.ok] or 'none'})")
     return 0 if all(r.ok for r in reports) else 1
 

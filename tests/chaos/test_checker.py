@@ -273,7 +273,8 @@ def test_a_known_open_finding_is_reported_but_does_not_fail_the_campaign() -> No
     assert report.ok and report.failures == []
     text = checker.render(report, records)
     assert "0 VIOLATION(S), 1 of a known open finding" in text
-    assert "KNOWN OPEN FINDING [reenqueue-doubled]" in text and f"{P}u1" in text
+    assert "KNOWN OPEN FINDING [reenqueue-doubled] (finding F2, documented in README.md, Guarantees" in text
+    assert f"{P}u1" in text and report.known == {"reenqueue-doubled": 1}
 
 
 def _late_instance(republished: bool) -> list[dict[str, Any]]:
