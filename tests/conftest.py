@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.target",
     "tests.fixtures.dts",
     "tests.fixtures.localbus",
+    "tests.chaos.short",  # the random seed of make test-slow's short campaign, drawn once for all xdist workers
 ]

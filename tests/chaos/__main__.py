@@ -13,7 +13,7 @@ from tests.chaos import checker
 from tests.chaos.history import read
 from tests.chaos.plan import make_plan, summary
 from tests.chaos.runner import Campaign
-from tests.chaos.schedule import make_schedule
+from tests.chaos.schedule import DEFAULT_WINDOW, make_schedule
 
 DEFAULT_OUT = Path(".chaos")
 
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--duration", type=float, default=60.0, help="seconds of faults and publishing per seed")
         p.add_argument("--replicas", type=int, choices=(2, 3), default=None,
                        help="sbworker run replicas (default: 2 or 3, chosen by the seed)")
-        p.add_argument("--window", type=float, default=30.0, help="APPROVAL_NOT_FOUND_WINDOW_SECONDS of the replicas")
+        p.add_argument("--window", type=float, default=DEFAULT_WINDOW,
+                       help="APPROVAL_NOT_FOUND_WINDOW_SECONDS of the replicas")
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where each seed's history and logs go")
     check = sub.add_parser("check")
     check.add_argument("history", type=Path)

@@ -29,7 +29,7 @@ from tests.chaos import checker
 from tests.chaos.faults import FaultPlayer
 from tests.chaos.history import History, read
 from tests.chaos.plan import Send, make_plan, summary
-from tests.chaos.schedule import Schedule, make_schedule
+from tests.chaos.schedule import DEFAULT_WINDOW, Schedule, make_schedule
 from tests.chaos.stack import LOCK_SECONDS, MAX_DELIVERY, Stack
 from tests.reliability.common import QUEUE, dead_letters, peek_all
 
@@ -47,7 +47,7 @@ class Campaign:
     duration: float
     out: Path
     replicas: int | None = None
-    window: float = 30.0
+    window: float = DEFAULT_WINDOW
 
     @property
     def prefix(self) -> str:
@@ -63,7 +63,7 @@ class Campaign:
     @property
     def replay(self) -> str:
         """The `make chaos` command that runs this campaign again: same schedule, same workload."""
-        return self.schedule().replay_command() + (f" WINDOW={self.window:g}" if self.window != 30 else "")
+        return self.schedule().replay_command(self.window)
 
     def run(self, echo: Callable[[str], None] = print) -> checker.Report:
         schedule = self.schedule()

@@ -35,6 +35,7 @@ SERVER_KINDS = ("kill9", "sigterm", "pause")
 FAULTS_PER_MINUTE = 14.0
 WARM_UP = 4.0  # seconds of clean running first: every replica is connected before anything breaks
 QUIET_END = 3.0  # no new fault this close to the end
+DEFAULT_WINDOW = 30.0  # `make chaos`'s APPROVAL_NOT_FOUND_WINDOW_SECONDS unless WINDOW= says otherwise
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,10 @@ class Schedule:
     replicas: int
     faults: tuple[Fault, ...]
 
-    def replay_command(self) -> str:
-        return f"make chaos SEED={self.seed} DURATION={self.duration:g} REPLICAS={self.replicas}"
+    def replay_command(self, window: float = DEFAULT_WINDOW) -> str:
+        """`window`: the replicas' approval not-found window, which is not part of the schedule but shapes the run."""
+        return (f"make chaos SEED={self.seed} DURATION={self.duration:g} REPLICAS={self.replicas}"
+                + (f" WINDOW={window:g}" if window != DEFAULT_WINDOW else ""))
 
     def describe(self) -> str:
         lines = [f"schedule of seed {self.seed}: {self.duration:g}s, {self.replicas} replicas, "
