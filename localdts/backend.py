@@ -220,6 +220,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         self._pools: list[futures.ThreadPoolExecutor] = []
         self._timers = TimerQueue()
         self._pending = _Pending()
+        self._writing: _Pending | None = None  # what the batch being written was taken from
         self._saved: dict[str, _Saved] = {}
         self._start_at: dict[str, datetime] = {}
         self._orch_trace: dict[str, pb.OrchestrationTraceContext] = {}
@@ -320,6 +321,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _load_ended(self, instance_id: str) -> OrchestrationInstance | None:
         """Under the lock: an instance that is not in memory (so it has ended), read back whole to be used."""
         assert self._store is not None
+        if self._purged(instance_id):
+            return None
         row = self._store.row(instance_id, history=True)
         if row is None:
             return None
@@ -330,10 +333,19 @@ class DurableBackend(InMemoryOrchestrationBackend):
     def _peek(self, instance_id: str) -> OrchestrationInstance | None:
         """Under the lock or not: the instance in memory, else its stored state without history (not kept)."""
         inst = self._live.in_memory(instance_id)
-        if inst is not None or self._store is None:
+        if inst is not None or self._store is None or self._purged(instance_id):
             return inst
         row = self._store.row(instance_id)
         return self._instance_from(row, whole=False) if row is not None else None
+
+    def _purged(self, instance_id: str) -> bool:
+        """Purged, though its row may still be on disk (the deletion is not written yet): gone for every reader.
+
+        Read back into memory then (waking the waiters of the batch that wrote its end does), it would still be there
+        when the purge's batch is collected, and that batch would write the instance instead of deleting it.
+        """
+        writing = self._writing
+        return instance_id in self._pending.deleted or (writing is not None and instance_id in writing.deleted)
 
     def _instance_from(self, row: InstanceRow, whole: bool = True) -> OrchestrationInstance:
         """``whole`` False: only what a status or a listing shows (no events, no completion token)."""
@@ -429,6 +441,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if not self._changed():
             return None
         pending, self._pending = self._pending, _Pending()
+        self._writing = pending
         changes = (self._snapshot(iid, pending.deleted) for iid in pending.dirty)
         return _Work(pending, [change for change in changes if change is not None])
 
@@ -438,6 +451,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 store.write(work.changes)
         except BaseException:
             with self._lock:  # not on disk: write these instances whole next time
+                self._writing = None
                 for iid in work.pending.dirty:
                     self._saved.pop(iid, None)
                 self._pending.dirty |= work.pending.dirty
@@ -447,6 +461,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
 
     def _committed(self, work: _Work) -> None:
         """Under the lock, once on disk: wake those waiting for these instances' states, then let ended ones go."""
+        self._writing = None
         for iid in work.pending.notify:
             self._state_settled(iid)
         self._evict_ended([*work.pending.dirty, *self._live.loaded])
@@ -1362,7 +1377,7 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 if self._store is not None:
                     stored = self._store.purgeable(f, PURGE_BATCH)
                     complete = len(stored) < PURGE_BATCH
-                    found = list(dict.fromkeys([*found, *stored]))
+                    found = list(dict.fromkeys([*found, *(i for i in stored if not self._purged(i))]))
             for iid in found:
                 if self._live.in_memory(iid) is not None:
                     del self._instances[iid]

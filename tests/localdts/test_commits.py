@@ -11,11 +11,12 @@ import durabletask.internal.orchestrator_service_pb2 as pb
 import durabletask.internal.orchestrator_service_pb2_grpc as stubs
 import grpc
 import pytest
+from durabletask.client import OrchestrationStatus
 
 from localdts import LocalDts
 from localdts.commits import CommitFailed, GroupCommit
 from localdts.store import Change
-from tests.localdts.support import new_client
+from tests.localdts.support import RawWorker, new_client
 from tests.support.wait import until
 
 WAIT = 10.0
@@ -182,3 +183,54 @@ def test_a_start_whose_commit_fails_is_not_acknowledged_and_is_written_later(
     finally:
         client.close()
     assert state is not None  # written after all: refused means not acknowledged, not undone
+
+
+def test_a_purge_while_the_end_is_being_written_deletes_the_instance(
+        dts: LocalDts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23's "purge deleted nothing", made deterministic: a wait for completion sees the ended instance in
+    memory while its end is still being written; a purge then deletes it from memory, and the end's commit, waking
+    that instance's waiters, read the row it had just written back into memory, so the purge's batch wrote the
+    instance again instead of deleting it."""
+    store = dts.backend._store
+    assert store is not None
+    real_write = store.write
+    end_written, go_on = threading.Event(), threading.Event()
+
+    def write_holding_the_end(changes: list[Change]) -> None:
+        real_write(changes)
+        if any(c.instance_id == "purged-1" and c.row is not None
+               and c.row.status == pb.ORCHESTRATION_STATUS_COMPLETED for c in changes) and not end_written.is_set():
+            end_written.set()
+            go_on.wait(WAIT)  # on disk, not yet committed: the waiters are woken after this returns
+    monkeypatch.setattr(store, "write", write_holding_the_end)
+    client = new_client(dts.port)
+    worker = RawWorker(dts.port)
+    try:
+        client.schedule_new_orchestration("hello_cities", instance_id="purged-1")
+        item = worker.take()
+        completing = threading.Thread(target=worker.complete, args=(item,))
+        completing.start()
+        assert end_written.wait(WAIT)
+        ended = client.wait_for_orchestration_completion("purged-1", timeout=WAIT)
+        assert ended is not None and ended.runtime_status == OrchestrationStatus.COMPLETED
+        purged: list[int] = []
+
+        def purge() -> None:
+            purged.append(client.purge_orchestration("purged-1").deleted_instance_count)
+        purging = threading.Thread(target=purge)
+        purging.start()
+        # the purge has deleted it in memory and waits for its own commit, queued behind the held one
+        until(lambda: "purged-1" in dts.backend._pending.deleted, what="the purge, waiting for its commit",
+              timeout=WAIT)
+        go_on.set()
+        purging.join(WAIT)
+        completing.join(WAIT)
+        assert purged == [1]
+        assert client.get_orchestration_state("purged-1") is None
+        dts.stop(grace=0)
+        dts.start()
+        assert client.get_orchestration_state("purged-1") is None  # and not back from the disk either
+    finally:
+        go_on.set()
+        worker.close()
+        client.close()
