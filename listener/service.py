@@ -18,6 +18,7 @@ from azure.core.credentials import TokenCredential
 from azure.core.credentials_async import AsyncTokenCredential
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 
+from listener import gc_tuning
 from listener.dispatch import Dispatcher
 from listener.health import HealthServer
 from listener.receiver import Listener
@@ -165,12 +166,16 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, teleme
     stop = stop or asyncio.Event()
     restore_signals = _install_signal_handlers(stop)
     service = Service(settings, telemetry=telemetry, with_worker=with_worker, with_listener=with_listener)
+    restore_gc = None
     try:
         await service.start()
+        restore_gc = gc_tuning.tune()  # after start-up: what it built is frozen with the imports
         await stop.wait()
     finally:
         await service.stop()
         restore_signals()
+        if restore_gc is not None:
+            restore_gc()
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import socket
@@ -258,17 +259,19 @@ def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
         backend.stop()
 
 
-async def test_a_service_run_puts_back_the_signal_handlers_it_found(dts_backend: DtsBackend) -> None:
+async def test_a_service_run_puts_back_the_signal_handlers_and_gc_settings_it_found(dts_backend: DtsBackend) -> None:
     """Embedded in a bigger program (or a test), the service must not leave its own SIGINT/SIGTERM handling behind:
     asyncio alone resets a removed SIGINT handler to Python's default, not to what the program had."""
     settings = config.load({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://localhost;SharedAccessKeyName=k;"
                                                             "SharedAccessKey=unused;UseDevelopmentEmulator=true;",
                             "DTS_CONNECTION_STRING": dts_backend.connection_string, "HEALTH_PORT": "0"})
     before = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    threshold = gc.get_threshold()
     try:
         stop = asyncio.Event()
         stop.set()
         assert await service.serve(settings, with_worker=False, with_listener=False, stop=stop) == 0
+        assert (gc.get_threshold(), gc.get_freeze_count()) == (threshold, 0)  # nor its collector settings
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
