@@ -28,7 +28,7 @@ from sbworker.core import clients
 from sbworker.core.config import DtsSettings, Settings, WorkerSettings
 from sbworker.core.worker_guard import WorkerGuard
 from sbworker.observability.metrics import NOOP, TimedDts
-from sbworker.observability.telemetry import Telemetry
+from sbworker.observability.telemetry import Telemetry, spans_recorded
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class Service:
                        if listen.health_port else None)
 
     def _dts_client(self) -> Any:
-        client = clients.dts_async_client(self.settings.dts, credential=self._dts_async_credential)
+        client = clients.dts_async_client(self.settings.dts, credential=self._dts_async_credential,
+                                          emit_trace_spans=spans_recorded())
         metrics = self.telemetry.metrics
         return client if metrics is NOOP else TimedDts(client, metrics)
 

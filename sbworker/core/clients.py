@@ -70,11 +70,15 @@ def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = No
 
 
 def dts_async_client(
-    settings: DtsSettings, *, credential: AsyncTokenCredential | None = None
+    settings: DtsSettings, *, credential: AsyncTokenCredential | None = None, emit_trace_spans: bool = True
 ) -> AsyncDurableTaskSchedulerClient:
+    """`emit_trace_spans=False` when nothing would record them: the SDK then skips building a span per call."""
     cred = credential or credentials.async_credential(settings.auth, settings.client_id)
     store_cred = credentials.sync_credential(settings.auth, settings.client_id) if settings.payload_storage else None
-    return AsyncDurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client", store_cred))
+    client = AsyncDurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client", store_cred))
+    if not emit_trace_spans:
+        patches.without_trace_spans(client)
+    return client
 
 
 def _dts_options(settings: DtsSettings, component: str, credential: Any) -> dict[str, Any]:

@@ -79,6 +79,15 @@ def setup(settings: TelemetrySettings, *, metrics: bool = True, recent_spans: Re
     return telemetry
 
 
+def spans_recorded() -> bool:
+    """Whether a tracer provider is installed (by `setup`, or by whoever embeds us), so that the spans the
+    durabletask SDK builds from the global provider go anywhere. Without one, each of its calls still built a span
+    that nothing recorded: 2.5% of the listener's CPU from a backlog (py-spy, 2026-12-06)."""
+    from opentelemetry import trace
+
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
 def _targets(otlp: str | None, settings: TelemetrySettings) -> str:
     """Where a signal goes, for the start-up log line (endpoints only: headers and the connection string hold keys)."""
     targets = [f"OTLP {otlp}"] if otlp else []

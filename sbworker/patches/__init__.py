@@ -19,7 +19,9 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
   run of consecutive delivery ids, with one wait for all their outcomes (`settlement_batch`).
 
 durabletask 1.12's clients only walk every page of DTS's query API; `dts_query` sends one page's request through
-the client's own stub with the SDK's private request builders (the dashboard's and `sbworker list`'s pages).
+the client's own stub with the SDK's private request builders (the dashboard's and `sbworker list`'s pages). Its
+async client can skip building a span per call (`emit_trace_spans`), but durabletask-azuremanaged's subclass does
+not pass that argument on: `without_trace_spans` sets what the base class reads (`DTS_SPANS`).
 
 Each SDK's patches were read against, and measured with, the versions in VERIFIED. On any other version nothing
 of that SDK is installed and nothing private is read: it keeps its own behaviour (correct; slower, and without the
@@ -53,6 +55,7 @@ BUFFERED = "receiver.buffered"
 SETTLED = "message.settled"
 SOCKET_TIMEOUT = "receiver.socket_timeout"
 RELEASE = "message.release"
+DTS_SPANS = "client.without_trace_spans"
 # The SDK settles a message only between two socket reads of the receive call in progress; its default read
 # timeout (0.2 s) therefore added 100-200 ms to every settlement while we wait for new messages. 20 ms keeps
 # that wait short for about 3% of a core when idle (measured against localbus).
@@ -68,7 +71,7 @@ def expected(sdk: str | None = None) -> list[str]:
     known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_types.TYPED_PROPERTIES,
                           amqp_io.WRITE_LOCK, amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE,
                           settle_batch.BATCHED_SETTLEMENT],
-             DURABLETASK: [dts_query.QUERY_PAGE]}
+             DURABLETASK: [dts_query.QUERY_PAGE, DTS_SPANS]}
     return [name for each, names in known.items() if sdk in (None, each) for name in names]
 
 
@@ -97,9 +100,13 @@ def install() -> list[str]:
         if settle_batch.available():
             active.append(settle_batch.BATCHED_SETTLEMENT)
     if verified(DURABLETASK):
+        from durabletask.client import AsyncTaskHubGrpcClient
+
         from sbworker.patches import dts_query
 
         active += dts_query.install()
+        if isinstance(getattr(AsyncTaskHubGrpcClient, "emit_trace_spans", None), property):
+            active.append(DTS_SPANS)
     _active = active
     return list(_active)
 
@@ -175,3 +182,10 @@ def settlement_batch(receiver: Any) -> SettlementBatch | None:
     from sbworker.patches.settle_batch import BATCHED_SETTLEMENT, SettlementBatch
 
     return SettlementBatch(receiver) if BATCHED_SETTLEMENT in active() else None
+
+
+def without_trace_spans(client: Any) -> None:
+    """Make an async DTS client skip its spans (nothing would record them); when not verified it keeps building
+    them, as the SDK does by default."""
+    if DTS_SPANS in active():
+        client._emit_trace_spans = False

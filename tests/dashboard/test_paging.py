@@ -50,7 +50,8 @@ def test_the_installed_durabletask_is_one_the_paging_was_verified_with() -> None
     """The one-page query reads the SDK's private request builder and stub: an upgrade must re-check them."""
     sdk = patches.DURABLETASK
     assert patches.verified(sdk), f"{sdk} {patches.sdk_version(sdk)} is not in {patches.VERIFIED[sdk]}"
-    assert dts_query.QUERY_PAGE in patches.install() and patches.expected(sdk) == [dts_query.QUERY_PAGE]
+    assert dts_query.QUERY_PAGE in patches.install() and patches.expected(sdk) == [dts_query.QUERY_PAGE,
+                                                                                   patches.DTS_SPANS]
 
 
 def test_a_page_is_one_request_that_hands_back_where_to_go_on(dts: DurableTaskSchedulerClient, run_id: str,
