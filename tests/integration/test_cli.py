@@ -25,16 +25,22 @@ from tests.support.state import dead_lettered, instance_shows
 
 @pytest.fixture(scope="module")
 def env(dts_backend: DtsBackend) -> Iterator[dict[str, str]]:
+    """The commands' environment: a broker and DTS, no service (most tests here check a command on its own)."""
     with LocalBus(port=0, queues={QUEUE: {"LockDuration": "PT30S", "MaxDeliveryCount": 5}}) as bus:
-        environment = sbworker_env(bus.connection_string, dts_backend.connection_string,
-                                APPROVAL_NOT_FOUND_WINDOW_SECONDS="1")
-        svc = Process(["run"], environment).start()
-        try:
-            svc.wait_for_output("listening on queue")
-            yield environment
-        finally:
-            assert svc.terminate() == 0
-            svc.close()
+        yield sbworker_env(bus.connection_string, dts_backend.connection_string, APPROVAL_NOT_FOUND_WINDOW_SECONDS="1")
+
+
+@pytest.fixture(scope="module")
+def service(env: dict[str, str]) -> Iterator[None]:
+    """`sbworker run` on `env`, for the tests whose messages must be handled. Only they start it: the workers of
+    `make test` take single tests, so a service every test asked for would start on every worker."""
+    svc = Process(["run"], env).start()
+    try:
+        svc.wait_for_output("listening on queue")
+        yield
+    finally:
+        assert svc.terminate() == 0
+        svc.close()
 
 
 def ok(*args: str, env: dict[str, str]) -> str:
@@ -59,6 +65,7 @@ def wait_status(env: dict[str, str], instance_id: str, predicate: str, timeout: 
     return dict(status)
 
 
+@pytest.mark.usefixtures("service")
 def test_first_run_walkthrough(env: dict[str, str]) -> None:
     # sbworker publish start approval_workflow --input '{"item": "laptop", "amount": 1200}'
     published = sbworker("publish", "start", "approval_workflow", "--input", '{"item": "laptop", "amount": 1200}',
@@ -100,6 +107,7 @@ def test_first_run_walkthrough(env: dict[str, str]) -> None:
     assert re.search(rf"  COMPLETED\s+{iso}  ", row), row
 
 
+@pytest.mark.usefixtures("service")
 def test_reject_and_explicit_instance_id_and_input_file(env: dict[str, str], tmp_path: Path) -> None:
     payload = tmp_path / "input.json"
     payload.write_text('{"item": "chair", "timeout_seconds": 60}')
@@ -120,6 +128,7 @@ def test_status_of_missing_instance_exits_1(env: dict[str, str]) -> None:
                                                                       "exists": False}
 
 
+@pytest.mark.usefixtures("service")
 def test_list_json_and_filters(env: dict[str, str]) -> None:
     out = ok("publish", "start", "hello_cities", env=env)
     iid = field(out, "instance_id")
@@ -190,6 +199,7 @@ def test_every_command_has_help_with_an_example(env: dict[str, str], command: li
     assert "example" in out
 
 
+@pytest.mark.usefixtures("service")
 def test_dead_letter_fix_resubmit_round_trip(env: dict[str, str]) -> None:
     iid = f"fix-{uuid.uuid4().hex[:8]}"
     # An approval for an instance that does not exist yet: after the (1 s) window it is dead-lettered.
@@ -217,6 +227,7 @@ def test_resubmit_unknown_sequence_number_exits_1(env: dict[str, str]) -> None:
     assert result.returncode == 1 and "not found in the dead-letter queue: 987654321" in result.stderr
 
 
+@pytest.mark.usefixtures("service")
 def test_publish_event_and_cloudevents(env: dict[str, str]) -> None:
     """`sbworker publish event` raises a declared event; `--cloudevents` (before or after KIND) sends any kind as a
     structured CloudEvent whose id is the message id."""

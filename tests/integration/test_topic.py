@@ -144,13 +144,17 @@ async def test_a_subscription_filter_routes_only_matching_messages_to_the_worker
 
 
 # --- `sbworker run` and the command line on a subscription ----------------------------------------------------
+def topic_env(bus: LocalBus, dts_backend: DtsBackend, port: int = 0) -> dict[str, str]:
+    return sbworker_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
+                        SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, APPROVAL_NOT_FOUND_WINDOW_SECONDS="1",
+                        HEALTH_PORT=str(port))
+
+
 @pytest.fixture(scope="module")
 def stack(dts_backend: DtsBackend) -> Iterator[tuple[LocalBus, dict[str, str], int]]:
     port = free_port()
     with topic_bus() as bus:
-        env = sbworker_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_TOPIC=TOPIC,
-                        SERVICEBUS_SUBSCRIPTION=SUBSCRIPTION, APPROVAL_NOT_FOUND_WINDOW_SECONDS="1",
-                        HEALTH_PORT=str(port))
+        env = topic_env(bus, dts_backend, port)
         svc = Process(["run"], env).start()
         try:
             svc.wait_for_output(f"listening on queue '{TOPIC_SOURCE.retry_queue}'")
@@ -247,15 +251,16 @@ def test_a_missing_retry_queue_is_named_in_the_log_and_readyz(dts_backend: DtsBa
             svc.close()
 
 
-def test_half_a_topic_pair_is_one_line_and_exit_2(stack: tuple[LocalBus, dict[str, str], int]) -> None:
-    _, env, _ = stack
-    broken = {k: v for k, v in env.items() if k != "SERVICEBUS_SUBSCRIPTION"}
-    result = sbworker("run", env=broken)
-    assert result.returncode == 2
-    assert result.stderr.strip() == ("configuration error: SERVICEBUS_SUBSCRIPTION: required with SERVICEBUS_TOPIC "
-                                     "(the topic form needs both)")
-    both = {**env, "SERVICEBUS_QUEUE": "workflow-requests"}
-    assert sbworker("publish", "start", "hello_cities", env=both).returncode == 2
+def test_half_a_topic_pair_is_one_line_and_exit_2(dts_backend: DtsBackend) -> None:
+    with topic_bus() as bus:  # the stack's settings without its service: the commands stop at the configuration
+        env = topic_env(bus, dts_backend)
+        broken = {k: v for k, v in env.items() if k != "SERVICEBUS_SUBSCRIPTION"}
+        result = sbworker("run", env=broken)
+        assert result.returncode == 2
+        assert result.stderr.strip() == ("configuration error: SERVICEBUS_SUBSCRIPTION: required with "
+                                         "SERVICEBUS_TOPIC (the topic form needs both)")
+        both = {**env, "SERVICEBUS_QUEUE": "workflow-requests"}
+        assert sbworker("publish", "start", "hello_cities", env=both).returncode == 2
 
 
 def test_sigterm_on_a_subscription_settles_everything_in_flight_exactly_once(dts_backend: DtsBackend) -> None:

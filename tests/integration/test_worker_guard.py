@@ -119,7 +119,7 @@ async def test_a_work_item_the_worker_cannot_receive_makes_readyz_say_why_until_
 
             await eventually(ready, timeout=10, what="ready with a working worker")
             waiting = await asyncio.to_thread(client.schedule_new_orchestration, "approval_workflow", input={})
-            await asyncio.sleep(1)
+            await asyncio.to_thread(client.wait_for_orchestration_start, waiting, timeout=30)  # its events come later
             for _ in range(6):  # 1.5 MiB of events: the next work item of that instance is past 1 MiB
                 await asyncio.to_thread(client.raise_orchestration_event, waiting, "Bulk", data="z" * 262_144)
 
