@@ -48,16 +48,19 @@ param taskHubName string = 'default'
 @description('What the worker reads (azd: SERVICEBUS_SOURCE). queue: the queue queueName. topic: the subscription subscriptionName of the topic topicName, plus the retry queue retryQueueName that only the worker reads (needs serviceBusSku Standard or Premium).')
 param serviceBusSource string = 'queue'
 
-@description('Queue name (queue form); equal to infra/servicebus-emulator/Config.json and sbworker.core.config.DEFAULT_QUEUE.')
-param queueName string = 'workflow-requests'
+@description('Session mode (azd: SERVICEBUS_SESSIONS=true): the queue, or the subscription and its retry queue, require sessions, and the worker handles each session\'s messages one at a time, in order (README#sessions). Service Bus cannot turn sessions on or off for an existing entity, so the session-enabled entities have names of their own (the defaults below).')
+param requiresSession bool = false
+
+@description('Queue name (queue form); equal to infra/servicebus-emulator/Config.json and sbworker.core.config.DEFAULT_QUEUE (DEFAULT_SESSION_QUEUE in session mode).')
+param queueName string = requiresSession ? 'workflow-requests-sessions' : 'workflow-requests'
 
 @description('Topic name (topic form); equal to infra/servicebus-emulator/Config.json and sbworker.core.config.DEFAULT_TOPIC.')
 param topicName string = 'workflow-events'
 
 @minLength(1)
 @maxLength(50)
-@description('The subscription the worker reads (topic form); equal to Config.json and sbworker.core.config.DEFAULT_SUBSCRIPTION.')
-param subscriptionName string = 'sbworker'
+@description('The subscription the worker reads (topic form); equal to Config.json and sbworker.core.config.DEFAULT_SUBSCRIPTION (DEFAULT_SESSION_SUBSCRIPTION in session mode).')
+param subscriptionName string = requiresSession ? 'sbworker-sessions' : 'sbworker'
 
 @description('Queue only the worker reads, where early approvals wait for their instance (topic form); the code default for SERVICEBUS_RETRY_QUEUE is <topic>-<subscription>-retry.')
 param retryQueueName string = '${topicName}-${subscriptionName}-retry'
@@ -139,6 +142,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     topicName: topicName
     subscriptionName: subscriptionName
     retryQueueName: retryQueueName
+    requiresSession: requiresSession
     skuName: serviceBusSku
     workerPrincipalId: identity.outputs.workerPrincipalId
     scalerPrincipalId: identity.outputs.scalerPrincipalId
@@ -213,6 +217,7 @@ module worker 'modules/containerapp.bicep' = {
     topicName: serviceBus.outputs.topicName
     subscriptionName: serviceBus.outputs.subscriptionName
     retryQueueName: serviceBus.outputs.retryQueueName
+    requiresSession: serviceBus.outputs.requiresSession
     minReplicas: minReplicas
     maxReplicas: maxReplicas
   }
@@ -260,6 +265,8 @@ output SERVICEBUS_QUEUE string = serviceBus.outputs.queueName
 output SERVICEBUS_TOPIC string = serviceBus.outputs.topicName
 output SERVICEBUS_SUBSCRIPTION string = serviceBus.outputs.subscriptionName
 output SERVICEBUS_RETRY_QUEUE string = serviceBus.outputs.retryQueueName
+// Publishers (`sbworker publish`, Publisher.from_environment) put each message in a session when this is true.
+output SERVICEBUS_SESSIONS string = serviceBus.outputs.requiresSession ? 'true' : 'false'
 output WORKER_APP_NAME string = worker.outputs.name
 // The dashboard's address when deployDashboard is true (Container Apps authentication in front of it).
 output DASHBOARD_URL string = deployDashboard ? dashboard.outputs.url : ''

@@ -48,7 +48,8 @@ class Pipeline:
         self._input_problem = input_problem
 
     async def handle(self, receiver: ServiceBusReceiver, renewer: LockKeeper, message: ServiceBusReceivedMessage
-                     ) -> None:
+                     ) -> Action | None:
+        """The action applied to `message`, or None if it could not be settled (it will be redelivered)."""
         delivery = Delivery(message, receiver, self._observer.message(message), message_id=message.message_id,
                             subject=messages.text(message.subject))
         renewer.hold(message)
@@ -63,7 +64,7 @@ class Pipeline:
                 except Exception:
                     log.exception("unexpected error handling message %s; abandoning it", field(delivery.message_id))
                     action = Abandon(AbandonReason.UNEXPECTED_ERROR)
-                await self._settler.settle(delivery, action)
+                return await self._settler.settle(delivery, action)
         finally:
             renewer.release(message)
 

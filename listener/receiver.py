@@ -28,6 +28,7 @@ from listener.dispatch import Dispatcher
 from listener.liveness import Liveness
 from listener.locks import LockKeeper
 from listener.pipeline import Pipeline
+from listener.sessions import CLIENT_OPTIONS, SessionReader, mismatch
 from listener.settler import Settler
 from listener.slots import Slots
 from sbworker import patches
@@ -58,6 +59,8 @@ class ListenerState:
 class Listener:
     """Receives from one entity until `stop` is set; never exits because of a broker or DTS failure.
 
+    `client_factory(**options)` makes a Service Bus client (options as for the SDK's client, e.g. retry_total).
+
     `entity` is one of `source.receive_from` (default: the queue or subscription). Early approvals are
     re-enqueued, as scheduled copies, to the source's retry queue: the queue itself, or in the topic form a queue
     only this worker reads (another Listener receives from it).
@@ -66,7 +69,7 @@ class Listener:
     def __init__(
         self,
         *,
-        client_factory: Callable[[], ServiceBusClient],
+        client_factory: Callable[..., ServiceBusClient],
         source: Source,
         entity: Entity | None = None,
         dispatcher: Dispatcher,
@@ -90,6 +93,10 @@ class Listener:
         self._pipeline = Pipeline(dispatcher=dispatcher, settler=self._settler, settings=settings, observer=observer,
                                   is_registered=is_registered, registered_names=registered_names, bounds=bounds,
                                   input_problem=input_problem)
+        # Session mode: sessions read one message at a time each (listener/sessions.py) instead of one link.
+        self.sessions = (SessionReader(self._entity, pipeline=self._pipeline, settings=settings,
+                                       metrics=observer.metrics, alive=self._liveness.alive)
+                         if source.sessions else None)
 
     @property
     def entity(self) -> Entity:
@@ -121,10 +128,15 @@ class Listener:
                 delay = AUTH_FAILURE_DELAY
             except Exception as error:
                 self._observer.metrics.reconnected()
-                if self.state.connected:  # this connection worked: a new failure starts the backoff again
-                    delay = RECONNECT_FIRST_DELAY
-                self._failed(f"receiver lost its connection ({one_line(error)}); reconnecting in {delay:.1f}s",
-                             level=logging.WARNING)
+                refused = mismatch(error, self._entity, self._source)
+                if refused is not None:  # only a change of configuration helps: say so once a minute, not in a loop
+                    self._failed(refused)
+                    delay = AUTH_FAILURE_DELAY
+                else:
+                    if self.state.connected:  # this connection worked: a new failure starts the backoff again
+                        delay = RECONNECT_FIRST_DELAY
+                    self._failed(f"receiver lost its connection ({one_line(error)}); reconnecting in {delay:.1f}s",
+                                 level=logging.WARNING)
             finally:
                 self.state.connected = False
                 self._up.clear()
@@ -136,11 +148,18 @@ class Listener:
         log.info("listener stopped")
 
     def _connected(self) -> None:
+        if self.state.connected:
+            return
         self.state.connected = True
         self.state.last_error = None
         self._up.set()
-        log.info("listening on %s (max %d concurrent, prefetch %d)", self._entity,
-                 self._settings.max_concurrent_messages, self._settings.prefetch_count)
+        listen = self._settings
+        if self.sessions is not None:
+            log.info("listening on %s (sessions: %d at once, each released after %gs idle; prefetch %d)",
+                     self._entity, listen.max_concurrent_sessions, listen.session_idle_seconds, listen.prefetch_count)
+        else:
+            log.info("listening on %s (max %d concurrent, prefetch %d)", self._entity,
+                     listen.max_concurrent_messages, listen.prefetch_count)
 
     def _failed(self, message: str, level: int = logging.ERROR) -> None:
         self.state.last_error = message
@@ -148,8 +167,15 @@ class Listener:
 
     async def _session(self, stop: asyncio.Event) -> None:
         """One connection's lifetime: receive until stop or a connection error, then drain."""
-        client = self._client_factory()
+        client = self._client_factory(**(CLIENT_OPTIONS if self.sessions is not None else {}))
         async with client:
+            if self.sessions is not None:
+                self._settler.open(client, None)
+                try:
+                    await self.sessions.run(client, stop, self._connected)
+                finally:
+                    await self._settler.close()
+                return
             receiver = self._entity.receiver(
                 client,
                 receive_mode=ServiceBusReceiveMode.PEEK_LOCK,

@@ -75,7 +75,8 @@ class Service:
         self.dispatcher = dispatcher or Dispatcher(self._dts_client(), reconnect=self._dts_client)
         source = settings.servicebus.source
         self.listeners = [Listener(
-            client_factory=lambda: clients.servicebus_client(settings.servicebus, credential=servicebus_credential),
+            client_factory=lambda **options: clients.servicebus_client(settings.servicebus,
+                                                                       credential=servicebus_credential, **options),
             source=source,
             entity=entity,
             dispatcher=self.dispatcher,
@@ -156,9 +157,18 @@ class Service:
         return checks
 
     def _reasons(self) -> dict[str, str]:
-        """Why a failing check fails, where there is more to say than false (called on the health thread)."""
+        """Why a failing check fails, where there is more to say than false (called on the health thread): the
+        worker's problem, and each disconnected receiver's last error (a refused credential, a missing entity, an
+        entity whose sessions disagree with SERVICEBUS_SESSIONS)."""
+        reasons: dict[str, str] = {}
         problem = self.guard.health.problem() if self._with_worker else None
-        return {"worker": problem} if problem else {}
+        if problem:
+            reasons["worker"] = problem
+        errors = [listener.state.last_error for listener in self.listeners
+                  if not listener.state.connected and listener.state.last_error]
+        if errors:
+            reasons["servicebus"] = "; ".join(dict.fromkeys(e for e in errors if e))
+        return reasons
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, telemetry: Telemetry | None = None,

@@ -54,10 +54,11 @@ class Settler:
         # One shared sender for re-enqueues: the SDK does not guard a link's concurrent first use, so serialise.
         self._sender_lock = asyncio.Lock()
 
-    def open(self, client: ServiceBusClient, receiver: ServiceBusReceiver) -> None:
-        """The client and receiver of the session now starting (its retry-queue sender is made on first use)."""
+    def open(self, client: ServiceBusClient, receiver: ServiceBusReceiver | None) -> None:
+        """The client and receiver of the session now starting (its retry-queue sender is made on first use). No
+        receiver in session mode: each session has its own, and completions are not batched."""
         self._client = client
-        self._batch = patches.settlement_batch(receiver)
+        self._batch = patches.settlement_batch(receiver) if receiver is not None else None
 
     async def close(self) -> None:
         if self._sender is not None:
@@ -67,9 +68,10 @@ class Settler:
         self._client = None
         self._batch = None
 
-    async def settle(self, delivery: Delivery, action: Action) -> None:
+    async def settle(self, delivery: Delivery, action: Action) -> Action | None:
         """Apply `action`; never raises. Cancelling the caller does not stop the settlement, nor its log line and
-        metrics: they belong to the settlement, which runs on (the lock is only released by the broker's answer)."""
+        metrics: they belong to the settlement, which runs on (the lock is only released by the broker's answer).
+        Returns the action applied (a failed re-enqueue is an Abandon), None if it failed."""
         batch = self._batch
         settling: asyncio.Future[tuple[Action, BaseException | None]]
         if isinstance(action, Complete) and batch is not None:
@@ -79,6 +81,8 @@ class Settler:
             settling = asyncio.ensure_future(self._apply(delivery, action))
         settling.add_done_callback(functools.partial(self._report, delivery))
         await asyncio.shield(settling)
+        applied, error = settling.result()
+        return applied if error is None else None
 
     async def _apply(self, delivery: Delivery, action: Action) -> tuple[Action, BaseException | None]:
         """Apply `action` through the SDK; returns what was applied, and the error if it failed."""
@@ -202,12 +206,13 @@ def _log_settled(delivery: Delivery, action: Action) -> None:
     reason = action.note if isinstance(action, Complete) else action.reason
     if isinstance(action, Abandon) and action.detail:
         reason = f"{action.reason} ({action.detail})"
+    session = f" session_id={field(message.session_id)}" if message.session_id is not None else ""
     log.log(
         level,
-        "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f",
+        "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f%s",
         field(delivery.message_id), field(delivery.subject), field(instance_id),
         type(action).__name__.lower(), field(reason) or "-", message.delivery_count,
-        (time.monotonic() - delivery.started) * 1000,
+        (time.monotonic() - delivery.started) * 1000, session,
     )
 
 

@@ -3,6 +3,11 @@
 // scale rules that authenticate with a managed identity instead of a connection string.
 // Queue form: SERVICEBUS_QUEUE and one rule on the queue. Topic form: SERVICEBUS_TOPIC, SERVICEBUS_SUBSCRIPTION
 // and SERVICEBUS_RETRY_QUEUE, and one rule on the subscription plus one on the retry queue.
+// Session mode (requiresSession): KEDA's azure-servicebus scaler counts active messages, not sessions (it has no
+// session count: kedacore/keda#1479, and Service Bus offers none to read: Azure/azure-service-bus#728), while a
+// replica works on MAX_CONCURRENT_SESSIONS sessions at once. So a replica is given that many sessions' worth of
+// messages before KEDA adds one; replicas beyond the sessions that have messages only wait for one (cap them with
+// maxReplicas when a few sessions carry most of the traffic).
 // Its one secret is the Application Insights connection string (traces and metrics, see README#observability);
 // the resource takes Entra ID only, so the exporters authenticate with the worker identity.
 
@@ -67,6 +72,9 @@ param subscriptionName string = ''
 @description('Queue only the worker reads, where early approvals wait for their instance (topic form).')
 param retryQueueName string = ''
 
+@description('Session mode: the entities require sessions (SERVICEBUS_SESSIONS).')
+param requiresSession bool = false
+
 @minValue(0)
 @description('Minimum replicas. Keep at least 1: the co-hosted durabletask worker must run to fire timers.')
 param minReplicas int = 1
@@ -76,8 +84,12 @@ param minReplicas int = 1
 param maxReplicas int = 10
 
 @minValue(1)
-@description('Active messages per replica before KEDA adds one.')
+@description('Active messages per replica before KEDA adds one (without sessions).')
 param messagesPerReplica int = 20
+
+@minValue(1)
+@description('Session mode: active messages counted per session a replica holds (a start and its approval) when deciding to add one.')
+param messagesPerSession int = 2
 
 // Listener tuning; the same values as the code defaults in sbworker/core/config.py.
 @description('MAX_CONCURRENT_MESSAGES')
@@ -102,6 +114,11 @@ param dtsMaxReceiveBytes int = 16777216
 param approvalNotFoundWindowSeconds int = 300
 @description('SHUTDOWN_GRACE_SECONDS')
 param shutdownGraceSeconds int = 30
+@description('MAX_CONCURRENT_SESSIONS (session mode)')
+param maxConcurrentSessions int = 32
+@description('SESSION_IDLE_SECONDS (session mode; a number of seconds, fractions allowed)')
+param sessionIdleSeconds string = '0.1'
+
 @description('LOG_LEVEL')
 @allowed([
   'DEBUG'
@@ -114,6 +131,8 @@ param logLevel string = 'INFO'
 var healthPort = 8000
 var appInsightsSecret = 'appinsights-connection-string'
 var isTopic = serviceBusSource == 'topic'
+// What KEDA's messageCount is per replica (see the note at the top for session mode).
+var messagesBeforeScaleOut = requiresSession ? maxConcurrentSessions * messagesPerSession : messagesPerReplica
 
 // What the worker reads: exactly one form's variables are set (the code refuses a mix).
 var queueEnv = [
@@ -147,7 +166,7 @@ var queueRules = [
       metadata: {
         namespace: serviceBusNamespaceName
         queueName: queueName
-        messageCount: string(messagesPerReplica)
+        messageCount: string(messagesBeforeScaleOut)
       }
     }
   }
@@ -162,7 +181,7 @@ var topicRules = [
         namespace: serviceBusNamespaceName
         topicName: topicName
         subscriptionName: subscriptionName
-        messageCount: string(messagesPerReplica)
+        messageCount: string(messagesBeforeScaleOut)
       }
     }
   }
@@ -174,7 +193,7 @@ var topicRules = [
       metadata: {
         namespace: serviceBusNamespaceName
         queueName: retryQueueName
-        messageCount: string(messagesPerReplica)
+        messageCount: string(messagesBeforeScaleOut)
       }
     }
   }
@@ -272,8 +291,20 @@ resource app 'Microsoft.App/containerApps@2025-01-01' = {
               value: workerClientId
             }
             {
+              name: 'SERVICEBUS_SESSIONS'
+              value: string(requiresSession)
+            }
+            {
               name: 'MAX_CONCURRENT_MESSAGES'
               value: string(maxConcurrentMessages)
+            }
+            {
+              name: 'MAX_CONCURRENT_SESSIONS'
+              value: string(maxConcurrentSessions)
+            }
+            {
+              name: 'SESSION_IDLE_SECONDS'
+              value: sessionIdleSeconds
             }
             {
               name: 'PREFETCH_COUNT'

@@ -3,6 +3,9 @@
 // - 'topic': the topic (topicName) with the worker's subscription (subscriptionName), and a retry queue
 //   (retryQueueName) that only this worker reads: an early approval re-sent to the topic would reach every
 //   subscription again, so it waits on that queue instead.
+// With requiresSession, every entity the worker reads requires sessions (the retry queue too: a re-enqueued
+// approval keeps its session id). No rule keeps messages without a session id out of the subscription: Service Bus
+// dead-letters them there ("Session id is null."), where they can be seen and resubmitted, instead of dropping them.
 // Entity settings mirror infra/servicebus-emulator/Config.json; tests/deploy checks that they agree.
 // Every role is assigned on one entity, never on the namespace.
 
@@ -35,6 +38,9 @@ param subscriptionName string
 
 @description('Queue that only the worker reads, where early approvals wait for their instance (topic form).')
 param retryQueueName string
+
+@description('Session mode: the queue, or the subscription and the retry queue, require sessions (Standard or Premium tier).')
+param requiresSession bool = false
 
 @allowed([
   'Basic'
@@ -95,7 +101,7 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = if (!isTopi
     defaultMessageTimeToLive: 'PT1H'
     deadLetteringOnMessageExpiration: true
     requiresDuplicateDetection: false
-    requiresSession: false
+    requiresSession: requiresSession
   }
 }
 
@@ -161,7 +167,7 @@ resource workerSubscription 'Microsoft.ServiceBus/namespaces/topics/subscription
     maxDeliveryCount: 10
     defaultMessageTimeToLive: 'PT1H'
     deadLetteringOnMessageExpiration: true
-    requiresSession: false
+    requiresSession: requiresSession
   }
 }
 
@@ -175,7 +181,7 @@ resource retryQueue 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = if (is
     defaultMessageTimeToLive: 'PT1H'
     deadLetteringOnMessageExpiration: true
     requiresDuplicateDetection: false
-    requiresSession: false
+    requiresSession: requiresSession
   }
 }
 
@@ -260,3 +266,4 @@ output queueName string = isTopic ? '' : queueName
 output topicName string = isTopic ? topicName : ''
 output subscriptionName string = isTopic ? subscriptionName : ''
 output retryQueueName string = isTopic ? retryQueueName : ''
+output requiresSession bool = requiresSession

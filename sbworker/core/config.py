@@ -35,8 +35,12 @@ DEFAULT_SERVICEBUS_CONNECTION_STRING = (
 )
 # Kept equal to the entities in sbworker/Config.json and infra/ (a test checks all three agree).
 DEFAULT_QUEUE = "workflow-requests"
+# With SERVICEBUS_SESSIONS=true: Service Bus cannot switch sessions on for an existing queue, so the session-enabled
+# one has a name of its own (Config.json and infra/ deploy it beside the other).
+DEFAULT_SESSION_QUEUE = "workflow-requests-sessions"
 DEFAULT_TOPIC = "workflow-events"
 DEFAULT_SUBSCRIPTION = "sbworker"
+DEFAULT_SESSION_SUBSCRIPTION = "sbworker-sessions"  # the session-enabled one (`sbworker dev --topic --sessions`)
 
 #: Every environment variable the service reads. Deployment files must set each one (a test checks this).
 ENV_VARS: tuple[str, ...] = (
@@ -49,8 +53,11 @@ ENV_VARS: tuple[str, ...] = (
     "SERVICEBUS_SUBSCRIPTION",
     "SERVICEBUS_RETRY_QUEUE",
     "SERVICEBUS_AUTHENTICATION",
+    "SERVICEBUS_SESSIONS",
     "AZURE_CLIENT_ID",
     "MAX_CONCURRENT_MESSAGES",
+    "MAX_CONCURRENT_SESSIONS",
+    "SESSION_IDLE_SECONDS",
     "PREFETCH_COUNT",
     "MAX_MESSAGE_BYTES",
     "MAX_INPUT_BYTES",
@@ -158,6 +165,13 @@ class ServiceBusSettings:
         return self.access.namespace if isinstance(self.access, EntraId) else self.access.endpoint
 
 
+# Measured (bench row 11 and its sweep, README "Sessions"): over 50 busy sessions, 32 slots kept p50 latency at a
+# few ms where 16 queued for half a second, at half the connections and idle CPU of 64; releasing a session after
+# 0.1 s without a message, not 0.25 or 1 s, keeps slots free for the sessions waiting.
+DEFAULT_MAX_CONCURRENT_SESSIONS = 32
+DEFAULT_SESSION_IDLE_SECONDS = 0.1
+
+
 @dataclass(frozen=True)
 class ListenerSettings:
     """How the listener receives and settles."""
@@ -174,6 +188,10 @@ class ListenerSettings:
     health_host: str = "0.0.0.0"
     # CloudEvents type -> the contract's subject: the defaults (sbworker.start, ...) plus CLOUDEVENTS_TYPES.
     cloudevent_types: Mapping[str, str] = field(default_factory=lambda: dict(cloudevents.DEFAULT_TYPES))
+    # Session mode (SERVICEBUS_SESSIONS=true): sessions read at once, each one message at a time, and how long a
+    # session without a new message is kept before it is released for the next one (README "Sessions").
+    max_concurrent_sessions: int = DEFAULT_MAX_CONCURRENT_SESSIONS
+    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -234,6 +252,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             health_port=integer(env, "HEALTH_PORT", 8000, low=0, high=65535),
             log_level=_log_level(env),
             cloudevent_types=cloudevent_types(env),
+            max_concurrent_sessions=integer(env, "MAX_CONCURRENT_SESSIONS", DEFAULT_MAX_CONCURRENT_SESSIONS, low=1,
+                                            high=256),
+            session_idle_seconds=number(env, "SESSION_IDLE_SECONDS", DEFAULT_SESSION_IDLE_SECONDS, low=0.1,
+                                        high=3600.0),
         ),
         limits=_limits(env, large_payloads=dts.payload_storage is not None),
         worker=_worker(env),
@@ -354,7 +376,9 @@ def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default
 
 
 def _source(env: Mapping[str, str]) -> Source:
-    """SERVICEBUS_QUEUE, or SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION: exactly one form (the queue by default)."""
+    """SERVICEBUS_QUEUE, or SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION: exactly one form (the queue by default);
+    SERVICEBUS_SESSIONS says whether its entities require sessions."""
+    sessions = boolean(env, "SERVICEBUS_SESSIONS", False)
     queue, topic, subscription, retry = (optional(env, name) for name in (
         "SERVICEBUS_QUEUE", "SERVICEBUS_TOPIC", "SERVICEBUS_SUBSCRIPTION", "SERVICEBUS_RETRY_QUEUE"))
     if queue and (topic or subscription):
@@ -368,13 +392,13 @@ def _source(env: Mapping[str, str]) -> Source:
         if retry:
             raise ConfigError("SERVICEBUS_RETRY_QUEUE", "only used with SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION "
                               "(a queue retries on itself)")
-        queue = queue or DEFAULT_QUEUE
+        queue = queue or (DEFAULT_SESSION_QUEUE if sessions else DEFAULT_QUEUE)
         _check_name("SERVICEBUS_QUEUE", queue, "queue")
-        return queue_source(queue)
+        return queue_source(queue, sessions=sessions)
     assert subscription is not None
     _check_name("SERVICEBUS_TOPIC", topic, "topic")
     _check_name("SERVICEBUS_SUBSCRIPTION", subscription, "subscription", longest=MAX_SUBSCRIPTION)
-    source = topic_source(topic, subscription, retry)
+    source = topic_source(topic, subscription, retry, sessions=sessions)
     _check_name("SERVICEBUS_RETRY_QUEUE", source.retry_queue, "queue")
     if source.retry_queue == topic:
         raise ConfigError("SERVICEBUS_RETRY_QUEUE", "must be a queue of its own, not the topic")
@@ -518,6 +542,15 @@ def integer(env: Mapping[str, str], name: str, default: int, *, low: int, high: 
     if not low <= value <= high:
         raise ConfigError(name, f"must be between {low} and {high}{hint}, got {value}")
     return value
+
+
+def boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = optional(env, name)
+    if raw is None:
+        return default
+    if raw.lower() not in ("true", "false"):
+        raise ConfigError(name, f"expected true or false, got {raw[:40]!r}")
+    return raw.lower() == "true"
 
 
 def number(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:

@@ -3,7 +3,8 @@
 The service reads one *source*: a queue (SERVICEBUS_QUEUE), or a topic subscription (SERVICEBUS_TOPIC +
 SERVICEBUS_SUBSCRIPTION). On a topic, an early approval cannot be re-enqueued where it came from: a copy sent to
 the topic would reach every subscription again. So the topic form adds a retry queue that only this worker
-reads (SERVICEBUS_RETRY_QUEUE); the listener receives from the subscription and from that queue.
+reads (SERVICEBUS_RETRY_QUEUE); the listener receives from the subscription and from that queue. With
+SERVICEBUS_SESSIONS every entity the source reads requires sessions, its retry queue too.
 Both the sync and the asyncio `ServiceBusClient` have the same `get_*_receiver` / `get_*_sender` methods, so
 one set of helpers serves the CLI and the listener.
 """
@@ -51,6 +52,7 @@ class Source:
 
     entity: Entity  # the queue, or the subscription
     retry_queue: str  # the queue itself, or the topic form's own retry queue
+    sessions: bool = False  # every entity read requires sessions (SERVICEBUS_SESSIONS)
 
     @property
     def topic(self) -> str | None:
@@ -69,9 +71,10 @@ class Source:
         return (self.entity, Entity(self.retry_queue))
 
     def __str__(self) -> str:
+        sessions = ", sessions" if self.sessions else ""
         if self.entity.topic is None:
-            return str(self.entity)
-        return f"{self.entity} (retries via queue {self.retry_queue!r})"
+            return f"{self.entity}{sessions}"
+        return f"{self.entity} (retries via queue {self.retry_queue!r}{sessions})"
 
     def setting_for(self, entity: Entity) -> str:
         """The environment variable(s) that name `entity`, for an error line."""
@@ -90,13 +93,13 @@ class Source:
         return client.get_queue_sender(self.retry_queue)
 
 
-def queue_source(queue: str) -> Source:
-    return Source(Entity(queue), retry_queue=queue)
+def queue_source(queue: str, *, sessions: bool = False) -> Source:
+    return Source(Entity(queue), retry_queue=queue, sessions=sessions)
 
 
-def topic_source(topic: str, subscription: str, retry_queue: str | None = None) -> Source:
+def topic_source(topic: str, subscription: str, retry_queue: str | None = None, *, sessions: bool = False) -> Source:
     retry = retry_queue or default_retry_queue(topic, subscription)
-    return Source(Entity(subscription, topic=topic), retry_queue=retry)
+    return Source(Entity(subscription, topic=topic), retry_queue=retry, sessions=sessions)
 
 
 def default_retry_queue(topic: str, subscription: str) -> str:

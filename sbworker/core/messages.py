@@ -86,12 +86,14 @@ def _integer(value: Any) -> bool:
 
 def copy(message: ServiceBusReceivedMessage, *, body: bytes, application_properties: dict[str | bytes, Any]
          ) -> ServiceBusMessage:
-    """A new message with the same id, subject, content type and correlation id (so idempotency carries over)."""
+    """A new message with the same id, subject, content type and correlation id (so idempotency carries over), in
+    the same session (a session-enabled entity refuses a message without one)."""
     return ServiceBusMessage(
         body=body,
         subject=text(message.subject),
         content_type=text(message.content_type),
         message_id=str(message.message_id),
         correlation_id=text(message.correlation_id),
+        session_id=text(message.session_id),
         application_properties=application_properties or None,
     )

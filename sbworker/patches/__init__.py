@@ -8,6 +8,10 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
   a long or a timestamp could not be copied at all, and every other type but string, bool and double changed);
 - `amqp_io`: settlement writes that do not wait behind idle reads, and outcome waits that do not queue for a read
   (together 20 of the 21 ms from receipt to settlement);
+- `open_poll`: a receiver that opens as fast as the broker answers (its open loop paused 50 ms per step; session
+  mode opens one receiver per session);
+- `session_peek`: a peek of a session-enabled entity that opens no receive link (Service Bus allows the peek,
+  the SDK's receive link is refused there), for the dashboard's queue pages;
 - two reads of private state: how many messages the receiver has prefetched (`buffered`, so a receive call asks
   only for what is there), and whether a message is already settled (`settled`, so the lock keeper lets it go);
   plus a 20 ms socket timeout for the receiver (`receiver_options`), which shortens how long a settlement waits
@@ -66,11 +70,11 @@ _active: list[str] | None = None
 
 def expected(sdk: str | None = None) -> list[str]:
     """Every patch this module knows (of one SDK, or of all), in the order `install` reports them."""
-    from sbworker.patches import amqp_decoding, amqp_io, amqp_types, dts_query, settle_batch
+    from sbworker.patches import amqp_decoding, amqp_io, amqp_types, dts_query, open_poll, session_peek, settle_batch
 
     known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_types.TYPED_PROPERTIES,
                           amqp_io.WRITE_LOCK, amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE,
-                          settle_batch.BATCHED_SETTLEMENT],
+                          settle_batch.BATCHED_SETTLEMENT, open_poll.OPEN_POLL, session_peek.PEEK_WITHOUT_LINK],
              DURABLETASK: [dts_query.QUERY_PAGE, DTS_SPANS]}
     return [name for each, names in known.items() if sdk in (None, each) for name in names]
 
@@ -93,12 +97,13 @@ def install() -> list[str]:
         return list(_active)
     active: list[str] = []
     if verified(SERVICEBUS):
-        from sbworker.patches import amqp_decoding, amqp_io, amqp_types, settle_batch
+        from sbworker.patches import amqp_decoding, amqp_io, amqp_types, open_poll, session_peek, settle_batch
 
         active += [*amqp_decoding.install(), *amqp_types.install(), *amqp_io.install(), BUFFERED, SETTLED,
                    SOCKET_TIMEOUT, RELEASE]
         if settle_batch.available():
             active.append(settle_batch.BATCHED_SETTLEMENT)
+        active += [*open_poll.install(), *session_peek.available()]
     if verified(DURABLETASK):
         from durabletask.client import AsyncTaskHubGrpcClient
 
@@ -189,3 +194,15 @@ def without_trace_spans(client: Any) -> None:
     them, as the SDK does by default."""
     if DTS_SPANS in active():
         client._emit_trace_spans = False
+
+
+async def open_for_peek(receiver: Any) -> None:
+    """Make a plain receiver able to peek a session-enabled entity (sbworker.patches.session_peek); raises
+    NotImplementedError naming the SDK version when the patch is not active (the SDK alone cannot)."""
+    from sbworker.patches import session_peek
+
+    if session_peek.PEEK_WITHOUT_LINK not in install():
+        raise NotImplementedError(f"peeking a session-enabled entity needs {SERVICEBUS} {VERIFIED[SERVICEBUS][0]}x "
+                                  f"(found {sdk_version(SERVICEBUS)}): the SDK alone opens a receive link, which such "
+                                  "an entity refuses")
+    await session_peek.open_for_peek(receiver)

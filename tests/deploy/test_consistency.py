@@ -34,8 +34,9 @@ TOPIC = "workflow-events"
 SUBSCRIPTION = "sbworker"
 RETRY_QUEUE = f"{TOPIC}-{SUBSCRIPTION}-retry"  # the code's default: <topic>-<subscription>-retry
 OTHER_SUBSCRIPTION = "audit"  # another consumer of the topic; local only, it shows retries never reach it
-# The session-enabled entities (issue 24), local only until the Bicep gets its requiresSession option: a queue,
-# a subscription that takes only messages with a session id, and that subscription's retry queue.
+# Session mode's entities (SERVICEBUS_SESSIONS; the Bicep's requiresSession): a queue, a subscription (locally
+# with a rule that takes only messages with a session id, as the plain subscription beside it takes every message)
+# and that subscription's retry queue, under names of their own (Service Bus cannot switch an entity over).
 SESSION_QUEUE = "workflow-requests-sessions"
 SESSION_SUBSCRIPTION = "sbworker-sessions"
 SESSION_RETRY_QUEUE = f"{TOPIC}-{SESSION_SUBSCRIPTION}-retry"
@@ -152,6 +153,9 @@ def app_topic_env() -> dict[str, str]:
 def _evaluate(expression: str, params: dict, variables: dict[str, str], samples: dict[str, str]) -> str:
     """Evaluate the few Bicep expression forms the env array uses, with samples for deploy-time values."""
     expression = expression.strip()
+    choice = re.fullmatch(r"(\w+)\s*\?\s*('[^']*')\s*:\s*('[^']*')", expression)
+    if choice and isinstance(params.get(choice.group(1)), bool):  # `flag ? 'a' : 'b'` on a bool parameter
+        return _evaluate(choice.group(2) if params[choice.group(1)] else choice.group(3), params, variables, samples)
     if expression.startswith("'"):
         return re.sub(r"\$\{(\w+)\}", lambda m: _evaluate(m.group(1), params, variables, samples), expression[1:-1])
     call = re.fullmatch(r"string\((\w+)\)", expression)
@@ -168,21 +172,26 @@ def _evaluate(expression: str, params: dict, variables: dict[str, str], samples:
     raise AssertionError(f"cannot evaluate {expression!r}: add a sample to BICEP_SAMPLES")
 
 
-def _main_param(name: str) -> str:
-    """A main.bicep parameter's default, evaluated (it may be built from other parameters' defaults)."""
+def _main_param(name: str, *, sessions: bool = False) -> str:
+    """A main.bicep parameter's default, evaluated with requiresSession as given (a default may be built from the
+    parameters declared before it)."""
     text = df.read_bicep(df.MAIN_BICEP)
-    match = re.search(rf"^param\s+{name}\s+string\s*=\s*(.+)$", text, re.MULTILINE)
-    assert match, f"main.bicep: param {name} has no default"
-    return _evaluate(match.group(1), df.params(text), {}, {})
+    params = {**df.params(text), "requiresSession": sessions}
+    for declared, raw in re.findall(r"^param\s+(\w+)\s+string\s*=\s*(.+)$", text, re.MULTILINE):
+        if params.get(declared) is None:
+            params[declared] = _evaluate(raw, params, {}, {})
+    assert params.get(name) is not None, f"main.bicep: param {name} has no default"
+    return str(params[name])
 
 
-def _app_env_values(raw_env: dict[str, str]) -> dict[str, str]:
-    """The container app's env as deployed by main.bicep with its defaults (names from main, samples for the rest)."""
+def _app_env_values(raw_env: dict[str, str], *, sessions: bool = False) -> dict[str, str]:
+    """The container app's env as deployed by main.bicep with its defaults (names from main, samples for the rest),
+    in session mode with `sessions`."""
     text = df.read_bicep(df.CONTAINERAPP_BICEP)
     samples = dict(BICEP_SAMPLES)
     for name in ("queueName", "topicName", "subscriptionName", "retryQueueName"):
-        samples[name] = _main_param(name)
-    params, variables = df.params(text), df.variables(text)
+        samples[name] = _main_param(name, sessions=sessions)
+    params, variables = {**df.params(text), "requiresSession": sessions}, df.variables(text)
     return {name: SECRET_SAMPLES[name] if raw.startswith(df.SECRET_REF)
             else _evaluate(raw, params, variables, samples)
             for name, raw in raw_env.items()}
@@ -199,12 +208,14 @@ def app_topic_env_values(app_topic_env: dict[str, str]) -> dict[str, str]:
 
 
 def _assert_settings_match(kind: str, name: str, bicep_resource: str, emulator_entity: dict,
-                           properties_map: dict[str, str]) -> None:
+                           properties_map: dict[str, str], *, sessions: bool = False) -> None:
+    """The Bicep's settings of a resource, deployed with requiresSession = `sessions`, are the Config.json entity's."""
     _type, body = df.resource_body(df.read_bicep(df.SERVICEBUS_BICEP), bicep_resource)
     properties = df.object_property(body, "properties")
     for emulator_name, bicep_name in properties_map.items():
         expected = emulator_entity["Properties"][emulator_name]
-        actual = df.scalar(df.object_property(properties, bicep_name))
+        raw = df.object_property(properties, bicep_name)
+        actual = sessions if raw == "requiresSession" else df.scalar(raw)
         if isinstance(expected, str):  # ISO-8601 durations: compare case-insensitively
             expected, actual = expected.upper(), str(actual).upper()
         assert actual == expected, f"{kind} {name} {bicep_name}: Bicep has {actual!r}, Config.json has {expected!r}"
@@ -213,13 +224,60 @@ def _assert_settings_match(kind: str, name: str, bicep_resource: str, emulator_e
 # --- the queue ------------------------------------------------------------------------------------
 
 def test_queue_name_agrees_everywhere(emulator_queue: dict, compose_env: dict[str, str]) -> None:
-    main = df.read_bicep(df.MAIN_BICEP)
-    assert df.param_default(main, "queueName") == config.DEFAULT_QUEUE == emulator_queue["Name"]
+    assert _main_param("queueName") == config.DEFAULT_QUEUE == emulator_queue["Name"]
     assert compose_env["SERVICEBUS_QUEUE"] == config.DEFAULT_QUEUE
 
 
 def test_queue_settings_match_emulator_config(emulator_queue: dict) -> None:
     _assert_settings_match("queue", config.DEFAULT_QUEUE, "queue", emulator_queue, QUEUE_PROPERTIES)
+
+
+# --- session mode -----------------------------------------------------------------------------------
+
+def test_session_entity_names_agree_between_config_json_bicep_and_the_code(
+    emulator_queues: dict[str, dict], emulator_subscriptions: dict[str, dict]
+) -> None:
+    assert _main_param("queueName", sessions=True) == config.DEFAULT_SESSION_QUEUE == SESSION_QUEUE
+    assert _main_param("subscriptionName", sessions=True) == config.DEFAULT_SESSION_SUBSCRIPTION == SESSION_SUBSCRIPTION
+    assert _main_param("retryQueueName", sessions=True) == SESSION_RETRY_QUEUE
+    assert {SESSION_QUEUE, SESSION_RETRY_QUEUE} <= set(emulator_queues)
+    assert SESSION_SUBSCRIPTION in emulator_subscriptions
+    # What the code reads with SERVICEBUS_SESSIONS=true alone, and with the topic form's subscription.
+    assert _source(config.load({"SERVICEBUS_SESSIONS": "true"})) == (None, SESSION_QUEUE, SESSION_QUEUE)
+    topic = config.load({"SERVICEBUS_SESSIONS": "true", "SERVICEBUS_TOPIC": TOPIC,
+                         "SERVICEBUS_SUBSCRIPTION": SESSION_SUBSCRIPTION})
+    assert _source(topic) == (TOPIC, SESSION_SUBSCRIPTION, SESSION_RETRY_QUEUE)
+
+
+@pytest.mark.parametrize(("name", "resource", "where"), [
+    (SESSION_QUEUE, "queue", "queues"), (SESSION_RETRY_QUEUE, "retryQueue", "queues"),
+    (SESSION_SUBSCRIPTION, "workerSubscription", "subscriptions"),
+])
+def test_session_entity_settings_match_the_bicep_with_requires_session(
+    emulator_queues: dict[str, dict], emulator_subscriptions: dict[str, dict], name: str, resource: str, where: str
+) -> None:
+    """The Bicep's entities, deployed with requiresSession, are Config.json's session-enabled ones; deployed without,
+    its plain ones (the tests above)."""
+    entity = (emulator_queues if where == "queues" else emulator_subscriptions)[name]
+    assert entity["Properties"]["RequiresSession"] is True
+    _assert_settings_match(where, name, resource, entity,
+                           QUEUE_PROPERTIES if where == "queues" else SUBSCRIPTION_PROPERTIES, sessions=True)
+
+
+@pytest.mark.parametrize("source", df.SOURCES)
+def test_container_app_in_session_mode_reads_the_session_entities_with_the_code_defaults(source: str) -> None:
+    raw = df.container_env(df.read_bicep(df.CONTAINERAPP_BICEP), source)
+    settings = config.load(_app_env_values(raw, sessions=True))
+    assert settings.servicebus.source.sessions
+    expected = (None, SESSION_QUEUE, SESSION_QUEUE) if source == "queue" else (TOPIC, SESSION_SUBSCRIPTION,
+                                                                               SESSION_RETRY_QUEUE)
+    assert _source(settings) == expected
+    defaults = config.load({}).listener
+    for values in (_app_env_values(raw), df.compose_worker_environment(source)):
+        listener = config.load(values).listener
+        assert (listener.max_concurrent_sessions, listener.session_idle_seconds) == (
+            defaults.max_concurrent_sessions, defaults.session_idle_seconds)
+    assert not config.load(_app_env_values(raw)).servicebus.source.sessions
 
 
 # --- the topic, its subscriptions and the retry queue ---------------------------------------------------

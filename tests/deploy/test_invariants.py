@@ -184,11 +184,15 @@ def test_container_app_scales_on_every_entity_it_reads_with_the_scaler_identity(
         assert "auth" not in custom and "connection" not in custom
         metadata = df.object_property(custom, "metadata")
         assert df.object_property(metadata, "namespace") == "serviceBusNamespaceName"
-        assert df.object_property(metadata, "messageCount") == "string(messagesPerReplica)"
+        assert df.object_property(metadata, "messageCount") == "string(messagesBeforeScaleOut)"
         entity = {key: df.object_property(metadata, key) for key in ("queueName", "topicName", "subscriptionName")
                   if re.search(rf"^\s*{key}\s*:", metadata, re.MULTILINE)}
         rules[df.scalar(df.object_property(rule, "name"))] = entity
     assert rules == SCALE_RULES[source]
+    # Session mode: KEDA counts messages, not sessions; a replica takes MAX_CONCURRENT_SESSIONS sessions' worth.
+    assert df.variable(text, "messagesBeforeScaleOut") == (
+        "requiresSession ? maxConcurrentSessions * messagesPerSession : messagesPerReplica")
+    assert df.container_env(text, source)["MAX_CONCURRENT_SESSIONS"] == "string(maxConcurrentSessions)"
 
 
 def test_application_insights_is_workspace_based() -> None:

@@ -22,6 +22,7 @@ from listener.dispatch import Dispatcher, is_transient
 from listener.receiver import Listener
 from listener.service import Service
 from localbus import LocalBus
+from sbworker import patches
 from sbworker.core import clients, config, messages
 from sbworker.core.codes import PROP_RETRIES
 from sbworker.core.config import ListenerSettings, ServiceBusSettings
@@ -35,6 +36,14 @@ TOPIC = "workflow-events"
 SUBSCRIPTION = "sbworker"
 # The topic form: the listener reads the subscription and its own retry queue (sbworker/core/entities.py).
 TOPIC_SOURCE = topic_source(TOPIC, SUBSCRIPTION)
+# Session mode (SERVICEBUS_SESSIONS=true): a session-enabled queue, and a session-enabled subscription of the same
+# topic with its own session-enabled retry queue, named as in the shipped Config.json.
+SESSION_QUEUE = "workflow-requests-sessions"
+SESSION_SUBSCRIPTION = "sbworker-sessions"
+SESSION_QUEUE_SOURCE = queue_source(SESSION_QUEUE, sessions=True)
+SESSION_TOPIC_SOURCE = topic_source(TOPIC, SESSION_SUBSCRIPTION, sessions=True)
+WITH_SESSION_ID = [{"Name": "with-session-id",
+                    "Properties": {"FilterType": "Sql", "SqlFilter": {"SqlExpression": "sys.SessionId IS NOT NULL"}}}]
 
 DEFAULT_LISTENER = ListenerSettings(
     max_concurrent_messages=16,
@@ -44,6 +53,7 @@ DEFAULT_LISTENER = ListenerSettings(
     shutdown_grace_seconds=10.0,
     health_port=0,
     log_level="INFO",
+    max_concurrent_sessions=4,  # session mode: each slot is a connection of its own; four show concurrency
 )
 
 
@@ -53,15 +63,23 @@ def servicebus_settings(bus: LocalBus, queue: str | Source = QUEUE) -> ServiceBu
 
 
 def topic_entities(subscription_settings: dict[str, Any], *, others: tuple[str, ...] = ("audit",),
-                   rules: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                   rules: list[dict[str, Any]] | None = None, sessions: bool = False
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
     """localbus `queues=` and `topics=` for the topic form: the retry queue, and the topic with the worker's
-    subscription (its `rules`, or every message) beside other subscriptions that take every message."""
+    subscription (its `rules`, or every message) beside other subscriptions that take every message.
+
+    With `sessions`, the session mode's entities too: the session queue, the session subscription (messages with
+    a session id only) and its retry queue."""
     worker: dict[str, Any] = {"Name": SUBSCRIPTION, "Properties": subscription_settings}
     if rules is not None:
         worker["Rules"] = rules
     subscriptions = [worker, *({"Name": name} for name in others)]
-    return ({TOPIC_SOURCE.retry_queue: subscription_settings},
-            {TOPIC: {"Properties": {}, "Subscriptions": subscriptions}})
+    queues = {TOPIC_SOURCE.retry_queue: subscription_settings}
+    if sessions:
+        with_sessions = {**subscription_settings, "RequiresSession": True}
+        subscriptions.append({"Name": SESSION_SUBSCRIPTION, "Properties": with_sessions, "Rules": WITH_SESSION_ID})
+        queues.update({SESSION_QUEUE: with_sessions, SESSION_TOPIC_SOURCE.retry_queue: with_sessions})
+    return queues, {TOPIC: {"Properties": {}, "Subscriptions": subscriptions}}
 
 
 class Harness:
@@ -131,24 +149,34 @@ class Harness:
     # --- publishing -------------------------------------------------------------------------------------------
     async def send(self, body: Any, *, subject: str | None, message_id: str | None = None,
                    content_type: str | None = "application/json", raw: bytes | None = None,
-                   application_properties: dict[str | bytes, Any] | None = None) -> str:
+                   application_properties: dict[str | bytes, Any] | None = None, session_id: str | None = None
+                   ) -> str:
+        """In session mode the session id is the instance id's (the message id when the body names none), as
+        `sbworker publish` sets it, unless `session_id` says otherwise."""
         assert self.client is not None
         payload = raw if raw is not None else json.dumps(body).encode()
         mid = message_id or uuid.uuid4().hex
         if self._own is not None:
             self._own.add(mid)
+        if self.source.sessions and session_id is None:
+            named = body.get("instance_id") if isinstance(body, dict) else None
+            session_id = named if isinstance(named, str) and named else mid
         async with self._send_lock:
             if self._sender is None:
                 self._sender = self.source.sender(self.client)
             await self._sender.send_messages(ServiceBusMessage(payload, subject=subject, message_id=mid,
-                                                               content_type=content_type,
+                                                               content_type=content_type, session_id=session_id,
                                                                application_properties=application_properties))
         return mid
 
     async def send_many(self, messages: list[ServiceBusMessage]) -> None:
+        """In session mode, a message without a session id is sent in the session its message id names."""
         assert self.client is not None
         if self._own is not None:
             self._own.update(str(m.message_id) for m in messages)
+        if self.source.sessions:
+            for m in messages:
+                m.session_id = m.session_id or str(m.message_id)
         async with self.source.sender(self.client) as sender:
             for i in range(0, len(messages), 100):
                 batch = await sender.create_message_batch()
@@ -214,6 +242,8 @@ class Harness:
             key = (entity, sub_queue)
             if key not in self._peekers:
                 self._peekers[key] = entity.receiver(self.client, sub_queue=sub_queue)
+                if self.source.sessions and sub_queue is None:  # the entity refuses a plain receive link
+                    await patches.open_for_peek(self._peekers[key])
             # From sequence number 1 each time: a receiver's peek otherwise resumes after the last one it saw.
             found += await self._peekers[key].peek_messages(max_message_count=n if self._own is None else 1000,
                                                             sequence_number=1)

@@ -26,7 +26,15 @@ from sbworker.core.messages import text
 from tests.fixtures.dts import DtsBackend, start_backend
 from tests.fixtures.localbus import queue_bus
 from tests.fixtures.target import external_servicebus
-from tests.integration.harness import QUEUE, TOPIC_SOURCE, Harness, listener_settings, topic_entities
+from tests.integration.harness import (
+    QUEUE,
+    SESSION_QUEUE_SOURCE,
+    SESSION_TOPIC_SOURCE,
+    TOPIC_SOURCE,
+    Harness,
+    listener_settings,
+    topic_entities,
+)
 from tests.support.wait import eventually
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
@@ -41,23 +49,27 @@ def _settings(lock: str = "PT30S", max_delivery: int = 10) -> dict[str, Any]:
 
 
 def local_bus(lock: str = "PT30S", data_path: Path | None = None) -> LocalBus:
-    """Both forms' entities: the queue, and the topic with the worker's subscription and retry queue."""
-    retry_queue, topics = topic_entities(_settings(lock))
+    """Both forms' entities, with and without sessions: the queue, and the topic with the worker's subscription
+    and retry queue."""
+    retry_queue, topics = topic_entities(_settings(lock), sessions=True)
     return LocalBus(port=0, queues={**queues(lock), **retry_queue}, topics=topics, data_path=data_path)
 
 
-@pytest.fixture(params=["queue", "subscription"])
+# Each form also in session mode (SERVICEBUS_SESSIONS=true): the whole settlement table holds there too.
+SOURCES = {"queue": queue_source(QUEUE), "subscription": TOPIC_SOURCE, "queue-sessions": SESSION_QUEUE_SOURCE,
+           "subscription-sessions": SESSION_TOPIC_SOURCE}
+
+
+@pytest.fixture(params=list(SOURCES))
 def source(request: pytest.FixtureRequest) -> Source:
-    if request.param == "queue":
-        return queue_source(QUEUE)
-    if external_servicebus(request.config):
-        pytest.skip("the topic form's entities are made for localbus here")
-    return TOPIC_SOURCE
+    if request.param != "queue" and external_servicebus(request.config):
+        pytest.skip("the topic form's and the session mode's entities are made for localbus here")
+    return SOURCES[request.param]
 
 
 @pytest.fixture
 def bus(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalBus]:
-    retry_queue, topics = topic_entities(_settings())
+    retry_queue, topics = topic_entities(_settings(), sessions=True)
     with queue_bus(request.config, {**queues(), **retry_queue}, data_path=tmp_path / "bus.sqlite3",
                    topics=topics) as b:
         yield b
@@ -138,6 +150,8 @@ async def test_approval_published_well_before_its_start_waits_for_it(h: Harness)
     mid = await h.approve(iid, approved=True)
     copy = await h.reenqueued(mid)  # tried, no instance yet: re-enqueued as a scheduled copy, not dead-lettered
     assert copy.scheduled_enqueue_time_utc is not None
+    if h.source.sessions:  # in its session still (the session-enabled entity would refuse it otherwise)
+        assert copy.session_id == iid
     await h.start("approval_workflow", {"item": "x"}, instance_id=iid)
     assert await h.wait_for_output(iid, timeout=30) == "Approved"
 
@@ -179,10 +193,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("expected", "kwargs", "named"), INVALID, ids=[f"{r}-{i}" for i, (r, _, _) in
-                                                                         enumerate(INVALID)])
-async def test_invalid_message_is_dead_lettered_with_reason(h: Harness, expected: str, kwargs: dict[str, Any],
-                                                            named: str) -> None:
+# Every reason in both forms; in session mode two of them (the parse is the same whatever the session: what
+# session mode changes is how the dead-lettering is applied, on the session's receiver).
+INVALID_CASES = [(src, i, *INVALID[i]) for src in ("queue", "subscription") for i in range(len(INVALID))] + [
+    (src, i, *INVALID[i]) for src in ("queue-sessions", "subscription-sessions") for i in (0, 4)]
+
+
+@pytest.mark.parametrize(("source", "case", "expected", "kwargs", "named"), INVALID_CASES, indirect=["source"],
+                         ids=[f"{src}-{r}-{i}" for src, i, r, _, _ in INVALID_CASES])
+async def test_invalid_message_is_dead_lettered_with_reason(h: Harness, case: int, expected: str,
+                                                            kwargs: dict[str, Any], named: str) -> None:
     kwargs = dict(kwargs)
     mid = await h.send(kwargs.pop("body", None), **kwargs)
     [dead] = await h.dead_letters(1)

@@ -192,15 +192,16 @@ async def test_managed_identity_configuration_presents_tokens(bus: LocalBus, dts
                               dts_async_credential=dts_credential)
     await running.start()
     try:
+        # Once connected, the receiver's token is the last one the queue saw (the publish below presents a SAS).
+        await running.ready(30)
+        token_type, token = bus.last_token(QUEUE) or ("", "")
+        assert token_type == "jwt" and token == sb_credential.token
         [mid] = await asyncio.to_thread(publish, bus, [("start", START)])
 
         async def started() -> bool:
-            state = await asyncio.to_thread(dts_client.get_orchestration_state, mid)
-            return state is not None and bus.last_token(QUEUE) is not None
+            return await asyncio.to_thread(dts_client.get_orchestration_state, mid) is not None
 
         await eventually(started, timeout=30, what="instance started through Entra ID clients")
-        token_type, token = bus.last_token(QUEUE) or ("", "")
-        assert token_type == "jwt" and token == sb_credential.token
         # (the SDK itself asks for "https://servicebus.azure.net//.default", double slash included)
         assert any(s[0].startswith("https://servicebus.azure.net/") for s in sb_credential.scopes)
         assert ("https://durabletask.io/.default",) in dts_credential.scopes

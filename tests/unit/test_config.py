@@ -124,6 +124,9 @@ def test_taskhub_from_env_and_from_string() -> None:
         ({"SERVICEBUS_NAMESPACE": "ns", "SERVICEBUS_AUTHENTICATION": "None"}, "SERVICEBUS_AUTHENTICATION",
          "unsupported authentication"),
         ({"SERVICEBUS_AUTHENTICATION": "ManagedIdentity"}, "SERVICEBUS_AUTHENTICATION", "needs SERVICEBUS_NAMESPACE"),
+        ({"SERVICEBUS_SESSIONS": "yes"}, "SERVICEBUS_SESSIONS", "expected true or false"),
+        ({"MAX_CONCURRENT_SESSIONS": "0"}, "MAX_CONCURRENT_SESSIONS", "between 1 and 256"),
+        ({"SESSION_IDLE_SECONDS": "0"}, "SESSION_IDLE_SECONDS", "between 0.1 and 3600"),
     ],
 )
 def test_rejected_configuration_names_the_variable(env: dict[str, str], variable: str, fragment: str) -> None:
@@ -145,6 +148,22 @@ def test_topic_form_reads_the_subscription_and_its_own_retry_queue() -> None:
                                                      "workflow-events-sbworker-retry"]
     named = load({"SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "s", "SERVICEBUS_RETRY_QUEUE": "mine"})
     assert named.servicebus.source.retry_queue == "mine"
+
+
+def test_sessions_are_off_by_default_and_switch_every_entity_of_the_source() -> None:
+    plain = load({})
+    assert not plain.servicebus.source.sessions
+    assert plain.listener.max_concurrent_sessions == config.DEFAULT_MAX_CONCURRENT_SESSIONS
+    assert plain.listener.session_idle_seconds == config.DEFAULT_SESSION_IDLE_SECONDS
+    # On, the queue by default is the session-enabled one (Service Bus cannot switch an existing queue over).
+    queue = load({"SERVICEBUS_SESSIONS": "True", "MAX_CONCURRENT_SESSIONS": "4", "SESSION_IDLE_SECONDS": "2.5"})
+    assert queue.servicebus.source.sessions and queue.servicebus.source.entity.name == config.DEFAULT_SESSION_QUEUE
+    assert (queue.listener.max_concurrent_sessions, queue.listener.session_idle_seconds) == (4, 2.5)
+    named = load({"SERVICEBUS_SESSIONS": "true", "SERVICEBUS_QUEUE": "orders"}).servicebus.source
+    assert named.sessions and named.entity.name == "orders"
+    topic = load({"SERVICEBUS_SESSIONS": "true", "SERVICEBUS_TOPIC": "t", "SERVICEBUS_SUBSCRIPTION": "s"})
+    assert topic.servicebus.source.sessions and topic.servicebus.source.retry_queue == "t-s-retry"
+    assert load({"SERVICEBUS_SESSIONS": "false"}).servicebus.source.entity.name == config.DEFAULT_QUEUE
 
 
 def test_a_malformed_connection_string_never_echoes_its_secret() -> None:
