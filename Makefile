@@ -59,7 +59,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(MAKE) lint-infra
 
-# About 15 minutes. BENCH_ARGS passes options (`make bench BENCH_ARGS=--quick`); `make bench-readme` also rewrites
+# About 20 minutes. BENCH_ARGS passes options (`make bench BENCH_ARGS=--quick`); `make bench-readme` also rewrites
 # the README's generated Performance tables from that one run.
 BENCH_ARGS ?=
 bench: $(STAMP)

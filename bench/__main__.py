@@ -1,4 +1,4 @@
-"""`python -m bench` (`make bench`, about 15 minutes): every row, one process tree, bench/results/latest.json.
+"""`python -m bench` (`make bench`, about 20 minutes): every row, one process tree, bench/results/latest.json.
 
 Processes: localbus, the in-memory DTS backend, each listener under test (`sbworker run` or a reference listener
 written as the SDK docs would have it) and the delay proxy get their own interpreter; this process is the load
@@ -33,9 +33,11 @@ from bench import (
     memory,
     replicas,
     report,
+    sessions_bench,
     workflows,
 )
 from bench.stack import Backend, Broker, DelayProxy
+from sbworker.core import config
 
 # The defaults the bench measures as "the listener" (rows 3-7, 9); see README, Performance, for why.
 MAX_CONCURRENT = 64
@@ -69,16 +71,18 @@ class Sizes:
     dashboard_repeats: int
     workflows: int  # row 11, each run
     replicas: int  # row 12, each run
+    sessions: int  # row 13: a backlog over sessions_bench.SESSIONS sessions, each listener, each repeat
+    sessions_latency_seconds: float  # row 13: then paced at latency_rate
 
 
 FULL = Sizes(messages=3000, naive_async=1000, proxied=3000, proxied_naive=600, dts=3000, servicebus=2000,
              sweep=2000, latency_seconds=20, latency_rate=50, e2e=400, backlog=10_000, repeats=3, trace=2000,
              localdts_repeats=3, localdts_starts=2000, localdts_hellos=200, dashboard_instances=100_000,
-             dashboard_repeats=40, workflows=200, replicas=150)
+             dashboard_repeats=40, workflows=200, replicas=150, sessions=1000, sessions_latency_seconds=10)
 QUICK = Sizes(messages=400, naive_async=150, proxied=400, proxied_naive=100, dts=400, servicebus=300, sweep=300,
               latency_seconds=4, latency_rate=50, e2e=50, backlog=1000, repeats=1, trace=300,
               localdts_repeats=1, localdts_starts=500, localdts_hellos=60, dashboard_instances=10_000,
-              dashboard_repeats=10, workflows=40, replicas=30)
+              dashboard_repeats=10, workflows=40, replicas=30, sessions=300, sessions_latency_seconds=3)
 LOCALDTS_KINDS = ["sdk", "memory", "durable"]
 
 
@@ -94,6 +98,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="skip row 11 (workflows through 2 and 10 ms of DTS latency)")
     parser.add_argument("--skip-replicas", action="store_true",
                         help="skip row 12 (1, 2 and 4 replicas through 10 ms)")
+    parser.add_argument("--skip-sessions", action="store_true",
+                        help="skip row 13 (session mode beside the session-less listener) and its sweep")
     parser.add_argument("--skip-localdts", action="store_true",
                         help="skip row 8 (localdts against the SDK's in-memory backend)")
     parser.add_argument("--skip-dashboard", action="store_true",
@@ -211,6 +217,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["replicas"] = await replicas.measure(broker, backend, sizes.replicas, repeats, max_concurrent=c,
                                                          prefetch=p, say=say)
             results["replicas_summary"] = replicas.summary(results["replicas"])
+
+        if not args.skip_sessions:
+            say(f"13. sessions: {sizes.sessions:,} starts over {sessions_bench.SESSIONS} sessions from a backlog, then "
+                f"{sizes.latency_rate:g} msgs/s for {sizes.sessions_latency_seconds:g} s, beside the same without "
+                f"sessions, {repeats} rotated round(s)")
+            max_sessions, idle = config.DEFAULT_MAX_CONCURRENT_SESSIONS, config.DEFAULT_SESSION_IDLE_SECONDS
+
+            def session_run(m: int, i: float) -> Callable[[], Awaitable[sessions_bench.SessionRun]]:
+                return lambda: sessions_bench.measure(broker, backend, sizes.sessions, max_sessions=m, idle=i,
+                                                      max_concurrent=c, prefetch=p, rate=sizes.latency_rate,
+                                                      seconds=sizes.sessions_latency_seconds)
+
+            results["sessions"] = await compare.rotated({"sessions": session_run(max_sessions, idle),
+                                                         "plain": session_run(0, idle)}, repeats, say)
+            if not args.skip_sweep:
+                results["sessions_sweep"] = await sessions_bench.sweep(
+                    broker, backend, sizes.sessions, rate=sizes.latency_rate, seconds=sizes.sessions_latency_seconds,
+                    max_concurrent=c, prefetch=p, idle=idle, max_sessions=max_sessions, say=say)
 
         say(f"7. peak RSS with a {sizes.backlog:,}-message backlog")
         results["memory"] = await memory.measure(broker, backend, sizes.backlog, max_concurrent=c, prefetch=p)

@@ -51,6 +51,44 @@ async def preload(connection_string: str, messages: Sequence[ServiceBusMessage],
     return time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class Paced:
+    """What `send_paced` did: when each message was published (epoch s, just before its send, by message id), how
+    long each send took, and the seconds from the first scheduled send to the end of the last."""
+
+    published: dict[str, float]
+    send_s: list[float]
+    elapsed: float
+
+
+async def send_paced(connection_string: str, messages: Sequence[ServiceBusMessage], rate: float,
+                     queue: str = QUEUE, *, opening: ServiceBusMessage | None = None) -> Paced:
+    """One message per send (as a real publisher sends), on an absolute schedule of `rate` a second, so that a slow
+    send does not lower the rate; `opening` is sent first, unpaced, to open the link before the clock starts."""
+    published: dict[str, float] = {}
+    send_s: list[float] = []
+    async with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_sender(queue) as sender:
+        if opening is not None:
+            await sender.send_messages(opening)
+        t0 = time.perf_counter() + 0.05
+        for i, message in enumerate(messages):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            published[str(message.message_id)] = time.time()
+            before = time.perf_counter()
+            await sender.send_messages(message)
+            send_s.append(time.perf_counter() - before)
+        return Paced(published, send_s, time.perf_counter() - t0)
+
+
+def created_after_ms(published: dict[str, float], states: dict[str, pb.OrchestrationState]) -> list[float]:
+    """Per instance (instance id = message id), publish → the backend's own creation time, in milliseconds."""
+    return [(states[iid].createdTimestamp.seconds + states[iid].createdTimestamp.nanos / 1e9 - sent) * 1000
+            for iid, sent in published.items()]
+
+
 async def wait_until(broker: Broker, *, empty: bool = True, at_least: int = 0, timeout: float = 120.0,
                      interval: float = 0.01) -> float:
     """Poll the broker's own count (O(1) on its side) until the queue is empty / holds `at_least`; return when."""

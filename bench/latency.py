@@ -7,16 +7,21 @@ the rate. The publish time is taken just before `send_messages`; the creation ti
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from azure.servicebus.aio import ServiceBusClient
-
-from bench.common import Dts, Percentiles, percentiles, run_prefix, start_messages, wait_until
+from bench.common import (
+    Dts,
+    Percentiles,
+    created_after_ms,
+    percentiles,
+    run_prefix,
+    send_paced,
+    start_messages,
+    wait_until,
+)
 from bench.listener_throughput import start_listener
-from bench.stack import QUEUE, Backend, Broker
+from bench.stack import Backend, Broker
 
 
 @dataclass(frozen=True)
@@ -37,22 +42,8 @@ async def measure(broker: Broker, backend: Backend, *, rate: float, seconds: flo
         try:
             n = max(1, round(rate * seconds))
             prefix = run_prefix("lat")
-            messages = start_messages(prefix, n)
-            published: dict[str, float] = {}
-            send_s: list[float] = []
-            async with ServiceBusClient.from_connection_string(broker.connection_string) as client, \
-                    client.get_queue_sender(QUEUE) as sender:
-                await sender.send_messages(start_messages(prefix + "w", 1))  # opens the link
-                t0 = time.perf_counter() + 0.05
-                for i, message in enumerate(messages):
-                    delay = t0 + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    published[str(message.message_id)] = time.time()
-                    before = time.perf_counter()
-                    await sender.send_messages(message)
-                    send_s.append(time.perf_counter() - before)
-                elapsed = time.perf_counter() - t0
+            paced = await send_paced(broker.connection_string, start_messages(prefix, n), rate,
+                                     opening=start_messages(prefix + "w", 1)[0])
             await dts.wait_for(prefix, n + 1, timeout=60)
             await wait_until(broker, empty=True, timeout=60)
             states = await dts.instances(prefix)
@@ -61,8 +52,5 @@ async def measure(broker: Broker, backend: Backend, *, rate: float, seconds: flo
     finally:
         await dts.close()
     backend.reset()
-    latencies = []
-    for iid, sent in published.items():
-        created = states[iid].createdTimestamp
-        latencies.append((created.seconds + created.nanos / 1e9 - sent) * 1000)
-    return Latency(rate, n / elapsed, elapsed, percentiles(latencies), percentiles([s * 1000 for s in send_s]))
+    return Latency(rate, n / paced.elapsed, paced.elapsed, percentiles(created_after_ms(paced.published, states)),
+                   percentiles([s * 1000 for s in paced.send_s]))

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, compare, dashboard_bench, localdts_bench, replicas, workflows
+from bench import breakdown, compare, dashboard_bench, localdts_bench, replicas, sessions_bench, workflows
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # Issue 28's targets for the listener (rows 4 and 9).
@@ -237,6 +237,18 @@ def table(results: dict[str, Any]) -> str:
     scaled = r.get("replicas")
     if scaled is not None:
         rows.append(replicas.row(scaled, how))
+    sessions = r.get("sessions", {})
+    if sessions.get("sessions") and sessions.get("plain"):
+        with_s, plain = sessions["sessions"], sessions["plain"]
+        rate, p50 = compare.spread(with_s), compare.spread(with_s, lambda run: run.latency_ms.p50)
+        base, base_p50 = compare.spread(plain), compare.spread(plain, lambda run: run.latency_ms.p50)
+        first = with_s[0]
+        rows.append((f"13. Sessions ({sessions_bench.SESSIONS} sessions) beside none",
+                     f"{rate.text()} starts/s, p50 {p50.text(0, ' ms')}; without sessions {base.text()} starts/s, "
+                     f"p50 {base_p50.text(0, ' ms')} ({rate.median / base.median:.2f}x)",
+                     f"{first.n:,} starts round-robin over the sessions from a backlog, then {first.rate:g} msgs/s "
+                     f"for {first.latency_ms.n / first.rate:.0f} s; MAX_CONCURRENT_SESSIONS={first.max_sessions}, "
+                     f"SESSION_IDLE_SECONDS={first.idle_seconds:g}; the same listener on a plain queue; {how}", ""))
     lines = ["| Row | Result | How | Target |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     sweep = r.get("sweep")
@@ -274,6 +286,11 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", f"Row 12 ({replicas.describe(scaled)}; medians):", "", *replicas.table(scaled)]
     if board is not None:
         lines += ["", f"Row 10, the dashboard at {dashboard_bench.describe(board)}:", "", *dashboard_bench.table(board)]
+    session_sweep = r.get("sessions_sweep")
+    if session_sweep:
+        lines += ["", f"Row 13's sweep ({session_sweep[0].n:,} starts over {sessions_bench.SESSIONS} sessions, then "
+                      f"{session_sweep[0].rate:g} msgs/s; one run each), which chose the defaults:", "",
+                  *sessions_bench.sweep_table(session_sweep)]
     m = r["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
                   f"Python {m['python']}; " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()) + ".",

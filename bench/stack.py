@@ -25,6 +25,7 @@ from typing import Any
 
 QUEUE = "bench"
 QUEUE_PROPERTIES = {"LockDuration": "PT1M", "MaxDeliveryCount": 10}
+SESSION_QUEUE = "bench-sessions"  # row 13: the same queue, session-enabled
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -285,7 +286,9 @@ def _serve_localbus() -> None:
     from localbus import LocalBus
     from localbus.broker import Broker as LocalBroker
 
-    bus = LocalBus(port=0, queues={QUEUE: QUEUE_PROPERTIES}, data_path=None).start()
+    bus = LocalBus(port=0, queues={QUEUE: QUEUE_PROPERTIES,
+                                   SESSION_QUEUE: {**QUEUE_PROPERTIES, "RequiresSession": True}},
+                   data_path=None).start()
     _reply(port=bus.port, connection_string=bus.connection_string)
 
     def remaining(b: LocalBroker, queue: str) -> int:
