@@ -69,6 +69,10 @@ def build_parser() -> Parser:
     dev.add_argument("--topic", action="store_true",
                      help=f"read subscription {config.DEFAULT_SUBSCRIPTION!r} of topic {config.DEFAULT_TOPIC!r} "
                           "instead of the queue (the same as setting SERVICEBUS_TOPIC and SERVICEBUS_SUBSCRIPTION)")
+    dev.add_argument("--sessions", action="store_true",
+                     help=f"session mode: read the session-enabled queue {config.DEFAULT_SESSION_QUEUE!r} (with "
+                          f"--topic: subscription {config.DEFAULT_SESSION_SUBSCRIPTION!r}), each session's messages "
+                          "one at a time, in order (the same as setting SERVICEBUS_SESSIONS=true)")
 
     dashboard = sub.add_parser("dashboard", help="a web page for the instances and the queue",
                                description="Serve the dashboard for the configured DTS task hub and queue until "
@@ -120,6 +124,7 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     start.add_argument("--input", help="JSON input, or @file.json to read it from a file")
     start.add_argument("--instance-id", help="instance id (default: the message id)")
     start.add_argument("--start-at", help="ISO-8601 UTC time to start at, e.g. 2026-12-01T09:00:00Z")
+    _session_option(start)
     _cloudevents_option(start)
     approve = kinds.add_parser(
         "approve", help="approve (or --reject) a waiting approval_workflow instance",
@@ -130,6 +135,7 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     approve.add_argument("--reject", action="store_true", help="reject instead of approve")
     approve.add_argument("--approver", help="who decides (default: your user name)")
     approve.add_argument("--comment", help="an optional comment")
+    _session_option(approve)
     _cloudevents_option(approve)
     event = kinds.add_parser(
         "event", help="raise a declared event (see orchestrations/events.py) on a waiting instance",
@@ -141,6 +147,7 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     event.add_argument("instance_id", help="the instance waiting for the event")
     event.add_argument("name", help="the declared event name, e.g. PaymentReceived")
     event.add_argument("--data", default="{}", help="the event's data as JSON, or @file.json (default {})")
+    _session_option(event)
     _cloudevents_option(event)
 
     described = sub.add_parser(
@@ -193,6 +200,12 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     resubmit.add_argument("--all", action="store_true", help="resubmit every dead-lettered message")
     resubmit.add_argument("--retry-queue", action="store_true", default=argparse.SUPPRESS,
                           help="topic form: the sequence numbers are the retry queue's")
+
+
+def _session_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--session-id", metavar="KEY",
+                        help="the session to send it in (a session-enabled queue handles each session's messages in "
+                             "order); default with SERVICEBUS_SESSIONS=true: the instance id")
 
 
 def _cloudevents_option(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
@@ -272,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
                                allow_remote=args.allow_remote, key=args.key,
                                data_dir=None if args.memory else args.data,
                                config_path=args.config or LOCAL_CONFIG,
-                               demo=not args.no_demo, dashboard_port=args.dashboard_port, topic=args.topic)
+                               demo=not args.no_demo, dashboard_port=args.dashboard_port, topic=args.topic,
+                               sessions=args.sessions)
         if args.command == "dashboard":
             from sbworker import dev
 

@@ -61,14 +61,17 @@ def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: T
                 if args.kind == "start":
                     outgoing = publisher.messages.start(args.orchestration, _json_option(args.input, "--input"),
                                                         instance_id=args.instance_id,
-                                                        start_at=_start_at(args.start_at))
+                                                        start_at=_start_at(args.start_at), session_id=args.session_id)
                 elif args.kind == "approve":
-                    outgoing = publisher.messages.approval(args.instance_id, not args.reject, approver, args.comment)
+                    outgoing = publisher.messages.approval(args.instance_id, not args.reject, approver, args.comment,
+                                                           session_id=args.session_id)
                 else:
                     outgoing = publisher.messages.event(args.instance_id, args.name,
-                                                        _json_option(args.data, "--data"))
+                                                        _json_option(args.data, "--data"), session_id=args.session_id)
             except Rejected as rejected:
                 raise UsageError(f"{rejected} ({rejected.reason})") from None
+            except ValueError as error:  # a session id Service Bus would refuse
+                raise UsageError(f"--session-id: {error}") from None
             sent = publisher.send(outgoing)
     finally:
         observed.shutdown()
@@ -79,6 +82,8 @@ def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: T
     else:
         print(f"instance_id: {sent.instance_id}")
     print(f"message_id:  {sent.message_id}")
+    if sent.session_id:
+        print(f"session_id:  {sent.session_id}")
     if sent.event_id:
         print(f"event_id:    {sent.event_id} (CloudEvents, structured)")
     if sent.trace_id:
@@ -222,7 +227,8 @@ def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         if len(found) > 1:
             print(f"dead-letter queue of {entity}:")
         for item in items:
-            print(f"#{item.sequence_number}  message_id={item.message_id}  subject={item.subject}  "
+            session = f"  session_id={item.session_id}" if item.session_id is not None else ""
+            print(f"#{item.sequence_number}  message_id={item.message_id}  subject={item.subject}{session}  "
                   f"enqueued={item.enqueued_time}\n    reason:      {item.reason}\n"
                   f"    description: {item.description}\n    body:        {item.body_preview}")
     return Exit.OK

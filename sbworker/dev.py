@@ -48,11 +48,11 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, config_path: Path,
             health_port: int | None = None, demo: bool = True, host: str = "127.0.0.1", allow_remote: bool = False,
-            key: str | None = None, dashboard_port: int = 0, topic: bool = False) -> int:
+            key: str | None = None, dashboard_port: int = 0, topic: bool = False, sessions: bool = False) -> int:
     """localbus + localdts + `sbworker run`, all on `host` (loopback unless the caller insists, with a key).
 
     `topic`: the topic form with the shipped Config.json's topic and subscription, unless the environment names
-    others.
+    others. `sessions`: session mode, on the shipped Config.json's session-enabled queue or subscription.
     """
     try:
         from localbus.server import ExposureError, check_exposure
@@ -71,7 +71,8 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
     if not is_loopback(host):
         print(f"warning: sbworker dev listens on {host}: anyone who reaches it can send with the key you gave, and "
               f"the DTS endpoint (port {dts_port}) has no authentication at all", file=sys.stderr, flush=True)
-    environ = topic_environment(os.environ) if topic else os.environ
+    environ = sessions_environment(os.environ) if sessions else os.environ
+    environ = topic_environment(environ, sessions=sessions) if topic else environ
     board = None
     with localstack.backends(environ, host=host, servicebus_port=servicebus_port, dts_port=dts_port,
                              data_dir=data_dir, config_path=config_path, key=key, allow_remote=allow_remote) as parts:
@@ -96,14 +97,24 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
                 board.stop()
 
 
-def topic_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment with the topic form's defaults filled in (`sbworker dev --topic`)."""
+def topic_environment(environ: Mapping[str, str], *, sessions: bool = False) -> dict[str, str]:
+    """The environment with the topic form's defaults filled in (`sbworker dev --topic`), the session-enabled
+    subscription's with `sessions`."""
     env = dict(environ)
     if env.get("SERVICEBUS_QUEUE", "").strip():
         raise ConfigError("SERVICEBUS_QUEUE", "is set, but --topic asks for the topic form: unset one of them")
-    for name, default in (("SERVICEBUS_TOPIC", config.DEFAULT_TOPIC),
-                          ("SERVICEBUS_SUBSCRIPTION", config.DEFAULT_SUBSCRIPTION)):
+    subscription = config.DEFAULT_SESSION_SUBSCRIPTION if sessions else config.DEFAULT_SUBSCRIPTION
+    for name, default in (("SERVICEBUS_TOPIC", config.DEFAULT_TOPIC), ("SERVICEBUS_SUBSCRIPTION", subscription)):
         env[name] = env.get(name, "").strip() or default
+    return env
+
+
+def sessions_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """`sbworker dev --sessions`: SERVICEBUS_SESSIONS=true (the queue then defaults to the session-enabled one)."""
+    env = dict(environ)
+    if env.get("SERVICEBUS_SESSIONS", "").strip().lower() == "false":
+        raise ConfigError("SERVICEBUS_SESSIONS", "is false, but --sessions asks for session mode: unset one of them")
+    env["SERVICEBUS_SESSIONS"] = "true"
     return env
 
 
@@ -165,13 +176,17 @@ def _demo(settings: Settings) -> None:
 
 
 def _exports(settings: Settings) -> str:
-    """The topic form's variables: the CLI in another terminal must publish to the topic, not the queue."""
+    """The variables the CLI in another terminal needs to publish where this stack reads: the topic form's, and
+    session mode's (then each message goes in its instance's session)."""
     source = settings.servicebus.source
-    if source.topic is None:
-        return ""
-    return (f", after\n  export SERVICEBUS_TOPIC={source.topic} SERVICEBUS_SUBSCRIPTION={source.entity.name}"
-            + (f" SERVICEBUS_RETRY_QUEUE={source.retry_queue}"
-               if source.retry_queue != default_retry_queue(source.topic, source.entity.name) else ""))
+    names = ["SERVICEBUS_SESSIONS=true"] if source.sessions else []
+    if source.topic is not None:
+        names += [f"SERVICEBUS_TOPIC={source.topic}", f"SERVICEBUS_SUBSCRIPTION={source.entity.name}"]
+        if source.retry_queue != default_retry_queue(source.topic, source.entity.name):
+            names.append(f"SERVICEBUS_RETRY_QUEUE={source.retry_queue}")
+    elif source.sessions and source.entity.name != config.DEFAULT_SESSION_QUEUE:
+        names.append(f"SERVICEBUS_QUEUE={source.entity.name}")
+    return f", after\n  export {' '.join(names)}" if names else ""
 
 
 def _banner(settings: Settings, sb_connection: str, data_dir: Path | None, dashboard_url: str | None) -> str:

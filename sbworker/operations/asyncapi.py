@@ -24,9 +24,16 @@ import yaml
 from orchestrations.events import CATALOG
 from sbworker.core import cloudevents, contract
 from sbworker.core.codes import Reason
-from sbworker.core.config import DEFAULT_QUEUE, DEFAULT_SUBSCRIPTION, DEFAULT_TOPIC
+from sbworker.core.config import (
+    DEFAULT_QUEUE,
+    DEFAULT_SESSION_QUEUE,
+    DEFAULT_SESSION_SUBSCRIPTION,
+    DEFAULT_SUBSCRIPTION,
+    DEFAULT_TOPIC,
+)
 from sbworker.core.entities import default_retry_queue
 from sbworker.core.events import EventCatalog
+from sbworker.operations.publish import MAX_SESSION_ID
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 
@@ -110,11 +117,13 @@ def document(events: EventCatalog = CATALOG) -> dict[str, Any]:
                 "address": "{entity}",
                 "title": "Requests",
                 "description": "The queue (SERVICEBUS_QUEUE) or the topic (SERVICEBUS_TOPIC) sbworker reads. "
-                               "Sessions are not used: the entity does not require them, and a session id is "
-                               "ignored.",
+                               "In session mode (SERVICEBUS_SESSIONS=true) the queue, or the subscription "
+                               "sbworker reads, requires sessions: every message needs a session id, and the "
+                               "messages of one session are handled one at a time, in the order sent.",
                 "parameters": {"entity": {
-                    "description": "The queue, or in the topic form the topic.",
-                    "enum": [DEFAULT_QUEUE, DEFAULT_TOPIC], "default": DEFAULT_QUEUE}},
+                    "description": "The queue (the session-enabled one in session mode), or in the topic form the "
+                                   "topic.",
+                    "enum": [DEFAULT_QUEUE, DEFAULT_SESSION_QUEUE, DEFAULT_TOPIC], "default": DEFAULT_QUEUE}},
                 "messages": channel_messages,
             },
             "deadLetters": {
@@ -125,7 +134,9 @@ def document(events: EventCatalog = CATALOG) -> dict[str, Any]:
                 "parameters": {"entity": {
                     "description": "The queue; in the topic form the subscription or the worker's retry queue.",
                     "enum": [DEFAULT_QUEUE, f"{DEFAULT_TOPIC}/Subscriptions/{DEFAULT_SUBSCRIPTION}",
-                             default_retry_queue(DEFAULT_TOPIC, DEFAULT_SUBSCRIPTION)],
+                             default_retry_queue(DEFAULT_TOPIC, DEFAULT_SUBSCRIPTION), DEFAULT_SESSION_QUEUE,
+                             f"{DEFAULT_TOPIC}/Subscriptions/{DEFAULT_SESSION_SUBSCRIPTION}",
+                             default_retry_queue(DEFAULT_TOPIC, DEFAULT_SESSION_SUBSCRIPTION)],
                     "default": DEFAULT_QUEUE}},
                 "messages": {"deadLettered": {"$ref": "#/components/messages/deadLettered"}},
             },
@@ -264,8 +275,11 @@ def _headers(*, content_type: str, required: list[str], subject: dict[str, Any] 
     properties["message_id"] = {"type": "string", "minLength": 1, "maxLength": 128, "description": (
         "The idempotency key and the default instance id of a start (a CloudEvent's id takes both roles). The "
         "Service Bus SDKs send at most 128 characters.")}
-    properties["session_id"] = {"type": "string", "description": "Not used: the entity does not require sessions "
-                                                                  "and a value is ignored."}
+    properties["session_id"] = {"type": "string", "minLength": 1, "maxLength": MAX_SESSION_ID, "description": (
+        "The AMQP group-id. Required in session mode (SERVICEBUS_SESSIONS=true), where Service Bus refuses a message "
+        "without one: the messages of one session are handled one at a time, in the order sent. sbworker's "
+        "publishers use the instance id (so an approval cannot overtake its start) unless given another key, e.g. a "
+        "customer id to run all of one customer's workflows in order. Ignored by an entity without sessions.")}
     properties["traceparent"] = {"type": "string", "description": "Application property: W3C trace context; the "
                                                                    "listener's span continues it (Diagnostic-Id is "
                                                                    "read too)."}

@@ -43,10 +43,17 @@ def run_demo(settings: Settings, emit: Callable[[str], None], *, timeout: float 
     finished."""
     run = uuid.uuid4().hex[:6]
     ids = {name: f"demo-{name}-{run}" for name in DEMO_INPUTS}
+    source = settings.servicebus.source
     with clients.servicebus_sync_client(settings.servicebus) as sb:
+
+        def send(message: ServiceBusMessage, instance_id: str) -> None:
+            """In the instance's own session when sessions are on (its event then cannot overtake its start)."""
+            message.session_id = publish.session_of(instance_id, None, source.sessions)
+            publish.send(sb, source, message)
+
         for name, value in DEMO_INPUTS.items():
             message, _ = publish.start_message(name, value, ids[name])
-            publish.send(sb, settings.servicebus.source, message)
+            send(message, ids[name])
         sent: set[str] = set()
         pending = dict(ids)
         deadline = time.monotonic() + timeout
@@ -58,7 +65,7 @@ def run_demo(settings: Settings, emit: Callable[[str], None], *, timeout: float 
                         continue
                     stage, event = WAITING.get(name, ("", None))
                     if event is not None and name not in sent and stage in (state.serialized_custom_status or ""):
-                        publish.send(sb, settings.servicebus.source, event(iid))
+                        send(event(iid), iid)
                         sent.add(name)
                     if state.runtime_status in TERMINAL_STATUSES:
                         result = json.loads(state.serialized_output) if state.serialized_output else None

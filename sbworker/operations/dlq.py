@@ -41,6 +41,7 @@ class DeadLettered:
     enqueued_time: str | None
     delivery_count: int | None
     body_preview: str
+    session_id: str | None  # kept by the dead-letter queue of a session-enabled entity
 
 
 def _body(message: ServiceBusReceivedMessage) -> bytes:
@@ -63,6 +64,7 @@ def describe(message: ServiceBusReceivedMessage) -> DeadLettered:
         enqueued_time=utc_text(message.enqueued_time_utc) or None,
         delivery_count=message.delivery_count,
         body_preview=preview,
+        session_id=messages.text(message.session_id),
     )
 
 

@@ -26,6 +26,8 @@ from sbworker.core.events import EventCatalog
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
 
 CONTENT_TYPE: Final = "application/json"
+#: Service Bus's longest session id (its quotas; an instance id, at most 100 characters, always fits).
+MAX_SESSION_ID: Final = 128
 #: The CloudEvents `source` of what sbworker's own tools publish, unless the caller names its own.
 DEFAULT_SOURCE: Final = "urn:sbworker:publisher"
 _TYPES: Final = {subject: event_type for event_type, subject in cloudevents.DEFAULT_TYPES.items()}
@@ -50,34 +52,42 @@ class Outgoing:
 
 
 class Messages:
-    """Builds contract messages in one form: plain (`cloudevents=None`), or a CloudEvent in either content mode."""
+    """Builds contract messages in one form: plain (`cloudevents=None`), or a CloudEvent in either content mode.
+
+    With `sessions` (the queue or subscription requires them, SERVICEBUS_SESSIONS), every message is in a session:
+    the one `session_id` names, by default its instance's id, so that an instance's messages are handled in the
+    order they were sent (an approval never overtakes its start). A key of your own, such as a customer id, makes
+    all of that customer's workflows one ordered stream."""
 
     def __init__(self, *, cloudevents: cloudevents.Mode | None = None, source: str = DEFAULT_SOURCE,
-                 bounds: Limits = DEFAULT_LIMITS, events: EventCatalog = CATALOG) -> None:
+                 bounds: Limits = DEFAULT_LIMITS, events: EventCatalog = CATALOG, sessions: bool = False) -> None:
         self._mode = cloudevents
         self._source = source
         self._bounds = bounds
         self._events = events
+        self.sessions = sessions
 
     def start(self, orchestration: str, input: Any = None, *, instance_id: str | None = None,
-              start_at: datetime | None = None, message_id: str | None = None) -> Outgoing:
+              start_at: datetime | None = None, message_id: str | None = None, session_id: str | None = None
+              ) -> Outgoing:
         """Start `orchestration`; the instance id defaults to the message id (the event id for a CloudEvent)."""
         body = contract.start_body(orchestration, input=input, instance_id=instance_id, start_at=start_at,
                                    bounds=self._bounds, input_problem=registry.input_problem)
-        return self._build(contract.SUBJECT_START, body, message_id, instance_id)
+        return self._build(contract.SUBJECT_START, body, message_id, instance_id, session_id)
 
     def approval(self, instance_id: str, approved: bool, approver: str, comment: str | None = None, *,
-                 message_id: str | None = None) -> Outgoing:
+                 message_id: str | None = None, session_id: str | None = None) -> Outgoing:
         body = contract.approval_body(instance_id, approved, approver, comment, bounds=self._bounds)
-        return self._build(contract.SUBJECT_APPROVAL, body, message_id, instance_id)
+        return self._build(contract.SUBJECT_APPROVAL, body, message_id, instance_id, session_id)
 
-    def event(self, instance_id: str, name: str, data: Any, *, message_id: str | None = None) -> Outgoing:
+    def event(self, instance_id: str, name: str, data: Any, *, message_id: str | None = None,
+              session_id: str | None = None) -> Outgoing:
         """Raise the declared event `name` (orchestrations/events.py) with `data` on `instance_id`."""
         body = contract.event_body(instance_id, name, data, self._events, bounds=self._bounds)
-        return self._build(contract.SUBJECT_EVENT, body, message_id, instance_id)
+        return self._build(contract.SUBJECT_EVENT, body, message_id, instance_id, session_id)
 
-    def _build(self, subject: str, body: dict[str, Any], message_id: str | None, instance_id: str | None
-               ) -> Outgoing:
+    def _build(self, subject: str, body: dict[str, Any], message_id: str | None, instance_id: str | None,
+               session_id: str | None) -> Outgoing:
         mid = message_id or uuid.uuid4().hex
         if self._mode is None:
             raw, content_type, properties = json.dumps(body).encode(), CONTENT_TYPE, {}
@@ -89,10 +99,20 @@ class Messages:
         request = verify(raw, subject=subject, content_type=content_type, message_id=mid, properties=properties,
                          bounds=self._bounds, events=self._events)
         # The subject is kept for a CloudEvent too: Service Bus tools show it, the listener ignores it.
-        message = ServiceBusMessage(raw, subject=subject, content_type=content_type, message_id=mid)
+        message = ServiceBusMessage(raw, subject=subject, content_type=content_type, message_id=mid,
+                                    session_id=session_of(request.instance_id, session_id, self.sessions))
         if properties:  # a datetime (cloudEvents_time) is sent as an AMQP timestamp, beyond the annotated types
             message.application_properties = {str(key): value for key, value in properties.items()}
         return Outgoing(message, request, request.instance_id)
+
+
+def session_of(instance_id: str, session_id: str | None, sessions: bool) -> str | None:
+    """The session a message goes in: the one named, else the instance's own when sessions are on, else none.
+    A ``ValueError`` for what Service Bus refuses."""
+    chosen = session_id if session_id is not None else instance_id if sessions else None
+    if chosen is not None and not 0 < len(chosen) <= MAX_SESSION_ID:
+        raise ValueError(f"a session id is 1 to {MAX_SESSION_ID} characters (Service Bus), got {len(chosen)}")
+    return chosen
 
 
 def verify(body: bytes, *, subject: str | None, content_type: str | None, message_id: str,

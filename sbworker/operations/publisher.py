@@ -39,23 +39,24 @@ class Published:
     instance_id: str
     event_id: str | None = None
     trace_id: str | None = None  # when traced: the PRODUCER span's trace, which the listener's span continues
+    session_id: str | None = None  # the session it was sent in (session-enabled queues and subscriptions)
 
 
 def _where(settings: Settings, options: dict[str, Any]) -> dict[str, Any]:
-    """The service's destination and bounds, under the caller's options."""
+    """The service's destination, bounds and session mode, under the caller's options."""
     source = settings.servicebus.source
     where: dict[str, Any] = {"topic": source.topic} if source.topic is not None else {"queue": source.entity.name}
-    return {**where, "bounds": settings.limits, **options}
+    return {**where, "bounds": settings.limits, "sessions": source.sessions, **options}
 
 
 class _Base:
     def __init__(self, *, queue: str | None, topic: str | None, cloudevents: Mode | None, source: str,
-                 bounds: Limits, traced: bool) -> None:
+                 bounds: Limits, traced: bool, sessions: bool) -> None:
         if queue is not None and topic is not None:
             raise ValueError("give a queue or a topic, not both")
         self._topic = topic
         self._queue = queue or DEFAULT_QUEUE
-        self.messages = Messages(cloudevents=cloudevents, source=source, bounds=bounds)
+        self.messages = Messages(cloudevents=cloudevents, source=source, bounds=bounds, sessions=sessions)
         self._traced = traced
 
     @property
@@ -70,9 +71,9 @@ class _Base:
         return client.get_queue_sender(self._queue)
 
     def _start(self, orchestration: str, input: Any, instance_id: str | None, start_at: datetime | None,
-               message_id: str | None) -> Outgoing:
+               message_id: str | None, session_id: str | None) -> Outgoing:
         return self.messages.start(orchestration, input, instance_id=instance_id, start_at=start_at,
-                                   message_id=message_id)
+                                   message_id=message_id, session_id=session_id)
 
     def _span(self, message: ServiceBusMessage) -> Any:
         from sbworker.observability import tracing
@@ -81,7 +82,8 @@ class _Base:
 
     @staticmethod
     def _published(outgoing: Outgoing, trace_id: str | None) -> Published:
-        return Published(outgoing.message_id, outgoing.instance_id, outgoing.event_id, trace_id)
+        return Published(outgoing.message_id, outgoing.instance_id, outgoing.event_id, trace_id,
+                         outgoing.message.session_id)
 
 
 class Publisher(_Base):
@@ -89,11 +91,13 @@ class Publisher(_Base):
 
     def __init__(self, client: ServiceBusClient, *, queue: str | None = None, topic: str | None = None,
                  cloudevents: Mode | None = None, source: str = DEFAULT_SOURCE, bounds: Limits = DEFAULT_LIMITS,
-                 traced: bool = False, owns_client: bool = False) -> None:
+                 traced: bool = False, owns_client: bool = False, sessions: bool = False) -> None:
         """`traced`: send inside an OpenTelemetry PRODUCER span (the global tracer provider's), so the listener's
-        span continues the caller's trace. `owns_client`: `close` closes the client too."""
+        span continues the caller's trace. `owns_client`: `close` closes the client too. `sessions`: the queue or
+        subscription requires sessions; each message then goes in its instance's session unless a call names
+        another `session_id` (`from_settings` follows SERVICEBUS_SESSIONS)."""
         super().__init__(queue=queue, topic=topic, cloudevents=cloudevents, source=source, bounds=bounds,
-                         traced=traced)
+                         traced=traced, sessions=sessions)
         self._client = client
         self._owns_client = owns_client
         self._sender: Any = None
@@ -108,19 +112,23 @@ class Publisher(_Base):
         return cls.from_settings(config.load(), **options)
 
     def start(self, orchestration: str, input: Any = None, *, instance_id: str | None = None,
-              start_at: datetime | None = None, message_id: str | None = None) -> Published:
-        return self.send(self._start(orchestration, input, instance_id, start_at, message_id))
+              start_at: datetime | None = None, message_id: str | None = None, session_id: str | None = None
+              ) -> Published:
+        return self.send(self._start(orchestration, input, instance_id, start_at, message_id, session_id))
 
     def approve(self, instance_id: str, *, approver: str, comment: str | None = None,
-                message_id: str | None = None) -> Published:
-        return self.send(self.messages.approval(instance_id, True, approver, comment, message_id=message_id))
+                message_id: str | None = None, session_id: str | None = None) -> Published:
+        return self.send(self.messages.approval(instance_id, True, approver, comment, message_id=message_id,
+                                                session_id=session_id))
 
     def reject(self, instance_id: str, *, approver: str, comment: str | None = None,
-               message_id: str | None = None) -> Published:
-        return self.send(self.messages.approval(instance_id, False, approver, comment, message_id=message_id))
+               message_id: str | None = None, session_id: str | None = None) -> Published:
+        return self.send(self.messages.approval(instance_id, False, approver, comment, message_id=message_id,
+                                                session_id=session_id))
 
-    def raise_event(self, instance_id: str, name: str, data: Any, *, message_id: str | None = None) -> Published:
-        return self.send(self.messages.event(instance_id, name, data, message_id=message_id))
+    def raise_event(self, instance_id: str, name: str, data: Any, *, message_id: str | None = None,
+                    session_id: str | None = None) -> Published:
+        return self.send(self.messages.event(instance_id, name, data, message_id=message_id, session_id=session_id))
 
     def send(self, outgoing: Outgoing) -> Published:
         """Send a message built by `self.messages` (already checked)."""
@@ -156,9 +164,9 @@ class AsyncPublisher(_Base):
 
     def __init__(self, client: AsyncServiceBusClient, *, queue: str | None = None, topic: str | None = None,
                  cloudevents: Mode | None = None, source: str = DEFAULT_SOURCE, bounds: Limits = DEFAULT_LIMITS,
-                 traced: bool = False, owns_client: bool = False) -> None:
+                 traced: bool = False, owns_client: bool = False, sessions: bool = False) -> None:
         super().__init__(queue=queue, topic=topic, cloudevents=cloudevents, source=source, bounds=bounds,
-                         traced=traced)
+                         traced=traced, sessions=sessions)
         self._client = client
         self._owns_client = owns_client
         self._sender: Any = None
@@ -172,20 +180,24 @@ class AsyncPublisher(_Base):
         return cls.from_settings(config.load(), **options)
 
     async def start(self, orchestration: str, input: Any = None, *, instance_id: str | None = None,
-                    start_at: datetime | None = None, message_id: str | None = None) -> Published:
-        return await self.send(self._start(orchestration, input, instance_id, start_at, message_id))
+                    start_at: datetime | None = None, message_id: str | None = None, session_id: str | None = None
+                    ) -> Published:
+        return await self.send(self._start(orchestration, input, instance_id, start_at, message_id, session_id))
 
     async def approve(self, instance_id: str, *, approver: str, comment: str | None = None,
-                      message_id: str | None = None) -> Published:
-        return await self.send(self.messages.approval(instance_id, True, approver, comment, message_id=message_id))
+                      message_id: str | None = None, session_id: str | None = None) -> Published:
+        return await self.send(self.messages.approval(instance_id, True, approver, comment, message_id=message_id,
+                                                      session_id=session_id))
 
     async def reject(self, instance_id: str, *, approver: str, comment: str | None = None,
-                     message_id: str | None = None) -> Published:
-        return await self.send(self.messages.approval(instance_id, False, approver, comment, message_id=message_id))
+                     message_id: str | None = None, session_id: str | None = None) -> Published:
+        return await self.send(self.messages.approval(instance_id, False, approver, comment, message_id=message_id,
+                                                      session_id=session_id))
 
-    async def raise_event(self, instance_id: str, name: str, data: Any, *, message_id: str | None = None
-                          ) -> Published:
-        return await self.send(self.messages.event(instance_id, name, data, message_id=message_id))
+    async def raise_event(self, instance_id: str, name: str, data: Any, *, message_id: str | None = None,
+                          session_id: str | None = None) -> Published:
+        return await self.send(self.messages.event(instance_id, name, data, message_id=message_id,
+                                                   session_id=session_id))
 
     async def send(self, outgoing: Outgoing) -> Published:
         if self._sender is None:

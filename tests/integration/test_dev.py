@@ -105,6 +105,32 @@ def test_dev_topic_runs_the_demo_through_the_topic_subscription(tmp_path: Path) 
         assert dev.terminate(signal.SIGINT) == 0
 
 
+def test_dev_sessions_runs_the_demo_in_sessions_and_prints_what_the_cli_needs(tmp_path: Path) -> None:
+    """`sbworker dev --sessions`: the shipped Config.json's session-enabled queue, each demo message in its
+    instance's session (the queue refuses a message without one)."""
+    sb_port, dts_port = free_port(), free_port()
+    env = sbworker_env("ignored", "ignored")
+    del env["SERVICEBUS_CONNECTION_STRING"], env["DTS_CONNECTION_STRING"]
+    args = ["dev", "--sessions", "--memory", "--servicebus-port", str(sb_port), "--dts-port", str(dts_port),
+            "--dashboard-port", "0"]
+    with Process(args, env).start() as dev:
+        dev.wait_for_output("Ready for your own messages", timeout=90)
+        out = dev.output
+        assert "listening on queue 'workflow-requests-sessions' (sessions:" in out
+        assert "export SERVICEBUS_SESSIONS=true" in out
+        for name in ("hello_cities", "fan_out_fan_in", "workflow_with_retry", "invoice_payment"):
+            assert re.search(rf"{name}\s+COMPLETED", out), out
+        assert re.search(r'approval_workflow\s+COMPLETED\s+"Approved"', out), out
+        # The approval and the payment went in too: the session-enabled queue refuses a message without a session.
+        assert re.search(r"accepted session demo-approval_workflow-\w+ of queue 'workflow-requests-sessions'", out)
+        assert dev.terminate(signal.SIGINT) == 0
+    with Process(["dev", "--sessions", "--memory", "--dashboard-port", "0"],
+                 {**env, "SERVICEBUS_SESSIONS": "false"}).start() as refused:
+        assert refused.proc is not None and refused.proc.wait(60) == 2
+        assert "configuration error: SERVICEBUS_SESSIONS: is false, but --sessions asks for session mode" in \
+            refused.output
+
+
 def test_dev_refuses_a_busy_port(tmp_path: Path) -> None:
     import socket
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from azure.servicebus import ServiceBusClient as SyncClient
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
@@ -25,7 +26,7 @@ from tests.integration.harness import QUEUE, SESSION_QUEUE, SESSION_QUEUE_SOURCE
 from tests.integration.test_listener import ExplodingOnce, Slow
 from tests.integration.test_service import _get
 from tests.support.ports import free_port
-from tests.support.processes import Process, sbworker_env
+from tests.support.processes import Process, sbworker, sbworker_env
 from tests.support.wait import eventually, until
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
@@ -158,3 +159,19 @@ def test_sessions_that_disagree_with_the_entity_are_one_line_and_a_503(bus: Loca
         assert "Traceback" not in svc.output and svc.output.count(says) == 1, svc.output[-3000:]
         assert svc.terminate() == 0
 
+
+def test_sbworker_publish_sends_in_the_instances_session_or_the_one_named(bus: LocalBus,
+                                                                         dts_backend: DtsBackend) -> None:
+    env = sbworker_env(bus.connection_string, dts_backend.connection_string, SERVICEBUS_SESSIONS="true")
+    started = sbworker("publish", "start", "hello_cities", "--instance-id", "cli-own", env=env)
+    assert started.returncode == 0 and "session_id:  cli-own" in started.stdout, started.stderr
+    named = sbworker("publish", "approve", "cli-own", "--approver", "ada", "--session-id", "customer-7", env=env)
+    assert named.returncode == 0 and "session_id:  customer-7" in named.stdout, named.stderr
+    too_long = sbworker("publish", "start", "hello_cities", "--session-id", "k" * 129, env=env)
+    assert too_long.returncode == 2 and too_long.stderr.strip().endswith(
+        "--session-id: a session id is 1 to 128 characters (Service Bus), got 129")
+    with SyncClient.from_connection_string(bus.connection_string) as client:  # the session-enabled queue
+        for session, subject in (("cli-own", "start"), ("customer-7", "approval")):
+            with client.get_queue_receiver(SESSION_QUEUE, session_id=session, max_wait_time=2) as receiver:
+                [message] = receiver.receive_messages(max_wait_time=2)
+                assert str(message.subject) == subject

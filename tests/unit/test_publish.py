@@ -109,3 +109,17 @@ def test_verify_is_the_listeners_parse() -> None:
     with pytest.raises(Rejected) as refused:
         verify(body, subject="begin", content_type="application/json", message_id="m")
     assert refused.value.reason == "UnknownSubject"
+
+
+@pytest.mark.parametrize("mode", [None, "structured"])
+def test_with_sessions_each_message_goes_in_its_instances_session_unless_another_is_named(mode: Any) -> None:
+    messages = Messages(cloudevents=mode, sessions=True)
+    start = messages.start("hello_cities")
+    assert start.message.session_id == start.instance_id  # the instance id defaults to the message (event) id
+    assert messages.approval("i-2", True, "ada").message.session_id == "i-2"
+    assert messages.event("i-3", "PaymentReceived", PAYMENT, session_id="customer-7").message.session_id == \
+        "customer-7"
+    assert Messages(cloudevents=mode).start("hello_cities", instance_id="i-4").message.session_id is None
+    assert Messages().approval("i-5", True, "ada", session_id="k").message.session_id == "k"
+    with pytest.raises(ValueError, match="1 to 128 characters"):
+        messages.start("hello_cities", session_id="k" * 129)
