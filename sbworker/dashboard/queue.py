@@ -28,6 +28,7 @@ from azure.servicebus import ServiceBusClient as SyncServiceBusClient
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageState, ServiceBusReceivedMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 
+from sbworker import patches
 from sbworker.core import clients, contract, messages
 from sbworker.core.config import ServiceBusSettings
 from sbworker.core.entities import Entity
@@ -45,6 +46,7 @@ class Counts:
     scheduled: int
     dead_letter: int
     capped: bool  # PEEK_LIMIT reached in one of them: the numbers are lower bounds
+    sessions: int | None = None  # session mode: sessions with a message waiting (or in hand); None otherwise
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,14 @@ class Queue:
             if receiver is None:
                 receiver = self.entity.receiver(self._sb(), sub_queue=sub_queue)
                 self._peekers[sub_queue] = receiver
+                if self.settings.source.sessions and sub_queue is None:
+                    # A session-enabled entity refuses a plain receive link, and a session receiver would peek
+                    # one session only (and take it from the listener): peek over the management link alone.
+                    try:
+                        await patches.open_for_peek(receiver)
+                    except BaseException:
+                        self._peekers.pop(sub_queue, None)
+                        raise
             found: list[ServiceBusReceivedMessage] = []
             next_seq = 1
             try:
@@ -136,8 +146,10 @@ class Queue:
             self.peek_all(), self.peek_all(ServiceBusSubQueue.DEAD_LETTER))
         now = datetime.now(UTC)
         scheduled = sum(1 for m in active if is_scheduled(m, now))
+        sessions = (len({m.session_id for m in active if m.session_id is not None and not is_scheduled(m, now)})
+                    if self.settings.source.sessions else None)
         counts = Counts(active=len(active) - scheduled, scheduled=scheduled, dead_letter=len(dead),
-                        capped=capped_active or capped_dead)
+                        capped=capped_active or capped_dead, sessions=sessions)
         return QueueView(counts=counts, dead_letters=[dlq.describe(m) for m in dead])
 
     async def counts(self) -> Counts:

@@ -79,6 +79,7 @@ def render(request: web.Request, template: str, *, status: int = 200, **context:
         queue_title=backend(request).queue.title,
         publish_target=backend(request).queue.publish_target,
         servicebus_endpoint=settings.servicebus.endpoint_for_logs,
+        sessions=settings.servicebus.source.sessions,  # the queue pages show each message's session id
         static=lambda name: pages.static_url(request, name),
         notice=notice,
         path=request.path,

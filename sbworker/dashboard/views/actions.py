@@ -19,6 +19,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from orchestrations import registry
+from sbworker.core.config import Settings
 from sbworker.core.contract import Rejected
 from sbworker.core.errors import one_line
 from sbworker.core.times import utc_text
@@ -235,8 +236,8 @@ async def _approve(request: web.Request, instance_id: str, form: MultiDictProxy[
     if state is None or not awaiting_approval(state):
         raise _Refused("This instance is not waiting for an approval.")
     try:
-        message = publish.approval_message(instance_id, decision == "approve", approver, comment,
-                                           bounds=board.settings.limits)
+        message = _messages(board.settings).approval(instance_id, decision == "approve", approver, comment,
+                                                     session_id=_text(form, "session_id").strip() or None).message
     except ValueError as error:
         raise _Refused(f"Not sent: {error}") from None
     await board.queue.send(message)
@@ -270,7 +271,7 @@ async def new_form(request: web.Request) -> web.Response:
 async def new_start(request: web.Request) -> web.StreamResponse:
     """Publish a start message (the product path) and go to the instance it will create."""
     form = await request.post()
-    values = {key: _text(form, key) for key in ("orchestration", "input", "instance_id", "start_at")}
+    values = {key: _text(form, key) for key in ("orchestration", "input", "instance_id", "start_at", "session_id")}
     try:
         name = values["orchestration"]
         if not registry.is_startable(name):
@@ -279,8 +280,10 @@ async def new_start(request: web.Request) -> web.StreamResponse:
         data = _json_field(form, "input", "input")
         start_at = _start_at(values["start_at"])
         try:
-            message, instance_id = publish.start_message(name, data, values["instance_id"].strip() or None, start_at,
-                                                         bounds=backend(request).settings.limits)
+            outgoing = _messages(backend(request).settings).start(
+                name, data, instance_id=values["instance_id"].strip() or None, start_at=start_at,
+                session_id=values["session_id"].strip() or None)
+            message, instance_id = outgoing.message, outgoing.instance_id
         except ValueError as error:
             raise _Refused(f"Not sent: {error}") from None
         await backend(request).queue.send(message)
@@ -297,6 +300,12 @@ async def new_start(request: web.Request) -> web.StreamResponse:
     when = f", to start at {utc_text(start_at)}" if start_at else ""
     return redirect(instance_url(instance_id),
                     f"Start message {message.message_id} sent through {backend(request).queue.publish_target}{when}.")
+
+
+def _messages(settings: Settings) -> publish.Messages:
+    """What `sbworker publish` builds: the configured bounds, and in session mode each message in its instance's
+    session unless the form names another."""
+    return publish.Messages(bounds=settings.limits, sessions=settings.servicebus.source.sessions)
 
 
 def _text(form: MultiDictProxy[Any], key: str) -> str:
