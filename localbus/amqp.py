@@ -145,6 +145,9 @@ class ConnectionHandler:
         self.consumers: list[LinkConsumer] = []
         self.reply_links: dict[str, Link] = {}  # reply address or node → server sender link
         self.gone = False  # closed: sends still being routed are stored, but nobody is answered
+        # The earliest end of a session receiver's wait (monotonic s), so that the server wakes to refuse it on
+        # time; may be stale (the receiver got a session), which costs one early wake-up.
+        self.next_wait_end: float | None = None
         # Set by the server: bytes of our output written to the socket when the input now being handled was read,
         # and where the output written so far ends (flows count as seen by the client once written).
         self.read_mark = 0
@@ -306,6 +309,8 @@ class ConnectionHandler:
         wait = int(timeout_ms) / 1000 if isinstance(timeout_ms, int) and timeout_ms > 0 else SESSION_WAIT
         consumer.waiting_until = time.monotonic() + wait
         consumer.wait_seconds = wait
+        if self.next_wait_end is None or consumer.waiting_until < self.next_wait_end:
+            self.next_wait_end = consumer.waiting_until
         consumer.waiter = Waiter(consumer, lambda found: self._open_session_link(link, consumer, found))
         self.broker.wait_for_session(consumer.entity, consumer.waiter)
 
@@ -326,6 +331,7 @@ class ConnectionHandler:
             self._refuse(consumer.link, TIMEOUT, f"The operation did not complete within the allotted timeout of "
                                                  f"{consumer.wait_seconds:g} s: no session of "
                                                  f"'{consumer.entity.name}' was available.")
+        self.next_wait_end = min((c.waiting_until for c in self.consumers if c.waiter is not None), default=None)
 
     def detach(self, link: Link, condition: str, description: str) -> None:
         """Detach one link with an error (the rest of the connection goes on)."""

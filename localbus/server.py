@@ -174,16 +174,20 @@ class Server:
             self._shutdown()
 
     def _check_tokens(self) -> None:
-        """Detach links whose token expired, refuse session receivers whose wait is over (at most every 0.2 s:
-        the loop wakes at least once a second)."""
+        """Detach links whose token expired (at most every 0.2 s: the loop wakes at least once a second), and
+        refuse session receivers whose wait is over, on time (the loop wakes for the earliest, see _timeout):
+        a client that asked for half a second waits half a second, as with Service Bus."""
         now = time.monotonic()
-        if now - self._tokens_checked < 0.2:
-            return
-        self._tokens_checked = now
+        tokens = now - self._tokens_checked >= 0.2
+        if tokens:
+            self._tokens_checked = now
         for conn in list(self.conns.values()):
+            handler = conn.handler
             try:
-                conn.handler.check_tokens()
-                conn.handler.check_waiting()
+                if tokens:
+                    handler.check_tokens()
+                if handler.next_wait_end is not None and handler.next_wait_end <= now:
+                    handler.check_waiting()
             except Exception:
                 log.exception("token check failed; closing the connection")
                 self._abort(conn)
@@ -195,6 +199,9 @@ class Server:
         timeout = 1.0
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline / 1000.0 - time.time()))
+        waits = [c.handler.next_wait_end for c in self.conns.values() if c.handler.next_wait_end is not None]
+        if waits:
+            timeout = min(timeout, max(0.0, min(waits) - time.monotonic()))
         return timeout
 
     def _accept(self) -> None:

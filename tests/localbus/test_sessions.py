@@ -7,6 +7,7 @@ they come from.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -158,9 +159,13 @@ def test_a_held_session_cannot_be_locked_by_a_second_receiver_until_released(sb:
 
 
 def test_next_available_with_no_session_times_out_as_service_bus_does(bus: LocalBus) -> None:
-    with client(bus, retry_total=0) as sb, pytest.raises(OperationTimeoutError), \
-            sb.get_queue_receiver(SQ, session_id=NEXT_AVAILABLE_SESSION, max_wait_time=1) as r:
-        r.receive_messages(max_wait_time=1)
+    """Refused once the wait the receiver asked for (com.microsoft:timeout) is over, and not before."""
+    began = time.monotonic()
+    with client(bus, retry_total=0) as sb, pytest.raises(OperationTimeoutError) as refused, \
+            sb.get_queue_receiver(SQ, session_id=NEXT_AVAILABLE_SESSION, max_wait_time=0.5) as r:
+        r.receive_messages(max_wait_time=0.5)
+    assert time.monotonic() - began >= 0.45  # the SDK asks for its max_wait_time less a few milliseconds
+    assert re.search(r"within the allotted timeout of 0\.4\d* s: no session of '\S+' was available", str(refused.value))
     assert bus.call(lambda b: len(b.entity(SQ).waiting)) == 0  # the waiting receiver is gone
 
 
