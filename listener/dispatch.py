@@ -32,7 +32,8 @@ TRANSIENT_RETRY_SECONDS = 20.0
 # After a raise, how long to wait for the event to reach the instance's history. A raise on an instance that finished
 # after our status read is accepted and the event dropped (localdts and the SDK's test backend do so; an event that
 # arrives while an instance's last step runs is never processed either): only the history tells an applied decision
-# from one that came too late (found by the chaos campaign, seed 2).
+# from one that came too late (found by the chaos campaign, seed 2). Past it the message is not completed on trust:
+# a "confirm" copy looks again later (Pending; the worker may be away, seed 17).
 CONFIRM_RAISE_SECONDS = 5.0
 # A call that times out means the channel may be half-open (bytes dropped, no FIN): grpc.aio keeps such a channel
 # for about a minute whatever its keepalive settings (measured), so a fresh client replaces it, at most this often.
@@ -93,6 +94,22 @@ class InstanceNotFound:
 class InstanceNotRunning:
     instance_id: str
     status: str
+    raised: bool = False  # the event was raised while it ran, and it ended without taking it
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The event was raised, but the running instance has not taken it (yet): its worker may be slow or away, and
+    the step it runs may still end the instance without it."""
+
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class InstanceGone:
+    """The event was raised, then the instance was purged before its history could tell whether it took it."""
+
+    instance_id: str
 
 
 @dataclass(frozen=True)
@@ -120,8 +137,8 @@ class TransientFailure:
     error: str
 
 
-Outcome = (Started | AlreadyExists | Raised | AlreadyApplied | InstanceNotFound | InstanceNotRunning
-           | NotAnApprovalWorkflow | EventNotAwaited | TransientFailure)
+Outcome = (Started | AlreadyExists | Raised | AlreadyApplied | InstanceNotFound | InstanceNotRunning | Pending
+           | InstanceGone | NotAnApprovalWorkflow | EventNotAwaited | TransientFailure)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -135,8 +152,10 @@ class Dispatcher:
                  call_timeout: float = CALL_TIMEOUT_SECONDS,
                  awaits: Callable[[str | None, str], bool] = registry.awaits_event,
                  awaited: Callable[[str | None], tuple[str, ...]] = registry.events_of,
-                 reconnect: Callable[[], DtsClient] | None = None) -> None:
+                 reconnect: Callable[[], DtsClient] | None = None,
+                 confirm_seconds: float = CONFIRM_RAISE_SECONDS) -> None:
         self._client = client
+        self._confirm_seconds = confirm_seconds
         self._reconnect = reconnect
         self._replaced_at = time.monotonic()
         self._retired: set[asyncio.Task[Any]] = set()
@@ -167,16 +186,20 @@ class Dispatcher:
         if close is not None:
             await close()
 
-    async def dispatch(self, request: Request, message_id: str | None = None, *, redelivered: bool = False
-                       ) -> Outcome:
+    async def dispatch(self, request: Request, message_id: str | None = None, *, redelivered: bool = False,
+                       confirm: bool = False) -> Outcome:
         """`message_id` tags a raised event, so a redelivered event message can recognise its own earlier raise.
 
         `redelivered` (the message was delivered before) makes a raise on a running instance look for that earlier
-        raise first: a crash between raise and complete must not raise the event twice.
+        raise first: a crash between raise and complete must not raise the event twice. `confirm` (a confirm copy,
+        whose event was raised already) only reads what became of that raise: raising again would double it.
         """
         try:
             if isinstance(request, StartRequest):
                 return await self._retrying(lambda r: self._start(r, message_id), request)
+            if confirm:
+                return await self._retrying(lambda r: self._fate(r.instance_id, r.event_name,
+                                                                 _event_key(r, message_id)), request)
             return await self._retrying(lambda r: self._raise(r, message_id, redelivered), request)
         except Exception as error:
             if is_transient(error):
@@ -223,8 +246,7 @@ class Dispatcher:
         return Started(request.instance_id)
 
     async def _raise(self, request: RaiseRequest, message_id: str | None, redelivered: bool) -> Outcome:
-        if request.cloudevent is not None:  # the CloudEvents id is the idempotency key
-            message_id = request.cloudevent.id
+        message_id = _event_key(request, message_id)
         # Read first: a raise on a finished instance is accepted silently by some backends, and we want that
         # case visible in the dead-letter queue, not swallowed.
         state = await asyncio.wait_for(
@@ -261,30 +283,39 @@ class Dispatcher:
         """Raised once the event is in the history; InstanceNotRunning if the instance finished without it (our
         status read saw it running, then another decision, event or its timer ended it before the event was taken).
 
-        Still running without it after CONFIRM_RAISE_SECONDS (the worker is slow or away): Raised, as the event is
-        pending on a running instance. A failing read changes nothing either: the raise itself was accepted, and
+        Still running without it after the confirmation bound (the worker is slow or away), or a read that keeps
+        failing: Pending, which a confirm copy settles later. Never an error: the raise itself was accepted, and
         retrying the whole message would raise it again."""
         if not message_id:
             return Raised(instance_id)
-        deadline = time.monotonic() + CONFIRM_RAISE_SECONDS
+        deadline = time.monotonic() + self._confirm_seconds
         pause = 0.02
         try:
             while True:
-                state = await asyncio.wait_for(
-                    self._client.get_orchestration_state(instance_id, fetch_payloads=False), self._call_timeout
-                )
-                if await self._was_raised(instance_id, name, message_id):
-                    return Raised(instance_id)
-                if state is not None and state.runtime_status in TERMINAL_STATUSES:
-                    return InstanceNotRunning(instance_id, state.runtime_status.name)
-                if time.monotonic() >= deadline:
-                    return Raised(instance_id)
+                fate = await self._fate(instance_id, name, message_id)
+                if not isinstance(fate, Pending) or time.monotonic() >= deadline:
+                    return fate
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.25)
         except Exception as error:
             if not is_transient(error):
                 raise
+            return Pending(instance_id)
+
+    async def _fate(self, instance_id: str, name: str, message_id: str | None) -> Outcome:
+        """What became of an event raised earlier, read and never raised again: in the history (Raised), the
+        instance ended without it (InstanceNotRunning), or still waiting on a running instance (Pending). The status
+        is read before the history, so an instance that takes the event between the two reads shows it."""
+        state = await asyncio.wait_for(
+            self._client.get_orchestration_state(instance_id, fetch_payloads=False), self._call_timeout
+        )
+        if state is None:
+            return InstanceGone(instance_id)
+        if not message_id or await self._was_raised(instance_id, name, message_id):
             return Raised(instance_id)
+        if state.runtime_status in TERMINAL_STATUSES:
+            return InstanceNotRunning(instance_id, state.runtime_status.name, raised=True)
+        return Pending(instance_id)
 
     async def _was_raised(self, instance_id: str, name: str, message_id: str) -> bool:
         """Did an event `name` carrying this message id reach the instance's history?"""
@@ -304,6 +335,11 @@ class Dispatcher:
         if state.outcome is not None and isinstance(state.outcome.exception(), TimeoutError):
             self._timed_out()
         _log_retry(state)
+
+
+def _event_key(request: RaiseRequest, message_id: str | None) -> str | None:
+    """What a raised event carries as its `message_id`: the CloudEvents id is a CloudEvent's idempotency key."""
+    return request.cloudevent.id if request.cloudevent is not None else message_id
 
 
 def _tags(request: StartRequest, message_id: str | None) -> dict[str, str] | None:

@@ -16,15 +16,15 @@ from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.aio import ServiceBusReceiver
 
 from listener.delivery import Delivery
-from listener.dispatch import Dispatcher, InstanceNotFound, Outcome
+from listener.dispatch import Dispatcher, InstanceNotFound, Outcome, Pending
 from listener.locks import LockKeeper
-from listener.settlement import Abandon, Action, RetryHistory, decide
+from listener.settlement import Abandon, Action, RetryHistory, decide, is_confirm_copy
 from listener.settler import Settler, field
 from orchestrations.events import CATALOG
 from sbworker.core import contract, messages
 from sbworker.core.codes import PROP_UNDECODABLE, AbandonReason, Reason
 from sbworker.core.config import ListenerSettings
-from sbworker.core.contract import InputCheck, Invalid, Request
+from sbworker.core.contract import InputCheck, Invalid, Request, StartRequest
 from sbworker.core.events import EventCatalog
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from sbworker.observability.observer import Observer
@@ -77,13 +77,15 @@ class Pipeline:
         outcome: Outcome | None = None
         if not isinstance(parsed, Invalid):
             outcome = await self._dispatcher.dispatch(parsed, message_id=messages.text(delivery.message_id),
-                                                      redelivered=bool(message.delivery_count))
-        # Only an approval still waiting for its instance needs its retry history read.
+                                                      redelivered=bool(message.delivery_count),
+                                                      confirm=not isinstance(parsed, StartRequest)
+                                                      and is_confirm_copy(message))
+        # Only an event still waiting (for its instance, or for its instance to take it) needs its retry history.
         window = self._settings.approval_not_found_window_seconds
         retries, since, uncopyable = 0, 0.0, None
-        if isinstance(outcome, InstanceNotFound):
+        if isinstance(outcome, InstanceNotFound | Pending):
             now = datetime.now(UTC)
-            history = RetryHistory.of(message, window, now)
+            history = RetryHistory.of(message, window, now, confirm=isinstance(outcome, Pending))
             retries, since = history.retries, history.seconds_since_first(now)
             uncopyable = messages.uncopyable(messages.properties(message))
         return decide(parsed, outcome, retries_so_far=retries, seconds_since_first_attempt=since,

@@ -1,4 +1,5 @@
-"""The settlement policy: `decide`, one pure function, and the retry bookkeeping an early approval carries.
+"""The settlement policy: `decide`, one pure function, and the retry bookkeeping a re-enqueued copy carries (an
+early event waiting for its instance, or a confirm copy waiting for its raised event to be taken).
 
 Every row of the README's settlement table is one branch of `decide`, and a unit test pins each. The receiver
 only applies the Action it returns (receiver.Settler).
@@ -14,16 +15,18 @@ from listener.dispatch import (
     AlreadyApplied,
     AlreadyExists,
     EventNotAwaited,
+    InstanceGone,
     InstanceNotFound,
     InstanceNotRunning,
     NotAnApprovalWorkflow,
     Outcome,
+    Pending,
     Raised,
     Started,
     TransientFailure,
 )
 from sbworker.core import messages
-from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason, Reason
+from sbworker.core.codes import PROP_CONFIRM, PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason, Reason
 from sbworker.core.contract import ApprovalRequest, Invalid, Request
 
 # Backoff for an approval that arrived before its start: 1 s, 2 s, 4 s … capped, until the window closes.
@@ -38,7 +41,8 @@ CLOCK_SKEW_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class Complete:
-    note: str  # "started", "duplicate", "raised"
+    note: str  # "started", "duplicate", "raised", "unconfirmed"
+    warning: str = ""  # why completing is not the whole story: logged as a WARNING
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class RetryLater:
     delay: float
     attempt: int  # 1 for the first re-enqueue
     reason: str
+    confirm: bool = False  # a confirm copy: its event was raised, and the copy only reads what became of it
 
 
 Action = Complete | DeadLetter | Abandon | RetryLater
@@ -90,9 +95,29 @@ def decide(
             return Complete("raised")
         case AlreadyApplied():
             return Complete("duplicate")
+        case InstanceNotRunning(instance_id=iid, status=status, raised=True):
+            return DeadLetter(Reason.INSTANCE_NOT_RUNNING,
+                              f"instance {iid!r} is {status}; {_what(parsed)} was raised while it ran but never "
+                              f"processed: the instance ended first")
         case InstanceNotRunning(instance_id=iid, status=status):
-            what = "the approval" if isinstance(parsed, ApprovalRequest) else f"the event {_event_name(parsed)}"
-            return DeadLetter(Reason.INSTANCE_NOT_RUNNING, f"instance {iid!r} is {status}; {what} came too late")
+            return DeadLetter(Reason.INSTANCE_NOT_RUNNING,
+                              f"instance {iid!r} is {status}; {_what(parsed)} came too late")
+        case InstanceGone(instance_id=iid):
+            return DeadLetter(Reason.INSTANCE_NOT_FOUND,
+                              f"instance {iid!r} no longer exists: {_what(parsed)} was raised while it ran, and it "
+                              f"was purged before its history showed whether it was processed")
+        case Pending(instance_id=iid) if message_id_length > MAX_REENQUEUE_MESSAGE_ID or uncopyable:
+            return Complete("unconfirmed", f"{_what(parsed)} raised at instance {iid!r} is still pending, and this "
+                                           f"message cannot be copied to confirm it later")
+        case Pending(instance_id=iid):
+            remaining = not_found_window - seconds_since_first_attempt
+            if remaining <= 0:
+                return Complete("unconfirmed", f"{_what(parsed)} raised at instance {iid!r} is still pending after "
+                                               f"{seconds_since_first_attempt:.0f}s (window {not_found_window:.0f}s, "
+                                               f"{retries_so_far} confirmations); the instance takes it when its "
+                                               f"worker returns, unless it ends first")
+            return RetryLater(min(_backoff(retries_so_far), remaining), retries_so_far + 1,
+                              f"the event raised at instance {iid!r} is still pending", confirm=True)
         case NotAnApprovalWorkflow(instance_id=iid, name=name):
             return DeadLetter(Reason.NOT_AN_APPROVAL_WORKFLOW,
                               f"instance {iid!r} is a {name!r}, which does not wait for approvals")
@@ -109,8 +134,6 @@ def decide(
                               f"no instance {iid!r} yet, and it cannot wait for one in a re-enqueued copy: "
                               f"{uncopyable}")
         case InstanceNotFound(instance_id=iid):
-            # The exponent is capped: 2.0 ** 1024 overflows, and the cap is reached long before that anyway.
-            delay = min(NOT_FOUND_MAX_DELAY, NOT_FOUND_FIRST_DELAY * 2.0 ** min(retries_so_far, 16))
             remaining = not_found_window - seconds_since_first_attempt
             if remaining <= 0:
                 return DeadLetter(
@@ -118,28 +141,45 @@ def decide(
                     f"no instance {iid!r} after {seconds_since_first_attempt:.0f}s "
                     f"(window {not_found_window:.0f}s, {retries_so_far} retries)",
                 )
-            return RetryLater(min(delay, remaining), retries_so_far + 1, f"instance {iid!r} not found yet")
+            return RetryLater(min(_backoff(retries_so_far), remaining), retries_so_far + 1,
+                              f"instance {iid!r} not found yet")
         case TransientFailure(error=error):
             return Abandon(AbandonReason.DTS_UNAVAILABLE, error)
     raise AssertionError(f"unhandled outcome {outcome!r}")  # pragma: no cover
 
 
+def _backoff(retries_so_far: int) -> float:
+    # The exponent is capped: 2.0 ** 1024 overflows, and the cap is reached long before that anyway.
+    return min(NOT_FOUND_MAX_DELAY, NOT_FOUND_FIRST_DELAY * 2.0 ** min(retries_so_far, 16))
+
+
+def is_confirm_copy(message: Any) -> bool:
+    """A confirm copy (RetryLater.confirm): its handling must only read the instance, never raise again."""
+    return messages.prop(message, PROP_CONFIRM) is not None
+
+
 @dataclass(frozen=True)
 class RetryHistory:
-    """How often, and since when, an early approval has waited for its instance (the properties its copies carry)."""
+    """How often, and since when, a message has waited in re-enqueued copies (the properties its copies carry): an
+    early event for its instance, or a confirm copy for its raised event to be taken. Each wait has its own clock
+    and window: an early event that waited for its instance and then found it pending starts a confirmation."""
 
     retries: int
     first_attempt: datetime
+    confirm: bool = False
 
     @classmethod
-    def of(cls, message: Any, window: float, now: datetime) -> RetryHistory:
-        """Read from the message's properties, trusted only within what the protocol allows.
+    def of(cls, message: Any, window: float, now: datetime, *, confirm: bool = False) -> RetryHistory:
+        """Read from the message's properties, trusted only within what the protocol allows; `confirm` asks for
+        the confirmation's history, which starts now unless the message is a confirm copy already.
 
         A copy is re-enqueued only while its window is open, with a delay of at most NOT_FOUND_MAX_DELAY (+20%
         jitter), so its first attempt lies between (its enqueue time - window - that delay) and its enqueue time.
         A value outside (a publisher's year 9999, a corrupted string) is ignored and the clock starts at this
         enqueue; a retry count that is not a small non-negative integer counts as none.
         """
+        if confirm and not is_confirm_copy(message):
+            return cls(0, now, confirm=True)
         raw_retries = messages.prop(message, PROP_RETRIES)
         retries = (raw_retries if isinstance(raw_retries, int) and not isinstance(raw_retries, bool)
                    and 0 <= raw_retries < 10_000 else 0)
@@ -156,15 +196,18 @@ class RetryHistory:
                 earliest = enqueued - timedelta(seconds=window + 1.2 * NOT_FOUND_MAX_DELAY + CLOCK_SKEW_SECONDS)
                 if earliest <= claimed <= enqueued + timedelta(seconds=CLOCK_SKEW_SECONDS):
                     first = claimed
-        return cls(retries, first)
+        return cls(retries, first, confirm=confirm)
 
     def seconds_since_first(self, now: datetime) -> float:
         return max(0.0, (now - self.first_attempt).total_seconds())
 
     def properties(self, attempt: int) -> dict[str | bytes, Any]:
         """What a re-enqueued copy carries for its next attempt (`RetryLater.attempt`)."""
-        return {PROP_RETRIES: attempt, PROP_FIRST_ATTEMPT: self.first_attempt.isoformat()}
+        written: dict[str | bytes, Any] = {PROP_RETRIES: attempt, PROP_FIRST_ATTEMPT: self.first_attempt.isoformat()}
+        if self.confirm:
+            written[PROP_CONFIRM] = True
+        return written
 
 
-def _event_name(parsed: Request) -> str:
-    return str(getattr(parsed, "event_name", "?"))
+def _what(parsed: Request) -> str:
+    return "the approval" if isinstance(parsed, ApprovalRequest) else f"the event {getattr(parsed, 'event_name', '?')}"

@@ -132,7 +132,7 @@ class Settler:
         """Schedule a copy on the source's retry queue, carrying the retry history one step further; its sequence
         numbers, so that it can be withdrawn (None if it could not be sent)."""
         message = delivery.message
-        history = RetryHistory.of(message, self._window, datetime.now(UTC))
+        history = RetryHistory.of(message, self._window, datetime.now(UTC), confirm=action.confirm)
         properties: dict[str | bytes, Any] = {**messages.properties(message), **history.properties(action.attempt)}
         delivery.trace.inject(properties)
         copy = messages.copy(message, body=messages.body_bytes(message), application_properties=properties)
@@ -189,7 +189,9 @@ def _action_label(action: Action) -> str:
 def _reason(action: Action) -> str:
     if isinstance(action, Complete):
         return action.note
-    return Reason.INSTANCE_NOT_FOUND.value if isinstance(action, RetryLater) else action.reason
+    if isinstance(action, RetryLater):
+        return "pending" if action.confirm else Reason.INSTANCE_NOT_FOUND.value
+    return action.reason
 
 
 def _description(description: str, trace_id: str | None) -> str:
@@ -198,7 +200,8 @@ def _description(description: str, trace_id: str | None) -> str:
 
 
 def _log_settled(delivery: Delivery, action: Action) -> None:
-    level = logging.WARNING if isinstance(action, DeadLetter | Abandon) else logging.INFO
+    warning = action.warning if isinstance(action, Complete) else ""
+    level = logging.WARNING if warning or isinstance(action, DeadLetter | Abandon) else logging.INFO
     if not log.isEnabledFor(level):  # one line per message: not built when it would not be written
         return
     message = delivery.message
@@ -206,12 +209,14 @@ def _log_settled(delivery: Delivery, action: Action) -> None:
     reason = action.note if isinstance(action, Complete) else action.reason
     if isinstance(action, Abandon) and action.detail:
         reason = f"{action.reason} ({action.detail})"
+    if warning:  # the whole sentence (clipped later than a field): it says what is left to happen
+        reason = f"{field(reason)} ({clip(warning, MAX_DESCRIPTION_CHARS)})"
     session = f" session_id={field(message.session_id)}" if message.session_id is not None else ""
     log.log(
         level,
         "settled message_id=%s subject=%s instance_id=%s action=%s reason=%s delivery_count=%s duration_ms=%.1f%s",
         field(delivery.message_id), field(delivery.subject), field(instance_id),
-        type(action).__name__.lower(), field(reason) or "-", message.delivery_count,
+        type(action).__name__.lower(), (reason if warning else field(reason)) or "-", message.delivery_count,
         (time.monotonic() - delivery.started) * 1000, session,
     )
 

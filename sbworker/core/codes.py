@@ -72,6 +72,9 @@ APPROVAL_EVENT: Final = "ApprovalEvent"
 # and since when, it has waited for its instance. A resubmit from the DLQ strips them so the copy starts afresh.
 PROP_RETRIES: Final = "sbworker-retries"
 PROP_FIRST_ATTEMPT: Final = "sbworker-first-attempt"
+# Marks a "confirm" copy (settlement.RetryLater.confirm): its event was raised, but the instance had not taken it
+# within the confirmation bound. Its handling only reads the instance, and never raises the event again.
+PROP_CONFIRM: Final = "sbworker-confirm"
 # The orchestration tag naming the Service Bus message that started an instance (the dashboard links them).
 TAG_MESSAGE_ID: Final = "sbworker.message_id"
 # Set by sbworker.patches.amqp_decoding on a delivery the SDK could not decode (the value says what failed).

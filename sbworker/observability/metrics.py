@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Every reason a settlement can carry, whatever its action; anything else is counted as "other".
-_REASONS = frozenset({*Reason, *AbandonReason, "started", "duplicate", "raised"})
+_REASONS = frozenset({*Reason, *AbandonReason, "started", "duplicate", "raised", "pending", "unconfirmed"})
 
 
 def reason_label(reason: str) -> str:

@@ -23,12 +23,12 @@ from azure.servicebus import (
 
 from sbworker import patches
 from sbworker.core import messages
-from sbworker.core.codes import DEAD_LETTER_PROPS, PROP_FIRST_ATTEMPT, PROP_RETRIES
+from sbworker.core.codes import DEAD_LETTER_PROPS, PROP_CONFIRM, PROP_FIRST_ATTEMPT, PROP_RETRIES
 from sbworker.core.entities import Entity, Source
 from sbworker.core.times import utc_text
 
 # Properties added when dead-lettering, and our retry bookkeeping: a resubmitted copy starts afresh without them.
-STRIPPED_PROPS = DEAD_LETTER_PROPS | {PROP_RETRIES, PROP_FIRST_ATTEMPT}
+STRIPPED_PROPS = DEAD_LETTER_PROPS | {PROP_RETRIES, PROP_FIRST_ATTEMPT, PROP_CONFIRM}
 
 
 @dataclass(frozen=True)

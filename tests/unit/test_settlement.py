@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -11,15 +11,18 @@ from listener.dispatch import (
     AlreadyApplied,
     AlreadyExists,
     EventNotAwaited,
+    InstanceGone,
     InstanceNotFound,
     InstanceNotRunning,
     NotAnApprovalWorkflow,
+    Outcome,
+    Pending,
     Raised,
     Started,
     TransientFailure,
 )
-from listener.settlement import Abandon, Complete, DeadLetter, RetryHistory, RetryLater, decide
-from sbworker.core.codes import PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason
+from listener.settlement import Abandon, Complete, DeadLetter, RetryHistory, RetryLater, decide, is_confirm_copy
+from sbworker.core.codes import PROP_CONFIRM, PROP_FIRST_ATTEMPT, PROP_RETRIES, AbandonReason
 from sbworker.core.contract import ApprovalRequest, EventRequest, Invalid, StartRequest
 
 START = StartRequest(orchestration="hello_cities", instance_id="i1", input=None, start_at=None,
@@ -183,3 +186,70 @@ def test_event_the_instance_never_waits_for_is_dead_lettered_as_unknown() -> Non
                                                 "'PaymentReceived'; it waits for ApprovalEvent")
     action = decide(EVENT, EventNotAwaited("i1", "hello_cities", "PaymentReceived", ()))
     assert isinstance(action, DeadLetter) and action.description.endswith("it waits for no events")
+
+
+# --- an event raised, but not taken within the confirmation bound: confirm copies ----------------------------
+
+
+def test_raised_event_still_pending_is_re_enqueued_as_a_confirm_copy_with_growing_delay() -> None:
+    """Past the bound the message is not completed on trust (chaos seed 17): a confirm copy looks again later."""
+    delays = []
+    for retries in range(7):
+        action = decide(APPROVAL, Pending("i1"), retries_so_far=retries, seconds_since_first_attempt=1.0,
+                        not_found_window=300)
+        assert isinstance(action, RetryLater) and action.confirm and action.attempt == retries + 1, action
+        delays.append(action.delay)
+    assert delays == [1, 2, 4, 8, 16, 30, 30]
+    action = decide(EVENT, Pending("i1"), retries_so_far=3, seconds_since_first_attempt=298, not_found_window=300)
+    assert isinstance(action, RetryLater) and action.confirm and action.delay == pytest.approx(2)
+
+
+def test_raised_event_still_pending_after_the_window_completes_with_a_warning_naming_the_instance() -> None:
+    action = decide(APPROVAL, Pending("i1"), retries_so_far=9, seconds_since_first_attempt=301, not_found_window=300)
+    assert isinstance(action, Complete) and action.note == "unconfirmed", action
+    assert "'i1' is still pending after 301s" in action.warning and "worker returns" in action.warning
+    assert decide(APPROVAL, Pending("i1"), not_found_window=0).note == "unconfirmed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("problem", [{"message_id_length": 129}, {"uncopyable": "an integer past 32 bits"}])
+def test_raised_event_still_pending_that_cannot_be_copied_completes_with_a_warning(problem: dict[str, Any]) -> None:
+    action = decide(EVENT, Pending("i1"), not_found_window=300, **problem)
+    assert isinstance(action, Complete) and action.note == "unconfirmed"
+    assert "PaymentReceived raised at instance 'i1' is still pending" in action.warning
+
+
+def test_raised_event_the_instance_ended_without_is_dead_lettered_as_raised_but_never_processed() -> None:
+    action = decide(APPROVAL, InstanceNotRunning("i1", "COMPLETED", raised=True))
+    assert action == DeadLetter("InstanceNotRunning", "instance 'i1' is COMPLETED; the approval was raised while it "
+                                                      "ran but never processed: the instance ended first")
+
+
+def test_raised_event_whose_instance_was_purged_before_it_was_confirmed_is_dead_lettered() -> None:
+    action = decide(EVENT, InstanceGone("i1"))
+    assert isinstance(action, DeadLetter) and action.reason == "InstanceNotFound"
+    assert "PaymentReceived was raised" in action.description and "purged" in action.description
+
+
+def test_a_confirmation_has_a_clock_of_its_own() -> None:
+    """An early event that waited 200 s for its instance and then found it pending starts a confirmation afresh;
+    a confirm copy carries the mark and the confirmation's own history, read back as an early event's is."""
+    early = Received(NOW - timedelta(seconds=1), RetryHistory(5, NOW - timedelta(seconds=200)).properties(6))
+    assert not is_confirm_copy(early)
+    fresh = RetryHistory.of(early, 300, NOW, confirm=True)
+    assert fresh == RetryHistory(0, NOW, confirm=True)
+    written = fresh.properties(1)
+    assert written == {PROP_RETRIES: 1, PROP_FIRST_ATTEMPT: NOW.isoformat(), PROP_CONFIRM: True}
+    later = NOW + timedelta(seconds=3)
+    copy = Received(later - timedelta(seconds=1), written)
+    assert is_confirm_copy(copy)
+    assert RetryHistory.of(copy, 300, later, confirm=True) == RetryHistory(1, NOW, confirm=True)
+    assert PROP_CONFIRM not in RetryHistory.of(early, 300, NOW).properties(7)
+
+
+@pytest.mark.parametrize("outcome", [t for t in get_args(Outcome)], ids=lambda t: t.__name__)
+def test_every_outcome_has_a_row(outcome: type) -> None:
+    """The table is exhaustive: a new Outcome without a branch in decide fails here, not in production."""
+    fields = {"instance_id": "i1", "status": "COMPLETED", "name": "n", "event": "e", "awaited": (), "error": "x"}
+    value = outcome(**{k: v for k, v in fields.items() if k in outcome.__dataclass_fields__})
+    for request in (START, APPROVAL, EVENT):
+        decide(request, value)
