@@ -18,7 +18,7 @@ from azure.servicebus.aio import ServiceBusClient
 from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
 from durabletask.client import OrchestrationState
 
-from listener.dispatch import Dispatcher, is_transient
+from listener.dispatch import CONFIRM_RAISE_SECONDS, Dispatcher, is_transient
 from listener.receiver import Listener
 from listener.service import Service
 from localbus import LocalBus
@@ -86,9 +86,11 @@ class Harness:
     def __init__(self, bus: LocalBus, dts_settings: config.DtsSettings, *, queue: str = QUEUE,
                  listener_settings: ListenerSettings = DEFAULT_LISTENER, dispatcher_retry_seconds: float = 2.0,
                  wrap_dispatcher: Callable[[Dispatcher], Dispatcher] | None = None,
-                 source: Source | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+                 source: Source | None = None, limits: Limits = DEFAULT_LIMITS,
+                 confirm_seconds: float = CONFIRM_RAISE_SECONDS) -> None:
         """`source` (default: the queue `queue`) may be the topic form: then one listener per entity it reads,
-        publishing goes to the topic, and the peeks cover the subscription and the retry queue."""
+        publishing goes to the topic, and the peeks cover the subscription and the retry queue. `confirm_seconds`:
+        how long a raise is confirmed before a confirm copy takes over (listener.dispatch.CONFIRM_RAISE_SECONDS)."""
         self.bus = bus
         self.source = source or queue_source(queue)
         self.queue = self.source.entity.path
@@ -97,6 +99,7 @@ class Harness:
         self.retry_seconds = dispatcher_retry_seconds
         self.wrap_dispatcher = wrap_dispatcher
         self.limits = limits
+        self.confirm_seconds = confirm_seconds
         self.service: Service
         self.dts: AsyncDurableTaskSchedulerClient | None = None
         self.client: ServiceBusClient | None = None
@@ -108,7 +111,8 @@ class Harness:
 
     async def __aenter__(self) -> Harness:
         self.dts = clients.dts_async_client(self.dts_settings)
-        dispatcher = Dispatcher(self.dts, retry_seconds=self.retry_seconds, call_timeout=5.0)
+        dispatcher = Dispatcher(self.dts, retry_seconds=self.retry_seconds, call_timeout=5.0,
+                                confirm_seconds=self.confirm_seconds)
         if self.wrap_dispatcher:
             dispatcher = self.wrap_dispatcher(dispatcher)
         # The service as `sbworker run --no-worker` runs it (the session's worker runs the orchestrations).

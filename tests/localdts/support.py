@@ -131,6 +131,11 @@ class RawWorker:
             instanceId=item.orchestratorRequest.instanceId, completionToken=token or item.completionToken,
             actions=[pb.OrchestratorAction(id=-1, completeOrchestration=done)]))
 
+    def wait(self, item: pb.WorkItem) -> None:
+        """Answer an orchestration work item with no action: the orchestration keeps running, waiting for events."""
+        self.stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
+            instanceId=item.orchestratorRequest.instanceId, completionToken=item.completionToken, actions=[]))
+
     def schedule(self, item: pb.WorkItem, activity: str, value: str) -> None:
         """Answer an orchestration work item: it schedules ``activity`` (task id 0) with input ``value``."""
         task = pb.ScheduleTaskAction(name=activity)
