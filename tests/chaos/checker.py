@@ -46,11 +46,12 @@ RAISE_KINDS = ("approval", "event")  # messages that raise an event on an instan
 # printed with it names where); remove the entry once the finding is fixed.
 KNOWN: dict[str, str] = {
     "reenqueue-doubled": "finding F2, documented in README.md, Guarantees, 'Known limitation: an early event can "
-                         "wait twice': an early approval's (or event's) scheduled copy and the complete of the message "
-                         "it replaces are not one transaction; the copy is withdrawn when the complete is refused for "
-                         "a lost lock, but after an ambiguous failure (a dropped link, a paused broker, a receiver "
-                         "shut down) or a kill between the two, the message comes back and waits twice: its effect "
-                         "happens once, yet it may also end in the DLQ (twice, or once besides being applied)",
+                         "wait twice': an early approval's (or event's) scheduled copy, or a confirm copy of one "
+                         "raised but not yet taken, and the complete of the message it replaces are not one "
+                         "transaction; the copy is withdrawn when the complete is refused for a lost lock, but after "
+                         "an ambiguous failure (a dropped link, a paused broker, a receiver shut down) or a kill "
+                         "between the two, the message comes back and waits twice: its effect happens once, yet it "
+                         "may also end in the DLQ (twice, or once besides being applied)",
 }
 
 
