@@ -7,7 +7,7 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
   early approval, a resubmitted dead letter) sends it unchanged (the SDK sends every int as a 32-bit AMQP int, so
   a long or a timestamp could not be copied at all, and every other type but string, bool and double changed);
 - `amqp_io`: settlement writes that do not wait behind idle reads, and outcome waits that do not queue for a read
-  (together 20 of the 21 ms from receipt to settlement);
+  (together 20 of the 21 ms from receipt to settlement); frame reads bounded without a task per frame;
 - `open_poll`: a receiver that opens as fast as the broker answers (its open loop paused 50 ms per step; session
   mode opens one receiver per session);
 - `session_peek`: a peek of a session-enabled entity that opens no receive link (Service Bus allows the peek,
@@ -73,8 +73,9 @@ def expected(sdk: str | None = None) -> list[str]:
     from sbworker.patches import amqp_decoding, amqp_io, amqp_types, dts_query, open_poll, session_peek, settle_batch
 
     known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_types.TYPED_PROPERTIES,
-                          amqp_io.WRITE_LOCK, amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED, SOCKET_TIMEOUT, RELEASE,
-                          settle_batch.BATCHED_SETTLEMENT, open_poll.OPEN_POLL, session_peek.PEEK_WITHOUT_LINK],
+                          amqp_io.WRITE_LOCK, amqp_io.READ_IN_CALLER, amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED,
+                          SOCKET_TIMEOUT, RELEASE, settle_batch.BATCHED_SETTLEMENT, open_poll.OPEN_POLL,
+                          session_peek.PEEK_WITHOUT_LINK],
              DURABLETASK: [dts_query.QUERY_PAGE, DTS_SPANS]}
     return [name for each, names in known.items() if sdk in (None, each) for name in names]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from azure.servicebus import ServiceBusMessage
@@ -105,6 +106,33 @@ async def test_concurrent_completes_during_a_receive_are_all_confirmed(localbus_
             assert all(patches.settled(m) for m in held)
             assert await idle == []
     assert bus.counts(QUEUE)["total"] == 0
+
+
+async def test_a_frame_read_runs_in_the_callers_task_and_a_timed_out_one_loses_nothing(
+        localbus_factory: LocalBusFactory) -> None:
+    """The SDK's wait_for ran each frame read as a task of its own; the patch bounds it in the caller's task. A read
+    that times out on an idle link returns nothing, and the frames that come later are read whole."""
+    bus = localbus_factory({QUEUE: {"LockDuration": "PT30S"}}, config_path=None)
+    async with ServiceBusClient.from_connection_string(bus.connection_string) as client, \
+            client.get_queue_receiver(QUEUE, prefetch_count=5, **patches.receiver_options()) as receiver:
+        loop = asyncio.get_running_loop()
+        started: list[object] = []
+        factory = loop.get_task_factory()
+
+        def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            started.append(coro)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        loop.set_task_factory(counting)
+        try:
+            assert await _transport(receiver).receive_frame(timeout=0.05) == (None, None)  # type: ignore[attr-defined]
+        finally:
+            loop.set_task_factory(factory)
+        assert started == [], "the frame read ran in a task of its own"
+        async with client.get_queue_sender(QUEUE) as sender:
+            await sender.send_messages([ServiceBusMessage(str(i)) for i in range(5)])
+        held = await _receive(receiver, 5)
+        assert sorted(str(m) for m in held) == [str(i) for i in range(5)]
 
 
 async def test_the_prefetch_buffer_is_counted(localbus_factory: LocalBusFactory) -> None:
