@@ -9,7 +9,6 @@ imports the OpenTelemetry SDK's tracing).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sbworker.observability.metrics import NOOP, Metrics
@@ -20,15 +19,18 @@ if TYPE_CHECKING:
     from sbworker.core.cloudevents import CloudEvent
 
 
+# Entered once per message when there is no span: one shared, reusable context manager instead of a generator's.
+_NOTHING: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
 class MessageTrace:
     """One received message's span. This base is no span at all."""
 
     trace_id: str | None = None  # 32 hex digits while a span exists: a dead-letter description names it
 
-    @contextlib.contextmanager
-    def current(self) -> Iterator[None]:
+    def current(self) -> contextlib.AbstractContextManager[None]:
         """Make the span the parent of what runs inside (the DTS SDK's spans among them)."""
-        yield
+        return _NOTHING
 
     def request(self, orchestration: str | None, instance_id: str | None) -> None:
         """What the message asked for, once parsed."""
