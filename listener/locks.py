@@ -31,16 +31,16 @@ class LockKeeper:
         self._receiver = receiver
         self._metrics = metrics
         self._max_hold = max_hold
-        self._held: dict[int, tuple[Any, float, float]] = {}  # id → (message, held since, lock length)
+        # id → (message, held since, lock length in seconds; 0.0 until the renewal loop first looks at it)
+        self._held: dict[int, tuple[Any, float, float]] = {}
+        self._lock_length = 1.0  # the last one read: how often to look while no held message's is known
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def hold(self, message: Any) -> None:
-        locked_until = message.locked_until_utc
-        if locked_until is None:
-            return
-        length = max(0.5, (_aware(locked_until) - datetime.now(UTC)).total_seconds())
-        self._held[id(message)] = (message, time.monotonic(), length)
+        # Nothing read from the message here: nearly every message is settled long before the loop looks at it,
+        # and reading its lock (the SDK's properties, a datetime) cost about 1% of the listener's CPU per message.
+        self._held[id(message)] = (message, time.monotonic(), 0.0)
         self._wake.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run())
@@ -61,18 +61,26 @@ class LockKeeper:
             if not self._held:
                 self._wake.clear()
                 await self._wake.wait()
-            shortest = min((length for _, _, length in self._held.values()), default=1.0)
+            shortest = min((length for _, _, length in self._held.values() if length), default=self._lock_length)
             await asyncio.sleep(min(1.0, max(0.1, shortest / 5)))
             for key, (message, since, length) in list(self._held.items()):
                 if key not in self._held or patches.settled(message):
                     self._held.pop(key, None)
                     continue
-                if time.monotonic() - since > self._max_hold:
+                held_for = time.monotonic() - since
+                if held_for > self._max_hold:
                     log.warning("message %s held longer than %.0fs: letting its lock expire", message.message_id,
                                 self._max_hold)
                     self._held.pop(key, None)
                     continue
-                left = (_aware(message.locked_until_utc) - datetime.now(UTC)).total_seconds()
+                locked_until = message.locked_until_utc
+                if locked_until is None:  # settled meanwhile, or a session's (its lock is the session's)
+                    self._held.pop(key, None)
+                    continue
+                left = (_aware(locked_until) - datetime.now(UTC)).total_seconds()
+                if not length:  # the lock as it was when the message was taken in hand
+                    length = self._lock_length = max(0.5, left + held_for)
+                    self._held[key] = (message, since, length)
                 if left > min(RENEW_AHEAD_MAX, length * RENEW_SHARE):
                     continue
                 try:
