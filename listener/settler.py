@@ -73,12 +73,13 @@ class Settler:
         metrics: they belong to the settlement, which runs on (the lock is only released by the broker's answer).
         Returns the action applied (a failed re-enqueue is an Abandon), None if it failed."""
         batch = self._batch
-        settling: asyncio.Future[tuple[Action, BaseException | None]]
         if isinstance(action, Complete) and batch is not None:
             # No task of its own: the batch's one task per frame does the work (sbworker/patches/settle_batch.py).
-            settling = _with_action(batch.complete(delivery.message), action)
-        else:
-            settling = asyncio.ensure_future(self._apply(delivery, action))
+            completing = batch.complete(delivery.message)
+            completing.add_done_callback(functools.partial(self._report_completion, delivery, action))
+            await asyncio.shield(completing)
+            return
+        settling = asyncio.ensure_future(self._apply(delivery, action))
         settling.add_done_callback(functools.partial(self._report, delivery))
         await asyncio.shield(settling)
         applied, error = settling.result()
@@ -114,9 +115,15 @@ class Settler:
         return applied, None
 
     def _report(self, delivery: Delivery, settling: asyncio.Future[tuple[Action, BaseException | None]]) -> None:
-        if settling.cancelled():  # only when the loop itself is torn down
-            return
-        applied, error = settling.result()
+        if not settling.cancelled():  # only when the loop itself is torn down
+            self._reported(delivery, *settling.result())
+
+    def _report_completion(self, delivery: Delivery, action: Action, completing: asyncio.Future[BaseException | None]
+                           ) -> None:
+        if not completing.cancelled():
+            self._reported(delivery, action, completing.result())
+
+    def _reported(self, delivery: Delivery, applied: Action, error: BaseException | None) -> None:
         if error is not None:
             # Lost lock / link: Service Bus redelivers it, and every action we take is idempotent.
             log.warning("could not settle message %s (%s): %s; it will be redelivered", field(delivery.message_id),
@@ -166,18 +173,6 @@ class Settler:
             except Exception as error:
                 log.warning("could not withdraw the re-enqueued copy of message %s: %s; it may wait twice",
                             field(delivery.message.message_id), one_line(error))
-
-
-def _with_action(outcome: asyncio.Future[BaseException | None], action: Action
-                 ) -> asyncio.Future[tuple[Action, BaseException | None]]:
-    """The batch's outcome as `_apply` reports one: (the action, the error or None)."""
-    paired: asyncio.Future[tuple[Action, BaseException | None]] = outcome.get_loop().create_future()
-
-    def done(future: asyncio.Future[BaseException | None]) -> None:
-        if not paired.done():
-            paired.set_result((action, future.result()))
-    outcome.add_done_callback(done)
-    return paired
 
 
 def _action_label(action: Action) -> str:
