@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from .config import DEFAULT_CONFIG_PATH, ConfigError
@@ -81,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
 
-    stop = threading.Event()
+    # The handlers only append to a list: one that set a threading.Event could run inside the main thread's own
+    # Event.wait while it held the Event's lock, and wait for that lock for ever (SIGTERM then went unanswered).
+    received: list[int] = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda number, _frame: received.append(number))
     queues = ", ".join(sorted(bus.queues)) or "(none)"
     where = f"data in {args.data}" if args.data else "memory only"
     topics = "; topics: " + ", ".join(f"{name} ({', '.join(spec.subscriptions) or 'no subscriptions'})"
@@ -92,10 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"localbus listening on {args.host}:{bus.port} ({where}); queues: {queues}{topics}", file=sys.stderr)
     print(bus.connection_string, flush=True)
     try:
-        while not stop.wait(0.5):
+        while not received:
             if not bus.running:
                 print("sbworker localbus: error: server stopped unexpectedly", file=sys.stderr)
                 return 1
+            time.sleep(0.5)
     except KeyboardInterrupt:
         pass
     finally:

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,6 +18,12 @@ from .store import DataFileError
 
 DEFAULT_DATA_DIR = Path(".localdata")
 PROG = "sbworker dts"
+# SIGINT/SIGTERM only append to a list, which the main thread looks at this often. A handler runs in the main
+# thread between two bytecodes, and one that set a threading.Event waited for without a timeout made localdts
+# ignore SIGTERM now and then under load: run inside that thread's own Event.wait, after it took the Event's lock,
+# the handler's set() waited for the lock for ever; and a signal that came just before the wait went to sleep was
+# handled only when the thread woke, which was never.
+SIGNAL_POLL_SECONDS = 0.2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,16 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
 
-    stop = threading.Event()
+    received: list[int] = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda number, _frame: received.append(number))
     where = f"orchestrations kept in {dts.data_file}" if dts.data_file else "memory only"
     print(f"localdts listening on {args.host}:{dts.port} ({where}); "
           f"DTS_CONNECTION_STRING is on the next line", file=sys.stderr)
     print(dts.connection_string, flush=True)
     try:
-        stop.wait()
+        while not received:
+            time.sleep(SIGNAL_POLL_SECONDS)
     except KeyboardInterrupt:
         pass
     finally:

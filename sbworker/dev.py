@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -154,11 +155,14 @@ def run_dashboard(settings: Settings, *, host: str, port: int, allow_remote: boo
     board = _dashboard(settings, host, port, access=rules, tls=tls, taskhubs=hubs)
     print(f"dashboard: {board.url}  (task hub {settings.dts.taskhub!r}, {settings.servicebus.source})",
           flush=True)
-    stop = threading.Event()
+    # The handlers only append to a list, looked at every 0.2 s: one that set a threading.Event waited for without
+    # a timeout could deadlock on the Event's lock or be lost just before the wait, and SIGTERM went unanswered.
+    received: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda number, _frame: received.append(number))
     try:
-        stop.wait()
+        while not received:
+            time.sleep(0.2)
     finally:
         board.stop()
     return 0

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -23,6 +22,7 @@ from durabletask import task
 from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
 from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
 
+from localdts.cli import SIGNAL_POLL_SECONDS
 from orchestrations import registry
 from tests.localdts import isolation_workflows
 
@@ -68,13 +68,14 @@ def build_worker(endpoint: str, max_receive_bytes: int | None = None) -> Durable
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="worker %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
+    received: list[int] = []  # not a threading.Event: see SIGNAL_POLL_SECONDS
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda number, _frame: received.append(number))
     worker = build_worker(argv[0], int(argv[1]) if len(argv) > 1 else None)
     worker.start()
     print("ready", flush=True)
-    stop.wait()
+    while not received:
+        time.sleep(SIGNAL_POLL_SECONDS)
     worker.stop()
     return 0
 

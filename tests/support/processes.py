@@ -91,8 +91,9 @@ class Process:
         self.kills += 1
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        """Send `sig` (SIGTERM, or SIGINT as Ctrl-C does) unless it already ended; its exit code. The bound is
-        generous: on the shared machine at load 10-14 a clean exit of localdts twice took over 15 s."""
+        """Send `sig` (SIGTERM, or SIGINT as Ctrl-C does) unless it already ended; its exit code. `timeout` is
+        a liveness bound: the exits over 15 s once seen at load 10-14 were localdts ignoring the signal (see
+        SIGNAL_POLL_SECONDS in localdts/cli.py)."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
