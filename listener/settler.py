@@ -78,7 +78,7 @@ class Settler:
             completing = batch.complete(delivery.message)
             completing.add_done_callback(functools.partial(self._report_completion, delivery, action))
             await asyncio.shield(completing)
-            return
+            return action if completing.result() is None else None
         settling = asyncio.ensure_future(self._apply(delivery, action))
         settling.add_done_callback(functools.partial(self._report, delivery))
         await asyncio.shield(settling)
