@@ -94,11 +94,11 @@ async def start_replicas(broker: Broker, backend: Backend, dts: Dts, count: int,
 
 async def measure(broker: Broker, backend: Backend, n: int, *, max_concurrent: int, prefetch: int,
                   timeout: float = 240.0, trace_path: Path | None = None, kind: str = "sbworker",
-                  proxy: DelayProxy | None = None) -> Throughput:
+                  proxy: DelayProxy | None = None, extra_env: dict[str, str] | None = None) -> Throughput:
     dts = Dts(backend.port)
     try:
         listener = await start_listener(broker, backend, dts, max_concurrent=max_concurrent, prefetch=prefetch,
-                                        trace_path=trace_path, kind=kind, proxy=proxy)
+                                        trace_path=trace_path, kind=kind, proxy=proxy, extra_env=extra_env)
         try:
             prefix = run_prefix("run")
             messages = start_messages(prefix, n)

@@ -2,7 +2,9 @@
 `sbworker run --no-worker`, verified in DTS) under three configurations, interleaved, medians of 3:
 
 - disabled: OTEL_SDK_DISABLED=true (no metrics, no spans, OpenTelemetry never imported by the listener);
-- default:  nothing configured (metrics recorded for /metrics, no spans);
+- no reader: nothing configured and HEALTH_PORT=0, as in `make bench`: no /metrics and no exporter, so nothing
+  is recorded (sbworker.observability.telemetry.setup, `scrape=False`);
+- default:  nothing configured but the health port, as deployed (metrics recorded for /metrics, no spans);
 - traced:   OTEL_EXPORTER_OTLP_ENDPOINT set and OTEL_TRACES_SAMPLER=always_on: a span per message plus the SDK's
   create_orchestration span, exported over OTLP/HTTP (batched) to a sink in this process that accepts and
   discards them, and metrics pushed every second.
@@ -25,10 +27,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from bench import listener_throughput
-from bench.stack import Backend, Broker
+from bench.stack import Backend, Broker, free_port
 
 CONFIGS: dict[str, dict[str, str]] = {
     "disabled": {"OTEL_SDK_DISABLED": "true"},
+    "no reader": {},
     "default": {},
     "traced": {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_METRIC_EXPORT_INTERVAL": "1000"},  # + the sink's endpoint
 }
@@ -82,11 +85,13 @@ async def run(messages: int, repeats: int, max_concurrent: int, prefetch: int
                 for key in (k for c in CONFIGS.values() for k in c):
                     os.environ.pop(key, None)
                 os.environ.update(env)  # the listener process copies this environment
+                # /metrics served (as deployed) except in "no reader"; the bench's listeners otherwise get port 0.
+                health = {} if name in ("disabled", "no reader") else {"HEALTH_PORT": str(free_port())}
                 figure = await listener_throughput.measure(broker, backend, messages, max_concurrent=max_concurrent,
-                                                           prefetch=prefetch)
+                                                           prefetch=prefetch, extra_env=health)
                 results[name].append(figure.per_second)
                 cpu[name].append(figure.listener_cpu_s / messages * 1000)
-                print(f"  repeat {repeat + 1} {name:8} {figure.per_second:6.0f} starts/s  listener CPU "
+                print(f"  repeat {repeat + 1} {name:9} {figure.per_second:6.0f} starts/s  listener CPU "
                       f"{figure.listener_cpu_s / messages * 1000:.2f} ms/msg  OTLP {sink.bytes - before:,} bytes",
                       file=sys.stderr, flush=True)
     finally:

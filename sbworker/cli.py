@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             from sbworker.observability import telemetry
 
             # Before the worker starts: its spans use the global tracer provider that setup installs.
-            observed = telemetry.setup(telemetry_settings)
+            observed = telemetry.setup(telemetry_settings, scrape=settings.listener.health_port != 0)
             return asyncio.run(service.serve(settings, telemetry=observed, with_worker=not args.no_worker,
                                              with_listener=not args.no_listener))
         if args.command == "dev":

@@ -91,7 +91,8 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
             print(_banner(settings, parts.servicebus_connection, data_dir, board.url if board else None), flush=True)
             if demo:
                 threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
-            observed = telemetry.setup(telemetry_settings, recent_spans=recent)
+            observed = telemetry.setup(telemetry_settings, scrape=settings.listener.health_port != 0,
+                                       recent_spans=recent)
             return asyncio.run(service.serve(settings, telemetry=observed))
         finally:
             if board is not None:

@@ -56,10 +56,13 @@ class Telemetry:
         self._closers.clear()
 
 
-def setup(settings: TelemetrySettings, *, metrics: bool = True, recent_spans: RecentSpans | None = None
-          ) -> Telemetry:
+def setup(settings: TelemetrySettings, *, metrics: bool = True, scrape: bool = True,
+          recent_spans: RecentSpans | None = None) -> Telemetry:
     """Build the providers that `settings` asks for; `metrics=False` for short-lived commands (`sbworker publish`).
 
+    `scrape=False` when nothing serves /metrics (HEALTH_PORT=0): metrics are then recorded for the push exporters
+    alone, and with none configured not at all, so the listener holds the no-op Metrics. Recording what no reader
+    could ever export cost 4-5% of the listener's CPU per message (two OpenTelemetry histogram recordings).
     `recent_spans` (`sbworker dev`) turns tracing on without any exporter configured: spans stay in that memory.
     """
     if not settings.enabled:
@@ -68,9 +71,12 @@ def setup(settings: TelemetrySettings, *, metrics: bool = True, recent_spans: Re
     telemetry = Telemetry()
     if settings.tracing or recent_spans is not None:
         telemetry.tracer = _tracing(settings, resource, telemetry, recent_spans)
+    pushed = bool(settings.otlp_metrics_endpoint or settings.azure_monitor_connection_string)
+    metrics = metrics and (scrape or pushed)
     if metrics:
-        _metrics(settings, resource, telemetry)
-    metric_targets = ", ".join(t for t in ("/metrics", _targets(settings.otlp_metrics_endpoint, settings)) if t)
+        _metrics(settings, resource, telemetry, scrape)
+    metric_targets = ", ".join(t for t in ("/metrics" if scrape else "", _targets(settings.otlp_metrics_endpoint,
+                                                                                  settings)) if t)
     trace_targets = ", ".join(t for t in (_targets(settings.otlp_traces_endpoint, settings),
                                           "memory" if recent_spans is not None else "") if t)
     # The service says where its telemetry goes; a one-shot command (`sbworker publish`) says nothing unless asked.
@@ -157,7 +163,7 @@ def _azure_monitor_auth(settings: TelemetrySettings) -> dict[str, Any]:
     return {"credential": credentials.sync_entra(settings.azure_monitor_auth, settings.azure_monitor_client_id)}
 
 
-def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry) -> None:
+def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemetry, scrape: bool) -> None:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -170,7 +176,7 @@ def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
     # target_info series and no otel_scope labels: the series are exactly the instruments, as the README lists them.
     registry = CollectorRegistry(auto_describe=True)
     readers: list[MetricReader] = [PrometheusMetricReader(disable_target_info=True, scope_info_enabled=False,
-                                                          registry=registry)]
+                                                          registry=registry)] if scrape else []
     interval = settings.metric_export_interval_ms
     if settings.otlp_metrics_endpoint:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -187,5 +193,6 @@ def _metrics(settings: TelemetrySettings, resource: Resource, telemetry: Telemet
     # Not made global: the listener holds its meter, and tests build one provider per listener.
     provider = MeterProvider(resource=resource, metric_readers=readers)
     telemetry.metrics = OtelMetrics(provider.get_meter("sbworker"))
-    telemetry.prometheus = lambda: generate_latest(registry).decode()
+    if scrape:
+        telemetry.prometheus = lambda: generate_latest(registry).decode()
     telemetry._closers.append(lambda: provider.shutdown(timeout_millis=SHUTDOWN_TIMEOUT_MILLIS))

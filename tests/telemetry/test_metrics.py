@@ -20,10 +20,12 @@ from localbus import LocalBus
 from localdts import LocalDts
 from sbworker.observability import config as observability_config
 from sbworker.observability import telemetry
+from sbworker.observability.metrics import NOOP, OtelMetrics
 from sbworker.observability.observer import NO_TRACE
 from tests.support.ports import free_port
 from tests.support.wait import eventually
 from tests.telemetry import support
+from tests.telemetry.otlp_receiver import OtlpReceiver
 
 QUEUE = "workflow-requests"
 
@@ -102,3 +104,19 @@ async def test_with_the_sdk_disabled_there_is_no_metrics_endpoint(localbus: Loca
         status, _, _ = get(port, "/metrics")
         assert get(port, "/healthz")[0] == 200
     assert status == 404
+
+
+def test_without_a_reader_of_metrics_nothing_is_recorded_and_a_push_exporter_alone_still_gets_them() -> None:
+    """`sbworker run` with HEALTH_PORT=0 serves no /metrics (scrape=False): without a push exporter the listener
+    holds the no-op Metrics; with one, it records for that exporter alone."""
+    silent = telemetry.setup(observability_config.load({}), scrape=False)
+    assert silent.metrics is NOOP and silent.prometheus is None
+    with OtlpReceiver() as otlp:
+        pushed = telemetry.setup(observability_config.load({
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"{otlp.endpoint}/v1/metrics"}), scrape=False)
+        try:
+            assert isinstance(pushed.metrics, OtelMetrics) and pushed.prometheus is None
+            pushed.observer("q").settled(NO_TRACE, "complete", "started", 0.01)
+        finally:
+            pushed.shutdown()  # the final push
+        assert {"sbworker.messages.settled", "sbworker.message.handling.duration"} <= otlp.metric_names
