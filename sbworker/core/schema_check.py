@@ -82,6 +82,23 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _all(checks: list[Check]) -> Check:
+    """One check that passes when every one of `checks` does (a plain loop: the check runs for every message, and a
+    generator per call cost more than the checks themselves)."""
+    if not checks:
+        return lambda _value: True
+    if len(checks) == 1:
+        return checks[0]
+    every = tuple(checks)
+
+    def check(value: Any) -> bool:
+        for each in every:  # noqa: SIM110 - all() over a generator is what this replaces
+            if not each(value):
+                return False
+        return True
+    return check
+
+
 class _Compiler:
     def __init__(self, root: Any) -> None:
         self._root = root
@@ -101,18 +118,16 @@ class _Compiler:
             checks.append(self._keyword(keyword, argument, schema))
         if "properties" in schema or "additionalProperties" in schema:
             checks.append(self._object(schema.get("properties", {}), schema.get("additionalProperties", True)))
-        if not checks:
-            return lambda _value: True
-        if len(checks) == 1:
-            return checks[0]
-        every = tuple(checks)
-        return lambda value: all(check(value) for check in every)
+        return _all(checks)
 
     def _keyword(self, keyword: str, argument: Any, schema: Mapping[str, Any]) -> Check:
         if keyword == "type":
             names = tuple(argument) if isinstance(argument, list) else (argument,)
             for name in names:
                 _is_type(None, name)  # an unknown type name is not ours to judge
+            if len(names) == 1:
+                only = names[0]
+                return lambda value: _is_type(value, only)
             return lambda value: any(_is_type(value, name) for name in names)
         if keyword == "minLength":
             low = int(argument)
@@ -136,8 +151,7 @@ class _Compiler:
             names = tuple(argument)
             return lambda value: not isinstance(value, dict) or all(name in value for name in names)
         if keyword == "allOf":
-            parts = tuple(self.compile(part) for part in argument)
-            return lambda value: all(part(value) for part in parts)
+            return _all([self.compile(part) for part in argument])
         if keyword == "anyOf":
             parts = tuple(self.compile(part) for part in argument)
             return lambda value: any(part(value) for part in parts)
