@@ -4,9 +4,10 @@ What changes against ``durabletask.testing.InMemoryOrchestrationBackend``:
 
 - **Durable** (with a :class:`~localdts.store.Store`): every call that changes an instance returns only once the
   change is committed to SQLite (group commit on a thread of its own, :mod:`localdts.commits`: concurrent calls
-  share one commit and one fsync). Waiters on a state are woken only after the commit, so nobody hears of a
-  completion that a crash could undo. On start, the running instances are loaded and the owed work is derived
-  from each history: activities re-queued, timers re-armed, sub-orchestrations watched.
+  share one commit and one fsync). Waiters on a state are woken only after the commit, and a read of an instance
+  waits for its changes to be written, so nobody hears of a completion, or sees a state, that a crash could
+  undo. On start, the running instances are loaded and the owed work is derived from each history: activities
+  re-queued, timers re-armed, sub-orchestrations watched.
 - **Cost flat in history** (with a store): an ended instance leaves memory once written (:mod:`localdts.instances`)
   and queries, lists and purges page in SQL (:mod:`localdts.queries`).
 - **Bounded** (:mod:`localdts.limits`): no work item a worker could not receive is sent; payloads, raised events and
@@ -1158,6 +1159,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
             inst = self._live.in_memory(request.instanceId)
             # Appended to, never changed in place once stamped: the events themselves can be shared.
             events = list(inst.history) if inst is not None else None
+            ticket = self._unwritten(request.instanceId)  # only what is on disk, as GetInstance
+        self._settle(ticket, context)
         if events is None:  # ended: read from the store, without keeping it
             stored = self._store.row(request.instanceId) if self._store is not None else None
             if stored is None:
@@ -1179,11 +1182,26 @@ class DurableBackend(InMemoryOrchestrationBackend):
     # --- gRPC: reads that never load every instance ----------------------------------------------------------
 
     def GetInstance(self, request: pb.GetInstanceRequest, context: grpc.ServicerContext) -> pb.GetInstanceResponse:
+        """Only what is on disk, as a DTS reader sees only what its store committed: a client once saw a custom
+        status that localdts, killed before writing it, no longer had after the restart. The answer is built
+        first and sent once everything it shows is written."""
         inst = self._peek(request.instanceId)
-        if inst is None:
-            return pb.GetInstanceResponse(exists=False)
         with self._lock:
-            return self._build_instance_response(inst, request.getInputsAndOutputs)
+            response = (pb.GetInstanceResponse(exists=False) if inst is None
+                        else self._build_instance_response(inst, request.getInputsAndOutputs))
+            ticket = self._unwritten(request.instanceId)
+        self._settle(ticket, context)
+        return response
+
+    def _unwritten(self, instance_id: str) -> Ticket | None:
+        """Under the lock: what to wait for before showing the instance (its start, a change, its purge) to a
+        reader, if its latest change is not on disk yet; None in memory mode."""
+        if self._commits is None:
+            return None
+        if not any(instance_id in changes.dirty or instance_id in changes.deleted
+                   for changes in (self._pending, self._writing) if changes is not None):
+            return None
+        return self._commits.settled()
 
     def QueryInstances(self, request: pb.QueryInstancesRequest,
                        context: grpc.ServicerContext) -> pb.QueryInstancesResponse:

@@ -89,6 +89,7 @@ class GroupCommit(Generic[W]):
         self._expected = expected
         self._failing_since: float | None = None
         self._last_failure = ""
+        self._writing: Batch | None = None  # the batch being written, while it is
 
     def ticket(self) -> Ticket | None:
         """Under ``lock``, right after a change: the batch that will commit it (None: nothing changed).
@@ -101,6 +102,15 @@ class GroupCommit(Generic[W]):
                 return None
             self._cond.notify()
             return self._batch, self._batch.join()
+
+    def settled(self) -> Ticket | None:
+        """Under ``lock``: the batch after which every change made so far is on disk, the one being written
+        included (None: all is). For a reader that must show nothing a crash could undo."""
+        with self._cond:
+            if self._changed():
+                return self.ticket()  # committed after the batch being written (one write at a time)
+            writing = self._writing
+            return None if writing is None else (writing, writing.join())
 
     def nudge(self) -> None:
         """Something changed outside any call that waits for it: have it committed soon."""
@@ -168,15 +178,19 @@ class GroupCommit(Generic[W]):
         with self._lock:
             work = self._collect()
             batch, self._batch = self._batch, Batch()
+            self._writing = batch if work is not None else None
         if work is not None:
             try:
                 self._write(work)
             except BaseException as exc:  # the callers of this batch get the error; nothing was acknowledged
                 self._failed(exc)
+                with self._lock:
+                    self._writing = None  # no one can join it any more: finish() wakes all who did
                 batch.finish(exc)
                 return False
             with self._lock:
                 self._committed(work)
+                self._writing = None
             if self._failing_since is not None:
                 log.warning("localdts: writes work again after %.0f s; everything held meanwhile is now written",
                             time.monotonic() - self._failing_since)

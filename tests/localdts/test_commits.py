@@ -234,3 +234,39 @@ def test_a_purge_while_the_end_is_being_written_deletes_the_instance(
         go_on.set()
         worker.close()
         client.close()
+
+
+def test_a_read_shows_nothing_that_is_not_on_disk(dts: LocalDts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """test_restart's pending approval, made deterministic: a client saw the instance's custom status while the
+    change that set it was not written yet; localdts was killed, and after the restart the status it had seen was
+    gone. While the disk refuses an instance's change, a read of that instance is refused too, as a crash would
+    undo what it showed; once the change is written, the read shows it."""
+    store = dts.backend._store
+    assert store is not None
+    real_write = store.write
+    refusing = threading.Event()
+
+    def write_unless_refusing(changes: list[Change]) -> None:
+        if refusing.is_set():
+            raise sqlite3.OperationalError("disk I/O error")
+        real_write(changes)
+    monkeypatch.setattr(store, "write", write_unless_refusing)
+    worker = RawWorker(dts.port)
+    with grpc.insecure_channel(f"localhost:{dts.port}") as channel:
+        stub = stubs.TaskHubSidecarServiceStub(channel)
+        try:
+            stub.StartInstance(pb.CreateInstanceRequest(instanceId="read-1", name="hello_cities"))
+            item = worker.take()
+            refusing.set()
+            with pytest.raises(grpc.RpcError) as refused:
+                worker.complete(item)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # not acknowledged, kept in memory
+            with pytest.raises(grpc.RpcError) as unread:
+                stub.GetInstance(pb.GetInstanceRequest(instanceId="read-1"))  # it answered COMPLETED
+            assert unread.value.code() == grpc.StatusCode.UNAVAILABLE
+            refusing.clear()
+            read = stub.GetInstance(pb.GetInstanceRequest(instanceId="read-1"))
+            assert read.orchestrationState.orchestrationStatus == pb.ORCHESTRATION_STATUS_COMPLETED
+        finally:
+            refusing.clear()
+            worker.close()
