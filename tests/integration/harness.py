@@ -271,6 +271,24 @@ class Harness:
                                                             what=f"{message_id} re-enqueued {times}x")
         return copy
 
+    async def dead_lettered_from_a_copy(self, message_id: str, timeout: float = 30.0) -> ServiceBusReceivedMessage:
+        """An early approval or event whose instance never comes, dead-lettered from a re-enqueued copy: once a copy
+        waits, this harness's service stops (for good) and one whose window has closed takes the copy when it
+        falls due. A short window does not make this certain: it counts from the publication, and on a loaded
+        machine the first handling came after it had closed, so the original was dead-lettered, not a copy."""
+        await self.reenqueued(message_id)
+        await self.service.stop()
+        closed = replace(self.listener_settings, approval_not_found_window_seconds=0.0)
+
+        async def dead_copy() -> ServiceBusReceivedMessage | None:
+            return next((m for m in await self.peek_queue(ServiceBusSubQueue.DEAD_LETTER)
+                         if str(m.message_id) == message_id and messages.prop(m, PROP_RETRIES)), None)
+
+        async with Harness(self.bus, self.dts_settings, source=self.source, listener_settings=closed):
+            dead: ServiceBusReceivedMessage = await eventually(dead_copy, timeout=timeout,
+                                                               what=f"a copy of {message_id} dead-lettered")
+        return dead
+
     async def queue_drained(self, timeout: float = 20.0) -> None:
         """Nothing left in the queue (active or locked): every message was settled for good."""
 
