@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from localbus import LocalBus
 from tests.fixtures.localbus import LocalBusFactory
+from tests.support.wait import until
 
 from .sdk import bodies, client, sender
 
@@ -35,11 +36,15 @@ def _poke(port: int, payload: bytes, reset: bool = False, linger: float = 0.1) -
 
 
 def _roundtrip(bus: LocalBus, body: str) -> None:
+    """Send `body` and receive it back. Receives are repeated until it comes (one receive's 5 s was a window that
+    a loaded machine could miss, right after a restart too); the bound is a liveness bound."""
     with client(bus) as sb:
         with sender(sb, Q) as s:
             s.send_messages(ServiceBusMessage(body))
         with sb.get_queue_receiver(Q, receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as r:
-            assert bodies(r.receive_messages(max_message_count=1, max_wait_time=5)) == [body]
+            received = until(lambda: bodies(r.receive_messages(max_message_count=1, max_wait_time=5)),
+                             what=f"{body!r} received back", timeout=60, interval=0)
+            assert received == [body]
 
 
 @pytest.mark.parametrize(
