@@ -20,7 +20,10 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
   (the SDK does the same to its unread buffer on close, but offers no call for a message it handed out). Acting
   on one dead letter means receiving those ahead of it; they go back untouched.
 - `settle_batch`: completions asked for while a batch of them is on its way go out as one disposition frame per
-  run of consecutive delivery ids, with one wait for all their outcomes (`settlement_batch`).
+  run of consecutive delivery ids, with one wait for all their outcomes (`settlement_batch`);
+- `PROPERTIES_TRUTH`: the truth of a message's AMQP properties and header without building their list of keys.
+  The SDK's `DictMixin` has only `__len__`, which lists every public attribute, and each read of a received
+  message's id, subject or content type first asks whether it has properties: four such lists per message.
 
 durabletask 1.12's clients only walk every page of DTS's query API; `dts_query` sends one page's request through
 the client's own stub with the SDK's private request builders (the dashboard's and `sbworker list`'s pages). Its
@@ -59,6 +62,7 @@ BUFFERED = "receiver.buffered"
 SETTLED = "message.settled"
 SOCKET_TIMEOUT = "receiver.socket_timeout"
 RELEASE = "message.release"
+PROPERTIES_TRUTH = "message.properties_truth"
 DTS_SPANS = "client.without_trace_spans"
 # The SDK settles a message only between two socket reads of the receive call in progress; its default read
 # timeout (0.2 s) therefore added 100-200 ms to every settlement while we wait for new messages. 20 ms keeps
@@ -75,7 +79,7 @@ def expected(sdk: str | None = None) -> list[str]:
     known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_types.TYPED_PROPERTIES,
                           amqp_io.WRITE_LOCK, amqp_io.READ_IN_CALLER, amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED,
                           SOCKET_TIMEOUT, RELEASE, settle_batch.BATCHED_SETTLEMENT, open_poll.OPEN_POLL,
-                          session_peek.PEEK_WITHOUT_LINK],
+                          session_peek.PEEK_WITHOUT_LINK, PROPERTIES_TRUTH],
              DURABLETASK: [dts_query.QUERY_PAGE, DTS_SPANS]}
     return [name for each, names in known.items() if sdk in (None, each) for name in names]
 
@@ -104,7 +108,7 @@ def install() -> list[str]:
                    SOCKET_TIMEOUT, RELEASE]
         if settle_batch.available():
             active.append(settle_batch.BATCHED_SETTLEMENT)
-        active += [*open_poll.install(), *session_peek.available()]
+        active += [*open_poll.install(), *session_peek.available(), *_properties_truth()]
     if verified(DURABLETASK):
         from durabletask.client import AsyncTaskHubGrpcClient
 
@@ -115,6 +119,28 @@ def install() -> list[str]:
             active.append(DTS_SPANS)
     _active = active
     return list(_active)
+
+
+def _properties_truth() -> list[str]:
+    """Give the SDK's DictMixin a `__bool__` with `__len__`'s answer (any public attribute); [PROPERTIES_TRUTH]
+    once installed. 1.5 -> 0.2 us per test (timeit, 2026-12-06), four tests per message received."""
+    from azure.servicebus.amqp._amqp_message import DictMixin
+
+    if "__bool__" in vars(DictMixin) and vars(DictMixin)["__bool__"] is not any_public_attribute:
+        return []  # the SDK has its own now
+    if not all(name in vars(DictMixin) for name in ("__len__", "keys")):
+        return []
+    DictMixin.__bool__ = any_public_attribute  # type: ignore[attr-defined]
+    return [PROPERTIES_TRUTH]
+
+
+def any_public_attribute(self: Any) -> bool:
+    """What `len(self.keys()) > 0` says of a DictMixin, stopping at the first public attribute (a loop: any() over
+    a generator costs five times as much here)."""
+    for name in self.__dict__:  # noqa: SIM110
+        if not name.startswith("_"):
+            return True
+    return False
 
 
 def active() -> list[str]:

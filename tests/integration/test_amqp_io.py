@@ -135,6 +135,33 @@ async def test_a_frame_read_runs_in_the_callers_task_and_a_timed_out_one_loses_n
         assert sorted(str(m) for m in held) == [str(i) for i in range(5)]
 
 
+async def test_a_received_message_is_read_without_listing_its_properties(localbus_factory: LocalBusFactory,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROPERTIES_TRUTH: asking whether a message has AMQP properties (which each read of its id, subject or content
+    type does) no longer lists them, and answers as the SDK's __len__ does."""
+    from azure.servicebus.amqp._amqp_message import AmqpMessageHeader, AmqpMessageProperties, DictMixin
+
+    assert bool(AmqpMessageProperties()) == (len(AmqpMessageProperties()) > 0)
+    assert bool(AmqpMessageHeader()) == (len(AmqpMessageHeader()) > 0)
+    assert not DictMixin() and len(DictMixin()) == 0
+    bus = localbus_factory({QUEUE: {"LockDuration": "PT30S"}}, config_path=None)
+    async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+        async with client.get_queue_sender(QUEUE) as sender:
+            await sender.send_messages(ServiceBusMessage("one", message_id="m-1", subject="start",
+                                                         content_type="application/json"))
+        async with client.get_queue_receiver(QUEUE, **patches.receiver_options()) as receiver:
+            (message,) = await _receive(receiver, 1)
+
+            def listed(self: object) -> list[str]:
+                raise AssertionError("the properties were listed to be tested for truth")
+
+            monkeypatch.setattr(DictMixin, "keys", listed)
+            assert (message.message_id, message.subject, message.content_type) == ("m-1", "start",
+                                                                                    "application/json")
+            monkeypatch.undo()
+            await receiver.complete_message(message)
+
+
 async def test_the_prefetch_buffer_is_counted(localbus_factory: LocalBusFactory) -> None:
     """The settlement's outcome read takes in the transfers the broker sent before the outcome: the listener asks
     the next receive call for exactly those (patches.buffered reads the SDK's queue of them)."""
