@@ -20,7 +20,7 @@ from pathlib import Path
 from durabletask.client import OrchestrationStatus
 
 from bench.common import Dts, preload, run_prefix, start_messages, wait_until
-from bench.stack import Backend, Broker, DelayProxy, ListenerProcess, cpu_seconds
+from bench.stack import REPO_ROOT, Backend, Broker, DelayProxy, ListenerProcess, cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,13 @@ class Throughput:
 async def start_listener(broker: Broker, backend: Backend, dts: Dts, *, max_concurrent: int, prefetch: int,
                          worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
                          kind: str = "sbworker", proxy: DelayProxy | None = None, proxy_servicebus: bool = True,
-                         extra_env: dict[str, str] | None = None, timeout: float = 60.0) -> ListenerProcess:
-    """Start `sbworker run` (or a reference listener), and return once it has turned a first message into an
-    instance."""
+                         extra_env: dict[str, str] | None = None, timeout: float = 60.0,
+                         root: Path = REPO_ROOT) -> ListenerProcess:
+    """Start `sbworker run` (or a reference listener) from the checkout at `root`, and return once it has turned a
+    first message into an instance."""
     listener = ListenerProcess(broker, backend, max_concurrent=max_concurrent, prefetch=prefetch, worker=worker,
                                log_path=log_path, trace_path=trace_path, kind=kind, proxy=proxy,
-                               proxy_servicebus=proxy_servicebus, extra_env=extra_env)
+                               proxy_servicebus=proxy_servicebus, extra_env=extra_env, root=root)
     try:
         prefix = run_prefix("warm")
         await preload(broker.connection_string, start_messages(prefix, 1))

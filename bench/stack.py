@@ -189,7 +189,7 @@ class ListenerProcess:
     def __init__(self, broker: Broker, backend: Backend, *, max_concurrent: int, prefetch: int,
                  worker: bool = False, log_path: Path | None = None, trace_path: Path | None = None,
                  kind: str = "sbworker", proxy: DelayProxy | None = None, proxy_servicebus: bool = True,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, root: Path = REPO_ROOT) -> None:
         # Nothing from the caller's shell that would change what is measured: the settings are the bench's.
         inherited = {k: v for k, v in os.environ.items() if k not in INHERITED_SETTINGS}
         env = {
@@ -213,7 +213,7 @@ class ListenerProcess:
             if not worker:
                 argv.append("--no-worker")
         self._log = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, env=env, cwd=REPO_ROOT, stdout=self._log or subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, env=env, cwd=root, stdout=self._log or subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL)
 
     @property
