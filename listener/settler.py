@@ -39,6 +39,14 @@ LOG_FIELD_CHARS = 128
 MAX_DESCRIPTION_CHARS = 1024
 
 
+# azure-servicebus grants a sender's management link 10,000 reply credits once and never tops them up: past that
+# many schedule or cancel calls the broker holds the replies (as AMQP says it must) and the next call waits forever,
+# with every handler queued behind the sender's lock (an approval flood stalled there). The sender is replaced well
+# before that, and a call that gets no reply fails instead of waiting.
+SENDER_OPERATIONS = 5_000
+MANAGEMENT_TIMEOUT_SECONDS = 60.0
+
+
 class Settler:
     """Applies Actions for one listener; holds the sender its re-enqueued copies go out through."""
 
@@ -50,6 +58,7 @@ class Settler:
         self._alive = alive
         self._client: ServiceBusClient | None = None
         self._sender: ServiceBusSender | None = None
+        self._sender_operations = 0
         self._batch: SettlementBatch | None = None
         # One shared sender for re-enqueues: the SDK does not guard a link's concurrent first use, so serialise.
         self._sender_lock = asyncio.Lock()
@@ -146,11 +155,18 @@ class Settler:
         delay = action.delay * random.uniform(0.8, 1.2)
         async with self._sender_lock:
             try:
+                if self._sender is not None and self._sender_operations >= SENDER_OPERATIONS:
+                    with contextlib.suppress(Exception):
+                        await self._sender.close()
+                    self._sender = None
                 if self._sender is None:
                     if self._client is None:
                         raise ConnectionError("no Service Bus session is open")
                     self._sender = self._source.retry_sender(self._client)
-                return list(await self._sender.schedule_messages(copy, datetime.now(UTC) + timedelta(seconds=delay)))
+                    self._sender_operations = 0
+                self._sender_operations += 1
+                scheduled = self._sender.schedule_messages(copy, datetime.now(UTC) + timedelta(seconds=delay))
+                return list(await asyncio.wait_for(scheduled, MANAGEMENT_TIMEOUT_SECONDS))
             except Exception as error:
                 log.warning("could not re-enqueue message %s: %s", field(message.message_id), one_line(error))
                 if self._sender is not None:
@@ -169,7 +185,9 @@ class Settler:
             try:
                 if self._sender is None:
                     raise ConnectionError("the re-enqueue sender was closed")
-                await self._sender.cancel_scheduled_messages(sequence_numbers)
+                self._sender_operations += 1
+                await asyncio.wait_for(self._sender.cancel_scheduled_messages(sequence_numbers),
+                                       MANAGEMENT_TIMEOUT_SECONDS)
             except Exception as error:
                 log.warning("could not withdraw the re-enqueued copy of message %s: %s; it may wait twice",
                             field(delivery.message.message_id), one_line(error))

@@ -19,6 +19,7 @@ import pytest
 from azure.servicebus import ServiceBusMessage
 
 from activities import approvals
+from listener import settler
 from listener.dispatch import Dispatcher, Outcome
 from localbus import LocalBus
 from sbworker.core.contract import Request
@@ -174,6 +175,17 @@ async def test_approval_published_well_before_its_start_waits_for_it(h: Harness)
     assert copy.scheduled_enqueue_time_utc is not None
     if h.source.sessions:  # in its session still (the session-enabled entity would refuse it otherwise)
         assert copy.session_id == iid
+    await h.start("approval_workflow", {"item": "x"}, instance_id=iid)
+    assert await h.wait_for_output(iid, timeout=60) == "Approved"
+
+
+async def test_reenqueues_go_on_through_a_replaced_sender(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's sender stops getting replies after 10,000 management calls, so the settler replaces it first; here
+    after every call, so each copy goes out on a fresh sender and the approval still reaches its instance."""
+    monkeypatch.setattr(settler, "SENDER_OPERATIONS", 1)
+    iid = f"early-{uuid.uuid4().hex}"
+    mid = await h.approve(iid, approved=True)
+    await h.reenqueued(mid, times=3, timeout=60)
     await h.start("approval_workflow", {"item": "x"}, instance_id=iid)
     assert await h.wait_for_output(iid, timeout=60) == "Approved"
 
