@@ -70,10 +70,7 @@ class Settler:
         self._batch = patches.settlement_batch(receiver) if receiver is not None else None
 
     async def close(self) -> None:
-        if self._sender is not None:
-            with contextlib.suppress(Exception):
-                await self._sender.close()
-            self._sender = None
+        await self._drop_sender()
         self._client = None
         self._batch = None
 
@@ -155,10 +152,8 @@ class Settler:
         delay = action.delay * random.uniform(0.8, 1.2)
         async with self._sender_lock:
             try:
-                if self._sender is not None and self._sender_operations >= SENDER_OPERATIONS:
-                    with contextlib.suppress(Exception):
-                        await self._sender.close()
-                    self._sender = None
+                if self._sender_operations >= SENDER_OPERATIONS:
+                    await self._drop_sender()
                 if self._sender is None:
                     if self._client is None:
                         raise ConnectionError("no Service Bus session is open")
@@ -169,11 +164,15 @@ class Settler:
                 return list(await asyncio.wait_for(scheduled, MANAGEMENT_TIMEOUT_SECONDS))
             except Exception as error:
                 log.warning("could not re-enqueue message %s: %s", field(message.message_id), one_line(error))
-                if self._sender is not None:
-                    with contextlib.suppress(Exception):
-                        await self._sender.close()
-                    self._sender = None
+                await self._drop_sender()
                 return None
+
+    async def _drop_sender(self) -> None:
+        """Close the re-enqueue sender, whatever state its link is in; the next re-enqueue opens a new one."""
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await self._sender.close()
+            self._sender = None
 
     async def _withdraw(self, delivery: Delivery, sequence_numbers: list[int]) -> None:
         """The message a copy replaces was not completed (its lock was lost), so it comes back and will be
