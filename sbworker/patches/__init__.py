@@ -10,6 +10,8 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
   (together 20 of the 21 ms from receipt to settlement); frame reads bounded without a task per frame;
 - `open_poll`: a receiver that opens as fast as the broker answers (its open loop paused 50 ms per step; session
   mode opens one receiver per session);
+- `keepalive_wake`: closing a client ends its keep-alive loop at once (it slept a second at a time, and every close
+  of a receiver, sender or client waited for that sleep to end);
 - `session_peek`: a peek of a session-enabled entity that opens no receive link (Service Bus allows the peek,
   the SDK's receive link is refused there), for the dashboard's queue pages;
 - two reads of private state: how many messages the receiver has prefetched (`buffered`, so a receive call asks
@@ -74,12 +76,21 @@ _active: list[str] | None = None
 
 def expected(sdk: str | None = None) -> list[str]:
     """Every patch this module knows (of one SDK, or of all), in the order `install` reports them."""
-    from sbworker.patches import amqp_decoding, amqp_io, amqp_types, dts_query, open_poll, session_peek, settle_batch
+    from sbworker.patches import (
+        amqp_decoding,
+        amqp_io,
+        amqp_types,
+        dts_query,
+        keepalive_wake,
+        open_poll,
+        session_peek,
+        settle_batch,
+    )
 
     known = {SERVICEBUS: [amqp_decoding.MISSING_TYPES, amqp_decoding.TOLERANT, amqp_types.TYPED_PROPERTIES,
                           amqp_io.WRITE_LOCK, amqp_io.READ_IN_CALLER, amqp_io.OUTCOME_WAIT, BUFFERED, SETTLED,
                           SOCKET_TIMEOUT, RELEASE, settle_batch.BATCHED_SETTLEMENT, open_poll.OPEN_POLL,
-                          session_peek.PEEK_WITHOUT_LINK, PROPERTIES_TRUTH],
+                          session_peek.PEEK_WITHOUT_LINK, PROPERTIES_TRUTH, keepalive_wake.KEEPALIVE_WAKE],
              DURABLETASK: [dts_query.QUERY_PAGE, DTS_SPANS]}
     return [name for each, names in known.items() if sdk in (None, each) for name in names]
 
@@ -102,13 +113,21 @@ def install() -> list[str]:
         return list(_active)
     active: list[str] = []
     if verified(SERVICEBUS):
-        from sbworker.patches import amqp_decoding, amqp_io, amqp_types, open_poll, session_peek, settle_batch
+        from sbworker.patches import (
+            amqp_decoding,
+            amqp_io,
+            amqp_types,
+            keepalive_wake,
+            open_poll,
+            session_peek,
+            settle_batch,
+        )
 
         active += [*amqp_decoding.install(), *amqp_types.install(), *amqp_io.install(), BUFFERED, SETTLED,
                    SOCKET_TIMEOUT, RELEASE]
         if settle_batch.available():
             active.append(settle_batch.BATCHED_SETTLEMENT)
-        active += [*open_poll.install(), *session_peek.available(), *_properties_truth()]
+        active += [*open_poll.install(), *session_peek.available(), *_properties_truth(), *keepalive_wake.install()]
     if verified(DURABLETASK):
         from durabletask.client import AsyncTaskHubGrpcClient
 

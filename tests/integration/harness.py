@@ -137,7 +137,7 @@ class Harness:
         self.client = ServiceBusClient.from_connection_string(self.bus.connection_string)
 
     async def _close_links(self) -> None:
-        # Each close waits out the SDK's keep-alive tick (up to 1 s): close them together, not one after another.
+        # Each close is a round trip to the broker: close them together, not one after another.
         links = [link for link in [self._sender, *self._peekers.values()] if link is not None]
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
         self._sender = None

@@ -2,7 +2,8 @@
 
 Each test below passes only while its patch works: a write that does not wait behind a read, an outcome wait
 that does not queue for a read, a prefetch count read from the SDK's buffer, a settled flag read from the
-message. An SDK upgrade that moves what a patch changes turns one of them red, not just slower.
+message, a close that wakes the keep-alive loop instead of waiting out its sleep. An SDK upgrade that moves what a
+patch changes turns one of them red, not just slower.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.servicebus import ServiceBusClient as SyncServiceBusClient
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import ServiceBusError
 
 from sbworker import patches
+from sbworker.patches import keepalive_wake
 from tests.fixtures.localbus import LocalBusFactory
 from tests.support.wait import eventually
 
@@ -195,3 +198,32 @@ async def test_a_settlement_the_broker_refuses_still_raises(localbus_factory: Lo
             with pytest.raises(ServiceBusError):
                 await receiver.complete_message(message)
     assert bus.counts(QUEUE)["total"] == 1
+
+
+async def test_a_close_wakes_the_keep_alive_loop_and_an_open_client_keeps_pinging(
+        localbus_factory: LocalBusFactory) -> None:
+    """Without the patch the close waits for the loop's one-second sleep to end by itself: `woken` stays put."""
+    bus = localbus_factory({QUEUE: {}}, config_path=None)
+    async with ServiceBusClient.from_connection_string(bus.connection_string, keep_alive=1) as client:
+        sender = client.get_queue_sender(QUEUE)
+        await sender.send_messages(ServiceBusMessage(b"ping"))
+        loop_task = sender._handler._keep_alive_thread  # type: ignore[attr-defined]
+        await asyncio.sleep(2.5)  # two pauses ended by their timer, with a ping (interval 1 s) after each
+        assert not loop_task.done()
+        before = keepalive_wake.woken
+        await sender.close()
+        assert loop_task.done() and loop_task.exception() is None
+        assert keepalive_wake.woken == before + 1
+
+
+def test_a_sync_close_wakes_the_keep_alive_thread(localbus_factory: LocalBusFactory) -> None:
+    bus = localbus_factory({QUEUE: {}}, config_path=None)
+    with SyncServiceBusClient.from_connection_string(bus.connection_string) as client:
+        sender = client.get_queue_sender(QUEUE)
+        sender.send_messages(ServiceBusMessage(b"ping"))
+        thread = sender._handler._keep_alive_thread  # type: ignore[attr-defined]
+        assert thread.is_alive()
+        before = keepalive_wake.woken
+        sender.close()
+        assert not thread.is_alive()
+        assert keepalive_wake.woken == before + 1
