@@ -8,8 +8,8 @@ azure-servicebus 7.x keeps its AMQP stack private (`azure.servicebus._pyamqp`), 
   a long or a timestamp could not be copied at all, and every other type but string, bool and double changed);
 - `amqp_io`: settlement writes that do not wait behind idle reads, and outcome waits that do not queue for a read
   (together 20 of the 21 ms from receipt to settlement); frame reads bounded without a task per frame;
-- `open_poll`: a receiver that opens as fast as the broker answers (its open loop paused 50 ms per step; session
-  mode opens one receiver per session);
+- `open_poll`: receivers and senders, aio and sync, open as fast as the broker answers (their open loops paused
+  50 ms per step: session mode opens one receiver per session, each command-line call a sender or receiver);
 - `keepalive_wake`: closing a client ends its keep-alive loop at once (it slept a second at a time, and every close
   of a receiver, sender or client waited for that sleep to end);
 - `session_peek`: a peek of a session-enabled entity that opens no receive link (Service Bus allows the peek,

@@ -2,13 +2,14 @@
 
 Each test below passes only while its patch works: a write that does not wait behind a read, an outcome wait
 that does not queue for a read, a prefetch count read from the SDK's buffer, a settled flag read from the
-message, a close that wakes the keep-alive loop instead of waiting out its sleep. An SDK upgrade that moves what a
-patch changes turns one of them red, not just slower.
+message, a close that wakes the keep-alive loop instead of waiting out its sleep, an open that does not pause
+between its reads. An SDK upgrade that moves what a patch changes turns one of them red, not just slower.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import ServiceBusError
 
 from sbworker import patches
-from sbworker.patches import keepalive_wake
+from sbworker.patches import keepalive_wake, open_poll
 from tests.fixtures.localbus import LocalBusFactory
 from tests.support.wait import eventually
 
@@ -227,3 +228,42 @@ def test_a_sync_close_wakes_the_keep_alive_thread(localbus_factory: LocalBusFact
         sender.close()
         assert not thread.is_alive()
         assert keepalive_wake.woken == before + 1
+
+
+async def test_aio_senders_and_receivers_open_without_pausing_between_reads(
+        localbus_factory: LocalBusFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the patch each pass of the SDK's open loop sleeps 50 ms (open_poll.SDK_PAUSE)."""
+    bus = localbus_factory({QUEUE: {}}, config_path=None)
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def noted(delay: float, result: Any = None) -> Any:
+        slept.append(delay)
+        return await real_sleep(delay, result)
+
+    monkeypatch.setattr(asyncio, "sleep", noted)
+    async with ServiceBusClient.from_connection_string(bus.connection_string) as client:
+        async with client.get_queue_sender(QUEUE) as sender:
+            await sender.send_messages(ServiceBusMessage(b"one"))
+        async with client.get_queue_receiver(QUEUE) as receiver:
+            assert len(await receiver.peek_messages(1)) == 1
+    assert slept and open_poll.SDK_PAUSE not in slept  # the passes yielded (sleep(0)) instead
+
+
+def test_sync_senders_and_receivers_open_without_pausing_between_reads(
+        localbus_factory: LocalBusFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = localbus_factory({QUEUE: {}}, config_path=None)
+    slept: list[float] = []
+    real_sleep = time.sleep
+
+    def noted(delay: float) -> None:
+        slept.append(delay)
+        real_sleep(delay)
+
+    monkeypatch.setattr(time, "sleep", noted)
+    with SyncServiceBusClient.from_connection_string(bus.connection_string) as client:
+        with client.get_queue_sender(QUEUE) as sender:
+            sender.send_messages(ServiceBusMessage(b"one"))
+        with client.get_queue_receiver(QUEUE) as receiver:
+            assert len(receiver.peek_messages(1)) == 1
+    assert open_poll.SDK_PAUSE not in slept
