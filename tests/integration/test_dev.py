@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,6 +14,7 @@ from sbworker.core import clients
 from sbworker.core.config import parse_dts
 from tests.support.ports import free_port
 from tests.support.processes import Process, sbworker, sbworker_env
+from tests.support.wait import until
 
 
 def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> None:
@@ -50,23 +50,27 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
             sender.send_messages(ServiceBusMessage('{"orchestration": "hello_cities"}', subject="start",
                                                    message_id="dev-smoke"))
         with clients.dts_client(parse_dts(f"Endpoint=http://localhost:{dts_port};Authentication=None")) as dts:
-            deadline = time.monotonic() + 30
-            state = None
-            while time.monotonic() < deadline:
+            def output() -> str | None:
                 state = dts.get_orchestration_state("dev-smoke")
-                if state is not None and state.serialized_output:
-                    break
-                time.sleep(0.1)
-            assert state is not None and state.serialized_output == '"Hello Tokyo!, Hello Seattle!, Hello London!"'
-        # The dashboard draws the instance's trace from the spans the process kept: message → DTS → worker.
-        page = _page(f"http://localhost:{board_port}/instance?id=dev-smoke")
-        link = re.search(r'href="(/trace\?id=[0-9a-f]{32})"', page)
-        assert link is not None, "the instance page links its trace"
-        deadline = time.monotonic() + 15
-        waterfall = ""
-        while time.monotonic() < deadline and "activity:say_hello" not in waterfall:
-            waterfall = _page(f"http://localhost:{board_port}{link.group(1)}", ok_only=False)
-            time.sleep(0.2)
+                return state.serialized_output if state is not None else None
+
+            assert until(output, what="dev-smoke's output", timeout=30, interval=0.1) == \
+                '"Hello Tokyo!, Hello Seattle!, Hello London!"'
+
+        # The dashboard draws the instance's trace from the spans the process kept: message → DTS → worker. The
+        # instance page links the trace once the listener's span reached the store (spans are exported in batches).
+        board = f"http://localhost:{board_port}"
+
+        def trace_link() -> str | None:
+            link = re.search(r'href="(/trace\?id=[0-9a-f]{32})"', _page(f"{board}/instance?id=dev-smoke"))
+            return link.group(1) if link else None
+
+        def waterfall_with_activity() -> str | None:
+            waterfall = _page(f"{board}{trace}", ok_only=False)
+            return waterfall if "activity:say_hello" in waterfall else None
+
+        trace = until(trace_link, what="the instance page linking its trace", timeout=15, interval=0.2)
+        waterfall = until(waterfall_with_activity, what="the trace's activity span", timeout=15, interval=0.2)
         for span in ("process workflow-requests", "create_orchestration:hello_cities", "orchestration:hello_cities",
                      "activity:say_hello"):
             assert span in waterfall, span
