@@ -320,10 +320,10 @@ async def test_handling_longer_than_the_lock_keeps_the_lock(tmp_path: Path, dts_
     slow: list[Slow] = []
 
     def wrap(d: Dispatcher) -> Dispatcher:
-        slow.append(Slow(d, 8.0))
+        slow.append(Slow(d, 5.0))  # 1.7 lock durations: expired twice over without renewals
         return slow[0]
 
-    with local_bus(lock="PT5S") as bus:
+    with local_bus(lock="PT3S") as bus:
         async with Harness(bus, dts_backend.settings, wrap_dispatcher=wrap, source=source) as h:
             mid = await h.start("hello_cities")
             await h.wait_for_output(mid, timeout=30)
