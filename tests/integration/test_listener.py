@@ -185,7 +185,7 @@ async def test_reenqueues_go_on_through_a_replaced_sender(h: Harness, monkeypatc
     monkeypatch.setattr(settler, "SENDER_OPERATIONS", 1)
     iid = f"early-{uuid.uuid4().hex}"
     mid = await h.approve(iid, approved=True)
-    await h.reenqueued(mid, times=3, timeout=60)
+    await h.reenqueued(mid, times=2, timeout=60)  # the second copy already went out through a replacement
     await h.start("approval_workflow", {"item": "x"}, instance_id=iid)
     assert await h.wait_for_output(iid, timeout=60) == "Approved"
 
