@@ -90,6 +90,19 @@ def test_properties_of_a_section_the_sdk_cannot_decode_are_still_copied() -> Non
     assert typed(copied(dict(as_sent))) == typed(sent)
 
 
+def test_a_message_without_properties_is_not_searched_for_their_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most messages carry no application properties: their decode skips the look for an encoded map."""
+    def searched(buffer: memoryview) -> None:
+        raise AssertionError("searched for the properties' map")
+
+    monkeypatch.setattr(amqp_types, "properties_map", searched)
+    plain = received(bytes(proton.Message(body=b"{}", inferred=True, subject="start").encode()))
+    assert plain.application_properties is None and plain.properties.subject == b"start"
+    assert amqp_types.as_sent(plain.application_properties) is None
+    with pytest.raises(AssertionError, match="searched"):
+        received(encode({"n": 1}))
+
+
 def test_messages_properties_gives_str_keys_and_the_encodings() -> None:
     message = ServiceBusMessage(b"{}")
     message.raw_amqp_message.application_properties = received(encode({"n": 2**40})).application_properties
