@@ -18,6 +18,7 @@ import grpc
 from durabletask.client import OrchestrationState
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from listener.deadlines import Deadlines
 from orchestrations import registry
 from sbworker.core.codes import TAG_MESSAGE_ID, TERMINAL_STATUSES
 from sbworker.core.contract import ApprovalRequest, RaiseRequest, Request, StartRequest
@@ -162,7 +163,7 @@ class Dispatcher:
         self._awaits = awaits
         self._awaited = awaited
         self._retry_seconds = retry_seconds
-        self._call_timeout = call_timeout
+        self._deadlines = Deadlines(call_timeout)  # one timer per window of calls, not per call
 
     @property
     def client(self) -> DtsClient:
@@ -233,7 +234,7 @@ class Dispatcher:
 
     async def _start(self, request: StartRequest, message_id: str | None) -> Outcome:
         try:
-            async with asyncio.timeout(self._call_timeout):  # unlike wait_for, no extra task per call
+            async with self._deadlines.bound():
                 await self._client.schedule_new_orchestration(
                     request.orchestration, input=request.input, instance_id=request.instance_id,
                     start_at=request.start_at, tags=_tags(request, message_id),
@@ -249,9 +250,8 @@ class Dispatcher:
         message_id = _event_key(request, message_id)
         # Read first: a raise on a finished instance is accepted silently by some backends, and we want that
         # case visible in the dead-letter queue, not swallowed.
-        state = await asyncio.wait_for(
-            self._client.get_orchestration_state(request.instance_id, fetch_payloads=False), self._call_timeout
-        )
+        async with self._deadlines.bound():
+            state = await self._client.get_orchestration_state(request.instance_id, fetch_payloads=False)
         if state is None:
             return InstanceNotFound(request.instance_id)
         name = request.event_name
@@ -266,10 +266,8 @@ class Dispatcher:
             return InstanceNotRunning(request.instance_id, state.runtime_status.name)
         data = {**request.event_data(), "message_id": message_id} if message_id else request.event_data()
         try:
-            await asyncio.wait_for(
-                self._client.raise_orchestration_event(request.instance_id, name, data=data),
-                self._call_timeout,
-            )
+            async with self._deadlines.bound():
+                await self._client.raise_orchestration_event(request.instance_id, name, data=data)
         except Exception as error:
             code = rpc_code(error)
             if code == grpc.StatusCode.NOT_FOUND:
@@ -306,9 +304,8 @@ class Dispatcher:
         """What became of an event raised earlier, read and never raised again: in the history (Raised), the
         instance ended without it (InstanceNotRunning), or still waiting on a running instance (Pending). The status
         is read before the history, so an instance that takes the event between the two reads shows it."""
-        state = await asyncio.wait_for(
-            self._client.get_orchestration_state(instance_id, fetch_payloads=False), self._call_timeout
-        )
+        async with self._deadlines.bound():
+            state = await self._client.get_orchestration_state(instance_id, fetch_payloads=False)
         if state is None:
             return InstanceGone(instance_id)
         if not message_id or await self._was_raised(instance_id, name, message_id):
@@ -319,7 +316,8 @@ class Dispatcher:
 
     async def _was_raised(self, instance_id: str, name: str, message_id: str) -> bool:
         """Did an event `name` carrying this message id reach the instance's history?"""
-        events = await asyncio.wait_for(self._client.get_orchestration_history(instance_id), self._call_timeout)
+        async with self._deadlines.bound():
+            events = await self._client.get_orchestration_history(instance_id)
         for event in events:
             if getattr(event, "name", None) != name or not getattr(event, "input", None):
                 continue
