@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.wait import until
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -47,10 +47,11 @@ def test_an_installed_sbworker_dev_runs_outside_the_repository(tmp_path: Path) -
                                  "--dts-port", str(free_port())],
                                 cwd=elsewhere, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while "listening on queue" not in log.read_text() and time.monotonic() < deadline:
+        def listening() -> bool:
             assert proc.poll() is None, log.read_text()
-            time.sleep(0.2)
+            return "listening on queue" in log.read_text()
+
+        until(listening, what="the service listening", timeout=60, interval=0.2)
         text = log.read_text()
         assert "listening on queue 'workflow-requests'" in text, text
         assert str(REPO) not in text

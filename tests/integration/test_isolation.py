@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from sbworker.core.messages import text
 from sbworker.operations.publish import start_message
 from tests.support.ports import free_port
 from tests.support.processes import Process, sbworker_env
+from tests.support.wait import until
 
 QUEUE = "workflow-requests"
 GREETINGS = "Hello Tokyo!, Hello Seattle!, Hello London!"
@@ -110,16 +111,9 @@ class Stack:
     def dead_letter(self, message_id: str) -> Any:
         with ServiceBusClient.from_connection_string(self.connection) as sb, \
                 sb.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
-            return _until(lambda: next((m for m in dlq.peek_messages(max_message_count=100, sequence_number=1)
-                                        if m.message_id == message_id), None), f"{message_id} dead-lettered")
-
-
-def _until(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-    return found
+            return until(lambda: next((m for m in dlq.peek_messages(max_message_count=100, sequence_number=1)
+                                       if m.message_id == message_id), None), what=f"{message_id} dead-lettered",
+                         timeout=60, interval=0.2)
 
 
 @pytest.fixture
@@ -142,7 +136,7 @@ def start_the_bad_ones(stack: Stack) -> tuple[str, str, int]:
                                                    instance_id=f"retried-{uuid.uuid4().hex[:8]}")
     flooded = f"flooded-{uuid.uuid4().hex[:8]}"
     stack.publish(start_message("approval_workflow", {"item": "flood"}, flooded)[0])
-    _until(lambda: _awaiting(stack, flooded), "the approval waiting")
+    until(lambda: _awaiting(stack, flooded), what="the approval waiting", timeout=60, interval=0.2)
     taken = 0
     for _ in range(20):
         try:

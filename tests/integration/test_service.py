@@ -30,7 +30,7 @@ from tests.fixtures.dts import DtsBackend
 from tests.integration.harness import QUEUE
 from tests.support.ports import free_port
 from tests.support.processes import Process, sbworker_env
-from tests.support.wait import eventually
+from tests.support.wait import eventually, until
 
 SECRET_KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0xMjM0NTY3ODk="
 
@@ -72,9 +72,8 @@ def test_sigterm_settles_everything_in_flight_exactly_once(bus: LocalBus, dts_ba
     with Process(["run"], env).start() as svc:
         svc.wait_for_output("listening on queue")
         ids = publish(bus, [("start", START)] * 300)
-        deadline = time.monotonic() + 30
-        while dts_client.get_orchestration_state(ids[10]) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        until(lambda: dts_client.get_orchestration_state(ids[10]) is not None, what="the 11th start's instance",
+              timeout=30, interval=0.02)  # in flight: SIGTERM now
         assert svc.terminate(signal.SIGTERM, timeout=60) == 0, svc.output[-3000:]
         assert "SIGTERM received" in svc.output
         assert "Traceback" not in svc.output
@@ -127,10 +126,8 @@ def test_health_port_refuses_huge_headers_and_a_probe_flood_does_not_stop_messag
         with ThreadPoolExecutor(16) as pool:
             codes = list(pool.map(lambda _: _get(port, "/readyz")[0], range(400)))
         assert set(codes) == {200}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(dts_client.get_orchestration_state(i) is None for i in ids):
-            time.sleep(0.1)
-        assert all(dts_client.get_orchestration_state(i) is not None for i in ids)
+        until(lambda: all(dts_client.get_orchestration_state(i) is not None for i in ids),
+              what="an instance for each of the 40 starts", timeout=30, interval=0.1)
         assert svc.terminate() == 0
         assert "Traceback" not in svc.output
 
@@ -246,10 +243,8 @@ def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
             with DurableTaskSchedulerClient(host_address=f"localhost:{backend.port}", taskhub="default",
                                             token_credential=None, secure_channel=False) as client:
                 iid = client.schedule_new_orchestration("hello_cities")
-                deadline = time.monotonic() + 30
-                while (s := client.get_orchestration_state(iid)) is None or not s.serialized_output:
-                    assert time.monotonic() < deadline, "the worker never ran the orchestration"
-                    time.sleep(0.05)
+                until(lambda: (state := client.get_orchestration_state(iid)) is not None and state.serialized_output,
+                      what="the worker running the orchestration", timeout=30)
             status, body = _get(port, "/readyz")
             # no receiver to report on; the worker makes progress
             assert (status, body) == (200, {"status": "ready", "dts": True, "worker": True,

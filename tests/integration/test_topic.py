@@ -7,7 +7,6 @@ command line and `sbworker run` work on a subscription as they do on a queue.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +33,7 @@ from tests.integration.harness import (
 from tests.support.ports import free_port
 from tests.support.processes import Process, sbworker, sbworker_env
 from tests.support.state import dead_lettered, instance_shows
+from tests.support.wait import until
 
 pytestmark = pytest.mark.usefixtures("dts_worker")
 
@@ -298,9 +298,8 @@ def test_sigterm_on_a_subscription_settles_everything_in_flight_exactly_once(dts
                 for i in range(0, len(ids), 100):
                     sender.send_messages([ServiceBusMessage(b'{"orchestration": "hello_cities"}', subject="start",
                                                             message_id=mid) for mid in ids[i:i + 100]])
-            deadline = time.monotonic() + 30
-            while dts.get_orchestration_state(ids[10]) is None and time.monotonic() < deadline:
-                time.sleep(0.02)
+            until(lambda: dts.get_orchestration_state(ids[10]) is not None, what="the 11th start's instance",
+                  timeout=30, interval=0.02)  # in flight: SIGTERM now
             assert svc.terminate() == 0, svc.output[-3000:]
             assert "Traceback" not in svc.output
         finally:

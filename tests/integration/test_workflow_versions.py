@@ -10,7 +10,6 @@ reproduce. A new instance started through the listener's path runs version "2", 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Generator, Iterator
 from datetime import timedelta
@@ -28,6 +27,7 @@ from listener import service
 from orchestrations import registry
 from sbworker.core import clients
 from tests.fixtures.dts import DtsBackend, start_backend
+from tests.support.wait import until
 
 
 def workflow_with_retry(ctx: task.OrchestrationContext, request: Any) -> Generator[task.Task[Any], Any, Any]:
@@ -86,10 +86,9 @@ def test_an_instance_half_way_through_the_old_retries_finishes_under_the_new_cod
     worker.start()
     try:
         iid = client.schedule_new_orchestration("workflow_with_retry", input=request)  # no version, as it was
-        deadline = time.monotonic() + 30
-        while failed_attempts(client, iid) < 5:  # past version "2"'s default of 3 attempts
-            assert time.monotonic() < deadline, "the old code never retried"
-            time.sleep(0.1)
+        # past version "2"'s default of 3 attempts
+        until(lambda: failed_attempts(client, iid) >= 5, what="the old code retrying five times", timeout=30,
+              interval=0.1)
     finally:
         worker.stop()
     attempts_before = services.attempts(key)
