@@ -25,9 +25,7 @@ A third part changes no timing: the SDK bounds each frame read with `asyncio.wai
 the read as a task of its own, with a future and a timer to wait for it: one task per frame received, about one
 per message from a backlog. `receive_frame` bounds the same read with `asyncio.timeout` in the caller's task
 (READ_IN_CALLER); a read that times out is cancelled and keeps what it had read exactly as before (the SDK's
-`read` buffers a partial frame on cancellation, whichever task it runs in). A read whose frame is already whole in
-the stream's buffer cannot wait, and sets no timer at all: from a backlog that is most reads, and each timer cost
-about 7 us to set and cancel (heap entries compared by a Python `__lt__`).
+`read` buffers a partial frame on cancellation, whichever task it runs in).
 """
 
 from __future__ import annotations
@@ -103,27 +101,11 @@ async def _receive_frame(self: Any, timeout: float | None = None, **kwargs: Any)
     from azure.servicebus._pyamqp.aio._transport_async import decode_empty_frame, decode_frame
 
     try:
-        if _frame_waiting(self):  # the read cannot wait: no timer to set and cancel
+        async with asyncio.timeout(timeout):
             header, channel, payload = await self.read(**kwargs)
-        else:
-            async with asyncio.timeout(timeout):
-                header, channel, payload = await self.read(**kwargs)
         return channel, decode_frame(payload) if payload else decode_empty_frame(header)
     except (TimeoutError, asyncio.IncompleteReadError):  # socket.timeout and asyncio.TimeoutError are TimeoutError
         return None, None
-
-
-def _frame_waiting(transport: Any) -> bool:
-    """Whether the next frame is already whole in the stream's buffer, with no partial frame kept from a timed-out
-    read and the socket lock free: the SDK's read then returns without waiting (an uncontended lock and
-    `readexactly` of buffered bytes do not suspend), so a timeout could never fire."""
-    buffer = getattr(getattr(transport, "reader", None), "_buffer", None)  # asyncio.StreamReader's bytearray
-    if buffer is None or len(buffer) < 8 or transport.socket_lock.locked():
-        return False
-    kept = transport._read_buffer
-    if kept.tell() != len(kept.getbuffer()):
-        return False
-    return int.from_bytes(buffer[:4], "big") <= len(buffer)
 
 
 def _outcome_wait(original: Any) -> Any:
