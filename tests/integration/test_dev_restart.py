@@ -20,6 +20,7 @@ from sbworker.core.config import parse_dts
 from sbworker.operations.publish import approval_message, start_message
 from tests.support.ports import free_port
 from tests.support.processes import Process, sbworker_env
+from tests.support.wait import until
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +60,8 @@ def test_kill9_of_sbworker_dev_twice_loses_and_doubles_nothing(tmp_path: Path) -
         for i in range(0, len(messages), 50):
             out.send_messages(messages[i:i + 50])
     with clients.dts_client(dts_settings) as dts:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(
-                dts.get_orchestration_state(iid) is not None for iid in list(expected)[::15]) < 8:
-            time.sleep(0.05)
+        until(lambda: sum(dts.get_orchestration_state(iid) is not None for iid in list(expected)[::15]) >= 8,
+              what="8 of the sampled starts running", timeout=60)
     dev.proc.send_signal(signal.SIGKILL)  # mid-stream: some started, some running, most still queued
     dev.proc.wait(10)
     dev.close()
@@ -70,9 +69,8 @@ def test_kill9_of_sbworker_dev_twice_loses_and_doubles_nothing(tmp_path: Path) -
     dev = start_dev()
     approvals = [iid for iid, name in expected.items() if name == "approval_workflow"]
     with clients.dts_client(dts_settings) as dts:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not all(_waiting(dts, iid) for iid in approvals[::5]):
-            time.sleep(0.2)
+        until(lambda: all(_waiting(dts, iid) for iid in approvals[::5]), what="the sampled approvals waiting",
+              timeout=120, interval=0.2)
     dev.proc.send_signal(signal.SIGKILL)  # again, with approvals pending
     dev.proc.wait(10)
     dev.close()
