@@ -1,0 +1,78 @@
+"""MAX_CONCURRENT_MESSAGES values against each other, in rotated rounds, on loopback and through the delay proxy.
+
+`make bench`'s sweep runs each value once, and one run on this shared machine moves by up to 30%: a default is
+chosen from rounds in which every value runs at nearly the same moment, in an order that rotates.
+
+    python -m bench.concurrency --values 64,128 --rounds 5 [--messages 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from bench import compare, listener_throughput
+from bench.listener_throughput import Throughput
+from bench.stack import Backend, Broker, DelayProxy
+
+PROXY_DELAY = 0.002  # as row 9 of `make bench`
+PREFETCH = 100
+
+
+def _values(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if len(values) < 2 or any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError("two or more positive integers, comma-separated")
+    return values
+
+
+async def run(values: list[int], rounds: int, messages: int) -> None:
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}; {messages:,} starts per "
+          f"run, prefetch {PREFETCH}, {rounds} rotated rounds")
+    broker, backend = Broker(), Backend()
+    proxy = DelayProxy(broker, backend, PROXY_DELAY)
+    try:
+        for via in (None, proxy):
+            where = f"{PROXY_DELAY * 1000:g} ms proxy" if via else "loopback"
+
+            def contender(value: int, via: DelayProxy | None = via) -> Callable[[], Awaitable[Throughput]]:
+                return lambda: listener_throughput.measure(broker, backend, messages, max_concurrent=value,
+                                                           prefetch=PREFETCH, proxy=via)
+
+            def say(line: str, where: str = where) -> None:
+                print(f"  {where}: {line.strip()}", flush=True)
+
+            results = await compare.rotated({str(value): contender(value) for value in values}, rounds, say)
+            first = str(values[0])
+            for name, runs in results.items():
+                rates = [run.per_second for run in runs]
+                cpu = [run.listener_cpu_s / run.n * 1000 for run in runs]
+                ratios = [run.per_second / base.per_second for run, base in zip(runs, results[first], strict=True)]
+                print(f"{where}: MAX_CONCURRENT_MESSAGES={name}: {statistics.median(rates):,.0f} starts/s "
+                      f"({min(rates):,.0f}-{max(rates):,.0f}), {statistics.median(cpu):.2f} ms CPU/msg, "
+                      f"{statistics.median(ratios):.2f}x {first} ({min(ratios):.2f}-{max(ratios):.2f})")
+    finally:
+        proxy.close()
+        broker.close()
+        backend.close()
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.concurrency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--values", type=_values, default=[64, 128], help="comma-separated (default 64,128)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=3000)
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.values, args.rounds, args.messages))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
