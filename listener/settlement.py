@@ -35,7 +35,7 @@ NOT_FOUND_MAX_DELAY = 30.0
 # The Service Bus SDKs refuse to send a message id longer than this, so such an approval cannot be re-enqueued.
 MAX_REENQUEUE_MESSAGE_ID = 128
 # A forged or corrupted first-attempt time is ignored unless it lies this close to what is possible (see
-# RetryHistory.of): an approval can then never wait longer than one window after its own enqueue.
+# RetryHistory.of): a copy can then never wait longer than one window after its own enqueue.
 CLOCK_SKEW_SECONDS = 60.0
 
 
@@ -173,10 +173,15 @@ class RetryHistory:
         """Read from the message's properties, trusted only within what the protocol allows; `confirm` asks for
         the confirmation's history, which starts now unless the message is a confirm copy already.
 
+        The window counts from the listener's first attempt, not from publication: after an outage longer than the
+        window, an event that sat in the backlog beside its start still gets the whole window (counted from its
+        enqueue time, it was dead-lettered on its first attempt, while its start was a moment away). A message
+        without a history is that first attempt (`now`).
+
         A copy is re-enqueued only while its window is open, with a delay of at most NOT_FOUND_MAX_DELAY (+20%
         jitter), so its first attempt lies between (its enqueue time - window - that delay) and its enqueue time.
         A value outside (a publisher's year 9999, a corrupted string) is ignored and the clock starts at this
-        enqueue; a retry count that is not a small non-negative integer counts as none.
+        attempt; a retry count that is not a small non-negative integer counts as none.
         """
         if confirm and not is_confirm_copy(message):
             return cls(0, now, confirm=True)
@@ -185,7 +190,7 @@ class RetryHistory:
                    and 0 <= raw_retries < 10_000 else 0)
         enqueued = message.enqueued_time_utc or now
         enqueued = enqueued if enqueued.tzinfo else enqueued.replace(tzinfo=UTC)
-        first = enqueued
+        first = now
         raw = messages.prop(message, PROP_FIRST_ATTEMPT)
         if isinstance(raw, str) and len(raw) <= 64:
             try:

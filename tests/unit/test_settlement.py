@@ -146,10 +146,21 @@ def test_retry_history_reads_what_an_earlier_copy_wrote() -> None:
                                      "not a time", "x" * 100])
 def test_a_first_attempt_the_protocol_cannot_have_written_is_ignored(claimed: str) -> None:
     """Year 9999, two hours back (before the window could have started), a naive time, garbage: the clock starts
-    at this copy's enqueue, so no approval waits longer than one window after it."""
+    at this attempt, so no copy waits longer than one window after it was enqueued."""
     enqueued = NOW - timedelta(seconds=5)
     history = RetryHistory.of(Received(enqueued, {PROP_FIRST_ATTEMPT.encode(): claimed.encode()}), 300, NOW)
-    assert history.first_attempt == enqueued
+    assert history.first_attempt == NOW
+
+
+def test_the_window_counts_from_the_first_attempt_not_from_publication() -> None:
+    """An approval that waited in a backlog longer than the window (an outage), beside its start: on its first
+    attempt it is re-enqueued to wait for the instance, not dead-lettered."""
+    published = NOW - timedelta(seconds=900)
+    history = RetryHistory.of(Received(published, {}), 300, NOW)
+    assert history == RetryHistory(0, NOW) and history.seconds_since_first(NOW) == 0
+    action = decide(APPROVAL, InstanceNotFound("i1"), retries_so_far=history.retries,
+                    seconds_since_first_attempt=history.seconds_since_first(NOW), not_found_window=300)
+    assert isinstance(action, RetryLater) and action.delay == 1.0
 
 
 @pytest.mark.parametrize("retries", [True, -1, 10_000, "3", 2.5])
