@@ -40,7 +40,7 @@ from bench.stack import Backend, Broker, DelayProxy
 from sbworker.core import config
 
 # The defaults the bench measures as "the listener" (rows 3-7, 9); see README, Performance, for why.
-MAX_CONCURRENT = 64
+MAX_CONCURRENT = 128
 PREFETCH = 100
 
 SWEEP_CONCURRENCY = (8, 16, 32, 64, 128)

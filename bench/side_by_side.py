@@ -27,7 +27,7 @@ from bench.common import Dts, preload, run_prefix, start_messages, wait_until
 from bench.listener_throughput import start_listener
 from bench.stack import Backend, Broker, cpu_seconds
 
-MAX_CONCURRENT = 64
+MAX_CONCURRENT = 128
 PREFETCH = 100
 
 

@@ -93,7 +93,7 @@ param messagesPerSession int = 2
 
 // Listener tuning; the same values as the code defaults in sbworker/core/config.py.
 @description('MAX_CONCURRENT_MESSAGES')
-param maxConcurrentMessages int = 64
+param maxConcurrentMessages int = 128
 @description('PREFETCH_COUNT')
 param prefetchCount int = 100
 @description('WORKER_THREADS')

@@ -242,7 +242,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         dts=dts,
         servicebus=_servicebus(env, client_id),
         listener=ListenerSettings(
-            max_concurrent_messages=integer(env, "MAX_CONCURRENT_MESSAGES", 64, low=1, high=1024),
+            max_concurrent_messages=integer(env, "MAX_CONCURRENT_MESSAGES", 128, low=1, high=1024),
             prefetch_count=integer(env, "PREFETCH_COUNT", 100, low=0, high=10_000),
             max_message_bytes=integer(env, "MAX_MESSAGE_BYTES", 262_144, low=256, high=100 * 1024 * 1024),
             approval_not_found_window_seconds=number(

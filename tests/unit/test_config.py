@@ -17,7 +17,7 @@ def test_bare_environment_points_at_the_local_emulators() -> None:
     assert s.servicebus.source.entity.name == "workflow-requests" == config.DEFAULT_QUEUE
     assert s.servicebus.source.receive_from == (s.servicebus.source.entity,)
     assert s.servicebus.source.retry_queue == config.DEFAULT_QUEUE  # a queue retries on itself
-    assert s.listener.max_concurrent_messages == 64 and s.listener.health_port == 8000
+    assert s.listener.max_concurrent_messages == 128 and s.listener.health_port == 8000
 
 
 @pytest.mark.parametrize(
