@@ -26,6 +26,7 @@ from bench import (
     ceilings,
     compare,
     dashboard_bench,
+    delayproxy,
     end_to_end,
     latency,
     listener_throughput,
@@ -40,12 +41,12 @@ from bench.stack import Backend, Broker, DelayProxy
 from sbworker.core import config
 
 # The defaults the bench measures as "the listener" (rows 3-7, 9); see README, Performance, for why.
-MAX_CONCURRENT = 128
-PREFETCH = 100
+MAX_CONCURRENT = config.DEFAULT_MAX_CONCURRENT_MESSAGES
+PREFETCH = config.DEFAULT_PREFETCH_COUNT
 
 SWEEP_CONCURRENCY = (8, 16, 32, 64, 128)
 SWEEP_PREFETCH = (0, 300)  # at the default concurrency, loopback only (PREFETCH is in the concurrency sweep)
-PROXY_DELAY = 0.002  # seconds added each way, row 9 and the sweep's second column
+PROXY_DELAY = delayproxy.DEFAULT_DELAY  # seconds added each way, row 9 and the sweep's second column
 LISTENERS = ("sbworker", "naive_sync", "naive_async")
 
 

@@ -11,17 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from bench import compare, listener_throughput
+from bench.delayproxy import DEFAULT_DELAY as PROXY_DELAY
 from bench.listener_throughput import Throughput
 from bench.stack import Backend, Broker, DelayProxy
-
-PROXY_DELAY = 0.002  # as row 9 of `make bench`
-PREFETCH = 100
+from sbworker.core.config import DEFAULT_PREFETCH_COUNT as PREFETCH
 
 
 def _values(text: str) -> list[int]:
@@ -48,14 +46,14 @@ async def run(values: list[int], rounds: int, messages: int) -> None:
                 print(f"  {where}: {line.strip()}", flush=True)
 
             results = await compare.rotated({str(value): contender(value) for value in values}, rounds, say)
-            first = str(values[0])
+            base = results[str(values[0])]
             for name, runs in results.items():
-                rates = [run.per_second for run in runs]
-                cpu = [run.listener_cpu_s / run.n * 1000 for run in runs]
-                ratios = [run.per_second / base.per_second for run, base in zip(runs, results[first], strict=True)]
-                print(f"{where}: MAX_CONCURRENT_MESSAGES={name}: {statistics.median(rates):,.0f} starts/s "
-                      f"({min(rates):,.0f}-{max(rates):,.0f}), {statistics.median(cpu):.2f} ms CPU/msg, "
-                      f"{statistics.median(ratios):.2f}x {first} ({min(ratios):.2f}-{max(ratios):.2f})")
+                rates = compare.spread(runs)
+                cpu = compare.spread(runs, lambda run: run.listener_cpu_s / run.n * 1000)
+                ratios = compare.Spread(tuple(run.per_second / ref.per_second for run, ref in zip(runs, base,
+                                                                                                  strict=True)))
+                print(f"{where}: MAX_CONCURRENT_MESSAGES={name}: {rates.text()} starts/s, {cpu.median:.2f} ms "
+                      f"CPU/msg, {ratios.text(2, 'x')} against {values[0]}")
     finally:
         proxy.close()
         broker.close()

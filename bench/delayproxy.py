@@ -17,6 +17,7 @@ import socket
 import sys
 
 CHUNK = 65536
+DEFAULT_DELAY = 0.002  # seconds added each way: `make bench` row 9, its sweep, bench.concurrency
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -76,7 +77,8 @@ async def _serve(upstream_ports: list[int], delay: float) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.delayproxy", description=__doc__)
-    parser.add_argument("--delay", type=float, default=0.002, help="seconds added each way (default 0.002)")
+    parser.add_argument("--delay", type=float, default=DEFAULT_DELAY,
+                        help=f"seconds added each way (default {DEFAULT_DELAY})")
     parser.add_argument("ports", type=int, nargs="+", help="upstream 127.0.0.1 ports")
     args = parser.parse_args(argv)
     asyncio.run(_serve(args.ports, args.delay))

@@ -26,9 +26,10 @@ from pathlib import Path
 from bench.common import Dts, preload, run_prefix, start_messages, wait_until
 from bench.listener_throughput import start_listener
 from bench.stack import Backend, Broker, cpu_seconds
+from sbworker.core import config
 
-MAX_CONCURRENT = 128
-PREFETCH = 100
+MAX_CONCURRENT = config.DEFAULT_MAX_CONCURRENT_MESSAGES
+PREFETCH = config.DEFAULT_PREFETCH_COUNT
 
 
 @dataclass(frozen=True)
