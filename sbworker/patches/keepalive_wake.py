@@ -7,12 +7,13 @@ receiver, sender or client took 0.5 s on average and up to 1 s, although the bro
 second is on the path of every command-line call (`sbworker publish` and `dlq` close before they exit), of each
 listener's stop, and of each test's teardown.
 
-The patch makes only that sleep wakeable: the module's `asyncio` (aio) or `time` (sync) is a stand-in whose
-`sleep(1)`, when called from the keep-alive loop itself, waits on something the client's close sets; every other
-call goes to the real module. The close is wrapped to set the SDK's own shutdown flag first (what it does itself
-as its first step) and then wake the sleeper, so the loop's next check sees the flag and returns. Pings, their
-interval and everything else the loop does are unchanged. Installed only when each module's sleep is still the
-loop's one-second pause and the close still starts by setting that flag (checked in their source).
+The patch makes only that sleep wakeable: the module's `asyncio` (aio) or `time` (sync) is a copy
+(`stand_in.with_sleep`) whose `sleep(1)`, when called from the keep-alive loop itself, waits on something the
+client's close sets; every other call goes to the real module. The close is wrapped to set the SDK's own shutdown
+flag first (what it does itself as its first step) and then wake the sleeper, so the loop's next check sees the
+flag and returns. Pings, their interval and everything else the loop does are unchanged. Installed only when each
+module's sleep is still the loop's one-second pause and the close still starts by setting that flag (checked in
+their source).
 """
 
 from __future__ import annotations
@@ -23,52 +24,44 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from types import CodeType
+from types import CodeType, ModuleType
 from typing import Any
+
+from sbworker.patches.stand_in import with_sleep
 
 KEEPALIVE_WAKE = "client.keepalive_wake"
 SDK_PAUSE = 1  # the keep-alive loop's sleep between two looks at its clock
 _WAKE = "_sbworker_keepalive_wake"  # on a client: the future (aio) or event (sync) its close sets
 
 woken = 0  # closes that cut a keep-alive pause short (read by the tests: the patch still has its effect)
+_installed = False
 
 
-class _AsyncioForKeepAlive:
+def _asyncio_for(loop_code: CodeType) -> ModuleType:
     """The `asyncio` module as the aio client module sees it, but for the keep-alive loop's pause."""
 
-    def __init__(self, loop_code: CodeType) -> None:
-        self._loop_code = loop_code
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    def sleep(self, delay: float, result: Any = None) -> Awaitable[Any]:
+    def sleep(delay: float, result: Any = None) -> Awaitable[Any]:
         caller = sys._getframe(1)
-        if delay == SDK_PAUSE and caller.f_code is self._loop_code:
+        if delay == SDK_PAUSE and caller.f_code is loop_code:
             return _nap(caller.f_locals["self"], delay)
         return asyncio.sleep(delay, result)
 
+    return with_sleep(asyncio, sleep)
 
-class _TimeForKeepAlive:
+
+def _time_for(loop_code: CodeType) -> ModuleType:
     """The `time` module as the sync client module sees it, but for the keep-alive thread's pause."""
 
-    monotonic = staticmethod(time.monotonic)  # these two are on every message's path: no detour via __getattr__
-    time = staticmethod(time.time)
-
-    def __init__(self, loop_code: CodeType) -> None:
-        self._loop_code = loop_code
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    def sleep(self, delay: float) -> None:
+    def sleep(delay: float) -> None:
         caller = sys._getframe(1)
-        if delay == SDK_PAUSE and caller.f_code is self._loop_code:
+        if delay == SDK_PAUSE and caller.f_code is loop_code:
             client = caller.f_locals["self"]
             if not client._shutdown:
                 client.__dict__.setdefault(_WAKE, threading.Event()).wait(delay)
             return
         time.sleep(delay)
+
+    return with_sleep(time, sleep)
 
 
 async def _nap(client: Any, delay: float) -> None:
@@ -137,9 +130,10 @@ def install() -> list[str]:
     from azure.servicebus._pyamqp import client as sync_module
     from azure.servicebus._pyamqp.aio import _client_async as aio_module
 
-    aio_client, sync_client = aio_module.AMQPClientAsync, sync_module.AMQPClient
-    if isinstance(aio_module.asyncio, _AsyncioForKeepAlive) and isinstance(sync_module.time, _TimeForKeepAlive):
+    global _installed
+    if _installed:
         return [KEEPALIVE_WAKE]
+    aio_client, sync_client = aio_module.AMQPClientAsync, sync_module.AMQPClient
     try:
         aio_loop, sync_loop = aio_client._keep_alive_async, sync_client._keep_alive
         aio_close, sync_close = aio_client.close_async, sync_client.close
@@ -149,8 +143,9 @@ def install() -> list[str]:
             or not _reads_as_expected(aio_module, aio_loop, aio_close, f"await asyncio.sleep({SDK_PAUSE})") \
             or not _reads_as_expected(sync_module, sync_loop, sync_close, f"time.sleep({SDK_PAUSE})"):
         return []
-    aio_module.asyncio = _AsyncioForKeepAlive(aio_loop.__code__)  # type: ignore[assignment]
-    sync_module.time = _TimeForKeepAlive(sync_loop.__code__)  # type: ignore[assignment]
+    aio_module.asyncio = _asyncio_for(aio_loop.__code__)
+    sync_module.time = _time_for(sync_loop.__code__)
     setattr(aio_client, "close_async", _waking_close_async(aio_close))  # noqa: B010 (mypy forbids assigning a method)
     setattr(sync_client, "close", _waking_close(sync_close))  # noqa: B010
+    _installed = True
     return [KEEPALIVE_WAKE]

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from types import ModuleType
 from typing import Any
+
+from sbworker.patches.stand_in import with_sleep
 
 OPEN_POLL = "receiver.open_poll"
 SDK_PAUSE = 0.05  # the SDK's sleep between two passes of its open loops
@@ -32,14 +33,6 @@ async def _yield_for_pause(delay: float, result: Any = None) -> Any:
 
 def _no_pause(delay: float) -> None:
     time.sleep(0 if delay == SDK_PAUSE else delay)
-
-
-def _without_pause(real: ModuleType, sleep: Any) -> ModuleType:
-    """A copy of `real` whose only difference is `sleep`: every other name is the module's own, looked up as fast."""
-    copy = ModuleType(real.__name__, real.__doc__)
-    copy.__dict__.update({name: value for name, value in vars(real).items() if not name.startswith("__")})
-    copy.sleep = sleep  # type: ignore[attr-defined]
-    return copy
 
 
 def install() -> list[str]:
@@ -65,5 +58,5 @@ def install() -> list[str]:
         if getattr(module, name, None) is not real or whole.count(f"{name}.sleep(") != 1 or pause not in opening:
             return []
     for module, _, name, real, sleep, _ in plan:
-        setattr(module, name, _without_pause(real, sleep))
+        setattr(module, name, with_sleep(real, sleep))
     return [OPEN_POLL]
