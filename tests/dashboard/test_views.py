@@ -183,8 +183,9 @@ def test_messages_view_names_the_messages_that_acted_on_the_instance(stack: Stac
     finished(dts, instance_id)
     late = send_raw(sb, _queue(stack), {"instance_id": instance_id, "approved": False, "approver": "eve"},
                     "approval")  # the instance is over: dead-lettered InstanceNotRunning
-    page = until(lambda: (p := web.get(f"/instance/messages?id={instance_id}")) and late in p.text and p,
-                    what="the late approval in the dead-letter queue")
+    # The page lists the late approval while it is still active too: wait until it shows it dead-lettered.
+    page = until(lambda: (p := web.get(f"/instance/messages?id={instance_id}")) and late in p.text
+                 and "InstanceNotRunning" in p.text and p, what="the late approval in the dead-letter queue")
     origins = re.search(r'<table class="plain" id="origins">(.*?)</table>', page.text, re.S).group(1)  # type: ignore[union-attr]
     assert started_by in origins and approval in origins and "event ApprovalEvent" in origins
     queued = re.search(r'<table class="plain" id="queued">(.*?)</table>', page.text, re.S).group(1)  # type: ignore[union-attr]
