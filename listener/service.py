@@ -24,7 +24,7 @@ from listener.health import HealthServer
 from listener.receiver import Listener
 from orchestrations import registry
 from sbworker import patches
-from sbworker.core import clients
+from sbworker.core import clients, event_loop
 from sbworker.core.config import DtsSettings, Settings, WorkerSettings
 from sbworker.core.worker_guard import WorkerGuard
 from sbworker.observability.metrics import NOOP, TimedDts
@@ -65,6 +65,7 @@ class Service:
         # Set up by the caller before the worker starts: its spans use the global tracer provider setup installs.
         self.telemetry = telemetry if telemetry is not None else Telemetry()
         self._with_worker = with_worker
+        self._loop_kind = settings.listener.event_loop  # until start() reads the running loop
         self._dts_credential = dts_credential
         self._dts_async_credential = dts_async_credential
         self._stop = asyncio.Event()
@@ -90,7 +91,8 @@ class Service:
         listen = settings.listener
         self.health = (HealthServer(listen.health_port, self._readiness, host=listen.health_host,
                                     metrics=self.telemetry.prometheus,
-                                    details=lambda: {"sdk_patches": patches.active()}, reasons=self._reasons)
+                                    details=lambda: {"sdk_patches": patches.active(), "event_loop": self._loop_kind},
+                                    reasons=self._reasons)
                        if listen.health_port else None)
 
     def _dts_client(self) -> Any:
@@ -102,6 +104,8 @@ class Service:
     async def start(self) -> None:
         """Start the worker, the health endpoints and the listeners; returns without waiting for a connection."""
         patches.log_state()
+        self._loop_kind = event_loop.running_kind()  # the health endpoint answers from a loop of its own
+        log.info("event loop: %s (EVENT_LOOP)", self._loop_kind)
         if self._with_worker:
             self._worker = dts_worker(self.settings.dts, credential=self._dts_credential, guard=self.guard,
                                       concurrency=self.settings.worker)

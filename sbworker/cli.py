@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sbworker import LOCAL_CONFIG
-from sbworker.core import config
+from sbworker.core import config, event_loop
 from sbworker.core.codes import Exit
 from sbworker.core.errors import UserError
 from sbworker.observability import config as observability_config
@@ -276,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
             # Before the worker starts: its spans use the global tracer provider that setup installs.
             observed = telemetry.setup(telemetry_settings, scrape=settings.listener.health_port != 0)
-            return asyncio.run(service.serve(settings, telemetry=observed, with_worker=not args.no_worker,
-                                             with_listener=not args.no_listener))
+            return event_loop.run(service.serve(settings, telemetry=observed, with_worker=not args.no_worker,
+                                                with_listener=not args.no_listener), settings.listener.event_loop)
         if args.command == "dev":
             from sbworker import dev
 

@@ -8,7 +8,6 @@ dashboard.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import Any
 
 from listener import service
 from sbworker import localstack
-from sbworker.core import config
+from sbworker.core import config, event_loop
 from sbworker.core.config import Settings
 from sbworker.core.entities import default_retry_queue
 from sbworker.core.errors import ConfigError, one_line
@@ -93,7 +92,7 @@ def run_dev(*, servicebus_port: int, dts_port: int, data_dir: Path | None, confi
                 threading.Thread(target=_demo, args=(settings,), name="demo", daemon=True).start()
             observed = telemetry.setup(telemetry_settings, scrape=settings.listener.health_port != 0,
                                        recent_spans=recent)
-            return asyncio.run(service.serve(settings, telemetry=observed))
+            return event_loop.run(service.serve(settings, telemetry=observed), settings.listener.event_loop)
         finally:
             if board is not None:
                 board.stop()

@@ -7,6 +7,7 @@ bad one, lives here, so `sbworker` can refuse a bad configuration with one line 
 from __future__ import annotations
 
 import enum
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -71,6 +72,7 @@ ENV_VARS: tuple[str, ...] = (
     "WORKER_MAX_CONCURRENT_ORCHESTRATIONS",
     "WORKER_MAX_CONCURRENT_ACTIVITIES",
     "WORKER_THREADS",
+    "EVENT_LOOP",
 )
 
 #: Large-payload storage (the durabletask SDK's externalisation to Azure Blob storage): opt-in, so, like the OTEL_*
@@ -196,6 +198,9 @@ class ListenerSettings:
     # session without a new message is kept before it is released for the next one (README "Sessions").
     max_concurrent_sessions: int = DEFAULT_MAX_CONCURRENT_SESSIONS
     session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
+    # The event loop `sbworker run` drives the listener with: "uvloop" or "asyncio" (EVENT_LOOP; README
+    # "Configuration"). Constructed settings keep asyncio's own; `load` picks uvloop wherever it is installed.
+    event_loop: str = "asyncio"
 
 
 @dataclass(frozen=True)
@@ -261,6 +266,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
                                             high=256),
             session_idle_seconds=number(env, "SESSION_IDLE_SECONDS", DEFAULT_SESSION_IDLE_SECONDS, low=0.1,
                                         high=3600.0),
+            event_loop=event_loop(env),
         ),
         limits=_limits(env, large_payloads=dts.payload_storage is not None),
         worker=_worker(env),
@@ -516,6 +522,20 @@ def check_taskhub(hub: str, setting: str) -> str:
     if not hub or len(hub) > 64 or not all(c.isalnum() or c in "-_" for c in hub):
         raise ConfigError(setting, f"use letters, digits, '-' or '_' (max 64), got {hub!r}")
     return hub
+
+
+def event_loop(env: Mapping[str, str]) -> str:
+    """EVENT_LOOP: `auto` (the default) is uvloop where it is installed (it is a dependency wherever it builds:
+    CPython on Linux and macOS), asyncio's own loop elsewhere; `uvloop` insists on it, `asyncio` turns it off."""
+    choice = (optional(env, "EVENT_LOOP") or "auto").lower()
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError("EVENT_LOOP", f"expected auto, uvloop or asyncio, got {choice[:40]!r}")
+    installed = importlib.util.find_spec("uvloop") is not None
+    if choice == "uvloop" and not installed:
+        raise ConfigError("EVENT_LOOP", "uvloop is not installed here (pip install uvloop, or use auto or asyncio)")
+    if choice == "auto":
+        return "uvloop" if installed else "asyncio"
+    return choice
 
 
 def _log_level(env: Mapping[str, str]) -> str:

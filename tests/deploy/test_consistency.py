@@ -55,10 +55,12 @@ COMPOSE_EXEMPT: dict[str, str] = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "there is no Application Insights locally: traces go to the OTLP viewer",
     "APPLICATIONINSIGHTS_AUTHENTICATION": "there is no Application Insights locally, so nothing to sign in to",
     "CLOUDEVENTS_TYPES": "optional: only publishers with CloudEvents types of their own (e.g. Dapr's) need a mapping",
+    "EVENT_LOOP": "optional: its default (auto) picks uvloop, which the image installs",
 }
 CONTAINER_APP_EXEMPT: dict[str, str] = {
     "SERVICEBUS_CONNECTION_STRING": "Azure uses Entra ID (managed identity); the namespace has local/SAS auth disabled",
     "CLOUDEVENTS_TYPES": "optional: only publishers with CloudEvents types of their own (e.g. Dapr's) need a mapping",
+    "EVENT_LOOP": "optional: its default (auto) picks uvloop, which the image installs",
 }
 
 # Sample values for Bicep expressions that are only known at deploy time.

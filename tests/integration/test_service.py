@@ -99,9 +99,11 @@ def test_health_endpoints(bus: LocalBus, dts_backend: DtsBackend) -> None:
         svc.wait_for_output("listening on queue")
         assert _get(port, "/healthz") == (200, {"status": "alive"})
         status, body = _get(port, "/readyz")
-        # /readyz also names the SDK patches in force (sbworker/patches/): all of them, on a verified SDK.
+        # /readyz also names the SDK patches in force (sbworker/patches/): all of them, on a verified SDK; and the
+        # event loop, uvloop by default (a dependency wherever it builds).
         assert (status, body) == (200, {"status": "ready", "dts": True, "servicebus": True,
-                                        "sdk_patches": patches.expected()})
+                                        "sdk_patches": patches.expected(), "event_loop": "uvloop"})
+        assert "event loop: uvloop" in svc.output
         assert _get(port, "/nope")[0] == 404
         assert svc.terminate() == 0
 
@@ -237,7 +239,9 @@ def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
     backend = start_backend()  # no other worker attached: only the subprocess can run this orchestration
     port = free_port()
     try:
-        env = sbworker_env(bus.connection_string, backend.connection_string, HEALTH_PORT=str(port))
+        # asyncio's own loop, as EVENT_LOOP=asyncio asks (every other `sbworker run` here runs on uvloop)
+        env = sbworker_env(bus.connection_string, backend.connection_string, HEALTH_PORT=str(port),
+                           EVENT_LOOP="asyncio")
         with Process(["run", "--no-listener"], env).start() as svc:
             svc.wait_for_output("DTS worker started")
             with DurableTaskSchedulerClient(host_address=f"localhost:{backend.port}", taskhub="default",
@@ -248,7 +252,7 @@ def test_no_listener_runs_only_the_worker(bus: LocalBus) -> None:
             status, body = _get(port, "/readyz")
             # no receiver to report on; the worker makes progress
             assert (status, body) == (200, {"status": "ready", "dts": True, "worker": True,
-                                            "sdk_patches": patches.expected()})
+                                            "sdk_patches": patches.expected(), "event_loop": "asyncio"})
             assert "listening on queue" not in svc.output
             assert svc.terminate() == 0
     finally:

@@ -203,7 +203,7 @@ def test_the_cli_publishes_to_the_topic_and_the_service_is_ready(stack: tuple[Lo
     from tests.integration.test_service import _get
 
     assert _get(port, "/readyz") == (200, {"status": "ready", "dts": True, "servicebus": True, "worker": True,
-                                           "sdk_patches": patches.expected()})
+                                           "sdk_patches": patches.expected(), "event_loop": "uvloop"})
     seen = [m for m in drain_subscription(bus, "audit") if iid in b"".join(m.body).decode()]
     assert [text(m.subject) for m in seen] == ["start", "approval"]
 

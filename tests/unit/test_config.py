@@ -127,6 +127,7 @@ def test_taskhub_from_env_and_from_string() -> None:
         ({"SERVICEBUS_SESSIONS": "yes"}, "SERVICEBUS_SESSIONS", "expected true or false"),
         ({"MAX_CONCURRENT_SESSIONS": "0"}, "MAX_CONCURRENT_SESSIONS", "between 1 and 256"),
         ({"SESSION_IDLE_SECONDS": "0"}, "SESSION_IDLE_SECONDS", "between 0.1 and 3600"),
+        ({"EVENT_LOOP": "tokio"}, "EVENT_LOOP", "expected auto, uvloop or asyncio"),
     ],
 )
 def test_rejected_configuration_names_the_variable(env: dict[str, str], variable: str, fragment: str) -> None:
@@ -221,3 +222,20 @@ def test_the_worker_concurrency_settings_reach_the_sdks_worker() -> None:
     sdk = ConcurrencyOptions()
     assert service.dts_worker(tuned.dts).concurrency_options.maximum_thread_pool_workers == \
         sdk.maximum_thread_pool_workers
+
+
+@pytest.mark.parametrize(("value", "kind"), [(None, "uvloop"), ("auto", "uvloop"), ("UVLOOP", "uvloop"),
+                                             ("asyncio", "asyncio")])
+def test_event_loop_is_uvloop_unless_turned_off(value: str | None, kind: str) -> None:
+    # uvloop is a dependency on this platform (pyproject.toml), so auto finds it
+    assert load({} if value is None else {"EVENT_LOOP": value}).listener.event_loop == kind
+
+
+def test_event_loop_without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where uvloop does not build (Windows, PyPy) auto falls back to asyncio, and insisting on it is an error."""
+    real = config.importlib.util.find_spec
+    monkeypatch.setattr(config.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "uvloop" else real(name, *args))
+    assert load({}).listener.event_loop == "asyncio"
+    with pytest.raises(ConfigError, match="EVENT_LOOP: uvloop is not installed"):
+        load({"EVENT_LOOP": "uvloop"})
