@@ -97,7 +97,7 @@ class Service:
 
     def _dts_client(self) -> Any:
         client = clients.dts_async_client(self.settings.dts, credential=self._dts_async_credential,
-                                          emit_trace_spans=spans_recorded())
+                                          emit_trace_spans=spans_recorded(), minimal_stack=True)
         metrics = self.telemetry.metrics
         return client if metrics is NOOP else TimedDts(client, metrics)
 

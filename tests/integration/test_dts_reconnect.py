@@ -15,8 +15,9 @@ from tests.fixtures.dts import DtsBackend
 from tests.reliability.faultproxy import FaultProxy
 
 
+@pytest.mark.parametrize("minimal_stack", [True, False], ids=["listener's channel", "default channel"])
 async def test_a_silent_dts_client_is_replaced_and_the_start_goes_through(
-        dts_backend: DtsBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+        dts_backend: DtsBackend, monkeypatch: pytest.MonkeyPatch, minimal_stack: bool) -> None:
     monkeypatch.setattr(dispatch, "RECONNECT_AFTER_TIMEOUT_SECONDS", 0.0)
     proxy = FaultProxy(dts_backend.port).start()
     try:
@@ -24,7 +25,8 @@ async def test_a_silent_dts_client_is_replaced_and_the_start_goes_through(
         made: list[object] = []
 
         def fresh() -> object:
-            client = clients.dts_async_client(via_proxy)  # a new channel: a new connection through the proxy
+            # a new channel: a new connection through the proxy (the listener's has gRPC's minimal stack)
+            client = clients.dts_async_client(via_proxy, minimal_stack=minimal_stack)
             made.append(client)
             return client
 
