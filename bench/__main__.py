@@ -130,7 +130,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.messages or sizes.messages
     repeats = args.repeats or sizes.repeats
     c, p = args.concurrency, args.prefetch
-    results: dict[str, Any] = {"machine": report.machine(), "config": {"max_concurrent": c, "prefetch": p},
+    results: dict[str, Any] = {"machine": report.machine(), "config": {"max_concurrent": c, "prefetch": p,
+                                                                  "event_loop": config.event_loop(os.environ)},
                                "dts_in_flight": ceilings.DTS_IN_FLIGHT, "quick": args.quick, "repeats": repeats,
                                "proxy_delay_ms": PROXY_DELAY * 1000}
     results["load"] = {"start": os.getloadavg()[0]}
