@@ -9,7 +9,8 @@ What changes against ``durabletask.testing.InMemoryOrchestrationBackend``:
   undo. On start, the running instances are loaded and the owed work is derived from each history: activities
   re-queued, timers re-armed, sub-orchestrations watched.
 - **Cost flat in history** (with a store): an ended instance leaves memory once written (:mod:`localdts.instances`)
-  and queries, lists and purges page in SQL (:mod:`localdts.queries`).
+  and queries, lists and purges page in SQL (:mod:`localdts.queries`); a start of a new id does not read the
+  store once a thread has learnt the stored ids after start-up (:meth:`DurableBackend._learn_stored_ids`).
 - **Bounded** (:mod:`localdts.limits`): no work item a worker could not receive is sent; payloads, raised events and
   unanswered deliveries are bounded, so one instance cannot stall the others.
 - **Scheduled starts**: an instance with a future ``scheduledStartTimestamp`` stays PENDING and undispatched
@@ -32,8 +33,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import sqlite3
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -69,6 +72,7 @@ R = TypeVar("R")
 
 DEFAULT_MAX_WORKERS = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ID_PAGE = 10_000  # ids read from the store at a time while learning them after start-up
 PURGE_BATCH = 10_000  # instances one PurgeInstances-by-filter call deletes at most (then isComplete is false)
 _TERMINAL = (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED, pb.ORCHESTRATION_STATUS_TERMINATED)
 
@@ -220,6 +224,8 @@ class DurableBackend(InMemoryOrchestrationBackend):
         self._call_workers = call_workers
         self._pools: list[futures.ThreadPoolExecutor] = []
         self._timers = TimerQueue()
+        self._learning: threading.Thread | None = None  # of the stored ids, once per backend (see activate)
+        self._stop_learning = threading.Event()
         self._pending = _Pending()
         self._writing: _Pending | None = None  # what the batch being written was taken from
         self._saved: dict[str, _Saved] = {}
@@ -267,6 +273,10 @@ class DurableBackend(InMemoryOrchestrationBackend):
         if self._commits is not None:
             self._commits.start()
         self._timers.start()
+        if self._store is not None and self._learning is None:
+            self._learning = threading.Thread(target=self._learn_stored_ids, args=(self._store,),
+                                              name="localdts-stored-ids", daemon=True)
+            self._learning.start()
 
     def quiesce(self) -> None:
         """End this backend's work-item streams (the server is about to stop)."""
@@ -279,6 +289,9 @@ class DurableBackend(InMemoryOrchestrationBackend):
         super().stop(grace)
         self._shutdown_pools()
         self._timers.stop()
+        self._stop_learning.set()
+        if self._learning is not None:  # before the store closes
+            self._learning.join()
         if self._commits is not None:
             self._commits.stop()
 
@@ -318,6 +331,21 @@ class DurableBackend(InMemoryOrchestrationBackend):
                 if not _is_terminal(inst.status):
                     self._end_if_over_the_limit(inst)
         log.info("localdts loaded %d running instance(s) from %s", len(loaded), store.path)
+
+    def _learn_stored_ids(self, store: Store) -> None:
+        """In the background after start-up: learn every id in the store, so that from then on a start of a new
+        id does not read it (until then every start does, as an id that is not in memory may be stored)."""
+        began = time.monotonic()
+        try:
+            with store.all_ids(ID_PAGE) as (count, pages):
+                if not self._live.cover_store(count, pages, self._lock, self._stop_learning):
+                    return
+        except sqlite3.Error as exc:
+            log.warning("localdts: could not read the instance ids in %s (%s); starts keep reading the store",
+                        store.path, exc)
+            return
+        log.info("localdts learnt the %d instance id(s) in %s in %.2f s", count, store.path,
+                 time.monotonic() - began)
 
     def _load_ended(self, instance_id: str) -> OrchestrationInstance | None:
         """Under the lock: an instance that is not in memory (so it has ended), read back whole to be used."""

@@ -308,6 +308,20 @@ class Store:
                 return None
             return _row(r, self._history(self._reader, instance_id) if history else [])
 
+    @contextlib.contextmanager
+    def all_ids(self, page_size: int) -> Iterator[tuple[int, Iterator[list[str]]]]:
+        """How many instances there are and all their ids, a page at a time, as of one moment. On a connection of
+        its own: the other readers do not wait (a million ids take seconds), and none of them sees its snapshot."""
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA query_only=1")
+            db.execute("BEGIN")  # one read transaction: the count and the ids from the same snapshot
+            count = int(db.execute("SELECT count(*) FROM instances").fetchone()[0])
+            cursor = db.execute("SELECT instance_id FROM instances")  # the index by creation time covers it
+            yield count, iter(lambda: [str(i) for (i,) in cursor.fetchmany(page_size)], [])
+        finally:
+            db.close()
+
     def history(self, instance_id: str) -> list[bytes]:
         with self._read_lock:
             return self._history(self._reader, instance_id)
