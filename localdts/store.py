@@ -310,15 +310,22 @@ class Store:
 
     @contextlib.contextmanager
     def all_ids(self, page_size: int) -> Iterator[tuple[int, Iterator[list[str]]]]:
-        """How many instances there are and all their ids, a page at a time, as of one moment. On a connection of
-        its own: the other readers do not wait (a million ids take seconds), and none of them sees its snapshot."""
+        """About how many instances there are, and the ids of every instance that exists throughout the walk, a
+        page at a time, each page a read of its own (no snapshot held while the caller works on a page). On a
+        connection of its own: the other readers do not wait for it."""
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA query_only=1")
-            db.execute("BEGIN")  # one read transaction: the count and the ids from the same snapshot
             count = int(db.execute("SELECT count(*) FROM instances").fetchone()[0])
-            cursor = db.execute("SELECT instance_id FROM instances")  # the index by creation time covers it
-            yield count, iter(lambda: [str(i) for (i,) in cursor.fetchmany(page_size)], [])
+
+            def pages() -> Iterator[list[str]]:
+                after: tuple[int, str] = (-(2**63), "")
+                while rows := db.execute("SELECT created_us, instance_id FROM instances WHERE (created_us, "
+                                         "instance_id) > (?, ?) ORDER BY created_us, instance_id LIMIT ?",
+                                         (*after, page_size)).fetchall():  # a range of the index by creation
+                    yield [str(i) for _, i in rows]
+                    after = rows[-1]
+            yield count, pages()
         finally:
             db.close()
 
