@@ -16,7 +16,8 @@ Decisions (and why):
   envelope valid.
 - `data` must be JSON: `data_base64` is refused (with a JSON content type it breaks the JSON format's rules;
   with another one the data is simply not our JSON), as is a non-JSON ``datacontenttype``.
-- Attribute strings are bounded (``MAX_ATTRIBUTE_CHARS``): they are kept on the instance as tags and in logs.
+- Attribute strings are bounded (``limits.MAX_CLOUDEVENT_ATTRIBUTE_CHARS``): they are kept on the instance as tags
+  and in logs.
 - ``traceparent``/``tracestate`` (the distributed-tracing extension) are kept so the listener can continue the
   trace when the transport carries none of its own (``trace_carrier``).
 """
@@ -36,6 +37,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent as SdkCloudEvent
 
 from sbworker.core.codes import Reason
+from sbworker.core.limits import MAX_CLOUDEVENT_ATTRIBUTE_CHARS
 from sbworker.core.text import clip
 
 STRUCTURED_JSON: Final = "application/cloudevents+json"
@@ -43,13 +45,6 @@ PREFIXES: Final = ("cloudEvents_", "cloudEvents:")
 REQUIRED: Final = ("specversion", "id", "source", "type")
 SPECVERSION: Final = "1.0"
 
-TYPE_START: Final = "sbworker.start"
-TYPE_APPROVAL: Final = "sbworker.approval"
-TYPE_EVENT: Final = "sbworker.event"
-#: type -> the contract's subject; settings (CLOUDEVENTS_TYPES) add more, e.g. a Dapr topic's type.
-DEFAULT_TYPES: Final[Mapping[str, str]] = {TYPE_START: "start", TYPE_APPROVAL: "approval", TYPE_EVENT: "event"}
-
-MAX_ATTRIBUTE_CHARS: Final = 1024
 # Only what trace_carrier reads from a body when tracing: a structured envelope larger than this has no trace parent.
 MAX_TRACE_PEEK_BYTES: Final = 1024 * 1024
 TAG_PREFIX: Final = "cloudevents."
@@ -294,9 +289,9 @@ def _bounded(name: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise CloudEventError(Reason.INVALID_CLOUD_EVENT, f"attribute {name} must be a string")
-    if len(value) > MAX_ATTRIBUTE_CHARS:
+    if len(value) > MAX_CLOUDEVENT_ATTRIBUTE_CHARS:
         raise CloudEventError(Reason.INVALID_CLOUD_EVENT, f"attribute {name} is {len(value)} characters; at most "
-                                                          f"{MAX_ATTRIBUTE_CHARS} are accepted")
+                                                          f"{MAX_CLOUDEVENT_ATTRIBUTE_CHARS} are accepted")
     return value
 
 

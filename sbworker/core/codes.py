@@ -6,10 +6,12 @@ the command line, the dashboard and the tests all spell it the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum, StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
-from durabletask.client import OrchestrationStatus
+if TYPE_CHECKING:
+    from durabletask.client import OrchestrationStatus
 
 
 class Reason(StrEnum):
@@ -51,10 +53,22 @@ class AbandonReason(StrEnum):
     REENQUEUE_FAILED = "ReenqueueFailed"  # an early approval's scheduled copy could not be sent
 
 
-#: Statuses after which an instance never changes again.
-TERMINAL_STATUSES: Final = frozenset({
-    OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED,
-})
+if TYPE_CHECKING:
+    #: Statuses after which an instance never changes again (built on first use: see __getattr__).
+    TERMINAL_STATUSES: frozenset[OrchestrationStatus]
+
+
+def __getattr__(name: str) -> Any:
+    """TERMINAL_STATUSES holds the durabletask SDK's own members, so `state.runtime_status in TERMINAL_STATUSES`
+    works; it is built when first imported, so that the commands that never read an instance (`--help`, a
+    configuration error, `publish`) do not load the SDK and its gRPC stack (about 70 ms of every start)."""
+    if name != "TERMINAL_STATUSES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from durabletask.client import OrchestrationStatus
+
+    statuses = frozenset({OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED})
+    globals()[name] = statuses
+    return statuses
 
 
 class Exit(IntEnum):
@@ -79,5 +93,10 @@ PROP_CONFIRM: Final = "sbworker-confirm"
 TAG_MESSAGE_ID: Final = "sbworker.message_id"
 # Set by sbworker.patches.amqp_decoding on a delivery the SDK could not decode (the value says what failed).
 PROP_UNDECODABLE: Final = "x-sbworker-undecodable"
+#: CloudEvents type -> the contract's subject it stands for (sbworker.core.cloudevents); settings
+#: (CLOUDEVENTS_TYPES) add more, e.g. a Dapr topic's type.
+CLOUDEVENT_TYPES: Final[Mapping[str, str]] = {
+    "sbworker.start": "start", "sbworker.approval": "approval", "sbworker.event": "event",
+}
 # Service Bus's own dead-letter properties, which a resubmitted copy must not carry.
 DEAD_LETTER_PROPS: Final = frozenset({"DeadLetterReason", "DeadLetterErrorDescription", "DeadLetterSource"})

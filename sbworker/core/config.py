@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from azure.servicebus import ServiceBusConnectionStringProperties, parse_connection_string
-
-from sbworker.core import cloudevents
+from sbworker.core.codes import CLOUDEVENT_TYPES
 from sbworker.core.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
 from sbworker.core.errors import ConfigError
 from sbworker.core.limits import (
@@ -23,6 +21,7 @@ from sbworker.core.limits import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_INPUT_BYTES,
     DTS_PAYLOAD_BYTES,
+    MAX_CLOUDEVENT_ATTRIBUTE_CHARS,
     Limits,
 )
 from sbworker.core.net import is_loopback
@@ -193,7 +192,7 @@ class ListenerSettings:
     # `sbworker dev` keeps it on loopback.
     health_host: str = "0.0.0.0"
     # CloudEvents type -> the contract's subject: the defaults (sbworker.start, ...) plus CLOUDEVENTS_TYPES.
-    cloudevent_types: Mapping[str, str] = field(default_factory=lambda: dict(cloudevents.DEFAULT_TYPES))
+    cloudevent_types: Mapping[str, str] = field(default_factory=lambda: dict(CLOUDEVENT_TYPES))
     # Session mode (SERVICEBUS_SESSIONS=true): sessions read at once, each one message at a time, and how long a
     # session without a new message is kept before it is released for the next one (README "Sessions").
     max_concurrent_sessions: int = DEFAULT_MAX_CONCURRENT_SESSIONS
@@ -331,7 +330,7 @@ def cloudevent_types(env: Mapping[str, str]) -> dict[str, str]:
     """CLOUDEVENTS_TYPES: `type=action` pairs separated by ',' (action: start, approval or event), added to the
     default types; e.g. `com.dapr.event.sent=start` for a Dapr topic whose messages are starts."""
     name = "CLOUDEVENTS_TYPES"
-    types = dict(cloudevents.DEFAULT_TYPES)
+    types = dict(CLOUDEVENT_TYPES)
     raw = optional(env, name)
     for item in (raw or "").split(","):
         if not item.strip():
@@ -339,12 +338,12 @@ def cloudevent_types(env: Mapping[str, str]) -> dict[str, str]:
         event_type, sep, action = (part.strip() for part in item.partition("="))
         if not sep or not event_type:
             raise ConfigError(name, f"expected type=action pairs separated by ',', got {item.strip()!r}")
-        if action not in cloudevents.DEFAULT_TYPES.values():
+        if action not in CLOUDEVENT_TYPES.values():
             raise ConfigError(name, f"{event_type}: the action must be start, approval or event, got {action!r}")
-        if event_type in cloudevents.DEFAULT_TYPES and cloudevents.DEFAULT_TYPES[event_type] != action:
-            raise ConfigError(name, f"{event_type} always means {cloudevents.DEFAULT_TYPES[event_type]}")
-        if len(event_type) > cloudevents.MAX_ATTRIBUTE_CHARS:
-            raise ConfigError(name, f"a type is at most {cloudevents.MAX_ATTRIBUTE_CHARS} characters")
+        if event_type in CLOUDEVENT_TYPES and CLOUDEVENT_TYPES[event_type] != action:
+            raise ConfigError(name, f"{event_type} always means {CLOUDEVENT_TYPES[event_type]}")
+        if len(event_type) > MAX_CLOUDEVENT_ATTRIBUTE_CHARS:
+            raise ConfigError(name, f"a type is at most {MAX_CLOUDEVENT_ATTRIBUTE_CHARS} characters")
         types[event_type] = action
     return types
 
@@ -475,13 +474,62 @@ def is_local_namespace(namespace: str) -> bool:
     return is_loopback(namespace.rsplit(":", 1)[0] if namespace.count(":") == 1 else namespace)
 
 
-def _sas_fields(conn: str) -> ServiceBusConnectionStringProperties:
-    """The SDK's parser: whatever it accepts, the clients accept. Its messages never echo a key."""
+@dataclass(frozen=True)
+class SasFields:
+    """What azure-servicebus's `parse_connection_string` reads from a connection string, as far as we use it."""
+
+    fully_qualified_namespace: str
+    shared_access_key: str | None
+    shared_access_signature: str | None
+
+
+def _sas_fields(conn: str) -> SasFields:
+    """The SDK's rules: whatever its parser accepts, the clients accept. Its messages never echo a key.
+
+    The usual string is read here as the SDK reads it (`_plain_sas_fields`), without importing azure.servicebus:
+    that import is about 0.13 s of every command, and only the commands that talk to Service Bus need it. Every
+    other string goes to the SDK's parser, for its verdict and its message."""
+    plain = _plain_sas_fields(conn)
+    if plain is not None:
+        return plain
+    from azure.servicebus import parse_connection_string
+
     try:
-        return parse_connection_string(conn)
+        parsed = parse_connection_string(conn)
     except ValueError as error:
         raise ConfigError("SERVICEBUS_CONNECTION_STRING", f"{str(error).rstrip('.')} (expected Endpoint=sb://HOST;"
                                                           "SharedAccessKeyName=...;SharedAccessKey=...)") from None
+    return SasFields(parsed.fully_qualified_namespace, parsed.shared_access_key, parsed.shared_access_signature)
+
+
+# The keys of a SAS connection string, spelled as the SDK's parser looks them up (it matches case).
+_SAS_KEYS = frozenset({"Endpoint", "SharedAccessKeyName", "SharedAccessKey", "SharedAccessSignature", "EntityPath",
+                       "UseDevelopmentEmulator"})
+
+
+def _plain_sas_fields(conn: str) -> SasFields | None:
+    """The fields of a string the SDK's parser surely accepts, split as it splits them; None for any other string.
+
+    Accepted: `Key=Value` parts separated by ';' with keys of `_SAS_KEYS` only (the last of a repeated key counts,
+    as for the SDK), an Endpoint with a host, and either a key name and a key or a signature, non-empty. A unit
+    test holds this to the SDK's own results."""
+    parts = [part.split("=", 1) for part in conn.strip().rstrip(";").split(";")]
+    if any(len(part) != 2 for part in parts):
+        return None
+    values = dict(parts)
+    if not values.keys() <= _SAS_KEYS:
+        return None
+    try:
+        host = urlsplit(values.get("Endpoint", "")).netloc.strip()
+    except ValueError:  # e.g. an unclosed '[': the SDK's parser says what is wrong
+        return None
+    key_name, key, signature = (values.get(k) for k in ("SharedAccessKeyName", "SharedAccessKey",
+                                                         "SharedAccessSignature"))
+    by_key = bool(key_name and key) and signature is None
+    by_signature = bool(signature) and key_name is None and key is None
+    if not host or not (by_key or by_signature):
+        return None
+    return SasFields(host, key, signature)
 
 
 def key_values(value: str, var: str) -> dict[str, str]:

@@ -65,7 +65,7 @@ from jsonschema.exceptions import ValidationError
 
 from sbworker.core import cloudevents, limits
 from sbworker.core.cloudevents import CloudEvent
-from sbworker.core.codes import APPROVAL_EVENT, Reason
+from sbworker.core.codes import APPROVAL_EVENT, CLOUDEVENT_TYPES, Reason
 from sbworker.core.events import RESERVED_KEY, EventCatalog
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from sbworker.core.schema_check import Schema
@@ -196,7 +196,7 @@ def parse(
     bounds: Limits = DEFAULT_LIMITS,
     input_problem: InputCheck | None = None,
     application_properties: Mapping[Any, Any] | None = None,
-    cloudevent_types: Mapping[str, str] = cloudevents.DEFAULT_TYPES,
+    cloudevent_types: Mapping[str, str] = CLOUDEVENT_TYPES,
 ) -> Request | Invalid:
     """Turn one message into a request, or an ``Invalid`` for the caller to dead-letter.
 

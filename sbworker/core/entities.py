@@ -12,11 +12,13 @@ one set of helpers serves the CLI and the listener.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 # Service Bus entity names: at most 260 characters for a queue or topic path, 50 for a subscription.
 MAX_PATH = 260
 MAX_SUBSCRIPTION = 50
+#: Service Bus's longest session id (its quotas; an instance id, at most 100 characters, always fits).
+MAX_SESSION_ID: Final = 128
 _FORBIDDEN = " \t\r\n?#"
 
 

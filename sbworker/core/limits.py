@@ -33,6 +33,9 @@ DEFAULT_MAX_INPUT_BYTES: Final = 512 * 1024
 DEFAULT_MAX_EVENT_BYTES: Final = 64 * 1024
 #: DTS's own ceiling for one payload; beyond it only large-payload storage helps.
 DTS_PAYLOAD_BYTES: Final = 1024 * 1024
+#: The longest CloudEvents attribute string (id, source, type, ...) accepted: they are kept on the instance as tags
+#: and in logs. Also the longest type CLOUDEVENTS_TYPES may name.
+MAX_CLOUDEVENT_ATTRIBUTE_CHARS: Final = 1024
 
 _CONVERTER: Final = JsonDataConverter()
 

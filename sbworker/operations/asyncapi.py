@@ -23,7 +23,7 @@ import yaml
 
 from orchestrations.events import CATALOG
 from sbworker.core import cloudevents, contract
-from sbworker.core.codes import Reason
+from sbworker.core.codes import CLOUDEVENT_TYPES, Reason
 from sbworker.core.config import (
     DEFAULT_QUEUE,
     DEFAULT_SESSION_QUEUE,
@@ -31,9 +31,9 @@ from sbworker.core.config import (
     DEFAULT_SUBSCRIPTION,
     DEFAULT_TOPIC,
 )
-from sbworker.core.entities import default_retry_queue
+from sbworker.core.entities import MAX_SESSION_ID, default_retry_queue
 from sbworker.core.events import EventCatalog
-from sbworker.operations.publish import MAX_SESSION_ID
+from sbworker.core.limits import MAX_CLOUDEVENT_ATTRIBUTE_CHARS
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 
@@ -79,7 +79,7 @@ BROKER_REASONS: Final[dict[str, str]] = {
 _KINDS: Final = (contract.SUBJECT_START, contract.SUBJECT_APPROVAL, contract.SUBJECT_EVENT)
 _TITLES: Final = {"start": "Start an orchestration", "approval": "Approve or reject a waiting orchestration",
                   "event": "Raise a declared event on a waiting orchestration"}
-_TYPE_OF: Final = {subject: event_type for event_type, subject in cloudevents.DEFAULT_TYPES.items()}
+_TYPE_OF: Final = {subject: event_type for event_type, subject in CLOUDEVENT_TYPES.items()}
 _FORMS: Final = ("plain", "structured", "binary")
 
 
@@ -290,7 +290,7 @@ def _headers(*, content_type: str, required: list[str], subject: dict[str, Any] 
 
 def _binary_attributes() -> dict[str, Any]:
     def text(description: str) -> dict[str, Any]:
-        return {"type": "string", "minLength": 1, "maxLength": cloudevents.MAX_ATTRIBUTE_CHARS,
+        return {"type": "string", "minLength": 1, "maxLength": MAX_CLOUDEVENT_ATTRIBUTE_CHARS,
                 "description": description}
 
     return {
@@ -310,7 +310,7 @@ def _binary_attributes() -> dict[str, Any]:
 
 def _envelope() -> dict[str, Any]:
     def text(description: str, **extra: Any) -> dict[str, Any]:
-        return {"type": "string", "minLength": 1, "maxLength": cloudevents.MAX_ATTRIBUTE_CHARS,
+        return {"type": "string", "minLength": 1, "maxLength": MAX_CLOUDEVENT_ATTRIBUTE_CHARS,
                 "description": description, **extra}
 
     return {

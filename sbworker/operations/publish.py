@@ -20,17 +20,16 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage
 from orchestrations import registry
 from orchestrations.events import CATALOG
 from sbworker.core import cloudevents, contract
+from sbworker.core.codes import CLOUDEVENT_TYPES
 from sbworker.core.contract import Invalid, Rejected, Request
-from sbworker.core.entities import Source
+from sbworker.core.entities import MAX_SESSION_ID, Source
 from sbworker.core.events import EventCatalog
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
 
 CONTENT_TYPE: Final = "application/json"
-#: Service Bus's longest session id (its quotas; an instance id, at most 100 characters, always fits).
-MAX_SESSION_ID: Final = 128
 #: The CloudEvents `source` of what sbworker's own tools publish, unless the caller names its own.
 DEFAULT_SOURCE: Final = "urn:sbworker:publisher"
-_TYPES: Final = {subject: event_type for event_type, subject in cloudevents.DEFAULT_TYPES.items()}
+_TYPES: Final = {subject: event_type for event_type, subject in CLOUDEVENT_TYPES.items()}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from orchestrations import registry
 from orchestrations.events import CATALOG
 from sbworker.core import cloudevents, config
 from sbworker.core.cloudevents import CloudEvent
-from sbworker.core.codes import Reason
+from sbworker.core.codes import CLOUDEVENT_TYPES, Reason
 from sbworker.core.contract import ApprovalRequest, EventRequest, Invalid, StartRequest, parse
 from sbworker.core.errors import ConfigError
 
@@ -58,7 +58,7 @@ def run(raw: bytes, *, content_type: str | None, subject: str | None = "ignored"
     return parse(raw, subject=subject, content_type=content_type, message_id=message_id,
                  is_registered=registry.is_startable, registered_names=registry.orchestration_names, events=CATALOG,
                  application_properties=application_properties, max_bytes=max_bytes,
-                 cloudevent_types=types if types is not None else cloudevents.DEFAULT_TYPES)
+                 cloudevent_types=types if types is not None else CLOUDEVENT_TYPES)
 
 
 def invalid(result: Any, reason: Reason) -> str:
@@ -254,6 +254,6 @@ def test_bad_type_mappings_are_configuration_errors(raw: str, problem: str) -> N
 
 
 def test_default_types_are_always_there() -> None:
-    assert config.load({}).listener.cloudevent_types == cloudevents.DEFAULT_TYPES
-    assert config.cloudevent_types({"CLOUDEVENTS_TYPES": "x=approval,"}) == {**cloudevents.DEFAULT_TYPES,
+    assert config.load({}).listener.cloudevent_types == CLOUDEVENT_TYPES
+    assert config.cloudevent_types({"CLOUDEVENTS_TYPES": "x=approval,"}) == {**CLOUDEVENT_TYPES,
                                                                              "x": "approval"}

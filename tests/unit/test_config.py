@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from azure.servicebus import parse_connection_string
 
 from sbworker.core import config
 from sbworker.core.config import Auth, load, parse_dts
@@ -171,6 +174,48 @@ def test_a_malformed_connection_string_never_echoes_its_secret() -> None:
     with pytest.raises(ConfigError) as info:
         load({"SERVICEBUS_CONNECTION_STRING": "Endpoint=sb://x;SuperSecretKeyMaterial"})
     assert "SuperSecret" not in str(info.value)
+
+
+# Each slot of a SAS connection string, well and badly formed (None: left out), for the comparison below.
+SAS_SLOTS = (
+    (None, "Endpoint=sb://h.servicebus.windows.net/", "Endpoint=sb://", "endpoint=sb://h", "Endpoint=sb://["),
+    (None, "SharedAccessKeyName=k", "SharedAccessKeyName=", "sharedaccesskeyname=k"),
+    (None, "SharedAccessKey=a2V5=", "SharedAccessKey="),
+    (None, "SharedAccessSignature=SharedAccessSignature sr=h&sig=x&se=1&skn=k", "SharedAccessSignature=",
+     "sharedaccesssignature=x"),
+    (None, "EntityPath=q", "UseDevelopmentEmulator=true", "Other=1", "junk", "", " ", "Endpoint=sb://other"),
+)
+
+
+def test_connection_strings_read_without_the_sdk_are_read_as_the_sdk_reads_them() -> None:
+    """Every string `_plain_sas_fields` reads is one the SDK's parser accepts, read to the same fields; any other
+    string goes to the SDK (every combination of the slots, the last one first or last, with trailing ';')."""
+    read = 0
+    for *slots, extra in itertools.product(*SAS_SLOTS):
+        for ordered in ([*slots, extra], [extra, *slots]):
+            for tail in ("", ";", ";;"):
+                conn = ";".join(part for part in ordered if part is not None) + tail
+                plain = config._plain_sas_fields(conn)
+                try:
+                    sdk = parse_connection_string(conn)
+                except ValueError:
+                    assert plain is None, conn
+                    continue
+                assert plain in (None, config.SasFields(sdk.fully_qualified_namespace, sdk.shared_access_key,
+                                                        sdk.shared_access_signature)), conn
+                read += plain is not None
+    assert read >= 50  # and many strings are read both ways
+
+
+@pytest.mark.parametrize("conn", [
+    config.DEFAULT_SERVICEBUS_CONNECTION_STRING,
+    "Endpoint=sb://localhost:5673;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=SAS_KEY_VALUE;"
+    "UseDevelopmentEmulator=true;",  # localbus's
+    "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=a2V5=",
+    "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessSignature=SharedAccessSignature sr=ns&sig=x&se=1&skn=k",
+])
+def test_the_usual_connection_strings_are_read_without_the_sdk(conn: str) -> None:
+    assert config._plain_sas_fields(conn) is not None
 
 
 def test_servicebus_namespace_selects_entra_id() -> None:

@@ -56,3 +56,18 @@ def test_clip_with_count_says_how_much_was_cut_and_still_fits() -> None:
         assert len(cut) == 10, cut
         kept = cut.index("…")
         assert cut == "y" * kept + f"…(+{size - kept})"
+
+
+def test_terminal_statuses_are_the_durabletask_sdks_own_members() -> None:
+    """Built on first import (sbworker.core.codes loads the SDK only then), and what its five users test with `in`."""
+    from durabletask.client import OrchestrationStatus
+
+    from sbworker.core import codes
+    from sbworker.core.codes import TERMINAL_STATUSES
+
+    ended = {OrchestrationStatus.COMPLETED, OrchestrationStatus.FAILED, OrchestrationStatus.TERMINATED}
+    assert ended == TERMINAL_STATUSES and isinstance(TERMINAL_STATUSES, frozenset)
+    assert codes.TERMINAL_STATUSES is TERMINAL_STATUSES  # built once
+    assert all((status in TERMINAL_STATUSES) == (status in ended) for status in OrchestrationStatus)
+    with pytest.raises(AttributeError, match="no attribute 'NOT_A_NAME'"):
+        codes.NOT_A_NAME  # noqa: B018
