@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sbworker import LOCAL_CONFIG
-from sbworker.core import config, event_loop
+from sbworker.core import config
 from sbworker.core.codes import Exit
 from sbworker.core.errors import UserError
 from sbworker.observability import config as observability_config
@@ -168,8 +169,10 @@ def _add_operator_commands(sub: argparse._SubParsersAction) -> None:
     lst = sub.add_parser("list", help="list instances, newest first",
                          description="List orchestration instances in the task hub, newest first.",
                          epilog="example: sbworker list --status running --limit 20")
-    lst.add_argument("--status", action="append", choices=sorted(monitor_status_names()),
-                     help="only this runtime status (repeatable)")
+    status_option = lst.add_argument("--status", action="append", help="only this runtime status (repeatable)")
+    # Set after add_argument, which would list them at once to check the option's metavar: read from the SDK only
+    # when `list` parses or shows --status.
+    status_option.choices = StatusNames()
     lst.add_argument("--limit", type=_positive_int, default=50, help="at most N rows (default 50)")
     lst.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -214,10 +217,20 @@ def _cloudevents_option(parser: argparse.ArgumentParser, default: Any = argparse
                              "id is the event id)")
 
 
-def monitor_status_names() -> list[str]:
-    from durabletask.client import OrchestrationStatus
+class StatusNames:
+    """The durabletask SDK's runtime statuses in lower case, sorted (`list --status`'s choices): looked up when
+    used, so building the parser (`sbworker --help`, every other command) does not import the SDK."""
 
-    return [s.name.lower() for s in OrchestrationStatus]
+    def _names(self) -> list[str]:
+        from durabletask.client import OrchestrationStatus
+
+        return sorted(s.name.lower() for s in OrchestrationStatus)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
 
 
 def _port(raw: str) -> int:
@@ -271,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(settings.listener.log_level, settings.secrets() + telemetry_settings.secrets())
         if args.command == "run":
             from listener import service
+            from sbworker.core import event_loop
             from sbworker.observability import telemetry
 
             # Before the worker starts: its spans use the global tracer provider that setup installs.

@@ -1,4 +1,8 @@
-"""The people-facing commands: publish, status, list, watch, dlq. Arguments are checked before anything is sent."""
+"""The people-facing commands: publish, status, list, watch, dlq. Arguments are checked before anything is sent.
+
+Each command imports what it uses when it runs: `publish` and `dlq` load the Service Bus SDK, `status`, `list` and
+`watch` the durabletask one, and neither loads the other (README "Publish and monitor").
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,15 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrations import registry
 from sbworker.core import clients
 from sbworker.core.codes import Exit
-from sbworker.core.config import Settings
-from sbworker.core.contract import Rejected
-from sbworker.core.entities import Entity
 from sbworker.core.errors import UsageError, one_line
-from sbworker.observability import telemetry
-from sbworker.observability.config import TelemetrySettings
-from sbworker.operations import dlq, monitor
-from sbworker.operations.publisher import Publisher
+
+if TYPE_CHECKING:
+    from sbworker.core.config import Settings
+    from sbworker.observability.config import TelemetrySettings
 
 
 def dispatch(args: argparse.Namespace, settings: Settings, telemetry_settings: TelemetrySettings) -> int:
@@ -49,6 +49,11 @@ def dispatch(args: argparse.Namespace, settings: Settings, telemetry_settings: T
 
 def _publish(args: argparse.Namespace, settings: Settings, telemetry_settings: TelemetrySettings) -> int:
     """Build with the Publisher (the listener's own checks), then send, traced when an exporter is configured."""
+    from orchestrations import registry
+    from sbworker.core.contract import Rejected
+    from sbworker.observability import telemetry
+    from sbworker.operations.publisher import Publisher
+
     if args.kind == "start" and not registry.is_startable(args.orchestration):
         raise UsageError(f"unknown orchestration {args.orchestration!r}; valid names: "
                          f"{', '.join(registry.orchestration_names())}")
@@ -145,6 +150,8 @@ def _user() -> str:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from sbworker.operations import monitor
+
     with clients.dts_client(settings.dts) as client:
         state = client.get_orchestration_state(args.instance_id)
     if state is None:
@@ -158,6 +165,8 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
+    from sbworker.operations import monitor
+
     statuses = [monitor.STATUS_NAMES[s] for s in args.status] if args.status else None
     with clients.dts_client(settings.dts) as client:
         states = monitor.list_instances(client, statuses, args.limit)
@@ -171,6 +180,8 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    from sbworker.operations import monitor
+
     with clients.dts_client(settings.dts) as client:
         state = monitor.watch(client, args.instance_id, lambda line: print(line, flush=True),
                               interval=max(0.05, args.interval))
@@ -185,6 +196,9 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
     """One dead-letter queue per entity the listener reads: the queue's; or the subscription's and the retry queue's."""
+    from sbworker.core.entities import Entity
+    from sbworker.operations import dlq
+
     source = settings.servicebus.source
     if args.retry_queue and source.topic is None:
         raise UsageError("--retry-queue: only with SERVICEBUS_TOPIC + SERVICEBUS_SUBSCRIPTION (a queue retries on "

@@ -3,6 +3,9 @@
 Everything else receives the clients it needs as arguments. A `credential` left at None is the one the settings
 name (managed identity, DefaultAzure, or none for a local emulator); tests pass a fake one to exercise the Entra
 ID paths against local peers.
+
+Each function imports the SDK it builds with: a command that talks to one service does not load the other's SDK
+(azure-servicebus is about 0.13 s of CPU to import, durabletask with gRPC about 0.1 s).
 """
 
 from __future__ import annotations
@@ -10,25 +13,25 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from typing import Any
-
-import certifi
-from azure.core.credentials import TokenCredential
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.servicebus import ServiceBusClient as SyncServiceBusClient
-from azure.servicebus.aio import ServiceBusClient
-from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
-from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
-from durabletask.grpc_options import GrpcChannelOptions, GrpcWorkerResiliencyOptions
-from durabletask.worker import ConcurrencyOptions
+from typing import TYPE_CHECKING, Any
 
 from sbworker import patches
 from sbworker.core import credentials
 from sbworker.core.config import ConnectionString, DtsSettings, PayloadStorage, ServiceBusSettings, WorkerSettings
-from sbworker.core.worker_guard import DTS_MESSAGE_BYTES, WorkerGuard
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.servicebus import ServiceBusClient as SyncServiceBusClient
+    from azure.servicebus.aio import ServiceBusClient
+    from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient, DurableTaskSchedulerClient
+    from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+    from durabletask.grpc_options import GrpcChannelOptions
+
+    from sbworker.core.worker_guard import WorkerGuard
 
 # gRPC's default reconnect backoff grows to 120 s: after a DTS blip we would sit idle for minutes. Cap it.
-CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
+CHANNEL_RAW_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.initial_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 250),
     ("grpc.max_reconnect_backoff_ms", 5000),
@@ -42,7 +45,7 @@ CHANNEL_OPTIONS = GrpcChannelOptions(raw_options=[
     # Each client its own connection: a client made to replace a silent one (listener.dispatch) must not be handed
     # the same half-open connection from gRPC's process-wide subchannel pool.
     ("grpc.use_local_subchannel_pool", 1),
-])
+)
 
 
 @functools.cache
@@ -50,6 +53,8 @@ def tls_context() -> ssl.SSLContext:
     """The TLS settings the Service Bus SDK would build, built once: it otherwise reads the whole CA bundle again for
     every connection (157 ms of CPU each, measured 2026-12-06, even where the connection then uses no TLS), and
     session mode opens a connection per session it accepts. Certificates and host names are checked as before."""
+    import certifi
+
     return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=certifi.where())
 
 
@@ -61,6 +66,12 @@ def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = No
     Every worker runs behind a `WorkerGuard` (one work item cannot stop it); pass one to read its health.
     `concurrency` None keeps the SDK's own defaults.
     """
+    from durabletask.azuremanaged.worker import DurableTaskSchedulerWorker
+    from durabletask.grpc_options import GrpcWorkerResiliencyOptions
+    from durabletask.worker import ConcurrencyOptions
+
+    from sbworker.core.worker_guard import WorkerGuard
+
     cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
     options = None if concurrency is None else ConcurrencyOptions(
         maximum_concurrent_orchestration_work_items=concurrency.max_concurrent_orchestrations,
@@ -76,6 +87,8 @@ def dts_worker(settings: DtsSettings, *, credential: TokenCredential | None = No
 
 
 def dts_client(settings: DtsSettings, *, credential: TokenCredential | None = None) -> DurableTaskSchedulerClient:
+    from durabletask.azuremanaged.client import DurableTaskSchedulerClient
+
     cred = credential or credentials.sync_credential(settings.auth, settings.client_id)
     return DurableTaskSchedulerClient(token_credential=cred, **_dts_options(settings, "client", cred))
 
@@ -92,6 +105,8 @@ def dts_async_client(
     the listener's CPU per message from a backlog (README "Performance"). Transparent retries only resend a call
     that never reached the server; without them that call fails UNAVAILABLE, which the listener retries itself.
     """
+    from durabletask.azuremanaged.client import AsyncDurableTaskSchedulerClient
+
     cred = credential or credentials.async_credential(settings.auth, settings.client_id)
     store_cred = credentials.sync_credential(settings.auth, settings.client_id) if settings.payload_storage else None
     options = _dts_options(settings, "client", store_cred)
@@ -104,7 +119,8 @@ def dts_async_client(
 
 
 def _dts_options(settings: DtsSettings, component: str, credential: Any) -> dict[str, Any]:
-    patches.install()  # every DTS client and worker is made here: its paging patch is in force before the first list
+    # Every DTS client and worker is made here: its paging patch is in force before the first list.
+    patches.install(patches.DURABLETASK)
     options: dict[str, Any] = {
         "host_address": settings.endpoint,
         "taskhub": settings.taskhub,
@@ -119,8 +135,12 @@ def _dts_options(settings: DtsSettings, component: str, credential: Any) -> dict
 
 
 def channel_options(settings: DtsSettings) -> GrpcChannelOptions:
-    """CHANNEL_OPTIONS, with DTS's message limits: send at most what DTS takes, receive what DTS may send."""
-    return GrpcChannelOptions(raw_options=list(CHANNEL_OPTIONS.raw_options),
+    """CHANNEL_RAW_OPTIONS, with DTS's message limits: send at most what DTS takes, receive what DTS may send."""
+    from durabletask.grpc_options import GrpcChannelOptions
+
+    from sbworker.core.worker_guard import DTS_MESSAGE_BYTES
+
+    return GrpcChannelOptions(raw_options=list(CHANNEL_RAW_OPTIONS),
                               max_send_message_length=DTS_MESSAGE_BYTES,
                               max_receive_message_length=settings.max_receive_bytes)
 
@@ -141,6 +161,8 @@ def servicebus_client(
 ) -> ServiceBusClient:
     """An asyncio Service Bus client: SAS from the connection string, or Entra ID against the namespace; `options`
     are the SDK's own client options (the listener's session mode sets retry_total)."""
+    from azure.servicebus.aio import ServiceBusClient
+
     client: ServiceBusClient = _servicebus(ServiceBusClient, settings, credential, credentials.async_entra, **options)
     return client
 
@@ -149,13 +171,15 @@ def servicebus_sync_client(
     settings: ServiceBusSettings, *, credential: TokenCredential | None = None
 ) -> SyncServiceBusClient:
     """A blocking Service Bus client, for the publishing CLI."""
+    from azure.servicebus import ServiceBusClient as SyncServiceBusClient
+
     client: SyncServiceBusClient = _servicebus(SyncServiceBusClient, settings, credential, credentials.sync_entra)
     return client
 
 
 def _servicebus(kind: Any, settings: ServiceBusSettings, credential: Any, entra: Any, **options: Any) -> Any:
     """Both clients are made the same way (and see the SDK patches, installed on first use)."""
-    patches.install()
+    patches.install(patches.SERVICEBUS)
     options.setdefault("ssl_context", tls_context())
     access = settings.access
     if isinstance(access, ConnectionString):

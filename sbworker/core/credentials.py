@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from azure.core.credentials import TokenCredential
-from azure.core.credentials_async import AsyncTokenCredential
+from typing import TYPE_CHECKING
 
 from sbworker.core.config import Auth
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
 
 
 def sync_credential(auth: Auth, client_id: str | None) -> TokenCredential | None:

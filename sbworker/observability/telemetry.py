@@ -67,14 +67,16 @@ def setup(settings: TelemetrySettings, *, metrics: bool = True, scrape: bool = T
     """
     if not settings.enabled:
         return Telemetry()
-    resource = _resource(settings)
     telemetry = Telemetry()
-    if settings.tracing or recent_spans is not None:
-        telemetry.tracer = _tracing(settings, resource, telemetry, recent_spans)
+    tracing = settings.tracing or recent_spans is not None
     pushed = bool(settings.otlp_metrics_endpoint or settings.azure_monitor_connection_string)
     metrics = metrics and (scrape or pushed)
-    if metrics:
-        _metrics(settings, resource, telemetry, scrape)
+    if tracing or metrics:  # else the OpenTelemetry SDK is not even imported (a `publish` without exporters)
+        resource = _resource(settings)
+        if tracing:
+            telemetry.tracer = _tracing(settings, resource, telemetry, recent_spans)
+        if metrics:
+            _metrics(settings, resource, telemetry, scrape)
     metric_targets = ", ".join(t for t in ("/metrics" if scrape else "", _targets(settings.otlp_metrics_endpoint,
                                                                                   settings)) if t)
     trace_targets = ", ".join(t for t in (_targets(settings.otlp_traces_endpoint, settings),

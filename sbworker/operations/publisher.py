@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
-from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 
 from sbworker.core import clients, config
 from sbworker.core.cloudevents import Mode
@@ -27,6 +26,9 @@ from sbworker.core.config import DEFAULT_QUEUE, Settings
 from sbworker.core.contract import Rejected
 from sbworker.core.limits import DEFAULT_LIMITS, Limits
 from sbworker.operations.publish import DEFAULT_SOURCE, Messages, Outgoing
+
+if TYPE_CHECKING:
+    from azure.servicebus.aio import ServiceBusClient as AsyncServiceBusClient
 
 __all__ = ["AsyncPublisher", "Published", "Publisher", "Rejected"]
 

@@ -71,7 +71,8 @@ DTS_SPANS = "client.without_trace_spans"
 # that wait short for about 3% of a core when idle (measured against localbus).
 RECEIVER_SOCKET_TIMEOUT = 0.02
 
-_active: list[str] | None = None
+# SDK -> its patches in force, once `install` has looked at that SDK.
+_installed: dict[str, list[str]] = {}
 
 
 def expected(sdk: str | None = None) -> list[str]:
@@ -106,38 +107,44 @@ def verified(sdk: str, version: str | None = None) -> bool:
     return (version or sdk_version(sdk)).startswith(VERIFIED[sdk])
 
 
-def install() -> list[str]:
-    """Install every patch once, for each SDK whose installed version is a verified one; returns those active."""
-    global _active
-    if _active is not None:
-        return list(_active)
-    active: list[str] = []
-    if verified(SERVICEBUS):
-        from sbworker.patches import (
-            amqp_decoding,
-            amqp_io,
-            amqp_types,
-            keepalive_wake,
-            open_poll,
-            session_peek,
-            settle_batch,
-        )
+def install(sdk: str | None = None) -> list[str]:
+    """Install the patches of `sdk` (default: of every SDK) once, if its installed version is a verified one;
+    returns those active (of `sdk`, or all). One SDK at a time: a DTS client does not import azure-servicebus to
+    patch it, nor a Service Bus client durabletask and gRPC (about 0.1 s each for a command that needs one)."""
+    for each in VERIFIED:
+        if sdk in (None, each) and each not in _installed:
+            _installed[each] = (_install_servicebus() if each == SERVICEBUS else _install_durabletask()
+                                ) if verified(each) else []
+    return active(sdk)
 
-        active += [*amqp_decoding.install(), *amqp_types.install(), *amqp_io.install(), BUFFERED, SETTLED,
-                   SOCKET_TIMEOUT, RELEASE]
-        if settle_batch.available():
-            active.append(settle_batch.BATCHED_SETTLEMENT)
-        active += [*open_poll.install(), *session_peek.available(), *_properties_truth(), *keepalive_wake.install()]
-    if verified(DURABLETASK):
-        from durabletask.client import AsyncTaskHubGrpcClient
 
-        from sbworker.patches import dts_query
+def _install_servicebus() -> list[str]:
+    from sbworker.patches import (
+        amqp_decoding,
+        amqp_io,
+        amqp_types,
+        keepalive_wake,
+        open_poll,
+        session_peek,
+        settle_batch,
+    )
 
-        active += dts_query.install()
-        if isinstance(getattr(AsyncTaskHubGrpcClient, "emit_trace_spans", None), property):
-            active.append(DTS_SPANS)
-    _active = active
-    return list(_active)
+    active = [*amqp_decoding.install(), *amqp_types.install(), *amqp_io.install(), BUFFERED, SETTLED, SOCKET_TIMEOUT,
+              RELEASE]
+    if settle_batch.available():
+        active.append(settle_batch.BATCHED_SETTLEMENT)
+    return [*active, *open_poll.install(), *session_peek.available(), *_properties_truth(), *keepalive_wake.install()]
+
+
+def _install_durabletask() -> list[str]:
+    from durabletask.client import AsyncTaskHubGrpcClient
+
+    from sbworker.patches import dts_query
+
+    active = dts_query.install()
+    if isinstance(getattr(AsyncTaskHubGrpcClient, "emit_trace_spans", None), property):
+        active.append(DTS_SPANS)
+    return active
 
 
 def _properties_truth() -> list[str]:
@@ -162,9 +169,9 @@ def any_public_attribute(self: Any) -> bool:
     return False
 
 
-def active() -> list[str]:
-    """The patches in force in this process (none until `install`)."""
-    return list(_active or [])
+def active(sdk: str | None = None) -> list[str]:
+    """The patches in force in this process (none until `install`): of `sdk`, or of every SDK in VERIFIED's order."""
+    return [name for each in VERIFIED if sdk in (None, each) for name in _installed.get(each, [])]
 
 
 def log_state() -> None:

@@ -200,7 +200,8 @@ async def test_without_the_patch_an_uncopyable_approval_is_dead_lettered_at_once
     """On an SDK version sbworker.patches does not know, a long cannot be sent again: the early approval is
     dead-lettered UncopyableProperties instead of looping to MaxDeliveryCount, and a resubmit leaves it where it
     is, saying why."""
-    monkeypatch.setattr(patches, "_active", [n for n in patches.install() if n != amqp_types.TYPED_PROPERTIES])
+    monkeypatch.setitem(patches._installed, patches.SERVICEBUS,
+                        [n for n in patches.install(patches.SERVICEBUS) if n != amqp_types.TYPED_PROPERTIES])
     mid = uuid.uuid4().hex
     await asyncio.to_thread(publish, bus, approval(mid, {"amount": 2**40}))
     [dead] = await h.dead_letters(1)

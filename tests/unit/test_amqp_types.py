@@ -112,7 +112,8 @@ def test_messages_properties_gives_str_keys_and_the_encodings() -> None:
 
 
 def test_without_the_patch_a_wide_integer_is_named_as_uncopyable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(patches, "_active", [n for n in patches.install() if n != amqp_types.TYPED_PROPERTIES])
+    monkeypatch.setitem(patches._installed, patches.SERVICEBUS,
+                        [n for n in patches.install(patches.SERVICEBUS) if n != amqp_types.TYPED_PROPERTIES])
     message = ServiceBusMessage(b"{}")
     message.raw_amqp_message.application_properties = received(encode({"ok": 5, "n": -(2**40)})).application_properties
     props = messages.properties(message)  # type: ignore[arg-type]

@@ -28,7 +28,8 @@ def test_all_in_force_is_one_info_line_naming_each_sdk(caplog: pytest.LogCapture
 
 def test_an_sdk_without_its_patches_is_a_warning_saying_what_it_loses(caplog: pytest.LogCaptureFixture,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(patches, "_active", patches.expected(patches.SERVICEBUS))
+    monkeypatch.setattr(patches, "_installed", {patches.SERVICEBUS: patches.expected(patches.SERVICEBUS),
+                                                patches.DURABLETASK: []})
     with caplog.at_level(logging.INFO, logger=patches.__name__):
         patches.log_state()
     by_level = {r.levelno: r.getMessage() for r in caplog.records}
@@ -37,7 +38,8 @@ def test_an_sdk_without_its_patches_is_a_warning_saying_what_it_loses(caplog: py
 
 
 def test_one_patch_lost_is_named(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(patches, "_active", [n for n in patches.expected() if n != patches.SETTLED])
+    monkeypatch.setattr(patches, "_installed", {sdk: [n for n in patches.expected(sdk) if n != patches.SETTLED]
+                                                for sdk in patches.VERIFIED})
     with caplog.at_level(logging.INFO, logger=patches.__name__):
         patches.log_state()
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
