@@ -11,7 +11,7 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from sbworker.core.codes import CLOUDEVENT_TYPES
 from sbworker.core.entities import MAX_SUBSCRIPTION, Source, name_problem, queue_source, topic_source
@@ -303,9 +303,10 @@ def payload_storage(env: Mapping[str, str]) -> PayloadStorage | None:
                 raise ConfigError(other, f"only used with {name}")
         return None
     if raw.lower().startswith(("http://", "https://")):
-        parts = urlsplit(raw)
+        expected = "expected https://<account>.blob.core.windows.net or a storage connection string"
+        parts = url_parts(raw, name, expected)
         if not parts.hostname or parts.query:
-            raise ConfigError(name, "expected https://<account>.blob.core.windows.net or a storage connection string")
+            raise ConfigError(name, expected)
         connection_string, account_url = None, raw
     else:
         fields = key_values(raw, name)  # never echoes the value: it holds an account key
@@ -359,13 +360,9 @@ def parse_dts(connection_string: str, *, taskhub: str = DEFAULT_TASKHUB, default
     endpoint = fields.get("endpoint")
     if not endpoint:
         raise ConfigError(var, "missing Endpoint= (e.g. Endpoint=http://localhost:8080)")
-    parts = urlsplit(endpoint)
+    parts = url_parts(endpoint, var, f"Endpoint has an invalid port or host: {endpoint!r}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(var, f"Endpoint must be an http:// or https:// URL, got {endpoint!r}")
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise ConfigError(var, f"Endpoint has an invalid port: {endpoint!r}") from None
     if parts.path not in ("", "/") or parts.query:
         raise ConfigError(var, f"Endpoint must not have a path or query: {endpoint!r}")
     auth_raw = fields.get("authentication")
@@ -445,8 +442,10 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
     conn = conn or DEFAULT_SERVICEBUS_CONNECTION_STRING
     fields = key_values(conn, "SERVICEBUS_CONNECTION_STRING")
     endpoint = fields.get("endpoint", "")
-    if not endpoint.lower().startswith("sb://") or not urlsplit(endpoint).hostname:
-        raise ConfigError("SERVICEBUS_CONNECTION_STRING", "missing or invalid Endpoint=sb://<host>[:port]")
+    problem = "missing or invalid Endpoint=sb://<host>[:port]"
+    if not endpoint.lower().startswith("sb://") or \
+            not url_parts(endpoint, "SERVICEBUS_CONNECTION_STRING", problem).hostname:
+        raise ConfigError("SERVICEBUS_CONNECTION_STRING", problem)
     _sas_fields(conn)  # the SDK's own rules for keys and signatures
     return ServiceBusSettings(source, ConnectionString(conn))
 
@@ -454,8 +453,9 @@ def _servicebus(env: Mapping[str, str], client_id: str | None) -> ServiceBusSett
 def _namespace(value: str) -> str:
     host = value.strip()
     if "://" in host:
-        host = urlsplit(host).hostname or ""
-        port = urlsplit(value.strip()).port if is_loopback(host) else None
+        parts = url_parts(host, "SERVICEBUS_NAMESPACE", f"expected <name>.servicebus.windows.net, got {value!r}")
+        host = parts.hostname or ""
+        port = parts.port if is_loopback(host) else None
         host = f"{host}:{port}" if port else host
     host = host.rstrip("/")
     if not host or any(c in host for c in " /;=?#"):
@@ -595,6 +595,17 @@ def _log_level(env: Mapping[str, str]) -> str:
 
 # The readers below are shared with sbworker/observability/config.py (the OTEL_* variables): one set of rules for
 # every variable, and every error a ConfigError naming it.
+
+
+def url_parts(value: str, name: str, problem: str) -> SplitResult:
+    """`urlsplit`, with its port checked, and any ValueError it raises (an unclosed '[', a port out of range) a
+    ConfigError for `name`: a setting that is not a URL is a configuration error, never a traceback."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is not a number in range
+    except ValueError:
+        raise ConfigError(name, problem) from None
+    return parts
 
 
 def optional(env: Mapping[str, str], name: str) -> str | None:

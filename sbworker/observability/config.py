@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from sbworker.core import config
 from sbworker.core.errors import ConfigError
@@ -118,11 +118,7 @@ def _otlp_url(env: Mapping[str, str], name: str) -> str | None:
     raw = config.optional(env, name)
     if raw is None:
         return None
-    parts = urlsplit(raw)
-    try:
-        parts.port  # noqa: B018 - validates the port
-    except ValueError:
-        raise ConfigError(name, f"invalid port in {raw!r}") from None
+    parts = config.url_parts(raw, name, f"invalid port or host in {raw!r}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, f"expected an http:// or https:// URL, got {raw!r}")
     return raw
@@ -152,8 +148,9 @@ def _app_insights(env: Mapping[str, str]) -> str | None:
     if not fields.get("instrumentationkey"):
         raise ConfigError(name, "missing InstrumentationKey= (copy the connection string from Application Insights)")
     ingestion = fields.get("ingestionendpoint")
-    if ingestion and urlsplit(ingestion).scheme not in ("http", "https"):
-        raise ConfigError(name, "IngestionEndpoint must be an http:// or https:// URL")
+    problem = "IngestionEndpoint must be an http:// or https:// URL"
+    if ingestion and config.url_parts(ingestion, name, problem).scheme not in ("http", "https"):
+        raise ConfigError(name, problem)
     return raw
 
 
