@@ -157,7 +157,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 def local_path(raw: str) -> str:
     """Where to go after signing in: a path on this server only (never `//evil.example` or a full URL)."""
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # e.g. an unclosed '[': not a path of ours
+        return "/instances"
     if parts.scheme or parts.netloc or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
         return "/instances"
     if parts.path in ("/login", "/logout"):
@@ -210,7 +213,10 @@ async def _refusal(request: web.Request, cookie_token: str | None) -> str | None
 def _same_host(request: web.Request, url: str) -> bool:
     """Same host and port as this request. The scheme is not compared: behind a TLS-terminating ingress the page
     is https while we see http, and the Host allow-list already decides which names are ours."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an Origin or Referer that is not a URL is not ours
+        return False
     return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
 
 

@@ -139,7 +139,7 @@ def test_login_sets_an_http_only_strict_session_cookie_and_logout_ends_it(board:
 def test_login_goes_back_only_to_a_page_of_this_dashboard(board: Board) -> None:
     with board(rules(token=TOKEN)) as web:
         form = web.get("/login")
-        for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "http://[x"):
             page = web.request("POST", "/login", {"token": TOKEN, "next": target, "csrf_token": form.token()},
                                headers={"Origin": web.base})
             assert page.status == 303 and page.headers["Location"] == "/instances", target

@@ -54,7 +54,8 @@ def test_cross_origin_posts_are_refused_even_with_a_valid_token(web: Web, dts: D
     token = web.get("/new").token()
     form = {"id": victim, "csrf_token": token, "confirmed": "yes"}
     for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"},
-                    {"Referer": "http://evil.example/page"}, {"Origin": web.base, "Sec-Fetch-Site": "cross-site"}):
+                    {"Referer": "http://evil.example/page"}, {"Origin": web.base, "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "http://["}, {"Referer": "http://[x/page"}):  # not URLs: refused, not a 500
         page = web.request("POST", "/instance/terminate", form, headers=headers)
         assert page.status == 403 and "cross-" in page.text, headers
     assert _running(dts, victim)
