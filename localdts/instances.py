@@ -80,8 +80,7 @@ class Instances(MutableMapping[str, OrchestrationInstance]):
 
     def evict(self, key: str) -> None:
         if key in self._memory:
-            self._forgotten(key)  # before it leaves: a reader without the lock sees it in one place or the other
-            del self._memory[key]
+            del self[key]
         self.loaded.discard(key)
 
     def __getitem__(self, key: str) -> OrchestrationInstance:
@@ -98,7 +97,7 @@ class Instances(MutableMapping[str, OrchestrationInstance]):
 
     def __delitem__(self, key: str) -> None:
         if key in self._memory:
-            self._forgotten(key)
+            self._forgotten(key)  # before it leaves: a reader without the lock sees it in one place or the other
         del self._memory[key]
         self.loaded.discard(key)
 
