@@ -65,14 +65,18 @@ def test_dev_brings_up_the_whole_system_and_keeps_messages(tmp_path: Path) -> No
             link = re.search(r'href="(/trace\?id=[0-9a-f]{32})"', _page(f"{board}/instance?id=dev-smoke"))
             return link.group(1) if link else None
 
-        def waterfall_with_activity() -> str | None:
+        # The spans end in their own order (the listener's span only after the message is settled, which can be
+        # after the activity ran) and so may reach the store in different batches: wait for all of them.
+        spans = ("process workflow-requests", "create_orchestration:hello_cities", "orchestration:hello_cities",
+                 "activity:say_hello")
+
+        def whole_waterfall() -> str | None:
             waterfall = _page(f"{board}{trace}", ok_only=False)
-            return waterfall if "activity:say_hello" in waterfall else None
+            return waterfall if all(span in waterfall for span in spans) else None
 
         trace = until(trace_link, what="the instance page linking its trace", timeout=15, interval=0.2)
-        waterfall = until(waterfall_with_activity, what="the trace's activity span", timeout=15, interval=0.2)
-        for span in ("process workflow-requests", "create_orchestration:hello_cities", "orchestration:hello_cities",
-                     "activity:say_hello"):
+        waterfall = until(whole_waterfall, what="the trace's four spans", timeout=20, interval=0.2)
+        for span in spans:
             assert span in waterfall, span
         assert dev.terminate(signal.SIGINT) == 0
         # A clean Ctrl-C prints nothing alarming (the worker's stream ends CANCELLED: that is our own stop).
