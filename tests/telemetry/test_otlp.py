@@ -39,8 +39,18 @@ def test_publish_and_service_export_one_trace_over_otlp_http(localbus: LocalBus,
             until(lambda: len(named(otlp.in_trace(trace_id), "activity:say_hello")) == 6
                   and bool(named(otlp.in_trace(trace_id), "orchestration:hello_cities")),
                   what="the worker's spans in the publisher's trace")
-            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5) as reply:
-                content_type, text = reply.headers["Content-Type"], reply.read().decode()
+            settled = 'sbworker_messages_settled_total{action="complete",reason="started"} 1.0'
+
+            def scrape() -> tuple[str, str] | None:
+                # The message is counted once the broker confirmed its completion, which is not ordered with the
+                # worker's spans: scrape until it is (and the handler has ended).
+                with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/metrics", timeout=5) as reply:
+                    body = reply.read().decode()
+                    if settled in body and "sbworker_messages_in_flight 0.0" in body:
+                        return reply.headers["Content-Type"], body
+                return None
+
+            content_type, text = until(scrape, what="the settled message in /metrics")
             until(lambda: "sbworker.messages.settled" in otlp.metric_names, what="metrics over OTLP")
             assert run.terminate() == 0, run.output[-3000:]
 
