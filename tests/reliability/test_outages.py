@@ -120,6 +120,9 @@ def test_handling_that_outlives_the_lock_keeps_it_and_settles_once(tmp_path: Pat
         stack.drained(timeout=40)
         assert all(_get(own_dts.client, iid) is not None for iid in ids)
         assert dead_letters(stack.connection_string) == []
+        # The queue is empty once the broker took the completions; the listener logs each once it reads the answer.
+        until(lambda: all(f"settled message_id={iid} " in stack.listener.output for iid in ids),
+              what="a settlement line for each message")
         log = stack.listener.output
         for iid in ids:
             assert log.count(f"settled message_id={iid} ") == 1, log[-3000:]
