@@ -25,6 +25,7 @@ from azure.servicebus import NEXT_AVAILABLE_SESSION, ServiceBusReceiveMode
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import OperationTimeoutError, ServiceBusError
 
+from listener.dead_receiver import Receiving
 from listener.locks import RENEW_AHEAD_MAX, RENEW_SHARE, LockKeeper
 from listener.pipeline import Pipeline
 from listener.settlement import Abandon
@@ -166,6 +167,7 @@ class SessionReader:
         """Why the reading of this session ended: idle, lock lost, stopping, or a message given back."""
         me = asyncio.current_task()
         assert me is not None
+        receiving = Receiving(receiver)
         last = time.monotonic()
         while True:
             left = self._idle - (time.monotonic() - last)
@@ -180,7 +182,7 @@ class SessionReader:
             # SDK wait 0.2 s for the rest. Without one, one at a time: each call is then a credit round trip.
             want = max(1, patches.buffered(receiver)) if self._prefetch > 0 else 1
             async with asyncio.timeout(wait + ANSWER_MARGIN_SECONDS):
-                batch = await receiver.receive_messages(max_message_count=want, max_wait_time=wait)
+                batch = await receiving.receive(want, wait)
             if not batch:
                 continue
             self._alive()

@@ -14,6 +14,7 @@ from typing import Any
 from azure.servicebus import ServiceBusReceivedMessage
 from azure.servicebus.aio import ServiceBusReceiver
 
+from listener.dead_receiver import Receiving
 from sbworker import patches
 from sbworker.observability.metrics import Metrics
 
@@ -42,6 +43,7 @@ class Slots:
         # Under load, refill slots a few at a time (one receive call per message cost 7% more CPU per message from
         # a backlog); a few slots left free by slow handlers are still used after REFILL_WAIT_SECONDS.
         refill = max(1, limit // 8)
+        receiving = Receiving(receiver)
         while not stop.is_set():
             free = limit - len(self._in_flight)
             if free < refill:
@@ -57,7 +59,7 @@ class Slots:
             # our whole p50 latency). Without a buffer, each call is a credit round trip, so ask for as many as we
             # can take.
             want = min(free, max(1, patches.buffered(receiver))) if self._prefetch > 0 else free
-            messages = await receiver.receive_messages(max_message_count=want, max_wait_time=RECEIVE_WAIT_SECONDS)
+            messages = await receiving.receive(want, RECEIVE_WAIT_SECONDS)
             if messages:
                 alive()
             for message in messages:
