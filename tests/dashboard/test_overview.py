@@ -52,9 +52,11 @@ def test_counts_per_status_and_name_and_the_chart_from_real_data(
     assert row and re.search(r'data-status="FAILED">(\d+)<', row.group(0))
     # The sampler's first look reads back the hour: our starts and completions are among the bars. The first page
     # waits only so long for that look (FIRST_SAMPLE_WAIT), so a later page may be the one that shows them.
-    until(lambda: bars(fresh.get("/overview").text, "throughput-chart", "starts") >= 4
-          and bars(fresh.get("/overview").text, "throughput-chart", "completions") >= 4,
-          what="our starts and completions among the throughput bars")
+    def ours_drawn() -> bool:
+        text = fresh.get("/overview").text
+        return bars(text, "throughput-chart", "starts") >= 4 and bars(text, "throughput-chart", "completions") >= 4
+
+    until(ours_drawn, what="our starts and completions among the throughput bars")
     # The queue's depth is sampled beside the DTS counts and may land after the first page: a later page shows it.
     until(lambda: 'data-series="active" data-value="' in _queue_chart(fresh.get("/overview").text),
           what="the queue chart's first point")
